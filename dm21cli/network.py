@@ -1,0 +1,194 @@
+"""The DM21 network in NumPy: energy density and its gradient in one pass.
+
+A re-implementation of the published graph (see the checkpoints'
+ARCHITECTURE.md), evaluated in float64 by default.  Forward and backward are
+written out by hand, so one backward pass gives the derivative with respect
+to all eleven inputs (the published code redoes the backward pass for each of
+its four gradient calls), and all work is done in BLAS matrix products over
+blocks of grid points.
+
+Inputs per grid point, alpha first (atomic units throughout):
+
+    x[:, 0:2]  rho_a, rho_b                      (e / bohr^3)
+    x[:, 2:5]  |grad rho|^2, |grad rho_a|^2, |grad rho_b|^2
+    x[:, 5:7]  tau_a, tau_b   (1/2 sum_i |grad phi_i|^2 per spin)
+    x[:, 7:11] hfx_a(0), hfx_a(0.4), hfx_b(0), hfx_b(0.4)   (Ha / bohr^3)
+
+Output: the XC energy density e(r) in Ha / bohr^3 (unweighted), and de/dx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Number of input features per grid point.
+N_FEATURES = 11
+#: Number of residual blocks and their width.
+N_BLOCKS = 6
+WIDTH = 256
+#: Grid points per network block: bounds memory (about 15 arrays of
+#: BLOCK_POINTS x WIDTH floats live at once during the backward pass).
+BLOCK_POINTS = 4096
+
+# Constants exactly as stored (float32) in the published graph; using the
+# textbook values instead shifts water's E_xc by ~2e-7 Ha.
+_F32 = np.float32
+LOG_EPS_1 = float(_F32(1e-9))
+LOG_EPS_2 = float(_F32(1e-4))
+LAYER_NORM_EPS = float(_F32(1e-5))
+FOUR_THIRDS = float(_F32(4.0 / 3.0))
+#: -(3/2)(3/(4 pi))^(1/3): LDA exchange prefactor per spin channel, float32.
+LDA_X_FACTOR = float(_F32(-0.9305257))
+
+_PREFIX = "hub_wrapper/local_functional_v2/"
+
+
+@dataclass(frozen=True)
+class NetworkWeights:
+    """The trained parameters of one DM21 variant.
+
+    w_in: (11, 256), b_in: (256,), w_blocks: (6, 256, 256), b_blocks: (6, 256),
+    ln_scale, ln_offset: (6, 256), w_out: (256, 3), b_out: (3,).
+    """
+
+    w_in: np.ndarray
+    b_in: np.ndarray
+    w_blocks: np.ndarray
+    b_blocks: np.ndarray
+    ln_scale: np.ndarray
+    ln_offset: np.ndarray
+    w_out: np.ndarray
+    b_out: np.ndarray
+
+    @classmethod
+    def from_tf_variables(cls, variables: dict[str, np.ndarray], dtype=np.float64) -> "NetworkWeights":
+        """Build from the checkpoint's variables, keyed by their TF names."""
+
+        def get(name: str) -> np.ndarray:
+            return np.asarray(variables[_PREFIX + name], dtype=dtype)
+
+        def block(k: int) -> str:
+            return "MLP/ResidualBlock" + ("" if k == 0 else f"_{k}")
+
+        return cls(
+            w_in=get("SquashUnprocessedData/linear/w"),
+            b_in=get("SquashUnprocessedData/linear/b"),
+            w_blocks=np.stack([get(f"{block(k)}/linear/w") for k in range(N_BLOCKS)]),
+            b_blocks=np.stack([get(f"{block(k)}/linear/b") for k in range(N_BLOCKS)]),
+            ln_scale=np.stack([get(f"{block(k)}/layer_norm/gamma") for k in range(N_BLOCKS)]),
+            ln_offset=np.stack([get(f"{block(k)}/layer_norm/beta") for k in range(N_BLOCKS)]),
+            w_out=get("OutputLayer/linear/w"),
+            b_out=get("OutputLayer/linear/b"),
+        )
+
+    @property
+    def dtype(self):
+        return self.w_in.dtype
+
+
+class DM21Network:
+    """Evaluate one DM21 variant on blocks of grid points.
+
+    precision: "float64" (default) or "float32".  The weights are stored in
+    float32; float64 evaluates those same numbers without rounding noise.
+    """
+
+    def __init__(self, weights: NetworkWeights, name: str = "DM21"):
+        self.weights = weights
+        self.name = name
+        self.dtype = weights.dtype
+        #: number of grid points evaluated so far (proves the network ran).
+        self.points_evaluated = 0
+
+    @classmethod
+    def load(cls, variant: str, checkpoints=None, precision: str = "float64") -> "DM21Network":
+        """Locate, verify and load a variant's checkpoint (no TensorFlow needed)."""
+        from dm21cli import weights as _weights
+
+        dtype = {"float64": np.float64, "float32": np.float32}[precision]
+        variant = _weights.canonical_variant(variant)
+        variables = _weights.load_parameters(variant, checkpoints)
+        return cls(NetworkWeights.from_tf_variables(variables, dtype=dtype), name=variant)
+
+    # ------------------------------------------------------------------
+    def __call__(self, x: np.ndarray, with_grad: bool = True):
+        """Energy density e (n,) and, if with_grad, de/dx (n, 11), in float64.
+
+        x: (n, 11) features in atomic units, alpha first (see module doc).
+        """
+        x = np.asarray(x)
+        n = x.shape[0]
+        e = np.empty(n)
+        de = np.empty((n, N_FEATURES)) if with_grad else None
+        for p0 in range(0, n, BLOCK_POINTS):
+            p1 = min(p0 + BLOCK_POINTS, n)
+            eb, db = self._block(np.asarray(x[p0:p1], dtype=self.dtype), with_grad)
+            e[p0:p1] = eb
+            if with_grad:
+                de[p0:p1] = db
+        self.points_evaluated += n
+        return (e, de) if with_grad else e
+
+    def _block(self, x: np.ndarray, with_grad: bool):
+        w = self.weights
+        dt = self.dtype
+        # 1. squash the inputs: l = log(|x| + eps1 + eps2)
+        shifted = np.abs(x)
+        shifted += dt.type(LOG_EPS_1)
+        shifted += dt.type(LOG_EPS_2)
+        h = np.tanh(np.log(shifted) @ w.w_in + w.b_in)
+        h0 = h
+        # 2. residual blocks: h = ELU(LayerNorm(h W + b + h))
+        saved = []
+        for k in range(N_BLOCKS):
+            a = h @ w.w_blocks[k]
+            a += w.b_blocks[k]
+            a += h
+            a -= a.mean(axis=1, keepdims=True)
+            rstd = 1.0 / np.sqrt(np.mean(a * a, axis=1, keepdims=True) + dt.type(LAYER_NORM_EPS))
+            a *= rstd  # a is now the normalised activation a_hat
+            y = a * w.ln_scale[k] + w.ln_offset[k]
+            neg = y <= 0
+            h = np.where(neg, np.expm1(np.minimum(y, 0)), y)
+            if with_grad:
+                saved.append((a, rstd, neg, h))
+        # 3. three enhancement factors f = 2 sigmoid(z / 2)
+        z = h @ w.w_out + w.b_out
+        sig = 1.0 / (1.0 + np.exp(-0.5 * z))
+        f = 2.0 * sig
+
+        rho_a = np.maximum(x[:, 0], 0)
+        rho_b = np.maximum(x[:, 1], 0)
+        lda = dt.type(LDA_X_FACTOR) * (rho_a ** dt.type(FOUR_THIRDS) + rho_b ** dt.type(FOUR_THIRDS))
+        hf0 = x[:, 7] + x[:, 9]
+        hf4 = x[:, 8] + x[:, 10]
+        e = f[:, 0] * lda + f[:, 1] * hf0 + f[:, 2] * hf4
+        if not with_grad:
+            return e.astype(np.float64), None
+
+        # backward pass: d e / d x
+        gz = np.stack([lda, hf0, hf4], axis=1) * (sig * (1.0 - sig))  # df/dz = sig (1 - sig)
+        gh = gz @ w.w_out.T
+        for k in reversed(range(N_BLOCKS)):
+            a_hat, rstd, neg, hk = saved[k]
+            gy = np.where(neg, gh * (hk + 1.0), gh)  # ELU'(y) = exp(y) = h + 1 for y <= 0
+            g_hat = gy * w.ln_scale[k]
+            ga = g_hat - g_hat.mean(axis=1, keepdims=True)
+            ga -= a_hat * np.mean(g_hat * a_hat, axis=1, keepdims=True)
+            ga *= rstd
+            gh = ga @ w.w_blocks[k].T
+            gh += ga  # residual connection
+        gh *= 1.0 - h0 * h0  # tanh'
+        gx = (gh @ w.w_in.T) * np.sign(x) / shifted
+
+        # direct dependence of e on rho and hfx
+        c = dt.type(LDA_X_FACTOR * FOUR_THIRDS)
+        gx[:, 0] += f[:, 0] * c * rho_a ** dt.type(FOUR_THIRDS - 1)
+        gx[:, 1] += f[:, 0] * c * rho_b ** dt.type(FOUR_THIRDS - 1)
+        gx[:, 7] += f[:, 1]
+        gx[:, 9] += f[:, 1]
+        gx[:, 8] += f[:, 2]
+        gx[:, 10] += f[:, 2]
+        return e.astype(np.float64), gx.astype(np.float64)
