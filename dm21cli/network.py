@@ -140,20 +140,27 @@ class DM21Network:
         shifted += dt.type(LOG_EPS_2)
         h = np.tanh(np.log(shifted) @ w.w_in + w.b_in)
         h0 = h
-        # 2. residual blocks: h = ELU(LayerNorm(h W + b + h))
+        # 2. residual blocks: h = ELU(LayerNorm(h W + b + h)), in place where possible
         saved = []
+        inv_width = dt.type(1.0 / WIDTH)
         for k in range(N_BLOCKS):
             a = h @ w.w_blocks[k]
             a += w.b_blocks[k]
             a += h
             a -= a.mean(axis=1, keepdims=True)
-            rstd = 1.0 / np.sqrt(np.mean(a * a, axis=1, keepdims=True) + dt.type(LAYER_NORM_EPS))
+            var = np.einsum("ij,ij->i", a, a) * inv_width
+            rstd = (1.0 / np.sqrt(var + dt.type(LAYER_NORM_EPS)))[:, None]
             a *= rstd  # a is now the normalised activation a_hat
-            y = a * w.ln_scale[k] + w.ln_offset[k]
-            neg = y <= 0
-            h = np.where(neg, np.expm1(np.minimum(y, 0)), y)
+            y = a * w.ln_scale[k]
+            y += w.ln_offset[k]
+            # ELU(y) = max(y, 0) + expm1(min(y, 0))
+            m = np.minimum(y, 0)
+            np.expm1(m, out=m)
+            np.maximum(y, 0, out=y)
+            y += m
+            h = y
             if with_grad:
-                saved.append((a, rstd, neg, h))
+                saved.append((a, rstd, h))
         # 3. three enhancement factors f = 2 sigmoid(z / 2)
         z = h @ w.w_out + w.b_out
         sig = 1.0 / (1.0 + np.exp(-0.5 * z))
@@ -172,12 +179,18 @@ class DM21Network:
         gz = np.stack([lda, hf0, hf4], axis=1) * (sig * (1.0 - sig))  # df/dz = sig (1 - sig)
         gh = gz @ w.w_out.T
         for k in reversed(range(N_BLOCKS)):
-            a_hat, rstd, neg, hk = saved[k]
-            gy = np.where(neg, gh * (hk + 1.0), gh)  # ELU'(y) = exp(y) = h + 1 for y <= 0
-            g_hat = gy * w.ln_scale[k]
-            ga = g_hat - g_hat.mean(axis=1, keepdims=True)
-            ga -= a_hat * np.mean(g_hat * a_hat, axis=1, keepdims=True)
-            ga *= rstd
+            a_hat, rstd, hk = saved[k]
+            tmp = np.minimum(hk, 0)
+            tmp += 1.0  # ELU'(y) = exp(y) = h + 1 for y <= 0, else 1
+            gh *= tmp
+            gh *= w.ln_scale[k]  # gradient w.r.t. a_hat
+            m1 = gh.mean(axis=1, keepdims=True)
+            m2 = (np.einsum("ij,ij->i", gh, a_hat) * inv_width)[:, None]
+            gh -= m1
+            np.multiply(a_hat, m2, out=tmp)
+            gh -= tmp
+            gh *= rstd  # gradient w.r.t. the block's pre-norm activation
+            ga = gh
             gh = ga @ w.w_blocks[k].T
             gh += ga  # residual connection
         gh *= 1.0 - h0 * h0  # tanh'

@@ -1,0 +1,169 @@
+"""SCF that converges: warm start, then escalating attempts.
+
+The strategy the published DM21 code recommends: converge a conventional
+functional (B3LYP) first and start DM21 from its density.  When an attempt
+does not converge, the next one starts from where it ended with stronger
+stabilisation (damping, level shift, a larger DIIS space, ADIIS), up to a
+bounded number of attempts.  Every attempt is logged and recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: Escalation ladder: (name, settings applied to the SCF object).  Attempt k
+#: uses entry min(k, len - 1); later entries are stronger.
+ESCALATION = (
+    ("diis", {}),
+    ("direct-minimization", {}),
+    ("damping+level-shift", {"damp": 0.5, "level_shift": 0.25, "diis_start_cycle": 3}),
+    ("adiis+level-shift+large-diis", {"level_shift": 0.5, "diis_space": 16, "diis": "adiis"}),
+    ("direct-minimization", {}),
+)
+#: Fock-iteration attempts stop early when the orbital gradient has not
+#: improved on its best value by this factor within STALL_WINDOW cycles.
+STALL_WINDOW = 8
+STALL_FACTOR = 0.5
+
+
+class _Stalled(Exception):
+    """Raised from the SCF callback to end an attempt that makes no progress."""
+
+
+@dataclass
+class Attempt:
+    """One SCF attempt: what was tried and how it ended."""
+
+    strategy: str
+    converged: bool
+    cycles: int
+    energy_hartree: float
+    wall_s: float
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _apply(mf, settings: dict) -> None:
+    from pyscf import scf as pyscf_scf
+
+    for key, value in settings.items():
+        if key == "diis":
+            mf.DIIS = {"adiis": pyscf_scf.ADIIS, "ediis": pyscf_scf.EDIIS}[value]
+        else:
+            setattr(mf, key, value)
+
+
+def _stall_watch(mf):
+    """An SCF callback that raises _Stalled when |g| stops improving.
+
+    Before raising it stores the lowest-energy orbitals seen in the attempt
+    on `mf` (PySCF's kernel would only store the last ones, at its end), so
+    the next attempt starts from the best point found so far.
+    """
+    history: list[float] = []
+    best: dict = {}
+
+    def restore_best():
+        for key, value in best.items():
+            setattr(mf, key, value)
+
+    def callback(envs):
+        if "e_tot" in envs and ("e_tot" not in best or envs["e_tot"] < best["e_tot"]):
+            best.update({key: envs[key] for key in ("mo_coeff", "mo_occ", "mo_energy", "e_tot")})
+        history.append(float(envs.get("norm_gorb", 0.0)))
+        n = len(history)
+        if n > 2 * STALL_WINDOW:
+            best_before = min(history[:-STALL_WINDOW])
+            if min(history[-STALL_WINDOW:]) > STALL_FACTOR * best_before:
+                restore_best()
+                raise _Stalled(n)
+
+    callback.restore_best = restore_best
+    return callback
+
+
+def _orbitals_from_density(mf, dm):
+    """Orbitals and occupations from the Fock matrix of density `dm`."""
+    if dm is None:
+        dm = mf.get_init_guess()
+    fock = mf.get_fock(dm=dm)
+    mo_energy, mo_coeff = mf.eig(fock, mf.get_ovlp())
+    return mo_coeff, mf.get_occ(mo_energy, mo_coeff)
+
+
+def _direct_min(mf, dm, log):
+    from dm21cli.directmin import minimize
+
+    if dm is None or mf.mo_coeff is None:
+        mo_coeff, mo_occ = _orbitals_from_density(mf, dm)
+    else:
+        mo_coeff, mo_occ = mf.mo_coeff, mf.mo_occ
+    converged, cycles, energy, _ = minimize(
+        mf, mo_coeff, mo_occ, max_cycle=mf.max_cycle, conv_tol=mf.conv_tol,
+        conv_tol_grad=mf.conv_tol_grad or np.sqrt(mf.conv_tol), log=log)
+    return cycles
+
+
+def _fock_iteration(mf, dm):
+    """mf.kernel from dm, ended early when stalled; returns the cycles run."""
+    watch = _stall_watch(mf)
+    mf.callback = watch
+    try:
+        mf.kernel(dm0=dm)
+        if not mf.converged:
+            watch.restore_best()
+        return int(getattr(mf, "cycles", mf.max_cycle) or 0)
+    except _Stalled as stalled:
+        mf.converged = False
+        return int(stalled.args[0])
+    finally:
+        mf.callback = None
+
+
+def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
+                        log=None, on_attempt=None) -> tuple[bool, list[Attempt]]:
+    """Run `mf.kernel` until it converges or `max_attempts` are used.
+
+    mf: a configured PySCF SCF object (tolerances, max_cycle set);
+    dm0: initial density matrix or None for mf's own guess.  Each further
+    attempt starts from the density the previous one ended with.
+    Returns (converged, attempts).  `log(msg)` receives one line per attempt.
+    """
+    attempts: list[Attempt] = []
+    dm = dm0
+    defaults = {k: getattr(mf, k) for k in ("damp", "level_shift", "diis_space",
+                                            "diis_start_cycle", "DIIS")}
+    for k in range(max_attempts):
+        name, settings = ESCALATION[min(k, len(ESCALATION) - 1)]
+        for key, value in defaults.items():
+            setattr(mf, key, value)
+        _apply(mf, settings)
+        t0 = time.perf_counter()
+        if log:
+            log(f"SCF attempt {k + 1}/{max_attempts}: {name} {settings or ''}".rstrip())
+        if name == "direct-minimization":
+            cycles = _direct_min(mf, dm, log)
+        else:
+            cycles = _fock_iteration(mf, dm)
+        attempt = Attempt(strategy=name, converged=bool(mf.converged), cycles=cycles,
+                          energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0,
+                          settings={key: (v if not isinstance(v, type) else v.__name__)
+                                    for key, v in settings.items()})
+        attempts.append(attempt)
+        if log:
+            state = "converged" if attempt.converged else "NOT converged"
+            log(f"  {state} after {attempt.cycles} cycles, E = {attempt.energy_hartree:.10f} Ha "
+                f"({attempt.wall_s:.1f} s)")
+        if on_attempt:
+            on_attempt(attempt)
+        if attempt.converged:
+            break
+        dm = mf.make_rdm1() if mf.mo_coeff is not None else dm
+    for key, value in defaults.items():
+        setattr(mf, key, value)
+    return attempts[-1].converged, attempts

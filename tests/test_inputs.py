@@ -1,0 +1,617 @@
+"""The input layer: YAML/XYZ job files, overrides, and one-line errors with file:line: field."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dm21cli.errors import InputError
+from dm21cli.inputs import JobSpec, Molecule, load_job, parse_memory, validate_job
+from dm21cli.units import ANGSTROM_BOHR
+
+
+# Lines 1-5; anything appended starts on line 6.
+WATER = """\
+molecule:
+  xyz: |
+    O  0.000  0.000  0.117
+    H  0.000  0.757 -0.469
+    H  0.000 -0.757 -0.469
+"""
+
+WATER_XYZ = """\
+3
+water, angstrom
+O  0.000  0.000  0.117
+H  0.000  0.757 -0.469
+H  0.000 -0.757 -0.469
+"""
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "job.yaml") -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# error cases: (id, yaml text, line, field, substring of message, extra files, file the error names)
+# file None -> the YAML file itself; "mol.xyz" -> that file in tmp_path; "-" -> no file.
+# ---------------------------------------------------------------------------
+ERROR_CASES = [
+    # schema
+    ("unknown-key", WATER + "scf:\n  conv_tl: 1e-6\n", 7, "scf.conv_tl", "did you mean 'conv_tol'", {}, None),
+    ("unknown-top-key", WATER + "molecul: {}\n", 6, "molecul", "did you mean 'molecule'", {}, None),
+    ("key-in-wrong-section", WATER + "charge: 1\n", 6, "charge", "molecule.charge", {}, None),
+    ("unknown-job-key", "job:\n  name: w\n  outdir: x\n" + WATER, 3, "job.outdir", "output_dir", {}, None),
+    ("conv-tol-negative", WATER + "scf:\n  conv_tol: -1e-6\n", 7, "scf.conv_tol", "greater than 0", {}, None),
+    ("conv-tol-zero", WATER + "scf:\n  conv_tol: 0\n", 7, "scf.conv_tol", "greater than 0", {}, None),
+    ("conv-tol-text", WATER + "scf:\n  conv_tol: tight\n", 7, "scf.conv_tol", "expected a number", {}, None),
+    ("conv-tol-nan", WATER + "scf:\n  conv_tol: .nan\n", 7, "scf.conv_tol", "finite", {}, None),
+    ("conv-tol-grad-neg", WATER + "scf:\n  conv_tol_grad: -1\n", 7, "scf.conv_tol_grad", "greater than 0", {}, None),
+    ("conv-tol-bool", WATER + "scf:\n  conv_tol: true\n", 7, "scf.conv_tol", "expected a number", {}, None),
+    ("max-cycle-zero", WATER + "scf:\n  max_cycle: 0\n", 7, "scf.max_cycle", ">= 1", {}, None),
+    ("max-cycle-float", WATER + "scf:\n  max_cycle: 2.5\n", 7, "scf.max_cycle", "integer", {}, None),
+    ("max-attempts", WATER + "scf:\n  max_attempts: 0\n", 7, "scf.max_attempts", ">= 1", {}, None),
+    ("grid-level", WATER + "scf:\n  conv_tol: 1e-8\n  grid_level: 12\n", 8, "scf.grid_level", "0 to 9", {}, None),
+    ("legacy-grids", WATER + "scf:\n  legacy_grids: maybe\n", 7, "scf.legacy_grids", "true or false", {}, None),
+    ("small-rho", WATER + "scf:\n  small_rho_cutoff: -1\n", 7, "scf.small_rho_cutoff", ">= 0", {}, None),
+    ("precision", WATER + "scf:\n  precision: float16\n", 7, "scf.precision", "float64, float32", {}, None),
+    ("guess-missing", WATER + "scf:\n  guess: nothere.chk\n", 7, "scf.guess", "chkfile not found", {}, None),
+    ("warm-start-dm21", WATER + "scf:\n  warm_start: DM21\n", 7, "scf.warm_start", "conventional", {}, None),
+    ("warm-start-unknown", WATER + "scf:\n  warm_start: b3lpy\n", 7, "scf.warm_start", "unknown warm-start", {}, None),
+    ("restricted-open-dm21", WATER.replace("O  0", "N  0") + "  multiplicity: 2\nscf:\n  restricted: true\n",
+     8, "scf.restricted", "restricted open-shell", {}, None),
+    ("units", WATER + "  units: nm\n", 6, "molecule.units", "angstrom, bohr", {}, None),
+    ("charge-text", WATER + "  charge: one\n", 6, "molecule.charge", "integer", {}, None),
+    ("multiplicity-zero", WATER + "  multiplicity: 0\n", 6, "molecule.multiplicity", ">= 1", {}, None),
+    ("functional-unknown", WATER + "functional: b3lpy\n", 6, "functional", "did you mean 'b3lyp'", {}, None),
+    ("functional-empty", WATER + "functional: ''\n", 6, "functional", "empty", {}, None),
+    ("functional-list", WATER + "functional: [b3lyp]\n", 6, "functional", "functional name", {}, None),
+    ("dispersion", WATER + "dispersion: d4\n", 6, "dispersion", "d3bj", {}, None),
+    ("basis-unknown", WATER + "basis: def2-svpp\n", 6, "basis", "unknown basis set", {}, None),
+    ("basis-lacks-element", WATER.replace("O  0", "Rn 0") + "basis: sto-3g\n", 6, "basis", "no functions for Rn", {}, None),
+    ("basis-map-lacks-element", WATER + "basis:\n  O: def2-svp\n", 6, "basis", "no basis for element H", {}, None),
+    ("basis-map-bad-key", WATER + "basis:\n  O: def2-svp\n  Xq: sto-3g\n  default: sto-3g\n", 8, "basis.Xq",
+     "unknown element 'Xq'", {}, None),
+    ("basis-map-lacks-in-entry", WATER.replace("O  0", "Rn 0") + "basis:\n  rn: sto-3g\n  default: def2-svp\n",
+     7, "basis.rn", "no functions for Rn", {}, None),
+    ("basis-map-default-unknown", WATER + "basis:\n  O: def2-svp\n  default: nonsense-basis\n", 8,
+     "basis.default", "unknown basis set", {}, None),
+    ("basis-map-empty", WATER + "basis: {}\n", 6, "basis", "empty", {}, None),
+    ("job-name", "job:\n  name: my water\n" + WATER, 2, "job.name", "letters, digits", {}, None),
+    ("job-name-dotdot", "job:\n  name: '..'\n" + WATER, 2, "job.name", "letters, digits", {}, None),
+    ("cube-unknown", WATER + "outputs:\n  cubes:\n    - density\n    - elf\n", 9, "outputs.cubes[1]", "unknown cube", {}, None),
+    ("cube-zero", WATER + "outputs:\n  cubes: [orbital:0]\n", 7, "outputs.cubes[0]", "start at 1", {}, None),
+    ("cube-spin-restricted", WATER + "outputs:\n  cubes: [orbital:3a]\n", 7, "outputs.cubes[0]", "unrestricted", {}, None),
+    ("cube-too-high", WATER + "outputs:\n  cubes:\n    - orbital:500\n", 8, "outputs.cubes[0]", "does not exist", {}, None),
+    ("orbitals-zero", WATER + "outputs:\n  orbitals:\n    - 1\n    - 0\n", 9, "outputs.orbitals[1]", "start at 1", {}, None),
+    ("orbitals-too-high", WATER + "outputs:\n  orbitals: [1, 99]\n", 7, "outputs.orbitals[1]", "does not exist", {}, None),
+    ("cube-spacing", WATER + "outputs:\n  cube_spacing: 0\n", 7, "outputs.cube_spacing", "greater than 0", {}, None),
+    ("cube-margin", WATER + "outputs:\n  cube_margin: -1\n", 7, "outputs.cube_margin", ">= 0", {}, None),
+    ("molden", WATER + "outputs:\n  molden: 1\n", 7, "outputs.molden", "true or false", {}, None),
+    ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", ">= 1", {}, None),
+    ("memory-text", WATER + "resources:\n  memory: 4 parsec\n", 7, "resources.memory", "4GB", {}, None),
+    ("memory-zero", WATER + "resources:\n  memory: 0\n", 7, "resources.memory", "at least 1 MB", {}, None),
+    ("section-not-mapping", WATER + "scf: [1, 2]\n", 6, "scf", "expected a mapping", {}, None),
+    ("molecule-not-mapping", "molecule: O 0 0 0\n", 1, "molecule", "expected a mapping", {}, None),
+    ("molecule-missing", "job:\n  name: w\n", 1, "molecule", "'molecule' is missing", {}, None),
+    # molecule block
+    ("xyz-and-file", WATER + "  file: mol.xyz\n", 1, "molecule", "exactly one of", {}, None),
+    ("xyz-nor-file", "molecule:\n  charge: 0\n", 1, "molecule", "exactly one of", {}, None),
+    ("unknown-element", WATER.replace("H  0.000  0.757", "Xx 0.000  0.757"), 4, "molecule.xyz",
+     "unknown element 'Xx' (did you mean 'Xe'?)", {}, None),
+    ("ghost-atom", WATER.replace("H  0.000  0.757", "X  0.000  0.757"), 4, "molecule.xyz", "ghost", {}, None),
+    ("atom-label", WATER.replace("H  0.000  0.757", "H1 0.000  0.757"), 4, "molecule.xyz", "did you mean 'H'", {}, None),
+    ("coordinate-text", WATER.replace("-0.757", "abc"), 5, "molecule.xyz", "'abc' is not a number", {}, None),
+    ("coordinate-nan", WATER.replace("0.117", "nan"), 3, "molecule.xyz", "not a finite number", {}, None),
+    ("coordinate-inf", WATER.replace("0.117", "-inf"), 3, "molecule.xyz", "not a finite number", {}, None),
+    ("coordinate-huge", WATER.replace("0.117", "1e9"), 3, "molecule.xyz", "too large", {}, None),
+    ("atom-fields", WATER.replace(" -0.469\n", "\n", 1), 4, "molecule.xyz", "got 3 fields", {}, None),
+    ("atoms-too-close", WATER.replace("-0.757", "0.757"), 5, "molecule.xyz", "atoms 2 (H) and 3 (H)", {}, None),
+    ("atoms-too-close-bohr", "molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 0.15\n  units: bohr\n", 4,
+     "molecule.xyz", "0.0794 Angstrom apart", {}, None),
+    ("xyz-empty", "molecule:\n  xyz: ''\n", 2, "molecule.xyz", "no atoms", {}, None),
+    ("xyz-blank-lines", "molecule:\n  xyz: |\n\n\n    O 0 0 0\n    Q 0 0 1\n", 6, "molecule.xyz", "'Q'", {}, None),
+    ("xyz-not-text", "molecule:\n  xyz: 5\n", 2, "molecule.xyz", "atom lines", {}, None),
+    ("xyz-count-mismatch", "molecule:\n  xyz: |\n    4\n    comment\n    O 0 0 0\n    H 0 0 1\n", 3,
+     "molecule.xyz", "announces 4 atoms but 2", {}, None),
+    ("xyz-count-extra", "molecule:\n  xyz: |\n    1\n    c\n    H 0 0 0\n    H 0 0 1\n", 6,
+     "molecule.xyz", "multi-frame", {}, None),
+    ("xyz-flow-scalar", "molecule:\n  xyz: \"O 0 0 0\\nH 0 0 1\\nH 0 1 0 0\"\n", 2, "molecule.xyz", "got 5 fields", {}, None),
+    ("file-missing", "molecule:\n  file: nothere.xyz\n", 2, "molecule.file", "no such file", {}, None),
+    ("file-bad-atom", "molecule:\n  file: mol.xyz\n", 4, "molecule.file", "unknown element 'Hq'",
+     {"mol.xyz": WATER_XYZ.replace("H  0.000  0.757", "Hq 0.000  0.757")}, "mol.xyz"),
+    ("file-bad-count", "molecule:\n  file: mol.xyz\n", 1, "molecule.file", "announces 3 atoms",
+     {"mol.xyz": WATER_XYZ.replace("3\n", "3\n", 1).rsplit("H", 1)[0]}, "mol.xyz"),
+    ("file-not-utf8", "molecule:\n  file: mol.xyz\n", 3, "molecule.file", "UTF-8",
+     {"mol.xyz": b"3\nwater\nO \xff 0 0\n"}, "mol.xyz"),
+    # electrons
+    ("parity-charge", WATER + "  charge: 1\n", 6, "molecule.charge", "odd electron count", {}, None),
+    ("parity-multiplicity", WATER + "  charge: 0\n  multiplicity: 2\n", 7, "molecule.multiplicity",
+     "even electron count", {}, None),
+    ("parity-default", WATER.replace("O  0", "N  0"), 1, "molecule.multiplicity", "odd electron count", {}, None),
+    ("no-electrons", WATER + "  charge: 10\n", 6, "molecule.charge", "leaves 0 electrons", {}, None),
+    ("multiplicity-too-high", WATER + "  multiplicity: 13\n", 6, "molecule.multiplicity", "12 unpaired", {}, None),
+    # YAML syntax and structure
+    ("duplicate-key", WATER + "basis: sto-3g\nfunctional: pbe\nbasis: def2-svp\n", 8, "basis", "duplicate key 'basis'",
+     {}, None),
+    ("duplicate-nested", WATER + "scf:\n  max_cycle: 5\n  max_cycle: 6\n", 8, "scf.max_cycle", "first given on line 7",
+     {}, None),
+    ("malformed", WATER + "scf: [1, 2\n", 7, None, "invalid YAML", {}, None),
+    ("bad-indent", "molecule:\n  xyz: O 0 0 0\n   charge: 1\n", 3, None, "invalid YAML", {}, None),
+    ("tab-indent", "molecule:\n\txyz: O 0 0 0\n", 2, None, "invalid YAML", {}, None),
+    ("two-documents", WATER + "---\nfoo: 1\n", 6, None, "single document", {}, None),
+    ("empty-file", "", None, None, "empty", {}, None),
+    ("only-comments", "# nothing\n", None, None, "empty", {}, None),
+    ("top-level-list", "- molecule\n", 1, None, "mapping of sections", {}, None),
+    ("top-level-scalar", "\n\nhello\n", 3, None, "mapping of sections", {}, None),
+    ("merge-key", "base: &b {charge: 0}\n" + WATER, 1, "base", "unknown key", {}, None),
+    ("merge-key2", WATER + "scf:\n  <<: {max_cycle: 3}\n", 7, "scf", "merge keys", {}, None),
+    ("python-tag", WATER + "functional: !!python/name:os.system b3lyp\n", 6, "functional", "invalid value", {}, None),
+    ("not-utf8", b"molecule:\n  xyz: |\n    O 0 0 \xff\n", 3, None, "UTF-8", {}, None),
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_error_names_file_line_and_field(tmp_path, case):
+    _, text, line, field, fragment, files, err_file = case
+    for name, content in files.items():
+        write(tmp_path, content, name)
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    err = info.value
+    expected_file = path if err_file is None else str(tmp_path / err_file)
+    assert (err.file, err.line, err.field) == (expected_file, line, field), err.render()
+    assert fragment in err.message, err.render()
+    rendered = err.render()
+    assert "\n" not in rendered
+    if line is not None:
+        assert rendered.startswith(f"{expected_file}:{line}: ")
+
+
+def test_unsupported_extension_and_missing_file(tmp_path):
+    path = write(tmp_path, WATER, "job.json")
+    with pytest.raises(InputError, match="expected .yaml, .yml or .xyz") as info:
+        load_job(path)
+    assert info.value.file == path
+    with pytest.raises(InputError, match="no such file") as info:
+        load_job(tmp_path / "absent.yaml")
+    assert info.value.file == str(tmp_path / "absent.yaml")
+    with pytest.raises(InputError, match="no such file"):
+        load_job(tmp_path / "absent.xyz")
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(InputError, match="directory"):
+        load_job(tmp_path / "dir.yaml")
+
+
+# ---------------------------------------------------------------------------
+# good input
+# ---------------------------------------------------------------------------
+
+def test_minimal_yaml_defaults(tmp_path):
+    spec = load_job(write(tmp_path, WATER, "water.yaml"))
+    assert spec.job.name == "water"
+    assert spec.output_path() == Path("outputs/water")
+    assert spec.functional == "DM21" and spec.is_dm21
+    assert spec.basis == "def2-svp"
+    assert spec.resolved_restricted() is True
+    assert spec.effective_conv_tol() == 1e-6
+    assert spec.effective_conv_tol_grad() == 1e-3
+    assert spec.memory_mb() is None
+    assert spec.scf.warm_start == "b3lyp"
+    assert spec.source_path == (tmp_path / "water.yaml").absolute()
+    mol = spec.molecule
+    assert mol.symbols == ["O", "H", "H"]
+    assert mol.nelectron() == 10 and mol.nelectron(2) == 8
+    assert mol.formula() == "H2O"
+    np.testing.assert_allclose(mol.coords_bohr()[1], np.array([0.0, 0.757, -0.469]) * ANGSTROM_BOHR)
+    atom = mol.pyscf_atom()
+    assert atom[0][0] == "O" and len(atom[0][1]) == 3
+    assert all(type(x) is float for x in atom[2][1])
+
+
+def test_full_yaml(tmp_path):
+    chk = tmp_path / "prev.chk"
+    chk.write_bytes(b"")
+    text = """\
+job:
+  name: n2-run.1
+  output_dir: results/n2
+molecule:
+  xyz: |
+    2
+    nitrogen, bohr
+    n 0 0 0
+    N 0 0 2.074
+  units: Bohr
+  charge: 0
+  multiplicity: 1
+basis:
+  N: cc-pvdz
+  default: sto-3g
+functional: dm21MC
+dispersion: D3(BJ)
+scf:
+  restricted: false
+  conv_tol: "1e-7"
+  conv_tol_grad: 1e-4
+  max_cycle: "100"
+  max_attempts: 2
+  grid_level: 4
+  legacy_grids: yes
+  small_rho_cutoff: 1e-10
+  guess: prev.chk
+  warm_start: pbe0
+  precision: FLOAT32
+outputs:
+  cubes: [Density, spin-density, HOMO, lumo, orbital:5a, "orbital: 6b"]
+  orbitals: [1, 2]
+  cube_spacing: 1e-1
+  cube_margin: 0
+  molden: false
+resources:
+  threads: 4
+  memory: 4GB
+"""
+    spec = load_job(write(tmp_path, text))
+    assert spec.job.name == "n2-run.1"
+    assert spec.output_path() == Path("results/n2")
+    assert spec.molecule.units == "bohr"
+    np.testing.assert_allclose(spec.molecule.coords_bohr()[1], [0, 0, 2.074])
+    assert spec.molecule.symbols == ["N", "N"]
+    assert spec.basis == {"N": "cc-pvdz", "default": "sto-3g"}
+    assert spec.pyscf_basis() == {"N": "cc-pvdz"}
+    assert spec.functional == "DM21mc" and spec.is_dm21
+    assert spec.dispersion == "d3bj"
+    assert spec.resolved_restricted() is False
+    assert spec.effective_conv_tol() == 1e-7
+    assert spec.effective_conv_tol_grad() == 1e-4
+    assert spec.scf.max_cycle == 100 and spec.scf.grid_level == 4 and spec.scf.legacy_grids is True
+    assert spec.scf.small_rho_cutoff == 1e-10
+    assert spec.guess_chkfile() == chk.absolute()
+    assert spec.scf.warm_start == "pbe0" and spec.scf.precision == "float32"
+    assert spec.outputs.cubes == ["density", "spin_density", "homo", "lumo", "orbital:5a", "orbital:6b"]
+    assert spec.outputs.cube_requests()[-2:] == ["orbital:1", "orbital:2"]
+    assert spec.outputs.cube_spacing == 0.1 and spec.outputs.cube_margin == 0.0
+    assert spec.outputs.molden is False
+    assert spec.resources.threads == 4 and spec.memory_mb() == 4000
+
+
+def test_non_dm21_defaults_and_functional_spellings(tmp_path):
+    spec = load_job(write(tmp_path, WATER + "functional: wB97X-V\n"))
+    assert not spec.is_dm21
+    assert spec.functional == "wB97X-V"
+    assert spec.effective_conv_tol() == 1e-9
+    assert math.isclose(spec.effective_conv_tol_grad(), math.sqrt(1e-9))
+    for name, canonical in [("dm21", "DM21"), ("DM21M", "DM21m"), ("dm21mu", "DM21mu")]:
+        assert load_job(write(tmp_path, WATER + f"functional: {name}\n")).functional == canonical
+
+
+def test_open_shell_auto_unrestricted(tmp_path):
+    spec = load_job(write(tmp_path, WATER.replace("O  0", "N  0") + "  multiplicity: 2\n"))
+    assert spec.resolved_restricted() is False
+    # restricted open shell is allowed for conventional functionals (ROKS)
+    spec = load_job(write(tmp_path, WATER.replace("O  0", "N  0") +
+                          "  multiplicity: 2\nfunctional: b3lyp\nscf:\n  restricted: true\n"))
+    assert spec.resolved_restricted() is True
+
+
+def test_null_means_default_and_empty_sections(tmp_path):
+    text = WATER + ("basis: null\nscf:\n  max_cycle: null\n  grid_level: ~\n  warm_start: null\n"
+                    "outputs:\nresources:\njob:\n  name: null\n")
+    spec = load_job(write(tmp_path, text))
+    assert spec.basis == "def2-svp" and spec.scf.max_cycle == 50 and spec.scf.grid_level == 3
+    assert spec.scf.warm_start is None  # null means "no warm start" here
+    assert spec.job.name == "job" and spec.outputs.cubes == []
+    for off in ("false", "none", "''"):
+        assert load_job(write(tmp_path, WATER + f"scf:\n  warm_start: {off}\n")).scf.warm_start is None
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1e-6", 1e-6), ("'1e-6'", 1e-6), ("1.0e-6", 1e-6), ("\"2E-5\"", 2e-5), ("1d-6", 1e-6), ("3", 3.0),
+    (" ' 1e-8 ' ", 1e-8),
+])
+def test_numeric_strings_for_floats(tmp_path, value, expected):
+    spec = load_job(write(tmp_path, WATER + f"scf:\n  conv_tol: {value}\n"))
+    assert spec.scf.conv_tol == pytest.approx(expected)
+    assert isinstance(spec.scf.conv_tol, float)
+
+
+@pytest.mark.parametrize("value, mb", [
+    (4000, 4000), ("4000", 4000), ("4GB", 4000), ("4 gb", 4000), ("500MB", 500), ("2 GiB", 2147),
+    ("1.5G", 1500), ("1024 MiB", 1073), ("1TB", 1_000_000), ("2048KiB", 2), (2500.0, 2500),
+])
+def test_memory_parsing(value, mb):
+    assert parse_memory(value) == mb
+
+
+@pytest.mark.parametrize("value", ["lots", "4 parsec", "-1GB", "", "GB", True, None, [4], "0.5MB", 0])
+def test_memory_parsing_rejects(value):
+    with pytest.raises(ValueError):
+        parse_memory(value)
+
+
+def test_lowercase_elements_atomic_numbers_and_comments(tmp_path):
+    text = "molecule:\n  xyz: |\n    # hydrogen chloride\n    cl 0 0 0\n    1 0 0 1.27\n"
+    spec = load_job(write(tmp_path, text))
+    assert spec.molecule.symbols == ["Cl", "H"]
+    assert spec.molecule.formula() == "ClH"
+
+
+def test_external_xyz_relative_to_yaml(tmp_path):
+    sub = tmp_path / "inputs"
+    sub.mkdir()
+    (sub / "geom").mkdir()
+    (sub / "geom" / "water.xyz").write_text(WATER_XYZ)
+    (sub / "job.yaml").write_text("molecule:\n  file: geom/water.xyz\n  units: angstrom\n")
+    spec = load_job(sub / "job.yaml")
+    assert spec.molecule.symbols == ["O", "H", "H"]
+    assert spec.job.name == "job"
+
+
+def test_resolved_dict_round_trips(tmp_path):
+    spec = load_job(write(tmp_path, WATER + "  units: angstrom\nscf:\n  conv_tol: 1e-7\n"
+                          "basis: {O: def2-tzvp, default: def2-svp}\nresources:\n  memory: 2GB\n"))
+    resolved = spec.to_resolved_dict()
+    json.dumps(resolved)  # JSON-serialisable
+    assert resolved["scf"]["conv_tol"] == 1e-7
+    assert resolved["scf"]["conv_tol_grad"] == 1e-3
+    assert resolved["scf"]["restricted"] is True
+    assert resolved["job"]["output_dir"] == "outputs/job"
+    assert resolved["resources"]["memory"] == 2000
+    again = load_job(write(tmp_path, spec.to_resolved_yaml(), "again.yaml"))
+    assert again.to_resolved_dict() == {**resolved, "job": {**resolved["job"], "name": "job"}}
+    np.testing.assert_array_equal(again.molecule.coords_bohr(), spec.molecule.coords_bohr())
+
+
+def test_jobspec_built_in_code():
+    spec = JobSpec(molecule=Molecule(xyz="H 0 0 0\nH 0 0 0.74\n"), functional="pbe")
+    validate_job(spec)
+    assert spec.job.name == "job" and spec.molecule.natm == 2 and spec.source_path is None
+    with pytest.raises(InputError, match="unknown element") as info:
+        Molecule(xyz="H 0 0 0\nQq 0 0 1\n")
+    assert info.value.line == 2 and info.value.field == "molecule.xyz"
+    bad = JobSpec(molecule=Molecule(xyz="H 0 0 0\nH 0 0 0.74\n", charge=1), functional="pbe")
+    with pytest.raises(InputError, match="odd electron count"):
+        validate_job(bad)
+
+
+# ---------------------------------------------------------------------------
+# bare .xyz input and overrides
+# ---------------------------------------------------------------------------
+
+def test_bare_xyz(tmp_path):
+    spec = load_job(write(tmp_path, WATER_XYZ, "my water.xyz"))
+    assert spec.job.name == "my_water"
+    assert spec.molecule.units == "angstrom" and spec.molecule.natm == 3
+    assert spec.functional == "DM21" and spec.basis == "def2-svp"
+    # atoms only (no count line) is accepted too
+    spec = load_job(write(tmp_path, WATER_XYZ.split("\n", 2)[2], "plain.xyz"))
+    assert spec.molecule.natm == 3
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    (WATER_XYZ.replace("O  0.000", "Oo 0.000"), 3, "unknown element 'Oo'"),
+    (WATER_XYZ.replace("-0.757", "0.757"), 5, "apart"),
+    (WATER_XYZ.replace("3\n", "5\n", 1), 1, "announces 5 atoms"),
+    ("", None, "no atoms"),
+    ("0\nempty\n", 1, "no atoms"),
+])
+def test_bare_xyz_errors(tmp_path, text, line, fragment):
+    path = write(tmp_path, text, "mol.xyz")
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    err = info.value
+    assert (err.file, err.line, err.field) == (path, line if text else 1, None), err.render()
+    assert fragment in err.message
+
+
+def test_overrides_replace_file_values(tmp_path):
+    text = WATER + "basis: sto-3g\nfunctional: pbe\nscf:\n  grid_level: 2\nresources:\n  threads: 2\n"
+    spec = load_job(write(tmp_path, text), {
+        "basis": "def2-tzvp", "functional": "dm21m", "charge": 1, "multiplicity": 2,
+        "output_dir": "out/x", "name": "renamed", "grid_level": 5, "legacy_grids": True,
+        "threads": 8, "memory": "1GB", "dispersion": "d3bj"})
+    assert spec.basis == "def2-tzvp" and spec.functional == "DM21m"
+    assert spec.molecule.charge == 1 and spec.molecule.multiplicity == 2
+    assert spec.output_path() == Path("out/x") and spec.job.name == "renamed"
+    assert spec.scf.grid_level == 5 and spec.scf.legacy_grids is True
+    assert spec.resources.threads == 8 and spec.memory_mb() == 1000 and spec.dispersion == "d3bj"
+    # None means "not given"
+    spec = load_job(write(tmp_path, text), {"basis": None, "charge": None})
+    assert spec.basis == "sto-3g" and spec.molecule.charge == 0
+
+
+def test_overrides_on_bare_xyz(tmp_path):
+    spec = load_job(write(tmp_path, WATER_XYZ, "w.xyz"), {"charge": 1, "multiplicity": 2, "basis": "sto-3g"})
+    assert spec.molecule.charge == 1 and spec.basis == "sto-3g" and not spec.resolved_restricted()
+
+
+OVERRIDE_ERRORS = [
+    ({"charge": 1}, "--charge", "odd electron count"),
+    ({"multiplicity": 2}, "--multiplicity", "even electron count"),
+    ({"charge": 1, "multiplicity": 1}, "--multiplicity", "odd electron count"),
+    ({"multiplicity": 0}, "--multiplicity", ">= 1"),
+    ({"charge": "x"}, "--charge", "integer"),
+    ({"basis": "nonsense-basis"}, "--basis", "unknown basis"),
+    ({"functional": "b3lpy"}, "--functional", "unknown functional"),
+    ({"grid_level": 12}, "--grid-level", "0 to 9"),
+    ({"threads": 0}, "--threads", ">= 1"),
+    ({"memory": "lots"}, "--memory", "4GB"),
+    ({"name": "a/b"}, "--name", "letters"),
+    ({"dispersion": "d4"}, "--dispersion", "d3bj"),
+    ({"output_dir": ""}, "--output-dir", "empty"),
+]
+
+
+@pytest.mark.parametrize("overrides, field, fragment", OVERRIDE_ERRORS, ids=[e[1] + str(i) for i, e in
+                                                                          enumerate(OVERRIDE_ERRORS)])
+@pytest.mark.parametrize("kind", ["yaml", "xyz"])
+def test_override_errors_name_the_option(tmp_path, kind, overrides, field, fragment):
+    path = write(tmp_path, WATER, "job.yaml") if kind == "yaml" else write(tmp_path, WATER_XYZ, "w.xyz")
+    with pytest.raises(InputError) as info:
+        load_job(path, overrides)
+    err = info.value
+    assert (err.file, err.line, err.field) == (None, None, field), err.render()
+    assert fragment in err.message
+
+
+def test_unknown_override_key_is_a_bug(tmp_path):
+    with pytest.raises(TypeError):
+        load_job(write(tmp_path, WATER), {"colour": "red"})
+
+
+# ---------------------------------------------------------------------------
+# fuzzing: nothing but InputError escapes
+# ---------------------------------------------------------------------------
+
+_FUZZ_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+                          suppress_health_check=list(HealthCheck))
+
+_yamlish = st.text(alphabet=st.sampled_from(list("molecule:xyz scf\n -[]{},:'\"#&*!|>?%@`0123456789.eE+HOC\t")),
+                   max_size=120)
+
+
+def _load_or_input_error(path, overrides=None):
+    try:
+        spec = load_job(path, overrides)
+    except InputError as err:
+        assert "\n" not in err.render()
+        return None
+    json.dumps(spec.to_resolved_dict())
+    return spec
+
+
+@_FUZZ_SETTINGS
+@given(text=_yamlish)
+def test_fuzz_text(tmp_path_factory, text):
+    path = tmp_path_factory.getbasetemp() / "fuzz_text.yaml"
+    path.write_text(text)
+    _load_or_input_error(path)
+
+
+@_FUZZ_SETTINGS
+@given(text=_yamlish)
+def test_fuzz_xyz_text(tmp_path_factory, text):
+    path = tmp_path_factory.getbasetemp() / "fuzz.xyz"
+    path.write_text(text)
+    _load_or_input_error(path)
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30),
+                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                     st.sampled_from(["1e-6", "4GB", "b3lyp", "DM21", "def2-svp", "orbital:2", "auto",
+                                      "angstrom", "bohr", "d3bj", "density", "x.chk", "-1", "0"]))
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                       max_leaves=6)
+_SCHEMA_KEYS = {
+    "job": ["name", "output_dir"], "molecule": ["xyz", "file", "units", "charge", "multiplicity"],
+    "scf": ["restricted", "conv_tol", "conv_tol_grad", "max_cycle", "max_attempts", "grid_level",
+            "legacy_grids", "small_rho_cutoff", "guess", "warm_start", "precision"],
+    "outputs": ["cubes", "orbitals", "cube_spacing", "cube_margin", "molden"],
+    "resources": ["threads", "memory"],
+}
+_section_values = {name: st.dictionaries(st.sampled_from(keys + ["bogus"]), _values, max_size=4)
+                   for name, keys in _SCHEMA_KEYS.items()}
+_documents = st.fixed_dictionaries(
+    {},
+    optional={**{name: st.one_of(strat, _values) for name, strat in _section_values.items()},
+              "basis": st.one_of(_values, st.dictionaries(st.sampled_from(["H", "o", "default", "Xx"]),
+                                                           _values, max_size=3)),
+              "functional": _values, "dispersion": _values, "extra": _values},
+)
+
+
+@_FUZZ_SETTINGS
+@given(doc=_documents, keep_molecule=st.booleans())
+def test_fuzz_mappings(tmp_path_factory, doc, keep_molecule):
+    if keep_molecule:
+        doc = dict(doc)
+        mol = doc.get("molecule") if isinstance(doc.get("molecule"), dict) else {}
+        doc["molecule"] = {k: v for k, v in mol.items() if k not in ("xyz", "file")} | {
+            "xyz": "O 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n"}
+    path = tmp_path_factory.getbasetemp() / "fuzz_map.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    _load_or_input_error(path)
+
+
+@_FUZZ_SETTINGS
+@given(section=st.sampled_from(sorted(_SCHEMA_KEYS)), data=st.data())
+def test_fuzz_one_key_of_a_valid_job(tmp_path_factory, section, data):
+    key = data.draw(st.sampled_from(_SCHEMA_KEYS[section]))
+    value = data.draw(_values)
+    doc = yaml.safe_load(WATER)
+    doc.setdefault(section, {})[key] = value
+    path = tmp_path_factory.getbasetemp() / "fuzz_one.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    _load_or_input_error(path)
+
+
+@_FUZZ_SETTINGS
+@given(overrides=st.fixed_dictionaries({}, optional={
+    "basis": _scalars, "functional": _scalars, "charge": _scalars, "multiplicity": _scalars,
+    "output_dir": _scalars, "name": _scalars, "grid_level": _scalars, "legacy_grids": _scalars,
+    "threads": _scalars, "memory": _scalars, "dispersion": _scalars}))
+def test_fuzz_overrides(tmp_path_factory, overrides):
+    path = tmp_path_factory.getbasetemp() / "fuzz_over.yaml"
+    path.write_text(WATER)
+    _load_or_input_error(path, overrides)
+
+
+# ---------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------
+
+def _dm21(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dm21cli", "validate", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_validate_ok(tmp_path):
+    write(tmp_path, WATER + "functional: b3lyp\n", "water.yaml")
+    proc = _dm21("water.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("water.yaml: ok (3 atoms, H2O, charge 0, multiplicity 1, b3lyp, "
+                                   "def2-svp, restricted)")
+    write(tmp_path, WATER_XYZ, "water.xyz")
+    proc = _dm21("water.xyz", "--charge", "1", "--multiplicity", "2", "--basis", "sto-3g", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "charge 1, multiplicity 2, DM21, sto-3g, unrestricted" in proc.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["bad.yaml"], "dm21: error: bad.yaml:7: scf.conv_tol: must be greater than 0, got -1"),
+    (["water.yaml", "--charge", "1"], "dm21: error: --charge: multiplicity 1 does not fit 9 electrons"),
+    (["missing.yaml"], "dm21: error: missing.yaml: no such file"),
+])
+def test_cli_validate_errors(tmp_path, args, expected):
+    write(tmp_path, WATER + "scf:\n  conv_tol: -1\n", "bad.yaml")
+    write(tmp_path, WATER, "water.yaml")
+    proc = _dm21(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(expected), lines[0]
+    assert proc.stdout == ""
+
+
+def test_validate_command_does_not_import_pyscf():
+    code = "import sys, dm21cli.commands.validate, dm21cli.inputs; print('pyscf' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
