@@ -53,6 +53,8 @@ def get_veff(ks, mol=None, dm=None, dm_last=None, vhf_last=None, hermi=1):
 class _DM21Mixin:
     """What DM21RKS and DM21UKS share: no libxc parsing of ``xc``."""
 
+    _keys = {"dm21"}
+
     def do_nlc(self):
         return False
 

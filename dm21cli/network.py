@@ -101,6 +101,8 @@ class DM21Network:
         self.dtype = weights.dtype
         #: number of grid points evaluated so far (proves the network ran).
         self.points_evaluated = 0
+        #: folder the weights were read from (None when built in code).
+        self.source = None
 
     @classmethod
     def load(cls, variant: str, checkpoints=None, precision: str = "float64") -> "DM21Network":
@@ -110,7 +112,9 @@ class DM21Network:
         dtype = {"float64": np.float64, "float32": np.float32}[precision]
         variant = _weights.canonical_variant(variant)
         variables = _weights.load_parameters(variant, checkpoints)
-        return cls(NetworkWeights.from_tf_variables(variables, dtype=dtype), name=variant)
+        network = cls(NetworkWeights.from_tf_variables(variables, dtype=dtype), name=variant)
+        network.source = _weights.locate(variant, checkpoints)
+        return network
 
     # ------------------------------------------------------------------
     def __call__(self, x: np.ndarray, with_grad: bool = True):

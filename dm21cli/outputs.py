@@ -710,7 +710,7 @@ def render_summary(result: dict) -> str:
                 a = a or {}
                 add(f"    {i:>2}  {str(a.get('strategy') or '?'):<20} "
                     f"{_yes_no(a.get('converged')):<10} {str(a.get('cycles', '')):>6}  "
-                    f"{_fmt(a.get('energy'), '18.10f'):>18}")
+                    f"{_fmt(a.get('energy_hartree', a.get('energy')), '18.10f'):>18}")
 
     # --- orbitals
     homo, lumo = _num(props.get("homo_energy_hartree")), _num(props.get("lumo_energy_hartree"))

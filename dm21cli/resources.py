@@ -1,0 +1,83 @@
+"""Threads and memory: defaults from the environment, applied to PySCF.
+
+Defaults follow what batch systems and users already set:
+threads from ``OMP_NUM_THREADS``, then ``SLURM_CPUS_PER_TASK``, then all cores;
+memory (MB) from ``PYSCF_MAX_MEMORY``, then ``SLURM_MEM_PER_NODE``, then
+DEFAULT_MEMORY_FRACTION of the machine's physical memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Fraction of physical memory used when nothing says otherwise.
+DEFAULT_MEMORY_FRACTION = 0.5
+#: Fallback when physical memory cannot be read (MB).
+FALLBACK_MEMORY_MB = 4000
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def default_threads() -> tuple[int, str]:
+    """(threads, where the number came from)."""
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        n = _positive_int(os.environ.get(var))
+        if n:
+            return n, var
+    try:
+        return len(os.sched_getaffinity(0)), "available cores"
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1, "available cores"
+
+
+def physical_memory_mb() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def default_memory_mb() -> tuple[int, str]:
+    """(memory in MB, where the number came from)."""
+    n = _positive_int(os.environ.get("PYSCF_MAX_MEMORY"))
+    if n:
+        return n, "PYSCF_MAX_MEMORY"
+    n = _positive_int(os.environ.get("SLURM_MEM_PER_NODE"))
+    if n:
+        return int(n * 0.9), "SLURM_MEM_PER_NODE (90%)"
+    phys = physical_memory_mb()
+    if phys:
+        return int(phys * DEFAULT_MEMORY_FRACTION), f"{int(DEFAULT_MEMORY_FRACTION * 100)}% of physical memory"
+    return FALLBACK_MEMORY_MB, "fallback"
+
+
+def resolve(threads: int | None, memory_mb: int | None) -> dict:
+    """The effective resources: {'threads', 'threads_source', 'memory_mb', 'memory_source'}."""
+    if threads:
+        t, t_src = threads, "input"
+    else:
+        t, t_src = default_threads()
+    if memory_mb:
+        m, m_src = memory_mb, "input"
+    else:
+        m, m_src = default_memory_mb()
+    return {"threads": t, "threads_source": t_src, "memory_mb": m, "memory_source": m_src}
+
+
+def apply_threads(threads: int) -> None:
+    """Set the OpenMP/BLAS thread count used by PySCF and NumPy."""
+    from pyscf import lib
+
+    lib.num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:
+        pass

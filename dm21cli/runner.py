@@ -1,0 +1,506 @@
+"""Run one job: geometry, basis, functional, SCF, properties, output files.
+
+`run_job(spec)` is the library entry point that ``dm21 run`` wraps; scripts
+can call it too.  It returns the result dictionary that is also written to
+``result.json`` (shaped after QCSchema's AtomicResult).  A non-converged SCF
+is returned with ``success: False`` and ``converged: False``; the caller
+decides the exit status.  Errors before the output directory is created leave
+no directory behind; errors after it leave a ``result.json`` saying what
+failed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dm21cli import __version__
+from dm21cli import elements
+from dm21cli import outputs as out
+from dm21cli import resources
+from dm21cli.errors import ComputeError, DM21Error, InputError, Interrupted
+
+#: SCF convergence of the warm-start functional (Hartree); its density is
+#: only a starting point, so a moderate threshold is enough.
+WARM_START_CONV_TOL = 1e-7
+#: def2 basis sets are all-electron up to krypton (Z = 36), ECP-based beyond.
+LAST_ALL_ELECTRON_Z = 36
+#: File names inside the job directory.
+FILES = {
+    "result": "result.json",
+    "summary": "summary.txt",
+    "molden": "orbitals.molden",
+    "chkfile": "scf.chk",
+    "input": "input.resolved.yaml",
+    "log": "dm21.log",
+}
+
+Reporter = Callable[[str], None]
+
+
+class _Log:
+    """Writes timestamped lines to the job log and forwards them to a reporter."""
+
+    def __init__(self, stream, reporter: Reporter | None):
+        self.stream = stream
+        self.reporter = reporter
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        if self.stream is not None:
+            self.stream.write(f"[dm21 {stamp}] {message}\n")
+            self.stream.flush()
+        if self.reporter is not None:
+            self.reporter(message)
+
+
+# ----------------------------------------------------------------------
+# building blocks
+# ----------------------------------------------------------------------
+def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
+    """A built pyscf Mole for the spec (coordinates in bohr)."""
+    from pyscf import gto
+
+    mol = gto.Mole()
+    mol.atom = spec.molecule.pyscf_atom()
+    mol.unit = "Bohr"
+    mol.basis = spec.pyscf_basis()
+    heavy = {s: spec.basis_for(s) for s in spec.molecule.symbols
+             if elements.atomic_number(s) > LAST_ALL_ELECTRON_Z
+             and str(spec.basis_for(s)).lower().startswith("def2")}
+    if heavy:  # def2 basis sets use effective core potentials beyond Kr
+        mol.ecp = heavy
+    mol.charge = spec.molecule.charge
+    mol.spin = spec.molecule.multiplicity - 1
+    mol.max_memory = max_memory_mb
+    if stream is not None:
+        mol.stdout = stream
+        mol.verbose = 4
+    else:
+        mol.verbose = 0
+    try:
+        mol.build(dump_input=False, parse_arg=False)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"PySCF could not build the molecule: {exc}",
+                         file=str(spec.source_path) if spec.source_path else None) from exc
+    return mol
+
+
+def build_grids(mol, spec):
+    """DFT integration grid at the spec's level (legacy radial grids if asked)."""
+    from pyscf.dft import gen_grid
+
+    grids = gen_grid.Grids(mol)
+    grids.level = spec.scf.grid_level
+    if spec.scf.legacy_grids:
+        from dm21cli.ks import use_legacy_grids
+
+        use_legacy_grids(grids)
+    return grids
+
+
+def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
+    """The configured SCF object (DM21 or any PySCF functional)."""
+    from pyscf import dft
+
+    restricted = spec.resolved_restricted()
+    if network is not None:
+        from dm21cli.ks import DM21RKS, DM21UKS
+        from dm21cli.xc import DM21XC
+
+        xc = DM21XC(network, max_memory_mb=max_memory_mb)
+        mf = DM21RKS(mol, xc) if restricted else DM21UKS(mol, xc)
+    elif restricted and mol.spin == 0:
+        mf = dft.RKS(mol, xc=spec.functional)
+    elif restricted:
+        mf = dft.ROKS(mol, xc=spec.functional)
+    else:
+        mf = dft.UKS(mol, xc=spec.functional)
+    mf.grids = grids
+    mf.conv_tol = spec.effective_conv_tol()
+    mf.conv_tol_grad = spec.effective_conv_tol_grad()
+    mf.max_cycle = spec.scf.max_cycle
+    mf.max_memory = max_memory_mb
+    if spec.scf.small_rho_cutoff is not None:
+        mf.small_rho_cutoff = spec.scf.small_rho_cutoff
+    if spec.scf.guess not in ("auto",) and not spec.scf.guess_is_chkfile():
+        mf.init_guess = spec.scf.guess
+    return mf
+
+
+def _warm_start(mol, spec, grids, max_memory_mb, log):
+    """Converge spec.scf.warm_start (e.g. B3LYP); returns (dm, info dict)."""
+    from pyscf import dft
+
+    t0 = time.perf_counter()
+    restricted = spec.resolved_restricted()
+    if restricted and mol.spin == 0:
+        mf0 = dft.RKS(mol, xc=spec.scf.warm_start)
+    else:
+        mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
+    mf0.grids = grids
+    mf0.conv_tol = WARM_START_CONV_TOL
+    mf0.max_cycle = max(spec.scf.max_cycle, 50)
+    mf0.max_memory = max_memory_mb
+    if spec.scf.small_rho_cutoff is not None:
+        mf0.small_rho_cutoff = spec.scf.small_rho_cutoff
+    if spec.scf.guess not in ("auto",) and not spec.scf.guess_is_chkfile():
+        mf0.init_guess = spec.scf.guess
+    log(f"warm start: {spec.scf.warm_start} SCF")
+    mf0.kernel()
+    dm = mf0.make_rdm1()
+    if restricted and mol.spin != 0:  # ROKS-like start for a restricted open shell
+        dm = dm[0] + dm[1]
+    info = {"functional": spec.scf.warm_start, "converged": bool(mf0.converged),
+            "energy_hartree": float(mf0.e_tot), "cycles": int(getattr(mf0, "cycles", 0) or 0),
+            "wall_s": time.perf_counter() - t0}
+    log(f"warm start {'converged' if mf0.converged else 'NOT converged'}: "
+        f"E = {mf0.e_tot:.10f} Ha in {info['cycles']} cycles ({info['wall_s']:.1f} s)")
+    return dm, info
+
+
+def dispersion_energy(mol, functional: str) -> float:
+    """D3(BJ) dispersion energy in Hartree (simple-dftd3 parameters for `functional`)."""
+    from pyscf.dispersion import dftd3
+
+    try:
+        model = dftd3.DFTD3Dispersion(mol, xc=functional.lower(), version="d3bj")
+        return float(model.get_dispersion()["energy"])
+    except RuntimeError as exc:
+        raise InputError(f"no D3(BJ) parameters for functional '{functional}' ({exc})",
+                         field="dispersion") from exc
+
+
+def _frontier(mo_energy, mo_occ) -> tuple[float | None, float | None]:
+    """(HOMO, LUMO) energies in Hartree over all spin channels."""
+    e = np.asarray(mo_energy).ravel()
+    occ = np.asarray(mo_occ).ravel()
+    homo = float(e[occ > 0].max()) if np.any(occ > 0) else None
+    lumo = float(e[occ == 0].min()) if np.any(occ == 0) else None
+    return homo, lumo
+
+
+def _orbital_by_spin(mo_energy, mo_occ, restricted: bool):
+    """Yield (spin label or None, index (0-based), energy, occupation arrays)."""
+    if restricted:
+        return [(None, np.asarray(mo_energy), np.asarray(mo_occ))]
+    return [("alpha", np.asarray(mo_energy[0]), np.asarray(mo_occ[0])),
+            ("beta", np.asarray(mo_energy[1]), np.asarray(mo_occ[1]))]
+
+
+def properties(mf, spec, e_disp: float | None) -> dict:
+    """Energy terms and one-electron properties of a finished SCF."""
+    summary = dict(getattr(mf, "scf_summary", {}) or {})
+    restricted = np.asarray(mf.mo_occ).ndim == 1
+    homo, lumo = _frontier(mf.mo_energy, mf.mo_occ)
+    dm = mf.make_rdm1()
+    _, charges = mf.mulliken_pop(verbose=0)
+    dipole_debye = np.asarray(mf.dip_moment(unit="Debye", verbose=0), dtype=float)
+    s2 = mult = None
+    if not restricted:
+        s2, mult = mf.spin_square()
+    e_scf = float(mf.e_tot)
+    props = {
+        "return_energy": e_scf + (e_disp or 0.0),
+        "scf_total_energy": e_scf,
+        "nuclear_repulsion_energy": float(summary.get("nuc", mf.energy_nuc())),
+        "scf_one_electron_energy": _real(summary.get("e1")),
+        "scf_coulomb_energy": _real(summary.get("coul")),
+        "scf_xc_energy": _real(summary.get("exc")),
+        "dispersion_energy": e_disp,
+        "mo_energies_hartree": np.asarray(mf.mo_energy).tolist(),
+        "mo_occupations": np.asarray(mf.mo_occ).tolist(),
+        "homo_energy_hartree": homo,
+        "lumo_energy_hartree": lumo,
+        "homo_lumo_gap_hartree": (lumo - homo) if homo is not None and lumo is not None else None,
+        "mulliken_charges": np.asarray(charges, dtype=float).tolist(),
+        "dipole_moment_debye": dipole_debye.tolist(),
+        "dipole_moment_total_debye": float(np.linalg.norm(dipole_debye)),
+        "s_squared": None if s2 is None else float(s2),
+        "spin_multiplicity_computed": None if mult is None else float(mult),
+        "restricted": bool(restricted),
+        "nao": int(mf.mol.nao_nr()),
+        "nelectron": int(mf.mol.nelectron),
+        "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
+    }
+    del dm
+    return props
+
+
+def _real(value) -> float | None:
+    return None if value is None else float(np.real(value))
+
+
+def provenance(res: dict, spec, network) -> dict:
+    import pyscf
+
+    prov = {
+        "creator": "dm21cli", "version": __version__, "routine": "dm21cli.runner.run_job",
+        "pyscf": pyscf.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "hostname": socket.gethostname(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "threads": res["threads"], "threads_source": res["threads_source"],
+        "memory_mb": res["memory_mb"], "memory_source": res["memory_source"],
+        "command": " ".join(sys.argv),
+        "checkpoint": None,
+    }
+    try:
+        import scipy
+
+        prov["scipy"] = scipy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if network is not None:
+        from dm21cli import weights
+
+        prov["checkpoint"] = {
+            "variant": network.name, "path": str(getattr(network, "source", "")),
+            "precision": np.dtype(network.dtype).name,
+            "sha256": dict(weights.CHECKSUMS[network.name]),
+        }
+    return prov
+
+
+# ----------------------------------------------------------------------
+# cube and molden files
+# ----------------------------------------------------------------------
+def _cube_jobs(spec, mf) -> list[tuple[str, str, dict, str]]:
+    """(file name, kind, arrays, comment) for every requested cube."""
+    restricted = np.asarray(mf.mo_occ).ndim == 1
+    method = spec.functional
+    dm = np.asarray(mf.make_rdm1())
+    jobs = []
+    channels = _orbital_by_spin(mf.mo_energy, mf.mo_occ, restricted)
+    coeffs = [mf.mo_coeff] if restricted else [mf.mo_coeff[0], mf.mo_coeff[1]]
+
+    def orbital(spin_index: int, idx: int, label: str, fname: str):
+        spin, energy, occ = channels[spin_index]
+        spin_txt = f", {spin}" if spin else ""
+        comment = (f"{method} orbital {idx + 1} ({label}{spin_txt}), energy {energy[idx]:.6f} Ha, "
+                   f"occupation {occ[idx]:g}")
+        jobs.append((fname, "orbital", {"coeff": coeffs[spin_index][:, idx]}, comment))
+
+    for request in spec.outputs.cube_requests():
+        if request == "density":
+            total = dm if restricted else dm[0] + dm[1]
+            jobs.append(("density.cube", "density", {"dm": total}, f"{method} total electron density, e/bohr^3"))
+        elif request == "spin_density":
+            spin_dm = np.zeros_like(dm) if restricted else dm[0] - dm[1]
+            jobs.append(("spin_density.cube", "spin_density", {"dm": spin_dm},
+                         f"{method} spin density (alpha - beta), e/bohr^3"))
+        elif request in ("homo", "lumo"):
+            for s, (spin, energy, occ) in enumerate(channels):
+                if request == "homo":
+                    idx_set = np.flatnonzero(occ > 0)
+                    if len(idx_set) == 0:
+                        continue
+                    idx = int(idx_set[np.argmax(energy[idx_set])])
+                else:
+                    idx_set = np.flatnonzero(occ == 0)
+                    if len(idx_set) == 0:
+                        continue
+                    idx = int(idx_set[np.argmin(energy[idx_set])])
+                suffix = f"_{spin}" if spin else ""
+                orbital(s, idx, request.upper(), f"{request}{suffix}.cube")
+        elif request.startswith("orbital:"):
+            token = request.split(":", 1)[1]
+            spin_index = 0
+            if token[-1] in "ab":
+                spin_index = 0 if token[-1] == "a" else 1
+                token = token[:-1]
+            idx = int(token) - 1
+            if restricted:
+                orbital(0, idx, out.orbital_label(idx, mf.mo_occ), f"orbital_{idx + 1}.cube")
+                continue
+            spin = channels[spin_index][0]
+            orbital(spin_index, idx, out.orbital_label(idx, mf.mo_occ[spin_index], spin),
+                    f"orbital_{idx + 1}_{spin}.cube")
+    return jobs
+
+
+def write_orbital_files(jobdir, spec, mf, log) -> dict:
+    """Molden and cube files; returns {'molden': name, 'cubes': {request: name}}."""
+    from dm21cli.units import ANGSTROM_BOHR
+
+    files: dict = {"cubes": {}}
+    if spec.outputs.molden:
+        out.write_molden(jobdir.file(FILES["molden"]), mf.mol, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
+        files["molden"] = FILES["molden"]
+    spacing_bohr = spec.outputs.cube_spacing * ANGSTROM_BOHR
+    margin_bohr = spec.outputs.cube_margin * ANGSTROM_BOHR
+    for fname, kind, arrays, comment in _cube_jobs(spec, mf):
+        log(f"writing {fname}")
+        out.write_cube(jobdir.file(fname), mf.mol, kind, spacing_bohr=spacing_bohr,
+                       margin_bohr=margin_bohr, comment=comment, **arrays)
+        files["cubes"][fname.removesuffix(".cube")] = fname
+    return files
+
+
+# ----------------------------------------------------------------------
+# the job
+# ----------------------------------------------------------------------
+def load_network(spec, checkpoints=None):
+    """The DM21 network for a DM21 job (None for other functionals)."""
+    if not spec.is_dm21:
+        return None
+    from dm21cli.network import DM21Network
+
+    return DM21Network.load(spec.functional, checkpoints, precision=spec.scf.precision)
+
+
+def run_job(spec, *, checkpoints=None, overwrite: bool = False,
+            reporter: Reporter | None = None) -> dict:
+    """Run the job described by `spec` (a validated `dm21cli.inputs.JobSpec`).
+
+    checkpoints: DM21 checkpoint root (else the documented search);
+    overwrite: replace an existing output directory;
+    reporter: called with one progress line at a time.
+    Returns the result dict (also written to result.json).
+    """
+    t_start = time.perf_counter()
+    res = resources.resolve(spec.resources.threads, spec.memory_mb())
+    resources.apply_threads(res["threads"])
+    network = load_network(spec, checkpoints)  # weights errors before any directory exists
+
+    jobdir = out.JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
+    log_stream = open(jobdir.file(FILES["log"]), "w", buffering=1, encoding="utf-8")
+    log = _Log(log_stream, reporter)
+    result: dict = {}
+    try:
+        out.write_text_atomic(jobdir.file(FILES["input"]), spec.to_resolved_yaml())
+        result = _compute(spec, jobdir, network, res, log, t_start)
+        jobdir.finalize("success" if result["success"] else "not-converged")
+        return result
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+        log(f"run {status}: {exc.__class__.__name__}: {exc}")
+        _write_failure(jobdir, spec, res, network, exc, status, t_start)
+        jobdir.finalize(status)
+        if isinstance(exc, (DM21Error, KeyboardInterrupt, MemoryError)):
+            raise
+        raise ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
+                           f"(log: {jobdir.file(FILES['log'])})") from exc
+    finally:
+        log_stream.close()
+
+
+def _base_result(spec, res, network) -> dict:
+    mol = spec.molecule
+    return {
+        "schema_name": "dm21cli_result", "schema_version": 1,
+        "success": False, "converged": False, "driver": "energy",
+        "model": {"method": spec.functional, "basis": spec.basis_label(),
+                  "dispersion": spec.dispersion},
+        "molecule": {"symbols": list(mol.symbols),
+                     "geometry_bohr": np.asarray(mol.coords_bohr()).tolist(),
+                     "molecular_charge": mol.charge, "molecular_multiplicity": mol.multiplicity},
+        "return_energy": None, "properties": {}, "timings_s": {}, "files": {},
+        "provenance": provenance(res, spec, network), "input": spec.to_resolved_dict(),
+        "error": None,
+    }
+
+
+def _write_failure(jobdir, spec, res, network, exc, status, t_start) -> None:
+    try:
+        result = _base_result(spec, res, network)
+        result["status"] = status
+        result["error"] = {"error_type": exc.__class__.__name__, "error_message": str(exc) or status}
+        result["timings_s"] = {"total": time.perf_counter() - t_start}
+        result["files"] = {k: v for k, v in FILES.items() if jobdir.file(v).exists()}
+        result["files"]["result"] = FILES["result"]
+        out.write_json_atomic(jobdir.file(FILES["result"]), _finite(result))
+    except Exception:  # noqa: BLE001 - never mask the original error
+        pass
+
+
+def _finite(obj):
+    """Replace NaN/inf by None so that result.json stays valid JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _compute(spec, jobdir, network, res, log, t_start) -> dict:
+    from dm21cli.scf import run_with_escalation
+
+    timings: dict = {}
+    log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
+        f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
+        f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
+        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']})")
+    mol = build_molecule(spec, stream=log.stream, max_memory_mb=res["memory_mb"])
+    grids = build_grids(mol, spec)
+    mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
+    chk_partial = jobdir.file(".scf.chk.partial")
+    mf.chkfile = str(chk_partial)
+    log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
+        f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
+        f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
+        f"{' (legacy radial grids)' if spec.scf.legacy_grids else ''}")
+
+    dm0 = None
+    warm = None
+    if spec.scf.guess_is_chkfile():
+        log(f"initial guess from chkfile {spec.guess_chkfile()}")
+        dm0 = mf.from_chk(str(spec.guess_chkfile()))
+    elif network is not None and spec.scf.warm_start:
+        dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log)
+        timings["warm_start"] = warm["wall_s"]
+    if grids.coords is None:
+        grids.build(with_non0tab=True)
+    log(f"{len(grids.weights)} grid points")
+
+    t0 = time.perf_counter()
+    converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts, log=log)
+    timings["scf"] = time.perf_counter() - t0
+
+    e_disp = None
+    if spec.dispersion == "d3bj":
+        e_disp = dispersion_energy(mol, spec.functional)
+        log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
+
+    t0 = time.perf_counter()
+    props = properties(mf, spec, e_disp)
+    props["scf_iterations"] = int(sum(a.cycles for a in attempts))
+    props["scf_attempts"] = [a.to_dict() for a in attempts]
+    props["warm_start"] = warm
+    if network is not None:
+        props["dm21_evaluations"] = int(mf.dm21.n_evaluations)
+        props["dm21_network_points"] = int(network.points_evaluated)
+
+    result = _base_result(spec, res, network)
+    result.update({"success": bool(converged), "converged": bool(converged),
+                   "status": "success" if converged else "not-converged",
+                   "return_energy": props["return_energy"], "properties": props})
+    if not converged:
+        result["error"] = {"error_type": "ConvergenceError",
+                           "error_message": f"SCF not converged after {len(attempts)} attempts "
+                                            f"({props['scf_iterations']} cycles)"}
+    files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
+             "log": FILES["log"]}
+    if chk_partial.exists():
+        os.replace(chk_partial, jobdir.file(FILES["chkfile"]))
+        files["chkfile"] = FILES["chkfile"]
+    files.update(write_orbital_files(jobdir, spec, mf, log))
+    timings["outputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    result["files"] = files
+    result["timings_s"] = timings
+    result = _finite(result)
+    out.write_text_atomic(jobdir.file(FILES["summary"]), out.render_summary(result))
+    out.write_json_atomic(jobdir.file(FILES["result"]), result)
+    state = "converged" if converged else "NOT CONVERGED"
+    log(f"{state}: E = {props['return_energy']:.10f} Ha; results in {jobdir.path}")
+    return result
