@@ -51,7 +51,7 @@ class _Spins:
         vhf = self.mf.get_veff(self.mf.mol, dm)
         fock = self.mf.get_fock(dm=dm, vhf=vhf)
         energy = self.mf.energy_tot(dm=dm, vhf=vhf)
-        return float(energy), fock, dm, vhf
+        return float(energy), fock
 
     def gradient(self, coeff, fock):
         """(flat gradient, flat preconditioner diagonal)."""
@@ -90,12 +90,13 @@ def minimize(mf, mo_coeff, mo_occ, *, max_cycle: int, conv_tol: float,
     """
     spins = _Spins(mf, mo_coeff, mo_occ)
     coeff = spins.coeff
-    energy, fock, dm, vhf = spins.energy_and_fock(coeff)
+    energy, fock = spins.energy_and_fock(coeff)
     grad, diag = spins.gradient(coeff, fock)
     s_hist: list[np.ndarray] = []
     y_hist: list[np.ndarray] = []
     converged = False
     cycles = 0
+    t_init = 1.0  # first trial step length; grows while steps are under-estimated
     for cycles in range(1, max_cycle + 1):
         # L-BFGS two-loop recursion with a diagonal preconditioner
         q = grad.copy()
@@ -116,15 +117,22 @@ def minimize(mf, mo_coeff, mo_occ, *, max_cycle: int, conv_tol: float,
         norm = np.linalg.norm(step)
         if norm > MAX_STEP:
             step *= MAX_STEP / norm
-        # backtracking line search (Armijo)
-        t = 1.0
+            norm = MAX_STEP
+        # backtracking line search (Armijo), from a trial length that adapts
+        t = t_first = min(t_init, MAX_STEP / max(norm, 1e-300))
         slope = step @ grad
         for _ in range(12):
             trial = spins.rotate(coeff, t * step)
-            e_new, f_new, dm_new, vhf_new = spins.energy_and_fock(trial)
+            e_new, f_new = spins.energy_and_fock(trial)
             if e_new <= energy + 1e-4 * t * slope or abs(e_new - energy) < 0.1 * conv_tol:
                 break
             t *= 0.5
+        # a full step that gained at least 90% of its linear prediction was too
+        # short (flat or negatively curved direction): try twice as far next time
+        if t == t_first and e_new - energy <= 0.9 * t * slope:
+            t_init = 2.0 * t_first
+        else:
+            t_init = max(t, 1.0)
         g_new, diag = spins.gradient(trial, f_new)
         # the gradient is expressed in the new orbitals: parallel transport is
         # neglected, as in GDM's first-order treatment
@@ -135,7 +143,7 @@ def minimize(mf, mo_coeff, mo_occ, *, max_cycle: int, conv_tol: float,
             y_hist.append(y)
             del s_hist[:-HISTORY], y_hist[:-HISTORY]
         d_e = e_new - energy
-        coeff, energy, fock, grad, dm, vhf = trial, e_new, f_new, g_new, dm_new, vhf_new
+        coeff, energy, fock, grad = trial, e_new, f_new, g_new
         norm_gorb = np.linalg.norm(_pyscf_grad(mf, coeff, spins, fock))
         if log:
             log(f"  direct-min cycle {cycles}: E = {energy:.10f}  dE = {d_e:.2e}  |g| = {norm_gorb:.2e}")

@@ -30,7 +30,7 @@ N_BLOCKS = 6
 WIDTH = 256
 #: Grid points per network block: bounds memory (about 15 arrays of
 #: BLOCK_POINTS x WIDTH floats live at once during the backward pass).
-BLOCK_POINTS = 4096
+BLOCK_POINTS = 1024
 
 # Constants exactly as stored (float32) in the published graph; using the
 # textbook values instead shifts water's E_xc by ~2e-7 Ha.

@@ -395,19 +395,34 @@ class JobDirectory:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def finalize(self, status: str = "success") -> None:
-        """Finish the job: remove ``.running`` and delete the overwritten old results.
+    def finalize(self, status: str = "success", keep_old: bool = False) -> Path | None:
+        """Finish the job: remove ``.running`` and deal with overwritten old results.
 
         Call it once the result files (also those of a failed or unconverged
         run) are written.  `status` is kept in ``self.status`` for the caller.
+        The old results an overwrite moved aside are deleted, unless
+        `keep_old` (a failed or interrupted run): then they are moved to a
+        visible sibling ``<name>.previous`` (``-2``, ``-3`` ... if taken),
+        whose path is returned.
         """
         self.status = status
         with contextlib.suppress(FileNotFoundError):
             self.marker.unlink()
         _fsync_dir(self._path)
+        kept = None
         if self.old_path is not None:
-            shutil.rmtree(self.old_path, ignore_errors=True)
+            if keep_old:
+                kept = self._path.with_name(f"{self._path.name}.previous")
+                n = 1
+                while kept.exists():
+                    n += 1
+                    kept = self._path.with_name(f"{self._path.name}.previous-{n}")
+                os.replace(self.old_path, kept)
+                _fsync_dir(self._path.parent)
+            else:
+                shutil.rmtree(self.old_path, ignore_errors=True)
             self.old_path = None
+        return kept
 
     def abandon(self) -> bool:
         """Undo `prepare` if the job wrote nothing but the marker.

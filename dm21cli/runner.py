@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -370,26 +372,33 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     resources.apply_threads(res["threads"])
     network = load_network(spec, checkpoints)  # weights errors before any directory exists
 
-    jobdir = out.JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
-    log_stream = open(jobdir.file(FILES["log"]), "w", buffering=1, encoding="utf-8")
-    log = _Log(log_stream, reporter)
-    result: dict = {}
-    try:
-        out.write_text_atomic(jobdir.file(FILES["input"]), spec.to_resolved_yaml())
-        result = _compute(spec, jobdir, network, res, log, t_start)
-        jobdir.finalize("success" if result["success"] else "not-converged")
-        return result
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
-        log(f"run {status}: {exc.__class__.__name__}: {exc}")
-        _write_failure(jobdir, spec, res, network, exc, status, t_start)
-        jobdir.finalize(status)
-        if isinstance(exc, (DM21Error, KeyboardInterrupt, MemoryError)):
-            raise
-        raise ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
-                           f"(log: {jobdir.file(FILES['log'])})") from exc
-    finally:
-        log_stream.close()
+    with tempfile.TemporaryDirectory(prefix="dm21-guess-") as scratch:
+        guess_chk = None
+        if spec.scf.guess_is_chkfile():
+            # copy first: the chkfile may live in the directory an overwrite moves aside
+            guess_chk = Path(scratch) / "guess.chk"
+            shutil.copyfile(spec.guess_chkfile(), guess_chk)
+        jobdir = out.JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
+        log_stream = open(jobdir.file(FILES["log"]), "w", buffering=1, encoding="utf-8")
+        log = _Log(log_stream, reporter)
+        try:
+            out.write_text_atomic(jobdir.file(FILES["input"]), spec.to_resolved_yaml())
+            result = _compute(spec, jobdir, network, res, log, t_start, guess_chk)
+            jobdir.finalize("success" if result["success"] else "not-converged")
+            return result
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+            log(f"run {status}: {exc.__class__.__name__}: {exc}")
+            _write_failure(jobdir, spec, res, network, exc, status, t_start)
+            kept = jobdir.finalize(status, keep_old=True)
+            if kept is not None:
+                log(f"the previous results were kept in {kept}")
+            if isinstance(exc, (DM21Error, KeyboardInterrupt, MemoryError)):
+                raise
+            raise ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
+                               f"(log: {jobdir.file(FILES['log'])})") from exc
+        finally:
+            log_stream.close()
 
 
 def _base_result(spec, res, network) -> dict:
@@ -409,6 +418,9 @@ def _base_result(spec, res, network) -> dict:
 
 
 def _write_failure(jobdir, spec, res, network, exc, status, t_start) -> None:
+    partial_chk = jobdir.file(".scf.chk.partial")
+    if partial_chk.exists():  # the last SCF state: usable as `scf.guess` for a restart
+        os.replace(partial_chk, jobdir.file(FILES["chkfile"]))
     try:
         result = _base_result(spec, res, network)
         result["status"] = status
@@ -432,7 +444,7 @@ def _finite(obj):
     return obj
 
 
-def _compute(spec, jobdir, network, res, log, t_start) -> dict:
+def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
     from dm21cli.scf import run_with_escalation
 
     timings: dict = {}
@@ -452,9 +464,9 @@ def _compute(spec, jobdir, network, res, log, t_start) -> dict:
 
     dm0 = None
     warm = None
-    if spec.scf.guess_is_chkfile():
+    if guess_chk is not None:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
-        dm0 = mf.from_chk(str(spec.guess_chkfile()))
+        dm0 = mf.from_chk(str(guess_chk))
     elif network is not None and spec.scf.warm_start:
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log)
         timings["warm_start"] = warm["wall_s"]

@@ -19,6 +19,8 @@ def job_options(func):
                      help="DM21, DM21m, DM21mc, DM21mu or any PySCF/libxc functional (b3lyp, pbe0, ...)."),
         click.option("--charge", type=int, default=None, help="Total charge."),
         click.option("--multiplicity", type=int, default=None, help="Spin multiplicity 2S+1."),
+        click.option("--name", default=None, metavar="NAME",
+                     help="Job name (default: the input file's name); output goes to outputs/NAME."),
         click.option("--grid-level", type=int, default=None, help="PySCF grid level 0-9 (default 3)."),
         click.option("--legacy-grids", is_flag=True, default=None,
                      help="Radial grids of PySCF <= 2.6 (reproduces published DM21 values)."),
@@ -38,7 +40,7 @@ def job_options(func):
 def overrides(options: dict, **extra) -> dict:
     """CLI option values as `dm21cli.inputs.load_job` overrides (None = not given)."""
     result = {key: options.get(key) for key in
-              ("basis", "functional", "charge", "multiplicity", "grid_level", "legacy_grids",
+              ("basis", "functional", "charge", "multiplicity", "name", "grid_level", "legacy_grids",
                "dispersion", "threads", "memory")}
     result.update(extra)
     return result

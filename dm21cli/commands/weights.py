@@ -7,11 +7,12 @@ Results go to stdout, progress to stderr.  Failures raise
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
+
+from dm21cli.commands.common import use_rich
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _CHECKPOINTS_HELP = ("Checkpoint root holding DM21/, DM21m/, DM21mc/, DM21mu/ "
@@ -22,13 +23,9 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _use_rich() -> bool:
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-
-
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
     """A rich table on a colour terminal, else plain aligned columns."""
-    if _use_rich():
+    if use_rich(sys.stdout):
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text

@@ -1,0 +1,596 @@
+"""End-to-end tests of ``dm21 run``, run as a user runs it: in a subprocess.
+
+Every test writes its inputs into a temporary folder and runs
+``python -m dm21cli run ...`` there.  DM21 single points are slow (about a
+second per SCF cycle per 20k grid points), so the systems are tiny (H2, H2+)
+on coarse grids, and one module-scoped DM21 job (`h2_job`) serves all the
+tests that only inspect a successful run's output directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+H2_ATOMS = ("H 0.0 0.0 0.0", "H 0.0 0.0 0.74")
+WEIGHTS_DATA = Path("DM21") / "variables" / "variables.data-00000-of-00001"
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+def _env(checkpoints, xdg_root: Path | None = None, **extra) -> dict:
+    """The environment of a dm21 subprocess."""
+    env = dict(os.environ)
+    env.pop("DM21_TRACEBACK", None)
+    env["OMP_NUM_THREADS"] = "2"
+    env["NO_COLOR"] = "1"
+    if checkpoints is None:
+        env.pop("DM21_CHECKPOINTS", None)
+    else:
+        env["DM21_CHECKPOINTS"] = str(checkpoints)
+    if xdg_root is not None:
+        env["XDG_DATA_HOME"] = str(xdg_root / "data")
+        env["XDG_CACHE_HOME"] = str(xdg_root / "cache")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def dm21(args, cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m dm21cli ARGS`` in `cwd` and capture its output."""
+    return subprocess.run([sys.executable, "-m", "dm21cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _show(proc: subprocess.CompletedProcess) -> str:
+    return (f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n"
+            f"--- stderr ---\n{proc.stderr[-4000:]}")
+
+
+def write_job(folder: Path, name: str, *, atoms=H2_ATOMS, basis: str = "def2-svp",
+              functional: str | None = None, extra: str = "") -> Path:
+    """A job file `folder/name.yaml` for a molecule given as inline atom lines."""
+    lines = ["job:", f"  name: {name}", "molecule:", "  xyz: |"]
+    lines += [f"    {atom}" for atom in atoms]
+    lines.append(f"basis: {basis}")
+    if functional:
+        lines.append(f"functional: {functional}")
+    text = "\n".join(lines) + "\n" + textwrap.dedent(extra)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Markers and temporary files a finished run must not leave behind."""
+    names = [p.name for p in directory.iterdir()]
+    return sorted(n for n in names if n == ".running" or n.endswith(".tmp")
+                  or n == ".scf.chk.partial" or ".old-" in n)
+
+
+def read_cube(path: Path):
+    """(origin, axes (3x3 step vectors, bohr), counts, values (nx, ny, nz)) of a cube file."""
+    lines = Path(path).read_text().splitlines()
+    head = lines[2].split()
+    natm = int(head[0])
+    origin = np.array([float(x) for x in head[1:4]])
+    counts, axes = [], []
+    for line in lines[3:6]:
+        parts = line.split()
+        counts.append(int(parts[0]))
+        axes.append([float(x) for x in parts[1:4]])
+    assert natm > 0, f"{path}: natoms {natm} (negative = MO-index header, not expected)"
+    values = np.array(" ".join(lines[6 + natm:]).split(), dtype=float)
+    assert values.size == np.prod(counts), \
+        f"{path}: {values.size} values for a {counts} grid"
+    return origin, np.array(axes), counts, values.reshape(counts)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# the shared successful DM21 job
+# ----------------------------------------------------------------------------
+class Job:
+    """A finished ``dm21 run`` subprocess and its output directory."""
+
+    def __init__(self, proc, cwd: Path, outdir: Path):
+        self.proc = proc
+        self.cwd = cwd
+        self.outdir = outdir
+
+    @property
+    def result(self) -> dict:
+        return json.loads((self.outdir / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def h2_job(tmp_path_factory, checkpoints_dir) -> Job:
+    """H2/def2-SVP with DM21 on a coarse grid, cubes and molden, run with --json."""
+    cwd = tmp_path_factory.mktemp("h2job")
+    write_job(cwd, "h2", extra="""\
+        scf:
+          grid_level: 1
+        outputs:
+          cubes: [density, homo, lumo, spin_density]
+          cube_spacing: 0.1
+          molden: true
+        """)
+    env = _env(checkpoints_dir, tmp_path_factory.mktemp("xdg"))
+    proc = dm21(["run", "h2.yaml", "--json"], cwd, env)
+    assert proc.returncode == 0, _show(proc)
+    return Job(proc, cwd, cwd / "outputs" / "h2")
+
+
+# ----------------------------------------------------------------------------
+# 1. files and content of a successful run
+# ----------------------------------------------------------------------------
+def test_success_writes_all_files_and_nothing_else(h2_job):
+    out = h2_job.outdir
+    assert out.is_dir(), f"default output directory outputs/h2 missing; cwd holds " \
+                         f"{sorted(p.name for p in h2_job.cwd.iterdir())}"
+    present = {p.name for p in out.iterdir()}
+    expected = {"result.json", "summary.txt", "orbitals.molden", "scf.chk",
+                "input.resolved.yaml", "dm21.log", "density.cube", "homo.cube",
+                "lumo.cube", "spin_density.cube"}
+    assert expected <= present, f"missing {sorted(expected - present)}; have {sorted(present)}"
+    assert leftovers(out) == [], f"leftover marker/temp files: {leftovers(out)}"
+    assert leftovers(out.parent) == [], f"leftovers next to the job dir: {leftovers(out.parent)}"
+    files = h2_job.result["files"]
+    for key, name in (("result", "result.json"), ("summary", "summary.txt"),
+                      ("molden", "orbitals.molden"), ("chkfile", "scf.chk"),
+                      ("input", "input.resolved.yaml"), ("log", "dm21.log")):
+        assert files.get(key) == name, f"result.json files[{key!r}] = {files.get(key)!r}"
+    assert files["cubes"] == {"density": "density.cube", "homo": "homo.cube",
+                              "lumo": "lumo.cube", "spin_density": "spin_density.cube"}
+    summary = (out / "summary.txt").read_text()
+    assert "SUCCESS" in summary and "NOT CONVERGED" not in summary, summary
+
+
+def test_result_json_energies_and_properties(h2_job):
+    r = h2_job.result
+    p = r["properties"]
+    assert r["success"] is True and r["converged"] is True, \
+        (r["success"], r["converged"], r["error"])
+    assert r["status"] == "success"
+    assert r["error"] is None
+    e = r["return_energy"]
+    assert isinstance(e, float) and math.isfinite(e), e
+    assert -1.3 < e < -1.0, f"H2 energy {e} is not plausible"
+    assert p["dispersion_energy"] is None
+    assert e == p["return_energy"]
+    assert e == pytest.approx(p["scf_total_energy"] + (p["dispersion_energy"] or 0.0), abs=1e-12)
+    terms = (p["scf_one_electron_energy"] + p["scf_coulomb_energy"] + p["scf_xc_energy"]
+             + p["nuclear_repulsion_energy"])
+    assert abs(terms - p["scf_total_energy"]) < 1e-8, \
+        f"energy terms sum to {terms!r}, scf_total_energy is {p['scf_total_energy']!r}"
+    charge = r["molecule"]["molecular_charge"]
+    assert charge == 0
+    assert abs(sum(p["mulliken_charges"]) - charge) < 1e-6, p["mulliken_charges"]
+    assert len(p["mulliken_charges"]) == 2
+    assert p["restricted"] is True
+    assert p["nelectron"] == 2
+    assert p["dm21_network_points"] > 0, "the DM21 network evaluated no points"
+    assert p["dm21_evaluations"] > 0
+    assert r["model"]["method"] == "DM21"
+    assert r["model"]["basis"].lower() == "def2-svp"
+
+
+def test_result_json_provenance(h2_job, checkpoints_dir):
+    import pyscf
+
+    prov = h2_job.result["provenance"]
+    assert prov["pyscf"] == pyscf.__version__
+    ckpt = prov["checkpoint"]
+    assert isinstance(ckpt, dict), f"no checkpoint in provenance: {prov}"
+    assert ckpt["variant"] == "DM21"
+    digests = ckpt["sha256"]
+    rel = str(WEIGHTS_DATA.relative_to("DM21"))
+    assert rel in digests, f"no sha256 for {rel} in {sorted(digests)}"
+    for name, digest in digests.items():
+        assert digest == sha256(checkpoints_dir / "DM21" / name), \
+            f"provenance sha256 of {name} does not match the file"
+
+
+def test_result_json_round_trips(h2_job):
+    text = (h2_job.outdir / "result.json").read_text()
+    first = json.loads(text)
+    again = json.loads(json.dumps(first))
+    assert again == first
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_density_cube_integrates_to_electron_count(h2_job):
+    origin, axes, counts, values = read_cube(h2_job.outdir / "density.cube")
+    voxel = abs(np.linalg.det(axes))
+    # requested spacing 0.1 Angstrom = 0.189 bohr; it must not be exceeded
+    assert np.all(np.linalg.norm(axes, axis=1) <= 0.1 / 0.529177210903 + 1e-6), axes
+    total = float(values.sum() * voxel)
+    assert total == pytest.approx(2.0, rel=0.01), f"density cube integrates to {total}"
+    assert values.min() >= -1e-10
+
+
+def test_orbital_cubes(h2_job):
+    for name in ("homo", "lumo"):
+        _, axes, _, values = read_cube(h2_job.outdir / f"{name}.cube")
+        norm = float((values ** 2).sum() * abs(np.linalg.det(axes)))
+        # sigma_g of H2 is compact; the 3 Angstrom margin holds nearly all of it
+        if name == "homo":
+            assert norm == pytest.approx(1.0, rel=0.02), f"HOMO cube norm {norm}"
+        assert np.abs(values).max() > 0.01, f"{name}.cube is (nearly) zero"
+    _, _, _, spin = read_cube(h2_job.outdir / "spin_density.cube")
+    assert np.abs(spin).max() == 0.0, "restricted spin density cube is not zero"
+
+
+def test_molden_reads_back(h2_job):
+    from pyscf.tools import molden
+
+    loaded = molden.load(str(h2_job.outdir / "orbitals.molden"))
+    mo_energy = np.asarray(loaded[1])
+    expected = np.asarray(h2_job.result["properties"]["mo_energies_hartree"])
+    assert mo_energy.shape == expected.shape, (mo_energy.shape, expected.shape)
+    assert np.max(np.abs(mo_energy - expected)) < 1e-6, (mo_energy, expected)
+    mo_occ = np.asarray(loaded[3])
+    assert mo_occ.sum() == pytest.approx(2.0)
+
+
+def test_resolved_input_validates(h2_job, tmp_path):
+    resolved = h2_job.outdir / "input.resolved.yaml"
+    proc = dm21(["validate", resolved], h2_job.cwd, _env(None))
+    assert proc.returncode == 0, _show(proc)
+    assert "ok" in proc.stdout
+
+
+def test_chkfile_as_guess_and_output_option(h2_job, tmp_path, checkpoints_dir):
+    """4. -o DIR, and the first run's scf.chk as initial guess of a second run."""
+    chk = h2_job.outdir / "scf.chk"
+    write_job(tmp_path, "h2guess", extra=f"""\
+        scf:
+          grid_level: 1
+          guess: {chk}
+        outputs:
+          molden: false
+        """)
+    proc = dm21(["run", "h2guess.yaml", "-o", "elsewhere/run1"], tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    out = tmp_path / "elsewhere" / "run1"
+    assert (out / "result.json").is_file(), \
+        f"-o ignored; tmp_path holds {list(tmp_path.rglob('*'))}"
+    assert not (tmp_path / "outputs").exists(), "default outputs/ created although -o was given"
+    assert leftovers(out) == []
+    # plain (non-tty) summary on stdout, progress on stderr
+    assert "DM21 calculation summary" in proc.stdout, _show(proc)
+    assert "[dm21" in proc.stderr and "[dm21" not in proc.stdout
+    r = json.loads((out / "result.json").read_text())
+    first = r["properties"]["scf_attempts"][0]
+    assert first["converged"] and first["cycles"] <= 3, f"first attempt: {first}"
+    assert r["properties"]["warm_start"] is None, \
+        "warm start ran although a chkfile guess was given"
+    e_ref = h2_job.result["return_energy"]
+    assert abs(r["return_energy"] - e_ref) < 1e-6, (r["return_energy"], e_ref)
+    assert "orbitals.molden" not in {p.name for p in out.iterdir()}
+
+
+# ----------------------------------------------------------------------------
+# 2. --json
+# ----------------------------------------------------------------------------
+def test_json_stdout_is_result_json(h2_job):
+    stdout = h2_job.proc.stdout
+    try:
+        printed = json.loads(stdout)
+    except ValueError as exc:
+        pytest.fail(f"--json stdout is not JSON ({exc}):\n{stdout[:2000]}")
+    assert printed == h2_job.result
+    assert "[dm21" in h2_job.proc.stderr, "no progress lines on stderr"
+    assert "SCF attempt" in h2_job.proc.stderr
+
+
+# ----------------------------------------------------------------------------
+# 3. refuse to overwrite; --overwrite
+# ----------------------------------------------------------------------------
+def test_refuses_to_overwrite_then_overwrites(tmp_path, checkpoints_dir):
+    write_job(tmp_path, "ow", basis="sto-3g", functional="b3lyp",
+              extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    env = _env(checkpoints_dir)
+    first = dm21(["run", "ow.yaml"], tmp_path, env)
+    assert first.returncode == 0, _show(first)
+    out = tmp_path / "outputs" / "ow"
+    old_bytes = (out / "result.json").read_bytes()
+    (out / "user-note.txt").write_text("from before\n")
+
+    again = dm21(["run", "ow.yaml"], tmp_path, env)
+    assert again.returncode == 5, _show(again)
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one stderr line:\n{again.stderr}"
+    assert "--overwrite" in lines[0], lines[0]
+    assert (out / "result.json").read_bytes() == old_bytes, "refused run changed result.json"
+    assert (out / "user-note.txt").is_file()
+    assert leftovers(out) == [] and leftovers(out.parent) == []
+
+    forced = dm21(["run", "ow.yaml", "--overwrite"], tmp_path, env)
+    assert forced.returncode == 0, _show(forced)
+    assert not (out / "user-note.txt").exists(), "old directory was not replaced"
+    assert (out / "result.json").read_bytes() != old_bytes
+    assert json.loads((out / "result.json").read_text())["success"] is True
+    assert leftovers(out) == [], leftovers(out)
+    assert leftovers(out.parent) == [], f"old directory left behind: {leftovers(out.parent)}"
+
+
+def test_overwrite_with_own_chkfile_as_guess(tmp_path, checkpoints_dir):
+    """Re-running a job from its own previous scf.chk, replacing its output directory."""
+    extra = "scf: {grid_level: 1}\noutputs: {molden: false}\n"
+    write_job(tmp_path, "again", functional="b3lyp", extra=extra)
+    env = _env(checkpoints_dir)
+    first = dm21(["run", "again.yaml"], tmp_path, env)
+    assert first.returncode == 0, _show(first)
+    out = tmp_path / "outputs" / "again"
+    e_first = json.loads((out / "result.json").read_text())["return_energy"]
+    write_job(tmp_path, "again", functional="b3lyp",
+              extra="scf: {grid_level: 1, guess: outputs/again/scf.chk}\n"
+                    "outputs: {molden: false}\n")
+    second = dm21(["run", "again.yaml", "--overwrite"], tmp_path, env)
+    assert second.returncode == 0, _show(second)
+    r = json.loads((out / "result.json").read_text())
+    assert r["properties"]["scf_attempts"][0]["cycles"] <= 3, r["properties"]["scf_attempts"]
+    assert abs(r["return_energy"] - e_first) < 1e-6
+
+
+# ----------------------------------------------------------------------------
+# 5. non-convergence
+# ----------------------------------------------------------------------------
+def test_not_converged_exits_4_with_results(tmp_path, checkpoints_dir):
+    write_job(tmp_path, "nc", functional="b3lyp", extra="""\
+        scf:
+          grid_level: 1
+          max_cycle: 2
+          max_attempts: 1
+          conv_tol: 1e-12
+        outputs: {molden: false}
+        """)
+    proc = dm21(["run", "nc.yaml"], tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 4, _show(proc)
+    assert "did not converge" in proc.stderr, _show(proc)
+    out = tmp_path / "outputs" / "nc"
+    r = json.loads((out / "result.json").read_text())
+    assert r["converged"] is False and r["success"] is False, (r["converged"], r["success"])
+    assert r["status"] == "not-converged"
+    assert math.isfinite(r["return_energy"])
+    assert "NOT CONVERGED" in (out / "summary.txt").read_text()
+    assert leftovers(out) == []
+
+
+# ----------------------------------------------------------------------------
+# 6. bad input
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["unknown-key", "multiplicity", "charge-option"])
+def test_bad_input_exits_2_one_line_no_output(tmp_path, checkpoints_dir, case):
+    if case == "unknown-key":
+        write_job(tmp_path, "bad", extra="scf:\n  conv_tl: 1e-6\n")
+        args, needle = ["run", "bad.yaml"], "conv_tl"
+    elif case == "multiplicity":
+        write_job(tmp_path, "bad", extra="")
+        text = (tmp_path / "bad.yaml").read_text().replace("basis:", "  multiplicity: 2\nbasis:")
+        (tmp_path / "bad.yaml").write_text(text)
+        args, needle = ["run", "bad.yaml"], "multiplicity"
+    else:
+        write_job(tmp_path, "bad")
+        args, needle = ["run", "bad.yaml", "--charge", "1"], "--charge"
+    proc = dm21(args, tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 2, _show(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected exactly one stderr line:\n{proc.stderr}"
+    assert lines[0].startswith("dm21: error:") and needle in lines[0], lines[0]
+    assert proc.stdout == ""
+    assert not (tmp_path / "outputs").exists(), "an output directory was created for bad input"
+
+    traced = dm21(["--traceback", *args], tmp_path, _env(checkpoints_dir))
+    assert traced.returncode == 2, _show(traced)
+    assert "Traceback (most recent call last)" in traced.stderr, _show(traced)
+    assert not (tmp_path / "outputs").exists()
+
+
+# ----------------------------------------------------------------------------
+# 7. weights
+# ----------------------------------------------------------------------------
+def test_corrupted_weights_exit_3(tmp_path, checkpoints_dir):
+    bad = tmp_path / "ckpt"
+    shutil.copytree(checkpoints_dir, bad)
+    data = bad / WEIGHTS_DATA
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    work = tmp_path / "work"
+    work.mkdir()
+    write_job(work, "w", basis="sto-3g", extra="scf: {grid_level: 1}\n")
+    proc = dm21(["run", "w.yaml"], work, _env(bad))
+    assert proc.returncode == 3, _show(proc)
+    assert "variables.data-00000-of-00001" in proc.stderr, _show(proc)
+    assert len(proc.stderr.strip().splitlines()) == 1, _show(proc)
+    assert not (work / "outputs").exists(), "output directory created despite bad weights"
+
+
+def test_missing_weights_exit_3(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    write_job(work, "w", basis="sto-3g", extra="scf: {grid_level: 1}\n")
+    proc = dm21(["run", "w.yaml"], work, _env(empty))
+    assert proc.returncode == 3, _show(proc)
+    assert len(proc.stderr.strip().splitlines()) == 1, _show(proc)
+    assert not (work / "outputs").exists(), "output directory created despite missing weights"
+
+
+# ----------------------------------------------------------------------------
+# 8. other functionals, dispersion
+# ----------------------------------------------------------------------------
+def test_b3lyp_through_the_same_command(h2_job, tmp_path):
+    # Same molecule, basis and grid as h2_job; no weights needed at all.
+    write_job(tmp_path, "h2", extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    proc = dm21(["run", "h2.yaml", "--functional", "b3lyp"], tmp_path,
+                _env(tmp_path / "no-such-checkpoints"))
+    assert proc.returncode == 0, _show(proc)
+    r = json.loads((tmp_path / "outputs" / "h2" / "result.json").read_text())
+    assert r["success"] is True
+    assert r["model"]["method"].lower() == "b3lyp"
+    assert r["provenance"]["checkpoint"] is None, r["provenance"]["checkpoint"]
+    assert "dm21_network_points" not in r["properties"]
+    e_dm21 = h2_job.result["return_energy"]
+    assert abs(r["return_energy"] - e_dm21) > 1e-4, (r["return_energy"], e_dm21)
+
+
+def test_dm21_with_d3bj(tmp_path, checkpoints_dir):
+    write_job(tmp_path, "d3", basis="sto-3g",
+              extra="dispersion: d3bj\nscf: {grid_level: 1}\noutputs: {molden: false}\n")
+    proc = dm21(["run", "d3.yaml", "--json"], tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    r = json.loads(proc.stdout)
+    p = r["properties"]
+    assert r["model"]["dispersion"] == "d3bj"
+    assert p["dispersion_energy"] is not None and p["dispersion_energy"] < 0, p["dispersion_energy"]
+    assert r["return_energy"] == pytest.approx(p["scf_total_energy"] + p["dispersion_energy"],
+                                               abs=1e-12)
+    assert p["dm21_network_points"] > 0
+
+
+# ----------------------------------------------------------------------------
+# 9. bare .xyz with options
+# ----------------------------------------------------------------------------
+def test_bare_xyz_cation_is_unrestricted(tmp_path, checkpoints_dir):
+    (tmp_path / "h2p.xyz").write_text("2\nH2+ cation\nH 0.0 0.0 0.0\nH 0.0 0.0 1.06\n")
+    proc = dm21(["run", "h2p.xyz", "--basis", "sto-3g", "--functional", "DM21", "--charge", "1",
+                 "--multiplicity", "2", "--grid-level", "1"], tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    out = tmp_path / "outputs" / "h2p"
+    r = json.loads((out / "result.json").read_text())
+    p = r["properties"]
+    assert r["molecule"]["molecular_charge"] == 1 and r["molecule"]["molecular_multiplicity"] == 2
+    assert p["restricted"] is False
+    assert p["nelectron"] == 1
+    assert abs(p["s_squared"] - 0.75) < 0.01, p["s_squared"]
+    assert abs(sum(p["mulliken_charges"]) - 1) < 1e-6, p["mulliken_charges"]
+    assert r["model"]["basis"].lower() == "sto-3g"
+    assert leftovers(out) == []
+
+
+# ----------------------------------------------------------------------------
+# 10. help, and no heavy imports for it
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["weights", "--help"],
+                                  ["validate", "--help"]])
+def test_help_exits_0(tmp_path, args):
+    proc = dm21(args, tmp_path, _env(None))
+    assert proc.returncode == 0, _show(proc)
+    assert "Usage:" in proc.stdout, _show(proc)
+    assert proc.stderr == "", _show(proc)
+
+
+def test_console_script(tmp_path):
+    script = Path(sys.executable).parent / "dm21"
+    assert script.is_file(), f"console script {script} not installed"
+    proc = subprocess.run([str(script), "--version"], cwd=tmp_path, env=_env(None),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, _show(proc)
+    from dm21cli import __version__
+
+    assert __version__ in proc.stdout, _show(proc)
+
+
+def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
+    code = textwrap.dedent("""\
+        import sys
+        from dm21cli.cli import main
+        for argv in (["--help"], ["run", "--help"]):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                assert exc.code in (0, None), exc.code
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("pyscf", "tensorflow", "tensorflow_hub"))
+        print("HEAVY=" + ",".join(heavy))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(None),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, _show(proc)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line == ["HEAVY="], f"heavy modules imported by --help: {line}"
+
+
+# ----------------------------------------------------------------------------
+# 11. SIGTERM / SIGINT during the SCF
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("signum, after_cycle", [(signal.SIGTERM, True), (signal.SIGINT, False)],
+                         ids=["SIGTERM-after-cycle-1", "SIGINT-in-cycle-1"])
+def test_signal_during_scf(tmp_path, checkpoints_dir, signum, after_cycle):
+    # Stretched H2 from a cold start: DM21 needs many cycles, we stop it in the first.
+    write_job(tmp_path, "slow", atoms=("H 0.0 0.0 0.0", "H 0.0 0.0 3.0"), extra="""\
+        scf:
+          grid_level: 2
+          max_cycle: 200
+          warm_start: null
+        outputs: {molden: false}
+        """)
+    out = tmp_path / "outputs" / "slow"
+    log = out / "dm21.log"
+    args = ["run", "slow.yaml"]
+    if after_cycle:  # an interrupted --overwrite must keep the results it was to replace
+        out.mkdir(parents=True)
+        (out / "result.json").write_text('{"previous": true}')
+        args.append("--overwrite")
+    with open(tmp_path / "stdout.txt", "w") as so, open(tmp_path / "stderr.txt", "w") as se:
+        proc = subprocess.Popen([sys.executable, "-m", "dm21cli", *args],
+                                cwd=tmp_path, env=_env(checkpoints_dir), stdout=so, stderr=se)
+        try:
+            # wait for the SCF to start (and, if asked, finish its first cycle)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                text = log.read_text() if log.is_file() else ""
+                if "SCF attempt" in text and (
+                        not after_cycle or "cycle= 1 " in text.split("SCF attempt", 1)[1]):
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, \
+                f"job ended (exit {proc.returncode}) before it could be interrupted: " \
+                f"{(tmp_path / 'stderr.txt').read_text()}"
+            text = log.read_text()
+            assert "SCF attempt" in text, "no 'SCF attempt' in dm21.log within 60 s"
+            if after_cycle:
+                assert "cycle= 1 " in text, "no SCF cycle finished within 60 s"
+            else:
+                time.sleep(0.3)  # inside the first cycle (its network set-up takes seconds)
+            proc.send_signal(signum)
+            rc = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 130, f"exit {rc}\n{stderr}"
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("dm21:") and "interrupted" in last, stderr
+    r = json.loads((out / "result.json").read_text())
+    assert r["status"] == "interrupted", r.get("status")
+    assert r["success"] is False and r["converged"] is False
+    assert r["error"]["error_type"] == "KeyboardInterrupt", r["error"]
+    assert not (out / ".running").exists(), ".running marker left after the interrupt"
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    assert leftovers(out.parent) == []
+    if after_cycle:
+        previous = out.parent / "slow.previous"
+        assert json.loads((previous / "result.json").read_text()) == {"previous": True}
+        # the last SCF state is kept as a restart file
+        assert (out / "scf.chk").is_file() and not (out / ".scf.chk.partial").exists()

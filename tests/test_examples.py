@@ -1,0 +1,59 @@
+"""The examples in inputs/: every file is a valid job, and the README's commands name real files."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from dm21cli.inputs import load_job
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INPUTS = REPO_ROOT / "inputs"
+EXAMPLES = sorted(p for p in INPUTS.iterdir() if p.suffix in (".yaml", ".yml", ".xyz"))
+#: `dm21 ...` commands quoted in inputs/README.md.
+COMMANDS = re.findall(r"`(dm21 [^`]+)`", (INPUTS / "README.md").read_text(encoding="utf-8"))
+
+
+def test_there_are_examples():
+    names = {p.name for p in EXAMPLES}
+    assert {"water.yaml", "carbon-triplet.yaml", "methane.xyz", "water-b3lyp.yaml",
+            "ne-golden.yaml", "h2-stretched.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_a_valid_job(path):
+    spec = load_job(path)
+    assert spec.molecule.natm >= 1
+
+
+def test_examples_say_what_they_promise():
+    water = load_job(INPUTS / "water.yaml")
+    assert water.functional == "DM21" and water.basis_label() == "def2-svp"
+    assert water.outputs.cube_requests() == ["density", "homo", "lumo"] and water.outputs.molden
+    assert load_job(INPUTS / "water-b3lyp.yaml").functional.lower() == "b3lyp"
+    carbon = load_job(INPUTS / "carbon-triplet.yaml")
+    assert carbon.molecule.multiplicity == 3 and not carbon.resolved_restricted()
+    ne = load_job(INPUTS / "ne-golden.yaml")
+    assert (ne.scf.legacy_grids, ne.scf.small_rho_cutoff, ne.effective_conv_tol()) == (True, 1e-20, 1e-9)
+    h2 = load_job(INPUTS / "h2-stretched.yaml")
+    assert h2.resolved_restricted() and h2.scf.warm_start is None
+
+
+def test_readme_lists_every_example():
+    assert COMMANDS, "no `dm21 ...` commands found in inputs/README.md"
+    mentioned = {word for command in COMMANDS for word in shlex.split(command)}
+    for path in EXAMPLES:
+        assert f"inputs/{path.name}" in mentioned, path.name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_commands_reference_existing_files(command):
+    words = shlex.split(command)
+    files = [word for word in words if Path(word).suffix in (".yaml", ".yml", ".xyz")]
+    if words[1] in ("run", "validate"):
+        assert files, f"{command}: names no input file"
+    for word in files:
+        assert (REPO_ROOT / word).is_file(), f"{command}: {word} does not exist"
