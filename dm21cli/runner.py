@@ -120,6 +120,9 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
 
         xc = DM21XC(network, max_memory_mb=max_memory_mb)
         mf = DM21RKS(mol, xc) if restricted else DM21UKS(mol, xc)
+        # PySCF's extra Fock build after convergence costs a whole DM21
+        # evaluation; the convergence test already used this density.
+        mf.conv_check = False
     elif restricted and mol.spin == 0:
         mf = dft.RKS(mol, xc=spec.functional)
     elif restricted:
@@ -371,6 +374,8 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
     resources.apply_threads(res["threads"])
     network = load_network(spec, checkpoints)  # weights errors before any directory exists
+    if network is not None:
+        network.workers = res["threads"]
 
     with tempfile.TemporaryDirectory(prefix="dm21-guess-") as scratch:
         guess_chk = None
@@ -490,6 +495,7 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
     props["warm_start"] = warm
     if network is not None:
         props["dm21_evaluations"] = int(mf.dm21.n_evaluations)
+        props["dm21_timings_s"] = dict(mf.dm21.timings_s)
         props["dm21_network_points"] = int(network.points_evaluated)
 
     result = _base_result(spec, res, network)

@@ -9,6 +9,8 @@ directly, so no PySCF version can silently route around it.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from dm21cli.features import OMEGAS, ExchangeIntegrals, contract
@@ -29,6 +31,9 @@ class DM21XC:
         self.network = network
         self.max_memory_mb = float(max_memory_mb)
         self.n_evaluations = 0
+        #: wall seconds spent per phase, summed over evaluations
+        self.timings_s = {"ao_density": 0.0, "exchange_integrals": 0.0, "exchange_features": 0.0,
+                          "network": 0.0, "potential": 0.0}
         self._integrals: ExchangeIntegrals | None = None
         self._grid_key = None
 
@@ -70,14 +75,24 @@ class DM21XC:
         nelec = 0.0
         vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
         vtau = np.zeros((nspin_eff, nao, nao))
+        timings = self.timings_s
+        clock = time.perf_counter
         for p0 in range(0, ngrids, blk):
             p1 = min(p0 + blk, ngrids)
             w = weights[p0:p1]
+            t0 = clock()
             ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)  # (4, ng, nao)
             rho = np.stack([numint.eval_rho(mol, ao, dm_spin[s], xctype="MGGA", with_lapl=False)
                             for s in range(nspin_eff)])  # (nspin_eff, 5, ng)
+            t1 = clock()
+            nu = integrals.nu(p0, p1)
+            t2 = clock()
             e_mat = np.einsum("gb,sab->gas", ao[0], dm_spin[:nspin_eff])  # (ng, nao, nspin_eff)
-            f_mat, hfx = contract(integrals.nu(p0, p1), e_mat)
+            f_mat, hfx = contract(nu, e_mat)
+            t3 = clock()
+            timings["ao_density"] += t1 - t0
+            timings["exchange_integrals"] += t2 - t1
+            timings["exchange_features"] += t3 - t2
             if restricted:
                 rho = np.concatenate([rho, rho])
                 hfx = np.concatenate([hfx, hfx], axis=2)
@@ -91,7 +106,10 @@ class DM21XC:
                 rho[0, 4], rho[1, 4],
                 hfx[0, :, 0], hfx[1, :, 0], hfx[0, :, 1], hfx[1, :, 1],
             ])
+            t0 = clock()
             e, de = self.network(x)
+            t1 = clock()
+            timings["network"] += t1 - t0
             exc += float(np.dot(w, e))
             nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
 
@@ -109,6 +127,7 @@ class DM21XC:
                 wt = (0.5 * scale) * w * de[:, 5 + s]
                 for i in range(1, 4):
                     vtau[t] += ao[i].T @ (ao[i] * wt[:, None])
+            timings["potential"] += clock() - t1
         vxc = vmat + vmat.transpose(0, 2, 1) + vtau
         self.n_evaluations += 1
         if restricted:

@@ -6,12 +6,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from pyscf import dft, gto, scf
+from pyscf import gto, scf
 
 from dm21cli.directmin import minimize
 from dm21cli.inputs import load_job
 from dm21cli.runner import run_job
-from dm21cli.scf import run_with_escalation
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 

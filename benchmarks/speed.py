@@ -1,0 +1,195 @@
+"""DM21 vs B3LYP cost, side by side in the same process.
+
+    python benchmarks/speed.py --quick            # a few minutes
+    python benchmarks/speed.py --full             # all sizes, (H2O)n n = 1, 2, 4, 8
+    python benchmarks/speed.py --case water-tzvp  # one system
+
+Each system runs in its own subprocess (so peak memory is its own): first the
+B3LYP job, then the DM21 job (B3LYP warm start included), both through
+`dm21cli.runner.run_job` with the same basis and grid, as `dm21 run` does.
+It records wall and CPU time per phase, SCF cycles, energies, peak memory,
+grid points and basis size, and checks the fast DM21 path against the plain
+one (integrals recomputed, one thread) on the converged density.  Results go
+to a JSON file; a table of DM21/B3LYP ratios is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+WATER = [("O", 0.0, 0.0, 0.1173), ("H", 0.0, 0.7572, -0.4692), ("H", 0.0, -0.7572, -0.4692)]
+METHANE = [("C", 0.0, 0.0, 0.0), ("H", 0.6276, 0.6276, 0.6276), ("H", -0.6276, -0.6276, 0.6276),
+           ("H", -0.6276, 0.6276, -0.6276), ("H", 0.6276, -0.6276, -0.6276)]
+
+
+def benzene():
+    import math
+
+    atoms = []
+    for k in range(6):
+        a = math.pi / 3 * k
+        atoms.append(("C", 1.3970 * math.cos(a), 1.3970 * math.sin(a), 0.0))
+        atoms.append(("H", 2.4810 * math.cos(a), 2.4810 * math.sin(a), 0.0))
+    return atoms
+
+
+def water_cluster(n: int):
+    """n water molecules on a cubic lattice 3.0 Angstrom apart (cost scaling only)."""
+    atoms = []
+    side = max(1, round(n ** (1 / 3) + 0.49))
+    for i in range(n):
+        x, y, z = i % side, (i // side) % side, i // (side * side)
+        atoms += [(s, ax + 3.0 * x, ay + 3.0 * y, az + 3.0 * z) for s, ax, ay, az in WATER]
+    return atoms
+
+
+CASES = {
+    "water-svp": (WATER, "def2-svp"),
+    "water-tzvp": (WATER, "def2-tzvp"),
+    "methane-tzvp": (METHANE, "def2-tzvp"),
+    "benzene-svp": (benzene(), "def2-svp"),
+    "water2-svp": (water_cluster(2), "def2-svp"),
+    "water4-svp": (water_cluster(4), "def2-svp"),
+    "water8-svp": (water_cluster(8), "def2-svp"),
+}
+QUICK = ["water-svp", "water-tzvp", "water2-svp"]
+FULL = ["water-svp", "water-tzvp", "methane-tzvp", "benzene-svp", "water2-svp", "water4-svp",
+        "water8-svp"]
+
+
+def _job(folder: Path, name: str, functional: str) -> Path:
+    atoms, basis = CASES[name]
+    xyz = "\n".join(f"    {s} {x:.6f} {y:.6f} {z:.6f}" for s, x, y, z in atoms)
+    path = folder / f"{name}-{functional}.yaml"
+    path.write_text(textwrap.dedent("""\
+        molecule:
+          xyz: |
+        {xyz}
+        basis: {basis}
+        functional: {functional}
+        outputs: {{molden: false}}
+        """).format(xyz=xyz, basis=basis, functional=functional))
+    return path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_case(name: str, checkpoints: str | None) -> dict:
+    """Both jobs of one system in this process; returns the measurements."""
+    import numpy as np
+
+    from dm21cli.inputs import load_job
+    from dm21cli.runner import run_job
+
+    out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0])}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for functional in ("b3lyp", "DM21"):
+            spec = load_job(_job(tmp, name, functional), {"output_dir": str(tmp / functional)})
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            result = run_job(spec, checkpoints=checkpoints)
+            props = result["properties"]
+            out[functional.lower()] = {
+                "wall_s": time.perf_counter() - wall0,
+                "cpu_s": time.process_time() - cpu0,
+                "energy_hartree": result["return_energy"],
+                "converged": result["converged"],
+                "scf_cycles": props["scf_iterations"],
+                "phases_s": result["timings_s"],
+                "dm21_phases_s": props.get("dm21_timings_s"),
+                "dm21_evaluations": props.get("dm21_evaluations"),
+                "peak_memory_mb": _peak_mb(),
+                "grid_points": props["grid_points"],
+                "nao": props["nao"],
+            }
+            if functional == "DM21":
+                out["dm21"]["fast_vs_plain"] = _fast_vs_plain(spec, tmp / functional, checkpoints, np)
+    out["ratio_wall"] = out["dm21"]["wall_s"] / out["b3lyp"]["wall_s"]
+    return out
+
+
+def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
+    """E_xc and V_xc on the converged density: default path vs the plain one."""
+    from pyscf import lib
+    from pyscf.scf import chkfile
+
+    from dm21cli.runner import build_grids, build_molecule, load_network
+    from dm21cli.xc import DM21XC
+
+    mol = build_molecule(spec)
+    grids = build_grids(mol, spec).build()
+    scf = chkfile.load(str(outdir / "scf.chk"), "scf")
+    mo, occ = scf["mo_coeff"], scf["mo_occ"]
+    dm = (mo * occ) @ mo.T
+    dm_spin = np.stack([dm / 2, dm / 2])
+    net = load_network(spec, checkpoints)
+    net.workers = lib.num_threads()
+    fast = DM21XC(net).evaluate(mol, grids, dm_spin, True)
+    plain_net = load_network(spec, checkpoints)
+    plain = DM21XC(plain_net, max_memory_mb=1).evaluate(mol, grids, dm_spin, True)
+    return {"exc_difference_hartree": float(fast[1] - plain[1]),
+            "vxc_max_difference_hartree": float(np.abs(fast[2] - plain[2]).max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)} (default)")
+    group.add_argument("--full", action="store_true", help=f"cases {', '.join(FULL)}")
+    group.add_argument("--case", action="append", choices=sorted(CASES), help="run these cases")
+    parser.add_argument("--checkpoints", default=os.environ.get("DM21_CHECKPOINTS"))
+    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<date>.json)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:  # one system, in this (sub)process
+        print(json.dumps(run_case(args.worker, args.checkpoints)))
+        return
+
+    cases = args.case or (FULL if args.full else QUICK)
+    results = []
+    for name in cases:
+        cmd = [sys.executable, __file__, "--worker", name]
+        if args.checkpoints:
+            cmd += ["--checkpoints", args.checkpoints]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        _print_row(results[-1])
+    import platform
+
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+              "cpus": len(os.sched_getaffinity(0)), "cases": results}
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {out}")
+
+
+def _print_row(r: dict) -> None:
+    d, b = r["dm21"], r["b3lyp"]
+    phases = d.get("dm21_phases_s") or {}
+    print(f"{r['case']:<14} nao {d['nao']:>4}  grid {d['grid_points']:>7}  "
+          f"B3LYP {b['wall_s']:7.2f} s  DM21 {d['wall_s']:7.2f} s  ratio {r['ratio_wall']:5.1f}x  "
+          f"DM21 cycles {d['scf_cycles']:>3}  evals {d['dm21_evaluations']:>3}  "
+          f"peak {d['peak_memory_mb']:7.0f} MB  "
+          f"|dE fast-plain| {abs(d['fast_vs_plain']['exc_difference_hartree']):.1e}")
+    if phases:
+        print("               phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+
+
+if __name__ == "__main__":
+    main()
