@@ -24,6 +24,11 @@ import numpy as np
 OMEGAS = (0.0, 0.4)
 #: Fraction of the memory budget that the cached nu integrals may use.
 CACHE_FRACTION = 0.5
+#: Grid points per int1e_grids call.  PySCF returns the integrals with the
+#: grid index fastest; re-ordering them to (point, nao, nao) is cheap only
+#: while a block stays in cache (measured: 256 points is about twice as
+#: fast as 8192 for water/def2-TZVP).
+INTOR_POINTS = 256
 
 
 class ExchangeIntegrals:
@@ -51,7 +56,9 @@ class ExchangeIntegrals:
         out = np.empty((len(OMEGAS), p1 - p0, self.mol.nao_nr(), self.mol.nao_nr()))
         for i, omega in enumerate(OMEGAS):
             with self.mol.with_range_coulomb(omega):
-                out[i] = self.mol.intor("int1e_grids", hermi=1, grids=coords)
+                for q0 in range(0, len(coords), INTOR_POINTS):
+                    q1 = min(q0 + INTOR_POINTS, len(coords))
+                    out[i, q0:q1] = self.mol.intor("int1e_grids", hermi=1, grids=coords[q0:q1])
         if self.cached:
             self._cache[key] = out
         return out
