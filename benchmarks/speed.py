@@ -153,7 +153,10 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.worker:  # one system, in this (sub)process
+    if args.worker:  # one system, in this (sub)process, tuned as `dm21 run` is
+        from dm21cli.resources import tune_allocator
+
+        tune_allocator()
         print(json.dumps(run_case(args.worker, args.checkpoints)))
         return
 

@@ -29,9 +29,11 @@ def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, check
 
     from dm21cli.errors import ConvergenceError
     from dm21cli.inputs import load_job
+    from dm21cli.resources import tune_allocator
     from dm21cli.runner import run_job
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir))
+    tune_allocator()
     reporter = common.Reporter(quiet=False)
     with common.termination_as_interrupt(), reporter.live(f"dm21 run {file}"):
         result = run_job(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)
