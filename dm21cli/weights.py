@@ -314,6 +314,14 @@ def _commit(root: Path, staging: Path, variants: list[str]) -> None:
         raise WeightsError(f"cannot install weights into {root}: {exc.strerror or exc}") from exc
 
 
+def _make_staging(root: Path) -> Path:
+    """A fresh staging folder inside the destination root (same file system)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    except OSError as exc:
+        raise WeightsError(f"cannot write into {root}: {exc.strerror or exc}") from exc
+
+
 def install_from(source: str | os.PathLike, dest: str | os.PathLike | None = None,
                  variants: Iterable[str] = VARIANTS) -> Path:
     """Copy and verify checkpoints from ``source`` (a root holding DM21/, DM21m/, ...).
@@ -331,10 +339,7 @@ def install_from(source: str | os.PathLike, dest: str | os.PathLike | None = Non
         if problem is not None:
             raise WeightsError(f"refusing to install from {source}: {problem[0]}: {problem[1]}")
     root = _prepare_dest(dest)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    except OSError as exc:
-        raise WeightsError(f"cannot write into {root}: {exc.strerror or exc}") from exc
+    staging = _make_staging(root)
     try:
         for variant in names:
             for rel in FILES:
@@ -397,10 +402,7 @@ def download(base_url: str = UPSTREAM_URL, dest: str | os.PathLike | None = None
     names = _variants(variants)
     base = base_url.rstrip("/")
     root = _prepare_dest(dest)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    except OSError as exc:
-        raise WeightsError(f"cannot write into {root}: {exc.strerror or exc}") from exc
+    staging = _make_staging(root)
     try:
         for variant in names:
             for rel in FILES:
