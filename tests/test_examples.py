@@ -57,3 +57,29 @@ def test_readme_commands_reference_existing_files(command):
         assert files, f"{command}: names no input file"
     for word in files:
         assert (REPO_ROOT / word).is_file(), f"{command}: {word} does not exist"
+
+
+#: Single-point examples and what a run of each must give.
+RUNNABLE = ["water.yaml", "water-b3lyp.yaml", "carbon-triplet.yaml", "ne-golden.yaml",
+            "h2-stretched.yaml", "methane.xyz"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_example_runs_end_to_end(name, tmp_path, checkpoints_dir):
+    """Every single-point example converges through `dm21 run` (slow: minutes in all)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "dm21cli", "run", str(INPUTS / name), "-o", str(tmp_path / "out"), "--json"]
+    if name.endswith(".xyz"):
+        args += ["--basis", "def2-svp", "--functional", "DM21"]
+    env = dict(os.environ, DM21_CHECKPOINTS=str(checkpoints_dir))
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["converged"] and result["success"]
+    if name == "ne-golden.yaml":  # DeepMind's published value, tolerance 2e-4 Ha
+        assert abs(result["return_energy"] - (-126.898521)) < 2e-4
