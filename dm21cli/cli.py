@@ -19,6 +19,7 @@ from dm21cli import __version__
 #: subcommand name -> "module:attribute", loaded on first use.
 SUBCOMMANDS = {
     "run": ("dm21cli.commands.run:run", "Run a single-point calculation (YAML or XYZ input)."),
+    "scan": ("dm21cli.commands.scan:scan", "Scan a bond distance: a dissociation curve."),
     "validate": ("dm21cli.commands.validate:validate", "Check an input file without computing."),
     "weights": ("dm21cli.commands.weights:weights", "Find, install, download and verify the DM21 weights."),
     "info": ("dm21cli.commands.info:info", "Versions, weights status, threads and memory."),

@@ -48,7 +48,7 @@ __all__ = [
     "DM21_FUNCTIONALS", "GUESS_KEYWORDS", "CUBE_KINDS", "OVERRIDE_KEYS",
     "Atom", "JobSettings", "Molecule", "ScfSettings", "OutputSettings",
     "ResourceSettings", "JobSpec", "load_job", "validate_job", "parse_xyz",
-    "parse_memory",
+    "parse_memory", "ScanSettings",
 ]
 
 #: canonical spellings of the DM21 family (input is case-insensitive).
@@ -76,6 +76,9 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "threads": ("resources", "threads"),
     "memory": ("resources", "memory"),
     "dispersion": ("dispersion",),
+    # `dm21 scan` only
+    "distance": ("scan", "distances"),
+    "reference_atoms": ("scan", "reference_atoms"),
 }
 
 
@@ -609,6 +612,74 @@ class ResourceSettings(_Section):
                           "null = PYSCF_MAX_MEMORY or a default.")
 
 
+def _check_distances(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    from dm21cli.scan import parse_distances
+
+    return parse_distances(value)
+
+
+def _check_atom_index(value: Any) -> int:
+    n = _to_int(value)
+    if n < 1:
+        raise ValueError(f"atom numbers start at 1, got {n}")
+    return n
+
+
+def _check_pair(value: Any) -> Any:
+    if isinstance(value, list) and len(value) != 2:
+        raise ValueError(f"expected two atom numbers (1-based), got {len(value)}")
+    return value
+
+
+def _check_functional_list(value: Any) -> Any:
+    value = _as_list(value)
+    if not value:
+        raise ValueError("the list of functionals is empty")
+    return value
+
+
+def _check_fragment_numbers(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"expected a list of two values [fixed, moving], got {_describe(value)}")
+    return value
+
+
+class ScanSettings(_Section):
+    """Section ``scan``: a distance scan (``dm21 scan``); ignored by ``dm21 run``."""
+
+    distances: Annotated[list[float] | None, BeforeValidator(_check_distances)] = Field(
+        None, description="Distances [Angstrom]: 'start:stop:step' (stop included), a comma "
+                          "list '2.0,2.5,3' or a YAML list; null = give --distance.")
+    atoms: Annotated[list[Annotated[int, BeforeValidator(_check_atom_index)]],
+                     BeforeValidator(_check_pair)] = Field(
+        default_factory=lambda: [1, 2],
+        description="The pair of atoms (1-based) whose distance is scanned.")
+    fragment: Annotated[list[Annotated[int, BeforeValidator(_check_atom_index)]] | None,
+                        BeforeValidator(_optional(_as_list))] = Field(
+        None, description="Atoms (1-based) moved rigidly along the pair's axis; must contain the "
+                          "second atom of the pair, not the first; null = the second atom alone.")
+    functionals: Annotated[list[Annotated[str, BeforeValidator(_check_functional)]] | None,
+                           BeforeValidator(_optional(_check_functional_list))] = Field(
+        None, description="Functionals computing the same curve; null = the job's functional.")
+    broken_symmetry: _Bool = Field(
+        False, description="Unrestricted singlet with a spin-flipped atomic guess beyond 1.5x "
+                           "the equilibrium estimate.")
+    reference_atoms: _Bool = Field(
+        False, description="Also compute the separated fragments (the dissociation limit).")
+    reference_charges: Annotated[list[Annotated[int, _int_range()]] | None,
+                                 BeforeValidator(_check_fragment_numbers)] = Field(
+        None, description="[fixed, moving] fragment charges; null = moving fragment neutral, "
+                          "the fixed fragment carries the molecule's charge.")
+    reference_multiplicities: Annotated[list[Annotated[int, _int_range(lo=1)]] | None,
+                                        BeforeValidator(_check_fragment_numbers)] = Field(
+        None, description="[fixed, moving] fragment multiplicities; null = the lowest fitting "
+                          "each fragment's electron count (1 or 2).")
+
+
 def _check_basis(value: Any) -> str | dict[str, str]:
     if isinstance(value, dict):
         if not value:
@@ -686,6 +757,7 @@ class JobSpec(_Section):
     scf: ScfSettings = Field(default_factory=ScfSettings, description="SCF settings.")
     outputs: OutputSettings = Field(default_factory=OutputSettings, description="Extra output files.")
     resources: ResourceSettings = Field(default_factory=ResourceSettings, description="Threads and memory.")
+    scan: ScanSettings | None = Field(None, description="Distance scan (dm21 scan only).")
 
     _source_path: Path | None = PrivateAttr(default=None)
     _meta: _Meta = PrivateAttr(default_factory=_Meta)
@@ -784,6 +856,7 @@ class JobSpec(_Section):
                 "molden": self.outputs.molden,
             },
             "resources": {"threads": self.resources.threads, "memory": self.resources.memory},
+            **({"scan": self.scan.model_dump()} if self.scan is not None else {}),
         }
 
     def to_resolved_yaml(self) -> str:
@@ -804,7 +877,7 @@ class JobSpec(_Section):
 #: section path -> model class (for unknown-key suggestions).
 _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
-    ("outputs",): OutputSettings, ("resources",): ResourceSettings,
+    ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
 }
 
 
@@ -1026,6 +1099,11 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
             ctx["xyz_lines"] = (start + 1, 1) if xyz_node.style == "|" else (start, 0)
             ctx["xyz_key_line"] = meta.lines.get(("molecule", "xyz"))
         ctx["file_key_line"] = meta.lines.get(("molecule", "file"))
+        dist_node = nodes.get(("scan", "distances"))
+        if isinstance(dist_node, yaml.ScalarNode) and ":" in dist_node.value \
+                and isinstance(data.get("scan"), dict):
+            # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
+            data["scan"]["distances"] = dist_node.value
     elif suffix == ".xyz":
         if not path.is_file():
             _read_text(path, display)  # raises the right message
@@ -1043,7 +1121,7 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
         target = OVERRIDE_KEYS[key]
         node: Any = data
         for part in target[:-1]:
-            if part not in node:
+            if node.get(part) is None:
                 node[part] = {}
             node = node[part]
             if not isinstance(node, dict):
@@ -1221,6 +1299,9 @@ def validate_job(spec: JobSpec) -> None:
         raise InputError(f"guess chkfile not found: {chk} (or use one of {', '.join(GUESS_KEYWORDS)})",
                          **meta.locate(("scf", "guess")))
 
+    if spec.scan is not None:
+        _validate_scan(spec)
+
     # -- names PySCF must know ------------------------------------------------
     if not spec.is_dm21:
         problem = _xc_problem(spec.functional)
@@ -1253,6 +1334,49 @@ def validate_job(spec: JobSpec) -> None:
             if n > nao:
                 raise InputError(f"orbital {n} does not exist: {spec.basis_label()} gives {nao} "
                                  f"orbitals for {formula}", **meta.locate(path))
+
+
+def _validate_scan(spec: JobSpec) -> None:
+    """The ``scan`` section against the molecule: atom numbers, fragment, functionals."""
+    meta: _Meta = spec._meta
+    scan = spec.scan
+    natm = spec.molecule.natm
+    if natm < 2:
+        raise InputError(f"a scan needs at least two atoms; the molecule has {natm}",
+                         **meta.locate(("scan",)))
+    for k, n in enumerate(scan.atoms):
+        if n > natm:
+            raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)",
+                             **meta.locate(("scan", "atoms", k)))
+    first, second = scan.atoms
+    if first == second:
+        raise InputError(f"the two atoms of the pair must differ, got {first} twice",
+                         **meta.locate(("scan", "atoms")))
+    if scan.fragment is not None:
+        seen: set[int] = set()
+        for k, n in enumerate(scan.fragment):
+            where = meta.locate(("scan", "fragment", k))
+            if n > natm:
+                raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)", **where)
+            if n in seen:
+                raise InputError(f"atom {n} appears twice in the fragment", **where)
+            if n == first:
+                raise InputError(f"the moving fragment must not contain atom {first}, the fixed "
+                                 f"atom of the pair scan.atoms", **where)
+            seen.add(n)
+        if second not in seen:
+            raise InputError(f"the moving fragment must contain atom {second}, the moving atom of "
+                             f"the pair scan.atoms", **meta.locate(("scan", "fragment")))
+    for k, name in enumerate(scan.functionals or []):
+        if name not in DM21_FUNCTIONALS:
+            problem = _xc_problem(name)
+            if problem:
+                raise InputError(problem, **meta.locate(("scan", "functionals", k)))
+    restricted = spec.scf.restricted
+    if scan.broken_symmetry and (spec.molecule.multiplicity != 1 or restricted):
+        raise InputError("broken_symmetry needs a singlet (multiplicity 1) that may be computed "
+                         "unrestricted (scf.restricted not true)",
+                         **meta.locate(("scan", "broken_symmetry")))
 
 
 def _count_orbitals(spec: JobSpec) -> int:

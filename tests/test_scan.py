@@ -1,0 +1,595 @@
+"""``dm21 scan``: distance parsing, geometry, the scan section, serial scans, resume, physics.
+
+The mechanics run B3LYP or HF on H2 with STO-3G/6-31G and grid level 1 in a
+subprocess, as a user runs them; the physics test runs DM21 on stretched H2+.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dm21cli.errors import ExitStatus, InputError
+from dm21cli.inputs import load_job
+from dm21cli.scan import (
+    MAX_POINTS,
+    ScanReport,
+    displaced_coords,
+    equilibrium_estimate_angstrom,
+    parse_distances,
+    plan_scan,
+    walk_order,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+def _env(checkpoints=None) -> dict:
+    env = dict(os.environ)
+    env.pop("DM21_TRACEBACK", None)
+    env["OMP_NUM_THREADS"] = "2"
+    env["NO_COLOR"] = "1"
+    if checkpoints is not None:
+        env["DM21_CHECKPOINTS"] = str(checkpoints)
+    return env
+
+
+def dm21(args, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dm21cli", *map(str, args)], cwd=cwd,
+                          env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _show(proc) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+H2_FAST = textwrap.dedent("""
+    molecule:
+      xyz: |
+        H 0.0 0.0 0.0
+        H 0.0 0.0 0.74
+    basis: sto-3g
+    functional: b3lyp
+    scf:
+      grid_level: 1
+    outputs:
+      molden: false
+    scan:
+      distances: {distances}
+    """)
+
+
+def _rows(scan_dir: Path) -> list[dict]:
+    with open(scan_dir / "scan.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _result_mtimes(scan_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(scan_dir)): p.stat().st_mtime_ns for p in scan_dir.glob("*/point-*/result.json")}
+
+
+# ----------------------------------------------------------------------------
+# distances
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("2:10:0.5", [2 + 0.5 * k for k in range(17)]),
+    ("2:3:0.3", [2.0, 2.3, 2.6, 2.9]),
+    ("10:2:-4", [2.0, 6.0, 10.0]),
+    ("1.5:1.5:0.1", [1.5]),
+    ("2.0,2.36,3,5", [2.0, 2.36, 3.0, 5.0]),
+    ("5, 2.0 ,3", [2.0, 3.0, 5.0]),
+    ("1e0,2d0", [1.0, 2.0]),
+    (2.5, [2.5]),
+    ([3, "2.5", 1.0], [1.0, 2.5, 3.0]),
+])
+def test_parse_distances(text, expected):
+    assert parse_distances(text) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2:10:0", "must not be zero"),
+    ("2:10:-0.5", "goes away from the stop"),
+    ("10:2:0.5", "goes away from the stop"),
+    ("-1:2:0.5", "must be positive"),
+    ("0,1,2", "must be positive"),
+    ("1:1000:0.1", "at most 200"),
+    ("1:2", "three numbers"),
+    ("1:2:x", "step: expected a number"),
+    ("", "comma-separated"),
+    ("1,,2", "comma-separated"),
+    ("1,abc", "distance 'abc'"),
+    ("1,1.0004", "closer than"),
+    ([], "empty"),
+    (True, "expected distances"),
+    ("nan,1", "finite"),
+])
+def test_parse_distances_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_distances(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.floats(0.1, 20), step=st.floats(0.01, 5), n=st.integers(1, MAX_POINTS))
+def test_parse_range_property(start, step, n):
+    stop = start + (n - 1) * step
+    points = parse_distances(f"{start!r}:{stop!r}:{step!r}")
+    assert len(points) == n
+    assert points == sorted(points) and points[0] == pytest.approx(start)
+    assert points[-1] <= stop + 1e-6
+    assert all(b - a == pytest.approx(step, rel=1e-6, abs=1e-8) for a, b in zip(points, points[1:]))
+
+
+# ----------------------------------------------------------------------------
+# geometry and order
+# ----------------------------------------------------------------------------
+def test_displaced_diatomic():
+    coords = np.array([[0.0, 0.0, 0.0], [0.3, 0.4, 0.0]])
+    new = displaced_coords(coords, (0, 1), [1], 2.5)
+    assert np.allclose(new[0], 0) and np.linalg.norm(new[1] - new[0]) == pytest.approx(2.5)
+    assert np.allclose(np.cross(new[1], coords[1]), 0)  # along the same line
+
+
+def test_displaced_fragment_moves_rigidly():
+    rng = np.random.default_rng(1)
+    coords = rng.normal(size=(6, 3)) * 2
+    moving = [1, 3, 4]
+    new = displaced_coords(coords, (0, 3), moving, 7.0)
+    assert np.linalg.norm(new[3] - new[0]) == pytest.approx(7.0)
+    fixed = [0, 2, 5]
+    assert np.allclose(new[fixed], coords[fixed])
+    shift = new[moving] - coords[moving]
+    assert np.allclose(shift, shift[0])  # rigid translation
+    axis = (coords[3] - coords[0]) / np.linalg.norm(coords[3] - coords[0])
+    assert np.allclose(np.cross(shift[0], axis), 0)
+
+
+def test_equilibrium_estimate_and_walk_order():
+    assert equilibrium_estimate_angstrom("H", "H") == pytest.approx(0.62, abs=0.01)
+    assert equilibrium_estimate_angstrom("Na", "Cl") == pytest.approx(2.68, abs=0.05)
+    distances = [1.0, 2.0, 2.5, 3.0, 5.0]
+    order = walk_order(distances, 2.4)
+    assert order[0] == (2, None)
+    assert sorted(k for k, _ in order) == list(range(5))
+    seen = set()
+    for k, neighbour in order:
+        assert neighbour is None or (neighbour in seen and abs(neighbour - k) == 1)
+        seen.add(k)
+    assert walk_order([1.0, 2.0], 100.0)[0] == (1, None)
+
+
+def test_report_decides_exit_status():
+    def rec(status, converged):
+        return {"status": status, "converged": converged, "reused": False}
+
+    assert ScanReport([rec("success", True)] * 3).exit_status == ExitStatus.SUCCESS
+    report = ScanReport([rec("success", True), rec("not-converged", False)])
+    assert report.exit_status == ExitStatus.NOT_CONVERGED
+    assert report.summary_line() == "2 points: 1 converged, 1 not converged"
+    assert ScanReport([rec("failed", False), rec("not-converged", False)]).exit_status == ExitStatus.COMPUTE_ERROR
+
+
+# ----------------------------------------------------------------------------
+# the scan section
+# ----------------------------------------------------------------------------
+WATER = textwrap.dedent("""\
+    molecule:
+      xyz: |
+        O 0.0 0.0 0.117
+        H 0.0 0.757 -0.469
+        H 0.0 -0.757 -0.469
+    functional: b3lyp
+    basis: sto-3g
+    scan:
+    """) + "{scan}\n"
+
+
+@pytest.mark.parametrize("scan, line, message", [
+    ("  atoms: [1, 1]\n  distances: 1,2", 9, "scan.atoms: the two atoms of the pair must differ"),
+    ("  atoms: [1, 5]\n  distances: 1,2", 9, "scan.atoms[1]: atom 5 does not exist"),
+    ("  atoms: [1, 2, 3]", 9, "scan.atoms: expected two atom numbers"),
+    ("  atoms: [0, 2]", 9, "scan.atoms[0]: atom numbers start at 1"),
+    ("  fragment: [1, 2]", 9, "scan.fragment[0]: the moving fragment must not contain atom 1"),
+    ("  atoms: [1, 3]\n  fragment: [2]", 10, "scan.fragment: the moving fragment must contain atom 3"),
+    ("  distances: 3:1:0.5", 9, "scan.distances: the step 0.5"),
+    ("  distnces: 1,2", 9, "unknown key 'distnces' (did you mean 'distances'?)"),
+    ("  functionals: [b3lyp, b3lpy]", 9, "scan.functionals[1]: unknown functional 'b3lpy'"),
+    ("  broken_symmetry: 1", 9, "scan.broken_symmetry: expected true or false"),
+    ("  reference_charges: [0]", 9, "scan.reference_charges: expected a list of two values"),
+])
+def test_scan_section_errors(tmp_path, scan, line, message):
+    path = _write(tmp_path, "w.yaml", WATER.format(scan=scan))
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    assert str(info.value).startswith(f"{path}:{line}: ") and message in str(info.value), str(info.value)
+
+
+def test_scan_plan_polyatomic(tmp_path):
+    path = _write(tmp_path, "w.yaml", WATER.format(scan="  atoms: [1, 2]\n  distances: 1,1.5,3"))
+    spec = load_job(path)
+    plan = plan_scan(spec, output_dir=str(tmp_path / "out"))
+    assert plan.moving == [1] and plan.pair == (0, 1)
+    assert [p.distance_angstrom for p in plan.points["b3lyp"]] == [1.0, 1.5, 3.0]
+    assert plan.order[0] == (0, None)  # 1.0 is nearest to r(O) + r(H) = 0.97
+    assert len({p.hash for p in plan.all_points()}) == 3
+    # the plan is deterministic: the same input gives the same hashes
+    again = plan_scan(load_job(path), output_dir=str(tmp_path / "out"))
+    assert again.definition_hash == plan.definition_hash
+    assert [p.hash for p in again.all_points()] == [p.hash for p in plan.all_points()]
+
+
+def test_scan_errors_before_computing(tmp_path):
+    path = _write(tmp_path, "w.yaml", WATER.format(scan="  fragment: [2, 3]\n  atoms: [1, 2]"))
+    spec = load_job(path)
+    with pytest.raises(InputError, match=r"w.yaml:8: scan.distances: no distances to scan"):
+        plan_scan(spec)
+    # moving both H atoms to 0.05 A from O puts them too close to O
+    spec = load_job(path, {"distance": "0.05,1"})
+    with pytest.raises(InputError, match=r"--distance: b3lyp at 0.05 Angstrom: atoms 1 \(O\) and 2 \(H\)"):
+        plan_scan(spec)
+    with pytest.raises(InputError, match=r"--distance: the step"):
+        load_job(path, {"distance": "2:1:1"})
+    with pytest.raises(InputError, match=r"--functional: unknown functional 'nope'"):
+        plan_scan(load_job(path, {"distance": "1"}), functionals=["b3lyp", "nope"])
+    # `dm21 run` ignores the scan section
+    assert load_job(path).scan.fragment == [2, 3]
+    path = _write(tmp_path, "r.yaml", WATER.format(
+        scan="  distances: 1\n  reference_atoms: true\n  reference_multiplicities: [2, 1]"))
+    with pytest.raises(InputError, match=r"r.yaml:11: scan.reference_multiplicities: b3lyp, moving "
+                                         r"fragment: multiplicity 1 does not fit 1 electrons"):
+        plan_scan(load_job(path))
+
+
+def test_scan_help_imports_no_heavy_modules():
+    code = ("import sys\nfrom dm21cli.cli import main\ntry:\n    main(['scan', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pyscf', 'tensorflow', 'matplotlib'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Usage: dm21 scan" in proc.stdout and "HEAVY []" in proc.stdout, _show(proc)
+
+
+# ----------------------------------------------------------------------------
+# serial scans through the command line
+# ----------------------------------------------------------------------------
+def test_scan_serial_outputs_and_resume(tmp_path):
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.5:2.0:0.5"))
+    proc = dm21(["scan", "h2.yaml"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    scan_dir = tmp_path / "outputs" / "h2"
+    assert "4 points: 4 converged" in proc.stderr
+    # terminal table, plain text off a terminal
+    assert proc.stdout.splitlines()[0].split()[:3] == ["functional", "d/A", "E/Ha"]
+    rows = _rows(scan_dir)
+    assert [float(r["distance_angstrom"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]
+    assert all(r["converged"] == "True" and r["status"] == "success" for r in rows)
+    # start nearest the covalent-radius estimate (0.62 A), walk outward from the neighbour
+    assert [r["guess"] for r in rows] == ["default", "point 0", "point 1", "point 2"]
+    energies = [float(r["energy_hartree"]) for r in rows]
+    assert energies[1] == min(energies)
+    for r in rows:
+        assert abs(float(r["charge_moving_fragment"]) + float(r["charge_fixed_fragment"])) < 1e-8
+        assert float(r["homo_lumo_gap_hartree"]) > 0 and float(r["wall_time_s"]) > 0
+        assert int(r["scf_attempts"]) >= 1 and r["nuclear_repulsion_energy_hartree"]
+    doc = json.loads((scan_dir / "scan.json").read_text())
+    assert doc["counts"]["converged"] == 4 and len(doc["points"]) == 4
+    assert (scan_dir / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    point = scan_dir / "b3lyp" / "point-002_1.500A"
+    assert (point / "result.json").is_file() and (point / "scan-point.json").is_file()
+    assert not list(point.glob("*.cube")) and not (point / "orbitals.molden").exists()
+    assert json.loads((point / "result.json").read_text())["molecule"]["geometry_bohr"][1][2] == \
+        pytest.approx(1.5 / 0.529177210903, rel=1e-9)
+
+    # resume: nothing recomputed
+    before = _result_mtimes(scan_dir)
+    proc = dm21(["scan", "h2.yaml", "--json"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    assert json.loads(proc.stdout)["counts"]["read_from_disk"] == 4
+    assert _result_mtimes(scan_dir) == before
+    assert "(4 read from disk)" in proc.stderr
+
+    # an unfinished point (as a killed run leaves it) is recomputed, alone
+    result = point / "result.json"
+    data = json.loads(result.read_text())
+    data["status"] = "interrupted"
+    result.write_text(json.dumps(data))
+    before = _result_mtimes(scan_dir)
+    proc = dm21(["scan", "h2.yaml"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    after = _result_mtimes(scan_dir)
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"b3lyp/point-002_1.500A/result.json"}
+    assert "(3 read from disk)" in proc.stderr
+
+    # a changed definition is refused (exit 5) ...
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.5:2.5:0.5"))
+    before = _result_mtimes(scan_dir)
+    proc = dm21(["scan", "h2.yaml"], tmp_path)
+    assert proc.returncode == ExitStatus.OUTPUT_EXISTS, _show(proc)
+    assert "holds a scan of a different input" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    # ... unless --overwrite: points with unchanged inputs are still reused
+    proc = dm21(["scan", "h2.yaml", "--overwrite"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    assert "5 points: 5 converged (4 read from disk)" in proc.stderr
+    assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in before} == before
+
+
+def test_scan_bad_range_is_exit_2_and_creates_nothing(tmp_path):
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="1,2"))
+    for spec, message in (("2:10:0", "must not be zero"), ("0:1:0.5", "must be positive"),
+                          ("1:500:0.5", "at most 200")):
+        proc = dm21(["scan", "h2.yaml", "--distance", spec], tmp_path)
+        assert proc.returncode == ExitStatus.INPUT_ERROR, _show(proc)
+        assert proc.stderr.startswith("dm21: error: --distance: ") and message in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_scan_xyz_two_functionals_reference_atoms(tmp_path):
+    _write(tmp_path, "h2.xyz", "2\nhydrogen\nH 0 0 0\nH 0 0 0.74\n")
+    proc = dm21(["scan", "h2.xyz", "--distance", "0.74,3", "--basis", "6-31g", "--grid-level", "1",
+                 "--functional", "b3lyp,hf", "--reference-atoms", "--multiplicity", "1", "--json"],
+                tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    doc = json.loads(proc.stdout)
+    assert doc["functionals"] == ["b3lyp", "hf"] and len(doc["points"]) == 4
+    for name in ("b3lyp", "hf"):
+        ref = doc["references"][name]
+        assert ref["fixed"]["multiplicity"] == 2 and ref["moving"]["charge"] == 0
+        assert ref["limit_energy_hartree"] == pytest.approx(ref["fixed"]["energy_hartree"] * 2, abs=1e-7)
+    hf = [p for p in doc["points"] if p["functional"] == "hf"]
+    # restricted HF at 3 A lies far above two H atoms (no broken symmetry asked)
+    assert hf[1]["relative_energy_hartree"] > 0.1 and hf[0]["relative_energy_hartree"] < -0.1
+    assert (tmp_path / "outputs" / "h2" / "hf" / "reference-moving" / "result.json").is_file()
+
+
+def test_scan_broken_symmetry(tmp_path):
+    text = H2_FAST.format(distances="0.74,1.5,4").replace("sto-3g", "6-31g") + \
+        "  broken_symmetry: true\n  reference_atoms: true\n"
+    _write(tmp_path, "h2.yaml", text)
+    proc = dm21(["scan", "h2.yaml", "--json"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    doc = json.loads(proc.stdout)
+    near, mid, far = doc["points"]
+    assert near["guess"] == "default" and near["s_squared"] == pytest.approx(0, abs=1e-6)
+    # 1.5 A is beyond 1.5 x (0.31 + 0.31) A: the mixed guess starts there; 4 A continues from
+    # it if it stayed broken, else mixes again (a symmetric density would stay symmetric)
+    assert mid["guess"] == "broken-symmetry from point 0"
+    assert far["guess"] == ("point 1" if mid["s_squared"] > 0.1 else "broken-symmetry from point 1")
+    assert far["s_squared"] == pytest.approx(1.0, abs=0.02)
+    # unrestricted and broken: the curve reaches the two-atom limit
+    assert far["relative_energy_hartree"] == pytest.approx(0, abs=2e-3)
+
+
+def test_scan_not_converged_point_goes_on_exit_4(tmp_path):
+    text = H2_FAST.format(distances="0.74,3").replace("sto-3g", "6-31g").replace(
+        "grid_level: 1", "grid_level: 1\n  max_cycle: 2\n  max_attempts: 1\n  conv_tol: 1e-12")
+    _write(tmp_path, "h2.yaml", text)
+    proc = dm21(["scan", "h2.yaml"], tmp_path)
+    assert proc.returncode == ExitStatus.NOT_CONVERGED, _show(proc)
+    assert proc.stderr.splitlines()[-1].startswith("dm21: error: 2 points: ")
+    assert "not converged" in proc.stderr.splitlines()[-1]
+    rows = _rows(tmp_path / "outputs" / "h2")
+    assert len(rows) == 2 and any(r["status"] == "not-converged" for r in rows)
+
+
+# ----------------------------------------------------------------------------
+# physics: H2+ dissociation, DM21 against the exact one-electron energy
+# ----------------------------------------------------------------------------
+def test_h2plus_dm21_stays_near_exact_b3lyp_does_not(tmp_path, checkpoints_dir):
+    from pyscf import gto, scf
+
+    _write(tmp_path, "h2plus.yaml", """
+        molecule:
+          xyz: |
+            H 0.0 0.0 0.0
+            H 0.0 0.0 1.06
+          charge: 1
+          multiplicity: 2
+        basis: 6-31g
+        scf:
+          grid_level: 2
+        outputs:
+          molden: false
+        scan:
+          distances: 4,6
+          functionals: [DM21, b3lyp]
+        """)
+    proc = dm21(["scan", "h2plus.yaml", "--json"], tmp_path, env=_env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    points = json.loads(proc.stdout)["points"]
+    for p in points:
+        mol = gto.M(atom=f"H 0 0 0; H 0 0 {p['distance_angstrom']}", charge=1, spin=1,
+                    basis="6-31g", verbose=0)
+        exact = scf.UHF(mol).run(conv_tol=1e-10).e_tot  # one electron: UHF is exact in the basis
+        error = p["energy_hartree"] - exact
+        p["error"] = error
+        assert p["converged"] and p["s_squared"] == pytest.approx(0.75, abs=1e-6)
+        if p["functional"] == "DM21":
+            assert abs(error) < 3e-3, p   # measured: -0.74 mHa (4 A), -0.63 mHa (6 A)
+        else:
+            assert error < -0.04, p       # measured: -61.8 mHa (4 A), -71.3 mHa (6 A)
+
+
+@pytest.mark.parametrize("text, expected", [("2:10:1", 9), ("3:1:0.5", None), ("'2:4:1'", 3),
+                                            ("[2, 2.5]", 2), ("2.0, 2.36, 3", 3)])
+def test_yaml_ranges_are_not_base_60_numbers(tmp_path, text, expected):
+    """YAML 1.1 reads 2:10:1 as the number 7801 (base 60); the scan keeps the text."""
+    path = _write(tmp_path, "w.yaml", WATER.format(scan=f"  distances: {text}"))
+    if expected is None:
+        with pytest.raises(InputError, match=r"w.yaml:9: scan.distances: the step 0.5"):
+            load_job(path)
+    else:
+        assert len(load_job(path).scan.distances) == expected
+
+
+# ----------------------------------------------------------------------------
+# parallel, job arrays, interruption
+# ----------------------------------------------------------------------------
+H2_WORK = H2_FAST.replace("sto-3g", "6-31g") + "  reference_atoms: true\n"
+
+
+def _energies(scan_dir: Path) -> dict[tuple[str, str], float]:
+    return {(r["functional"], r["distance_angstrom"]): float(r["energy_hartree"]) for r in _rows(scan_dir)}
+
+
+def test_scan_workers_and_job_array_match_serial(tmp_path):
+    _write(tmp_path, "h2.yaml", H2_WORK.format(distances="0.5,1,2,3"))
+    serial = dm21(["scan", "h2.yaml", "-o", "serial"], tmp_path)
+    assert serial.returncode == 0, _show(serial)
+    parallel = dm21(["scan", "h2.yaml", "-o", "parallel", "--workers", "2"], tmp_path)
+    assert parallel.returncode == 0, _show(parallel)
+    assert "on 2 worker processes, 1 thread(s)" in parallel.stderr
+    reference = _energies(tmp_path / "serial")
+    for name, energy in _energies(tmp_path / "parallel").items():
+        assert energy == pytest.approx(reference[name], abs=1e-8)
+    assert {r["guess"] for r in _rows(tmp_path / "parallel")} == {"default"}
+
+    # a job array: --collect before all points exist reports what is missing (exit 4)
+    for index in (2, 0):
+        proc = dm21(["scan", "h2.yaml", "-o", "array", "--point", index], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+    assert not (tmp_path / "array" / "scan.csv").exists()
+    proc = dm21(["scan", "h2.yaml", "-o", "array", "--collect"], tmp_path)
+    assert proc.returncode == ExitStatus.NOT_CONVERGED, _show(proc)
+    assert "4 points: 2 converged, 2 missing" in proc.stderr
+    for index in (1, 3):
+        assert dm21(["scan", "h2.yaml", "-o", "array", "--point", index], tmp_path).returncode == 0
+    proc = dm21(["scan", "h2.yaml", "-o", "array", "--collect", "--json"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    doc = json.loads(proc.stdout)
+    assert doc["counts"]["converged"] == 4
+    assert doc["references"]["b3lyp"]["limit_energy_hartree"] == pytest.approx(
+        json.loads((tmp_path / "serial" / "scan.json").read_text())["references"]["b3lyp"]["limit_energy_hartree"],
+        abs=1e-8)
+    for name, energy in _energies(tmp_path / "array").items():
+        assert energy == pytest.approx(reference[name], abs=1e-8)
+    assert (tmp_path / "array" / "scan.png").is_file()
+
+    for args, message in ((["--point", "4"], "--point: point 4 does not exist"),
+                          (["--point", "1", "--workers", "2"], "--point: --point computes one point"),
+                          (["--collect", "--point", "1"], "--collect: --collect computes nothing"),
+                          (["--workers", "0"], "--workers: must be at least 1")):
+        proc = dm21(["scan", "h2.yaml", "-o", "array", *args], tmp_path)
+        assert proc.returncode == ExitStatus.INPUT_ERROR and message in proc.stderr, _show(proc)
+
+
+def _wait_for(path: Path, text: str, proc, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text(encoding="utf-8"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"dm21 ended early (exit {proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear in {path}")
+
+
+def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
+    import signal
+
+    # DM21 points take a few seconds each: time to interrupt the second one
+    text = H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
+    _write(tmp_path, "h2.yaml", text)
+    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml"], cwd=tmp_path,
+                            env=_env(checkpoints_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    scan_dir = tmp_path / "outputs" / "h2"
+    try:
+        _wait_for(scan_dir / "scan.log", "[2/3] DM21 1.500 A: computing", proc)
+        _wait_for(scan_dir / "DM21" / "point-001_1.500A" / "dm21.log", "grid points", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == ExitStatus.INTERRUPTED, stderr
+    assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted")
+    first = scan_dir / "DM21" / "point-000_0.740A"
+    second = scan_dir / "DM21" / "point-001_1.500A"
+    assert json.loads((first / "result.json").read_text())["status"] == "success"
+    assert json.loads((second / "result.json").read_text())["status"] == "interrupted"
+    assert not (scan_dir / "DM21" / "point-002_2.500A").exists()
+    assert [r["index"] for r in _rows(scan_dir)] == ["0"]  # the curve so far
+    finished = (first / "result.json").stat().st_mtime_ns
+
+    proc = dm21(["scan", "h2.yaml"], tmp_path, env=_env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    assert (first / "result.json").stat().st_mtime_ns == finished
+    log = (scan_dir / "scan.log").read_text()
+    assert log.count("DM21 0.740 A: computing") == 1 and "DM21 0.740 A: read from disk" in log
+    assert log.count("DM21 1.500 A: computing") == 2
+    assert "3 points: 3 converged (1 read from disk)" in proc.stderr
+
+
+def test_scan_workers_sigterm_marks_running_points_unfinished(tmp_path, checkpoints_dir):
+    import signal
+
+    text = H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
+    _write(tmp_path, "h2.yaml", text)
+    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", "--workers", "2"],
+                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    scan_dir = tmp_path / "outputs" / "h2"
+    try:
+        _wait_for(scan_dir / "DM21" / "point-000_0.740A" / "dm21.log", "grid points", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == ExitStatus.INTERRUPTED, stderr
+    statuses = {p.parent.name: json.loads(p.read_text())["status"]
+                for p in scan_dir.glob("DM21/point-*/result.json")}
+    assert "interrupted" in statuses.values(), statuses
+    assert not list(scan_dir.glob("DM21/point-*/.running"))
+    proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    assert "3 points: 3 converged" in proc.stderr
+
+
+def test_scan_dask_local_cluster_matches_serial(tmp_path):
+    distributed = pytest.importorskip("distributed")
+
+    _write(tmp_path, "h2.yaml", H2_WORK.format(distances="0.5,1,3"))
+    serial = dm21(["scan", "h2.yaml", "-o", "serial"], tmp_path)
+    assert serial.returncode == 0, _show(serial)
+    # in-process workers (processes=False) need tcp named explicitly to listen on loopback
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        proc = dm21(["scan", "h2.yaml", "-o", "dask", "--dask", address, "--json"], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+        assert "3 points on the Dask scheduler" in proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["counts"]["converged"] == 3
+        # the worker wrote into the scan directory of the command, not its own cwd
+        assert (tmp_path / "dask" / "b3lyp" / "point-002_3.000A" / "result.json").is_file()
+        reference = _energies(tmp_path / "serial")
+        for name, energy in _energies(tmp_path / "dask").items():
+            assert energy == pytest.approx(reference[name], abs=1e-8)
+        again = dm21(["scan", "h2.yaml", "-o", "dask", "--dask", address], tmp_path)
+        assert again.returncode == 0 and "(3 read from disk)" in again.stderr, _show(again)
+    proc = dm21(["scan", "h2.yaml", "-o", "dask2", "--dask", "tcp://127.0.0.1:9", "--workers", "2"],
+                tmp_path)
+    assert proc.returncode == ExitStatus.INPUT_ERROR and "--dask: --dask and --workers" in proc.stderr
