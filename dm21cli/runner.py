@@ -11,6 +11,7 @@ failed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -388,7 +389,8 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
         log = _Log(log_stream, reporter)
         try:
             out.write_text_atomic(jobdir.file(FILES["input"]), spec.to_resolved_yaml())
-            result = _compute(spec, jobdir, network, res, log, t_start, guess_chk)
+            with _pyscf_warnings_only_in_log():
+                result = _compute(spec, jobdir, network, res, log, t_start, guess_chk)
             jobdir.finalize("success" if result["success"] else "not-converged")
             return result
         except BaseException as exc:
@@ -404,6 +406,37 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
                                f"(log: {jobdir.file(FILES['log'])})") from exc
         finally:
             log_stream.close()
+
+
+class _DropPySCFWarnings:
+    """A stderr that drops PySCF's copies of its warnings (they are in dm21.log).
+
+    PySCF's logger writes each warning to the log file and, when the log is a
+    file, once more to stderr.  For DM21 some are routine (HOMO >= LUMO at a
+    non-aufbau solution, a chkfile guess from another geometry in a scan), and
+    they would break the one-line-per-event stderr of the command line.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        if text.startswith("WARN: "):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _pyscf_warnings_only_in_log():
+    saved = sys.stderr
+    sys.stderr = _DropPySCFWarnings(saved)
+    try:
+        yield
+    finally:
+        sys.stderr = saved
 
 
 def _base_result(spec, res, network) -> dict:

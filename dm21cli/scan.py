@@ -658,8 +658,8 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
     from dm21cli.runner import run_job
 
     data = json.loads(json.dumps(data))
-    if guess is not None:
-        data["scf"]["guess"] = str(guess)
+    if guess is not None:  # absolute: relative guess paths are read against the input's folder
+        data["scf"]["guess"] = str(Path(guess).resolve())
     spec = _build_spec(data, plan.spec, plan.spec._meta.locate(("scan", "distances")), label)
     try:
         # PySCF prints a warning to stdout when a chkfile guess comes from another
