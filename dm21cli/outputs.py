@@ -205,6 +205,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with NaN and infinities replaced by None (JSON has no such numbers)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> Path:
     """Write `obj` as JSON (indent 2, no NaN/Infinity) atomically; return the path.
 

@@ -466,20 +466,9 @@ def _write_failure(jobdir, spec, res, network, exc, status, t_start) -> None:
         result["timings_s"] = {"total": time.perf_counter() - t_start}
         result["files"] = {k: v for k, v in FILES.items() if jobdir.file(v).exists()}
         result["files"]["result"] = FILES["result"]
-        out.write_json_atomic(jobdir.file(FILES["result"]), _finite(result))
+        out.write_json_atomic(jobdir.file(FILES["result"]), out.finite(result))
     except Exception:  # noqa: BLE001 - never mask the original error
         pass
-
-
-def _finite(obj):
-    """Replace NaN/inf by None so that result.json stays valid JSON."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
@@ -549,7 +538,7 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
     timings["total"] = time.perf_counter() - t_start
     result["files"] = files
     result["timings_s"] = timings
-    result = _finite(result)
+    result = out.finite(result)
     out.write_text_atomic(jobdir.file(FILES["summary"]), out.render_summary(result))
     out.write_json_atomic(jobdir.file(FILES["result"]), result)
     state = "converged" if converged else "NOT CONVERGED"

@@ -1062,19 +1062,9 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
                    "failed": report.failed, "read_from_disk": report.reused},
         "points": report.records,
     }
-    out.write_json_atomic(plan.scan_dir / FILES["json"], _finite(doc))
+    out.write_json_atomic(plan.scan_dir / FILES["json"], out.finite(doc))
     if plot and report.records:
         write_plot(plan.scan_dir / FILES["png"], report, plan.functionals)
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
