@@ -39,7 +39,10 @@ class DM21XC:
 
     # ------------------------------------------------------------------
     def _integrals_for(self, mol, grids) -> ExchangeIntegrals:
-        key = (id(mol), id(grids.coords), len(grids.coords))
+        coords = grids.coords
+        # identity alone could be reused by a new array: the content decides
+        key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
+               float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
             self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb)
             self._grid_key = key
