@@ -1,10 +1,13 @@
 """SCF that converges: warm start, then escalating attempts.
 
 The strategy the published DM21 code recommends: converge a conventional
-functional (B3LYP) first and start DM21 from its density.  When an attempt
-does not converge, the next one starts from where it ended with stronger
-stabilisation (damping, level shift, a larger DIIS space, ADIIS), up to a
-bounded number of attempts.  Every attempt is logged and recorded.
+functional (B3LYP) first and start DM21 from its density.  A Fock-iteration
+attempt that stalls (its orbital gradient stops improving) ends early; the
+next attempt starts from the lowest-energy state seen so far, along the
+ESCALATION ladder: direct minimisation over orbital rotations
+(`dm21cli.directmin`, which also finds the non-aufbau solutions DM21 has on
+stretched bonds), then damping and level shifts, then ADIIS, up to a bounded
+number of attempts.  Every attempt is logged and recorded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 #: Escalation ladder: (name, settings applied to the SCF object).  Attempt k
-#: uses entry min(k, len - 1); later entries are stronger.
+#: uses entry min(k, len - 1).
 ESCALATION = (
     ("diis", {}),
     ("direct-minimization", {}),
@@ -103,7 +106,7 @@ def _direct_min(mf, dm, log):
         mo_coeff, mo_occ = _orbitals_from_density(mf, dm)
     else:
         mo_coeff, mo_occ = mf.mo_coeff, mf.mo_occ
-    converged, cycles, energy, _ = minimize(
+    _, cycles, _, _ = minimize(
         mf, mo_coeff, mo_occ, max_cycle=mf.max_cycle, conv_tol=mf.conv_tol,
         conv_tol_grad=mf.conv_tol_grad or np.sqrt(mf.conv_tol), log=log)
     return cycles
@@ -131,7 +134,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
 
     mf: a configured PySCF SCF object (tolerances, max_cycle set);
     dm0: initial density matrix or None for mf's own guess.  Each further
-    attempt starts from the density the previous one ended with.
+    attempt starts from the lowest-energy state the previous one reached.
     Returns (converged, attempts).  `log(msg)` receives one line per attempt.
     """
     attempts: list[Attempt] = []
