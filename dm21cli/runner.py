@@ -130,16 +130,21 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
         mf = dft.ROKS(mol, xc=spec.functional)
     else:
         mf = dft.UKS(mol, xc=spec.functional)
-    mf.grids = grids
+    _share_settings(mf, spec, grids, max_memory_mb)
     mf.conv_tol = spec.effective_conv_tol()
     mf.conv_tol_grad = spec.effective_conv_tol_grad()
     mf.max_cycle = spec.scf.max_cycle
+    return mf
+
+
+def _share_settings(mf, spec, grids, max_memory_mb) -> None:
+    """What the warm start and the main SCF share: grid, memory, density cutoff, guess."""
+    mf.grids = grids
     mf.max_memory = max_memory_mb
     if spec.scf.small_rho_cutoff is not None:
         mf.small_rho_cutoff = spec.scf.small_rho_cutoff
-    if spec.scf.guess not in ("auto",) and not spec.scf.guess_is_chkfile():
+    if spec.scf.guess != "auto" and not spec.scf.guess_is_chkfile():
         mf.init_guess = spec.scf.guess
-    return mf
 
 
 def _warm_start(mol, spec, grids, max_memory_mb, log):
@@ -152,14 +157,9 @@ def _warm_start(mol, spec, grids, max_memory_mb, log):
         mf0 = dft.RKS(mol, xc=spec.scf.warm_start)
     else:
         mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
-    mf0.grids = grids
+    _share_settings(mf0, spec, grids, max_memory_mb)
     mf0.conv_tol = WARM_START_CONV_TOL
     mf0.max_cycle = max(spec.scf.max_cycle, 50)
-    mf0.max_memory = max_memory_mb
-    if spec.scf.small_rho_cutoff is not None:
-        mf0.small_rho_cutoff = spec.scf.small_rho_cutoff
-    if spec.scf.guess not in ("auto",) and not spec.scf.guess_is_chkfile():
-        mf0.init_guess = spec.scf.guess
     log(f"warm start: {spec.scf.warm_start} SCF")
     mf0.kernel()
     dm = mf0.make_rdm1()
@@ -207,7 +207,6 @@ def properties(mf, spec, e_disp: float | None) -> dict:
     summary = dict(getattr(mf, "scf_summary", {}) or {})
     restricted = np.asarray(mf.mo_occ).ndim == 1
     homo, lumo = _frontier(mf.mo_energy, mf.mo_occ)
-    dm = mf.make_rdm1()
     _, charges = mf.mulliken_pop(verbose=0)
     dipole_debye = np.asarray(mf.dip_moment(unit="Debye", verbose=0), dtype=float)
     s2 = mult = None
@@ -237,7 +236,6 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "nelectron": int(mf.mol.nelectron),
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
     }
-    del dm
     return props
 
 
