@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cubefile import read_cube
 
 H2_ATOMS = ("H 0.0 0.0 0.0", "H 0.0 0.0 0.74")
 WEIGHTS_DATA = Path("DM21") / "variables" / "variables.data-00000-of-00001"
@@ -78,24 +79,6 @@ def leftovers(directory: Path) -> list[str]:
     names = [p.name for p in directory.iterdir()]
     return sorted(n for n in names if n == ".running" or n.endswith(".tmp")
                   or n == ".scf.chk.partial" or ".old-" in n)
-
-
-def read_cube(path: Path):
-    """(origin, axes (3x3 step vectors, bohr), counts, values (nx, ny, nz)) of a cube file."""
-    lines = Path(path).read_text().splitlines()
-    head = lines[2].split()
-    natm = int(head[0])
-    origin = np.array([float(x) for x in head[1:4]])
-    counts, axes = [], []
-    for line in lines[3:6]:
-        parts = line.split()
-        counts.append(int(parts[0]))
-        axes.append([float(x) for x in parts[1:4]])
-    assert natm > 0, f"{path}: natoms {natm} (negative = MO-index header, not expected)"
-    values = np.array(" ".join(lines[6 + natm:]).split(), dtype=float)
-    assert values.size == np.prod(counts), \
-        f"{path}: {values.size} values for a {counts} grid"
-    return origin, np.array(axes), counts, values.reshape(counts)
 
 
 def sha256(path: Path) -> str:
@@ -215,7 +198,8 @@ def test_result_json_round_trips(h2_job):
 
 
 def test_density_cube_integrates_to_electron_count(h2_job):
-    origin, axes, counts, values = read_cube(h2_job.outdir / "density.cube")
+    cube = read_cube(h2_job.outdir / "density.cube")
+    axes, values = cube.axes, cube.values
     voxel = abs(np.linalg.det(axes))
     # requested spacing 0.1 Angstrom = 0.189 bohr; it must not be exceeded
     assert np.all(np.linalg.norm(axes, axis=1) <= 0.1 / 0.529177210903 + 1e-6), axes
@@ -226,13 +210,14 @@ def test_density_cube_integrates_to_electron_count(h2_job):
 
 def test_orbital_cubes(h2_job):
     for name in ("homo", "lumo"):
-        _, axes, _, values = read_cube(h2_job.outdir / f"{name}.cube")
+        cube = read_cube(h2_job.outdir / f"{name}.cube")
+        axes, values = cube.axes, cube.values
         norm = float((values ** 2).sum() * abs(np.linalg.det(axes)))
         # sigma_g of H2 is compact; the 3 Angstrom margin holds nearly all of it
         if name == "homo":
             assert norm == pytest.approx(1.0, rel=0.02), f"HOMO cube norm {norm}"
         assert np.abs(values).max() > 0.01, f"{name}.cube is (nearly) zero"
-    _, _, _, spin = read_cube(h2_job.outdir / "spin_density.cube")
+    spin = read_cube(h2_job.outdir / "spin_density.cube").values
     assert np.abs(spin).max() == 0.0, "restricted spin density cube is not zero"
 
 

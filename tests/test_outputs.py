@@ -26,6 +26,8 @@ from dm21cli.outputs import (
 )
 from dm21cli.units import ANGSTROM_BOHR, HARTREE_EV
 
+from cubefile import read_cube
+
 SPACING_BOHR = 0.2 * ANGSTROM_BOHR
 MARGIN_BOHR = 3.0 * ANGSTROM_BOHR
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
@@ -224,24 +226,6 @@ def test_jobdir_stale_marker_reports_unfinished_run(tmp_path):
 # ----------------------------------------------------------------------------
 # cube files
 # ----------------------------------------------------------------------------
-def read_cube(path: Path):
-    """Parse a cube file: (comment, origin, axes (3x3), shape, atoms, values)."""
-    lines = Path(path).read_text().splitlines()
-    comment = lines[0]
-    head = lines[2].split()
-    natm = abs(int(head[0]))
-    origin = np.array([float(x) for x in head[1:4]])
-    shape, axes = [], []
-    for line in lines[3:6]:
-        d = line.split()
-        shape.append(int(d[0]))
-        axes.append([float(x) for x in d[1:4]])
-    atoms = [line.split() for line in lines[6:6 + natm]]
-    values = np.array([float(x) for line in lines[6 + natm:] for x in line.split()])
-    assert values.size == np.prod(shape)
-    return comment, origin, np.array(axes), tuple(shape), atoms, values.reshape(shape)
-
-
 def cube_integral(path: Path) -> float:
     _, _, axes, _, _, values = read_cube(path)
     voxel = abs(np.linalg.det(axes))

@@ -504,24 +504,34 @@ def _wait_for(path: Path, text: str, proc, timeout: float = 120) -> None:
     raise AssertionError(f"{text!r} did not appear in {path}")
 
 
-def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
+def _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, extra_args, waits):
+    """Start a 3-point DM21 H2 scan, wait for each (path, text) in turn, send SIGTERM.
+
+    Returns (process, stderr, scan directory)."""
     import signal
 
-    # DM21 points take a few seconds each: time to interrupt the second one
+    # DM21 points take a few seconds each: time to interrupt one
     text = H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
     _write(tmp_path, "h2.yaml", text)
-    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml"], cwd=tmp_path,
-                            env=_env(checkpoints_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", *extra_args],
+                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     scan_dir = tmp_path / "outputs" / "h2"
     try:
-        _wait_for(scan_dir / "scan.log", "[2/3] DM21 1.500 A: computing", proc)
-        _wait_for(scan_dir / "DM21" / "point-001_1.500A" / "dm21.log", "grid points", proc)
+        for rel, expected in waits:
+            _wait_for(scan_dir / rel, expected, proc)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, stderr, scan_dir
+
+
+def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
+    proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, [], [
+        ("scan.log", "[2/3] DM21 1.500 A: computing"),
+        ("DM21/point-001_1.500A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
     assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted")
     first = scan_dir / "DM21" / "point-000_0.740A"
@@ -542,21 +552,8 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
 
 
 def test_scan_workers_sigterm_marks_running_points_unfinished(tmp_path, checkpoints_dir):
-    import signal
-
-    text = H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
-    _write(tmp_path, "h2.yaml", text)
-    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", "--workers", "2"],
-                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    scan_dir = tmp_path / "outputs" / "h2"
-    try:
-        _wait_for(scan_dir / "DM21" / "point-000_0.740A" / "dm21.log", "grid points", proc)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, ["--workers", "2"], [
+        ("DM21/point-000_0.740A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
     statuses = {p.parent.name: json.loads(p.read_text())["status"]
                 for p in scan_dir.glob("DM21/point-*/result.json")}
