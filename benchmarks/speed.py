@@ -9,8 +9,11 @@ B3LYP job, then the DM21 job (B3LYP warm start included), both through
 `dm21cli.runner.run_job` with the same basis and grid, as `dm21 run` does.
 It records wall and CPU time per phase, SCF cycles, energies, peak memory,
 grid points and basis size, and checks the fast DM21 path against the plain
-one (integrals recomputed, one thread, no screening) on the converged density.  Results go
-to a JSON file; a table of DM21/B3LYP ratios is printed.
+one (integrals recomputed, one thread, no screening) on the converged density.
+A third job (skip with --no-precision-check) runs DM21 with float64 SCF
+cycles: the default's mixed-precision total energy is compared with it.
+Peak memory is the process's high-water mark after each job.  Results go to
+a JSON file; a table of DM21/B3LYP ratios is printed.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ FULL = ["water-svp", "water-tzvp", "methane-tzvp", "benzene-svp", "water2-svp", 
         "water8-svp"]
 
 
-def _job(folder: Path, name: str, functional: str) -> Path:
+def _job(folder: Path, name: str, functional: str, precision: str | None = None) -> Path:
     atoms, basis = CASES[name]
     xyz = "\n".join(f"    {s} {x:.6f} {y:.6f} {z:.6f}" for s, x, y, z in atoms)
     path = folder / f"{name}-{functional}.yaml"
@@ -78,6 +81,8 @@ def _job(folder: Path, name: str, functional: str) -> Path:
         functional: {functional}
         outputs: {{molden: false}}
         """).format(xyz=xyz, basis=basis, functional=functional))
+    if precision:
+        path.write_text(path.read_text() + f"scf: {{precision: {precision}}}\n")
     return path
 
 
@@ -85,37 +90,49 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(name: str, checkpoints: str | None) -> dict:
-    """Both jobs of one system in this process; returns the measurements."""
+def run_case(name: str, checkpoints: str | None, precision_check: bool = True) -> dict:
+    """Both jobs of one system in this process; returns the measurements.
+
+    With precision_check, a third job runs DM21 with float64 SCF cycles, the
+    reference for the default mixed-precision energy.
+    """
     import numpy as np
 
     from dm21cli.inputs import load_job
     from dm21cli.runner import run_job
 
     out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0])}
+    runs = [("b3lyp", "b3lyp", None), ("dm21", "DM21", None)]
+    if precision_check:
+        runs.append(("dm21_float64", "DM21", "float64"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for functional in ("b3lyp", "DM21"):
-            spec = load_job(_job(tmp, name, functional), {"output_dir": str(tmp / functional)})
+        for key, functional, precision in runs:
+            spec = load_job(_job(tmp, name, functional, precision), {"output_dir": str(tmp / key)})
             wall0, cpu0 = time.perf_counter(), time.process_time()
             result = run_job(spec, checkpoints=checkpoints)
             props = result["properties"]
-            out[functional.lower()] = {
+            out[key] = {
                 "wall_s": time.perf_counter() - wall0,
                 "cpu_s": time.process_time() - cpu0,
                 "energy_hartree": result["return_energy"],
                 "converged": result["converged"],
+                "precision": spec.scf.precision if functional == "DM21" else None,
                 "scf_cycles": props["scf_iterations"],
                 "phases_s": result["timings_s"],
                 "dm21_phases_s": props.get("dm21_timings_s"),
                 "dm21_evaluations": props.get("dm21_evaluations"),
+                "dm21_final_energy": props.get("dm21_final_energy"),
                 "peak_memory_mb": _peak_mb(),
                 "grid_points": props["grid_points"],
                 "nao": props["nao"],
             }
-            if functional == "DM21":
-                out["dm21"]["fast_vs_plain"] = _fast_vs_plain(spec, tmp / functional, checkpoints, np)
+            if key == "dm21":
+                out["dm21"]["fast_vs_plain"] = _fast_vs_plain(spec, tmp / key, checkpoints, np)
     out["ratio_wall"] = out["dm21"]["wall_s"] / out["b3lyp"]["wall_s"]
+    if precision_check:
+        out["energy_mixed_minus_float64_hartree"] = (out["dm21"]["energy_hartree"]
+                                                     - out["dm21_float64"]["energy_hartree"])
     return out
 
 
@@ -150,6 +167,8 @@ def main() -> None:
     group.add_argument("--full", action="store_true", help=f"cases {', '.join(FULL)}")
     group.add_argument("--case", action="append", choices=sorted(CASES), help="run these cases")
     parser.add_argument("--checkpoints", default=os.environ.get("DM21_CHECKPOINTS"))
+    parser.add_argument("--no-precision-check", action="store_true",
+                        help="skip the third job (DM21 with float64 SCF cycles)")
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<date>.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,7 +177,7 @@ def main() -> None:
         from dm21cli.resources import tune_allocator
 
         tune_allocator()
-        print(json.dumps(run_case(args.worker, args.checkpoints)))
+        print(json.dumps(run_case(args.worker, args.checkpoints, not args.no_precision_check)))
         return
 
     cases = args.case or (FULL if args.full else QUICK)
@@ -167,6 +186,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", name]
         if args.checkpoints:
             cmd += ["--checkpoints", args.checkpoints]
+        if args.no_precision_check:
+            cmd.append("--no-precision-check")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -190,7 +211,9 @@ def _print_row(r: dict) -> None:
           f"B3LYP {b['wall_s']:7.2f} s  DM21 {d['wall_s']:7.2f} s  ratio {r['ratio_wall']:5.1f}x  "
           f"DM21 cycles {d['scf_cycles']:>3}  evals {d['dm21_evaluations']:>3}  "
           f"peak {d['peak_memory_mb']:7.0f} MB  "
-          f"|dE fast-plain| {abs(d['fast_vs_plain']['exc_difference_hartree']):.1e}")
+          f"|dExc fast-plain| {abs(d['fast_vs_plain']['exc_difference_hartree']):.1e}"
+          + (f"  |dE mixed-float64| {abs(r['energy_mixed_minus_float64_hartree']):.1e}"
+             if "energy_mixed_minus_float64_hartree" in r else ""))
     if phases:
         print("               phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
 

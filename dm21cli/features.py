@@ -12,11 +12,15 @@ D^s_ab is -chi_a(r) F_b(r) with F_b(r) = sum_d nu_bd(r) E_d(r), which is the
 intermediate this module returns.
 
 The nu integrals do not depend on the density.  `ExchangeIntegrals` computes
-them per block of grid points and keeps them for the next SCF cycle when they
-fit in the memory budget; otherwise each cycle recomputes them block by block.
+them per block of grid points, straight into PySCF's own layout (grid index
+fastest, no copy), and keeps blocks for the next SCF cycle while they fit in
+the memory budget.  Blocks that do not fit are recomputed in every cycle, and
+then only at the grid points whose density is not negligible.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -24,52 +28,112 @@ import numpy as np
 OMEGAS = (0.0, 0.4)
 #: Fraction of the memory budget that the cached nu integrals may use.
 CACHE_FRACTION = 0.5
-#: Grid points per int1e_grids call.  PySCF returns the integrals with the
-#: grid index fastest; re-ordering them to (point, nao, nao) is cheap only
-#: while a block stays in cache (measured: 256 points is about twice as
-#: fast as 8192 for water/def2-TZVP).
-INTOR_POINTS = 256
+
+
+def compute_nu(mol, coords: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """nu for both omegas at `coords` (n, 3) bohr: shape (n_omega, nao, nao, n).
+
+    PySCF's int1e_grids fills a Fortran-ordered (n, nao, nao) array; writing
+    it into a C-ordered (nao, nao, n) buffer is the same memory, so nothing
+    is copied.  hermi=1 computes one triangle of shell pairs.
+    """
+    nao = mol.nao_nr()
+    if out is None:
+        out = np.empty((len(OMEGAS), nao, nao, len(coords)))
+    for i, omega in enumerate(OMEGAS):
+        with mol.with_range_coulomb(omega):
+            mol.intor("int1e_grids", hermi=1, grids=coords, out=out[i])
+    return out
+
+
+def contract(nu: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F and hfx for one block of grid points.
+
+    nu: (n_omega, nao, nao, ng), symmetric in the AO pair; e_mat: (nspin, nao, ng)
+    with E_b(r) per spin.  Returns F (n_omega, nspin, nao, ng) and hfx
+    (n_omega, nspin, ng) in Ha/bohr^3.
+    """
+    n_omega, nao = nu.shape[0], nu.shape[1]
+    nspin, _, ng = e_mat.shape
+    f = np.empty((n_omega, nspin, nao, ng))
+    for w in range(n_omega):
+        for b in range(nao):  # nu[w, b] is one contiguous (nao, ng) slab
+            np.einsum("dg,sdg->sg", nu[w, b], e_mat, out=f[w, :, b])
+    hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
+    return f, hfx
 
 
 class ExchangeIntegrals:
     """nu_bd(r) for both omegas on a fixed set of grid points.
 
     mol: pyscf Mole; coords: (ngrids, 3) grid points in bohr;
-    max_memory_mb: budget for the cache (MB).
+    max_memory_mb: memory budget (MB), of which CACHE_FRACTION may hold nu.
+    timings_s: a dict whose 'exchange_integrals' and 'exchange_features'
+    entries receive the wall seconds spent.
     """
 
-    def __init__(self, mol, coords: np.ndarray, max_memory_mb: float):
+    def __init__(self, mol, coords: np.ndarray, max_memory_mb: float, timings_s: dict | None = None):
         self.mol = mol
         self.coords = np.asarray(coords)
         nao = mol.nao_nr()
         self.bytes_per_point = 8 * nao * nao * len(OMEGAS)
-        total_mb = self.bytes_per_point * len(self.coords) / 1e6
-        self.cached = total_mb <= CACHE_FRACTION * max_memory_mb
+        self.budget_bytes = CACHE_FRACTION * max_memory_mb * 1e6
+        #: whether the integrals of the whole grid fit in the cache
+        self.cached = self.bytes_per_point * len(self.coords) <= self.budget_bytes
+        self.cached_bytes = 0
+        #: grid points whose integrals were computed, summed over calls
+        self.points_computed = 0
+        self.timings_s = timings_s if timings_s is not None else {
+            "exchange_integrals": 0.0, "exchange_features": 0.0}
         self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._arena: np.ndarray | None = None  # one pre-faulted allocation for the cache
 
-    def nu(self, p0: int, p1: int) -> np.ndarray:
-        """Integrals for grid points p0:p1, shape (n_omega, p1-p0, nao, nao)."""
+    def _cache_slot(self, n_points: int) -> np.ndarray | None:
+        """A (n_omega, nao, nao, n_points) view into the cache arena, or None when full."""
+        from dm21cli.resources import prefaulted_empty
+
+        if self._arena is None:
+            total = self.bytes_per_point * len(self.coords)
+            self._arena = prefaulted_empty(min(total, self.budget_bytes))
+        nbytes = self.bytes_per_point * n_points
+        if self.cached_bytes + nbytes > 8 * self._arena.size:
+            return None
+        start = self.cached_bytes // 8
+        self.cached_bytes += nbytes
+        nao = self.mol.nao_nr()
+        return self._arena[start:start + nbytes // 8].reshape(len(OMEGAS), nao, nao, n_points)
+
+    def features(self, p0: int, p1: int, e_mat: np.ndarray, keep: np.ndarray | None = None):
+        """F (n_omega, nspin, nao, ng) and hfx (n_omega, nspin, ng) for points p0:p1.
+
+        e_mat: (nspin, nao, p1-p0) E_b(r) per spin.  keep: boolean (p1-p0,) mask of
+        the points whose features are needed; the others get zeros when their
+        integrals have to be computed now.  None means all points.
+        """
+        clock = time.perf_counter
+        t0 = clock()
         key = (p0, p1)
-        if key in self._cache:
-            return self._cache[key]
-        coords = self.coords[p0:p1]
-        out = np.empty((len(OMEGAS), p1 - p0, self.mol.nao_nr(), self.mol.nao_nr()))
-        for i, omega in enumerate(OMEGAS):
-            with self.mol.with_range_coulomb(omega):
-                for q0 in range(0, len(coords), INTOR_POINTS):
-                    q1 = min(q0 + INTOR_POINTS, len(coords))
-                    out[i, q0:q1] = self.mol.intor("int1e_grids", hermi=1, grids=coords[q0:q1])
-        if self.cached:
-            self._cache[key] = out
-        return out
-
-
-def contract(nu: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F and hfx for one block.
-
-    nu: (n_omega, ng, nao, nao); e_mat: (ng, nao, nspin) with E_b(r) per spin.
-    Returns F (n_omega, ng, nao, nspin) and hfx (n_omega, ng, nspin) in Ha/bohr^3.
-    """
-    f = np.matmul(nu, e_mat)  # (n_omega, ng, nao, nspin)
-    hfx = -0.5 * np.einsum("gbs,wgbs->wgs", e_mat, f)
-    return f, hfx
+        nu = self._cache.get(key)
+        subset = None
+        if nu is None:
+            slot = self._cache_slot(p1 - p0)
+            if slot is not None:
+                nu = compute_nu(self.mol, self.coords[p0:p1], out=slot)
+                self._cache[key] = nu
+                self.points_computed += p1 - p0
+            else:
+                subset = None if keep is None or keep.all() else np.flatnonzero(keep)
+                pts = self.coords[p0:p1] if subset is None else self.coords[p0:p1][subset]
+                nu = compute_nu(self.mol, pts)
+                self.points_computed += len(pts)
+        t1 = clock()
+        if subset is None:
+            f, hfx = contract(nu, e_mat)
+        else:
+            nspin, nao, ng = e_mat.shape
+            f = np.zeros((len(OMEGAS), nspin, nao, ng))
+            hfx = np.zeros((len(OMEGAS), nspin, ng))
+            f[..., subset], hfx[..., subset] = contract(nu, np.ascontiguousarray(e_mat[..., subset]))
+        self.timings_s["exchange_integrals"] += t1 - t0
+        self.timings_s["exchange_features"] += clock() - t1
+        return f, hfx

@@ -536,9 +536,10 @@ class ScfSettings(_Section):
                             "(relative to the YAML file).")
     warm_start: Annotated[str | None, BeforeValidator(_check_warm_start)] = Field(
         "b3lyp", description="Functional converged first for DM21 (its density starts DM21); null = none.")
-    precision: Annotated[Literal["float64", "float32"], _choice(
-        ("float64", "float32"), {"double": "float64", "single": "float32"})] = Field(
-        "float64", description="DM21 network arithmetic: float64 | float32.")
+    precision: Annotated[Literal["mixed", "float64", "float32"], _choice(
+        ("mixed", "float64", "float32"), {"double": "float64", "single": "float32"})] = Field(
+        "mixed", description="DM21 network arithmetic: mixed (float32 SCF cycles, float64 "
+                             "final energy) | float64 | float32.")
 
     def guess_is_chkfile(self) -> bool:
         return self.guess not in GUESS_KEYWORDS

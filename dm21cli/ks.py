@@ -64,8 +64,9 @@ class _DM21Mixin:
     def dump_flags(self, verbose=None):
         log = logger.new_logger(self, verbose)
         self._hf_dump_flags(verbose)
-        log.info("XC functional = %s (neural, dm21cli, %s arithmetic)",
-                 self.dm21.network.name, np.dtype(self.dm21.network.dtype).name)
+        log.info("XC functional = %s (neural, dm21cli, %s SCF cycles, %s final energy)",
+                 self.dm21.network.name, np.dtype(self.dm21.scf_network.dtype).name,
+                 np.dtype(self.dm21.network.dtype).name)
         self.grids.dump_flags(verbose)
         log.info("small_rho_cutoff = %g", self.small_rho_cutoff)
         return self

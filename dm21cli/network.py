@@ -124,6 +124,19 @@ class DM21Network:
         self.weights = weights
         self.name = name
         self.dtype = weights.dtype
+        # Each residual block's a = h W + b + h, mean-centred for the layer
+        # norm, is one product with W' = (W + 1) C, C = 1 - 11^T / WIDTH (the
+        # centring matrix), and b' = b C: two element-wise passes over the
+        # block fewer, and W'^T also centres the gradient on the way back.
+        # Folded in float64, then rounded to the working precision.
+        centre = np.eye(WIDTH) - 1.0 / WIDTH
+        eye = np.eye(WIDTH)
+        self._w_folded = np.stack([
+            ((weights.w_blocks[k].astype(np.float64) + eye) @ centre).astype(self.dtype)
+            for k in range(N_BLOCKS)])
+        self._b_folded = np.stack([
+            (weights.b_blocks[k].astype(np.float64) @ centre).astype(self.dtype)
+            for k in range(N_BLOCKS)])
         #: number of grid points evaluated so far (proves the network ran).
         self.points_evaluated = 0
         #: folder the weights were read from (None when built in code).
@@ -142,6 +155,15 @@ class DM21Network:
         network = cls(NetworkWeights.from_tf_variables(variables, dtype=dtype), name=variant)
         network.source = _weights.locate(variant, checkpoints)
         return network
+
+    def astype(self, dtype) -> "DM21Network":
+        """The same variant evaluated in another precision (shares nothing mutable)."""
+        w = self.weights
+        weights = NetworkWeights(*(np.asarray(getattr(w, f), dtype=dtype) for f in (
+            "w_in", "b_in", "w_blocks", "b_blocks", "ln_scale", "ln_offset", "w_out", "b_out")))
+        other = DM21Network(weights, name=self.name)
+        other.source, other.workers = self.source, self.workers
+        return other
 
     # ------------------------------------------------------------------
     def __call__(self, x: np.ndarray, with_grad: bool = True):
@@ -179,14 +201,13 @@ class DM21Network:
         shifted += dt.type(LOG_EPS_2)
         h = np.tanh(np.log(shifted) @ w.w_in + w.b_in)
         h0 = h
-        # 2. residual blocks: h = ELU(LayerNorm(h W + b + h)), in place where possible
+        # 2. residual blocks: h = ELU(LayerNorm(h W + b + h)), in place where possible;
+        #    the residual and the mean removal are folded into W' and b' (see __init__)
         saved = []
         inv_width = dt.type(1.0 / WIDTH)
         for k in range(N_BLOCKS):
-            a = h @ w.w_blocks[k]
-            a += w.b_blocks[k]
-            a += h
-            a -= a.mean(axis=1, keepdims=True)
+            a = h @ self._w_folded[k]
+            a += self._b_folded[k]  # a is now the centred pre-norm activation
             var = np.einsum("ij,ij->i", a, a) * inv_width
             rstd = (1.0 / np.sqrt(var + dt.type(LAYER_NORM_EPS)))[:, None]
             a *= rstd  # a is now the normalised activation a_hat
@@ -223,15 +244,11 @@ class DM21Network:
             tmp += 1.0  # ELU'(y) = exp(y) = h + 1 for y <= 0, else 1
             gh *= tmp
             gh *= w.ln_scale[k]  # gradient w.r.t. a_hat
-            m1 = gh.mean(axis=1, keepdims=True)
             m2 = (np.einsum("ij,ij->i", gh, a_hat) * inv_width)[:, None]
-            gh -= m1
             np.multiply(a_hat, m2, out=tmp)
             gh -= tmp
-            gh *= rstd  # gradient w.r.t. the block's pre-norm activation
-            ga = gh
-            gh = ga @ w.w_blocks[k].T
-            gh += ga  # residual connection
+            gh *= rstd  # gradient w.r.t. the centred activation (W' centres it)
+            gh = gh @ self._w_folded[k].T  # includes the residual connection
         gh *= 1.0 - h0 * h0  # tanh'
         gx = (gh @ w.w_in.T) * np.sign(x) / shifted
 

@@ -5,6 +5,13 @@ dE_xc/dD^s, including the term that comes from the local exact-exchange
 features (see `dm21cli.features`).  It does not go through PySCF's
 `NumInt.eval_xc` / `eval_xc_eff`: the KS classes in `dm21cli.ks` call it
 directly, so no PySCF version can silently route around it.
+
+Precision.  With ``scf_network`` set (precision "mixed", the default of
+`dm21 run`), the SCF cycles evaluate the network in float32 and
+`DM21XC.energy` gives the final E_xc in float64, forward pass only, on the
+converged density.  The energy is stationary in the density, so the float32
+rounding of the potential moves it by far less than 1e-7 Ha, while the
+float32 cycles cost half as much as float64 ones.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import time
 
 import numpy as np
 
-from dm21cli.features import OMEGAS, ExchangeIntegrals, contract
+from dm21cli.features import OMEGAS, ExchangeIntegrals
 from dm21cli.network import DM21Network
 
 #: Grid points whose total density (e/bohr^3) is below this are not given to
@@ -24,17 +31,43 @@ from dm21cli.network import DM21Network
 RHO_SCREEN = 1e-10
 MIN_BLOCK_POINTS = 64
 MAX_BLOCK_POINTS = 8192
+#: Fraction of the memory budget that cached AO values (and gradients) may use.
+AO_CACHE_FRACTION = 0.15
+
+
+def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Density, its gradient and tau per spin, and E_b(r) = sum_a D_ab chi_a(r).
+
+    ao: (4, ng, nao) AO values and gradients; dms: (nspin, nao, nao) symmetric.
+    Returns rho (nspin, 5, ng) = [rho, d/dx, d/dy, d/dz, tau] in atomic units,
+    and E (nspin, nao, ng).  Plain BLAS products (what PySCF's eval_rho does,
+    without its OpenMP pool competing with BLAS threads).
+    """
+    nspin, ng = len(dms), ao.shape[1]
+    rho = np.empty((nspin, 5, ng))
+    e_mat = np.empty((nspin, dms.shape[-1], ng))
+    for s in range(nspin):
+        c = ao @ dms[s]  # (4, ng, nao): chi_a D_ab and its gradients
+        rho[s, 0] = np.einsum("gb,gb->g", c[0], ao[0])
+        for i in range(1, 4):
+            rho[s, i] = 2.0 * np.einsum("gb,gb->g", c[0], ao[i])
+        rho[s, 4] = 0.5 * np.einsum("igb,igb->g", c[1:4], ao[1:4])
+        e_mat[s] = c[0].T
+    return rho, e_mat
 
 
 class DM21XC:
     """DM21 energy and potential for one molecule and one grid.
 
-    network: a loaded `DM21Network`; max_memory_mb: memory budget (MB).
+    network: a loaded `DM21Network`, used for the energies `energy` returns
+    (and for the SCF unless scf_network is given); scf_network: the network
+    `evaluate` uses (e.g. the float32 copy); max_memory_mb: memory budget (MB).
     """
 
     def __init__(self, network: DM21Network, max_memory_mb: float = 4000.0,
-                 rho_screen: float = RHO_SCREEN):
+                 rho_screen: float = RHO_SCREEN, scf_network: DM21Network | None = None):
         self.network = network
+        self.scf_network = scf_network if scf_network is not None else network
         self.max_memory_mb = float(max_memory_mb)
         #: total density (e/bohr^3) below which grid points are skipped
         self.rho_screen = float(rho_screen)
@@ -42,82 +75,76 @@ class DM21XC:
         #: wall seconds spent per phase, summed over evaluations
         self.timings_s = {"ao_density": 0.0, "exchange_integrals": 0.0, "exchange_features": 0.0,
                           "network": 0.0, "potential": 0.0}
+        #: (dm_spin, restricted, exc) of the latest `evaluate`
+        self.last = None
         self._integrals: ExchangeIntegrals | None = None
+        self._ao: dict[tuple[int, int], np.ndarray] = {}
+        self._ao_bytes = 0
         self._grid_key = None
 
+    @property
+    def mixed(self) -> bool:
+        """Whether the SCF runs another precision than the final energy."""
+        return self.scf_network is not self.network
+
     # ------------------------------------------------------------------
-    def _integrals_for(self, mol, grids) -> ExchangeIntegrals:
+    def _prepare(self, mol, grids) -> ExchangeIntegrals:
+        """Integrals and AO cache for this grid (rebuilt when the grid changes)."""
         coords = grids.coords
         # identity alone could be reused by a new array: the content decides
         key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
                float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
-            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb)
+            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb, self.timings_s)
+            self._ao, self._ao_bytes = {}, 0
             self._grid_key = key
         return self._integrals
 
-    def _network_screened(self, x: np.ndarray):
-        """Network energy density and gradient, zero where the density is negligible."""
-        keep = (x[:, 0] + x[:, 1]) >= self.rho_screen
-        if keep.all():
-            return self.network(x)
-        e = np.zeros(len(x))
-        de = np.zeros_like(x)
-        if keep.any():
-            e[keep], de[keep] = self.network(x[keep])
-        return e, de
+    def _ao_values(self, mol, coords: np.ndarray, p0: int, p1: int) -> np.ndarray:
+        """AO values and gradients (4, p1-p0, nao) at coords[p0:p1], cached while they fit."""
+        from pyscf.dft import numint
+
+        ao = self._ao.get((p0, p1))
+        if ao is None:
+            ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)
+            if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
+                self._ao[(p0, p1)] = ao
+                self._ao_bytes += ao.nbytes
+        return ao
 
     def block_points(self, nao: int, ngrids: int) -> int:
-        """Grid points per block so that nu (2 x nao^2) and AO values fit."""
+        """Grid points per block so that nu (2 x nao^2), F and AO values fit."""
         per_point = 8 * (len(OMEGAS) * nao * nao * 2 + 12 * nao + 64)
         budget = 0.25 * self.max_memory_mb * 1e6
         blk = int(budget // per_point)
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
-    def evaluate(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
-        """E_xc and its potential matrices.
+    def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Per block of grid points: (p0, p1, ao, rho, x, F, keep).
 
-        mol: pyscf Mole; grids: built pyscf Grids (coords in bohr, weights);
-        dm_spin: (2, nao, nao) alpha and beta density matrices;
-        restricted: if True the result is dE/dD for D = D^a + D^b with D^a = D^b.
-        Returns (nelec, exc in Ha, vxc): vxc is (nao, nao) if restricted else
-        (2, nao, nao).
+        ao (4, ng, nao); rho (2, 5, ng) per spin: density, gradient, tau;
+        x (ng, 11) network inputs; F (n_omega, nspin_eff, nao, ng) with
+        nspin_eff = 1 if restricted; keep: points the network evaluates.
         """
-        from pyscf.dft import numint
-
-        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        coords = grids.coords
+        ngrids = len(grids.weights)
         nao = dm_spin.shape[-1]
-        coords, weights = grids.coords, grids.weights
-        ngrids = len(weights)
-        integrals = self._integrals_for(mol, grids)
+        integrals = self._prepare(mol, grids)
         blk = self.block_points(nao, ngrids)
         nspin_eff = 1 if restricted else 2
-
-        exc = 0.0
-        nelec = 0.0
-        vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
-        vtau = np.zeros((nspin_eff, nao, nao))
-        timings = self.timings_s
         clock = time.perf_counter
         for p0 in range(0, ngrids, blk):
             p1 = min(p0 + blk, ngrids)
-            w = weights[p0:p1]
             t0 = clock()
-            ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)  # (4, ng, nao)
-            rho = np.stack([numint.eval_rho(mol, ao, dm_spin[s], xctype="MGGA", with_lapl=False)
-                            for s in range(nspin_eff)])  # (nspin_eff, 5, ng)
-            t1 = clock()
-            nu = integrals.nu(p0, p1)
-            t2 = clock()
-            e_mat = np.einsum("gb,sab->gas", ao[0], dm_spin[:nspin_eff])  # (ng, nao, nspin_eff)
-            f_mat, hfx = contract(nu, e_mat)
-            t3 = clock()
-            timings["ao_density"] += t1 - t0
-            timings["exchange_integrals"] += t2 - t1
-            timings["exchange_features"] += t3 - t2
+            ao = self._ao_values(mol, coords, p0, p1)
+            rho, e_mat = _density(ao, dm_spin[:nspin_eff])
             if restricted:
                 rho = np.concatenate([rho, rho])
-                hfx = np.concatenate([hfx, hfx], axis=2)
+            keep = (rho[0, 0] + rho[1, 0]) >= self.rho_screen
+            self.timings_s["ao_density"] += clock() - t0
+            f_mat, hfx = integrals.features(p0, p1, e_mat, keep)
+            if restricted:
+                hfx = np.concatenate([hfx, hfx], axis=1)
             grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
             grad = grad_a + grad_b
             x = np.column_stack([
@@ -126,32 +153,100 @@ class DM21XC:
                 np.einsum("ig,ig->g", grad_a, grad_a),
                 np.einsum("ig,ig->g", grad_b, grad_b),
                 rho[0, 4], rho[1, 4],
-                hfx[0, :, 0], hfx[1, :, 0], hfx[0, :, 1], hfx[1, :, 1],
+                hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
             ])
-            t0 = clock()
-            e, de = self._network_screened(x)
-            t1 = clock()
-            timings["network"] += t1 - t0
+            yield p0, p1, ao, rho, x, f_mat, keep
+
+    def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray,
+                          with_grad: bool):
+        """Network energy density (and gradient), zero where the density is negligible."""
+        t0 = time.perf_counter()
+        if keep.all():
+            out = network(x, with_grad)
+        else:
+            e = np.zeros(len(x))
+            de = np.zeros_like(x) if with_grad else None
+            if keep.any():
+                res = network(x[keep], with_grad)
+                if with_grad:
+                    e[keep], de[keep] = res
+                else:
+                    e[keep] = res
+            out = (e, de) if with_grad else e
+        self.timings_s["network"] += time.perf_counter() - t0
+        return out
+
+    # ------------------------------------------------------------------
+    def evaluate(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """E_xc and its potential matrices, with the SCF network.
+
+        mol: pyscf Mole; grids: built pyscf Grids (coords in bohr, weights);
+        dm_spin: (2, nao, nao) alpha and beta density matrices;
+        restricted: if True the result is dE/dD for D = D^a + D^b with D^a = D^b.
+        Returns (nelec, exc in Ha, vxc): vxc is (nao, nao) if restricted else
+        (2, nao, nao).
+        """
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        nao = dm_spin.shape[-1]
+        weights = grids.weights
+        nspin_eff = 1 if restricted else 2
+
+        exc = 0.0
+        nelec = 0.0
+        vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
+        vtau = np.zeros((nspin_eff, nao, nao))
+        for p0, p1, ao, rho, x, f_mat, keep in self._blocks(mol, grids, dm_spin, restricted):
+            w = weights[p0:p1]
+            e, de = self._network_screened(self.scf_network, x, keep, True)
+            t1 = time.perf_counter()
             exc += float(np.dot(w, e))
             nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
-
-            for s in range(2):
+            grad = rho[0, 1:4] + rho[1, 1:4]
+            scale = 0.5 if restricted else 1.0
+            for s in range(2):  # restricted: both spins add to the one matrix
                 t = 0 if restricted else s
-                fs = f_mat[..., 0 if restricted else s]  # (n_omega, ng, nao)
+                fs = f_mat[:, t]  # (n_omega, nao, ng)
                 wv = w * de[:, s] * 0.5
                 gcoef = 2.0 * (de[:, 2] * grad + de[:, 3 + s] * rho[s, 1:4]) * w  # (3, ng)
                 aow = ao[0] * wv[:, None]
                 aow += np.einsum("ig,igb->gb", gcoef, ao[1:4])
-                aow -= fs[0] * (0.5 * w * de[:, 7 + 2 * s])[:, None]
-                aow -= fs[1] * (0.5 * w * de[:, 8 + 2 * s])[:, None]
-                scale = 0.5 if restricted else 1.0
+                aow -= fs[0].T * (0.5 * w * de[:, 7 + 2 * s])[:, None]
+                aow -= fs[1].T * (0.5 * w * de[:, 8 + 2 * s])[:, None]
                 vmat[t] += scale * (ao[0].T @ aow)
                 wt = (0.5 * scale) * w * de[:, 5 + s]
                 for i in range(1, 4):
                     vtau[t] += ao[i].T @ (ao[i] * wt[:, None])
-            timings["potential"] += clock() - t1
+            self.timings_s["potential"] += time.perf_counter() - t1
         vxc = vmat + vmat.transpose(0, 2, 1) + vtau
         self.n_evaluations += 1
+        self.last = (dm_spin, restricted, exc)
         if restricted:
             return nelec, exc, vxc[0]
         return nelec, exc, vxc
+
+    def energy(self, mol, grids, dm_spin: np.ndarray, restricted: bool, network=None) -> float:
+        """E_xc (Ha) alone, forward pass only, with `network` (default the final one)."""
+        network = self.network if network is None else network
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        exc = 0.0
+        for p0, p1, _, _, x, _, keep in self._blocks(mol, grids, dm_spin, restricted):
+            e = self._network_screened(network, x, keep, False)
+            exc += float(np.dot(grids.weights[p0:p1], e))
+        return exc
+
+    def final_correction(self, mol, grids, dm_spin: np.ndarray, restricted: bool) -> dict:
+        """E_xc of the converged density in the final precision, against the SCF's.
+
+        Returns {'exc_scf_hartree', 'exc_final_hartree', 'correction_hartree'};
+        the correction is what to add to the SCF's total energy.  The SCF value
+        is taken from the latest evaluation when it was at this density.
+        """
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        if (self.last is not None and self.last[1] == restricted
+                and np.array_equal(self.last[0], dm_spin)):
+            exc_scf = self.last[2]
+        else:
+            exc_scf = self.energy(mol, grids, dm_spin, restricted, network=self.scf_network)
+        exc_final = self.energy(mol, grids, dm_spin, restricted) if self.mixed else exc_scf
+        return {"exc_scf_hartree": exc_scf, "exc_final_hartree": exc_final,
+                "correction_hartree": exc_final - exc_scf}

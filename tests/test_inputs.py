@@ -68,7 +68,7 @@ ERROR_CASES = [
     ("grid-level", WATER + "scf:\n  conv_tol: 1e-8\n  grid_level: 12\n", 8, "scf.grid_level", "0 to 9", {}, None),
     ("legacy-grids", WATER + "scf:\n  legacy_grids: maybe\n", 7, "scf.legacy_grids", "true or false", {}, None),
     ("small-rho", WATER + "scf:\n  small_rho_cutoff: -1\n", 7, "scf.small_rho_cutoff", ">= 0", {}, None),
-    ("precision", WATER + "scf:\n  precision: float16\n", 7, "scf.precision", "float64, float32", {}, None),
+    ("precision", WATER + "scf:\n  precision: float16\n", 7, "scf.precision", "mixed, float64, float32", {}, None),
     ("guess-missing", WATER + "scf:\n  guess: nothere.chk\n", 7, "scf.guess", "chkfile not found", {}, None),
     ("warm-start-dm21", WATER + "scf:\n  warm_start: DM21\n", 7, "scf.warm_start", "conventional", {}, None),
     ("warm-start-unknown", WATER + "scf:\n  warm_start: b3lpy\n", 7, "scf.warm_start", "unknown warm-start", {}, None),

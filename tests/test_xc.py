@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pyscf import dft, gto, scf
 
-from dm21cli.features import OMEGAS, ExchangeIntegrals, contract
+from dm21cli.features import OMEGAS, ExchangeIntegrals
 from dm21cli.ks import DM21RKS, DM21UKS, use_legacy_grids
 from dm21cli.network import DM21Network
 from dm21cli.xc import DM21XC
@@ -41,14 +41,14 @@ def test_exchange_features_integrate_to_exact_exchange(omega):
     grids.build()
     integrals = ExchangeIntegrals(mol, grids.coords, max_memory_mb=2000)
     ao = dft.numint.eval_ao(mol, grids.coords)
-    e_mat = np.einsum("gb,sab->gas", ao, dm)
+    e_mat = np.einsum("gb,sab->sag", ao, dm)  # (nspin, nao, ngrids)
     i = OMEGAS.index(omega)
-    _, hfx = contract(integrals.nu(0, len(grids.weights)), e_mat)
+    _, hfx = integrals.features(0, len(grids.weights), e_mat)
     with mol.with_range_coulomb(omega):
         vk = scf.hf.get_jk(mol, dm, hermi=1)[1]
     for s in range(2):
         exact = -0.5 * np.einsum("ij,ji", dm[s], vk[s])
-        assert np.dot(grids.weights, hfx[i, :, s]) == pytest.approx(exact, rel=2e-5)
+        assert np.dot(grids.weights, hfx[i, s]) == pytest.approx(exact, rel=2e-5)
 
 
 @pytest.mark.parametrize("case", [("rks", WATER, 0), ("uks", WATER, 0), ("uks", "O 0 0 0; H 0 0 0.97", 1)])
@@ -155,3 +155,47 @@ def test_density_screening_changes_nothing_measurable(network):
     assert RHO_SCREEN > 0 and skipped > 0, "screening skipped no point"
     assert e_s == pytest.approx(e_p, abs=1e-8)
     np.testing.assert_allclose(v_s, v_p, atol=1e-8)
+
+
+def test_mixed_precision_runs_the_scf_in_float32_and_the_energy_in_float64(network):
+    """scf_network does the SCF evaluations; `energy` and `final_correction` use the
+    float64 network on the same density, and the two E_xc differ by float32 rounding only."""
+    mol, grids, dm = _uks_density(WATER, level=2)
+    net32 = network.astype(np.float32)
+    xc = DM21XC(network, scf_network=net32)
+    assert xc.mixed and not DM21XC(network).mixed
+    n64, n32 = network.points_evaluated, net32.points_evaluated
+    _, exc32, _ = xc.evaluate(mol, grids, dm, restricted=False)
+    assert net32.points_evaluated > n32 and network.points_evaluated == n64
+    corr = xc.final_correction(mol, grids, dm, restricted=False)
+    assert network.points_evaluated > n64  # the final energy went through float64
+    assert corr["exc_scf_hartree"] == exc32  # taken from the evaluation at this density
+    exc64 = DM21XC(network).evaluate(mol, grids, dm, restricted=False)[1]
+    assert corr["exc_final_hartree"] == pytest.approx(exc64, abs=1e-12)
+    assert 0 < abs(corr["correction_hartree"]) < 1e-5
+    # at another density the SCF value is recomputed, not taken from the last evaluation
+    other = xc.final_correction(mol, grids, dm * 0.999, restricted=False)
+    assert other["exc_scf_hartree"] != exc32
+
+
+def test_partial_cache_holds_what_fits_and_recomputes_the_rest(network):
+    mol, grids, dm = _uks_density(WATER)
+    xc = DM21XC(network, max_memory_mb=40)
+    xc.evaluate(mol, grids, dm, restricted=False)
+    integrals = xc._integrals
+    assert not integrals.cached and 0 < integrals.cached_bytes <= integrals.budget_bytes
+    first = integrals.points_computed
+    xc.evaluate(mol, grids, dm, restricted=False)
+    recomputed = integrals.points_computed - first
+    cached_points = integrals.cached_bytes // integrals.bytes_per_point
+    # the second evaluation recomputes only uncached blocks, and there only kept points
+    assert 0 < recomputed <= len(grids.weights) - cached_points
+
+
+def test_prefaulted_arrays_are_ordinary_writable_arrays():
+    from dm21cli.resources import prefaulted_empty
+
+    a = prefaulted_empty(8 * 1000 + 5)
+    assert a.dtype == np.float64 and a.shape == (1000,) and a.flags.writeable
+    a[:] = 1.5
+    assert a.sum() == 1500.0
