@@ -12,9 +12,9 @@ D^s_ab is -chi_a(r) F_b(r) with F_b(r) = sum_d nu_bd(r) E_d(r), which is the
 intermediate this module returns.
 
 The nu integrals do not depend on the density.  `ExchangeIntegrals` computes
-them per block of grid points, straight into PySCF's own layout (grid index
-fastest, no copy), and keeps blocks for the next SCF cycle while they fit in
-the memory budget.  Blocks that do not fit are recomputed in every cycle, and
+them per block of grid points in PySCF's own layout (grid index fastest) and
+keeps the lower triangle of each block (nu is symmetric in b, d: half the
+memory) for the next SCF cycle while it fits in the memory budget.  Blocks that do not fit are recomputed in every cycle, and
 then only at the grid points whose density is not negligible, by PySCF's
 seminumerical-exchange driver (`pyscf.sgx`), which contracts each integral
 with E as it is computed and never stores nu: measured on benzene/def2-SVP,
@@ -31,6 +31,10 @@ import numpy as np
 OMEGAS = (0.0, 0.4)
 #: Fraction of the memory budget that the cached nu integrals may use.
 CACHE_FRACTION = 0.5
+#: Grid points per int1e_grids call when filling the cache (a reused scratch
+#: block of 2 x nao^2 x SCRATCH_POINTS doubles; int1e_grids is as fast at
+#: 1024 points as at 8192).
+SCRATCH_POINTS = 1024
 #: Shell-pair screening threshold of the direct (uncached) path.  Measured on
 #: benzene/def2-SVP: hfx changes by at most 3e-14 Ha/bohr^3 at 1e-13.
 DIRECT_SCREEN = 1e-13
@@ -102,6 +106,43 @@ def contract(nu: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return f, hfx
 
 
+def pack_lower(nu_full: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Lower triangle of a symmetric (nao, nao, n) block as (nao (nao + 1) / 2, n).
+
+    Row b of the result's b-th slab holds nu_b0 .. nu_bb; each slab is one
+    contiguous copy.
+    """
+    nao = nu_full.shape[0]
+    off = 0
+    for b in range(nao):
+        out[off:off + b + 1] = nu_full[b, :b + 1]
+        off += b + 1
+    return out
+
+
+def contract_packed(packed: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`contract` for lower-triangle storage: packed (n_omega, nao (nao + 1) / 2, ng).
+
+    F_b = sum_{d <= b} nu_bd E_d + sum_{d > b} nu_db E_d: each stored slab
+    nu_b0..nu_bb serves both sums, so every integral is read once.
+    """
+    nspin, nao, ng = e_mat.shape
+    n_omega = packed.shape[0]
+    f = np.zeros((n_omega, nspin, nao, ng))
+    tmp = np.empty((nspin, nao, ng))
+    for w in range(n_omega):
+        off = 0
+        for b in range(nao):
+            rows = packed[w, off:off + b + 1]  # (b + 1, ng): nu_b0 .. nu_bb
+            f[w, :, b] += np.einsum("dg,sdg->sg", rows, e_mat[:, :b + 1])
+            if b:
+                np.multiply(rows[None, :b], e_mat[:, b, None, :], out=tmp[:, :b])
+                f[w, :, :b] += tmp[:, :b]
+            off += b + 1
+    hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
+    return f, hfx
+
+
 class ExchangeIntegrals:
     """nu_bd(r) for both omegas on a fixed set of grid points.
 
@@ -115,7 +156,9 @@ class ExchangeIntegrals:
         self.mol = mol
         self.coords = np.asarray(coords)
         nao = mol.nao_nr()
-        self.bytes_per_point = 8 * nao * nao * len(OMEGAS)
+        self.npair = nao * (nao + 1) // 2
+        #: cache bytes per grid point: the lower triangle of nu, both omegas
+        self.bytes_per_point = 8 * self.npair * len(OMEGAS)
         self.budget_bytes = CACHE_FRACTION * max_memory_mb * 1e6
         #: whether the integrals of the whole grid fit in the cache
         self.cached = self.bytes_per_point * len(self.coords) <= self.budget_bytes
@@ -127,9 +170,10 @@ class ExchangeIntegrals:
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._arena: np.ndarray | None = None  # one pre-faulted allocation for the cache
         self._driver = None  # the direct path's driver, built on first use (False: none)
+        self._scratch: np.ndarray | None = None  # full nu of one block, reused
 
     def _cache_slot(self, n_points: int) -> np.ndarray | None:
-        """A (n_omega, nao, nao, n_points) view into the cache arena, or None when full."""
+        """A (n_omega, npair, n_points) view into the cache arena, or None when full."""
         from dm21cli.resources import prefaulted_empty
 
         if self._arena is None:
@@ -140,8 +184,21 @@ class ExchangeIntegrals:
             return None
         start = self.cached_bytes // 8
         self.cached_bytes += nbytes
+        return self._arena[start:start + nbytes // 8].reshape(len(OMEGAS), self.npair, n_points)
+
+    def _compute_packed(self, coords: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """nu at coords packed into slot (n_omega, npair, n), SCRATCH_POINTS at a time."""
         nao = self.mol.nao_nr()
-        return self._arena[start:start + nbytes // 8].reshape(len(OMEGAS), nao, nao, n_points)
+        if self._scratch is None:
+            self._scratch = np.empty((len(OMEGAS), nao, nao, SCRATCH_POINTS))
+        for q0 in range(0, len(coords), SCRATCH_POINTS):
+            q1 = min(q0 + SCRATCH_POINTS, len(coords))
+            full = self._scratch[..., :q1 - q0] if q1 - q0 == SCRATCH_POINTS else np.empty(
+                (len(OMEGAS), nao, nao, q1 - q0))
+            compute_nu(self.mol, coords[q0:q1], out=full)
+            for w in range(len(OMEGAS)):
+                pack_lower(full[w], slot[w, :, q0:q1])
+        return slot
 
     def features(self, p0: int, p1: int, e_mat: np.ndarray, keep: np.ndarray | None = None):
         """F (n_omega, nspin, nao, ng) and hfx (n_omega, nspin, ng) for points p0:p1.
@@ -157,12 +214,12 @@ class ExchangeIntegrals:
         if nu is None:
             slot = self._cache_slot(p1 - p0)
             if slot is not None:
-                nu = compute_nu(self.mol, self.coords[p0:p1], out=slot)
+                nu = self._compute_packed(self.coords[p0:p1], slot)
                 self._cache[key] = nu
                 self.points_computed += p1 - p0
         if nu is not None:
             t1 = clock()
-            f, hfx = contract(nu, e_mat)
+            f, hfx = contract_packed(nu, e_mat)
             self.timings_s["exchange_integrals"] += t1 - t0
             self.timings_s["exchange_features"] += clock() - t1
             return f, hfx

@@ -213,14 +213,15 @@ class DM21Network:
             a *= rstd  # a is now the normalised activation a_hat
             y = a * w.ln_scale[k]
             y += w.ln_offset[k]
-            # ELU(y) = max(y, 0) + expm1(min(y, 0))
+            # ELU(y) = max(y, expm1(min(y, 0))): y where y > 0, expm1(y) <= 0 elsewhere
             m = np.minimum(y, 0)
             np.expm1(m, out=m)
-            np.maximum(y, 0, out=y)
-            y += m
+            if with_grad:  # ELU'(y) = exp(min(y, 0)) = m + 1, times the layer-norm scale
+                d = m + 1.0
+                d *= w.ln_scale[k]
+                saved.append((a, rstd, d))
+            np.maximum(y, m, out=y)
             h = y
-            if with_grad:
-                saved.append((a, rstd, h))
         # 3. three enhancement factors f = 2 sigmoid(z / 2)
         z = h @ w.w_out + w.b_out
         sig = 1.0 / (1.0 + np.exp(-0.5 * z))
@@ -239,14 +240,11 @@ class DM21Network:
         gz = np.stack([lda, hf0, hf4], axis=1) * (sig * (1.0 - sig))  # df/dz = sig (1 - sig)
         gh = gz @ w.w_out.T
         for k in reversed(range(N_BLOCKS)):
-            a_hat, rstd, hk = saved[k]
-            tmp = np.minimum(hk, 0)
-            tmp += 1.0  # ELU'(y) = exp(y) = h + 1 for y <= 0, else 1
-            gh *= tmp
-            gh *= w.ln_scale[k]  # gradient w.r.t. a_hat
+            a_hat, rstd, d = saved[k]
+            gh *= d  # gradient w.r.t. a_hat
             m2 = (np.einsum("ij,ij->i", gh, a_hat) * inv_width)[:, None]
-            np.multiply(a_hat, m2, out=tmp)
-            gh -= tmp
+            d = np.multiply(a_hat, m2, out=d)
+            gh -= d
             gh *= rstd  # gradient w.r.t. the centred activation (W' centres it)
             gh = gh @ self._w_folded[k].T  # includes the residual connection
         gh *= 1.0 - h0 * h0  # tanh'

@@ -216,3 +216,20 @@ def test_direct_features_equal_stored_integrals_contracted():
     f_s, h_s = contract(compute_nu(mol, coords), e_mat)
     np.testing.assert_allclose(h_d, h_s, atol=1e-12)
     np.testing.assert_allclose(f_d, f_s, atol=1e-12)
+
+
+def test_packed_lower_triangle_contracts_like_the_full_block():
+    from dm21cli.features import compute_nu, contract, contract_packed, pack_lower
+
+    mol, grids, dm = _uks_density(WATER)
+    coords = grids.coords[::25]
+    full = compute_nu(mol, coords)
+    nao = mol.nao_nr()
+    packed = np.empty((full.shape[0], nao * (nao + 1) // 2, len(coords)))
+    for w in range(full.shape[0]):
+        pack_lower(full[w], packed[w])
+    e_mat = np.random.default_rng(1).normal(size=(2, nao, len(coords)))
+    f_p, h_p = contract_packed(packed, e_mat)
+    f_f, h_f = contract(full, e_mat)
+    np.testing.assert_allclose(f_p, f_f, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h_p, h_f, rtol=1e-12, atol=1e-13)
