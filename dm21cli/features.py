@@ -14,11 +14,12 @@ intermediate this module returns.
 The nu integrals do not depend on the density.  `ExchangeIntegrals` computes
 them per block of grid points in PySCF's own layout (grid index fastest) and
 keeps the lower triangle of each block (nu is symmetric in b, d: half the
-memory) for the next SCF cycle while it fits in the memory budget.  Blocks that do not fit are recomputed in every cycle, and
-then only at the grid points whose density is not negligible, by PySCF's
-seminumerical-exchange driver (`pyscf.sgx`), which contracts each integral
-with E as it is computed and never stores nu: measured on benzene/def2-SVP,
-2.5 times faster than computing nu and contracting it.
+memory) for the next SCF cycle while it fits in the memory budget.  Blocks
+that do not fit are recomputed in every cycle, and then only at the grid
+points whose density is not negligible, by PySCF's seminumerical-exchange
+driver (`pyscf.sgx`), which contracts each integral with E as it is computed
+and never stores nu: measured on benzene/def2-SVP, 2.5 times faster than
+computing nu and contracting it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 #: Range-separation parameters of the two exchange features (1/bohr).
 OMEGAS = (0.0, 0.4)
 #: Fraction of the memory budget that the cached nu integrals may use.
-CACHE_FRACTION = 0.5
+CACHE_FRACTION = 0.6
 #: Grid points per int1e_grids call when filling the cache (a reused scratch
 #: block of 2 x nao^2 x SCRATCH_POINTS doubles; int1e_grids is as fast at
 #: 1024 points as at 8192).
@@ -159,7 +160,9 @@ class ExchangeIntegrals:
         self.npair = nao * (nao + 1) // 2
         #: cache bytes per grid point: the lower triangle of nu, both omegas
         self.bytes_per_point = 8 * self.npair * len(OMEGAS)
-        self.budget_bytes = CACHE_FRACTION * max_memory_mb * 1e6
+        # the scratch block used while filling the cache comes out of the same share
+        scratch_bytes = 8 * len(OMEGAS) * nao * nao * SCRATCH_POINTS
+        self.budget_bytes = max(CACHE_FRACTION * max_memory_mb * 1e6 - scratch_bytes, 0.0)
         #: whether the integrals of the whole grid fit in the cache
         self.cached = self.bytes_per_point * len(self.coords) <= self.budget_bytes
         self.cached_bytes = 0
@@ -181,6 +184,7 @@ class ExchangeIntegrals:
             self._arena = prefaulted_empty(min(total, self.budget_bytes))
         nbytes = self.bytes_per_point * n_points
         if self.cached_bytes + nbytes > 8 * self._arena.size:
+            self._scratch = None  # the cache is full: no more blocks to pack
             return None
         start = self.cached_bytes // 8
         self.cached_bytes += nbytes
@@ -193,7 +197,7 @@ class ExchangeIntegrals:
             self._scratch = np.empty((len(OMEGAS), nao, nao, SCRATCH_POINTS))
         for q0 in range(0, len(coords), SCRATCH_POINTS):
             q1 = min(q0 + SCRATCH_POINTS, len(coords))
-            full = self._scratch[..., :q1 - q0] if q1 - q0 == SCRATCH_POINTS else np.empty(
+            full = self._scratch if q1 - q0 == SCRATCH_POINTS else np.empty(
                 (len(OMEGAS), nao, nao, q1 - q0))
             compute_nu(self.mol, coords[q0:q1], out=full)
             for w in range(len(OMEGAS)):

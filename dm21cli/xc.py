@@ -81,7 +81,8 @@ class DM21XC:
         #: wall seconds spent per phase, summed over evaluations
         self.timings_s = {"ao_density": 0.0, "exchange_integrals": 0.0, "exchange_features": 0.0,
                           "network": 0.0, "potential": 0.0}
-        #: (dm_spin, restricted, exc, e per grid point) of the latest `evaluate`
+        #: (dm_spin, restricted, exc, then per grid point: e, network inputs x,
+        #: kept mask) of the latest `evaluate`
         self.last = None
         self._integrals: ExchangeIntegrals | None = None
         self._ao: dict[tuple[int, int], np.ndarray] = {}
@@ -119,8 +120,11 @@ class DM21XC:
         return ao
 
     def block_points(self, nao: int, ngrids: int) -> int:
-        """Grid points per block so that nu (2 x nao^2), F and AO values fit."""
-        per_point = 8 * (len(OMEGAS) * nao * nao * 2 + 12 * nao + 64)
+        """Grid points per block so that F, E, AO values and temporaries fit.
+
+        (The nu integrals live in their own cache, see `dm21cli.features`.)
+        """
+        per_point = 8 * (len(OMEGAS) * 2 * nao + 8 * nao + 64)
         budget = 0.25 * self.max_memory_mb * 1e6
         blk = int(budget // per_point)
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
@@ -202,10 +206,12 @@ class DM21XC:
         vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
         vtau = np.zeros((nspin_eff, nao, nao))
         e_points = np.empty(len(weights))
+        x_points = np.empty((len(weights), 11))  # kept for the final pass at this density
+        keep_points = np.empty(len(weights), dtype=bool)
         for p0, p1, ao, rho, x, f_mat, keep in self._blocks(mol, grids, dm_spin, restricted):
             w = weights[p0:p1]
             e, de = self._network_screened(self.scf_network, x, keep, True)
-            e_points[p0:p1] = e
+            e_points[p0:p1], x_points[p0:p1], keep_points[p0:p1] = e, x, keep
             t1 = time.perf_counter()
             exc += float(np.dot(w, e))
             nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
@@ -227,7 +233,7 @@ class DM21XC:
             self.timings_s["potential"] += time.perf_counter() - t1
         vxc = vmat + vmat.transpose(0, 2, 1) + vtau
         self.n_evaluations += 1
-        self.last = (dm_spin, restricted, exc, e_points)
+        self.last = (dm_spin, restricted, exc, e_points, x_points, keep_points)
         if restricted:
             return nelec, exc, vxc[0]
         return nelec, exc, vxc
@@ -260,8 +266,9 @@ class DM21XC:
         """
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         w = grids.weights
-        if (self.last is not None and self.last[1] == restricted
-                and np.array_equal(self.last[0], dm_spin)):
+        reuse = (self.last is not None and self.last[1] == restricted
+                 and np.array_equal(self.last[0], dm_spin))
+        if reuse:  # the network inputs of this density are at hand: no features again
             e_scf, exc_scf = self.last[3], self.last[2]
         else:
             e_scf = self.energy_density(mol, grids, dm_spin, restricted, network=self.scf_network)
@@ -275,7 +282,11 @@ class DM21XC:
         n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
         skip = np.zeros(len(w), dtype=bool)
         skip[order[:n_skip]] = True
-        e_final = self.energy_density(mol, grids, dm_spin, restricted, skip=skip)
+        if reuse:
+            x_all, keep_all = self.last[4], self.last[5]
+            e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
+        else:
+            e_final = self.energy_density(mol, grids, dm_spin, restricted, skip=skip)
         e_final[skip] = e_scf[skip]
         exc_final = float(np.dot(w, e_final))
         info.update(exc_final_hartree=exc_final, correction_hartree=exc_final - exc_scf,

@@ -579,3 +579,28 @@ def test_signal_during_scf(tmp_path, checkpoints_dir, signum, after_cycle):
         assert json.loads((previous / "result.json").read_text()) == {"previous": True}
         # the last SCF state is kept as a restart file
         assert (out / "scf.chk").is_file() and not (out / ".scf.chk.partial").exists()
+
+
+# ----------------------------------------------------------------------------
+# 12. peak memory stays under --memory
+# ----------------------------------------------------------------------------
+def test_peak_memory_stays_under_the_memory_option(tmp_path, checkpoints_dir):
+    """water/def2-TZVP needs 0.5 GB for its exchange integrals alone; with --memory 800
+    only part of them is cached and the whole process (Python, PySCF, B3LYP warm
+    start, DM21) peaks below 800 MB (measured 656 MB)."""
+    write_job(tmp_path, "water", atoms=("O 0.0 0.0 0.1173", "H 0.0 0.7572 -0.4692",
+                                        "H 0.0 -0.7572 -0.4692"), basis="def2-tzvp",
+              extra="outputs: {molden: false}\n")
+    code = textwrap.dedent(f"""\
+        import resource, subprocess, sys
+        proc = subprocess.run([sys.executable, "-m", "dm21cli", "run", "water.yaml",
+                               "--memory", "800"], capture_output=True, text=True)
+        print("EXIT", proc.returncode, "PEAK_MB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(checkpoints_dir),
+                          capture_output=True, text=True, timeout=600)
+    fields = proc.stdout.split()
+    assert fields[:1] == ["EXIT"] and fields[1] == "0", _show(proc)
+    result = json.loads((tmp_path / "outputs" / "water" / "result.json").read_text())
+    assert result["converged"] and result["provenance"]["memory_mb"] == 800
+    assert float(fields[3]) < 800, f"peak {fields[3]} MB"
