@@ -201,7 +201,7 @@ def _frozen_xc(mf, dm, log=None) -> int:
 
         chkfile.dump_scf(mol, mf.chkfile, mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
     mf.cycles = evaluations
-    lib.logger.info(mf, "frozen-XC: %s after %d DM21 evaluations", 
+    lib.logger.info(mf, "frozen-XC: %s after %d DM21 evaluations",
                     "converged" if mf.converged else "stopped", evaluations)
     return evaluations
 
