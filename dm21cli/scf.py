@@ -222,6 +222,17 @@ def _fock_iteration(mf, dm):
         mf.callback = None
 
 
+def _record(attempts: list, attempt: Attempt, log, on_attempt, unit: str = "cycles") -> None:
+    """Append a finished attempt, log its line and tell on_attempt."""
+    attempts.append(attempt)
+    if log:
+        state = "converged" if attempt.converged else "NOT converged"
+        log(f"  {state} after {attempt.cycles} {unit}, E = {attempt.energy_hartree:.10f} Ha "
+            f"({attempt.wall_s:.1f} s)")
+    if on_attempt:
+        on_attempt(attempt)
+
+
 def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
                         log=None, on_attempt=None) -> tuple[bool, list[Attempt]]:
     """Run `mf.kernel` until it converges or `max_attempts` are used.
@@ -242,13 +253,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
         cycles = _frozen_xc(mf, dm0, log)
         attempt = Attempt(strategy="frozen-xc", converged=bool(mf.converged), cycles=cycles,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0)
-        attempts.append(attempt)
-        if log:
-            state = "converged" if attempt.converged else "NOT converged"
-            log(f"  {state} after {cycles} DM21 evaluations, E = {attempt.energy_hartree:.10f} Ha "
-                f"({attempt.wall_s:.1f} s)")
-        if on_attempt:
-            on_attempt(attempt)
+        _record(attempts, attempt, log, on_attempt, unit="DM21 evaluations")
         if attempt.converged:
             return True, attempts
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm0
@@ -268,13 +273,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0,
                           settings={key: (v if not isinstance(v, type) else v.__name__)
                                     for key, v in settings.items()})
-        attempts.append(attempt)
-        if log:
-            state = "converged" if attempt.converged else "NOT converged"
-            log(f"  {state} after {attempt.cycles} cycles, E = {attempt.energy_hartree:.10f} Ha "
-                f"({attempt.wall_s:.1f} s)")
-        if on_attempt:
-            on_attempt(attempt)
+        _record(attempts, attempt, log, on_attempt)
         if attempt.converged:
             break
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm
