@@ -131,7 +131,10 @@ def _frozen_xc(mf, dm, log=None) -> int:
     |g_k| < conv_tol_grad).  If not converged, D_k+1 is the self-consistent
     solution of h + J(D) + V_xc(D_k): an SCF whose only density-dependent
     term is the Coulomb matrix.  On return mf holds the converged state, or
-    the lowest-energy one reached, as PySCF's kernel would leave it.
+    the lowest-energy one reached, as PySCF's kernel would leave it; if that
+    is no lower than the starting density's energy, mf.mo_coeff is None so
+    the next attempt starts from dm again (the inner SCF fills the lowest
+    orbitals and cannot keep a non-aufbau state).
     """
     from pyscf import lib
     from pyscf import scf as pyscf_scf
@@ -163,6 +166,8 @@ def _frozen_xc(mf, dm, log=None) -> int:
         vhf = mf.get_veff(mol, dm)
         evaluations += 1
         e_tot = mf.energy_tot(dm, h1e, vhf)
+        if evaluations == 1:
+            e_start = e_tot
         vxc = vhf - (vhf.vj if restricted else np.stack([vhf.vj, vhf.vj]))
         if mo is None:
             g = None
@@ -193,13 +198,11 @@ def _frozen_xc(mf, dm, log=None) -> int:
             chkfile.dump_scf(mol, mf.chkfile, e_tot, mo_energy, mo, occ)
     if mf.converged:
         mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_tot, mo, occ, mo_energy
-    elif best:
+    elif best and best["e_tot"] < e_start:
         for key, value in best.items():
             setattr(mf, key, value)
-    if mf.converged and mf.chkfile:
-        from pyscf.scf import chkfile
-
-        chkfile.dump_scf(mol, mf.chkfile, mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
+    else:  # nothing better than the starting density (e.g. a non-aufbau state): start there
+        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_start, None, None, None
     mf.cycles = evaluations
     lib.logger.info(mf, "frozen-XC: %s after %d DM21 evaluations",
                     "converged" if mf.converged else "stopped", evaluations)
@@ -222,9 +225,14 @@ def _fock_iteration(mf, dm):
         mf.callback = None
 
 
-def _record(attempts: list, attempt: Attempt, log, on_attempt, unit: str = "cycles") -> None:
-    """Append a finished attempt, log its line and tell on_attempt."""
+def _record(mf, attempts: list, attempt: Attempt, log, on_attempt, unit: str = "cycles") -> None:
+    """Append a finished attempt, log its line, tell on_attempt, and write mf's state
+    (converged, or the best reached) to its chkfile: direct minimisation writes none."""
     attempts.append(attempt)
+    if mf.chkfile and mf.mo_coeff is not None:
+        from pyscf.scf import chkfile
+
+        chkfile.dump_scf(mf.mol, mf.chkfile, mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
     if log:
         state = "converged" if attempt.converged else "NOT converged"
         log(f"  {state} after {attempt.cycles} {unit}, E = {attempt.energy_hartree:.10f} Ha "
@@ -253,7 +261,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
         cycles = _frozen_xc(mf, dm0, log)
         attempt = Attempt(strategy="frozen-xc", converged=bool(mf.converged), cycles=cycles,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0)
-        _record(attempts, attempt, log, on_attempt, unit="DM21 evaluations")
+        _record(mf, attempts, attempt, log, on_attempt, unit="DM21 evaluations")
         if attempt.converged:
             return True, attempts
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm0
@@ -273,7 +281,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0,
                           settings={key: (v if not isinstance(v, type) else v.__name__)
                                     for key, v in settings.items()})
-        _record(attempts, attempt, log, on_attempt)
+        _record(mf, attempts, attempt, log, on_attempt)
         if attempt.converged:
             break
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm
