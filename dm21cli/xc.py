@@ -8,10 +8,11 @@ directly, so no PySCF version can silently route around it.
 
 Precision.  With ``scf_network`` set (precision "mixed", the default of
 `dm21 run`), the SCF cycles evaluate the network in float32 and
-`DM21XC.energy` gives the final E_xc in float64, forward pass only, on the
-converged density.  The energy is stationary in the density, so the float32
-rounding of the potential moves it by far less than 1e-7 Ha, while the
-float32 cycles cost half as much as float64 ones.
+`DM21XC.final_correction` gives the final E_xc in float64, forward pass
+only, on the network inputs of the converged density.  The energy is
+stationary in the density, so the float32 rounding of the potential moves it
+by far less than 1e-7 Ha, while the float32 cycles cost half as much as
+float64 ones.
 """
 
 from __future__ import annotations
