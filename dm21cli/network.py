@@ -1,7 +1,8 @@
 """The DM21 network in NumPy: energy density and its gradient in one pass.
 
 A re-implementation of the published graph (see the checkpoints'
-ARCHITECTURE.md), evaluated in float64 by default.  Forward and backward are
+ARCHITECTURE.md), in float64 or float32 (`dm21 run` uses float32 for the SCF
+cycles and float64 for the final energy, see `dm21cli.xc`).  Forward and backward are
 written out by hand, so one backward pass gives the derivative with respect
 to all eleven inputs (the published code redoes the backward pass for each of
 its four gradient calls), and all work is done in BLAS matrix products over
