@@ -239,40 +239,41 @@ class DM21XC:
             return nelec, exc, vxc[0]
         return nelec, exc, vxc
 
-    def energy_density(self, mol, grids, dm_spin: np.ndarray, restricted: bool, network=None,
-                       skip: np.ndarray | None = None) -> np.ndarray:
-        """e(r) (Ha/bohr^3) per grid point, forward pass only, with `network`
-        (default the final one); zero where the density is negligible or skip is True."""
-        network = self.network if network is None else network
+    def _network_inputs(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Network inputs x (ngrids, 11) and the kept-point mask (ngrids,) of a density."""
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
-        e = np.zeros(len(grids.weights))
+        x_all = np.empty((len(grids.weights), 11))
+        keep_all = np.empty(len(grids.weights), dtype=bool)
         for p0, p1, _, _, x, _, keep in self._blocks(mol, grids, dm_spin, restricted):
-            if skip is not None:
-                keep = keep & ~skip[p0:p1]
-            e[p0:p1] = self._network_screened(network, x, keep, False)
-        return e
+            x_all[p0:p1], keep_all[p0:p1] = x, keep
+        return x_all, keep_all
 
-    def energy(self, mol, grids, dm_spin: np.ndarray, restricted: bool, network=None) -> float:
-        """E_xc (Ha) alone, forward pass only, with `network` (default the final one)."""
-        return float(np.dot(grids.weights, self.energy_density(mol, grids, dm_spin, restricted, network)))
+    def energy_density(self, mol, grids, dm_spin: np.ndarray, restricted: bool,
+                       network=None) -> np.ndarray:
+        """e(r) (Ha/bohr^3) per grid point, forward pass only, with `network`
+        (default the final one); zero where the density is negligible."""
+        x_all, keep_all = self._network_inputs(mol, grids, dm_spin, restricted)
+        return self._network_screened(self.network if network is None else network,
+                                      x_all, keep_all, False)
 
     def final_correction(self, mol, grids, dm_spin: np.ndarray, restricted: bool) -> dict:
         """E_xc of the converged density in the final precision, against the SCF's.
 
         Returns {'exc_scf_hartree', 'exc_final_hartree', 'correction_hartree',
         'final_points', 'final_points_skipped'}; the correction is what to add to
-        the SCF's total energy.  The SCF values are taken from the latest
-        evaluation when it was at this density.  The final pass skips the points
-        that carry at most FINAL_SKIP_HARTREE of sum |w e| (see there).
+        the SCF's total energy.  The SCF values and the network inputs are taken
+        from the latest evaluation when it was at this density (no features are
+        computed again).  The final pass skips the points that carry at most
+        FINAL_SKIP_HARTREE of sum |w e| (see there).
         """
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         w = grids.weights
-        reuse = (self.last is not None and self.last[1] == restricted
-                 and np.array_equal(self.last[0], dm_spin))
-        if reuse:  # the network inputs of this density are at hand: no features again
-            e_scf, exc_scf = self.last[3], self.last[2]
+        if (self.last is not None and self.last[1] == restricted
+                and np.array_equal(self.last[0], dm_spin)):
+            exc_scf, e_scf, x_all, keep_all = self.last[2:]
         else:
-            e_scf = self.energy_density(mol, grids, dm_spin, restricted, network=self.scf_network)
+            x_all, keep_all = self._network_inputs(mol, grids, dm_spin, restricted)
+            e_scf = self._network_screened(self.scf_network, x_all, keep_all, False)
             exc_scf = float(np.dot(w, e_scf))
         info = {"exc_scf_hartree": exc_scf, "exc_final_hartree": exc_scf, "correction_hartree": 0.0,
                 "final_points": 0, "final_points_skipped": 0}
@@ -283,11 +284,7 @@ class DM21XC:
         n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
         skip = np.zeros(len(w), dtype=bool)
         skip[order[:n_skip]] = True
-        if reuse:
-            x_all, keep_all = self.last[4], self.last[5]
-            e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
-        else:
-            e_final = self.energy_density(mol, grids, dm_spin, restricted, skip=skip)
+        e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
         e_final[skip] = e_scf[skip]
         exc_final = float(np.dot(w, e_final))
         info.update(exc_final_hartree=exc_final, correction_hartree=exc_final - exc_scf,
