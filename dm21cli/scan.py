@@ -813,12 +813,7 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
             source = str(plan.spec.source_path) if plan.spec.source_path else None
             futures[pool.submit(_worker_run, data, source, plan.spec.job.name, pt.label,
                                 checkpoints)] = (pt, time.perf_counter())
-        for future in cf.as_completed(futures):
-            pt, t0 = futures[future]
-            result, error = future.result()
-            if error == "interrupted":
-                raise KeyboardInterrupt("a worker was interrupted")
-            _store(plan, pt, result, error, "default", records, progress, time.perf_counter() - t0)
+        _store_finished(plan, futures, cf.as_completed(futures), records, progress, "a worker")
     except BaseException:
         # SIGTERM to the workers: each marks its running point unfinished (status interrupted)
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
@@ -827,6 +822,20 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _store_finished(plan, futures: dict, finished, records, progress, who: str) -> None:
+    """Store each point as its future finishes (futures: future -> (point, start time)).
+
+    finished: the executor's as-completed iterator; who names the workers in the
+    KeyboardInterrupt raised when one of them was interrupted.
+    """
+    for future in finished:
+        pt, t0 = futures[future]
+        result, error = future.result()
+        if error == "interrupted":
+            raise KeyboardInterrupt(f"{who} was interrupted")
+        _store(plan, pt, result, error, "default", records, progress, time.perf_counter() - t0)
 
 
 def _dask_points(plan, pending, records, address, checkpoints, progress) -> None:
@@ -853,12 +862,7 @@ def _dask_points(plan, pending, records, address, checkpoints, progress) -> None
             future = client.submit(_worker_run, data, source, plan.spec.job.name, pt.label, chk, False,
                                    pure=False, key=f"dm21-scan-{pt.functional}-{pt.index}-{pt.hash[:16]}")
             futures[future] = (pt, time.perf_counter())
-        for future in as_completed(list(futures)):
-            pt, t0 = futures[future]
-            result, error = future.result()
-            if error == "interrupted":
-                raise KeyboardInterrupt("a Dask worker was interrupted")
-            _store(plan, pt, result, error, "default", records, progress, time.perf_counter() - t0)
+        _store_finished(plan, futures, as_completed(list(futures)), records, progress, "a Dask worker")
     except BaseException:
         with contextlib.suppress(Exception):
             client.cancel(list(futures))
