@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dm21cli import kernels as _kernels
+from dm21cli.kernels import ptr
+
 #: Number of input features per grid point.
 N_FEATURES = 11
 #: Number of residual blocks and their width.
@@ -44,6 +47,7 @@ FOUR_THIRDS = float(_F32(4.0 / 3.0))
 LDA_X_FACTOR = float(_F32(-0.9305257))
 
 _PREFIX = "hub_wrapper/local_functional_v2/"
+
 
 
 def _run_parallel(work, starts, workers: int) -> None:
@@ -196,6 +200,7 @@ class DM21Network:
     def _block(self, x: np.ndarray, with_grad: bool):
         w = self.weights
         dt = self.dtype
+        lib = _kernels.lib() if dt == np.float32 else None
         # 1. squash the inputs: l = log(|x| + eps1 + eps2)
         shifted = np.abs(x)
         shifted += dt.type(LOG_EPS_1)
@@ -206,7 +211,20 @@ class DM21Network:
         #    the residual and the mean removal are folded into W' and b' (see __init__)
         saved = []
         inv_width = dt.type(1.0 / WIDTH)
+        n = len(x)
         for k in range(N_BLOCKS):
+            if lib is not None:  # the same steps, fused in C (see _kernels.c)
+                a = np.ascontiguousarray(h @ self._w_folded[k])
+                y = np.empty_like(a)
+                d = np.empty_like(a) if with_grad else None
+                rstd = np.empty(n, dtype=dt)
+                lib.dm21_block_forward(ptr(a), ptr(self._b_folded[k]), ptr(w.ln_scale[k]),
+                                       ptr(w.ln_offset[k]), LAYER_NORM_EPS, n, WIDTH, ptr(y),
+                                       None if d is None else ptr(d), ptr(rstd))
+                if with_grad:
+                    saved.append((a, rstd, d))
+                h = y
+                continue
             a = h @ self._w_folded[k]
             a += self._b_folded[k]  # a is now the centred pre-norm activation
             var = np.einsum("ij,ij->i", a, a) * inv_width
@@ -242,6 +260,11 @@ class DM21Network:
         gh = gz @ w.w_out.T
         for k in reversed(range(N_BLOCKS)):
             a_hat, rstd, d = saved[k]
+            if lib is not None:
+                gh = np.ascontiguousarray(gh)
+                lib.dm21_block_backward(ptr(gh), ptr(a_hat), ptr(d), ptr(rstd), n, WIDTH)
+                gh = gh @ self._w_folded[k].T
+                continue
             gh *= d  # gradient w.r.t. a_hat
             m2 = (np.einsum("ij,ij->i", gh, a_hat) * inv_width)[:, None]
             d = np.multiply(a_hat, m2, out=d)

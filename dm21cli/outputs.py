@@ -843,7 +843,7 @@ def render_summary(result: dict) -> str:
         for key, label in (("routine", "Routine"), ("date", "Date"), ("hostname", "Host"),
                            ("python", "Python"), ("pyscf", "PySCF"), ("numpy", "numpy"),
                            ("tensorflow", "TensorFlow"), ("threads", "Threads"),
-                           ("memory_mb", "Memory (MB)")):
+                           ("memory_mb", "Memory (MB)"), ("compiled_kernels", "Compiled kernels")):
             if prov.get(key) is not None:
                 row(label, str(prov[key]))
         ckpt = prov.get("checkpoint")

@@ -24,9 +24,10 @@ import numpy as np
 from dm21cli.features import OMEGAS, ExchangeIntegrals
 from dm21cli.network import DM21Network
 
-#: Grid points whose total density (e/bohr^3) is below this are not given to
-#: the network: their energy density and potential are taken as zero.  Their
-#: whole contribution to E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the
+#: Grid points whose total density (e/bohr^3) is below this at the first
+#: density evaluated on a grid are left out of that grid for the rest of its
+#: SCF: no AO values, integrals or network there, energy density and potential
+#: taken as zero (see `DM21XC._block_points`).  Their whole contribution to E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the
 #: exact-exchange terms fall off like rho, not rho^(4/3)), inside the 1e-7 Ha
 #: budget for fast paths, and they are 5-30% of a molecular grid.
 RHO_SCREEN = 1e-10
@@ -72,12 +73,15 @@ class DM21XC:
     """
 
     def __init__(self, network: DM21Network, max_memory_mb: float = 4000.0,
-                 rho_screen: float = RHO_SCREEN, scf_network: DM21Network | None = None):
+                 rho_screen: float = RHO_SCREEN, scf_network: DM21Network | None = None,
+                 integral_dtype=np.float64):
         self.network = network
         self.scf_network = scf_network if scf_network is not None else network
         self.max_memory_mb = float(max_memory_mb)
         #: total density (e/bohr^3) below which grid points are skipped
         self.rho_screen = float(rho_screen)
+        #: storage precision of the cached exchange integrals (see `ExchangeIntegrals`)
+        self.integral_dtype = np.dtype(integral_dtype)
         self.n_evaluations = 0
         #: wall seconds spent per phase, summed over evaluations
         self.timings_s = {"ao_density": 0.0, "exchange_integrals": 0.0, "exchange_features": 0.0,
@@ -88,6 +92,8 @@ class DM21XC:
         self._integrals: ExchangeIntegrals | None = None
         self._ao: dict[tuple[int, int], np.ndarray] = {}
         self._ao_bytes = 0
+        #: per block (p0, p1): the block-relative points evaluated (None: all)
+        self._points: dict[tuple[int, int], np.ndarray | None] = {}
         self._grid_key = None
 
     @property
@@ -103,22 +109,54 @@ class DM21XC:
         key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
                float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
-            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb, self.timings_s)
+            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb, self.timings_s,
+                                                dtype=self.integral_dtype)
             self._ao, self._ao_bytes = {}, 0
+            self._points = {}
             self._grid_key = key
         return self._integrals
 
-    def _ao_values(self, mol, coords: np.ndarray, p0: int, p1: int) -> np.ndarray:
-        """AO values and gradients (4, p1-p0, nao) at coords[p0:p1], cached while they fit."""
+    def _block_points(self, mol, coords: np.ndarray, p0: int, p1: int, dm_spin: np.ndarray,
+                      nspin_eff: int):
+        """The points of block p0:p1 the functional is evaluated at, and their AO values.
+
+        Returns (points, ao): points are block-relative indices (None: all of
+        the block), ao (4, n, nao) the AO values and gradients there.  The points
+        are chosen once per grid, at the first density evaluated on it: those
+        whose total density is at least rho_screen.  A fixed set keeps E_xc a
+        smooth function of the density (its potential exact) through the SCF,
+        and lets the AO values and integrals be stored at those points only.
+        """
         from pyscf.dft import numint
 
-        ao = self._ao.get((p0, p1))
-        if ao is None:
+        key = (p0, p1)
+        ao = self._ao.get(key)
+        if ao is not None:
+            return self._points[key], ao
+        if key in self._points:
+            points = self._points[key]
+            ao = numint.eval_ao(mol, coords[p0:p1] if points is None else coords[p0:p1][points], deriv=1)
+        else:
             ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)
-            if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
-                self._ao[(p0, p1)] = ao
-                self._ao_bytes += ao.nbytes
-        return ao
+            if self.rho_screen > 0:
+                rho = np.zeros(p1 - p0)
+                for s in range(nspin_eff):
+                    rho += np.einsum("gb,gb->g", ao[0] @ dm_spin[s], ao[0])
+                if nspin_eff == 1:
+                    rho *= 2.0
+                keep = rho >= self.rho_screen
+                if not keep.all():
+                    points = np.flatnonzero(keep)
+                    ao = np.ascontiguousarray(ao[:, points])
+                else:
+                    points = None
+            else:
+                points = None
+            self._points[key] = points
+        if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
+            self._ao[key] = ao
+            self._ao_bytes += ao.nbytes
+        return self._points[key], ao
 
     def block_points(self, nao: int, ngrids: int) -> int:
         """Grid points per block so that F, E, AO values and temporaries fit.
@@ -131,11 +169,12 @@ class DM21XC:
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
     def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
-        """Per block of grid points: (p0, p1, ao, rho, x, F, keep).
+        """Per block of grid points: (p0, p1, points, ao, rho, x, F).
 
-        ao (4, ng, nao); rho (2, 5, ng) per spin: density, gradient, tau;
-        x (ng, 11) network inputs; F (n_omega, nspin_eff, nao, ng) with
-        nspin_eff = 1 if restricted; keep: points the network evaluates.
+        points: block-relative indices of the n points evaluated (None: all of
+        p0:p1, see `_block_points`); at those points, ao (4, n, nao); rho
+        (2, 5, n) per spin: density, gradient, tau; x (n, 11) network inputs;
+        F (n_omega, nspin_eff, nao, n) with nspin_eff = 1 if restricted.
         """
         coords = grids.coords
         ngrids = len(grids.weights)
@@ -147,13 +186,14 @@ class DM21XC:
         for p0 in range(0, ngrids, blk):
             p1 = min(p0 + blk, ngrids)
             t0 = clock()
-            ao = self._ao_values(mol, coords, p0, p1)
+            points, ao = self._block_points(mol, coords, p0, p1, dm_spin, nspin_eff)
+            if ao.shape[1] == 0:
+                continue
             rho, e_mat = _density(ao, dm_spin[:nspin_eff])
             if restricted:
                 rho = np.concatenate([rho, rho])
-            keep = (rho[0, 0] + rho[1, 0]) >= self.rho_screen
             self.timings_s["ao_density"] += clock() - t0
-            f_mat, hfx = integrals.features(p0, p1, e_mat, keep)
+            f_mat, hfx = integrals.features(p0, p1, e_mat, points)
             if restricted:
                 hfx = np.concatenate([hfx, hfx], axis=1)
             grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
@@ -166,7 +206,7 @@ class DM21XC:
                 rho[0, 4], rho[1, 4],
                 hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
             ])
-            yield p0, p1, ao, rho, x, f_mat, keep
+            yield p0, p1, points, ao, rho, x, f_mat
 
     def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray,
                           with_grad: bool):
@@ -206,14 +246,17 @@ class DM21XC:
         nelec = 0.0
         vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
         vtau = np.zeros((nspin_eff, nao, nao))
-        e_points = np.empty(len(weights))
-        x_points = np.empty((len(weights), 11))  # kept for the final pass at this density
-        keep_points = np.empty(len(weights), dtype=bool)
-        for p0, p1, ao, rho, x, f_mat, keep in self._blocks(mol, grids, dm_spin, restricted):
-            w = weights[p0:p1]
-            e, de = self._network_screened(self.scf_network, x, keep, True)
-            e_points[p0:p1], x_points[p0:p1], keep_points[p0:p1] = e, x, keep
+        e_points = np.zeros(len(weights))
+        x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
+        keep_points = np.zeros(len(weights), dtype=bool)
+        for p0, p1, points, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
+            at = slice(p0, p1) if points is None else p0 + points
+            w = weights[at]
+            t0 = time.perf_counter()
+            e, de = self.scf_network(x, True)
             t1 = time.perf_counter()
+            self.timings_s["network"] += t1 - t0
+            e_points[at], x_points[at], keep_points[at] = e, x, True
             exc += float(np.dot(w, e))
             nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
             grad = rho[0, 1:4] + rho[1, 1:4]
@@ -242,10 +285,11 @@ class DM21XC:
     def _network_inputs(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
         """Network inputs x (ngrids, 11) and the kept-point mask (ngrids,) of a density."""
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
-        x_all = np.empty((len(grids.weights), 11))
-        keep_all = np.empty(len(grids.weights), dtype=bool)
-        for p0, p1, _, _, x, _, keep in self._blocks(mol, grids, dm_spin, restricted):
-            x_all[p0:p1], keep_all[p0:p1] = x, keep
+        x_all = np.zeros((len(grids.weights), 11))
+        keep_all = np.zeros(len(grids.weights), dtype=bool)
+        for p0, p1, points, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
+            at = slice(p0, p1) if points is None else p0 + points
+            x_all[at], keep_all[at] = x, True
         return x_all, keep_all
 
     def energy_density(self, mol, grids, dm_spin: np.ndarray, restricted: bool,

@@ -26,7 +26,7 @@ TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel",
 TENSORFLOW_ABSENT = "not installed (optional; only the tests use it)"
 #: environment variables that change what dm21 does, shown when set.
 ENVIRONMENT = ("DM21_CHECKPOINTS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "PYSCF_MAX_MEMORY",
-               "SLURM_MEM_PER_NODE", "NO_COLOR", "XDG_DATA_HOME", "DM21_TRACEBACK")
+               "SLURM_MEM_PER_NODE", "NO_COLOR", "XDG_DATA_HOME", "DM21_TRACEBACK", "DM21_NO_KERNELS")
 
 
 def _version(distribution: str) -> str | None:
@@ -47,7 +47,7 @@ def _tensorflow() -> dict | None:
 
 def collect(checkpoints: str | os.PathLike | None = None) -> dict:
     """Everything ``dm21 info`` reports, as a JSON-ready dict."""
-    from dm21cli import __version__, resources, weights
+    from dm21cli import __version__, kernels, resources, weights
 
     root, source = weights.resolve_root(checkpoints)
     states = weights.status(checkpoints)
@@ -66,6 +66,7 @@ def collect(checkpoints: str | os.PathLike | None = None) -> dict:
         },
         "user_data_dir": str(weights.user_checkpoints_dir()),
         "resources": resources.resolve(None, None),
+        "kernels": kernels.available(),
         "environment": {var: os.environ[var] for var in ENVIRONMENT if var in os.environ},
     }
 
@@ -92,7 +93,9 @@ def _sections(info: dict) -> list[tuple[str, list[tuple[str, str, bool | None]]]
 
     r = info["resources"]
     resource_rows = [("threads", f"{r['threads']} ({r['threads_source']})", None),
-                     ("memory", f"{r['memory_mb']} MB ({r['memory_source']})", None)]
+                     ("memory", f"{r['memory_mb']} MB ({r['memory_source']})", None),
+                     ("compiled kernels", "yes" if info["kernels"] else
+                      "no: NumPy does their work, slower (reinstall with a C compiler)", info["kernels"])]
     env_rows = [(var, value, None) for var, value in info["environment"].items()] or [("(none set)", "", None)]
     return [("versions", versions), ("weights", weights_rows),
             ("resources", resource_rows), ("environment", env_rows)]
