@@ -137,6 +137,7 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
                 "phases_s": result["timings_s"],
                 "dm21_phases_s": props.get("dm21_timings_s"),
                 "dm21_evaluations": props.get("dm21_evaluations"),
+                "dm21_exchange_integrals": props.get("dm21_exchange_integrals"),
                 "dm21_final_energy": props.get("dm21_final_energy"),
                 "peak_memory_mb": _peak_mb(),
                 "grid_points": props["grid_points"],
@@ -191,7 +192,9 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker:  # one system, in this (sub)process, tuned as `dm21 run` is
-        from dm21cli.resources import tune_allocator
+        from dm21cli.resources import settle_blas_threads, tune_allocator
+
+        settle_blas_threads()  # NumPy is not imported yet in this process
 
         tune_allocator()
         print(json.dumps(run_case(args.worker, args.checkpoints, not args.no_precision_check,

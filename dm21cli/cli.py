@@ -67,6 +67,9 @@ def cli(traceback: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dm21`` console script; never returns."""
+    from dm21cli.resources import settle_blas_threads
+
+    settle_blas_threads()  # before anything imports NumPy
     from dm21cli.errors import DM21Error, ExitStatus, exit_status_for
 
     args = sys.argv[1:] if argv is None else list(argv)

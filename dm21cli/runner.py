@@ -558,6 +558,7 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
     if network is not None:
         props["dm21_evaluations"] = int(mf.dm21.n_evaluations)
         props["dm21_timings_s"] = dict(mf.dm21.timings_s)
+        props["dm21_exchange_integrals"] = mf.dm21.integrals_summary()
         props["dm21_network_points"] = int(network.points_evaluated
                                            + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
         props["dm21_final_energy"] = final_energy

@@ -84,8 +84,8 @@ class DM21XC:
         self.integral_dtype = np.dtype(integral_dtype)
         self.n_evaluations = 0
         #: wall seconds spent per phase, summed over evaluations
-        self.timings_s = {"ao_density": 0.0, "exchange_integrals": 0.0, "exchange_features": 0.0,
-                          "network": 0.0, "potential": 0.0}
+        self.timings_s = {"ao_density": 0.0, "integral_memory": 0.0, "exchange_integrals": 0.0,
+                          "exchange_features": 0.0, "network": 0.0, "potential": 0.0}
         #: (dm_spin, restricted, exc, then per grid point: e, network inputs x,
         #: kept mask) of the latest `evaluate`
         self.last = None
@@ -157,6 +157,21 @@ class DM21XC:
             self._ao[key] = ao
             self._ao_bytes += ao.nbytes
         return self._points[key], ao
+
+    def integrals_summary(self) -> dict | None:
+        """How the exchange integrals were held: {'storage', 'grid_points',
+        'points_evaluated', 'points_cached', 'cache_mb', 'points_computed'}
+        (points_computed counts every point whose integrals were computed, over
+        all evaluations), or None before the first evaluation."""
+        ints = self._integrals
+        if ints is None:
+            return None
+        evaluated = sum(p1 - p0 if pts is None else len(pts) for (p0, p1), pts in self._points.items())
+        return {"storage": ints.dtype.name, "grid_points": len(ints.coords),
+                "points_evaluated": int(evaluated),
+                "points_cached": int(ints.cached_bytes // ints.bytes_per_point),
+                "cache_mb": round(ints.cached_bytes / 1e6, 1),
+                "points_computed": int(ints.points_computed)}
 
     def block_points(self, nao: int, ngrids: int) -> int:
         """Grid points per block so that F, E, AO values and temporaries fit.

@@ -15,7 +15,7 @@ from dm21cli.weights import ENV_VAR, VARIANTS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: environment variables that change what `dm21 info` reports; cleared for each run.
 REPORTED_ENV = ("DM21_CHECKPOINTS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK",
-                "PYSCF_MAX_MEMORY", "SLURM_MEM_PER_NODE")
+                "PYSCF_MAX_MEMORY", "SLURM_MEM_PER_NODE", "OPENBLAS_THREAD_TIMEOUT", "DM21_NO_KERNELS")
 
 
 def dm21(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -64,6 +64,9 @@ def test_info_json(checkpoints_dir, tmp_path):
     assert info["resources"] == {"threads": 3, "threads_source": "OMP_NUM_THREADS",
                                  "memory_mb": 1234, "memory_source": "PYSCF_MAX_MEMORY"}
     assert info["environment"]["OMP_NUM_THREADS"] == "3"
+    # set by the entry point before NumPy loads (idle OpenBLAS threads must not spin)
+    assert info["environment"]["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert info["kernels"] is True
     assert "SLURM_CPUS_PER_TASK" not in info["environment"]
     assert info["user_data_dir"].endswith(os.path.join("dm21cli", "checkpoints"))
 
@@ -90,3 +93,14 @@ def test_info_imports_neither_pyscf_nor_tensorflow(checkpoints_dir):
     assert report["status"] == 0
     assert report["heavy"] == []
     assert report["elapsed"] < 1.0, report  # the weights are hashed: about 7 MB
+
+
+def test_blas_thread_timeout_is_a_default_not_an_override(monkeypatch):
+    from dm21cli.resources import OPENBLAS_THREAD_TIMEOUT, settle_blas_threads
+
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    settle_blas_threads()
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == OPENBLAS_THREAD_TIMEOUT
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "12")
+    settle_blas_threads()
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "12"

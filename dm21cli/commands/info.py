@@ -26,7 +26,8 @@ TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel",
 TENSORFLOW_ABSENT = "not installed (optional; only the tests use it)"
 #: environment variables that change what dm21 does, shown when set.
 ENVIRONMENT = ("DM21_CHECKPOINTS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "PYSCF_MAX_MEMORY",
-               "SLURM_MEM_PER_NODE", "NO_COLOR", "XDG_DATA_HOME", "DM21_TRACEBACK", "DM21_NO_KERNELS")
+               "SLURM_MEM_PER_NODE", "NO_COLOR", "XDG_DATA_HOME", "DM21_TRACEBACK", "DM21_NO_KERNELS",
+               "OPENBLAS_THREAD_TIMEOUT")
 
 
 def _version(distribution: str) -> str | None:
