@@ -153,7 +153,12 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
 
 
 def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
-    """E_xc and V_xc on the converged density: default path vs the plain one."""
+    """E_xc and V_xc on the converged density: default path vs the plain one.
+
+    Both use the float64 network (the float32 SCF network's effect is in the
+    mixed-vs-float64 comparison); the default path stores the integrals as
+    the run did.
+    """
     from pyscf import lib
     from pyscf.scf import chkfile
 
@@ -168,7 +173,9 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     dm_spin = np.stack([dm / 2, dm / 2])
     net = load_network(spec, checkpoints)
     net.workers = lib.num_threads()
-    fast = DM21XC(net).evaluate(mol, grids, dm_spin, True)
+    # the run's own storage of the cached integrals (float32 unless precision float64)
+    dtype = np.float64 if spec.scf.precision == "float64" else np.float32
+    fast = DM21XC(net, integral_dtype=dtype).evaluate(mol, grids, dm_spin, True)
     plain_net = load_network(spec, checkpoints)
     # plain: integrals recomputed per block, one thread, no density screening
     plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0).evaluate(mol, grids, dm_spin, True)

@@ -40,6 +40,12 @@ static inline float row_dot(const float *restrict x, const float *restrict y, pt
 #define DM21_CLONES
 #endif
 
+#if defined(__GNUC__)
+#define DM21_INLINE static inline __attribute__((always_inline))
+#else
+#define DM21_INLINE static inline
+#endif
+
 /* expm1(t) for t <= 0 in float32, without branches so that loops vectorise:
  * t = k ln2 + r with |r| <= ln2 / 2, expm1(t) = 2^k q(r) + (2^k - 1) where
  * q(r) = expm1(r) by its Taylor series to r^7 (relative error < 1e-8).  For
@@ -63,6 +69,26 @@ static inline float expm1_neg(float t)
     return q * scale.f + (scale.f - 1.0f);
 }
 
+/* One row of the forward step after the bias: a_hat = a r in place,
+ * y = ELU(a_hat scale + offset) and, if with_d, d = ELU'(...) scale.
+ * e = ELU(t) for t <= 0 and 0 above, so ELU(t) = max(t, e) and
+ * ELU'(t) = e + 1 for every t. */
+DM21_INLINE
+void elu_row(float *restrict ai, float *restrict yi, float *restrict di, float r,
+             const float *restrict scale, const float *restrict offset, ptrdiff_t width,
+             const int with_d)
+{
+    for (ptrdiff_t j = 0; j < width; j++) {
+        float ah = ai[j] * r;
+        ai[j] = ah;
+        float t = ah * scale[j] + offset[j];
+        float e = expm1_neg(fminf(t, 0.0f));
+        yi[j] = fmaxf(t, e);
+        if (with_d)
+            di[j] = (e + 1.0f) * scale[j];
+    }
+}
+
 /*
  * Forward step of one residual block, in place on a (n x width) row-major:
  * on entry a holds the centred pre-norm activation h W' + b' without b'
@@ -83,27 +109,10 @@ void dm21_block_forward(float *restrict a, const float *restrict bias, const flo
         float ss = row_dot(ai, ai, width);
         float r = 1.0f / sqrtf(ss / (float)width + eps);
         rstd[i] = r;
-        if (d) {
-            float *restrict di = d + i * width;
-            for (ptrdiff_t j = 0; j < width; j++) {
-                float ah = ai[j] * r;
-                ai[j] = ah;
-                float t = ah * scale[j] + offset[j];
-                /* e = ELU(t) for t <= 0 and 0 above; ELU(t) = max(t, e) and
-                 * ELU'(t) = e + 1 for every t */
-                float e = expm1_neg(fminf(t, 0.0f));
-                yi[j] = fmaxf(t, e);
-                di[j] = (e + 1.0f) * scale[j];
-            }
-        } else {
-            for (ptrdiff_t j = 0; j < width; j++) {
-                float ah = ai[j] * r;
-                ai[j] = ah;
-                float t = ah * scale[j] + offset[j];
-                float e = expm1_neg(fminf(t, 0.0f));
-                yi[j] = fmaxf(t, e);
-            }
-        }
+        if (d)  /* two inlined copies, each without a branch inside */
+            elu_row(ai, yi, d + i * width, r, scale, offset, width, 1);
+        else
+            elu_row(ai, yi, NULL, r, scale, offset, width, 0);
     }
 }
 

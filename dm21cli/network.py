@@ -6,7 +6,9 @@ cycles and float64 for the final energy, see `dm21cli.xc`).  Forward and backwar
 written out by hand, so one backward pass gives the derivative with respect
 to all eleven inputs (the published code redoes the backward pass for each of
 its four gradient calls), and all work is done in BLAS matrix products over
-blocks of grid points.
+blocks of grid points.  In float32 the element-wise steps of each residual
+block (bias, layer norm, ELU and their derivatives) run in the compiled
+kernels of `dm21cli.kernels` when they are built, NumPy otherwise.
 
 Inputs per grid point, alpha first (atomic units throughout):
 
@@ -47,7 +49,6 @@ FOUR_THIRDS = float(_F32(4.0 / 3.0))
 LDA_X_FACTOR = float(_F32(-0.9305257))
 
 _PREFIX = "hub_wrapper/local_functional_v2/"
-
 
 
 def _run_parallel(work, starts, workers: int) -> None:
@@ -214,7 +215,7 @@ class DM21Network:
         n = len(x)
         for k in range(N_BLOCKS):
             if lib is not None:  # the same steps, fused in C (see _kernels.c)
-                a = np.ascontiguousarray(h @ self._w_folded[k])
+                a = np.ascontiguousarray(h @ self._w_folded[k], dtype=np.float32)
                 y = np.empty_like(a)
                 d = np.empty_like(a) if with_grad else None
                 rstd = np.empty(n, dtype=dt)
@@ -261,7 +262,7 @@ class DM21Network:
         for k in reversed(range(N_BLOCKS)):
             a_hat, rstd, d = saved[k]
             if lib is not None:
-                gh = np.ascontiguousarray(gh)
+                gh = np.ascontiguousarray(gh, dtype=np.float32)
                 lib.dm21_block_backward(ptr(gh), ptr(a_hat), ptr(d), ptr(rstd), n, WIDTH)
                 gh = gh @ self._w_folded[k].T
                 continue

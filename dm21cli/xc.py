@@ -27,9 +27,10 @@ from dm21cli.network import DM21Network
 #: Grid points whose total density (e/bohr^3) is below this at the first
 #: density evaluated on a grid are left out of that grid for the rest of its
 #: SCF: no AO values, integrals or network there, energy density and potential
-#: taken as zero (see `DM21XC._block_points`).  Their whole contribution to E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the
-#: exact-exchange terms fall off like rho, not rho^(4/3)), inside the 1e-7 Ha
-#: budget for fast paths, and they are 5-30% of a molecular grid.
+#: taken as zero (see `DM21XC._block_points`).  Their whole contribution to
+#: E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the exact-exchange terms
+#: fall off like rho, not rho^(4/3)), inside the 1e-7 Ha budget for fast
+#: paths, and they are 5-30% of a molecular grid.
 RHO_SCREEN = 1e-10
 MIN_BLOCK_POINTS = 64
 MAX_BLOCK_POINTS = 8192
