@@ -100,7 +100,7 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
     reference for the default mixed-precision energy.  repeat: the jobs run
     this many times, in turn (B3LYP, DM21, B3LYP, ...); each job reports its
     fastest run (all wall times are in 'wall_s_runs'), since on a shared
-    virtual machine a single 1 s job varies by a factor up to 1.8.
+    virtual machine a single short job varies by a factor up to 1.9.
     """
     import numpy as np
 
@@ -162,7 +162,7 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     from pyscf import lib
     from pyscf.scf import chkfile
 
-    from dm21cli.runner import build_grids, build_molecule, load_network
+    from dm21cli.runner import build_grids, build_molecule, integral_dtype, load_network
     from dm21cli.xc import DM21XC
 
     mol = build_molecule(spec)
@@ -173,9 +173,7 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     dm_spin = np.stack([dm / 2, dm / 2])
     net = load_network(spec, checkpoints)
     net.workers = lib.num_threads()
-    # the run's own storage of the cached integrals (float32 unless precision float64)
-    dtype = np.float64 if spec.scf.precision == "float64" else np.float32
-    fast = DM21XC(net, integral_dtype=dtype).evaluate(mol, grids, dm_spin, True)
+    fast = DM21XC(net, integral_dtype=integral_dtype(spec)).evaluate(mol, grids, dm_spin, True)
     plain_net = load_network(spec, checkpoints)
     # plain: integrals recomputed per block, one thread, no density screening
     plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0).evaluate(mol, grids, dm_spin, True)

@@ -134,30 +134,21 @@ class DM21XC:
         ao = self._ao.get(key)
         if ao is not None:
             return self._points[key], ao
-        if key in self._points:
+        if key in self._points:  # chosen before, AO values not kept
             points = self._points[key]
             ao = numint.eval_ao(mol, coords[p0:p1] if points is None else coords[p0:p1][points], deriv=1)
         else:
             ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)
-            if self.rho_screen > 0:
-                rho = np.zeros(p1 - p0)
-                for s in range(nspin_eff):
-                    rho += np.einsum("gb,gb->g", ao[0] @ dm_spin[s], ao[0])
-                if nspin_eff == 1:
-                    rho *= 2.0
-                keep = rho >= self.rho_screen
-                if not keep.all():
-                    points = np.flatnonzero(keep)
-                    ao = np.ascontiguousarray(ao[:, points])
-                else:
-                    points = None
-            else:
-                points = None
+            rho = _density(ao, dm_spin[:nspin_eff])[0][:, 0].sum(axis=0) * (2.0 if nspin_eff == 1 else 1.0)
+            keep = rho >= self.rho_screen
+            points = None if self.rho_screen <= 0 or keep.all() else np.flatnonzero(keep)
+            if points is not None:
+                ao = np.ascontiguousarray(ao[:, points])
             self._points[key] = points
         if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
             self._ao[key] = ao
             self._ao_bytes += ao.nbytes
-        return self._points[key], ao
+        return points, ao
 
     def integrals_summary(self) -> dict | None:
         """How the exchange integrals were held: {'storage', 'grid_points',
@@ -185,10 +176,10 @@ class DM21XC:
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
     def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
-        """Per block of grid points: (p0, p1, points, ao, rho, x, F).
+        """Per block of grid points: (at, ao, rho, x, F).
 
-        points: block-relative indices of the n points evaluated (None: all of
-        p0:p1, see `_block_points`); at those points, ao (4, n, nao); rho
+        at: the grid indices of the block's n evaluated points (a slice or an
+        index array, see `_block_points`); at those points, ao (4, n, nao); rho
         (2, 5, n) per spin: density, gradient, tau; x (n, 11) network inputs;
         F (n_omega, nspin_eff, nao, n) with nspin_eff = 1 if restricted.
         """
@@ -222,13 +213,14 @@ class DM21XC:
                 rho[0, 4], rho[1, 4],
                 hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
             ])
-            yield p0, p1, points, ao, rho, x, f_mat
+            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat
 
-    def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray,
+    def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
                           with_grad: bool):
-        """Network energy density (and gradient), zero where the density is negligible."""
+        """Network energy density (and gradient), zero where keep is False (None: all
+        points), timed as the network phase."""
         t0 = time.perf_counter()
-        if keep.all():
+        if keep is None or keep.all():
             out = network(x, with_grad)
         else:
             e = np.zeros(len(x))
@@ -265,13 +257,10 @@ class DM21XC:
         e_points = np.zeros(len(weights))
         x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
         keep_points = np.zeros(len(weights), dtype=bool)
-        for p0, p1, points, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
-            at = slice(p0, p1) if points is None else p0 + points
+        for at, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
             w = weights[at]
-            t0 = time.perf_counter()
-            e, de = self.scf_network(x, True)
+            e, de = self._network_screened(self.scf_network, x, None, True)
             t1 = time.perf_counter()
-            self.timings_s["network"] += t1 - t0
             e_points[at], x_points[at], keep_points[at] = e, x, True
             exc += float(np.dot(w, e))
             nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
@@ -303,8 +292,7 @@ class DM21XC:
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         x_all = np.zeros((len(grids.weights), 11))
         keep_all = np.zeros(len(grids.weights), dtype=bool)
-        for p0, p1, points, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
-            at = slice(p0, p1) if points is None else p0 + points
+        for at, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
             x_all[at], keep_all[at] = x, True
         return x_all, keep_all
 
