@@ -151,3 +151,69 @@ def test_frozen_xc_needs_fewer_dm21_evaluations_than_diis(checkpoints_dir):
     assert diis.converged
     assert frozen.dm21.n_evaluations < diis.dm21.n_evaluations
     assert frozen.e_tot == pytest.approx(diis.e_tot, abs=2e-6)
+
+
+def _b3lyp_start(mol, grid_level=1):
+    """(grids, density) of mol's converged B3LYP: one start shared by the runs compared."""
+    from pyscf import dft
+
+    b3 = (dft.RKS if mol.spin == 0 else dft.UKS)(mol, xc="b3lyp")
+    b3.grids.level = grid_level
+    b3.kernel()
+    return b3.grids, b3.make_rdm1()
+
+
+def _frozen_xc_run(checkpoints_dir, mol, start):
+    """Frozen-XC DM21 from a `_b3lyp_start`; returns (converged, evaluations, E)."""
+    from dm21cli.ks import DM21RKS, DM21UKS
+    from dm21cli.network import DM21Network
+    from dm21cli.scf import run_with_escalation
+    from dm21cli.xc import DM21XC
+
+    grids, dm0 = start
+    kind = DM21RKS if mol.spin == 0 else DM21UKS
+    mf = kind(mol, DM21XC(DM21Network.load("DM21", checkpoints_dir)))
+    mf.grids = grids
+    mf.conv_tol, mf.conv_tol_grad, mf.conv_check = 1e-6, 1e-3, False
+    converged, attempts = run_with_escalation(mf, dm0, max_attempts=1)
+    assert attempts[0].strategy == "frozen-xc"
+    return converged, mf.dm21.n_evaluations, mf.e_tot
+
+
+def test_frozen_xc_exchange_model_saves_an_evaluation_at_the_same_solution(
+        checkpoints_dir, monkeypatch):
+    """(H2O)2/STO-3G (grid level 1) from its B3LYP density: with Coulomb alone in the
+    inner SCF frozen-XC takes 4 DM21 evaluations, with the exchange model 3 (measured;
+    methane/def2-TZVP, (H2O)4 and benzene/def2-SVP likewise 4 -> 3).  The model term
+    vanishes at the fixed point, so both runs end at the same energy."""
+    from dm21cli import scf as dm21_scf
+
+    mol = gto.M(atom=WATER + "; " + WATER.replace("O 0", "O 3").replace("H 0", "H 3"),
+                basis="sto-3g", verbose=0)
+    start = _b3lyp_start(mol)
+    assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
+    converged, n_model, e_model = _frozen_xc_run(checkpoints_dir, mol, start)
+    assert converged
+    monkeypatch.setattr(dm21_scf, "FROZEN_XC_EXCHANGE_RESPONSE", 0.0)
+    converged, n_coulomb, e_coulomb = _frozen_xc_run(checkpoints_dir, mol, start)
+    assert converged
+    assert (n_model, n_coulomb) == (3, 4)
+    assert e_model == pytest.approx(e_coulomb, abs=1e-6)
+
+
+def test_frozen_xc_open_shells_keep_the_coulomb_only_inner_scf(checkpoints_dir, monkeypatch):
+    """Open shells get no exchange model: on the OH radical (def2-SVP) a per-spin model
+    -c K(D_s) took 5 DM21 evaluations at c = 0.5 and 11 at c = 0.4 instead of 4
+    (measured).  With the default c the run must be the Coulomb-only one."""
+    from dm21cli import scf as dm21_scf
+
+    mol = gto.M(atom="O 0 0 0; H 0 0 0.97", basis="def2-svp", spin=1, verbose=0)
+    start = _b3lyp_start(mol, grid_level=3)
+    assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
+    converged, n, e = _frozen_xc_run(checkpoints_dir, mol, start)
+    assert converged
+    monkeypatch.setattr(dm21_scf, "FROZEN_XC_EXCHANGE_RESPONSE", 0.0)
+    converged, n_ref, e_ref = _frozen_xc_run(checkpoints_dir, mol, start)
+    assert converged
+    assert n == n_ref
+    assert e == pytest.approx(e_ref, abs=1e-6)
