@@ -180,23 +180,31 @@ def _frozen_xc_run(checkpoints_dir, mol, start):
     return converged, mf.dm21.n_evaluations, mf.e_tot
 
 
+def _with_and_without_model(checkpoints_dir, monkeypatch, mol, start):
+    """((evaluations, E) with the default exchange model, (evaluations, E) with c = 0),
+    both runs from the same start and both converged."""
+    from dm21cli import scf as dm21_scf
+
+    assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
+    runs = []
+    for c in (dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE, 0.0):
+        monkeypatch.setattr(dm21_scf, "FROZEN_XC_EXCHANGE_RESPONSE", c)
+        converged, n, e = _frozen_xc_run(checkpoints_dir, mol, start)
+        assert converged, c
+        runs.append((n, e))
+    return runs
+
+
 def test_frozen_xc_exchange_model_saves_an_evaluation_at_the_same_solution(
         checkpoints_dir, monkeypatch):
     """(H2O)2/STO-3G (grid level 1) from its B3LYP density: with Coulomb alone in the
     inner SCF frozen-XC takes 4 DM21 evaluations, with the exchange model 3 (measured;
     methane/def2-TZVP, (H2O)4 and benzene/def2-SVP likewise 4 -> 3).  The model term
     vanishes at the fixed point, so both runs end at the same energy."""
-    from dm21cli import scf as dm21_scf
-
     mol = gto.M(atom=WATER + "; " + WATER.replace("O 0", "O 3").replace("H 0", "H 3"),
                 basis="sto-3g", verbose=0)
-    start = _b3lyp_start(mol)
-    assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
-    converged, n_model, e_model = _frozen_xc_run(checkpoints_dir, mol, start)
-    assert converged
-    monkeypatch.setattr(dm21_scf, "FROZEN_XC_EXCHANGE_RESPONSE", 0.0)
-    converged, n_coulomb, e_coulomb = _frozen_xc_run(checkpoints_dir, mol, start)
-    assert converged
+    (n_model, e_model), (n_coulomb, e_coulomb) = _with_and_without_model(
+        checkpoints_dir, monkeypatch, mol, _b3lyp_start(mol))
     assert (n_model, n_coulomb) == (3, 4)
     assert e_model == pytest.approx(e_coulomb, abs=1e-6)
 
@@ -205,15 +213,8 @@ def test_frozen_xc_open_shells_keep_the_coulomb_only_inner_scf(checkpoints_dir, 
     """Open shells get no exchange model: on the OH radical (def2-SVP) a per-spin model
     -c K(D_s) took 5 DM21 evaluations at c = 0.5 and 11 at c = 0.4 instead of 4
     (measured).  With the default c the run must be the Coulomb-only one."""
-    from dm21cli import scf as dm21_scf
-
     mol = gto.M(atom="O 0 0 0; H 0 0 0.97", basis="def2-svp", spin=1, verbose=0)
-    start = _b3lyp_start(mol, grid_level=3)
-    assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
-    converged, n, e = _frozen_xc_run(checkpoints_dir, mol, start)
-    assert converged
-    monkeypatch.setattr(dm21_scf, "FROZEN_XC_EXCHANGE_RESPONSE", 0.0)
-    converged, n_ref, e_ref = _frozen_xc_run(checkpoints_dir, mol, start)
-    assert converged
+    (n, e), (n_ref, e_ref) = _with_and_without_model(
+        checkpoints_dir, monkeypatch, mol, _b3lyp_start(mol, grid_level=3))
     assert n == n_ref
     assert e == pytest.approx(e_ref, abs=1e-6)
