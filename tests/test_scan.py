@@ -510,8 +510,11 @@ def _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, extra_args, waits):
     Returns (process, stderr, scan directory)."""
     import signal
 
-    # DM21 points take a few seconds each: time to interrupt one
-    text = H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
+    # time to interrupt a point after its log says "grid points": DM21/def2-TZVP on a level-3
+    # grid takes 1 to 2 s there (measured; STO-3G on a level-1 grid took 0.25 s, so a point
+    # could finish before the signal arrived)
+    text = (H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
+            .replace("basis: sto-3g", "basis: def2-tzvp").replace("grid_level: 1", "grid_level: 3"))
     _write(tmp_path, "h2.yaml", text)
     proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", *extra_args],
                             cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
