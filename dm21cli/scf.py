@@ -186,6 +186,8 @@ def _frozen_xc(mf, dm, log=None) -> int:
         return vj if restricted else np.stack([vj, vj])
 
     inner.get_veff = model_veff
+    if log:
+        log("  inner SCF: Coulomb" + (f" + {c_model:g} of exact exchange" if c_model else " only"))
     mo = occ = mo_energy = None
     e_last = None
     g_last = np.inf
@@ -195,6 +197,8 @@ def _frozen_xc(mf, dm, log=None) -> int:
     while evaluations < FROZEN_XC_MAX_EVALUATIONS:
         vhf = mf.get_veff(mol, dm)
         evaluations += 1
+        if inner._eri is None:  # the first evaluation may have built them: share, not copy
+            inner._eri = mf._eri
         e_tot = mf.energy_tot(dm, h1e, vhf)
         if evaluations == 1:
             e_start = e_tot
