@@ -165,7 +165,6 @@ def _frozen_xc(mf, dm, log=None) -> int:
     inner.max_memory = mf.max_memory
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
     inner.max_cycle = 100
-    inner._eri = mf._eri
     h1e, s1e = mf.get_hcore(), mf.get_ovlp()
     # Coulomb only for open shells (the exchange model's response in their
     # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
@@ -197,7 +196,7 @@ def _frozen_xc(mf, dm, log=None) -> int:
     while evaluations < FROZEN_XC_MAX_EVALUATIONS:
         vhf = mf.get_veff(mol, dm)
         evaluations += 1
-        if inner._eri is None:  # the first evaluation may have built them: share, not copy
+        if inner._eri is None:  # the integrals mf holds, or built in its first evaluation: shared
             inner._eri = mf._eri
         e_tot = mf.energy_tot(dm, h1e, vhf)
         if evaluations == 1:
