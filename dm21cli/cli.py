@@ -66,21 +66,32 @@ def cli(traceback: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dm21`` console script; never returns."""
+    """Run the ``dm21`` command line with `argv` (default: sys.argv); never returns.
+
+    SIGINT and SIGTERM end the command with status 130 (`dm21cli.interrupts`),
+    also when they arrive after the work is done.
+    """
+    from dm21cli import interrupts
+    from dm21cli.errors import DM21Error, ExitStatus, exit_status_for
     from dm21cli.resources import settle_blas_threads
 
-    settle_blas_threads()  # before anything imports NumPy
-    from dm21cli.errors import DM21Error, ExitStatus, exit_status_for
-
+    interrupts.install()  # (the console script installed it already, before any import)
     args = sys.argv[1:] if argv is None else list(argv)
     _state["traceback"] = "--traceback" in args or bool(os.environ.get("DM21_TRACEBACK"))
     try:
+        settle_blas_threads()  # before anything imports NumPy
         rv = cli.main(args=args, prog_name="dm21", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("dm21: interrupted", err=True)
-        sys.exit(ExitStatus.INTERRUPTED)
+    except click.exceptions.Abort as exc:  # click's wrapper of KeyboardInterrupt
+        cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
+        if _state["traceback"] and cause is not None:
+            import traceback
+
+            traceback.print_exception(cause)
+        message = str(cause) if cause is not None and str(cause) else "interrupted"
+        click.echo(f"dm21: error: {message}", err=True)
+        interrupts.exit_process(ExitStatus.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(ExitStatus.INPUT_ERROR if exc.exit_code == 2 else exc.exit_code)
@@ -92,11 +103,14 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         message = str(exc) or exc.__class__.__name__
         if isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
+            message = str(exc) if str(exc).startswith("interrupted") else "interrupted"
         elif not isinstance(exc, DM21Error):
             message = f"internal error ({exc.__class__.__name__}): {message}"
             if not _state["traceback"]:
                 message += " (run with --traceback for details)"
         click.echo(f"dm21: error: {message}", err=True)
-        sys.exit(status)
+        interrupts.exit_process(status)
+    if interrupts.received() is not None:  # a signal whose KeyboardInterrupt was lost
+        click.echo(f"dm21: error: {interrupts.message()}", err=True)
+        interrupts.exit_process(ExitStatus.INTERRUPTED)
     sys.exit(int(rv or 0))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from dm21cli import interrupts
+
 #: L-BFGS history length.
 HISTORY = 8
 #: Smallest orbital-energy difference used in the preconditioner (Hartree).
@@ -98,6 +100,7 @@ def minimize(mf, mo_coeff, mo_occ, *, max_cycle: int, conv_tol: float,
     cycles = 0
     t_init = 1.0  # first trial step length; grows while steps are under-estimated
     for cycles in range(1, max_cycle + 1):
+        interrupts.check()  # a SIGINT/SIGTERM lost in a finalizer ends the run here
         # L-BFGS two-loop recursion with a diagonal preconditioner
         q = grad.copy()
         alphas = []

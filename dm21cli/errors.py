@@ -8,6 +8,7 @@ and whether retrying with other settings may help.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitStatus(enum.IntEnum):
@@ -21,6 +22,7 @@ class ExitStatus(enum.IntEnum):
     OUTPUT_EXISTS = 5  # output directory exists and --overwrite was not given
     RESOURCE_ERROR = 6  # memory limit too small, disk full, ...
     COMPUTE_ERROR = 7  # the backend failed during the calculation
+    OUTPUT_ERROR = 8  # the output location cannot be written (permissions, read-only)
     INTERRUPTED = 130  # SIGINT / SIGTERM
 
 
@@ -88,6 +90,13 @@ class ResourceError(DM21Error):
     retry_may_help = True
 
 
+class OutputLocationError(DM21Error):
+    """The output location cannot be written: permissions, a read-only file system, ..."""
+
+    exit_status = ExitStatus.OUTPUT_ERROR
+    retry_may_help = True
+
+
 class ComputeError(DM21Error):
     """The quantum-chemistry backend failed while computing."""
 
@@ -100,6 +109,30 @@ class Interrupted(DM21Error):
     exit_status = ExitStatus.INTERRUPTED
 
 
+#: errno values that mean "the disk (or the user's quota) is full".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errno values that mean "this location may not be written".
+NOT_WRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def from_os_error(exc: OSError, path=None, doing: str = "writing") -> DM21Error | OSError:
+    """The dm21cli error for an OSError met while `doing` ("writing", "creating") `path`.
+
+    A full disk becomes a ResourceError (exit 6), a location that may not be
+    written an OutputLocationError (exit 8); any other OSError is returned
+    unchanged (the caller re-raises it).  The message names the file.
+    """
+    target = path if path is not None else (exc.filename or "a file")
+    reason = exc.strerror or str(exc)
+    if exc.errno in DISK_FULL_ERRNOS:
+        return ResourceError(f"disk full while {doing} {target}: {reason}; free some space or "
+                             f"choose another output directory with -o")
+    if exc.errno in NOT_WRITABLE_ERRNOS:
+        return OutputLocationError(f"{doing} {target} failed: {reason}; choose another output "
+                                   f"directory with -o")
+    return exc
+
+
 def exit_status_for(exc: BaseException) -> ExitStatus:
     """Map any exception to the exit status of the ``dm21`` command."""
     if isinstance(exc, DM21Error):
@@ -107,5 +140,7 @@ def exit_status_for(exc: BaseException) -> ExitStatus:
     if isinstance(exc, KeyboardInterrupt):
         return ExitStatus.INTERRUPTED
     if isinstance(exc, MemoryError):
+        return ExitStatus.RESOURCE_ERROR
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
         return ExitStatus.RESOURCE_ERROR
     return ExitStatus.ERROR

@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from dm21cli.errors import OutputExistsError
+from dm21cli.errors import OutputExistsError, OutputLocationError, from_os_error
 from dm21cli.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
 
 __all__ = [
@@ -46,6 +46,9 @@ __all__ = [
     "write_text_atomic",
     "write_json_atomic",
     "write_yaml_atomic",
+    "write_bytes_atomic",
+    "write_text_files_atomic",
+    "chkfile_bytes",
     "to_builtin",
     "JobDirectory",
     "write_cube",
@@ -137,13 +140,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     is removed, `path` is left untouched, and the exception propagates.
     """
     path = Path(path)
-    tmp = _new_temp_path(path)
+    try:
+        tmp = _new_temp_path(path)
+    except OSError as exc:
+        raise from_os_error(exc, path) from exc
     try:
         yield tmp
         _commit(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):  # disk full, read-only: say so, naming the file
+            raise from_os_error(exc, path) from exc
         raise
 
 
@@ -172,6 +180,75 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically; return the path."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text_files_atomic(files: list[tuple[Path, str]]) -> None:
+    """Write several text files so that they appear complete and in the order given.
+
+    Every file is first written and fsync'ed under a temporary name (a full
+    disk fails here, before any final name changes); then they are renamed
+    in order.  So the first file is the commit point: the files after it
+    never appear without it (e.g. result.json first, then the summary.txt
+    rendered from it).  On an exception no temporary file is left.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files:
+            path = Path(path)
+            try:
+                tmp = _new_temp_path(path)
+                staged.append((tmp, path))
+                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o666 & ~_current_umask())
+            except OSError as exc:
+                raise from_os_error(exc, path) from exc
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise from_os_error(exc, path) from exc
+        for directory in dict.fromkeys(path.parent for _, path in staged):
+            _fsync_dir(directory)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+
+
+def chkfile_bytes(mol, e_tot: float, mo_energy, mo_coeff, mo_occ) -> bytes:
+    """A PySCF chkfile (HDF5) of an SCF state, built in memory.
+
+    The layout is `pyscf.scf.chkfile.dump_scf`'s ('mol', 'scf/e_tot',
+    'scf/mo_energy', 'scf/mo_occ', 'scf/mo_coeff'), so ``scf.chkfile.load_scf``
+    and ``mf.from_chk`` read it.  Building it in memory keeps HDF5 away from
+    the output disk: written with `write_bytes_atomic`, a full disk is an
+    ordinary error instead of a half-written file (or a crash inside HDF5).
+    """
+    import io
+
+    import h5py
+    import numpy as np
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f["mol"] = mol.dumps()
+        scf = f.create_group("scf")
+        scf["e_tot"] = float(e_tot)
+        scf["mo_energy"] = np.asarray(mo_energy)
+        scf["mo_occ"] = np.asarray(mo_occ)
+        scf["mo_coeff"] = np.asarray(mo_coeff)
+    return buf.getvalue()
 
 
 def to_builtin(obj: Any) -> Any:
@@ -349,7 +426,19 @@ class JobDirectory:
         """
         if self._prepared:
             return self
+        try:
+            return self._prepare()
+        except OSError as exc:  # read-only file system, no permission, disk full
+            raise from_os_error(exc, self._path, "creating") from exc
+
+    def _prepare(self) -> "JobDirectory":
         p = self._path
+        for ancestor in p.parents:
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    raise OutputLocationError(f"creating {p} failed: {ancestor} is a file, not a "
+                                              f"directory; choose another output directory with -o")
+                break
         if p.exists() and not p.is_dir():
             raise OutputExistsError(
                 f"output path {p} exists and is not a directory; use -o to choose another")

@@ -27,9 +27,10 @@ import numpy as np
 
 from dm21cli import __version__
 from dm21cli import elements
+from dm21cli import interrupts
 from dm21cli import outputs as out
 from dm21cli import resources
-from dm21cli.errors import ComputeError, DM21Error, InputError, Interrupted
+from dm21cli.errors import ComputeError, DM21Error, InputError, from_os_error
 
 #: SCF convergence of the warm-start functional (Hartree); its density is
 #: only a starting point, so a moderate threshold is enough: DM21's own first
@@ -47,24 +48,75 @@ FILES = {
     "input": "input.resolved.yaml",
     "log": "dm21.log",
 }
+#: The SCF state is written to scf.chk at most this often while it changes
+#: (every state is kept in memory; the last one is always written when an
+#: attempt, the warm start or the run ends, also when it is interrupted).
+CHECKPOINT_INTERVAL_S = 10.0
 
 Reporter = Callable[[str], None]
 
 
 class _Log:
-    """Writes timestamped lines to the job log and forwards them to a reporter."""
+    """Writes timestamped lines to the job log and forwards them to a reporter.
 
-    def __init__(self, stream, reporter: Reporter | None):
+    Every line is also a safe point for a lost SIGINT/SIGTERM
+    (`interrupts.check`).  A failed write (disk full) raises the error that
+    says so once; the log file is then given up and later lines only go to
+    the reporter, so that the failure can still be reported and recorded.
+    """
+
+    def __init__(self, stream, reporter: Reporter | None, path: Path | None = None):
         self.stream = stream
         self.reporter = reporter
+        self.path = path
 
     def __call__(self, message: str) -> None:
+        interrupts.check()
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
         if self.stream is not None:
-            self.stream.write(f"[dm21 {stamp}] {message}\n")
-            self.stream.flush()
+            try:
+                self.stream.write(f"[dm21 {stamp}] {message}\n")
+                self.stream.flush()
+            except OSError as exc:
+                self.stream = None
+                raise from_os_error(exc, self.path) from exc
         if self.reporter is not None:
             self.reporter(message)
+
+
+class _ScfCheckpoint:
+    """The run's last SCF state: kept in memory, written to scf.chk atomically.
+
+    PySCF's own chkfile writing is switched off (``mf.chkfile = None``): it
+    updates an HDF5 file in place, so an interruption or a full disk could
+    leave half a file, and HDF5 itself crashed on a full disk.  Here the file
+    is built in memory (`dm21cli.outputs.chkfile_bytes`) and renamed into
+    place, so ``scf.chk`` is always a complete restart file (or absent).
+    """
+
+    def __init__(self, path: Path, mol):
+        self.path = path
+        self.mol = mol
+        self.state: tuple | None = None
+        self.written = False  # the file holds the current state
+        self._last_write = -float("inf")
+
+    def update(self, e_tot, mo_energy, mo_coeff, mo_occ, final: bool = False) -> None:
+        """Keep this state; write it if `final` or CHECKPOINT_INTERVAL_S have passed."""
+        self.state = (float(e_tot), mo_energy, mo_coeff, mo_occ)
+        self.written = False
+        if final or time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S:
+            self.write()
+
+    def write(self) -> bool:
+        """Write the current state unless the file already holds it; returns whether a file exists."""
+        if self.state is not None and not self.written:
+            e_tot, mo_energy, mo_coeff, mo_occ = self.state
+            out.write_bytes_atomic(self.path, out.chkfile_bytes(self.mol, e_tot, mo_energy,
+                                                                 mo_coeff, mo_occ))
+            self.written = True
+            self._last_write = time.monotonic()
+        return self.written
 
 
 # ----------------------------------------------------------------------
@@ -158,11 +210,14 @@ def _share_settings(mf, spec, grids, max_memory_mb) -> None:
         mf.init_guess = spec.scf.guess
 
 
-def _warm_start(mol, spec, grids, max_memory_mb, log, main=None):
+def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None):
     """Converge spec.scf.warm_start (e.g. B3LYP); returns (dm, info dict).
 
     main: the SCF that follows; it is handed the in-core two-electron
     integrals the warm start computed, so they are computed once.
+    checkpoint: a `_ScfCheckpoint` that receives every cycle's state, and the
+    converged one for writing, so an interruption before the first DM21
+    evaluation leaves a restart file.
     """
     from pyscf import dft
 
@@ -176,8 +231,18 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None):
     mf0.conv_tol = WARM_START_CONV_TOL
     mf0.conv_check = False  # a starting density needs no confirming extra cycle
     mf0.max_cycle = max(spec.scf.max_cycle, 50)
+    mf0.chkfile = None  # the run keeps its own restart file (_ScfCheckpoint)
+
+    def each_cycle(envs):
+        interrupts.check()
+        if checkpoint is not None and envs.get("mo_coeff") is not None:
+            checkpoint.update(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
+
+    mf0.callback = each_cycle
     log(f"warm start: {spec.scf.warm_start} SCF")
     mf0.kernel()
+    if checkpoint is not None:
+        checkpoint.update(mf0.e_tot, mf0.mo_energy, mf0.mo_coeff, mf0.mo_occ, final=True)
     if main is not None and getattr(mf0, "_eri", None) is not None:
         main._eri = mf0._eri
     dm = mf0.make_rdm1()
@@ -373,22 +438,19 @@ def _cube_jobs(spec, mf) -> list[tuple[str, str, dict, str]]:
     return jobs
 
 
-def write_orbital_files(jobdir, spec, mf, log) -> dict:
-    """Molden and cube files; returns {'molden': name, 'cubes': {request: name}}."""
+def write_cube_files(jobdir, spec, mf, log) -> dict:
+    """The requested cube files; returns {request: file name}."""
     from dm21cli.units import ANGSTROM_BOHR
 
-    files: dict = {"cubes": {}}
-    if spec.outputs.molden:
-        out.write_molden(jobdir.file(FILES["molden"]), mf.mol, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
-        files["molden"] = FILES["molden"]
+    cubes: dict = {}
     spacing_bohr = spec.outputs.cube_spacing * ANGSTROM_BOHR
     margin_bohr = spec.outputs.cube_margin * ANGSTROM_BOHR
     for fname, kind, arrays, comment in _cube_jobs(spec, mf):
         log(f"writing {fname}")
         out.write_cube(jobdir.file(fname), mf.mol, kind, spacing_bohr=spacing_bohr,
                        margin_bohr=margin_bohr, comment=comment, **arrays)
-        files["cubes"][fname.removesuffix(".cube")] = fname
-    return files
+        cubes[fname.removesuffix(".cube")] = fname
+    return cubes
 
 
 # ----------------------------------------------------------------------
@@ -413,6 +475,17 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     overwrite: replace an existing output directory;
     reporter: called with one progress line at a time.
     Returns the result dict (also written to result.json).
+
+    Order of writes (README, "The output directory"): ``input.resolved.yaml``
+    and ``dm21.log`` first; ``scf.chk`` whenever the SCF state is saved;
+    then ``orbitals.molden``; then ``result.json``, the commit point of the
+    run, with ``summary.txt`` (rendered from it) renamed into place right
+    after it; then the cube files, after which result.json is written again
+    listing them.  The commit runs to its end even if SIGINT/SIGTERM arrives
+    (`interrupts.deferred`); a signal after it leaves result.json as it is
+    and still ends the run with KeyboardInterrupt (exit 130).  A run that
+    fails or is interrupted before the commit writes result.json and
+    summary.txt saying so, and scf.chk holds its last SCF state.
     """
     t_start = time.perf_counter()
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
@@ -428,27 +501,141 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
             guess_chk = Path(scratch) / "guess.chk"
             shutil.copyfile(spec.guess_chkfile(), guess_chk)
         jobdir = out.JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
-        log_stream = open(jobdir.file(FILES["log"]), "w", buffering=1, encoding="utf-8")
-        log = _Log(log_stream, reporter)
+        run = _Run(spec, jobdir, res, network, reporter, t_start)
         try:
-            out.write_text_atomic(jobdir.file(FILES["input"]), spec.to_resolved_yaml())
+            run.start()
             with _pyscf_warnings_only_in_log():
-                result = _compute(spec, jobdir, network, res, log, t_start, guess_chk)
-            jobdir.finalize("success" if result["success"] else "not-converged")
-            return result
+                return _compute(spec, run, guess_chk)
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
-            log(f"run {status}: {exc.__class__.__name__}: {exc}")
-            _write_failure(jobdir, spec, res, network, exc, status, t_start)
-            kept = jobdir.finalize(status, keep_old=True)
-            if kept is not None:
-                log(f"the previous results were kept in {kept}")
-            if isinstance(exc, (DM21Error, KeyboardInterrupt, MemoryError)):
+            error = run.fail(exc)
+            if error is exc:
                 raise
-            raise ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
-                               f"(log: {jobdir.file(FILES['log'])})") from exc
+            raise error from exc
         finally:
-            log_stream.close()
+            run.close()
+
+
+class _Run:
+    """One run's output directory, log, restart file and commit state."""
+
+    def __init__(self, spec, jobdir, res: dict, network, reporter: Reporter | None,
+                 t_start: float):
+        self.spec, self.jobdir, self.res, self.network = spec, jobdir, res, network
+        self.reporter = reporter
+        self.t_start = t_start
+        self.log = _Log(None, reporter)
+        self.checkpoint: _ScfCheckpoint | None = None
+        #: result.json holds this run's finished result (success or not-converged)
+        self.committed = False
+        self.status: str | None = None
+
+    def start(self) -> None:
+        path = self.jobdir.file(FILES["log"])
+        try:
+            self.log = _Log(open(path, "w", buffering=1, encoding="utf-8"), self.reporter, path)
+        except OSError as exc:
+            raise from_os_error(exc, path) from exc
+        out.write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
+
+    def commit(self, result: dict) -> None:
+        """Write result.json (the commit point) and summary.txt; nothing interrupts it."""
+        with interrupts.deferred():
+            out.write_text_files_atomic([
+                (self.jobdir.file(FILES["result"]), _json_text(result)),
+                (self.jobdir.file(FILES["summary"]), out.render_summary(result)),
+            ])
+            self.committed = True
+            self.status = result["status"]
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Record a run that ends with `exc`; returns the exception to raise.
+
+        Before the commit: the last SCF state goes to scf.chk, and result.json
+        and summary.txt say what happened.  After it, result.json is kept as
+        it is.  KeyboardInterrupt comes back with a message saying what is on
+        disk; an OSError for a full disk or an unwritable file becomes the
+        dm21cli error that says so; any other unexpected error a ComputeError.
+        """
+        with interrupts.deferred():
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if interrupted:
+                interrupts.acknowledge()
+            error: BaseException = exc
+            if isinstance(exc, OSError):
+                error = from_os_error(exc)
+            if not isinstance(error, (DM21Error, KeyboardInterrupt, MemoryError)):
+                error = ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
+                                     f"(log: {self.jobdir.file(FILES['log'])})")
+            result_path = self.jobdir.file(FILES["result"])
+            if self.committed:
+                what = f"{result_path} holds the finished result ({self.status})"
+                self._safe_log(f"run {'interrupted' if interrupted else 'failed'} after the "
+                               f"results were written: {exc.__class__.__name__}: {exc}; {what}")
+                if interrupted:
+                    return KeyboardInterrupt(f"{interrupts.message()} after the results were "
+                                             f"written; {what}")
+                if isinstance(error, DM21Error):
+                    error.args = (f"{error}; {what}",)
+                return error
+            self.status = "interrupted" if interrupted else "failed"
+            self._safe_log(f"run {self.status}: {exc.__class__.__name__}: {exc}")
+            chk = self._save_checkpoint()
+            self._write_failure(error, exc)
+            if interrupted:
+                restart = (f"the last SCF state is in {chk} (restart with scf.guess)" if chk
+                           else "no SCF cycle had finished")
+                return KeyboardInterrupt(f"{interrupts.message()}; {restart}")
+            return error
+
+    def close(self) -> None:
+        """Remove .running, deal with the directory an overwrite moved aside, close the log."""
+        with interrupts.deferred():
+            try:
+                kept = self.jobdir.finalize(self.status or "failed", keep_old=not self.committed)
+                if kept is not None:
+                    self._safe_log(f"the previous results were kept in {kept}")
+            finally:
+                if self.log.stream is not None:
+                    with contextlib.suppress(OSError):
+                        self.log.stream.close()
+
+    def _safe_log(self, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self.log(message)
+
+    def _save_checkpoint(self) -> Path | None:
+        """Write the last SCF state to scf.chk if not done yet; its path, or None."""
+        if self.checkpoint is None:
+            return None
+        try:
+            return self.checkpoint.path if self.checkpoint.write() else None
+        except Exception as exc:  # noqa: BLE001 - a full disk must not hide the original error
+            self._safe_log(f"could not write {self.checkpoint.path}: {exc}")
+            return self.checkpoint.path if self.checkpoint.path.exists() else None
+
+    def _write_failure(self, error: BaseException, exc: BaseException) -> None:
+        try:
+            result = _base_result(self.spec, self.res, self.network)
+            result["status"] = self.status
+            result["error"] = {"error_type": exc.__class__.__name__,
+                               "error_message": str(error) or str(exc) or self.status}
+            result["timings_s"] = {"total": time.perf_counter() - self.t_start}
+            result["files"] = {k: v for k, v in FILES.items()
+                               if k in ("result", "summary") or self.jobdir.file(v).exists()}
+            out.write_text_files_atomic([
+                (self.jobdir.file(FILES["result"]), _json_text(result)),
+                (self.jobdir.file(FILES["summary"]), out.render_summary(result)),
+            ])
+        except Exception as write_error:  # noqa: BLE001 - never mask the original error
+            self._safe_log(f"could not record the failure in {FILES['result']}: {write_error}")
+
+
+def _json_text(result: dict) -> str:
+    """result.json's text (NaN and infinities become null)."""
+    import json
+
+    return json.dumps(out.finite(result), indent=2, allow_nan=False, default=out._json_default,
+                      ensure_ascii=False) + "\n"
 
 
 class _DropPySCFWarnings:
@@ -498,25 +685,10 @@ def _base_result(spec, res, network) -> dict:
     }
 
 
-def _write_failure(jobdir, spec, res, network, exc, status, t_start) -> None:
-    partial_chk = jobdir.file(".scf.chk.partial")
-    if partial_chk.exists():  # the last SCF state: usable as `scf.guess` for a restart
-        os.replace(partial_chk, jobdir.file(FILES["chkfile"]))
-    try:
-        result = _base_result(spec, res, network)
-        result["status"] = status
-        result["error"] = {"error_type": exc.__class__.__name__, "error_message": str(exc) or status}
-        result["timings_s"] = {"total": time.perf_counter() - t_start}
-        result["files"] = {k: v for k, v in FILES.items() if jobdir.file(v).exists()}
-        result["files"]["result"] = FILES["result"]
-        out.write_json_atomic(jobdir.file(FILES["result"]), out.finite(result))
-    except Exception:  # noqa: BLE001 - never mask the original error
-        pass
-
-
-def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
+def _compute(spec, run: _Run, guess_chk=None) -> dict:
     from dm21cli.scf import run_with_escalation
 
+    jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
     timings: dict = {}
     log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
         f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
@@ -525,8 +697,8 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
     mol = build_molecule(spec, stream=log.stream, max_memory_mb=res["memory_mb"])
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
-    chk_partial = jobdir.file(".scf.chk.partial")
-    mf.chkfile = str(chk_partial)
+    mf.chkfile = None  # the run keeps its own restart file
+    checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
     log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
         f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
         f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
@@ -538,14 +710,16 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
         dm0 = mf.from_chk(str(guess_chk))
     elif network is not None and spec.scf.warm_start:
-        dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf)
+        dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
+                                checkpoint=checkpoint)
         timings["warm_start"] = warm["wall_s"]
     if grids.coords is None:
         grids.build(with_non0tab=True)
     log(f"{len(grids.weights)} grid points")
 
     t0 = time.perf_counter()
-    converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts, log=log)
+    converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
+                                              log=log, on_state=checkpoint.update)
     final_energy = _final_dm21_energy(mf, log) if network is not None else None
     timings["scf"] = time.perf_counter() - t0
 
@@ -567,7 +741,7 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
                                            + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
         props["dm21_final_energy"] = final_energy
 
-    result = _base_result(spec, res, network)
+    result = _base_result(spec, run.res, network)
     result.update({"success": bool(converged), "converged": bool(converged),
                    "status": "success" if converged else "not-converged",
                    "return_energy": props["return_energy"], "properties": props})
@@ -575,19 +749,27 @@ def _compute(spec, jobdir, network, res, log, t_start, guess_chk=None) -> dict:
         result["error"] = {"error_type": "ConvergenceError",
                            "error_message": f"SCF not converged after {len(attempts)} attempts "
                                             f"({props['scf_iterations']} cycles)"}
+    # files that claim nothing by themselves come first, each complete under its name
+    checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
     files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
-             "log": FILES["log"]}
-    if chk_partial.exists():
-        os.replace(chk_partial, jobdir.file(FILES["chkfile"]))
-        files["chkfile"] = FILES["chkfile"]
-    files.update(write_orbital_files(jobdir, spec, mf, log))
-    timings["outputs"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
+             "log": FILES["log"], "chkfile": FILES["chkfile"]}
+    if spec.outputs.molden:
+        out.write_molden(jobdir.file(FILES["molden"]), mf.mol, mf.mo_energy, mf.mo_coeff,
+                         mf.mo_occ)
+        files["molden"] = FILES["molden"]
     result["files"] = files
+    timings["outputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - run.t_start
     result["timings_s"] = timings
-    result = out.finite(result)
-    out.write_text_atomic(jobdir.file(FILES["summary"]), out.render_summary(result))
-    out.write_json_atomic(jobdir.file(FILES["result"]), result)
+    run.commit(result)  # the commit point: from here on the result is on disk
+
+    cube_jobs = spec.outputs.cube_requests()
+    if cube_jobs:
+        t0 = time.perf_counter()
+        files["cubes"] = write_cube_files(jobdir, spec, mf, log)
+        timings["cubes"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - run.t_start
+        run.commit(result)  # the same result, now listing the cube files
     state = "converged" if converged else "NOT CONVERGED"
     log(f"{state}: E = {props['return_energy']:.10f} Ha; results in {jobdir.path}")
-    return result
+    return out.finite(result)

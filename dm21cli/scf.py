@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dm21cli import interrupts
+
 #: Escalation ladder: (name, settings applied to the SCF object).  Attempt k
 #: uses entry min(k, len - 1).
 ESCALATION = (
@@ -87,12 +89,14 @@ def _apply(mf, settings: dict) -> None:
             setattr(mf, key, value)
 
 
-def _stall_watch(mf):
+def _stall_watch(mf, on_state=None):
     """An SCF callback that raises _Stalled when |g| stops improving.
 
     Before raising it stores the lowest-energy orbitals seen in the attempt
     on `mf` (PySCF's kernel would only store the last ones, at its end), so
-    the next attempt starts from the best point found so far.
+    the next attempt starts from the best point found so far.  Every cycle
+    it raises a SIGINT/SIGTERM that was lost (`interrupts.check`) and hands
+    the cycle's state to `on_state(e_tot, mo_energy, mo_coeff, mo_occ)`.
     """
     history: list[float] = []
     best: dict = {}
@@ -102,6 +106,9 @@ def _stall_watch(mf):
             setattr(mf, key, value)
 
     def callback(envs):
+        interrupts.check()
+        if on_state is not None and envs.get("mo_coeff") is not None:
+            on_state(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
         if "e_tot" in envs and ("e_tot" not in best or envs["e_tot"] < best["e_tot"]):
             best.update({key: envs[key] for key in ("mo_coeff", "mo_occ", "mo_energy", "e_tot")})
         history.append(float(envs.get("norm_gorb", 0.0)))
@@ -138,7 +145,7 @@ def _direct_min(mf, dm, log):
     return cycles
 
 
-def _frozen_xc(mf, dm, log=None) -> int:
+def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     """Frozen-XC iterations from density dm; returns the DM21 evaluations used.
 
     Evaluation k gives E(D_k), the DM21 Fock matrix F_k and the orbital
@@ -194,6 +201,7 @@ def _frozen_xc(mf, dm, log=None) -> int:
     evaluations = 0
     mf.converged = False
     while evaluations < FROZEN_XC_MAX_EVALUATIONS:
+        interrupts.check()
         vhf = mf.get_veff(mol, dm)
         evaluations += 1
         if inner._eri is None:  # the integrals mf holds, or built in its first evaluation: shared
@@ -231,10 +239,8 @@ def _frozen_xc(mf, dm, log=None) -> int:
             break
         mo, occ, mo_energy = inner.mo_coeff, inner.mo_occ, inner.mo_energy
         dm = inner.make_rdm1()
-        if mf.chkfile:
-            from pyscf.scf import chkfile
-
-            chkfile.dump_scf(mol, mf.chkfile, e_tot, mo_energy, mo, occ)
+        if on_state is not None:
+            on_state(e_tot, mo_energy, mo, occ)
     if mf.converged:
         mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_tot, mo, occ, mo_energy
     elif best and best["e_tot"] < e_start:
@@ -248,9 +254,9 @@ def _frozen_xc(mf, dm, log=None) -> int:
     return evaluations
 
 
-def _fock_iteration(mf, dm):
+def _fock_iteration(mf, dm, on_state=None):
     """mf.kernel from dm, ended early when stalled; returns the cycles run."""
-    watch = _stall_watch(mf)
+    watch = _stall_watch(mf, on_state)
     mf.callback = watch
     try:
         mf.kernel(dm0=dm)
@@ -264,14 +270,13 @@ def _fock_iteration(mf, dm):
         mf.callback = None
 
 
-def _record(mf, attempts: list, attempt: Attempt, log, on_attempt, unit: str = "cycles") -> None:
-    """Append a finished attempt, log its line, tell on_attempt, and write mf's state
-    (converged, or the best reached) to its chkfile: direct minimisation writes none."""
+def _record(mf, attempts: list, attempt: Attempt, log, on_attempt, on_state=None,
+            unit: str = "cycles") -> None:
+    """Append a finished attempt, log its line, tell on_attempt, and hand mf's state
+    (converged, or the best reached) to on_state(..., final=True)."""
     attempts.append(attempt)
-    if mf.chkfile and mf.mo_coeff is not None:
-        from pyscf.scf import chkfile
-
-        chkfile.dump_scf(mf.mol, mf.chkfile, mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ)
+    if on_state is not None and mf.mo_coeff is not None:
+        on_state(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
     if log:
         state = "converged" if attempt.converged else "NOT converged"
         log(f"  {state} after {attempt.cycles} {unit}, E = {attempt.energy_hartree:.10f} Ha "
@@ -281,13 +286,17 @@ def _record(mf, attempts: list, attempt: Attempt, log, on_attempt, unit: str = "
 
 
 def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
-                        log=None, on_attempt=None) -> tuple[bool, list[Attempt]]:
+                        log=None, on_attempt=None, on_state=None) -> tuple[bool, list[Attempt]]:
     """Run `mf.kernel` until it converges or `max_attempts` are used.
 
     mf: a configured PySCF SCF object (tolerances, max_cycle set);
     dm0: initial density matrix or None for mf's own guess.  Each further
     attempt starts from the lowest-energy state the previous one reached.
-    Returns (converged, attempts).  `log(msg)` receives one line per attempt.
+    Returns (converged, attempts).  `log(msg)` receives one line per attempt;
+    `on_state(e_tot, mo_energy, mo_coeff, mo_occ, final=False)` each SCF
+    state as it is reached (final=True: the state an attempt ended with), so
+    that the caller can keep a restart file.  A SIGINT/SIGTERM lost on the
+    way is raised again within a cycle (`dm21cli.interrupts.check`).
     """
     attempts: list[Attempt] = []
     dm = dm0
@@ -297,10 +306,10 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
         t0 = time.perf_counter()
         if log:
             log("SCF attempt: frozen-XC iterations (before the ladder)")
-        cycles = _frozen_xc(mf, dm0, log)
+        cycles = _frozen_xc(mf, dm0, log, on_state)
         attempt = Attempt(strategy="frozen-xc", converged=bool(mf.converged), cycles=cycles,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0)
-        _record(mf, attempts, attempt, log, on_attempt, unit="DM21 evaluations")
+        _record(mf, attempts, attempt, log, on_attempt, on_state, unit="DM21 evaluations")
         if attempt.converged:
             return True, attempts
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm0
@@ -315,12 +324,12 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
         if name == "direct-minimization":
             cycles = _direct_min(mf, dm, log)
         else:
-            cycles = _fock_iteration(mf, dm)
+            cycles = _fock_iteration(mf, dm, on_state)
         attempt = Attempt(strategy=name, converged=bool(mf.converged), cycles=cycles,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0,
                           settings={key: (v if not isinstance(v, type) else v.__name__)
                                     for key, v in settings.items()})
-        _record(mf, attempts, attempt, log, on_attempt)
+        _record(mf, attempts, attempt, log, on_attempt, on_state)
         if attempt.converged:
             break
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm

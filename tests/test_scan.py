@@ -536,7 +536,7 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
         ("scan.log", "[2/3] DM21 1.500 A: computing"),
         ("DM21/point-001_1.500A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
-    assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted")
+    assert stderr.splitlines()[-1].startswith("dm21: error: interrupted by SIGTERM")
     first = scan_dir / "DM21" / "point-000_0.740A"
     second = scan_dir / "DM21" / "point-001_1.500A"
     assert json.loads((first / "result.json").read_text())["status"] == "success"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 
@@ -44,20 +43,6 @@ def overrides(options: dict, **extra) -> dict:
                "dispersion", "threads", "memory")}
     result.update(extra)
     return result
-
-
-@contextlib.contextmanager
-def termination_as_interrupt():
-    """Turn SIGTERM (a batch system's time limit) into KeyboardInterrupt."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def use_rich(stream=None) -> bool:

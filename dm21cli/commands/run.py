@@ -35,7 +35,7 @@ def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, check
     spec = load_job(file, common.overrides(options, output_dir=output_dir))
     tune_allocator()
     reporter = common.Reporter(quiet=False)
-    with common.termination_as_interrupt(), reporter.live(f"dm21 run {file}"):
+    with reporter.live(f"dm21 run {file}"):
         result = run_job(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -84,7 +84,7 @@ def scan(file: str, distance: str | None, output_dir: str | None, reference_atom
     if collect:
         report = collect_scan(plan)
     else:
-        with common.termination_as_interrupt(), reporter.live(f"dm21 scan {file}"):
+        with reporter.live(f"dm21 scan {file}"):
             report = run_scan(plan, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter,
                               detail=reporter if verbose else None, workers=workers, point=point,
                               dask=dask_address)
