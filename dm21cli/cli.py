@@ -92,9 +92,15 @@ def main(argv: list[str] | None = None) -> None:
         message = str(cause) if cause is not None and str(cause) else "interrupted"
         click.echo(f"dm21: error: {message}", err=True)
         interrupts.exit_process(ExitStatus.INTERRUPTED)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # `dm21`, `dm21 weights`: the help
         exc.show()
-        sys.exit(ExitStatus.INPUT_ERROR if exc.exit_code == 2 else exc.exit_code)
+        sys.exit(ExitStatus.INPUT_ERROR)
+    except click.ClickException as exc:  # usage errors: one line like every other error
+        message = " ".join(exc.format_message().split()).removesuffix(".")
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "dm21"
+        click.echo(f"dm21: error: {message} (see '{command} --help')", err=True)
+        sys.exit(ExitStatus.INPUT_ERROR)
     except (DM21Error, KeyboardInterrupt, MemoryError, Exception) as exc:  # noqa: BLE001
         status = exit_status_for(exc)
         if _state["traceback"]:

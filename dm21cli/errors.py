@@ -49,9 +49,32 @@ class InputError(DM21Error):
         self.file = file
         self.line = line
         self.field = field
+        #: every problem found in the input, this one first (see `several`)
+        self.problems: list[InputError] = [self]
         super().__init__(self.render())
 
+    @classmethod
+    def several(cls, problems: list[InputError]) -> InputError:
+        """The first of `problems`, carrying all of them in ``.problems``.
+
+        ``str()`` of the result is the first problem's line and the number of
+        the others (what ``dm21 run`` prints); ``dm21 validate`` prints
+        ``render()`` of each.
+        """
+        first = problems[0]
+        first.problems = list(problems)
+        return first
+
+    def __str__(self) -> str:
+        text = self.render()
+        more = len(self.problems) - 1
+        if more > 0:
+            text += (f" (and {more} more problem{'s' if more > 1 else ''}: "
+                     f"'dm21 validate' lists them all)")
+        return text
+
     def render(self) -> str:
+        """This problem as one line: ``file:line: field: message``."""
         where = ""
         if self.file:
             where = str(self.file)

@@ -22,6 +22,7 @@ import io
 import math
 import os
 import re
+import stat
 import typing
 import warnings
 from pathlib import Path
@@ -48,7 +49,7 @@ __all__ = [
     "DM21_FUNCTIONALS", "GUESS_KEYWORDS", "CUBE_KINDS", "OVERRIDE_KEYS",
     "Atom", "JobSettings", "Molecule", "ScfSettings", "OutputSettings",
     "ResourceSettings", "JobSpec", "load_job", "validate_job", "parse_xyz",
-    "parse_memory", "ScanSettings",
+    "parse_memory", "ScanSettings", "EcpEntry", "ecp_map", "ecp_summary", "ECP_DM21_NOTE",
 ]
 
 #: canonical spellings of the DM21 family (input is case-insensitive).
@@ -61,6 +62,20 @@ CUBE_KINDS = ("density", "spin_density", "homo", "lumo")
 MIN_DISTANCE_ANGSTROM = 0.1
 #: coordinates larger than this (Angstrom) are an input error (typo guard).
 MAX_COORDINATE_ANGSTROM = 1.0e5
+#: job files and .xyz files larger than this (bytes) are refused; more is never read.
+MAX_TEXT_FILE_BYTES = 16_000_000
+#: an ``scf.guess`` chkfile larger than this (bytes) is refused.
+MAX_CHKFILE_BYTES = 4_000_000_000
+#: cube files with more grid points than this are refused (about 56 bytes of
+#: memory per point while one is computed, 13 bytes per point on disk).
+MAX_CUBE_POINTS = 50_000_000
+#: bytes per cube point: memory while computing (PySCF's coordinate arrays
+#: and the values), and on disk (13 characters per value).
+CUBE_BYTES_PER_POINT_MEMORY = 56
+CUBE_BYTES_PER_POINT_DISK = 13.2
+#: said wherever a DM21 job uses an effective core potential.
+ECP_DM21_NOTE = ("DM21 was trained on all-electron calculations: DM21 energies with "
+                 "ECPs are outside its training")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 #: command-line override key -> path in the job file.
@@ -419,6 +434,14 @@ class Molecule(_Section):
         if (self.xyz is None) == (self.file is None):
             raise ValueError("give exactly one of 'xyz' (inline atom lines) or 'file' (an .xyz file)")
         ctx = info.context or {}
+        try:
+            return self._parse_atoms(ctx)
+        except InputError as exc:
+            if ctx.get("collect"):  # load_job: one problem among those of the other sections
+                raise _Located(exc) from None
+            raise
+
+    def _parse_atoms(self, ctx: dict) -> Molecule:
         if self.xyz is not None:
             first, step = ctx.get("xyz_lines", (1, 1))
             self._source_file = ctx.get("file")
@@ -817,6 +840,11 @@ class JobSpec(_Section):
             return self.basis
         return {s: self.basis_for(s) for s in dict.fromkeys(self.molecule.symbols)}
 
+    def pyscf_ecp(self) -> dict[str, str]:
+        """``ecp=`` for ``gto.M``: {element: basis name} for the elements whose basis has an
+        effective core potential (`ecp_map`, the one rule); empty for all-electron jobs."""
+        return {symbol: entry.basis for symbol, entry in ecp_map(self).items()}
+
     def basis_label(self) -> str:
         if isinstance(self.basis, str):
             return self.basis
@@ -886,8 +914,45 @@ _SECTIONS: dict[tuple, type[BaseModel]] = {
 # reading files and YAML with line numbers
 # --------------------------------------------------------------------------
 
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _stat_regular(path: Path, fail, limit: int) -> int:
+    """Size in bytes of `path`, a regular file of at most `limit` bytes.
+
+    The file is only stat'ed (a FIFO or a device is never opened, so nothing
+    blocks); `fail(message)` builds the InputError for every other case.
+    """
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise fail("no such file") from None
+    except PermissionError:
+        raise fail("permission denied") from None
+    except OSError as exc:
+        raise fail(f"cannot read ({exc.strerror or exc})") from None
+    except ValueError:  # embedded NUL byte and the like
+        raise fail("invalid file name") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise fail("is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise fail(f"is {_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        raise fail(f"file too large ({info.st_size:,} bytes; at most {limit:,} are read)")
+    return info.st_size
+
+
 def _read_text(path: Path, display: str, key: dict | None = None) -> str:
-    """File contents as text; `key` (file/line/field of the key naming the file) locates errors."""
+    """File contents as text; `key` (file/line/field of the key naming the file) locates errors.
+
+    Only regular files of at most `MAX_TEXT_FILE_BYTES` are read, and never
+    more than that many bytes (a file growing while it is read is refused too).
+    """
     where = key if key is not None else {"file": display}
 
     def fail(message: str) -> InputError:
@@ -895,18 +960,27 @@ def _read_text(path: Path, display: str, key: dict | None = None) -> str:
             return InputError(f"{message}: {display}", **key)
         return InputError(message, **where)
 
+    _stat_regular(path, fail, MAX_TEXT_FILE_BYTES)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, open does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
         raise fail("no such file") from None
-    except IsADirectoryError:
-        raise fail("is a directory, not a file") from None
     except PermissionError:
         raise fail("permission denied") from None
     except OSError as exc:
         raise fail(f"cannot read ({exc.strerror or exc})") from None
-    except ValueError:  # embedded NUL byte and the like
-        raise fail("invalid file name") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise fail("is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            raw = stream.read(MAX_TEXT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_TEXT_FILE_BYTES:
+        raise fail(f"file too large (more than {MAX_TEXT_FILE_BYTES:,} bytes)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -985,9 +1059,11 @@ class _Walker:
 
 
 def _load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple, yaml.Node]]:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
         try:
+            # the reader checks the characters already here (a NUL byte is refused)
+            loader = yaml.SafeLoader(text)
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -996,7 +1072,10 @@ def _load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple
                              file=file, line=mark.line + 1 if mark else None) from None
         except yaml.reader.ReaderError as exc:
             line = text[:exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
-            raise InputError(f"invalid YAML: {exc.reason} (character {exc.character!r})",
+            char = exc.character
+            code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+            shown = f"U+{code:04X}" if isinstance(code, int) else repr(code)
+            raise InputError(f"invalid YAML: {exc.reason} (character {shown})",
                              file=file, line=line) from None
         except yaml.YAMLError as exc:
             raise InputError(f"invalid YAML: {exc}", file=file) from None
@@ -1014,7 +1093,8 @@ def _load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple
         data = walker.value(root, ())
         return data, walker.lines, walker.nodes
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # --------------------------------------------------------------------------
@@ -1055,18 +1135,29 @@ def _error_message(err: dict) -> str:
     return f"{msg[:1].lower()}{msg[1:]} (got {_describe(err.get('input'))})"
 
 
+class _Located(ValueError):
+    """An InputError raised inside a pydantic validator, kept with its own file and line."""
+
+    def __init__(self, error: InputError):
+        super().__init__(error.render())
+        self.error = error
+
+
 def _translate(exc: ValidationError, meta: _Meta) -> InputError:
-    errors = exc.errors(include_url=False)
-    best = None
-    for err in errors:
-        loc = tuple(err["loc"])
-        where = meta.locate(loc)
-        key = (where["line"] if where["line"] is not None else 10**9)
-        if best is None or key < best[0]:
-            best = (key, err, where)
-    assert best is not None
-    _, err, where = best
-    return InputError(_error_message(err), **where)
+    """Every schema problem as one InputError (`InputError.problems`), in line order:
+    the job file's first, then other files' (an external .xyz), then the options'."""
+    problems: list[InputError] = []
+    for err in exc.errors(include_url=False):
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, _Located):
+            problem = located.error
+        else:
+            problem = InputError(_error_message(err), **meta.locate(tuple(err["loc"])))
+        if all(problem.render() != known.render() for known in problems):
+            problems.append(problem)
+    problems.sort(key=lambda e: (e.file not in (meta.file, None) if e.file else 2,
+                                 e.line if e.line is not None else 10**9))
+    return InputError.several(problems)
 
 
 # --------------------------------------------------------------------------
@@ -1090,7 +1181,8 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
     display = str(path)
     suffix = path.suffix.lower()
     meta = _Meta(file=display)
-    ctx: dict[str, Any] = {"base_dir": path.parent, "file": display, "default_name": _default_name(path)}
+    ctx: dict[str, Any] = {"base_dir": path.parent, "file": display, "default_name": _default_name(path),
+                           "collect": True}
     if suffix in (".yaml", ".yml"):
         text = _read_text(path, display)
         data, meta.lines, nodes = _load_yaml(text, display)
@@ -1106,8 +1198,7 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
             # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
             data["scan"]["distances"] = dist_node.value
     elif suffix == ".xyz":
-        if not path.is_file():
-            _read_text(path, display)  # raises the right message
+        _stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
         data = {"molecule": {"file": path.name}}
         ctx["bare_xyz"] = True
     else:
@@ -1204,14 +1295,218 @@ def _basis_key_path(meta: _Meta, key: str) -> tuple:
     return ("basis", key)
 
 
+def _basis_location(spec: JobSpec, symbol: str) -> dict:
+    """file / line / field of the basis entry that covers `symbol`."""
+    meta: _Meta = spec._meta
+    if isinstance(spec.basis, dict):
+        key = symbol if symbol in spec.basis else "default"
+        return meta.locate(_basis_key_path(meta, key))
+    return meta.locate(("basis",))
+
+
+# --------------------------------------------------------------------------
+# effective core potentials
+# --------------------------------------------------------------------------
+
+class EcpEntry(NamedTuple):
+    """The effective core potential of one element: its basis name and the electrons it replaces."""
+
+    basis: str
+    core_electrons: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _ecp_lookup(name: str, symbol: str) -> tuple[int | None, str | None]:
+    """(core electrons, or None for an all-electron element; a problem message or None).
+
+    PySCF's ``gto.basis.load_ecp`` returns [] for an element without an ECP
+    in its own library, ``[ncore, ...]`` with one, and falls back to the
+    basis-set-exchange package for names it does not know (which raises
+    BasisNotFoundError 'No ECP defined for ...' for an all-electron element).
+    Anything else means we cannot tell, and the job is refused.
+    """
+    from pyscf.gto import basis as pyscf_basis
+    from pyscf.lib.exceptions import BasisNotFoundError
+
+    cannot = f"cannot tell whether basis {_show(name)} has an effective core potential for {symbol}"
+    try:
+        with _quiet():
+            data = pyscf_basis.load_ecp(name, symbol)
+    except BasisNotFoundError as exc:
+        if str(exc).startswith("No ECP defined for"):
+            return None, None
+        return None, f"{cannot} ({str(exc).splitlines()[0][:80] if str(exc) else 'not found'})"
+    except Exception as exc:  # noqa: BLE001 - parse errors of files, missing packages, ...
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        return None, f"{cannot} ({reason})"
+    if data is None or (isinstance(data, (list, tuple)) and len(data) == 0):
+        return None, None
+    try:
+        ncore = int(data[0])
+        ok = isinstance(data[0], (int, np.integer)) and 0 <= ncore <= elements.atomic_number(symbol)
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        return None, f"{cannot} (PySCF gives no core-electron count)"
+    return ncore, None
+
+
+def ecp_map(spec: JobSpec) -> dict[str, EcpEntry]:
+    """The effective core potentials of a job: {element: EcpEntry}, for each element present
+    whose basis has an ECP (any name PySCF knows, or basis-set-exchange when installed).
+
+    The one rule for every Mole a job builds (`dm21cli.runner.build_molecule`,
+    the orbital counts of validation) and for what result.json records.  Raises
+    `InputError` at the basis entry when PySCF cannot tell.
+    """
+    found: dict[str, EcpEntry] = {}
+    for symbol in dict.fromkeys(spec.molecule.symbols):
+        name = spec.basis_for(symbol)
+        if name is None:
+            continue  # validate_job reports the missing basis
+        ncore, problem = _ecp_lookup(name, symbol)
+        if problem:
+            raise InputError(problem, **_basis_location(spec, symbol))
+        if ncore is not None:
+            found[symbol] = EcpEntry(name, ncore)
+    return found
+
+
+def ecp_summary(ecp: dict[str, EcpEntry]) -> str:
+    """``Na lanl2dz (10 core electrons), Cl lanl2dz (10 core electrons)``."""
+    return ", ".join(f"{symbol} {entry.basis} ({entry.core_electrons} core electron"
+                     f"{'' if entry.core_electrons == 1 else 's'})" for symbol, entry in ecp.items())
+
+
+# --------------------------------------------------------------------------
+# validate_job
+# --------------------------------------------------------------------------
+
+class _Problems:
+    """Problems found by independent checks.
+
+    A check that raises `InputError` has its problem recorded, and validation
+    goes on with the next check; a check that needs an earlier one to pass
+    (the orbital count needs a known basis) is skipped when it did not.
+    """
+
+    def __init__(self):
+        self.found: list[InputError] = []
+
+    def run(self, check, *args) -> bool:
+        """Run ``check(*args)``; False if it raised InputError (recorded) or added problems."""
+        before = len(self.found)
+        try:
+            check(*args)
+        except InputError as exc:
+            self.add(exc)
+            return False
+        return len(self.found) == before
+
+    def add(self, exc: InputError) -> None:
+        for problem in exc.problems:
+            if all(problem.render() != known.render() for known in self.found):
+                self.found.append(problem)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise InputError.several(self.found)
+
+
 def validate_job(spec: JobSpec) -> None:
     """The checks that need chemistry; raises `InputError` naming file, line and field.
 
     Elements, coordinates, interatomic distances, electron count versus charge
     and multiplicity, functional and warm-start names (libxc), basis coverage
-    of every element (PySCF's basis library), the guess chkfile, restricted
-    open-shell DM21, and requested orbital cubes against the number of orbitals.
+    of every element (PySCF's basis library), effective core potentials
+    (`ecp_map`), the electrons against the orbitals the basis gives, the guess
+    chkfile, restricted open-shell DM21, requested orbital cubes against the
+    number of orbitals, and the size of the cube files.  Every independent
+    problem is reported: the InputError raised is the first one and carries
+    all of them in ``.problems``.
     """
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    problems = _Problems()
+
+    problems.run(_check_geometry, spec, problems)
+    electrons_ok = problems.run(_check_electrons, spec)
+
+    # -- basis mapping keys ---------------------------------------------------
+    covered = list(dict.fromkeys(mol.symbols))
+    if isinstance(spec.basis, dict):
+        for key in spec.basis:
+            if key != "default" and elements.normalise_symbol(key) != key:
+                problems.add(InputError(f"{elements.unknown_element_message(key)}; basis mapping keys are "
+                                        f"element symbols or 'default'",
+                                        **meta.locate(_basis_key_path(meta, key))))
+        for symbol in list(covered):
+            if spec.basis_for(symbol) is None:
+                covered.remove(symbol)
+                problems.add(InputError(f"no basis for element {symbol}: add '{symbol}: <basis>' or a "
+                                        f"'default' entry", **meta.locate(("basis",))))
+    basis_ok = len(covered) == len(set(mol.symbols))
+
+    # -- restricted / cubes (no PySCF needed) ---------------------------------
+    restricted = spec.resolved_restricted()
+    if spec.is_dm21 and restricted and mol.multiplicity > 1:
+        problems.add(InputError(f"restricted open-shell DM21 is not supported (multiplicity "
+                                f"{mol.multiplicity}); use restricted: false or null",
+                                **meta.locate(("scf", "restricted"))))
+    for i, cube in enumerate(spec.outputs.cubes):
+        if cube[-1] in "ab" and cube.startswith("orbital:") and restricted:
+            problems.add(InputError(f"{cube}: spin suffixes a/b need an unrestricted calculation "
+                                    f"(this one is restricted); use orbital:{cube[8:-1]}",
+                                    **meta.locate(("outputs", "cubes", i))))
+
+    problems.run(_check_guess_chkfile, spec)
+    if spec.scan is not None:
+        problems.run(_validate_scan, spec)
+    problems.run(_check_cube_size, spec)
+
+    # -- names PySCF must know ------------------------------------------------
+    if not spec.is_dm21:
+        problem = _xc_problem(spec.functional)
+        if problem:
+            problems.add(InputError(problem, **meta.locate(("functional",))))
+    elif spec.scf.warm_start is not None:
+        problem = _xc_problem(spec.scf.warm_start)
+        if problem:
+            problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
+                                    **meta.locate(("scf", "warm_start"))))
+    for symbol in covered:
+        problem = _basis_problem(spec.basis_for(symbol), symbol)
+        if problem:
+            basis_ok = False
+            problems.add(InputError(problem, **_basis_location(spec, symbol)))
+    if not basis_ok:
+        problems.raise_any()
+
+    # -- effective core potentials, and what fits in the orbitals -------------
+    if not problems.run(ecp_map, spec):
+        problems.raise_any()
+    nao = None
+    try:
+        nao = _count_orbitals(spec)
+    except InputError as exc:
+        problems.add(exc)
+    if nao is not None and electrons_ok:
+        problems.run(_check_capacity, spec, nao)
+
+    # -- orbital indices (needs the basis size) ------------------------------
+    wanted = [(("outputs", "cubes", i), int(re.sub(r"[ab]$", "", c[8:])))
+              for i, c in enumerate(spec.outputs.cubes) if c.startswith("orbital:")]
+    wanted += [(("outputs", "orbitals", i), n) for i, n in enumerate(spec.outputs.orbitals)]
+    if nao is not None:
+        for path, n in wanted:
+            if n > nao:
+                problems.add(InputError(f"orbital {n} does not exist: {spec.basis_label()} gives {nao} "
+                                        f"orbitals for {mol.formula()}", **meta.locate(path)))
+    problems.raise_any()
+
+
+def _check_geometry(spec: JobSpec, problems: _Problems) -> None:
+    """Elements, finite coordinates, and atoms closer than MIN_DISTANCE_ANGSTROM (each atom once)."""
     meta: _Meta = spec._meta
     mol = spec.molecule
     atoms = mol.atoms
@@ -1219,7 +1514,6 @@ def validate_job(spec: JobSpec) -> None:
     def atom_error(message: str, atom: Atom) -> InputError:
         return InputError(message, file=mol.source_file, line=atom.line, field=mol._source_field)
 
-    # -- geometry -----------------------------------------------------------
     if not atoms:
         raise InputError("the molecule has no atoms", **meta.locate(("molecule",)))
     for n, atom in enumerate(atoms, start=1):
@@ -1228,113 +1522,174 @@ def validate_job(spec: JobSpec) -> None:
         if not all(math.isfinite(x) for x in atom.position):
             raise atom_error(f"atom {n} ({atom.symbol}): coordinates are not finite numbers", atom)
     coords = mol.coords_angstrom()
+    reported: set[int] = set()
     for i in range(len(atoms) - 1):
         dist = np.sqrt(((coords[i + 1:] - coords[i]) ** 2).sum(axis=1))
-        close = np.flatnonzero(dist < MIN_DISTANCE_ANGSTROM)
-        if close.size:
-            j = i + 1 + int(close[0])
+        for k in np.flatnonzero(dist < MIN_DISTANCE_ANGSTROM):
+            j = i + 1 + int(k)
+            if j in reported:
+                continue
+            reported.add(j)
             hint = " (are the coordinates in bohr? set molecule.units: bohr)" if mol.units == "angstrom" \
-                and dist[close[0]] > 0.05 else ""
-            raise atom_error(
+                and dist[k] > 0.05 else ""
+            problems.add(atom_error(
                 f"atoms {i + 1} ({atoms[i].symbol}) and {j + 1} ({atoms[j].symbol}) are "
-                f"{dist[close[0]]:.3g} Angstrom apart (minimum {MIN_DISTANCE_ANGSTROM} Angstrom){hint}",
-                atoms[j])
+                f"{dist[k]:.3g} Angstrom apart (minimum {MIN_DISTANCE_ANGSTROM} Angstrom){hint}",
+                atoms[j]))
 
-    # -- electrons ------------------------------------------------------------
+
+def _charge_blame(spec: JobSpec) -> tuple:
+    """The field to name for an electron-count problem: an option first, then a key in the file."""
+    meta: _Meta = spec._meta
     charge_path, mult_path = ("molecule", "charge"), ("molecule", "multiplicity")
 
     def given(path: tuple) -> bool:
         return path in meta.overridden or path in meta.lines
 
+    if mult_path in meta.overridden:
+        return mult_path
+    if charge_path in meta.overridden:
+        return charge_path
+    if given(mult_path) or not given(charge_path):
+        return mult_path
+    return charge_path
+
+
+def _check_electrons(spec: JobSpec) -> None:
+    """Electron count (all electrons) against charge and multiplicity."""
+    meta: _Meta = spec._meta
+    mol = spec.molecule
     nelec = mol.nelectron()
     formula = mol.formula()
     if nelec < 1:
         raise InputError(f"charge {mol.charge} leaves {nelec} electrons ({formula} has "
-                         f"{mol.nuclear_charge()} protons)", **meta.locate(charge_path))
+                         f"{mol.nuclear_charge()} protons)", **meta.locate(("molecule", "charge")))
     mult = mol.multiplicity
-    # blame what the user set: an option first, then a key in the file
-    if mult_path in meta.overridden:
-        blame = mult_path
-    elif charge_path in meta.overridden:
-        blame = charge_path
-    elif given(mult_path) or not given(charge_path):
-        blame = mult_path
-    else:
-        blame = charge_path
     if mult - 1 > nelec:
         raise InputError(f"multiplicity {mult} needs at least {mult - 1} unpaired electrons but "
-                         f"{formula} with charge {mol.charge} has {nelec}", **meta.locate(mult_path))
+                         f"{formula} with charge {mol.charge} has {nelec}",
+                         **meta.locate(("molecule", "multiplicity")))
     if (nelec - (mult - 1)) % 2:
         parity = "odd" if nelec % 2 else "even"
         need = "2, 4, ..." if nelec % 2 else "1, 3, ..."
         raise InputError(f"multiplicity {mult} does not fit {nelec} electrons ({formula}, charge "
                          f"{mol.charge}): an {parity} electron count needs multiplicity {need}",
-                         **meta.locate(blame))
+                         **meta.locate(_charge_blame(spec)))
 
-    # -- basis mapping keys ---------------------------------------------------
-    if isinstance(spec.basis, dict):
-        for key in spec.basis:
-            if key != "default" and elements.normalise_symbol(key) != key:
-                raise InputError(f"{elements.unknown_element_message(key)}; basis mapping keys are "
-                                 f"element symbols or 'default'",
-                                 **meta.locate(_basis_key_path(meta, key)))
-        for symbol in dict.fromkeys(mol.symbols):
-            if spec.basis_for(symbol) is None:
-                raise InputError(f"no basis for element {symbol}: add '{symbol}: <basis>' or a "
-                                 f"'default' entry", **meta.locate(("basis",)))
 
-    # -- restricted / cubes (no PySCF needed) ---------------------------------
-    restricted = spec.resolved_restricted()
-    if spec.is_dm21 and restricted and mult > 1:
-        raise InputError(f"restricted open-shell DM21 is not supported (multiplicity {mult}); "
-                         f"use restricted: false or null", **meta.locate(("scf", "restricted")))
-    for i, cube in enumerate(spec.outputs.cubes):
-        if cube[-1] in "ab" and cube.startswith("orbital:") and restricted:
-            raise InputError(f"{cube}: spin suffixes a/b need an unrestricted calculation "
-                             f"(this one is restricted); use orbital:{cube[8:-1]}",
-                             **meta.locate(("outputs", "cubes", i)))
+def _check_capacity(spec: JobSpec, nao: int) -> None:
+    """The electrons outside the ECP cores against the spin and the `nao` orbitals of the basis."""
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    ecp = ecp_map(spec)
+    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
+    nelec = mol.nelectron() - core
+    unpaired = mol.multiplicity - 1
+    formula = mol.formula()
+    outside = f" outside the ECP cores ({core} core electrons)" if core else ""
+    if core:
+        if nelec < 1:
+            raise InputError(f"charge {mol.charge} leaves {nelec} electrons{outside} ({formula} has "
+                             f"{mol.nuclear_charge()} protons)", **meta.locate(("molecule", "charge")))
+        if unpaired > nelec:
+            raise InputError(f"multiplicity {mol.multiplicity} needs at least {unpaired} unpaired "
+                             f"electrons but {formula} with charge {mol.charge} has {nelec}{outside}",
+                             **meta.locate(("molecule", "multiplicity")))
+        if (nelec - unpaired) % 2:
+            raise InputError(f"multiplicity {mol.multiplicity} does not fit the {nelec} electrons{outside}",
+                             **meta.locate(_charge_blame(spec)))
+    n_alpha, n_beta = (nelec + unpaired) // 2, (nelec - unpaired) // 2
+    if n_alpha <= nao:
+        return
+    charge_path, mult_path = ("molecule", "charge"), ("molecule", "multiplicity")
+    given = [p for p in (charge_path, mult_path) if p in meta.overridden or p in meta.lines]
+    overridden = [p for p in given if p in meta.overridden]
+    blame = (overridden or given or [("basis",)])[0]
+    raise InputError(f"{formula} with charge {mol.charge} and multiplicity {mol.multiplicity} has "
+                     f"{nelec} electrons{outside} ({n_alpha} alpha, {n_beta} beta), but "
+                     f"{spec.basis_label()} gives {nao} orbitals: at most {nao} electrons of each spin fit",
+                     **meta.locate(blame))
 
-    # -- guess chkfile --------------------------------------------------------
+
+def _size_text(nbytes: float) -> str:
+    if not math.isfinite(nbytes):
+        return "more bytes than can be counted"
+    for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.3g} {unit}" if value < 1e4 else f"{nbytes:.2e} bytes"
+    return f"{nbytes:.0f} bytes"
+
+
+def _check_cube_size(spec: JobSpec) -> None:
+    """Refuse cube files whose grid has more than MAX_CUBE_POINTS points (the box as write_cube builds it)."""
+    from dm21cli.outputs import cube_grid_shape
+
+    if not spec.outputs.cube_requests():
+        return
+    meta: _Meta = spec._meta
+    out = spec.outputs
+    coords = spec.molecule.coords_bohr()
+    with np.errstate(over="ignore", invalid="ignore"):
+        shape = cube_grid_shape(coords, out.cube_spacing * ANGSTROM_BOHR, out.cube_margin * ANGSTROM_BOHR)
+        points = float(np.prod(shape))
+        box = (coords.max(axis=0) - coords.min(axis=0)) * BOHR_ANGSTROM + 2 * out.cube_margin
+    if points <= MAX_CUBE_POINTS:
+        return
+    for path in (("outputs", "cube_spacing"), ("outputs", "cube_margin"), ("outputs", "cubes"),
+                 ("outputs", "orbitals")):
+        if path in meta.overridden or path in meta.lines:
+            break
+    count = f"{points:.3g}" if math.isfinite(points) else "too many to count"
+    raise InputError(
+        f"cube files of a grid {out.cube_spacing:g} Angstrom apart over the {box[0]:.3g} x "
+        f"{box[1]:.3g} x {box[2]:.3g} Angstrom box (atoms plus cube_margin {out.cube_margin:g}) "
+        f"would have {count} points each ({_size_text(points * CUBE_BYTES_PER_POINT_MEMORY)} of "
+        f"memory and {_size_text(points * CUBE_BYTES_PER_POINT_DISK)} on disk per cube); at most "
+        f"{MAX_CUBE_POINTS:,} points are allowed: raise outputs.cube_spacing or lower outputs.cube_margin",
+        **meta.locate(path))
+
+
+def _check_guess_chkfile(spec: JobSpec) -> None:
+    """``scf.guess`` as a path: a regular file, not too large, an HDF5 file with PySCF's SCF record."""
     chk = spec.guess_chkfile()
-    if chk is not None and not chk.is_file():
-        raise InputError(f"guess chkfile not found: {chk} (or use one of {', '.join(GUESS_KEYWORDS)})",
-                         **meta.locate(("scf", "guess")))
+    if chk is None:
+        return
+    where = spec._meta.locate(("scf", "guess"))
 
-    if spec.scan is not None:
-        _validate_scan(spec)
+    def fail(message: str) -> InputError:
+        if message == "no such file":
+            return InputError(f"guess chkfile not found: {chk} (or use one of "
+                              f"{', '.join(GUESS_KEYWORDS)})", **where)
+        return InputError(f"guess chkfile {chk}: {message}", **where)
 
-    # -- names PySCF must know ------------------------------------------------
-    if not spec.is_dm21:
-        problem = _xc_problem(spec.functional)
-        if problem:
-            raise InputError(problem, **meta.locate(("functional",)))
-    elif spec.scf.warm_start is not None:
-        problem = _xc_problem(spec.scf.warm_start)
-        if problem:
-            raise InputError(problem.replace("unknown functional", "unknown warm-start functional"),
-                             **meta.locate(("scf", "warm_start")))
-    for symbol in dict.fromkeys(mol.symbols):
-        name = spec.basis_for(symbol)
-        assert name is not None
-        problem = _basis_problem(name, symbol)
-        if problem:
-            if isinstance(spec.basis, dict):
-                key = symbol if symbol in spec.basis else "default"
-                where = meta.locate(_basis_key_path(meta, key))
-            else:
-                where = meta.locate(("basis",))
-            raise InputError(problem, **where)
+    _stat_regular(chk, fail, MAX_CHKFILE_BYTES)
+    import h5py
 
-    # -- orbital indices (needs the basis size) ------------------------------
-    wanted = [(("outputs", "cubes", i), int(re.sub(r"[ab]$", "", c[8:])))
-              for i, c in enumerate(spec.outputs.cubes) if c.startswith("orbital:")]
-    wanted += [(("outputs", "orbitals", i), n) for i, n in enumerate(spec.outputs.orbitals)]
-    if wanted:
-        nao = _count_orbitals(spec)
-        for path, n in wanted:
-            if n > nao:
-                raise InputError(f"orbital {n} does not exist: {spec.basis_label()} gives {nao} "
-                                 f"orbitals for {formula}", **meta.locate(path))
+    try:
+        if not h5py.is_hdf5(chk):
+            raise fail("not a PySCF chkfile (not an HDF5 file)")
+        with h5py.File(chk, "r") as h5:
+            scf = h5.get("scf")
+            if not isinstance(scf, h5py.Group):
+                raise fail("not a PySCF chkfile (no 'scf' group)")
+            shapes = {}
+            for name in ("mo_coeff", "mo_occ"):
+                item = scf.get(name)
+                if not isinstance(item, h5py.Dataset):
+                    raise fail(f"not a PySCF chkfile (no scf/{name})")
+                shapes[name] = item.shape
+            if not isinstance(h5.get("mol"), h5py.Dataset):
+                raise fail("not a PySCF chkfile (no 'mol' record)")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, ... for broken files
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise fail(f"cannot read it as a PySCF chkfile ({reason})") from None
+    coeff, occ = shapes["mo_coeff"], shapes["mo_occ"]
+    if not (len(coeff) in (2, 3) and len(occ) == len(coeff) - 1 and coeff[-1] == occ[-1]
+            and coeff[:-2] == occ[:-1]):
+        raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
 
 
 def _validate_scan(spec: JobSpec) -> None:
@@ -1381,13 +1736,18 @@ def _validate_scan(spec: JobSpec) -> None:
 
 
 def _count_orbitals(spec: JobSpec) -> int:
+    """Number of orbitals (spherical AOs) the basis gives the molecule, with its ECPs attached.
+
+    The Mole is built neutral with the spin PySCF derives, so that an absurd
+    charge never reaches PySCF; the electrons are checked against this count.
+    """
     from pyscf import gto
 
     mol = spec.molecule
     try:
         with _quiet():
             pmol = gto.M(atom=mol.pyscf_atom(), unit="Bohr", basis=spec.pyscf_basis(),
-                         charge=mol.charge, spin=mol.multiplicity - 1, verbose=0)
+                         ecp=spec.pyscf_ecp() or None, charge=0, spin=None, verbose=0)
         return int(pmol.nao_nr())
     except Exception as exc:  # noqa: BLE001 - report rather than crash
         raise InputError(f"PySCF cannot build this molecule: {exc}",

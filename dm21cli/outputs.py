@@ -565,6 +565,21 @@ class JobDirectory:
 # ----------------------------------------------------------------------------
 # cube and molden files
 # ----------------------------------------------------------------------------
+def cube_grid_shape(atom_coords_bohr, spacing_bohr: float, margin_bohr: float):
+    """Points along x, y, z of a cube file's grid (floats; inf if absurdly many).
+
+    The box is the atoms' bounding box plus `margin_bohr` on each side; the
+    points include both box ends and are at most `spacing_bohr` apart.  One
+    rule for `write_cube` and for the size check of the input validation.
+    """
+    import numpy as np
+
+    coords = np.asarray(atom_coords_bohr, dtype=float).reshape(-1, 3)
+    extent = coords.max(axis=0) - coords.min(axis=0) + 2 * float(margin_bohr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.maximum(2.0, np.ceil(extent / float(spacing_bohr) - 1e-9) + 1)
+
+
 def write_cube(path: Path, mol, kind: str, *, dm=None, coeff=None,
                spacing_bohr: float, margin_bohr: float, comment: str = "") -> Path:
     """Write a Gaussian cube file of a density or an orbital; return the path.
@@ -605,9 +620,7 @@ def write_cube(path: Path, mol, kind: str, *, dm=None, coeff=None,
     # PySCF's Cube(resolution=h) uses ceil(L/h) points including both box ends,
     # i.e. a spacing L/(ceil(L/h)-1) that can exceed h.  Choose the point counts
     # ourselves so that the spacing never exceeds the requested one.
-    atom_coords = np.asarray(mol.atom_coords())
-    extent = atom_coords.max(axis=0) - atom_coords.min(axis=0) + 2 * float(margin_bohr)
-    npts = [max(2, int(np.ceil(length / float(spacing_bohr) - 1e-9)) + 1) for length in extent]
+    npts = [int(n) for n in cube_grid_shape(mol.atom_coords(), spacing_bohr, margin_bohr)]
     cube = Cube(mol, *npts, resolution=None, margin=float(margin_bohr))
     coords = cube.get_coords()
     ngrids = cube.get_ngrids()
@@ -745,6 +758,13 @@ def _yes_no(flag: Any) -> str:
     return "yes" if flag else "NO"
 
 
+def _ecp_text(ecp: dict) -> str:
+    """``Na lanl2dz (10 core electrons), Cl lanl2dz (10 core electrons)`` from ``model.ecp``."""
+    return ", ".join(f"{symbol} {(entry or {}).get('basis', '?')} "
+                     f"({(entry or {}).get('core_electrons', '?')} core electrons)"
+                     for symbol, entry in ecp.items())
+
+
 def render_summary(result: dict) -> str:
     """The text of ``summary.txt`` for a result dict (missing keys are tolerated)."""
     result = result or {}
@@ -770,6 +790,10 @@ def render_summary(result: dict) -> str:
     method = model.get("method") or "?"
     basis = model.get("basis") or "?"
     row("Method / basis", f"{method} / {basis}")
+    if model.get("ecp"):
+        row("ECP", _ecp_text(model["ecp"]))
+        if model.get("ecp_note"):
+            row("Note", str(model["ecp_note"]))
     if result.get("driver"):
         row("Driver", str(result["driver"]))
     if symbols:
@@ -963,6 +987,10 @@ def render_table(result: dict):
     table.add_column("value", justify="right")
     table.add_column("unit")
 
+    if model.get("ecp"):
+        table.add_row("ECP", _ecp_text(model["ecp"]), "")
+        if model.get("ecp_note"):
+            table.add_row("note", Text(str(model["ecp_note"]), style="yellow"), "")
     converged = result.get("converged")
     if converged is False:
         table.add_row("converged", Text("NO", style="bold red"), "")

@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 
 from dm21cli import __version__
-from dm21cli import elements
 from dm21cli import interrupts
 from dm21cli import outputs as out
 from dm21cli import resources
@@ -37,8 +36,6 @@ from dm21cli.errors import ComputeError, DM21Error, InputError, from_os_error
 #: step changes the density matrix by about 1e-2 (water/def2-TZVP), the
 #: warm start's last one by 5e-4 at this threshold.
 WARM_START_CONV_TOL = 1e-6
-#: def2 basis sets are all-electron up to krypton (Z = 36), ECP-based beyond.
-LAST_ALL_ELECTRON_Z = 36
 #: File names inside the job directory.
 FILES = {
     "result": "result.json",
@@ -123,18 +120,20 @@ class _ScfCheckpoint:
 # building blocks
 # ----------------------------------------------------------------------
 def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
-    """A built pyscf Mole for the spec (coordinates in bohr)."""
+    """A built pyscf Mole for the spec (coordinates in bohr).
+
+    Every element whose basis has an effective core potential gets it
+    (`dm21cli.inputs.ecp_map`, the same rule validation used).
+    """
     from pyscf import gto
 
     mol = gto.Mole()
     mol.atom = spec.molecule.pyscf_atom()
     mol.unit = "Bohr"
     mol.basis = spec.pyscf_basis()
-    heavy = {s: spec.basis_for(s) for s in spec.molecule.symbols
-             if elements.atomic_number(s) > LAST_ALL_ELECTRON_Z
-             and str(spec.basis_for(s)).lower().startswith("def2")}
-    if heavy:  # def2 basis sets use effective core potentials beyond Kr
-        mol.ecp = heavy
+    ecp = spec.pyscf_ecp()
+    if ecp:
+        mol.ecp = ecp
     mol.charge = spec.molecule.charge
     mol.spin = spec.molecule.multiplicity - 1
     mol.max_memory = max_memory_mb
@@ -669,13 +668,26 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
+def _ecp_record(spec) -> dict:
+    """``model.ecp``: {element: {basis, core_electrons}} or None; and for DM21 the note that
+    DM21 was trained on all-electron calculations."""
+    from dm21cli.inputs import ECP_DM21_NOTE, ecp_map
+
+    ecp = ecp_map(spec)
+    record: dict = {"ecp": {symbol: {"basis": entry.basis, "core_electrons": entry.core_electrons}
+                            for symbol, entry in ecp.items()} or None}
+    if ecp and spec.is_dm21:
+        record["ecp_note"] = ECP_DM21_NOTE
+    return record
+
+
 def _base_result(spec, res, network) -> dict:
     mol = spec.molecule
     return {
         "schema_name": "dm21cli_result", "schema_version": 1,
         "success": False, "converged": False, "driver": "energy",
         "model": {"method": spec.functional, "basis": spec.basis_label(),
-                  "dispersion": spec.dispersion},
+                  "dispersion": spec.dispersion, **_ecp_record(spec)},
         "molecule": {"symbols": list(mol.symbols),
                      "geometry_bohr": np.asarray(mol.coords_bohr()).tolist(),
                      "molecular_charge": mol.charge, "molecular_multiplicity": mol.multiplicity},

@@ -134,9 +134,11 @@ def parse_distances(value: Any) -> list[float]:
         if (stop - start) * step < 0:
             raise ValueError(f"the step {step:g} of {value.strip()!r} goes away from the stop value "
                              f"(use a {'negative' if step > 0 else 'positive'} step)")
-        span = (stop - start) / step
-        if span + 1 > MAX_POINTS + 1e-9:
-            raise ValueError(f"{value.strip()!r} gives {int(span + 1e-9) + 1} points; at most "
+        span = (stop - start) / step  # inf when the range overflows a float
+        if not math.isfinite(span) or span + 1 > MAX_POINTS + 1e-9:
+            count = (f"{int(span + 1e-9) + 1} points" if span < 1e15 else
+                     f"about {span:.3g} points" if math.isfinite(span) else "more points than a float counts")
+            raise ValueError(f"{value.strip()!r} gives {count}; at most "
                              f"{MAX_POINTS} are allowed")
         n = int(math.floor(span + 1e-9)) + 1
         raw = [start + k * step for k in range(n)]

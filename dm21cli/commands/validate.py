@@ -20,14 +20,30 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
     """Check FILE (.yaml/.yml job file or .xyz geometry) without computing anything.
 
     Prints one summary line and exits 0 when the input is valid; otherwise
-    prints one error line naming the file, line and field and exits 2.
+    prints every problem found, one line each naming the file, line and
+    field, and exits 2.
     """
-    from dm21cli.inputs import load_job
+    from dm21cli.errors import InputError
+    from dm21cli.inputs import ECP_DM21_NOTE, DM21_FUNCTIONALS, ecp_map, ecp_summary, load_job
 
-    spec = load_job(file, {"basis": basis, "functional": functional,
-                           "charge": charge, "multiplicity": multiplicity})
+    try:
+        spec = load_job(file, {"basis": basis, "functional": functional,
+                               "charge": charge, "multiplicity": multiplicity})
+    except InputError as exc:
+        # every problem on its own line; the last one goes the way of every error
+        *others, last = exc.problems
+        for problem in others:
+            click.echo(f"dm21: error: {problem.render()}", err=True)
+        raise last from None
     mol = spec.molecule
     kind = "restricted" if spec.resolved_restricted() else "unrestricted"
+    ecp = ecp_map(spec)
+    extra = ""
+    if ecp:
+        extra = f"; ECP: {ecp_summary(ecp)}"
+        functionals = [spec.functional, *((spec.scan.functionals or []) if spec.scan else [])]
+        if any(f in DM21_FUNCTIONALS for f in functionals):
+            extra += f"; {ECP_DM21_NOTE}"
     click.echo(f"{file}: ok ({mol.natm} atom{'s' if mol.natm != 1 else ''}, {mol.formula()}, "
                f"charge {mol.charge}, multiplicity {mol.multiplicity}, {spec.functional}, "
-               f"{spec.basis_label()}, {kind})")
+               f"{spec.basis_label()}, {kind}{extra})")
