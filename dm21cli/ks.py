@@ -73,6 +73,14 @@ class _DM21Mixin:
 
     get_veff = get_veff
 
+    def nuc_grad_method(self):
+        """Analytic nuclear gradients of the DM21 energy (`dm21cli.grad`)."""
+        from dm21cli.grad import Gradients
+
+        return Gradients(self)
+
+    Gradients = nuc_grad_method
+
 
 class DM21RKS(_DM21Mixin, rks.RKS):
     """Restricted Kohn-Sham with a DM21 functional."""

@@ -175,13 +175,16 @@ class DM21XC:
         blk = int(budget // per_point)
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
-    def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
-        """Per block of grid points: (at, ao, rho, x, F).
+    def blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Per block of grid points: (at, ao, rho, x, F, E).
 
         at: the grid indices of the block's n evaluated points (a slice or an
         index array, see `_block_points`); at those points, ao (4, n, nao); rho
         (2, 5, n) per spin: density, gradient, tau; x (n, 11) network inputs;
-        F (n_omega, nspin_eff, nao, n) with nspin_eff = 1 if restricted.
+        F (n_omega, nspin_eff, nao, n) and E (nspin_eff, nao, n) (see
+        `dm21cli.features`) with nspin_eff = 1 if restricted (then E is that of
+        D^a = D/2).  The energy and the nuclear gradient (`dm21cli.grad_xc`)
+        both go through here, so they see the same points and features.
         """
         coords = grids.coords
         ngrids = len(grids.weights)
@@ -213,7 +216,7 @@ class DM21XC:
                 rho[0, 4], rho[1, 4],
                 hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
             ])
-            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat
+            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat, e_mat
 
     def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
                           with_grad: bool):
@@ -257,7 +260,7 @@ class DM21XC:
         e_points = np.zeros(len(weights))
         x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
         keep_points = np.zeros(len(weights), dtype=bool)
-        for at, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
+        for at, ao, rho, x, f_mat, _ in self.blocks(mol, grids, dm_spin, restricted):
             w = weights[at]
             e, de = self._network_screened(self.scf_network, x, None, True)
             t1 = time.perf_counter()
@@ -292,7 +295,7 @@ class DM21XC:
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         x_all = np.zeros((len(grids.weights), 11))
         keep_all = np.zeros(len(grids.weights), dtype=bool)
-        for at, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
+        for at, _, _, x, _, _ in self.blocks(mol, grids, dm_spin, restricted):
             x_all[at], keep_all[at] = x, True
         return x_all, keep_all
 
