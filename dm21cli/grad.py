@@ -16,9 +16,10 @@ the derivative of the energy computed on a grid that moves with the atoms
 (what finite differences at one grid level measure) and sums to zero over
 the atoms (translational invariance).  Without it, it is the derivative of
 the energy on a grid that stays in place, which differs by the derivative of
-the grid's integration error: for DM21 3e-4 to 1e-2 Ha/bohr at grid levels 0
-to 5 (water; it does not shrink with the level as it does for B3LYP, 6e-6 at
-level 3), too much for a geometry optimisation.
+the grid's integration error: for DM21 3e-4 to 2e-2 Ha/bohr at grid levels
+0 to 6 (water, CH2, HF, LiH; it does not shrink with the level as it does
+for B3LYP, 6e-6 at level 3), as large as the force thresholds of geometry
+optimisers or larger.
 
 After `kernel()`, ``timings_s`` holds the wall seconds of the XC part per
 phase and ``exc_hartree`` the float64 E_xc the gradient was taken of.
@@ -40,8 +41,9 @@ class _DM21GradMixin:
 
     _keys = {"xc_kernel", "timings_s", "exc_hartree"}
     #: on by default, unlike PySCF: without it DM21's gradient misses the
-    #: grid's integration error, 3e-4 to 1e-2 Ha/bohr at grid levels 0 to 5
-    #: (water, DM21; B3LYP: 6e-6 at level 3), which no optimiser tolerates
+    #: grid's integration error, 3e-4 to 2e-2 Ha/bohr at grid levels 0 to 6
+    #: (water, CH2, HF, LiH; B3LYP: 6e-6 at level 3), as large as the usual
+    #: force thresholds of geometry optimisers (3e-4 to 4.5e-4 Ha/bohr) or larger
     grid_response = True
 
     def _init_dm21(self):

@@ -26,12 +26,14 @@ What is checked, and the tolerance of each:
   geometry's grid, which then stays in place (h = 5e-5 bohr: that energy
   varies on the scale of the innermost radial grid spacing as a nucleus moves
   past the points; HF/sto-3g at level 0, H moving: the difference is 6e-4,
-  7e-5, -3e-5, -4e-6, 1.5e-6 Ha/bohr for h = 8e-4 ... 5e-5); both within 1e-5
-  Ha/bohr (measured 1e-8 with grid response).  Closed shell (water), open shell (CH2 triplet, UKS) and
-  a polar diatomic (HF, LiH), four DM21 variants between them.  Without grid
-  response, atom-centred grids and the analytic gradient differ by the grid
-  error, 3e-3 (sto-3g) and 3e-4 Ha/bohr (def2-SVP) for water at grid level 3
-  for DM21 (B3LYP: 6e-6): that is why grid response is on by default.
+  7e-5, -3e-5, -4e-6, 1.5e-6 Ha/bohr for h = 8e-4 ... 5e-5), within 1e-5
+  and 1e-4 Ha/bohr (the brief's tolerances; measured at most 1.4e-7 with grid
+  response, 1e-5 without, where the finite differences are the rough ones).
+  Closed shell (water), open shell (triplet CH2, UKS) and polar diatomics
+  (HF, LiH), four DM21 variants between them.  Without grid response, atom-centred grids
+  and the analytic gradient differ by the grid error, 3e-3 (STO-3G) and 3e-4
+  Ha/bohr (def2-SVP) for water at grid level 3 for DM21 (B3LYP: 6e-6): that is
+  why grid response is on by default.
 * Translational invariance: with grid response the forces sum to zero over
   the atoms (1e-8 Ha/bohr).
 """
@@ -255,6 +257,29 @@ def test_libxc_functionals_through_the_dm21_machinery_match_pyscf(networks, case
     np.testing.assert_allclose(g.kernel(), expected, rtol=0, atol=1e-8)
 
 
+def test_grid_response_with_lko_partitioning_matches_pyscf(networks):
+    """Becke weights of the Laqua-Kussmann-Ochsenfeld partition (1e-8 Ha/bohr, measured
+    8e-12); a partition without weight derivatives is refused."""
+    mol = _mol(WATER)
+    mf = dft.RKS(mol, xc="pbe")
+    mf.grids.level = 1
+    mf.grids.becke_scheme = dft.gen_grid.becke_lko
+    mf.conv_tol = 1e-10
+    mf.kernel()
+    ref = mf.nuc_grad_method()
+    ref.grid_response = True
+    mf.dm21 = DM21XC(networks("DM21"))
+    g = dgrad.DM21RKSGradients(mf)
+    g.xc_kernel = libxc_kernel("pbe")
+    np.testing.assert_allclose(g.kernel(), ref.kernel(), rtol=0, atol=1e-8)
+    mf.grids = dft.gen_grid.Grids(mol)
+    mf.grids.level = 0
+    mf.grids.becke_scheme = dft.gen_grid.stratmann
+    mf.grids.build()
+    with pytest.raises(NotImplementedError, match="stratmann"):
+        g.kernel()
+
+
 # ----------------------------------------------------------------------
 # whole DM21 gradients against finite differences of SCF energies
 # ----------------------------------------------------------------------
@@ -273,9 +298,10 @@ def _dm21_scf(mol, network, level, dm0, grids=None):
     return mf
 
 
-def _check_against_fd(networks, variant, atom, basis, spin, level, coords):
+def _deviations_from_fd(networks, variant, atom, basis, spin, level, coords):
     """Analytic gradients (with and without grid response) against central
-    differences at each (atom, axis) in coords; returns the largest deviations."""
+    differences at each (atom, axis) in coords.  Returns ({response: largest
+    |analytic - FD|}, largest |sum over atoms| with grid response)."""
     network = networks(variant)
     mol = _mol(atom, basis=basis, spin=spin)
     mf = _dm21_scf(mol, network, level, _b3lyp_dm(mol, level))
@@ -285,8 +311,6 @@ def _check_against_fd(networks, variant, atom, basis, spin, level, coords):
         g = mf.nuc_grad_method()
         g.grid_response = response
         analytic[response] = g.kernel()
-    # translational invariance (grid response: exact; without it: the grid error)
-    assert np.abs(analytic[True].sum(axis=0)).max() < 1e-8
     worst = {False: 0.0, True: 0.0}
     for atom_id, axis in coords:
         for response in (True, False):
@@ -300,10 +324,14 @@ def _check_against_fd(networks, variant, atom, basis, spin, level, coords):
                 grids = None if response else copy.copy(mf.grids)
                 energies.append(_dm21_scf(moved, network, level, dm, grids).e_tot)
             fd = (energies[0] - energies[1]) / (2 * h)
-            dev = abs(analytic[response][atom_id, axis] - fd)
-            worst[response] = max(worst[response], dev)
-            assert dev < 1e-5, (variant, atom_id, axis, response, analytic[response][atom_id, axis], fd)
-    return worst
+            worst[response] = max(worst[response], abs(analytic[response][atom_id, axis] - fd))
+    return worst, np.abs(analytic[True].sum(axis=0)).max()
+
+
+def _check_against_fd(*args):
+    worst, drift = _deviations_from_fd(*args)
+    assert worst[True] < 1e-5 and worst[False] < 1e-4, worst
+    assert drift < 1e-8  # translational invariance
 
 
 @pytest.mark.parametrize("case", [
