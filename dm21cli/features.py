@@ -187,6 +187,15 @@ class ExchangeIntegrals:
         #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
         self.chunk = kernels.CHUNK if kernels.available() else None
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the cache's memory is mapped (the first `features` call maps it)."""
+        return self._arena is not None
+
+    def computes(self, p0: int, p1: int) -> bool:
+        """Whether `features` computes the integrals of block p0:p1 (they are not cached)."""
+        return (p0, p1) not in self._cache
+
     def _map_arena(self) -> None:
         """The cache's one pre-faulted allocation, timed as its own phase: mapping
         fresh memory costs 0.4 to 2.7 s per GB on this project's VM, depending

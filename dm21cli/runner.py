@@ -116,6 +116,29 @@ class _ScfCheckpoint:
         return self.written
 
 
+#: DM21 phases that get a log line when an evaluation starts them (the long ones).
+_LOGGED_PHASES = {"integral memory": "mapping the memory of the exchange-integral cache",
+                  "exchange integrals": "computing the exchange integrals (grid points in {blocks})"}
+
+
+def _dm21_progress(log: _Log):
+    """A `DM21XC.progress` hook: a log line when an evaluation starts one of
+    _LOGGED_PHASES, and every phase to the reporter's live status line if the
+    reporter has one (``reporter.status(text)``, see `dm21cli.commands.common`)."""
+    status = getattr(log.reporter, "status", None)
+    logged: set = set()
+
+    def progress(step: str, phase: str, block: int, nblocks: int) -> None:
+        if phase in _LOGGED_PHASES and (step, phase) not in logged:
+            logged.add((step, phase))
+            blocks = f"{nblocks} block{'s' if nblocks > 1 else ''}"
+            log(f"  DM21 {step}: " + _LOGGED_PHASES[phase].format(blocks=blocks))
+        if status is not None:
+            status(f"DM21 {step}: {phase}, block {block + 1} of {nblocks}")
+
+    return progress
+
+
 # ----------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------
@@ -472,7 +495,9 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
 
     checkpoints: DM21 checkpoint root (else the documented search);
     overwrite: replace an existing output directory;
-    reporter: called with one progress line at a time.
+    reporter: called with one progress line at a time; if it has a
+    ``status(text)`` method, that is called with each phase of a DM21
+    evaluation as it starts (for a live status line, not for logs).
     Returns the result dict (also written to result.json).
 
     Order of writes (README, "The output directory"): ``input.resolved.yaml``
@@ -711,6 +736,8 @@ def _compute(spec, run: _Run, guess_chk=None) -> dict:
     mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
     mf.chkfile = None  # the run keeps its own restart file
     checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
+    if network is not None:
+        mf.dm21.progress = _dm21_progress(log)
     log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
         f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
         f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"

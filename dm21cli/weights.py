@@ -14,6 +14,12 @@ wrong folder is an error, never silently skipped:
    ``~/.local/share/dm21cli/checkpoints``), where ``dm21 weights install`` and
    ``dm21 weights download`` put them.
 
+Installing also places the root's ``SHA256SUMS`` (every file's SHA-256, for
+``sha256sum -c``), copied from the source when it has one that agrees with
+:data:`CHECKSUMS` and written from that table otherwise, and copies the
+source's ``README.md`` and ``ARCHITECTURE.md`` (licence, attribution, layout)
+when present.
+
 Every file is checked against the SHA-256 in :data:`CHECKSUMS` before use.
 Digests are cached per (path, device, inode, size, mtime) for the life of the
 process, so one run hashes each file once.  This module imports neither
@@ -22,6 +28,7 @@ TensorFlow nor PySCF.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -39,6 +46,7 @@ __all__ = [
     "VARIANTS", "FILES", "CHECKSUMS", "UPSTREAM_URL", "ENV_VAR", "VariantStatus",
     "canonical_variant", "user_checkpoints_dir", "resolve_root", "locate",
     "load_parameters", "install_from", "download", "status", "fix_hint", "clear_cache",
+    "ROOT_FILES", "sha256sums_text",
 ]
 
 VARIANTS = ("DM21", "DM21m", "DM21mc", "DM21mu")
@@ -84,6 +92,12 @@ CHECKSUMS: dict[str, dict[str, str]] = {
     },
 }
 
+#: files of a checkpoint root beside the variant folders that installing copies
+#: when the source has them: the checksum list, and the data's own description
+#: (licence and attribution, layout of the graph).
+SUMS_FILE = "SHA256SUMS"
+ROOT_FILES = (SUMS_FILE, "README.md", "ARCHITECTURE.md")
+
 UPSTREAM_URL = (
     "https://raw.githubusercontent.com/google-deepmind/deepmind-research/master/"
     "density_functional_approximation_dm21/density_functional_approximation_dm21/checkpoints"
@@ -101,6 +115,9 @@ _SOURCE_TEXT = {
     SOURCE_USER: "the user data dir",
 }
 _GET_HINT = "run `dm21 weights install --from DIR` or `dm21 weights download`"
+#: what a failed download suggests: the folder may be at hand without the network
+_INSTALL_HINT = ("if you have the checkpoint folder (DeepMind's density_functional_approximation_dm21/"
+                 "checkpoints, holding DM21, DM21m, DM21mc, DM21mu), run `dm21 weights install --from DIR{dest}`")
 _MAX_DOWNLOAD_BYTES = 64 << 20  # no published file is larger than 2 MB
 _LOCK_TIMEOUT_S = 300.0
 
@@ -278,21 +295,81 @@ def _variants(variants: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _prepare_dest(dest: str | os.PathLike | None) -> Path:
-    root = Path(dest).expanduser() if dest is not None else user_checkpoints_dir()
+def sha256sums_text(variants: Iterable[str] = VARIANTS) -> str:
+    """The published SHA-256 of every file of ``variants``, in ``sha256sum`` format:
+    one ``<digest>  <variant>/<file>`` a line, the layout of the checkpoints' SHA256SUMS."""
+    names = _variants(variants)
+    return "".join(f"{CHECKSUMS[v][rel]}  {v}/{rel}\n" for rel in FILES for v in names)
+
+
+def _sums_problem(path: Path) -> str | None:
+    """Why a SHA256SUMS file contradicts :data:`CHECKSUMS`, or None if every
+    variant file it lists has its published digest (other names are ignored)."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create checkpoint folder {root}: {exc.strerror or exc}") from exc
-    return root
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read it ({exc})"
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            return f"line {number} is not '<sha256>  <variant>/<file>'"
+        digest, name = parts
+        variant, _, rel = name.lstrip("*").partition("/")
+        published = CHECKSUMS.get(variant, {}).get(rel)
+        if published is not None and digest.lower() != published:
+            return f"line {number}: {name} does not have its published SHA-256"
+    return None
 
 
-def _commit(root: Path, staging: Path, variants: list[str]) -> None:
-    """Move verified ``staging/<variant>`` folders into ``root`` under a file lock.
+def _remove_created(created: list[Path]) -> None:
+    """Remove folders that an install created (outermost first in the list) while empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def _staged(dest: str | os.PathLike | None):
+    """(root, staging): the destination root, created if needed, and a fresh
+    staging folder inside it (same file system, so `_commit` can rename).
+
+    The staging folder is always removed.  If the body fails, so are the
+    folders this created: a failed install or download leaves a destination
+    that did not exist as it was, absent.
+    """
+    root = Path(dest).expanduser() if dest is not None else user_checkpoints_dir()
+    created = [p for p in (root, *root.parents) if not p.exists()][::-1]
+    staging = None
+    try:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WeightsError(f"cannot create checkpoint folder {root}: {exc.strerror or exc}") from exc
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        except OSError as exc:
+            raise WeightsError(f"cannot write into {root}: {exc.strerror or exc}") from exc
+        yield root, staging
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(root: Path, staging: Path, variants: list[str], root_files: list[str]) -> None:
+    """Move verified ``staging/<variant>`` folders and ``staging/<root file>`` into
+    ``root`` under a file lock.
 
     Each variant appears by a rename within one file system, so readers see
     either the old complete folder or the new one (or, for an instant during
-    replacement, none -- never a half-written one).
+    replacement, none -- never a half-written one).  Without a SHA256SUMS among
+    root_files, one is written from :data:`CHECKSUMS` for the variants present.
     """
     import filelock
 
@@ -308,18 +385,16 @@ def _commit(root: Path, staging: Path, variants: list[str]) -> None:
                 if target.exists() or target.is_symlink():
                     os.rename(target, staging / f"{variant}.old")
                 os.rename(staging / variant, target)
+            if SUMS_FILE not in root_files:
+                present = [v for v in VARIANTS if (root / v).is_dir()]
+                (staging / SUMS_FILE).write_text(sha256sums_text(present), encoding="utf-8")
+                root_files = [*root_files, SUMS_FILE]
+            for name in root_files:
+                os.replace(staging / name, root / name)
     except filelock.Timeout as exc:
         raise WeightsError(f"another dm21 install holds {lock.lock_file}; try again later") from exc
     except OSError as exc:
         raise WeightsError(f"cannot install weights into {root}: {exc.strerror or exc}") from exc
-
-
-def _make_staging(root: Path) -> Path:
-    """A fresh staging folder inside the destination root (same file system)."""
-    try:
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    except OSError as exc:
-        raise WeightsError(f"cannot write into {root}: {exc.strerror or exc}") from exc
 
 
 def install_from(source: str | os.PathLike, dest: str | os.PathLike | None = None,
@@ -328,9 +403,11 @@ def install_from(source: str | os.PathLike, dest: str | os.PathLike | None = Non
 
     dest: the checkpoint root to install into (default: the user data dir).
     The source is verified first and refused, leaving dest untouched, if any
-    file is missing or fails its SHA-256.  Files are copied into a temporary
-    folder inside dest, verified again and renamed into place under a file
-    lock.  Returns the destination root.
+    file is missing or fails its SHA-256, or if its SHA256SUMS contradicts the
+    published digests.  Files are copied into a temporary folder inside dest,
+    verified again and renamed into place under a file lock, together with the
+    source's :data:`ROOT_FILES` that exist (a SHA256SUMS is written when the
+    source has none).  Returns the destination root.
     """
     names = _variants(variants)
     source = Path(source).expanduser()
@@ -338,19 +415,23 @@ def install_from(source: str | os.PathLike, dest: str | os.PathLike | None = Non
         problem = _find_problem(variant, source / variant)
         if problem is not None:
             raise WeightsError(f"refusing to install from {source}: {problem[0]}: {problem[1]}")
-    root = _prepare_dest(dest)
-    staging = _make_staging(root)
-    try:
-        for variant in names:
-            for rel in FILES:
-                target = staging / variant / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source / variant / rel, target)  # not the read-only modes
-        _commit(root, staging, names)
-    except OSError as exc:
-        raise WeightsError(f"cannot copy weights from {source} to {root}: {exc.strerror or exc}") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if (source / SUMS_FILE).is_file():
+        problem = _sums_problem(source / SUMS_FILE)
+        if problem is not None:
+            raise WeightsError(f"refusing to install from {source}: {source / SUMS_FILE}: {problem}")
+    extras = [name for name in ROOT_FILES if (source / name).is_file()]
+    with _staged(dest) as (root, staging):
+        try:
+            for variant in names:
+                for rel in FILES:
+                    target = staging / variant / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source / variant / rel, target)  # not the read-only modes
+            for name in extras:
+                shutil.copyfile(source / name, staging / name)
+        except OSError as exc:
+            raise WeightsError(f"cannot copy weights from {source} to {root}: {exc.strerror or exc}") from exc
+        _commit(root, staging, names, extras)
     return root
 
 
@@ -384,7 +465,7 @@ def _fetch(url: str, target: Path, expected: str, timeout_s: float) -> None:
         raise WeightsError(f"download {url}: {exc.__class__.__name__}: {exc}") from exc
     if h.hexdigest() != expected:
         raise WeightsError(f"download {url}: SHA-256 mismatch (got {h.hexdigest()[:16]}..., "
-                           f"expected {expected[:16]}...); nothing installed")
+                           f"expected {expected[:16]}...)")
 
 
 def download(base_url: str = UPSTREAM_URL, dest: str | os.PathLike | None = None,
@@ -397,22 +478,24 @@ def download(base_url: str = UPSTREAM_URL, dest: str | os.PathLike | None = None
     progress: called with a one-line message before each file.  Every file
     must match its SHA-256 before anything is installed; on any network
     error, HTTP error, timeout or mismatch, WeightsError names the URL and
-    dest is left untouched.  Returns the destination root.
+    suggests ``dm21 weights install --from DIR``, and dest is left as it was
+    (a folder the download created is removed again).  The root gets a
+    SHA256SUMS written from :data:`CHECKSUMS`.  Returns the destination root.
     """
     names = _variants(variants)
     base = base_url.rstrip("/")
-    root = _prepare_dest(dest)
-    staging = _make_staging(root)
-    try:
-        for variant in names:
-            for rel in FILES:
-                url = f"{base}/{variant}/{rel}"
-                if progress is not None:
-                    progress(f"downloading {url}")
-                target = staging / variant / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _fetch(url, target, CHECKSUMS[variant][rel], timeout_s)
-        _commit(root, staging, names)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _staged(dest) as (root, staging):
+        try:
+            for variant in names:
+                for rel in FILES:
+                    url = f"{base}/{variant}/{rel}"
+                    if progress is not None:
+                        progress(f"downloading {url}")
+                    target = staging / variant / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _fetch(url, target, CHECKSUMS[variant][rel], timeout_s)
+        except WeightsError as exc:
+            hint = _INSTALL_HINT.format(dest="" if dest is None else f" --dest {root}")
+            raise WeightsError(f"{exc}; nothing installed; {hint}") from exc
+        _commit(root, staging, names, [])
     return root

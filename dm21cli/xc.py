@@ -42,6 +42,8 @@ AO_CACHE_FRACTION = 0.15
 #: (tested: max 1e-5 allowed), so this changes E_xc by at most 1e-5 x 1e-3 =
 #: 1e-8 Ha; it spares about a third of the points (water/def2-TZVP).
 FINAL_SKIP_HARTREE = 1e-3
+#: The phases `DM21XC.progress` names.
+PHASES = ("integral memory", "exchange integrals", "exchange features", "network", "potential")
 
 
 def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +98,18 @@ class DM21XC:
         #: per block (p0, p1): the block-relative points evaluated (None: all)
         self._points: dict[tuple[int, int], np.ndarray | None] = {}
         self._grid_key = None
+        #: optional hook progress(step, phase, block, nblocks), called when a phase
+        #: (one of PHASES) starts on a block of grid points: step "evaluation N"
+        #: (N counts `evaluate` calls from 1) or "final energy"; block 0 ..
+        #: nblocks - 1.  At most one call per phase and block, none in the loops.
+        self.progress = None
+        self._step = ("", 0, 1)  # (step, block, nblocks) for `_phase`
+
+    def _phase(self, phase: str) -> None:
+        """Tell the progress hook that `phase` starts on the current block."""
+        if self.progress is not None:
+            step, block, nblocks = self._step
+            self.progress(step, phase, block, nblocks)
 
     @property
     def mixed(self) -> bool:
@@ -190,8 +204,10 @@ class DM21XC:
         blk = self.block_points(nao, ngrids)
         nspin_eff = 1 if restricted else 2
         clock = time.perf_counter
+        nblocks = -(-ngrids // blk)
         for p0 in range(0, ngrids, blk):
             p1 = min(p0 + blk, ngrids)
+            self._step = (self._step[0], p0 // blk, nblocks)
             t0 = clock()
             points, ao = self._block_points(mol, coords, p0, p1, dm_spin, nspin_eff)
             if ao.shape[1] == 0:
@@ -200,6 +216,10 @@ class DM21XC:
             if restricted:
                 rho = np.concatenate([rho, rho])
             self.timings_s["ao_density"] += clock() - t0
+            if self.progress is not None:
+                if not integrals.memory_mapped:
+                    self._phase("integral memory")
+                self._phase("exchange integrals" if integrals.computes(p0, p1) else "exchange features")
             f_mat, hfx = integrals.features(p0, p1, e_mat, points)
             if restricted:
                 hfx = np.concatenate([hfx, hfx], axis=1)
@@ -219,6 +239,7 @@ class DM21XC:
                           with_grad: bool):
         """Network energy density (and gradient), zero where keep is False (None: all
         points), timed as the network phase."""
+        self._phase("network")
         t0 = time.perf_counter()
         if keep is None or keep.all():
             out = network(x, with_grad)
@@ -257,9 +278,11 @@ class DM21XC:
         e_points = np.zeros(len(weights))
         x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
         keep_points = np.zeros(len(weights), dtype=bool)
+        self._step = (f"evaluation {self.n_evaluations + 1}", 0, 1)
         for at, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
             w = weights[at]
             e, de = self._network_screened(self.scf_network, x, None, True)
+            self._phase("potential")
             t1 = time.perf_counter()
             e_points[at], x_points[at], keep_points[at] = e, x, True
             exc += float(np.dot(w, e))
@@ -316,6 +339,7 @@ class DM21XC:
         """
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         w = grids.weights
+        self._step = ("final energy", 0, 1)
         if (self.last is not None and self.last[1] == restricted
                 and np.array_equal(self.last[0], dm_spin)):
             exc_scf, e_scf, x_all, keep_all = self.last[2:]
@@ -332,6 +356,7 @@ class DM21XC:
         n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
         skip = np.zeros(len(w), dtype=bool)
         skip[order[:n_skip]] = True
+        self._step = ("final energy", 0, 1)
         e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
         e_final[skip] = e_scf[skip]
         exc_final = float(np.dot(w, e_final))

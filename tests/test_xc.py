@@ -15,7 +15,7 @@ from pyscf import dft, gto, scf
 from dm21cli.features import OMEGAS, ExchangeIntegrals
 from dm21cli.ks import DM21RKS, DM21UKS, use_legacy_grids
 from dm21cli.network import DM21Network
-from dm21cli.xc import DM21XC
+from dm21cli.xc import DM21XC, PHASES
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 
@@ -284,3 +284,29 @@ def test_grid_points_are_chosen_once_at_the_first_density(network):
     _, e_fresh, _ = fresh.evaluate(mol, grids, diffuse, restricted=False)
     assert network.points_evaluated - before > first
     assert e_fixed == pytest.approx(e_fresh, abs=1e-8)
+
+
+def test_progress_hook_names_each_phase_of_each_block_once(network):
+    """DM21XC.progress: one call per phase and block, in the order they run; the first
+    evaluation maps the cache and computes the integrals, the next reads them; the
+    final float64 energy is one network pass."""
+    mol, grids, dm = _uks_density(WATER, level=2)
+    xc = DM21XC(network, scf_network=network.astype(np.float32))
+    calls = []
+    xc.progress = lambda *args: calls.append(args)
+    xc.evaluate(mol, grids, dm, restricted=False)
+    nblocks = -(-len(grids.weights) // xc.block_points(mol.nao_nr(), len(grids.weights)))
+    assert nblocks > 1
+
+    def expected(step, integrals):
+        return [(step, phase, block, nblocks) for block in range(nblocks)
+                for phase in (integrals, "network", "potential")]
+
+    first = [("evaluation 1", "integral memory", 0, nblocks), *expected("evaluation 1", "exchange integrals")]
+    assert calls == first
+    xc.evaluate(mol, grids, dm, restricted=False)
+    assert calls[len(first):] == expected("evaluation 2", "exchange features")
+    assert {phase for _, phase, _, _ in calls} == set(PHASES)
+    del calls[:]
+    xc.final_correction(mol, grids, dm, restricted=False)
+    assert calls == [("final energy", "network", 0, 1)]

@@ -46,19 +46,54 @@ def overrides(options: dict, **extra) -> dict:
 
 
 def use_rich(stream=None) -> bool:
-    """Rich output only on a terminal and when NO_COLOR is unset."""
+    """Rich output (live status line, tables) on a terminal that can redraw a line.
+
+    NO_COLOR (https://no-color.org) only removes colour: rich's Console reads it
+    and keeps the display, bold included.  TERM=dumb gets plain output.
+    """
     stream = stream or sys.stderr
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _clock_text(seconds: float) -> str:
+    """Elapsed time as m:ss (h:mm:ss from an hour)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _StatusLine:
+    """The live status line: elapsed time and what is being done, rendered anew
+    at every refresh of rich's display, so the clock ticks on its own."""
+
+    def __init__(self, reporter: "Reporter"):
+        self.reporter = reporter
+
+    def __rich__(self):
+        from rich.text import Text
+
+        r = self.reporter
+        return Text.assemble((_clock_text(time.perf_counter() - r._t0), "bold"), "  ",
+                             (r._phase or r._message).strip(), no_wrap=True, overflow="ellipsis")
 
 
 class Reporter:
-    """Progress lines on stderr: a live status line on a terminal, plain lines otherwise."""
+    """Progress on stderr, one line per event (`reporter(message)`).
+
+    In logs and pipes: plain lines ``[dm21  elapsed s] message``.  On a
+    terminal: the same lines (no wrapping by rich: the terminal wraps them),
+    under a live status line that shows the elapsed time, ticking on its own,
+    and the current phase (`reporter.status(text)`, e.g. a DM21 evaluation's
+    phase; None goes back to the last line).
+    """
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.rich = use_rich()
         self._status = None
         self._t0 = time.perf_counter()
+        self._message = ""
+        self._phase: str | None = None
         if self.rich:
             from rich.console import Console
 
@@ -66,8 +101,9 @@ class Reporter:
 
     @contextlib.contextmanager
     def live(self, title: str):
+        self._message = title
         if self.rich and not self.quiet:
-            with self.console.status(title) as status:
+            with self.console.status(_StatusLine(self)) as status:
                 self._status = status
                 try:
                     yield self
@@ -80,12 +116,19 @@ class Reporter:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self._t0
+        self._message, self._phase = message, None
         if self.rich:
-            self.console.log(message)
-            if self._status is not None:
-                self._status.update(message)
+            from rich.text import Text
+
+            self.console.print(Text.assemble((f"[dm21 {elapsed:7.1f}s]", "dim"), " ", message),
+                               soft_wrap=True)
         else:
             click.echo(f"[dm21 {elapsed:7.1f}s] {message}", err=True)
+
+    def status(self, text: str | None) -> None:
+        """Show text as the current phase on the live status line (terminal only;
+        nothing is printed).  None shows the last line again."""
+        self._phase = text
 
     def show_result(self, result: dict) -> None:
         """The result summary on stdout: a rich table on a terminal, plain text otherwise."""

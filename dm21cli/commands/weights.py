@@ -24,7 +24,7 @@ def _progress(message: str) -> None:
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    """A rich table on a colour terminal, else plain aligned columns."""
+    """A rich table on a terminal (without colour under NO_COLOR), else plain aligned columns."""
     if use_rich(sys.stdout):
         from rich.console import Console
         from rich.table import Table
@@ -99,7 +99,11 @@ def path_(checkpoints: Path | None) -> None:
               help="Folder holding DM21/, DM21m/, DM21mc/, DM21mu/ (e.g. a copy of upstream's checkpoints/).")
 @click.option("--dest", type=_DIR, default=None, help="Checkpoint root to install into (default: user data dir).")
 def install(source: Path, dest: Path | None) -> None:
-    """Copy and verify the checkpoints from a local folder."""
+    """Copy and verify the checkpoints from a local folder.
+
+    The folder's SHA256SUMS, README.md and ARCHITECTURE.md come along when present
+    (a SHA256SUMS is written when it has none).
+    """
     from dm21cli.weights import VARIANTS, install_from
 
     _progress(f"verifying and copying {', '.join(VARIANTS)} from {source}")
@@ -115,7 +119,11 @@ def install(source: Path, dest: Path | None) -> None:
               show_default=True, metavar="SECONDS", help="Network timeout per connection/read.")
 @click.option("--dest", type=_DIR, default=None, help="Checkpoint root to install into (default: user data dir).")
 def download_(url: str | None, timeout_s: float, dest: Path | None) -> None:
-    """Download the checkpoints over HTTPS, verify and install them."""
+    """Download the checkpoints over HTTPS, verify and install them.
+
+    On failure nothing is installed and a destination that did not exist is
+    removed again; `dm21 weights install --from DIR` works without the network.
+    """
     from dm21cli.weights import UPSTREAM_URL, VARIANTS, download
 
     root = download(url or UPSTREAM_URL, dest, timeout_s=timeout_s, progress=_progress)
