@@ -4,7 +4,8 @@
 `ScanPlan`: the sorted distances, the atoms that move, the functionals, and one
 fully validated single-point `JobSpec` per point and functional.  `run_scan`
 computes the points one after another through `dm21cli.runner.run_job`, each in
-its own directory ``<scan dir>/<functional>/point-007_2.500A/``, and writes the
+its own directory ``<scan dir>/<functional>/point-02.500A/`` (named by its
+distance), and writes the
 curve files ``scan.csv``, ``scan.json`` and ``scan.png`` into the scan
 directory.  It returns a `ScanReport` that counts converged, unconverged and
 failed points and decides the exit status.
@@ -36,7 +37,10 @@ Rules:
   SHA-256 hash of the point's resolved input (molecule, basis, functional,
   SCF and output settings; not the job name, directories, resources or the
   starting guess).  A point whose hash matches and whose ``result.json`` says
-  ``success`` or ``not-converged`` is read from disk, not recomputed.  The
+  ``success`` or ``not-converged`` is read from disk, not recomputed.  A
+  point directory is named by the distance alone, so a point is found again
+  whatever the other distances are; directories of distances no longer in
+  the scan stay on disk, outside the curve.  The
   scan directory holds ``scan.definition.json`` with a hash of the whole scan
   definition; a different definition is refused (`OutputExistsError`) unless
   ``overwrite`` is given, and even then points with unchanged inputs are reused.
@@ -292,8 +296,20 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "functional"
 
 
-def point_dirname(index: int, distance_angstrom: float) -> str:
-    return f"point-{index:03d}_{distance_angstrom:.3f}A"
+def point_dirname(distance_angstrom: float) -> str:
+    """The directory name of the point at this distance, e.g. ``point-02.500A``.
+
+    Named by the distance alone (not by its index in the sorted list), so a
+    point is found again whatever the other distances of the scan are.  Three
+    decimals keep distances at least `MIN_SPACING_ANGSTROM` apart (all that
+    `parse_distances` accepts) on distinct names; two integer digits make a
+    directory listing sort by distance up to 99.999 Angstrom.
+    """
+    return f"point-{distance_angstrom:06.3f}A"
+
+
+def _neighbour_text(distance_angstrom: float) -> str:
+    return f"point at {distance_angstrom:.3f} A"
 
 
 def _build_spec(data: dict, base, where: dict, context: str):
@@ -399,14 +415,20 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     order = walk_order(distances, r_eq)
     scan_dir = Path(output_dir) if output_dir else spec.output_path()
     where = meta.locate(("scan", "distances"))
+    names_seen: dict[str, float] = {}
+    for dist in distances:  # cannot happen for distances parse_distances accepts; never share one
+        other = names_seen.setdefault(point_dirname(dist), dist)
+        if other != dist:
+            raise InputError(f"distances {other:g} and {dist:g} would share the point directory "
+                             f"{point_dirname(dist)} (keep them at least 0.001 Angstrom apart)", **where)
 
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
         row = []
         for index, dist in enumerate(distances):
-            directory = scan_dir / dirname / point_dirname(index, dist)
+            directory = scan_dir / dirname / point_dirname(dist)
             new = displaced_coords(coords, pair, moving, dist)
-            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{index:03d}", directory,
+            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
                                scan.broken_symmetry)
             pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
             row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec)))
@@ -767,6 +789,16 @@ def _reuse(plan: ScanPlan, pt: ScanPoint, records: dict, progress: _Progress) ->
     return True
 
 
+def _point_info(pt: ScanPoint, guess: str) -> dict:
+    """The `POINT_FILE` of a point, without its status.
+
+    No index: the same directory serves every scan definition that holds
+    this distance, at whatever position in its sorted list.
+    """
+    return {"hash": pt.hash, "functional": pt.functional, "distance_angstrom": pt.distance_angstrom,
+            "guess": guess}
+
+
 def _store(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None, guess: str,
            records: dict, progress: _Progress, seconds: float) -> None:
     from dm21cli import outputs as out
@@ -774,9 +806,7 @@ def _store(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None
     rec = _record(pt, result, plan.moving, reused=False, guess=guess,
                   status=None if error is None else "failed", error=error)
     records[(pt.functional, pt.index)] = rec
-    out.write_json_atomic(pt.directory / POINT_FILE, {
-        "hash": pt.hash, "functional": pt.functional, "index": pt.index,
-        "distance_angstrom": pt.distance_angstrom, "guess": guess, "status": rec["status"]})
+    out.write_json_atomic(pt.directory / POINT_FILE, {**_point_info(pt, guess), "status": rec["status"]})
     energy = "n/a" if rec["energy_hartree"] is None else f"{rec['energy_hartree']:.8f} Ha"
     progress(pt.label, f"{rec['status']}, E = {energy} ({seconds:.1f} s)")
 
@@ -922,12 +952,12 @@ def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
     if plan.broken_symmetry and stretched and not (nb_stretched and nb_ok and nb_broken):
         chk = plan.points[point.functional][neighbour].directory / "scf.chk" if nb_ok else None
         if chk is not None and chk.is_file():  # mix the neighbour's converged orbitals
-            return chk, f"broken-symmetry from point {neighbour}"
+            return chk, f"broken-symmetry from {_neighbour_text(plan.distances[neighbour])}"
         return None, "broken-symmetry"
     if nb_ok:
         chk = plan.points[point.functional][neighbour].directory / "scf.chk"
         if chk.is_file():
-            return chk, f"point {neighbour}"
+            return chk, _neighbour_text(plan.distances[neighbour])
     return None, "default"
 
 

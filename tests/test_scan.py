@@ -138,6 +138,28 @@ def test_parse_range_property(start, step, n):
     assert all(b - a == pytest.approx(step, rel=1e-6, abs=1e-8) for a, b in zip(points, points[1:]))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0005, 120, allow_nan=False), min_size=2, max_size=30))
+def test_point_directory_names_are_unique_for_accepted_distances(raw):
+    """Distances parse_distances accepts (at least 0.001 A apart) never share a directory name."""
+    from dm21cli.scan import point_dirname
+
+    try:
+        distances = parse_distances(raw)
+    except ValueError:
+        return
+    names = [point_dirname(d) for d in distances]
+    assert len(set(names)) == len(names), names
+    assert names == sorted(names) or max(distances) >= 100  # ls lists them in distance order
+
+
+def test_point_directory_names():
+    from dm21cli.scan import point_dirname
+
+    assert [point_dirname(d) for d in (0.74, 2.36, 10, 0.0012, 123.4567)] == [
+        "point-00.740A", "point-02.360A", "point-10.000A", "point-00.001A", "point-123.457A"]
+
+
 # ----------------------------------------------------------------------------
 # geometry and order
 # ----------------------------------------------------------------------------
@@ -282,7 +304,8 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert [float(r["distance_angstrom"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]
     assert all(r["converged"] == "True" and r["status"] == "success" for r in rows)
     # start nearest the covalent-radius estimate (0.62 A), walk outward from the neighbour
-    assert [r["guess"] for r in rows] == ["default", "point 0", "point 1", "point 2"]
+    assert [r["guess"] for r in rows] == ["default", "point at 0.500 A", "point at 1.000 A",
+                                         "point at 1.500 A"]
     energies = [float(r["energy_hartree"]) for r in rows]
     assert energies[1] == min(energies)
     for r in rows:
@@ -292,7 +315,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     doc = json.loads((scan_dir / "scan.json").read_text())
     assert doc["counts"]["converged"] == 4 and len(doc["points"]) == 4
     assert (scan_dir / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    point = scan_dir / "b3lyp" / "point-002_1.500A"
+    point = scan_dir / "b3lyp" / "point-01.500A"
     assert (point / "result.json").is_file() and (point / "scan-point.json").is_file()
     assert not list(point.glob("*.cube")) and not (point / "orbitals.molden").exists()
     assert json.loads((point / "result.json").read_text())["molecule"]["geometry_bohr"][1][2] == \
@@ -316,7 +339,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert proc.returncode == 0, _show(proc)
     after = _result_mtimes(scan_dir)
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"b3lyp/point-002_1.500A/result.json"}
+    assert changed == {"b3lyp/point-01.500A/result.json"}
     assert "(3 read from disk)" in proc.stderr
 
     # a changed definition is refused (exit 5) ...
@@ -330,6 +353,62 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert proc.returncode == 0, _show(proc)
     assert "5 points: 5 converged (4 read from disk)" in proc.stderr
     assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in before} == before
+
+
+def _point_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("point"))
+
+
+def test_scan_points_named_by_distance_are_reused_whatever_the_other_distances(tmp_path):
+    """Issue 10: a point is found again by its distance, not by its index in the sorted list."""
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="1"))
+    scan_dir, folder = tmp_path / "sc", tmp_path / "sc" / "b3lyp"
+
+    def scan(distances, *args):
+        proc = dm21(["scan", "h2.yaml", "--distance", distances, "-o", "sc", *args], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+        return proc
+
+    scan("0.6,0.8")
+    assert _point_names(folder) == ["point-00.600A", "point-00.800A"]
+    computed = _result_mtimes(scan_dir)
+    # a new shortest distance shifts every index; the two points are still read from disk
+    proc = scan("0.5,0.6,0.8", "--overwrite")
+    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in computed} == computed
+    assert _point_names(folder) == ["point-00.500A", "point-00.600A", "point-00.800A"]  # no orphans
+    rows = _rows(scan_dir)
+    assert [(r["index"], r["distance_angstrom"]) for r in rows] == [("0", "0.5"), ("1", "0.6"), ("2", "0.8")]
+    # neighbours are named by distance, so a reused point's guess stays true
+    assert [r["guess"] for r in rows] == ["point at 0.600 A", "default", "point at 0.600 A"]
+    assert [r["reused"] for r in rows] == ["False", "True", "True"]
+    computed = _result_mtimes(scan_dir)
+
+    # a distance left out: its directory stays on disk, but not in the curve
+    proc = scan("0.5,0.8", "--overwrite")
+    assert "2 points: 2 converged (2 read from disk)" in proc.stderr
+    assert [r["distance_angstrom"] for r in _rows(scan_dir)] == ["0.5", "0.8"]
+    doc = json.loads((scan_dir / "scan.json").read_text())
+    assert [p["distance_angstrom"] for p in doc["points"]] == [0.5, 0.8]
+    assert doc["counts"]["points"] == 2 and doc["distances_angstrom"] == [0.5, 0.8]
+    assert (folder / "point-00.600A" / "result.json").is_file()
+    # ... and when it comes back it is read from disk; --point I is still the sorted index
+    proc = scan("0.5,0.6,0.8", "--overwrite", "--point", "1")
+    row = proc.stdout.splitlines()[1]
+    assert row.split()[1] == "0.600" and "(disk)" in row
+    proc = scan("0.5,0.6,0.8", "--collect")
+    assert "3 points: 3 converged (3 read from disk)" in proc.stderr
+    assert _result_mtimes(scan_dir) == computed
+
+    # a point directory of the index-named layout (dm21cli before issue 10) is not read: the
+    # point is computed again under its new name and the old directory is left where it is
+    (folder / "point-00.500A").rename(folder / "point-000_0.500A")
+    proc = scan("0.5,0.6,0.8")
+    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    assert _point_names(folder) == sorted(["point-000_0.500A", "point-00.500A", "point-00.600A",
+                                           "point-00.800A"])
+    assert [r["directory"] for r in _rows(scan_dir)] == [
+        str(Path("sc") / "b3lyp" / name) for name in ("point-00.500A", "point-00.600A", "point-00.800A")]
 
 
 def test_scan_bad_range_is_exit_2_and_creates_nothing(tmp_path):
@@ -371,8 +450,9 @@ def test_scan_broken_symmetry(tmp_path):
     assert near["guess"] == "default" and near["s_squared"] == pytest.approx(0, abs=1e-6)
     # 1.5 A is beyond 1.5 x (0.31 + 0.31) A: the mixed guess starts there; 4 A continues from
     # it if it stayed broken, else mixes again (a symmetric density would stay symmetric)
-    assert mid["guess"] == "broken-symmetry from point 0"
-    assert far["guess"] == ("point 1" if mid["s_squared"] > 0.1 else "broken-symmetry from point 1")
+    assert mid["guess"] == "broken-symmetry from point at 0.740 A"
+    assert far["guess"] == ("point at 1.500 A" if mid["s_squared"] > 0.1
+                            else "broken-symmetry from point at 1.500 A")
     assert far["s_squared"] == pytest.approx(1.0, abs=0.02)
     # unrestricted and broken: the curve reaches the two-atom limit
     assert far["relative_energy_hartree"] == pytest.approx(0, abs=2e-3)
@@ -534,14 +614,14 @@ def _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, extra_args, waits):
 def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
     proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, [], [
         ("scan.log", "[2/3] DM21 1.500 A: computing"),
-        ("DM21/point-001_1.500A/dm21.log", "grid points")])
+        ("DM21/point-01.500A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
     assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted")
-    first = scan_dir / "DM21" / "point-000_0.740A"
-    second = scan_dir / "DM21" / "point-001_1.500A"
+    first = scan_dir / "DM21" / "point-00.740A"
+    second = scan_dir / "DM21" / "point-01.500A"
     assert json.loads((first / "result.json").read_text())["status"] == "success"
     assert json.loads((second / "result.json").read_text())["status"] == "interrupted"
-    assert not (scan_dir / "DM21" / "point-002_2.500A").exists()
+    assert not (scan_dir / "DM21" / "point-02.500A").exists()
     assert [r["index"] for r in _rows(scan_dir)] == ["0"]  # the curve so far
     finished = (first / "result.json").stat().st_mtime_ns
 
@@ -556,7 +636,7 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
 
 def test_scan_workers_sigterm_marks_running_points_unfinished(tmp_path, checkpoints_dir):
     proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, ["--workers", "2"], [
-        ("DM21/point-000_0.740A/dm21.log", "grid points")])
+        ("DM21/point-00.740A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
     statuses = {p.parent.name: json.loads(p.read_text())["status"]
                 for p in scan_dir.glob("DM21/point-*/result.json")}
@@ -584,7 +664,7 @@ def test_scan_dask_local_cluster_matches_serial(tmp_path):
         doc = json.loads(proc.stdout)
         assert doc["counts"]["converged"] == 3
         # the worker wrote into the scan directory of the command, not its own cwd
-        assert (tmp_path / "dask" / "b3lyp" / "point-002_3.000A" / "result.json").is_file()
+        assert (tmp_path / "dask" / "b3lyp" / "point-03.000A" / "result.json").is_file()
         reference = _energies(tmp_path / "serial")
         for name, energy in _energies(tmp_path / "dask").items():
             assert energy == pytest.approx(reference[name], abs=1e-8)
