@@ -6,6 +6,7 @@ subprocess, as a user runs them; the physics test runs DM21 on stretched H2+.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -634,17 +635,223 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
     assert "3 points: 3 converged (1 read from disk)" in proc.stderr
 
 
-def test_scan_workers_sigterm_marks_running_points_unfinished(tmp_path, checkpoints_dir):
-    proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, ["--workers", "2"], [
-        ("DM21/point-00.740A/dm21.log", "grid points")])
-    assert proc.returncode == ExitStatus.INTERRUPTED, stderr
-    statuses = {p.parent.name: json.loads(p.read_text())["status"]
-                for p in scan_dir.glob("DM21/point-*/result.json")}
-    assert "interrupted" in statuses.values(), statuses
-    assert not list(scan_dir.glob("DM21/point-*/.running"))
-    proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
-    assert "3 points: 3 converged" in proc.stderr
+def _worker_ends(proc, timeout: float = 60) -> list:
+    """The replies of a worker process until its reply pipe ends (it exited); it is reaped."""
+    replies = []
+    while True:
+        assert proc.results.poll(timeout), "the worker process did not end"
+        reply = proc.receive()
+        if reply is None:
+            proc.reap()
+            return replies
+        replies.append(reply)
+
+
+@pytest.mark.parametrize("when", ["idle", "starting", "no more points"])
+def test_scan_worker_process_ends(when, capfd):
+    """A worker process ends at once when signalled idle or while starting, or at the end of its
+    tasks; a signal that arrives while it starts is held until its handler is in place."""
+    import signal
+
+    from dm21cli.scan import _WorkerProcess
+
+    proc = _WorkerProcess(1)
+    try:
+        proc.start()
+        if when == "starting":
+            proc.kill(signal.SIGINT)  # at once: Python has not even started
+            assert _worker_ends(proc) == []
+        else:
+            assert proc.results.poll(60) and proc.receive() == ("ready", proc.pid)
+            if when == "idle":
+                proc.kill(signal.SIGTERM)
+            else:
+                proc.close_tasks()
+            assert _worker_ends(proc) == []
+    finally:
+        proc.kill(signal.SIGKILL)
+        proc.reap()
+        proc.close()
+    expected = {"idle": 128 + signal.SIGTERM, "starting": 128 + signal.SIGINT, "no more points": 0}
+    assert proc.returncode == expected[when]
+    assert proc.stopped_by_signal() == (when != "no more points")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _dm21_h2(distances: str, functionals: str | None = None) -> str:
+    """DM21/def2-TZVP H2 on a level-5 grid: several seconds of SCF after the log's 'grid points'."""
+    text = (H2_FAST.format(distances=distances).replace("functional: b3lyp", "functional: DM21")
+            .replace("basis: sto-3g", "basis: def2-tzvp").replace("grid_level: 1", "grid_level: 5"))
+    return text + (f"  functionals: [{functionals}]\n" if functionals else "")
+
+
+def _wait_for_glob(folder: Path, pattern: str, text: str, proc, timeout: float = 180) -> Path:
+    """Wait until one file matching `pattern` under `folder` holds `text` (either point layout)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.glob(pattern):
+            if text in path.read_text(encoding="utf-8", errors="replace"):
+                return path
+        if proc.poll() is not None:
+            raise AssertionError(f"dm21 ended early (exit {proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear in {folder}/{pattern}")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of process group `pgid` that still run (zombies waiting for init do not)."""
+    if not Path("/proc/self/stat").is_file():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_parallel_scan(tmp_path, checkpoints_dir, job: str, waits, how: str):
+    """Run `dm21 scan h2.yaml --workers 2` in its own session; after each (glob, text) of `waits`
+    has appeared, signal it: "term" SIGTERM to the main process, "term-twice" two of them 0.3 s
+    apart, "int-group" SIGINT to the whole process group (Ctrl-C on a terminal), "kill" SIGKILL
+    to the main process.
+
+    Returns (exit status, stderr, scan directory, seconds from the signal to the exit).  Fails if
+    the scan does not end within 60 s of the signal, or if any of its processes outlives it."""
+    import signal
+    import time
+
+    _write(tmp_path, "h2.yaml", job)
+    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", "--workers", "2"],
+                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    scan_dir = tmp_path / "outputs" / "h2"
+    try:
+        for pattern, text in waits:
+            _wait_for_glob(scan_dir, pattern, text, proc)
+        t0 = time.monotonic()
+        if how == "int-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        elif how == "kill":
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGTERM)
+            if how == "term-twice":
+                time.sleep(0.3)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"dm21 scan --workers 2 still runs 60 s after the signal ({how})") from None
+        seconds = time.monotonic() - t0
+        # no worker outlives the scan
+        deadline = time.monotonic() + 10
+        while _group_members(proc.pid):
+            assert time.monotonic() < deadline, f"worker processes outlived dm21 scan: {_group_members(proc.pid)}"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr, scan_dir, seconds
+
+
+def _statuses(scan_dir: Path) -> dict[str, str]:
+    return {str(p.parent.relative_to(scan_dir)): json.loads(p.read_text())["status"]
+            for p in scan_dir.glob("*/point-*/result.json")}
+
+
+def _assert_interrupted(code, stderr, scan_dir, seconds):
+    assert code == ExitStatus.INTERRUPTED, stderr
+    assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted"), stderr
+    assert "Traceback" not in stderr, stderr
+    assert seconds < 30, seconds
+    assert not list(scan_dir.glob("*/point-*/.running"))      # no point left looking busy
+    assert not list(scan_dir.glob("*/.point-*.old-*"))        # nothing half-overwritten
+    assert "interrupted: finished points are kept" in (scan_dir / "scan.log").read_text()
+
+
+@pytest.mark.parametrize("how", ["term", "int-group", "term-twice"])
+def test_scan_workers_interrupted_while_both_busy(tmp_path, checkpoints_dir, how):
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74,0.8,0.9"),
+        [("DM21/point-*0.740A/dm21.log", "grid points"), ("DM21/point-*0.800A/dm21.log", "grid points")],
+        how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    statuses = _statuses(scan_dir)
+    if how == "term-twice":  # the second signal may stop a worker before it writes its status
+        assert set(statuses.values()) <= {"interrupted"}, statuses
+    else:
+        assert list(statuses.values()) == ["interrupted", "interrupted"], statuses  # 0.74 and 0.8 A
+    assert not list(scan_dir.glob("DM21/point-*0.900A"))      # the queued point never started
+    assert _rows(scan_dir) == []                               # the curve files exist, empty
+    assert json.loads((scan_dir / "scan.json").read_text())["counts"]["finished"] == 0
+    if how == "term":
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
+        assert proc.returncode == 0, _show(proc)
+        assert "3 points: 3 converged" in proc.stderr
+
+
+def test_scan_workers_stop_when_the_scan_process_is_killed(tmp_path, checkpoints_dir):
+    """SIGKILL to the main process: its workers notice, mark their points interrupted and end."""
+    import signal
+
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74,0.8,0.9"),
+        [("DM21/point-*0.740A/dm21.log", "grid points"), ("DM21/point-*0.800A/dm21.log", "grid points")],
+        "kill")
+    assert code == -signal.SIGKILL, stderr
+    assert list(_statuses(scan_dir).values()) == ["interrupted", "interrupted"], _statuses(scan_dir)
+    assert not list(scan_dir.glob("*/point-*/.running"))
+
+
+@pytest.mark.parametrize("how", ["term", "int-group"])
+def test_scan_workers_interrupted_with_one_worker_idle(tmp_path, checkpoints_dir, how):
+    """HF finishes long before DM21: its worker waits idle when the signal comes (it hung)."""
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74", functionals="hf, DM21"),
+        [("scan.log", "hf 0.740 A: success"), ("DM21/point-*/dm21.log", "grid points")], how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    statuses = {k.split("/")[0]: v for k, v in _statuses(scan_dir).items()}
+    assert statuses == {"hf": "success", "DM21": "interrupted"}, statuses
+    assert [(r["functional"], r["status"]) for r in _rows(scan_dir)] == [("hf", "success")]
+    if how == "term":
+        finished = {k: v for k, v in _result_mtimes(scan_dir).items() if k.startswith("hf/")}
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
+        assert proc.returncode == 0, _show(proc)
+        assert "2 points: 2 converged (1 read from disk)" in proc.stderr
+        assert {k: v for k, v in _result_mtimes(scan_dir).items() if k.startswith("hf/")} == finished
+
+
+@pytest.mark.parametrize("how", ["term", "int-group"])
+def test_scan_workers_interrupted_at_start_up(tmp_path, checkpoints_dir, how):
+    """The signal comes while the worker processes are still starting (importing)."""
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, H2_FAST.format(distances="0.74,1.5,2.5,3.5"),
+        [("scan.log", "points on 2 worker processes")], how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    # (a point that finished before the signal reached its worker is kept and in the curve)
+    statuses = {k.split("/")[1]: v for k, v in _statuses(scan_dir).items()}
+    assert set(statuses.values()) <= {"interrupted", "success"}, statuses
+    assert sorted(Path(r["directory"]).name for r in _rows(scan_dir)) == \
+        sorted(k for k, v in statuses.items() if v == "success")
+    if how == "term":
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+        assert "4 points: 4 converged" in proc.stderr
 
 
 def test_scan_dask_local_cluster_matches_serial(tmp_path):
