@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import NoReturn
 
 
 class ExitStatus(enum.IntEnum):
@@ -154,6 +155,14 @@ def from_os_error(exc: OSError, path=None, doing: str = "writing") -> DM21Error 
         return OutputLocationError(f"{doing} {target} failed: {reason}; choose another output "
                                    f"directory with -o")
     return exc
+
+
+def reraise_os_error(exc: OSError, path=None, doing: str = "writing") -> NoReturn:
+    """Raise the `from_os_error` translation of `exc` (chained), or `exc` itself."""
+    error = from_os_error(exc, path, doing)
+    if error is exc:
+        raise exc
+    raise error from exc
 
 
 def exit_status_for(exc: BaseException) -> ExitStatus:

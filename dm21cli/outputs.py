@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from dm21cli.errors import OutputExistsError, OutputLocationError, from_os_error
+from dm21cli.errors import OutputExistsError, OutputLocationError, reraise_os_error
 from dm21cli.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
 
 __all__ = [
@@ -143,7 +143,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         tmp = _new_temp_path(path)
     except OSError as exc:
-        raise from_os_error(exc, path) from exc
+        reraise_os_error(exc, path)
     try:
         yield tmp
         _commit(tmp, path)
@@ -151,7 +151,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):  # disk full, read-only: say so, naming the file
-            raise from_os_error(exc, path) from exc
+            reraise_os_error(exc, path)
         raise
 
 
@@ -211,12 +211,12 @@ def write_text_files_atomic(files: list[tuple[Path, str]]) -> None:
                     os.fsync(f.fileno())
                 os.chmod(tmp, 0o666 & ~_current_umask())
             except OSError as exc:
-                raise from_os_error(exc, path) from exc
+                reraise_os_error(exc, path)
         for tmp, path in staged:
             try:
                 os.replace(tmp, path)
             except OSError as exc:
-                raise from_os_error(exc, path) from exc
+                reraise_os_error(exc, path)
         for directory in dict.fromkeys(path.parent for _, path in staged):
             _fsync_dir(directory)
     except BaseException:
@@ -429,7 +429,7 @@ class JobDirectory:
         try:
             return self._prepare()
         except OSError as exc:  # read-only file system, no permission, disk full
-            raise from_os_error(exc, self._path, "creating") from exc
+            reraise_os_error(exc, self._path, "creating")
 
     def _prepare(self) -> "JobDirectory":
         p = self._path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 import platform
 import shutil
 import socket
@@ -29,7 +28,7 @@ from dm21cli import __version__
 from dm21cli import interrupts
 from dm21cli import outputs as out
 from dm21cli import resources
-from dm21cli.errors import ComputeError, DM21Error, InputError, from_os_error
+from dm21cli.errors import ComputeError, DM21Error, InputError, from_os_error, reraise_os_error
 
 #: SCF convergence of the warm-start functional (Hartree); its density is
 #: only a starting point, so a moderate threshold is enough: DM21's own first
@@ -76,7 +75,7 @@ class _Log:
                 self.stream.flush()
             except OSError as exc:
                 self.stream = None
-                raise from_os_error(exc, self.path) from exc
+                reraise_os_error(exc, self.path)
         if self.reporter is not None:
             self.reporter(message)
 
@@ -558,7 +557,7 @@ class _Run:
         try:
             self.log = _Log(open(path, "w", buffering=1, encoding="utf-8"), self.reporter, path)
         except OSError as exc:
-            raise from_os_error(exc, path) from exc
+            reraise_os_error(exc, path)
         out.write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
 
     def commit(self, result: dict) -> None:

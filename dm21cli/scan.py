@@ -4,7 +4,8 @@
 `ScanPlan`: the sorted distances, the atoms that move, the functionals, and one
 fully validated single-point `JobSpec` per point and functional.  `run_scan`
 computes the points one after another through `dm21cli.runner.run_job`, each in
-its own directory ``<scan dir>/<functional>/point-007_2.500A/``, and writes the
+its own directory ``<scan dir>/<functional>/point-02.500A/`` (named by its
+distance), and writes the
 curve files ``scan.csv``, ``scan.json`` and ``scan.png`` into the scan
 directory.  It returns a `ScanReport` that counts converged, unconverged and
 failed points and decides the exit status.
@@ -36,10 +37,17 @@ Rules:
   SHA-256 hash of the point's resolved input (molecule, basis, functional,
   SCF and output settings; not the job name, directories, resources or the
   starting guess).  A point whose hash matches and whose ``result.json`` says
-  ``success`` or ``not-converged`` is read from disk, not recomputed.  The
+  ``success`` or ``not-converged`` is read from disk, not recomputed.  A
+  point directory is named by the distance alone, so a point is found again
+  whatever the other distances are; directories of distances no longer in
+  the scan stay on disk, outside the curve.  The
   scan directory holds ``scan.definition.json`` with a hash of the whole scan
   definition; a different definition is refused (`OutputExistsError`) unless
   ``overwrite`` is given, and even then points with unchanged inputs are reused.
+* **Worker processes** (``workers > 1``): processes of our own (`_WorkerProcess`),
+  one point at a time each; SIGINT/SIGTERM in the scan's process (or in the
+  whole process group) ends them within `WORKER_GRACE_S` seconds, a busy one
+  marking its point ``interrupted``.
 * **Reference fragments** (``scan.reference_atoms: true``): the fixed part
   (every atom not in the moving fragment) and the moving fragment are computed
   alone.  By default the moving fragment is neutral and the fixed part carries
@@ -63,6 +71,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -70,7 +79,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dm21cli.errors import ComputeError, ExitStatus, InputError, OutputExistsError
+from dm21cli import interrupts
+from dm21cli.errors import (ComputeError, ExitStatus, InputError, OutputExistsError,
+                             reraise_os_error)
 
 __all__ = [
     "MAX_POINTS", "BROKEN_SYMMETRY_STRETCH", "FILES", "POINT_FILE",
@@ -99,6 +110,8 @@ FILES = {
 POINT_FILE = "scan-point.json"
 #: result.json statuses of a finished point (read back, not recomputed).
 FINISHED = ("success", "not-converged")
+#: seconds the worker processes of an interrupted scan get to mark their points and end
+WORKER_GRACE_S = 5.0
 
 Reporter = Callable[[str], None]
 
@@ -294,8 +307,20 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "functional"
 
 
-def point_dirname(index: int, distance_angstrom: float) -> str:
-    return f"point-{index:03d}_{distance_angstrom:.3f}A"
+def point_dirname(distance_angstrom: float) -> str:
+    """The directory name of the point at this distance, e.g. ``point-02.500A``.
+
+    Named by the distance alone (not by its index in the sorted list), so a
+    point is found again whatever the other distances of the scan are.  Three
+    decimals keep distances at least `MIN_SPACING_ANGSTROM` apart (all that
+    `parse_distances` accepts) on distinct names; two integer digits make a
+    directory listing sort by distance up to 99.999 Angstrom.
+    """
+    return f"point-{distance_angstrom:06.3f}A"
+
+
+def _neighbour_text(distance_angstrom: float) -> str:
+    return f"point at {distance_angstrom:.3f} A"
 
 
 def _build_spec(data: dict, base, where: dict, context: str):
@@ -401,14 +426,20 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     order = walk_order(distances, r_eq)
     scan_dir = Path(output_dir) if output_dir else spec.output_path()
     where = meta.locate(("scan", "distances"))
+    names_seen: dict[str, float] = {}
+    for dist in distances:  # cannot happen for distances parse_distances accepts; never share one
+        other = names_seen.setdefault(point_dirname(dist), dist)
+        if other != dist:
+            raise InputError(f"distances {other:g} and {dist:g} would share the point directory "
+                             f"{point_dirname(dist)} (keep them at least 0.001 Angstrom apart)", **where)
 
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
         row = []
         for index, dist in enumerate(distances):
-            directory = scan_dir / dirname / point_dirname(index, dist)
+            directory = scan_dir / dirname / point_dirname(dist)
             new = displaced_coords(coords, pair, moving, dist)
-            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{index:03d}", directory,
+            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
                                scan.broken_symmetry)
             pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
             row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec)))
@@ -698,8 +729,14 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
                          f"distances (indices 0 to {len(plan.distances) - 1})", field="--point")
     if workers < 1:
         raise InputError(f"must be at least 1, got {workers}", field="--workers")
+    if workers > 1 and point is None and not dask and not hasattr(os, "posix_spawn"):
+        raise InputError("worker processes need os.posix_spawn (Linux, macOS); use --point or --dask",
+                         field="--workers")
     _check_scan_dir(plan, overwrite)
-    plan.scan_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        plan.scan_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, no permission, a file in the way, disk full
+        reraise_os_error(exc, plan.scan_dir, "creating")
     log = _ScanLog(plan.scan_dir / FILES["log"], reporter)
     out.write_json_atomic(plan.scan_dir / FILES["definition"],
                           {"hash": plan.definition_hash, "definition": plan.definition})
@@ -736,10 +773,12 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
             for functional in plan.functionals:
                 references[functional] = _run_references(plan, functional, checkpoints, detail, log)
     except KeyboardInterrupt:
-        log("interrupted: finished points are kept; run the same command again to continue")
-        if point is None:
-            report = ScanReport(_ordered(plan, records), references)
-            _write_curves(plan, report, plot=False)
+        with interrupts.deferred():  # a second signal waits for the curve files
+            interrupts.acknowledge()
+            log("interrupted: finished points are kept; run the same command again to continue")
+            if point is None:
+                report = ScanReport(_ordered(plan, records), references)
+                _write_curves(plan, report, plot=False)
         raise
     report = ScanReport(_ordered(plan, records), references)
     if point is None:
@@ -769,6 +808,16 @@ def _reuse(plan: ScanPlan, pt: ScanPoint, records: dict, progress: _Progress) ->
     return True
 
 
+def _point_info(pt: ScanPoint, guess: str) -> dict:
+    """The `POINT_FILE` of a point, without its status.
+
+    No index: the same directory serves every scan definition that holds
+    this distance, at whatever position in its sorted list.
+    """
+    return {"hash": pt.hash, "functional": pt.functional, "distance_angstrom": pt.distance_angstrom,
+            "guess": guess}
+
+
 def _store(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None, guess: str,
            records: dict, progress: _Progress, seconds: float) -> None:
     from dm21cli import outputs as out
@@ -776,9 +825,8 @@ def _store(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None
     rec = _record(pt, result, plan.moving, reused=False, guess=guess,
                   status=None if error is None else "failed", error=error)
     records[(pt.functional, pt.index)] = rec
-    out.write_json_atomic(pt.directory / POINT_FILE, {
-        "hash": pt.hash, "functional": pt.functional, "index": pt.index,
-        "distance_angstrom": pt.distance_angstrom, "guess": guess, "status": rec["status"]})
+    if pt.directory.is_dir():  # (not when a worker died before run_job made it)
+        out.write_json_atomic(pt.directory / POINT_FILE, {**_point_info(pt, guess), "status": rec["status"]})
     energy = "n/a" if rec["energy_hartree"] is None else f"{rec['energy_hartree']:.8f} Ha"
     progress(pt.label, f"{rec['status']}, E = {energy} ({seconds:.1f} s)")
 
@@ -793,10 +841,16 @@ def _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress) -
 
 
 def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> None:
-    """Run `pending` points in `workers` processes (spawned), each from its default guess."""
-    import concurrent.futures as cf
-    import multiprocessing
+    """Run `pending` points in `workers` processes of our own, each from its default guess.
 
+    Each worker process (`_WorkerProcess`, running `_worker_main`) takes one
+    point at a time over a pipe and answers with its result; a worker with
+    no point left is told to end.  Any exception here, above all the
+    KeyboardInterrupt of SIGINT/SIGTERM, stops the workers (`_stop_workers`:
+    a busy one marks its point ``interrupted``, the others end; points that
+    finish meanwhile are stored; whatever has not ended after
+    `WORKER_GRACE_S` is killed) and then propagates.
+    """
     from dm21cli import resources
 
     res = resources.resolve(plan.spec.resources.threads, plan.spec.memory_mb())
@@ -805,31 +859,230 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
     memory = max(1, res["memory_mb"] // workers)
     progress.log(f"{len(pending)} points on {workers} worker processes, {threads} thread(s) and "
                  f"{memory} MB each")
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init)
+    source = str(plan.spec.source_path) if plan.spec.source_path else None
+    queue = list(pending)
+    procs: list[_WorkerProcess] = []
+
+    def store(proc: _WorkerProcess, reply: tuple) -> None:
+        pt, t0 = proc.point, proc.started
+        proc.point = None
+        if reply[0] == "done":
+            _store(plan, pt, reply[1], reply[2], "default", records, progress, time.monotonic() - t0)
+
+    def next_point(proc: _WorkerProcess) -> None:
+        if not queue:
+            proc.close_tasks()  # nothing left: the worker ends
+            return
+        pt = queue.pop(0)
+        data = json.loads(json.dumps(pt.data))
+        data["resources"] = {"threads": threads, "memory": memory}
+        proc.give(pt, (data, source, plan.spec.job.name, pt.label, checkpoints, _point_info(pt, "default")))
+        progress.log(f"{pt.label}: computing in worker process {proc.slot} (pid {proc.pid})")
+
+    def start(slot: int) -> None:
+        proc = _WorkerProcess(slot)
+        procs.append(proc)  # before the process exists: its pipes are closed whatever happens
+        proc.start()
+
     try:
-        futures = {}
-        for pt in pending:
-            data = json.loads(json.dumps(pt.data))
-            data["resources"] = {"threads": threads, "memory": memory}
-            source = str(plan.spec.source_path) if plan.spec.source_path else None
-            futures[pool.submit(_worker_run, data, source, plan.spec.job.name, pt.label,
-                                checkpoints)] = (pt, time.perf_counter())
-        _store_finished(plan, futures, cf.as_completed(futures), records, progress, "a worker")
+        for slot in range(1, workers + 1):
+            start(slot)
+        while any(p.alive for p in procs):
+            for proc in _ready(procs, None):
+                reply = proc.receive()
+                if reply is None:  # the process ended
+                    why = proc.reap()
+                    if proc.stopped_by_signal() and (proc.point is not None or not proc.was_ready):
+                        raise KeyboardInterrupt(f"worker process {proc.slot} {why}")
+                    if not proc.was_ready:
+                        raise ComputeError(f"worker process {proc.slot} could not start ({why})")
+                    if proc.point is not None:  # killed (out of memory?) or crashed: the point failed
+                        store(proc, ("done", None, f"worker process {proc.slot} {why} during the point"))
+                        if queue:
+                            start(proc.slot)
+                elif reply[0] == "ready":
+                    next_point(proc)
+                elif reply[0] == "raise":
+                    raise reply[1]
+                elif reply[0] == "interrupted":  # the worker itself got SIGINT/SIGTERM
+                    raise KeyboardInterrupt(f"worker process {proc.slot} was interrupted")
+                else:
+                    store(proc, reply)
+                    next_point(proc)
     except BaseException:
-        # SIGTERM to the workers: each marks its running point unfinished (status interrupted)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            with contextlib.suppress(Exception):
-                proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_workers(procs, store)
         raise
-    pool.shutdown(wait=True)
+    finally:
+        for proc in procs:
+            proc.close()
+
+
+def _ready(procs: list, timeout: float | None) -> list:
+    """The live worker processes with a reply (or their end) to read."""
+    from multiprocessing.connection import wait
+
+    by_conn = {p.results: p for p in procs if p.alive}
+    return [by_conn[c] for c in wait(list(by_conn), timeout)] if by_conn else []
+
+
+def _stop_workers(procs: list, store) -> None:
+    """End every worker process within about `WORKER_GRACE_S` seconds, whatever happens.
+
+    SIGTERM to each: a busy worker raises KeyboardInterrupt inside run_job
+    (which writes ``status: interrupted``, or the point's result if it had
+    finished) and answers; an idle or starting one ends at once (a starting
+    one has SIGTERM blocked until its handler is in place, so it is not
+    lost).  Finished points that arrive meanwhile go to `store`.  After the
+    grace time, or at once on another SIGINT/SIGTERM here, the rest are
+    killed (SIGKILL); their points stay unfinished (``.running``) and are
+    recomputed by the next run.
+    """
+    import signal
+
+    for proc in procs:
+        proc.close_tasks()
+        proc.kill(signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_GRACE_S
+    while any(p.alive for p in procs):
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for proc in procs:
+                    proc.kill(signal.SIGKILL)
+                for proc in procs:
+                    proc.reap(timeout=5.0)
+                return
+            for proc in _ready(procs, min(remaining, 0.5)):
+                reply = proc.receive()
+                if reply is None:
+                    proc.reap(timeout=5.0)
+                elif reply[0] == "done":
+                    store(proc, reply)
+        except KeyboardInterrupt:
+            deadline = 0.0  # a second signal: do not wait any longer
+
+
+class _WorkerProcess:
+    """One worker process of `_parallel_points`, as seen from the scan's process.
+
+    Started with ``os.posix_spawn`` (a fresh Python running `_worker_main`,
+    SIGINT and SIGTERM blocked until the worker's own handler is installed),
+    in the scan's process group, talking over two pipes: tasks in, replies
+    out (pickled by multiprocessing's Connection).  The scan reaps it itself,
+    so its pid is never signalled after it has been reused.
+    """
+
+    def __init__(self, slot: int):
+        from multiprocessing.connection import Connection
+
+        self.slot = slot
+        self.pid: int | None = None
+        self.point: ScanPoint | None = None
+        self.started = 0.0
+        self.was_ready = False
+        self.alive = True  # until its end has been seen (end of the reply pipe)
+        self.returncode: int | None = None  # -N: killed by signal N
+        task_r, task_w = os.pipe()
+        self.tasks = Connection(task_w, readable=False)
+        self._child_fds = [task_r]
+        reply_r, reply_w = os.pipe()
+        self.results = Connection(reply_r, writable=False)
+        self._child_fds.append(reply_w)
+
+    def start(self) -> None:
+        import signal
+        import sys
+
+        task_r, reply_w = self._child_fds
+        code = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+                "from dm21cli.scan import _worker_main; "
+                "sys.exit(_worker_main(*map(int, sys.argv[2:])))")
+        try:
+            for fd in self._child_fds:  # only for this spawn (other workers must not hold them)
+                os.set_inheritable(fd, True)
+            self.pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-c", code, json.dumps([str(p) for p in sys.path]), str(task_r), str(reply_w),
+                                 str(os.getpid())],
+                os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+                setsigmask={signal.SIGINT, signal.SIGTERM})
+        finally:
+            self._close_child_fds()
+
+    def _close_child_fds(self) -> None:
+        while self._child_fds:
+            with contextlib.suppress(OSError):
+                os.close(self._child_fds.pop())
+
+    def give(self, pt: ScanPoint, task: tuple) -> None:
+        self.point, self.started = pt, time.monotonic()
+        with contextlib.suppress(OSError):  # it has just died: its end shows on the reply pipe
+            self.tasks.send(task)
+
+    def receive(self) -> tuple | None:
+        """The next reply; None once the process has ended (its reply pipe closed)."""
+        try:
+            reply = self.results.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            return None
+        if reply[0] == "ready":
+            self.was_ready = True
+            self.pid = self.pid or reply[1]
+        return reply
+
+    def close_tasks(self) -> None:
+        """No more points: the worker ends once it has read everything sent."""
+        with contextlib.suppress(OSError):
+            self.tasks.close()
+
+    def kill(self, signum: int) -> None:
+        if self.pid is not None and self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def reap(self, timeout: float = 5.0) -> str:
+        """Wait (at most `timeout` s) for the process to end; says how it ended."""
+        self.alive = False
+        deadline = time.monotonic() + timeout
+        while self.pid is not None and self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() >= deadline:
+                return "still running"
+            time.sleep(0.01)
+        code = self.returncode
+        if code is None:
+            return "ended"
+        if code < 0:
+            import signal
+
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"ended with exit status {code}"
+
+    def stopped_by_signal(self) -> bool:
+        """Ended by SIGINT or SIGTERM (directly, or in its handler: exit status 128 + N)."""
+        import signal
+
+        stops = (signal.SIGINT, signal.SIGTERM)
+        return self.returncode is not None and (-self.returncode in stops
+                                                or self.returncode - 128 in stops)
+
+    def close(self) -> None:
+        self._close_child_fds()
+        for conn in (self.tasks, self.results):
+            with contextlib.suppress(OSError):
+                conn.close()
 
 
 def _store_finished(plan, futures: dict, finished, records, progress, who: str) -> None:
-    """Store each point as its future finishes (futures: future -> (point, start time)).
+    """Store each point as its Dask future finishes (futures: future -> (point, start time)).
 
-    finished: the executor's as-completed iterator; who names the workers in the
+    finished: the as-completed iterator; who names the workers in the
     KeyboardInterrupt raised when one of them was interrupted.
     """
     for future in finished:
@@ -862,7 +1115,8 @@ def _dask_points(plan, pending, records, address, checkpoints, progress) -> None
             data = json.loads(json.dumps(pt.data))
             data["job"]["output_dir"] = str(pt.directory.absolute())  # workers have their own cwd
             future = client.submit(_worker_run, data, source, plan.spec.job.name, pt.label, chk, False,
-                                   pure=False, key=f"dm21-scan-{pt.functional}-{pt.index}-{pt.hash[:16]}")
+                                   _point_info(pt, "default"), pure=False,
+                                   key=f"dm21-scan-{pt.functional}-{pt.index}-{pt.hash[:16]}")
             futures[future] = (pt, time.perf_counter())
         _store_finished(plan, futures, as_completed(list(futures)), records, progress, "a Dask worker")
     except BaseException:
@@ -874,42 +1128,158 @@ def _dask_points(plan, pending, records, address, checkpoints, progress) -> None
             client.close()
 
 
-_WORKER_BUSY = False
+#: a worker process's state, for its signal handler (see `_worker_main`)
+_WORKER = {"idle": True, "stop": 0, "interrupted": False}
 
 
-def _worker_init() -> None:
-    """In a worker process: SIGTERM/SIGINT interrupt the running point, or end an idle worker."""
-    import os
+class _WorkerStop(BaseException):
+    """SIGINT/SIGTERM in an idle worker process: it ends."""
+
+
+def _inside_run_job(frame) -> bool:
+    import sys
+
+    runner = sys.modules.get("dm21cli.runner")  # (no import in a signal handler)
+    if runner is None:
+        return False
+    code = runner.run_job.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _worker_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM in a worker process.
+
+    Idle: the worker ends.  Busy: the first signal raises KeyboardInterrupt if
+    it lands inside run_job (which then marks the point ``interrupted``);
+    one landing outside it (the point not yet started, or finished and being
+    reported) only asks the worker to end after the point (`_worker_check`
+    raises it at run_job's first log line).  Further signals change nothing:
+    they must not break the writing of the interrupted status.
+    """
+    _WORKER["stop"] = _WORKER["stop"] or signum
+    if _WORKER["idle"]:
+        raise _WorkerStop
+    if not _WORKER["interrupted"] and _inside_run_job(frame):
+        _WORKER["interrupted"] = True
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+def _worker_check(message: str) -> None:
+    """Reporter of run_job in a worker process: a stop asked before run_job began takes effect."""
+    if _WORKER["stop"] and not _WORKER["interrupted"]:
+        _WORKER["interrupted"] = True
+        raise KeyboardInterrupt(f"terminated by signal {_WORKER['stop']}")
+
+
+def _worker_main(task_fd: int, reply_fd: int, scan_pid: int) -> int:
+    """A worker process of `_parallel_points`: points from `task_fd`, replies to `reply_fd`.
+
+    Replies: ("ready", pid) once; then per point ("done", result, error)
+    or ("interrupted",), or ("raise", exception) for an error that stops
+    the scan.  Ends at the end of the task pipe, or on SIGINT/SIGTERM
+    (exit status 128 + the signal).  The process starts with both signals
+    blocked; they are unblocked once the handler is in place, so a signal
+    that arrived while Python was starting is handled now.  A signal the
+    scan's process ignores (SIG_IGN is inherited) stays ignored.  If the
+    scan's process `scan_pid` dies (SIGKILL), the worker sends itself
+    SIGTERM within a second: its point is marked interrupted, not computed
+    on for nobody.
+    """
     import signal
+    import threading
+    from multiprocessing.connection import Connection
 
-    def handler(signum, frame):
-        if _WORKER_BUSY:
-            raise KeyboardInterrupt(f"terminated by signal {signum}")
-        os._exit(128 + signum)
+    def watch_scan_process() -> None:
+        while os.getppid() == scan_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    tasks = Connection(task_fd, writable=False)
+    replies = Connection(reply_fd, readable=False)
+    stops = {signal.SIGINT, signal.SIGTERM}
+    try:
+        for signum in stops:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, _worker_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        threading.Thread(target=watch_scan_process, name="dm21-scan-watch", daemon=True).start()
+        replies.send(("ready", os.getpid()))
+        while not _WORKER["stop"]:
+            try:
+                task = tasks.recv()
+            except EOFError:
+                return 0
+            _WORKER["idle"] = False
+            replies.send(_worker_task(task))
+            _WORKER["idle"] = True
+    except _WorkerStop:
+        pass
+    except (BrokenPipeError, EOFError):  # the scan's process has gone
+        return 1
+    return 128 + int(_WORKER["stop"])
+
+
+def _worker_task(task: tuple) -> tuple:
+    data, source, default_name, label, checkpoints, point_file = task
+    if _WORKER["stop"]:
+        return ("interrupted",)
+    try:
+        result, error = _worker_run(data, source, default_name, label, checkpoints,
+                                    point_file=point_file, reporter=_worker_check)
+    except Exception as exc:  # noqa: BLE001 - sent to the scan's process, which raises it
+        import pickle
+
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001
+            exc = ComputeError(f"{label}: {exc.__class__.__name__}: {exc}")
+        return ("raise", exc)
+    return ("interrupted",) if error == "interrupted" else ("done", result, error)
 
 
 def _worker_run(data: dict, source: str | None, default_name: str, label: str, checkpoints,
-                quiet_stdout: bool = True):
-    """One point in a worker process: (result dict or None, error message or None)."""
-    global _WORKER_BUSY
+                quiet_stdout: bool = True, point_file: dict | None = None, reporter=None):
+    """One point in a worker: (result dict or None, error message or None).
+
+    (None, "interrupted") if it was interrupted before it finished.
+    point_file: the point's `POINT_FILE` (without status), written as soon
+    as the point has finished, so that it is kept even if the scan's process
+    never hears of it.  reporter: run_job's reporter.
+    """
+    from dm21cli.errors import Interrupted
     from dm21cli.runner import run_job
 
-    _WORKER_BUSY = True
+    spec = _build_spec_from(data, Path(source) if source else None, default_name, {}, label)
+    began = [False]  # run_job logged a line: the point directory is this run's (an old one moved aside)
+
+    def report(message: str) -> None:
+        began[0] = True
+        if reporter is not None:
+            reporter(message)
+
     try:
-        spec = _build_spec_from(data, Path(source) if source else None, default_name, {}, label)
-        try:
-            # (not in Dask's threaded workers: redirect_stdout is process-wide)
-            with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
-                return run_job(spec, checkpoints=checkpoints, overwrite=True), None
-        except ComputeError as exc:
-            return _read_json(spec.output_path() / "result.json"), str(exc)
-        except KeyboardInterrupt:
+        # (not in Dask's threaded workers: redirect_stdout is process-wide)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
+            result, error = run_job(spec, checkpoints=checkpoints, overwrite=True, reporter=report), None
+    except ComputeError as exc:
+        result, error = _read_json(spec.output_path() / "result.json"), str(exc)
+    except (KeyboardInterrupt, Interrupted):
+        # interrupted after run_job had finished the point (on its way out): keep the point
+        result = _read_json(spec.output_path() / "result.json") if began[0] else None
+        if not result or result.get("status") not in FINISHED or \
+                (spec.output_path() / ".running").exists():
             return None, "interrupted"
-    finally:
-        _WORKER_BUSY = False
+        error = None
+    if point_file is not None:
+        from dm21cli import outputs as out
+
+        status = "failed" if error is not None else (result or {}).get("status") or "failed"
+        out.write_json_atomic(spec.output_path() / POINT_FILE, {**point_file, "status": status})
+    return result, error
 
 
 def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
@@ -924,12 +1294,12 @@ def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
     if plan.broken_symmetry and stretched and not (nb_stretched and nb_ok and nb_broken):
         chk = plan.points[point.functional][neighbour].directory / "scf.chk" if nb_ok else None
         if chk is not None and chk.is_file():  # mix the neighbour's converged orbitals
-            return chk, f"broken-symmetry from point {neighbour}"
+            return chk, f"broken-symmetry from {_neighbour_text(plan.distances[neighbour])}"
         return None, "broken-symmetry"
     if nb_ok:
         chk = plan.points[point.functional][neighbour].directory / "scf.chk"
         if chk.is_file():
-            return chk, f"point {neighbour}"
+            return chk, _neighbour_text(plan.distances[neighbour])
     return None, "default"
 
 

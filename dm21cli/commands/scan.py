@@ -38,8 +38,8 @@ def scan(file: str, distance: str | None, output_dir: str | None, reference_atom
     """Scan a bond distance of FILE (.yaml job file with an optional scan: section, or .xyz).
 
     Each point is a full single point in its own directory
-    (<scan dir>/<functional>/point-007_2.500A/).  Re-running the same command
-    resumes: finished points are read from disk.  The curve goes to scan.csv,
+    (<scan dir>/<functional>/point-02.500A/, named by the distance).  Re-running
+    the same command resumes: finished points are read from disk.  The curve goes to scan.csv,
     scan.json and scan.png in the scan directory.
 
     \b
