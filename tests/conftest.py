@@ -1,7 +1,7 @@
 """Shared test fixtures, and the checks a test session makes before it starts.
 
 The DM21 checkpoints are data kept outside the repository.  The tests find them
-the way ``dm21`` does (``dm21cli.weights.resolve_root``): ``--checkpoints DIR``
+the way ``dm21`` does (``dm21cli.functional.weights.resolve_root``): ``--checkpoints DIR``
 (an option of this test suite), then ``DM21_CHECKPOINTS``, then the user data
 folder where ``dm21 weights install`` and ``dm21 weights download`` put them.
 Only when none of these is set and the user data folder holds no weights do
@@ -47,7 +47,7 @@ def find_checkpoints(option: str | os.PathLike | None = None) -> tuple[Path, str
     (as in dm21: an error, never skipped); the fallback replaces only a user
     data folder without a verified DM21.
     """
-    from dm21cli import weights
+    from dm21cli.functional import weights
 
     root, source = weights.resolve_root(option)
     if source == weights.SOURCE_USER and weights.status(root)[0].problem is not None \
@@ -70,7 +70,7 @@ def pytest_configure(config):
 
 def pytest_sessionstart(session):
     import dm21cli
-    from dm21cli import kernels
+    from dm21cli.functional import kernels
 
     if kernels.available() or os.environ.get("DM21_NO_KERNELS", "") not in ("", "0"):
         return
@@ -93,7 +93,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def checkpoints_dir() -> Path:
-    from dm21cli import weights
+    from dm21cli.functional import weights
 
     root, source = _session["checkpoints"]
     bad = [s.problem for s in weights.status(root) if not s.verified]

@@ -588,7 +588,7 @@ def test_console_script(tmp_path):
 def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
     code = textwrap.dedent("""\
         import sys
-        from dm21cli.cli import main
+        from dm21cli.cli.main import main
         for argv in (["--help"], ["run", "--help"]):
             try:
                 main(argv)

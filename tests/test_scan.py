@@ -20,14 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm21cli.errors import ExitStatus, InputError
-from dm21cli.inputs import load_job
-from dm21cli.scan import (
-    MAX_POINTS,
-    ScanReport,
+from dm21cli.core.errors import ExitStatus, InputError
+from dm21cli.io.inputs.load import load_job
+from dm21cli.io.inputs.scan_model import MAX_POINTS, parse_distances
+from dm21cli.jobs.scan.records import ScanReport
+from dm21cli.jobs.scan.plan import (
     displaced_coords,
     equilibrium_estimate_angstrom,
-    parse_distances,
     plan_scan,
     walk_order,
 )
@@ -143,7 +142,7 @@ def test_parse_range_property(start, step, n):
 @given(st.lists(st.floats(0.0005, 120, allow_nan=False), min_size=2, max_size=30))
 def test_point_directory_names_are_unique_for_accepted_distances(raw):
     """Distances parse_distances accepts (at least 0.001 A apart) never share a directory name."""
-    from dm21cli.scan import point_dirname
+    from dm21cli.jobs.scan.plan import point_dirname
 
     try:
         distances = parse_distances(raw)
@@ -155,7 +154,7 @@ def test_point_directory_names_are_unique_for_accepted_distances(raw):
 
 
 def test_point_directory_names():
-    from dm21cli.scan import point_dirname
+    from dm21cli.jobs.scan.plan import point_dirname
 
     assert [point_dirname(d) for d in (0.74, 2.36, 10, 0.0012, 123.4567)] == [
         "point-00.740A", "point-02.360A", "point-10.000A", "point-00.001A", "point-123.457A"]
@@ -282,7 +281,7 @@ def test_scan_errors_before_computing(tmp_path):
 
 
 def test_scan_help_imports_no_heavy_modules():
-    code = ("import sys\nfrom dm21cli.cli import main\ntry:\n    main(['scan', '--help'])\n"
+    code = ("import sys\nfrom dm21cli.cli.main import main\ntry:\n    main(['scan', '--help'])\n"
             "except SystemExit:\n    pass\n"
             "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & "
             "{'pyscf', 'tensorflow', 'matplotlib'}))")
@@ -653,7 +652,7 @@ def test_scan_worker_process_ends(when, capfd):
     tasks; a signal that arrives while it starts is held until its handler is in place."""
     import signal
 
-    from dm21cli.scan import _WorkerProcess
+    from dm21cli.jobs.scan.workers import _WorkerProcess
 
     proc = _WorkerProcess(1)
     try:

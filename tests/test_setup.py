@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from dm21cli import weights
+from dm21cli.functional import weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
@@ -75,11 +75,11 @@ def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
     """For a `dm21 run/scan/validate ...` command: (subcommand, the directory it
     writes or None, whether it may replace existing results), parsed by dm21's
     own options and resolved as dm21 resolves it."""
-    from dm21cli.commands import common
-    from dm21cli.commands.run import run
-    from dm21cli.commands.scan import scan
-    from dm21cli.inputs import load_job
-    from dm21cli.scan import plan_scan
+    from dm21cli.cli import common
+    from dm21cli.cli.run import run
+    from dm21cli.cli.scan import scan
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs.scan.plan import plan_scan
 
     sub, args = words[1], words[2:]
     if sub not in ("run", "scan"):

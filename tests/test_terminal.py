@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dm21cli.commands import common
+from dm21cli.cli import common
 
 #: rich's log-path column ("common.py:99") or any other file:line
 FILE_LINE = re.compile(r"\b\w+\.py:\d+")

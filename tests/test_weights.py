@@ -1,4 +1,4 @@
-"""dm21cli.weights and ``dm21 weights``: search order, verification, install, download."""
+"""dm21cli.functional.weights and ``dm21 weights``: search order, verification, install, download."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dm21cli import weights
-from dm21cli.errors import ExitStatus, WeightsError
+from dm21cli.functional import weights
+from dm21cli.core.errors import ExitStatus, WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = "variables/variables.data-00000-of-00001"
@@ -475,8 +475,8 @@ def test_cli_download_and_errors(checkpoints_dir, tmp_path, http_serve):
 
 def test_importing_weights_pulls_in_neither_tensorflow_nor_pyscf(checkpoints_dir):
     code = (
-        "import sys, dm21cli.weights, dm21cli.tfbundle, dm21cli.commands.weights\n"
-        f"dm21cli.weights.load_parameters('DM21', {str(checkpoints_dir)!r})\n"
+        "import sys, dm21cli.functional.weights, dm21cli.functional.tfbundle, dm21cli.cli.weights\n"
+        f"dm21cli.functional.weights.load_parameters('DM21', {str(checkpoints_dir)!r})\n"
         "print(sorted(m for m in ('tensorflow', 'pyscf', 'rich', 'google.protobuf') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
