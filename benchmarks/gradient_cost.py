@@ -52,9 +52,11 @@ def _since(t0):
 def measure(case: str, threads: int, memory: str | None = None, checkpoints=None) -> dict:
     import tempfile
 
-    from dm21cli import resources, runner
-    from dm21cli.inputs import load_job
-    from dm21cli.scf import run_with_escalation
+    from dm21cli.core import resources
+    from dm21cli.jobs.result import _final_dm21_energy
+    from dm21cli.jobs.build import _warm_start, build_grids, build_molecule, build_scf, load_network
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.scf.escalation import run_with_escalation
 
     molecule, basis = SYSTEMS[case]
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,19 +66,19 @@ def measure(case: str, threads: int, memory: str | None = None, checkpoints=None
         spec = load_job(job, {"threads": threads, "memory": memory})
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
     resources.apply_threads(res["threads"])
-    network = runner.load_network(spec, checkpoints)
+    network = load_network(spec, checkpoints)
     network.workers = res["threads"]
     out = {"case": case, "threads": res["threads"], "memory_mb": res["memory_mb"]}
 
     t0 = _clock()
-    mol = runner.build_molecule(spec, max_memory_mb=res["memory_mb"])
-    grids = runner.build_grids(mol, spec)
-    mf = runner.build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
+    mol = build_molecule(spec, max_memory_mb=res["memory_mb"])
+    grids = build_grids(mol, spec)
+    mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
     mf.chkfile = None
-    dm0, _ = runner._warm_start(mol, spec, grids, res["memory_mb"], lambda msg: None, main=mf)
+    dm0, _ = _warm_start(mol, spec, grids, res["memory_mb"], lambda msg: None, main=mf)
     converged, _ = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
                                        log=lambda msg: None)
-    runner._final_dm21_energy(mf, lambda msg: None)
+    _final_dm21_energy(mf, lambda msg: None)
     out["single_point_wall_s"], out["single_point_cpu_s"] = _since(t0)
     out.update(converged=bool(converged), nao=mol.nao_nr(), grid_points=len(grids.weights),
                points_evaluated=mf.dm21.integrals_summary()["points_evaluated"],

@@ -2,7 +2,7 @@
 
 SIGINT/SIGTERM handling is installed before anything else is imported, so a
 signal that arrives while the program starts ends it with status 130 like
-any other interruption (`dm21cli.interrupts`).
+any other interruption (`dm21cli.core.interrupts`).
 """
 
 import sys
@@ -10,11 +10,11 @@ import sys
 
 def main() -> None:
     """Entry point of the ``dm21`` command; never returns."""
-    from dm21cli import interrupts
+    from dm21cli.core import interrupts
 
     interrupts.install()
     try:
-        from dm21cli.cli import main as cli_main
+        from dm21cli.cli.main import main as cli_main
     except KeyboardInterrupt as exc:  # a signal while the command line loads
         sys.stderr.write(f"dm21: error: {exc or 'interrupted'}\n")
         interrupts.exit_process(interrupts.EXIT_STATUS)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -282,6 +283,19 @@ def test_json_stdout_is_result_json(h2_job):
     assert printed == h2_job.result
     assert "[dm21" in h2_job.proc.stderr, "no progress lines on stderr"
     assert "SCF attempt" in h2_job.proc.stderr
+
+
+def test_plain_progress_lines_name_the_long_dm21_phases(h2_job):
+    """In a pipe and in dm21.log: one plain line per event, in the same format as
+    before; the first DM21 evaluation says when it computes the exchange integrals."""
+    lines = h2_job.proc.stderr.splitlines()
+    assert all(re.match(r"\[dm21 +\d+\.\ds\] .", line) for line in lines), h2_job.proc.stderr
+    assert "\x1b" not in h2_job.proc.stderr
+    phase = "  DM21 evaluation 1: computing the exchange integrals"
+    assert [line for line in lines if phase in line], h2_job.proc.stderr
+    log = (h2_job.outdir / "dm21.log").read_text()
+    assert re.search(r"^\[dm21 \d\d:\d\d:\d\d\] " + re.escape(phase) + r" \(grid points in 1 block\)$",
+                     log, re.M), log[:3000]
 
 
 # ----------------------------------------------------------------------------
@@ -574,7 +588,7 @@ def test_console_script(tmp_path):
 def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
     code = textwrap.dedent("""\
         import sys
-        from dm21cli.cli import main
+        from dm21cli.cli.main import main
         for argv in (["--help"], ["run", "--help"]):
             try:
                 main(argv)

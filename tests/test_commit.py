@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -92,7 +91,7 @@ def test_a_signal_lost_after_the_warm_start_still_ends_the_run(tmp_path, checkpo
     the warm start's state for a restart (there was no DM21 evaluation yet)."""
     write_job(tmp_path, "h2", basis="sto-3g", extra="scf: {grid_level: 1}\n")
     patch = LOST_SIGNAL + """
-from dm21cli import runner
+from dm21cli.jobs import run as runner
 _real = runner._warm_start
 def _warm_start(*args, **kwargs):
     result = _real(*args, **kwargs)
@@ -118,7 +117,7 @@ def test_a_signal_lost_during_a_scan_ends_the_scan(tmp_path, checkpoints_dir):
     write_job(tmp_path, "h2", basis="sto-3g",
               extra="scf: {grid_level: 1}\nscan: {distances: '0.7,0.8,0.9'}\n")
     patch = LOST_SIGNAL + """
-from dm21cli import runner
+from dm21cli.jobs import run as runner
 _real = runner._warm_start
 def _warm_start(*args, **kwargs):
     result = _real(*args, **kwargs)
@@ -140,12 +139,12 @@ def test_a_signal_while_cube_files_are_written_keeps_the_converged_result(tmp_pa
     write_job(tmp_path, "h2", functional="b3lyp",
               extra="outputs: {cubes: [density, homo], cube_spacing: 0.3}\n")
     patch = """
-from dm21cli import outputs
-_real = outputs.write_cube
+from dm21cli.jobs import result
+_real = result.write_cube
 def write_cube(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     return _real(*args, **kwargs)
-outputs.write_cube = write_cube
+result.write_cube = write_cube
 """
     proc = run_patched(tmp_path, _env(None), patch, ["run", "h2.yaml"])
     assert proc.returncode == 130, _show(proc)
@@ -165,7 +164,7 @@ def test_a_signal_after_the_results_are_complete_exits_130(tmp_path, lost):
     """It used to end with 143 (SIGTERM's default action), or 0 when lost."""
     write_job(tmp_path, "h2", functional="b3lyp")
     patch = (LOST_SIGNAL if lost else "") + f"""
-from dm21cli.commands import common
+from dm21cli.cli import common
 def show_result(self, result):
     {"lose_a_signal()" if lost else "os.kill(os.getpid(), signal.SIGTERM)"}
 common.Reporter.show_result = show_result

@@ -1,4 +1,4 @@
-"""Analytic nuclear gradients of DM21 (`dm21cli.grad`, `dm21cli.grad_xc`).
+"""Analytic nuclear gradients of DM21 (`dm21cli.scf.grad`, `dm21cli.functional.xc_grad`).
 
 What is checked, and the tolerance of each:
 
@@ -47,12 +47,12 @@ import numpy as np
 import pytest
 from pyscf import dft, gto, lib
 
-from dm21cli import grad as dgrad
-from dm21cli import grad_xc
-from dm21cli.features import OMEGAS
-from dm21cli.ks import DM21RKS, DM21UKS
-from dm21cli.network import DM21Network
-from dm21cli.xc import DM21XC
+from dm21cli.scf import grad as dgrad
+from dm21cli.functional import xc_grad as grad_xc
+from dm21cli.functional.features import OMEGAS
+from dm21cli.scf.ks import DM21RKS, DM21UKS
+from dm21cli.functional.network import DM21Network
+from dm21cli.functional.xc import DM21XC
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 OH = "O 0 0 0; H 0 0 0.97"
@@ -376,16 +376,16 @@ def test_nuc_grad_method_gives_the_dm21_gradients(networks):
 def test_gradient_uses_the_float64_network_after_float32_scf_cycles(networks, tmp_path, checkpoints_dir):
     """The runner's default ("mixed"): float32 network and float32-stored integrals in
     the SCF; the gradient is taken with the float64 network."""
-    from dm21cli import runner
-    from dm21cli.inputs import load_job
+    from dm21cli.jobs.build import build_grids, build_molecule, build_scf, load_network
+    from dm21cli.io.inputs.load import load_job
 
     job = tmp_path / "water.yaml"
     job.write_text("molecule:\n  xyz: |\n    O 0 0 0.1173\n    H 0 0.7572 -0.4692\n"
                    "    H 0 -0.7572 -0.4692\nbasis: sto-3g\nscf: {grid_level: 0}\n")
     spec = load_job(job, {})
-    mol = runner.build_molecule(spec)
-    network = runner.load_network(spec, checkpoints_dir)
-    mf = runner.build_scf(mol, spec, runner.build_grids(mol, spec), network)
+    mol = build_molecule(spec)
+    network = load_network(spec, checkpoints_dir)
+    mf = build_scf(mol, spec, build_grids(mol, spec), network)
     mf.kernel()
     assert mf.dm21.mixed and mf.dm21.scf_network.dtype == np.float32
     g = mf.nuc_grad_method()

@@ -14,9 +14,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dm21cli.errors import InputError
-from dm21cli.inputs import JobSpec, Molecule, load_job, parse_memory, validate_job
-from dm21cli.units import ANGSTROM_BOHR
+from dm21cli.core.errors import InputError
+from dm21cli.io.inputs.models import JobSpec, Molecule
+from dm21cli.io.inputs.load import load_job
+from dm21cli.io.inputs.fields import parse_memory
+from dm21cli.io.inputs.validate import validate_job
+from dm21cli.core.units import ANGSTROM_BOHR
 
 
 # Lines 1-5; anything appended starts on line 6.
@@ -621,7 +624,7 @@ def test_cli_validate_errors(tmp_path, args, expected):
 
 
 def test_validate_command_does_not_import_pyscf():
-    code = "import sys, dm21cli.commands.validate, dm21cli.inputs; print('pyscf' in sys.modules)"
+    code = "import sys, dm21cli.cli.validate, dm21cli.io.inputs; print('pyscf' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
 
@@ -658,8 +661,8 @@ def test_pyscf_load_ecp_cases_we_rely_on():
     (NACL + "basis: cc-pvdz\n", {}),
 ])
 def test_ecp_map_per_element(tmp_path, text, expected):
-    from dm21cli.inputs import ecp_map
-    from dm21cli.runner import build_molecule
+    from dm21cli.io.inputs.basis import ecp_map
+    from dm21cli.jobs.build import build_molecule
 
     spec = load_job(write(tmp_path, text + "functional: b3lyp\n"))
     assert {s: tuple(e) for s, e in ecp_map(spec).items()} == expected
@@ -672,7 +675,7 @@ def test_ecp_map_per_element(tmp_path, text, expected):
 
 
 def test_nacl_lanl2dz_counts_valence_electrons(tmp_path):
-    from dm21cli.runner import build_molecule
+    from dm21cli.jobs.build import build_molecule
 
     spec = load_job(write(tmp_path, NACL + "basis: lanl2dz\nfunctional: b3lyp\n"))
     mol = build_molecule(spec)
@@ -682,18 +685,18 @@ def test_nacl_lanl2dz_counts_valence_electrons(tmp_path):
 def test_ecp_cannot_tell_is_refused(tmp_path, monkeypatch):
     from pyscf.gto import basis as pyscf_basis
 
-    from dm21cli import inputs
+    from dm21cli.io.inputs.basis import _ecp_lookup
 
     def broken(name, symbol):
         raise RuntimeError("Unable to parse the input ECP data")
 
-    inputs._ecp_lookup.cache_clear()
+    _ecp_lookup.cache_clear()
     monkeypatch.setattr(pyscf_basis, "load_ecp", broken)
     try:
         with pytest.raises(InputError) as info:
             load_job(write(tmp_path, NACL + "basis:\n  Na: lanl2dz\n  default: sto-3g\n"))
     finally:
-        inputs._ecp_lookup.cache_clear()
+        _ecp_lookup.cache_clear()
     err = info.value
     assert (err.line, err.field) == (6, "basis.Na"), err.render()
     assert "cannot tell whether basis 'lanl2dz' has an effective core potential for Na" in err.message
@@ -702,7 +705,7 @@ def test_ecp_cannot_tell_is_refused(tmp_path, monkeypatch):
 def test_mixed_guess_chkfile_has_the_ecp(tmp_path):
     from pyscf.scf import chkfile
 
-    from dm21cli.scan import _mixed_guess_chkfile
+    from dm21cli.jobs.scan.run import _mixed_guess_chkfile
 
     spec = load_job(write(tmp_path, NACL + "basis: lanl2dz\nfunctional: b3lyp\n"))
     _mixed_guess_chkfile(spec, tmp_path / "mixed.chk")
@@ -743,7 +746,7 @@ def test_electrons_must_fit_the_orbitals(tmp_path, text, overrides, field, fragm
 
 
 def test_cube_grid_too_large_is_refused(tmp_path):
-    from dm21cli.inputs import MAX_CUBE_POINTS
+    from dm21cli.io.inputs.validate import MAX_CUBE_POINTS
 
     with pytest.raises(InputError) as info:
         load_job(write(tmp_path, H2 + "outputs:\n  cubes: [density]\n  cube_spacing: 1e-5\n"))
@@ -764,7 +767,7 @@ def test_cube_grid_too_large_is_refused(tmp_path):
 def test_cube_size_estimate_is_the_grid_write_cube_writes(tmp_path):
     from pyscf import gto
 
-    from dm21cli.outputs import cube_grid_shape, write_cube
+    from dm21cli.io.outputs.orbitals import cube_grid_shape, write_cube
 
     mol = gto.M(atom="O 0 0 0.117; H 0 0.757 -0.469; H 0 -0.757 -0.469", basis="sto-3g", verbose=0)
     path = write_cube(tmp_path / "d.cube", mol, "density", dm=np.eye(mol.nao_nr()), spacing_bohr=0.7,
@@ -816,7 +819,7 @@ def test_guess_chkfile_written_by_pyscf_is_accepted(tmp_path):
 @pytest.mark.parametrize("where", ["molecule.file", "job file", "bare xyz"])
 def test_text_files_are_read_up_to_a_bound(tmp_path, where):
     # FIFOs and devices: test_cli_bad_files_exit_2_without_blocking (in a subprocess)
-    from dm21cli.inputs import MAX_TEXT_FILE_BYTES
+    from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES
 
     target = tmp_path / ("job.yaml" if where == "job file" else "mol.xyz")
     with open(target, "wb") as f:  # sparse: no disk space used

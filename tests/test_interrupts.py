@@ -1,4 +1,4 @@
-"""`dm21cli.interrupts`: a SIGINT/SIGTERM is never lost, and commits finish.
+"""`dm21cli.core.interrupts`: a SIGINT/SIGTERM is never lost, and commits finish.
 
 Each test runs in a subprocess: installing signal handlers in the pytest
 process itself would change how pytest handles Ctrl-C.
