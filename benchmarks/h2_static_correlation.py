@@ -6,7 +6,7 @@ Reproduces the key table of issue 10's measurement (README "Measured: H2"):
     python benchmarks/h2_static_correlation.py --distance 3,6 --starts 3
 
 For each distance (def2-SVP, grid level 3, DM21 in float64 on every grid point) it converges
-restricted DM21 by direct minimisation (dm21cli.directmin, dE < 1e-10 Ha, |g| < 1e-6) from
+restricted DM21 by direct minimisation (dm21cli.scf.directmin, dE < 1e-10 Ha, |g| < 1e-6) from
 several starting orbitals: B3LYP, HF, the core Hamiltonian, sigma_u doubly occupied, a
 localised (sigma_g + sigma_u) orbital and random rotations of the HF orbitals.  It prints
 each solution's energy against two H atoms (unrestricted doublets) and against two
@@ -37,8 +37,8 @@ def _grids(mol, level):
 
 
 def _dm21(mol, grids, network, restricted=True):
-    from dm21cli.ks import DM21RKS, DM21UKS
-    from dm21cli.xc import DM21XC
+    from dm21cli.scf.ks import DM21RKS, DM21UKS
+    from dm21cli.functional.xc import DM21XC
 
     mf = (DM21RKS if restricted else DM21UKS)(mol, DM21XC(network, rho_screen=0.0))
     mf.grids, mf.verbose, mf.conv_check = grids, 0, False
@@ -108,7 +108,7 @@ def distance(r_angstrom, network, basis, level, n_random, seed=0):
     import scipy.linalg
     from pyscf import dft, fci, gto, scf
 
-    from dm21cli.directmin import minimize
+    from dm21cli.scf.directmin import minimize
 
     mol = gto.M(atom=f"H 0 0 0; H 0 0 {r_angstrom}", basis=basis, verbose=0)
     grids = _grids(mol, level)
@@ -161,7 +161,7 @@ def main(argv=None):
     parser.add_argument("--starts", type=int, default=2, help="random starting orbitals per distance")
     parser.add_argument("--checkpoints", default=os.environ.get("DM21_CHECKPOINTS"))
     args = parser.parse_args(argv)
-    from dm21cli.network import DM21Network
+    from dm21cli.functional.network import DM21Network
 
     network = DM21Network.load("DM21", args.checkpoints, precision="float64")
     (h_dm21, frac_dm21), (h_b3, frac_b3) = (lambda a: (a["DM21"], a["B3LYP"]))(

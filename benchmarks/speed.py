@@ -6,7 +6,7 @@
 
 Each system runs in its own subprocess (so peak memory is its own): first the
 B3LYP job, then the DM21 job (B3LYP warm start included), both through
-`dm21cli.runner.run_job` with the same basis and grid, as `dm21 run` does;
+`dm21cli.jobs.run.run_job` with the same basis and grid, as `dm21 run` does;
 `--repeat N` (default 3) runs them N times in turn and keeps each job's
 fastest run, because single short runs on a shared VM scatter widely.
 It records wall and CPU time per phase, SCF cycles, energies, peak memory,
@@ -104,8 +104,8 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
     """
     import numpy as np
 
-    from dm21cli.inputs import load_job
-    from dm21cli.runner import run_job
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs.run import run_job
 
     out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0])}
     runs = [("b3lyp", "b3lyp", None), ("dm21", "DM21", None)]
@@ -162,8 +162,8 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     from pyscf import lib
     from pyscf.scf import chkfile
 
-    from dm21cli.runner import build_grids, build_molecule, integral_dtype, load_network
-    from dm21cli.xc import DM21XC
+    from dm21cli.jobs.build import build_grids, build_molecule, integral_dtype, load_network
+    from dm21cli.functional.xc import DM21XC
 
     mol = build_molecule(spec)
     grids = build_grids(mol, spec).build()
@@ -197,7 +197,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.worker:  # one system, in this (sub)process, tuned as `dm21 run` is
-        from dm21cli.resources import settle_blas_threads, tune_allocator
+        from dm21cli.core.resources import settle_blas_threads, tune_allocator
 
         settle_blas_threads()  # NumPy is not imported yet in this process
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -284,6 +285,19 @@ def test_json_stdout_is_result_json(h2_job):
     assert "SCF attempt" in h2_job.proc.stderr
 
 
+def test_plain_progress_lines_name_the_long_dm21_phases(h2_job):
+    """In a pipe and in dm21.log: one plain line per event, in the same format as
+    before; the first DM21 evaluation says when it computes the exchange integrals."""
+    lines = h2_job.proc.stderr.splitlines()
+    assert all(re.match(r"\[dm21 +\d+\.\ds\] .", line) for line in lines), h2_job.proc.stderr
+    assert "\x1b" not in h2_job.proc.stderr
+    phase = "  DM21 evaluation 1: computing the exchange integrals"
+    assert [line for line in lines if phase in line], h2_job.proc.stderr
+    log = (h2_job.outdir / "dm21.log").read_text()
+    assert re.search(r"^\[dm21 \d\d:\d\d:\d\d\] " + re.escape(phase) + r" \(grid points in 1 block\)$",
+                     log, re.M), log[:3000]
+
+
 # ----------------------------------------------------------------------------
 # 3. refuse to overwrite; --overwrite
 # ----------------------------------------------------------------------------
@@ -361,9 +375,23 @@ def test_not_converged_exits_4_with_results(tmp_path, checkpoints_dir):
 # ----------------------------------------------------------------------------
 # 6. bad input
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["unknown-key", "multiplicity", "charge-option"])
+@pytest.mark.parametrize("case", ["unknown-key", "multiplicity", "charge-option", "electrons-do-not-fit",
+                                  "absurd-charge", "cube-grid-too-large", "guess-not-a-chkfile"])
 def test_bad_input_exits_2_one_line_no_output(tmp_path, checkpoints_dir, case):
-    if case == "unknown-key":
+    if case == "electrons-do-not-fit":
+        write_job(tmp_path, "bad")
+        args, needle = ["run", "bad.yaml", "--basis", "sto-3g", "--charge", "-4"], "--charge: H2"
+    elif case == "absurd-charge":
+        write_job(tmp_path, "bad")
+        args, needle = ["run", "bad.yaml", "--charge", str(-10**9)], "1000000002 electrons"
+    elif case == "cube-grid-too-large":
+        write_job(tmp_path, "bad", extra="outputs: {cubes: [density], cube_spacing: 1e-5}\n")
+        args, needle = ["run", "bad.yaml"], "outputs.cube_spacing"
+    elif case == "guess-not-a-chkfile":
+        (tmp_path / "guess.chk").write_text("not HDF5\n")
+        write_job(tmp_path, "bad", extra="scf: {guess: guess.chk}\n")
+        args, needle = ["run", "bad.yaml"], "not a PySCF chkfile"
+    elif case == "unknown-key":
         write_job(tmp_path, "bad", extra="scf:\n  conv_tl: 1e-6\n")
         args, needle = ["run", "bad.yaml"], "conv_tl"
     elif case == "multiplicity":
@@ -473,6 +501,68 @@ def test_bare_xyz_cation_is_unrestricted(tmp_path, checkpoints_dir):
 
 
 # ----------------------------------------------------------------------------
+# 9b. effective core potentials (issue 10)
+# ----------------------------------------------------------------------------
+ECP_CASES = {
+    # atoms, basis in the job file, PySCF's basis= for the reference, ECP per element, electrons
+    "nacl-lanl2dz": (("Na 0 0 0", "Cl 0 0 2.36"), "lanl2dz", "lanl2dz",
+                     {"Na": ("lanl2dz", 10), "Cl": ("lanl2dz", 10)}, 8),
+    "hi-per-element": (("H 0 0 0", "I 0 0 1.61"), "{I: cc-pvdz-pp, default: def2-svp}",
+                       {"I": "cc-pvdz-pp", "H": "def2-svp"}, {"I": ("cc-pvdz-pp", 28)}, 26),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ECP_CASES))
+def test_ecp_b3lyp_matches_pyscf_with_the_ecp(tmp_path, case):
+    """B3LYP through `dm21 run` against plain PySCF given the ECP explicitly (same default grid,
+    both converged to 1e-9 Ha): the same state within 1e-6 Ha.  Before issue 10 NaCl/LANL2DZ
+    ran without its ECP: 28 electrons in 16 valence functions, E = -123.65 Ha."""
+    from pyscf import dft, gto
+
+    atoms, basis, pyscf_basis, ecp, nelec = ECP_CASES[case]
+    write_job(tmp_path, case, atoms=atoms, basis=basis, functional="b3lyp",
+              extra="outputs: {molden: false}\n")
+    proc = dm21(["run", f"{case}.yaml"], tmp_path, _env(tmp_path / "no-such-checkpoints"))
+    assert proc.returncode == 0, _show(proc)
+    out = tmp_path / "outputs" / case
+    r = json.loads((out / "result.json").read_text())
+
+    mol = gto.M(atom="; ".join(atoms), basis=pyscf_basis,
+                ecp={symbol: name for symbol, (name, _) in ecp.items()}, verbose=0)
+    mf = dft.RKS(mol, xc="b3lyp")
+    mf.conv_tol = 1e-9
+    e_ref = mf.kernel()
+    assert mf.converged
+    assert abs(r["return_energy"] - e_ref) < 1e-6, (r["return_energy"], e_ref)
+    assert r["properties"]["nelectron"] == nelec == mol.nelectron
+    assert r["model"]["ecp"] == {symbol: {"basis": name, "core_electrons": core}
+                                 for symbol, (name, core) in ecp.items()}
+    assert "ecp_note" not in r["model"]  # the note is about DM21
+    summary = (out / "summary.txt").read_text()
+    ecp_line = ", ".join(f"{s} {name} ({core} core electrons)" for s, (name, core) in ecp.items())
+    assert f"  ECP                          {ecp_line}\n" in summary, summary
+
+
+def test_dm21_hi_lanl2dz_runs_with_the_ecp_and_says_so(tmp_path, checkpoints_dir):
+    """HI/LANL2DZ failed inside PySCF (exit 7) without the iodine ECP: 54 electrons, 10 orbitals."""
+    write_job(tmp_path, "hi", atoms=("H 0 0 0", "I 0 0 1.61"), basis="lanl2dz",
+              extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    proc = dm21(["run", "hi.yaml"], tmp_path, _env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    out = tmp_path / "outputs" / "hi"
+    r = json.loads((out / "result.json").read_text())
+    assert r["success"] is True and r["model"]["method"] == "DM21"
+    assert r["model"]["ecp"] == {"I": {"basis": "lanl2dz", "core_electrons": 46}}
+    assert r["properties"]["nelectron"] == 8 and r["properties"]["nao"] == 10
+    note = ("DM21 was trained on all-electron calculations: DM21 energies with ECPs are outside "
+            "its training")
+    assert r["model"]["ecp_note"] == note
+    summary = (out / "summary.txt").read_text()
+    assert "  ECP                          I lanl2dz (46 core electrons)\n" in summary, summary
+    assert f"  Note                         {note}\n" in summary, summary
+
+
+# ----------------------------------------------------------------------------
 # 10. help, and no heavy imports for it
 # ----------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["weights", "--help"],
@@ -498,7 +588,7 @@ def test_console_script(tmp_path):
 def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
     code = textwrap.dedent("""\
         import sys
-        from dm21cli.cli import main
+        from dm21cli.cli.main import main
         for argv in (["--help"], ["run", "--help"]):
             try:
                 main(argv)

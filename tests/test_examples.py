@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dm21cli.inputs import load_job
+from dm21cli.io.inputs.load import load_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INPUTS = REPO_ROOT / "inputs"

@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from dm21cli.inputs import load_job
-from dm21cli.runner import run_job
+from dm21cli.io.inputs.load import load_job
+from dm21cli.jobs.run import run_job
 
 TOLERANCE_HARTREE = 2e-4
 

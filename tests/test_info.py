@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from dm21cli import __version__
-from dm21cli.weights import ENV_VAR, VARIANTS
+from dm21cli.functional.weights import ENV_VAR, VARIANTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: environment variables that change what `dm21 info` reports; cleared for each run.
@@ -74,7 +74,7 @@ def test_info_json(checkpoints_dir, tmp_path):
 def test_info_imports_neither_pyscf_nor_tensorflow(checkpoints_dir):
     code = (
         "import json, sys, time\n"
-        "from dm21cli.cli import main\n"
+        "from dm21cli.cli.main import main\n"
         "t0 = time.perf_counter()\n"
         "try:\n"
         "    main(['info'])\n"
@@ -96,7 +96,7 @@ def test_info_imports_neither_pyscf_nor_tensorflow(checkpoints_dir):
 
 
 def test_blas_thread_timeout_is_a_default_not_an_override(monkeypatch):
-    from dm21cli.resources import OPENBLAS_THREAD_TIMEOUT, settle_blas_threads
+    from dm21cli.core.resources import OPENBLAS_THREAD_TIMEOUT, settle_blas_threads
 
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     settle_blas_threads()

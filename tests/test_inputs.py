@@ -14,9 +14,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dm21cli.errors import InputError
-from dm21cli.inputs import JobSpec, Molecule, load_job, parse_memory, validate_job
-from dm21cli.units import ANGSTROM_BOHR
+from dm21cli.core.errors import InputError
+from dm21cli.io.inputs.models import JobSpec, Molecule
+from dm21cli.io.inputs.load import load_job
+from dm21cli.io.inputs.fields import parse_memory
+from dm21cli.io.inputs.validate import validate_job
+from dm21cli.core.units import ANGSTROM_BOHR
 
 
 # Lines 1-5; anything appended starts on line 6.
@@ -224,9 +227,18 @@ def test_minimal_yaml_defaults(tmp_path):
     assert all(type(x) is float for x in atom[2][1])
 
 
+def write_chkfile(path: Path) -> Path:
+    """A real PySCF chkfile (H2/STO-3G, unconverged orbitals are enough for a guess)."""
+    from pyscf import gto
+    from pyscf.scf import chkfile
+
+    mol = gto.M(atom="H 0 0 0; H 0 0 0.74", basis="sto-3g", verbose=0)
+    chkfile.dump_scf(mol, str(path), 0.0, np.zeros(2), np.eye(2), np.array([2.0, 0.0]))
+    return path
+
+
 def test_full_yaml(tmp_path):
-    chk = tmp_path / "prev.chk"
-    chk.write_bytes(b"")
+    chk = write_chkfile(tmp_path / "prev.chk")
     text = """\
 job:
   name: n2-run.1
@@ -612,6 +624,409 @@ def test_cli_validate_errors(tmp_path, args, expected):
 
 
 def test_validate_command_does_not_import_pyscf():
-    code = "import sys, dm21cli.commands.validate, dm21cli.inputs; print('pyscf' in sys.modules)"
+    code = "import sys, dm21cli.cli.validate, dm21cli.io.inputs; print('pyscf' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# issue 10: effective core potentials
+# ---------------------------------------------------------------------------
+NACL = "molecule:\n  xyz: |\n    Na 0 0 0\n    Cl 0 0 2.36\n"
+HI = "molecule:\n  xyz: |\n    H 0 0 0\n    I 0 0 1.61\n"
+
+
+def test_pyscf_load_ecp_cases_we_rely_on():
+    """What ecp_map reads from PySCF: [] (own library, all-electron element), [ncore, ...], and
+    BasisNotFoundError 'No ECP defined' from basis-set-exchange names without an ECP there."""
+    from pyscf.gto.basis import load_ecp
+    from pyscf.lib.exceptions import BasisNotFoundError
+
+    assert load_ecp("def2-svp", "H") == []
+    assert load_ecp("lanl2dz", "H") == []
+    assert load_ecp("lanl2dz", "Na")[0] == 10
+    assert load_ecp("def2-svp", "I")[0] == 28
+    assert load_ecp("sbkjc-vdz", "Na")[0] == 10  # not in PySCF's library: basis-set-exchange
+    with pytest.raises(BasisNotFoundError, match="No ECP defined for H"):
+        load_ecp("sbkjc-vdz", "H")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (NACL + "basis: lanl2dz\n", {"Na": ("lanl2dz", 10), "Cl": ("lanl2dz", 10)}),
+    (HI + "basis: {I: cc-pvdz-pp, default: def2-svp}\n", {"I": ("cc-pvdz-pp", 28)}),
+    (HI + "basis: def2-svp\n", {"I": ("def2-svp", 28)}),
+    (HI + "basis: lanl2dz\n", {"I": ("lanl2dz", 46)}),
+    (NACL.replace("Cl", "H ") + "basis: sbkjc-vdz\n", {"Na": ("sbkjc-vdz", 10)}),  # basis-set-exchange
+    (WATER + "basis: def2-svp\n", {}),
+    (NACL + "basis: cc-pvdz\n", {}),
+])
+def test_ecp_map_per_element(tmp_path, text, expected):
+    from dm21cli.io.inputs.basis import ecp_map
+    from dm21cli.jobs.build import build_molecule
+
+    spec = load_job(write(tmp_path, text + "functional: b3lyp\n"))
+    assert {s: tuple(e) for s, e in ecp_map(spec).items()} == expected
+    mol = build_molecule(spec)
+    core = sum(expected[s][1] for s in spec.molecule.symbols if s in expected)
+    assert mol.nelectron == spec.molecule.nelectron() - core
+    assert sorted(mol._ecp) == sorted(expected)
+    assert [mol.atom_nelec_core(i) for i in range(mol.natm)] == \
+        [expected[s][1] if s in expected else 0 for s in spec.molecule.symbols]
+
+
+def test_nacl_lanl2dz_counts_valence_electrons(tmp_path):
+    from dm21cli.jobs.build import build_molecule
+
+    spec = load_job(write(tmp_path, NACL + "basis: lanl2dz\nfunctional: b3lyp\n"))
+    mol = build_molecule(spec)
+    assert (mol.nelectron, mol.nao_nr()) == (8, 16)  # 28 electrons, 2 x 10 in the ECP cores
+
+
+def test_ecp_cannot_tell_is_refused(tmp_path, monkeypatch):
+    from pyscf.gto import basis as pyscf_basis
+
+    from dm21cli.io.inputs.basis import _ecp_lookup
+
+    def broken(name, symbol):
+        raise RuntimeError("Unable to parse the input ECP data")
+
+    _ecp_lookup.cache_clear()
+    monkeypatch.setattr(pyscf_basis, "load_ecp", broken)
+    try:
+        with pytest.raises(InputError) as info:
+            load_job(write(tmp_path, NACL + "basis:\n  Na: lanl2dz\n  default: sto-3g\n"))
+    finally:
+        _ecp_lookup.cache_clear()
+    err = info.value
+    assert (err.line, err.field) == (6, "basis.Na"), err.render()
+    assert "cannot tell whether basis 'lanl2dz' has an effective core potential for Na" in err.message
+
+
+def test_mixed_guess_chkfile_has_the_ecp(tmp_path):
+    from pyscf.scf import chkfile
+
+    from dm21cli.jobs.scan.run import _mixed_guess_chkfile
+
+    spec = load_job(write(tmp_path, NACL + "basis: lanl2dz\nfunctional: b3lyp\n"))
+    _mixed_guess_chkfile(spec, tmp_path / "mixed.chk")
+    mol = chkfile.load_mol(str(tmp_path / "mixed.chk"))
+    assert mol.nelectron == 8
+    occ = chkfile.load(str(tmp_path / "mixed.chk"), "scf/mo_occ")
+    assert occ.sum() == 8
+
+
+# ---------------------------------------------------------------------------
+# issue 10: bad input found at validation
+# ---------------------------------------------------------------------------
+H2 = "molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 0.74\n"
+
+
+@pytest.mark.parametrize("text, overrides, field, fragment", [
+    (H2, {"basis": "sto-3g", "charge": -4}, "--charge",
+     "has 6 electrons (3 alpha, 3 beta), but sto-3g gives 2 orbitals: at most 2 electrons of each spin"),
+    (H2, {"charge": -10**9}, "--charge", "has 1000000002 electrons (500000001 alpha"),
+    (H2, {"charge": -10**30}, "--charge", "but def2-svp gives 10 orbitals"),
+    (H2, {"charge": 10**9}, "--charge", "leaves -999999998 electrons"),
+    (H2, {"multiplicity": 10**9}, "--multiplicity", "needs at least 999999999 unpaired"),
+    ("molecule:\n  xyz: He 0 0 0\n  multiplicity: 3\nbasis: sto-3g\n", {}, "molecule.multiplicity",
+     "(2 alpha, 0 beta), but sto-3g gives 1 orbitals"),
+    (NACL + "  multiplicity: 11\nbasis: lanl2dz\nfunctional: b3lyp\n", {}, "molecule.multiplicity",
+     "needs at least 10 unpaired electrons but ClNa with charge 0 has 8 outside the ECP cores "
+     "(20 core electrons)"),
+    (NACL + "  charge: 8\nbasis: lanl2dz\nfunctional: b3lyp\n", {}, "molecule.charge",
+     "charge 8 leaves 0 electrons outside the ECP cores"),
+])
+def test_electrons_must_fit_the_orbitals(tmp_path, text, overrides, field, fragment):
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, text), overrides)
+    err = info.value
+    assert err.field == field, err.render()
+    assert fragment in err.message, err.render()
+    assert "\n" not in err.render()
+
+
+def test_cube_grid_too_large_is_refused(tmp_path):
+    from dm21cli.io.inputs.validate import MAX_CUBE_POINTS
+
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, H2 + "outputs:\n  cubes: [density]\n  cube_spacing: 1e-5\n"))
+    err = info.value
+    assert (err.line, err.field) == (7, "outputs.cube_spacing"), err.render()
+    assert "would have 2.43e+17 points each (13.6 EB of memory and 3.2 EB on disk per cube)" \
+        in err.message, err.render()
+    assert f"at most {MAX_CUBE_POINTS:,} points" in err.message
+    # a margin that overflows the box, and the default spacing on a huge box
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, H2 + "outputs:\n  orbitals: [1]\n  cube_margin: 1e300\n"))
+    assert (info.value.line, info.value.field) == (7, "outputs.cube_margin"), info.value.render()
+    assert "too many to count" in info.value.message
+    # no cubes: nothing to refuse
+    assert load_job(write(tmp_path, H2 + "outputs:\n  cube_spacing: 1e-5\n")).outputs.cube_spacing == 1e-5
+
+
+def test_cube_size_estimate_is_the_grid_write_cube_writes(tmp_path):
+    from pyscf import gto
+
+    from dm21cli.io.outputs.orbitals import cube_grid_shape, write_cube
+
+    mol = gto.M(atom="O 0 0 0.117; H 0 0.757 -0.469; H 0 -0.757 -0.469", basis="sto-3g", verbose=0)
+    path = write_cube(tmp_path / "d.cube", mol, "density", dm=np.eye(mol.nao_nr()), spacing_bohr=0.7,
+                      margin_bohr=1.3)
+    header = path.read_text().splitlines()[3:6]
+    assert [int(line.split()[0]) for line in header] == \
+        [int(n) for n in cube_grid_shape(mol.atom_coords(), 0.7, 1.3)]
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("text", "not a PySCF chkfile (not an HDF5 file)"),
+    ("hdf5-without-scf", "not a PySCF chkfile (no 'scf' group)"),
+    ("hdf5-without-mol", "not a PySCF chkfile (no 'mol' record)"),
+    ("directory", "is a directory, not a file"),
+    ("too-large", "file too large (4,000,000,001 bytes; at most 4,000,000,000 are read)"),
+])
+def test_guess_chkfile_must_be_a_pyscf_chkfile(tmp_path, kind, fragment):
+    # FIFOs and devices: test_cli_bad_files_exit_2_without_blocking (in a subprocess)
+    import h5py
+
+    path = tmp_path / "guess.chk"
+    if kind == "text":
+        path.write_text("not a chkfile\n")
+    elif kind == "hdf5-without-scf":
+        with h5py.File(path, "w") as h5:
+            h5["other/x"] = np.zeros(3)
+    elif kind == "hdf5-without-mol":
+        with h5py.File(path, "w") as h5:
+            h5["scf/mo_coeff"] = np.eye(2)
+            h5["scf/mo_occ"] = np.array([2.0, 0.0])
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        with open(path, "wb") as f:  # sparse: no disk space used
+            f.truncate(4_000_000_001)
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, WATER + "scf:\n  guess: guess.chk\n"))
+    err = info.value
+    assert (err.line, err.field) == (7, "scf.guess"), err.render()
+    assert fragment in err.message, err.render()
+
+
+def test_guess_chkfile_written_by_pyscf_is_accepted(tmp_path):
+    write_chkfile(tmp_path / "guess.chk")
+    spec = load_job(write(tmp_path, WATER + "scf:\n  guess: guess.chk\n"))
+    assert spec.guess_chkfile() == tmp_path / "guess.chk"
+
+
+@pytest.mark.parametrize("where", ["molecule.file", "job file", "bare xyz"])
+def test_text_files_are_read_up_to_a_bound(tmp_path, where):
+    # FIFOs and devices: test_cli_bad_files_exit_2_without_blocking (in a subprocess)
+    from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES
+
+    target = tmp_path / ("job.yaml" if where == "job file" else "mol.xyz")
+    with open(target, "wb") as f:  # sparse: no disk space used
+        f.truncate(MAX_TEXT_FILE_BYTES + 1)
+    if where == "molecule.file":
+        path = write(tmp_path, "molecule:\n  file: mol.xyz\n")
+        expected = (path, 2, "molecule.file")
+    else:
+        path = str(target)
+        expected = (path, None, None)
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    err = info.value
+    assert (err.file, err.line, err.field) == expected, err.render()
+    assert f"file too large ({MAX_TEXT_FILE_BYTES + 1:,} bytes; at most {MAX_TEXT_FILE_BYTES:,} are read)" \
+        in err.message, err.render()
+
+
+def test_unreadable_paths_are_input_errors(tmp_path, monkeypatch):
+    import os
+
+    write(tmp_path, WATER_XYZ, "w.xyz")
+    with pytest.raises(InputError, match="no such file"):
+        load_job(tmp_path / "w.xyz" / "x.yaml")  # a path through a file: ENOTDIR
+    with pytest.raises(InputError, match="name too long"):
+        load_job(tmp_path / ("x" * 300 + ".xyz"))
+    with pytest.raises(InputError, match="no such file"):
+        load_job(write(tmp_path, "molecule:\n  file: w.xyz/inner.xyz\n"))
+    # permission denied (the tests run as root, where no file is unreadable): the stat refuses
+    real_stat = os.stat
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("secret.xyz"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(InputError, match="permission denied") as info:
+        load_job(tmp_path / "secret.xyz")
+    assert info.value.file == str(tmp_path / "secret.xyz")
+
+
+def test_distance_range_that_overflows(tmp_path):
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, WATER_XYZ, "w.xyz"), {"distance": "1:1e308:1e-300"})
+    assert info.value.field == "--distance"
+    assert "more points than a float counts; at most 200 are allowed" in info.value.message
+    with pytest.raises(InputError, match="about 1e\\+23 points"):
+        load_job(write(tmp_path, WATER_XYZ, "w.xyz"), {"distance": "1:1e20:1e-3"})
+
+
+# ---------------------------------------------------------------------------
+# issue 10: every problem of a file
+# ---------------------------------------------------------------------------
+MULTI = """\
+molecule:
+  xyz: |
+    O 0 0 0
+    Q 0 0 0.9
+scf:
+  conv_tol: -1
+  max_cycle: 0
+outputs:
+  molden: 1
+"""
+
+MULTI_CHEMISTRY = """\
+molecule:
+  xyz: |
+    O 0 0 0
+    H 0 0 0.01
+    H 0 0.7 0.5
+  charge: 1
+basis: {O: nonsense, default: sto-3g}
+functional: b3lpy
+outputs:
+  cubes: [density]
+  cube_spacing: 1e-4
+"""
+
+
+def test_every_schema_problem_is_reported(tmp_path):
+    path = write(tmp_path, MULTI)
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    found = [(p.file, p.line, p.field) for p in info.value.problems]
+    assert found == [(path, 4, "molecule.xyz"), (path, 6, "scf.conv_tol"), (path, 7, "scf.max_cycle"),
+                     (path, 9, "outputs.molden")], [p.render() for p in info.value.problems]
+    assert info.value is info.value.problems[0]
+    assert str(info.value).endswith("(and 3 more problems: 'dm21 validate' lists them all)")
+
+
+def test_every_chemistry_problem_is_reported(tmp_path):
+    path = write(tmp_path, MULTI_CHEMISTRY)
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    found = [(p.line, p.field, p.message.split(":")[0][:30]) for p in info.value.problems]
+    assert [f[:2] for f in found] == [(4, "molecule.xyz"), (6, "molecule.charge"),
+                                      (11, "outputs.cube_spacing"), (8, "functional"),
+                                      (7, "basis.O")], found
+
+
+def test_later_checks_wait_for_earlier_ones(tmp_path):
+    # the orbital index needs a known basis: it is not checked while the basis is unknown
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, WATER + "basis: nonsense\noutputs:\n  orbitals: [500]\n"))
+    assert [p.field for p in info.value.problems] == ["basis"]
+    with pytest.raises(InputError) as info:
+        load_job(write(tmp_path, WATER + "basis: sto-3g\noutputs:\n  orbitals: [500]\n  cube_spacing: 1e-6\n"))
+    assert [p.field for p in info.value.problems] == ["outputs.cube_spacing", "outputs.orbitals[0]"]
+
+
+def test_cli_validate_lists_every_problem_run_prints_one_line(tmp_path):
+    write(tmp_path, MULTI, "multi.yaml")
+    proc = _dm21("multi.yaml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "dm21: error: multi.yaml:4: molecule.xyz: atom 2: unknown element 'Q' (ghost and dummy atoms "
+        "are not supported)",
+        "dm21: error: multi.yaml:6: scf.conv_tol: must be greater than 0, got -1",
+        "dm21: error: multi.yaml:7: scf.max_cycle: must be an integer >= 1, got 0",
+        "dm21: error: multi.yaml:9: outputs.molden: expected true or false, got 1",
+    ], proc.stderr
+    assert proc.stdout == ""
+    run = subprocess.run([sys.executable, "-m", "dm21cli", "run", "multi.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "dm21: error: multi.yaml:4: molecule.xyz: atom 2: unknown element 'Q' (ghost and dummy atoms "
+        "are not supported) (and 3 more problems: 'dm21 validate' lists them all)"], run.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_cli_validate_names_the_ecp(tmp_path):
+    write(tmp_path, NACL + "basis: lanl2dz\n", "nacl.yaml")
+    proc = _dm21("nacl.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "nacl.yaml: ok (2 atoms, ClNa, charge 0, multiplicity 1, DM21, lanl2dz, restricted; "
+        "ECP: Na lanl2dz (10 core electrons), Cl lanl2dz (10 core electrons); DM21 was trained on "
+        "all-electron calculations: DM21 energies with ECPs are outside its training)")
+    proc = _dm21("nacl.yaml", "--functional", "b3lyp", cwd=tmp_path)
+    assert proc.stdout.strip().endswith("restricted; ECP: Na lanl2dz (10 core electrons), "
+                                        "Cl lanl2dz (10 core electrons))"), proc.stdout
+
+
+@pytest.mark.parametrize("content, name", [
+    (b"molecule:\n  xyz: |\n    O 0 0 \x00\n", "nul.yaml"),
+    (b"molecule:\n  file: w.xyz\n\x00\n", "nul2.yaml"),
+])
+def test_nul_byte_in_yaml(tmp_path, content, name):
+    path = write(tmp_path, content, name)
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    assert info.value.file == path and info.value.line == 3, info.value.render()
+    assert "special characters are not allowed (character U+0000)" in info.value.message
+
+
+def _limit_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def test_cli_bad_files_exit_2_without_blocking(tmp_path):
+    """FIFOs and devices are refused by a stat, never opened: in subprocesses with a timeout (a
+    FIFO would block an open for ever) and a memory limit (/dev/zero read whole fills it)."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.xyz")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    os.mkfifo(tmp_path / "fifo.chk")
+    (tmp_path / "zero.xyz").symlink_to("/dev/zero")
+    write(tmp_path, "molecule:\n  file: /dev/zero\n", "zero.yaml")
+    write(tmp_path, "molecule:\n  file: fifo.xyz\n", "fifo-file.yaml")
+    write(tmp_path, WATER + "scf:\n  guess: fifo.chk\n", "fifo-guess.yaml")
+    write(tmp_path, WATER + "scf:\n  guess: /dev/zero\n", "zero-guess.yaml")
+    fifo, device = "is a FIFO (named pipe), not a regular file", "is a character device, not a regular file"
+    for name, expected in [
+        ("fifo.xyz", f"fifo.xyz: {fifo}"),
+        ("fifo.yaml", f"fifo.yaml: {fifo}"),
+        ("zero.xyz", f"zero.xyz: {device}"),
+        ("fifo-file.yaml", f"fifo-file.yaml:2: molecule.file: {fifo}: fifo.xyz"),
+        ("zero.yaml", f"zero.yaml:2: molecule.file: {device}: /dev/zero"),
+        ("fifo-guess.yaml", f"fifo-guess.yaml:7: scf.guess: guess chkfile {tmp_path / 'fifo.chk'}: {fifo}"),
+        ("zero-guess.yaml", f"zero-guess.yaml:7: scf.guess: guess chkfile /dev/zero: {device}"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "dm21cli", "validate", name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == [f"dm21: error: {expected}"], proc.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "h2.xyz", "--foo"], "dm21: error: No such option '--foo' (see 'dm21 run --help')"),
+    (["run", "h2.xyz", "--charge", "x"],
+     "dm21: error: Invalid value for '--charge': 'x' is not a valid integer (see 'dm21 run --help')"),
+    (["run"], "dm21: error: Missing argument 'FILE' (see 'dm21 run --help')"),
+    (["validate"], "dm21: error: Missing argument 'FILE' (see 'dm21 validate --help')"),
+    (["frobnicate"], "dm21: error: No such command 'frobnicate' (see 'dm21 --help')"),
+    (["scan", "h2.xyz", "--workers", "many"],
+     "dm21: error: Invalid value for '--workers': 'many' is not a valid integer (see 'dm21 scan --help')"),
+])
+def test_cli_usage_errors_are_one_line(tmp_path, args, expected):
+    write(tmp_path, WATER_XYZ, "h2.xyz")
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [expected], proc.stderr
+    assert proc.stdout == ""

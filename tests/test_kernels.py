@@ -1,4 +1,4 @@
-"""The compiled kernels (dm21cli/_kernels.c) against the NumPy code they replace.
+"""The compiled kernels (dm21cli/functional/_kernels.c) against the NumPy code they replace.
 
 Both paths stay: the kernels are an optional extension, built when a C
 compiler is present.  Reference: the NumPy path in the same precision, and
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from pyscf import dft, gto
 
-from dm21cli import kernels
-from dm21cli.features import ExchangeIntegrals
-from dm21cli.network import DM21Network
+from dm21cli.functional import kernels
+from dm21cli.functional.features import ExchangeIntegrals
+from dm21cli.functional.network import DM21Network
 from tests.test_network import realistic_features
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"

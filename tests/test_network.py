@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dm21cli.network import DM21Network
-from dm21cli.weights import VARIANTS
+from dm21cli.functional.network import DM21Network
+from dm21cli.functional.weights import VARIANTS
 
 
 def realistic_features(n: int, seed: int = 0) -> np.ndarray:
@@ -96,7 +96,7 @@ def test_gradient_matches_central_differences(variant, checkpoints_dir):
 
 
 def test_block_size_does_not_change_result(checkpoints_dir, monkeypatch):
-    import dm21cli.network as network
+    import dm21cli.functional.network as network
 
     x = realistic_features(1000, seed=2)
     net = DM21Network.load("DM21", checkpoints_dir)

@@ -1,4 +1,4 @@
-"""Tests of dm21cli.outputs: atomic writes, the job directory, cube/molden files, summaries."""
+"""Tests of dm21cli.io.outputs: atomic writes, the job directory, cube/molden files, summaries."""
 
 from __future__ import annotations
 
@@ -11,20 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dm21cli import outputs
-from dm21cli.errors import OutputExistsError
-from dm21cli.outputs import (
-    JobDirectory,
+from dm21cli.io.outputs.atomic import _current_umask
+from dm21cli.io.outputs.orbitals import orbital_label
+from dm21cli.core.errors import OutputExistsError
+from dm21cli.io.outputs.jobdir import JobDirectory
+from dm21cli.io.outputs.atomic import (
     atomic_write,
-    render_summary,
-    render_table,
-    write_cube,
     write_json_atomic,
-    write_molden,
     write_text_atomic,
     write_yaml_atomic,
 )
-from dm21cli.units import ANGSTROM_BOHR, HARTREE_EV
+from dm21cli.io.outputs.summary import render_summary, render_table
+from dm21cli.io.outputs.orbitals import write_cube, write_molden
+from dm21cli.core.units import ANGSTROM_BOHR, HARTREE_EV
 
 from cubefile import read_cube
 
@@ -48,7 +47,7 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "new\n"
     assert _leftovers(tmp_path) == []
     # permissions follow the umask, not mkstemp's 0600
-    assert target.stat().st_mode & 0o777 == 0o666 & ~outputs._current_umask()
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
@@ -100,7 +99,7 @@ def test_write_yaml_keeps_order_and_converts_numpy(tmp_path):
 
 
 def test_module_imports_without_pyscf():
-    code = ("import sys, dm21cli.outputs; "
+    code = ("import sys, dm21cli.io.outputs; "
             "bad = [m for m in ('pyscf', 'numpy', 'rich', 'yaml') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -305,10 +304,10 @@ def test_spin_density_cube_of_doublet_integrates_to_2S(tmp_path, oh_uhf):
 def test_orbital_cube_is_normalised_and_named(tmp_path, water_rhf):
     mf = water_rhf
     homo = int(np.count_nonzero(mf.mo_occ > 0)) - 1
-    label = outputs.orbital_label(homo, mf.mo_occ, "alpha")
+    label = orbital_label(homo, mf.mo_occ, "alpha")
     assert label == "HOMO, alpha"
-    assert outputs.orbital_label(homo - 1, mf.mo_occ) == "HOMO-1"
-    assert outputs.orbital_label(homo + 2, mf.mo_occ) == "LUMO+1"
+    assert orbital_label(homo - 1, mf.mo_occ) == "HOMO-1"
+    assert orbital_label(homo + 2, mf.mo_occ) == "LUMO+1"
     comment = f"orbital {homo + 1} ({label}), energy {mf.mo_energy[homo]:.4f} Ha"
     path = write_cube(tmp_path / "homo.cube", mf.mol, "orbital", coeff=mf.mo_coeff[:, homo],
                       spacing_bohr=SPACING_BOHR, margin_bohr=MARGIN_BOHR, comment=comment)
@@ -416,7 +415,7 @@ def full_result(converged: bool = True, unrestricted: bool = False) -> dict:
         "files": {"result": "result.json", "summary": "summary.txt", "molden": "orbitals.molden",
                   "cubes": {"density": "density.cube"}, "chkfile": "scf.chk",
                   "input": "input.resolved.yaml", "log": "dm21.log"},
-        "provenance": {"creator": "dm21cli", "version": "0.1.0", "routine": "dm21cli.runner.run_job",
+        "provenance": {"creator": "dm21cli", "version": "0.1.0", "routine": "dm21cli.jobs.run.run_job",
                        "pyscf": "2.14.0", "numpy": "2.1", "tensorflow": None, "python": "3.11",
                        "hostname": "host", "date": "2024-05-01T10:00:00+00:00",
                        "checkpoint": {"variant": "DM21", "path": "/w/DM21",

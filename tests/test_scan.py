@@ -6,6 +6,7 @@ subprocess, as a user runs them; the physics test runs DM21 on stretched H2+.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -19,14 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm21cli.errors import ExitStatus, InputError
-from dm21cli.inputs import load_job
-from dm21cli.scan import (
-    MAX_POINTS,
-    ScanReport,
+from dm21cli.core.errors import ExitStatus, InputError
+from dm21cli.io.inputs.load import load_job
+from dm21cli.io.inputs.scan_model import MAX_POINTS, parse_distances
+from dm21cli.jobs.scan.records import ScanReport
+from dm21cli.jobs.scan.plan import (
     displaced_coords,
     equilibrium_estimate_angstrom,
-    parse_distances,
     plan_scan,
     walk_order,
 )
@@ -136,6 +136,28 @@ def test_parse_range_property(start, step, n):
     assert points == sorted(points) and points[0] == pytest.approx(start)
     assert points[-1] <= stop + 1e-6
     assert all(b - a == pytest.approx(step, rel=1e-6, abs=1e-8) for a, b in zip(points, points[1:]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0005, 120, allow_nan=False), min_size=2, max_size=30))
+def test_point_directory_names_are_unique_for_accepted_distances(raw):
+    """Distances parse_distances accepts (at least 0.001 A apart) never share a directory name."""
+    from dm21cli.jobs.scan.plan import point_dirname
+
+    try:
+        distances = parse_distances(raw)
+    except ValueError:
+        return
+    names = [point_dirname(d) for d in distances]
+    assert len(set(names)) == len(names), names
+    assert names == sorted(names) or max(distances) >= 100  # ls lists them in distance order
+
+
+def test_point_directory_names():
+    from dm21cli.jobs.scan.plan import point_dirname
+
+    assert [point_dirname(d) for d in (0.74, 2.36, 10, 0.0012, 123.4567)] == [
+        "point-00.740A", "point-02.360A", "point-10.000A", "point-00.001A", "point-123.457A"]
 
 
 # ----------------------------------------------------------------------------
@@ -259,7 +281,7 @@ def test_scan_errors_before_computing(tmp_path):
 
 
 def test_scan_help_imports_no_heavy_modules():
-    code = ("import sys\nfrom dm21cli.cli import main\ntry:\n    main(['scan', '--help'])\n"
+    code = ("import sys\nfrom dm21cli.cli.main import main\ntry:\n    main(['scan', '--help'])\n"
             "except SystemExit:\n    pass\n"
             "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & "
             "{'pyscf', 'tensorflow', 'matplotlib'}))")
@@ -282,7 +304,8 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert [float(r["distance_angstrom"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]
     assert all(r["converged"] == "True" and r["status"] == "success" for r in rows)
     # start nearest the covalent-radius estimate (0.62 A), walk outward from the neighbour
-    assert [r["guess"] for r in rows] == ["default", "point 0", "point 1", "point 2"]
+    assert [r["guess"] for r in rows] == ["default", "point at 0.500 A", "point at 1.000 A",
+                                         "point at 1.500 A"]
     energies = [float(r["energy_hartree"]) for r in rows]
     assert energies[1] == min(energies)
     for r in rows:
@@ -292,7 +315,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     doc = json.loads((scan_dir / "scan.json").read_text())
     assert doc["counts"]["converged"] == 4 and len(doc["points"]) == 4
     assert (scan_dir / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    point = scan_dir / "b3lyp" / "point-002_1.500A"
+    point = scan_dir / "b3lyp" / "point-01.500A"
     assert (point / "result.json").is_file() and (point / "scan-point.json").is_file()
     assert not list(point.glob("*.cube")) and not (point / "orbitals.molden").exists()
     assert json.loads((point / "result.json").read_text())["molecule"]["geometry_bohr"][1][2] == \
@@ -316,7 +339,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert proc.returncode == 0, _show(proc)
     after = _result_mtimes(scan_dir)
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"b3lyp/point-002_1.500A/result.json"}
+    assert changed == {"b3lyp/point-01.500A/result.json"}
     assert "(3 read from disk)" in proc.stderr
 
     # a changed definition is refused (exit 5) ...
@@ -330,6 +353,62 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert proc.returncode == 0, _show(proc)
     assert "5 points: 5 converged (4 read from disk)" in proc.stderr
     assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in before} == before
+
+
+def _point_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("point"))
+
+
+def test_scan_points_named_by_distance_are_reused_whatever_the_other_distances(tmp_path):
+    """Issue 10: a point is found again by its distance, not by its index in the sorted list."""
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="1"))
+    scan_dir, folder = tmp_path / "sc", tmp_path / "sc" / "b3lyp"
+
+    def scan(distances, *args):
+        proc = dm21(["scan", "h2.yaml", "--distance", distances, "-o", "sc", *args], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+        return proc
+
+    scan("0.6,0.8")
+    assert _point_names(folder) == ["point-00.600A", "point-00.800A"]
+    computed = _result_mtimes(scan_dir)
+    # a new shortest distance shifts every index; the two points are still read from disk
+    proc = scan("0.5,0.6,0.8", "--overwrite")
+    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in computed} == computed
+    assert _point_names(folder) == ["point-00.500A", "point-00.600A", "point-00.800A"]  # no orphans
+    rows = _rows(scan_dir)
+    assert [(r["index"], r["distance_angstrom"]) for r in rows] == [("0", "0.5"), ("1", "0.6"), ("2", "0.8")]
+    # neighbours are named by distance, so a reused point's guess stays true
+    assert [r["guess"] for r in rows] == ["point at 0.600 A", "default", "point at 0.600 A"]
+    assert [r["reused"] for r in rows] == ["False", "True", "True"]
+    computed = _result_mtimes(scan_dir)
+
+    # a distance left out: its directory stays on disk, but not in the curve
+    proc = scan("0.5,0.8", "--overwrite")
+    assert "2 points: 2 converged (2 read from disk)" in proc.stderr
+    assert [r["distance_angstrom"] for r in _rows(scan_dir)] == ["0.5", "0.8"]
+    doc = json.loads((scan_dir / "scan.json").read_text())
+    assert [p["distance_angstrom"] for p in doc["points"]] == [0.5, 0.8]
+    assert doc["counts"]["points"] == 2 and doc["distances_angstrom"] == [0.5, 0.8]
+    assert (folder / "point-00.600A" / "result.json").is_file()
+    # ... and when it comes back it is read from disk; --point I is still the sorted index
+    proc = scan("0.5,0.6,0.8", "--overwrite", "--point", "1")
+    row = proc.stdout.splitlines()[1]
+    assert row.split()[1] == "0.600" and "(disk)" in row
+    proc = scan("0.5,0.6,0.8", "--collect")
+    assert "3 points: 3 converged (3 read from disk)" in proc.stderr
+    assert _result_mtimes(scan_dir) == computed
+
+    # a point directory of the index-named layout (dm21cli before issue 10) is not read: the
+    # point is computed again under its new name and the old directory is left where it is
+    (folder / "point-00.500A").rename(folder / "point-000_0.500A")
+    proc = scan("0.5,0.6,0.8")
+    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    assert _point_names(folder) == sorted(["point-000_0.500A", "point-00.500A", "point-00.600A",
+                                           "point-00.800A"])
+    assert [r["directory"] for r in _rows(scan_dir)] == [
+        str(Path("sc") / "b3lyp" / name) for name in ("point-00.500A", "point-00.600A", "point-00.800A")]
 
 
 def test_scan_bad_range_is_exit_2_and_creates_nothing(tmp_path):
@@ -371,8 +450,9 @@ def test_scan_broken_symmetry(tmp_path):
     assert near["guess"] == "default" and near["s_squared"] == pytest.approx(0, abs=1e-6)
     # 1.5 A is beyond 1.5 x (0.31 + 0.31) A: the mixed guess starts there; 4 A continues from
     # it if it stayed broken, else mixes again (a symmetric density would stay symmetric)
-    assert mid["guess"] == "broken-symmetry from point 0"
-    assert far["guess"] == ("point 1" if mid["s_squared"] > 0.1 else "broken-symmetry from point 1")
+    assert mid["guess"] == "broken-symmetry from point at 0.740 A"
+    assert far["guess"] == ("point at 1.500 A" if mid["s_squared"] > 0.1
+                            else "broken-symmetry from point at 1.500 A")
     assert far["s_squared"] == pytest.approx(1.0, abs=0.02)
     # unrestricted and broken: the curve reaches the two-atom limit
     assert far["relative_energy_hartree"] == pytest.approx(0, abs=2e-3)
@@ -534,14 +614,14 @@ def _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, extra_args, waits):
 def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
     proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, [], [
         ("scan.log", "[2/3] DM21 1.500 A: computing"),
-        ("DM21/point-001_1.500A/dm21.log", "grid points")])
+        ("DM21/point-01.500A/dm21.log", "grid points")])
     assert proc.returncode == ExitStatus.INTERRUPTED, stderr
-    assert stderr.splitlines()[-1] in ("dm21: interrupted", "dm21: error: interrupted")
-    first = scan_dir / "DM21" / "point-000_0.740A"
-    second = scan_dir / "DM21" / "point-001_1.500A"
+    assert stderr.splitlines()[-1].startswith("dm21: error: interrupted by SIGTERM")
+    first = scan_dir / "DM21" / "point-00.740A"
+    second = scan_dir / "DM21" / "point-01.500A"
     assert json.loads((first / "result.json").read_text())["status"] == "success"
     assert json.loads((second / "result.json").read_text())["status"] == "interrupted"
-    assert not (scan_dir / "DM21" / "point-002_2.500A").exists()
+    assert not (scan_dir / "DM21" / "point-02.500A").exists()
     assert [r["index"] for r in _rows(scan_dir)] == ["0"]  # the curve so far
     finished = (first / "result.json").stat().st_mtime_ns
 
@@ -554,17 +634,223 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
     assert "3 points: 3 converged (1 read from disk)" in proc.stderr
 
 
-def test_scan_workers_sigterm_marks_running_points_unfinished(tmp_path, checkpoints_dir):
-    proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, ["--workers", "2"], [
-        ("DM21/point-000_0.740A/dm21.log", "grid points")])
-    assert proc.returncode == ExitStatus.INTERRUPTED, stderr
-    statuses = {p.parent.name: json.loads(p.read_text())["status"]
-                for p in scan_dir.glob("DM21/point-*/result.json")}
-    assert "interrupted" in statuses.values(), statuses
-    assert not list(scan_dir.glob("DM21/point-*/.running"))
-    proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
-    assert "3 points: 3 converged" in proc.stderr
+def _worker_ends(proc, timeout: float = 60) -> list:
+    """The replies of a worker process until its reply pipe ends (it exited); it is reaped."""
+    replies = []
+    while True:
+        assert proc.results.poll(timeout), "the worker process did not end"
+        reply = proc.receive()
+        if reply is None:
+            proc.reap()
+            return replies
+        replies.append(reply)
+
+
+@pytest.mark.parametrize("when", ["idle", "starting", "no more points"])
+def test_scan_worker_process_ends(when, capfd):
+    """A worker process ends at once when signalled idle or while starting, or at the end of its
+    tasks; a signal that arrives while it starts is held until its handler is in place."""
+    import signal
+
+    from dm21cli.jobs.scan.workers import _WorkerProcess
+
+    proc = _WorkerProcess(1)
+    try:
+        proc.start()
+        if when == "starting":
+            proc.kill(signal.SIGINT)  # at once: Python has not even started
+            assert _worker_ends(proc) == []
+        else:
+            assert proc.results.poll(60) and proc.receive() == ("ready", proc.pid)
+            if when == "idle":
+                proc.kill(signal.SIGTERM)
+            else:
+                proc.close_tasks()
+            assert _worker_ends(proc) == []
+    finally:
+        proc.kill(signal.SIGKILL)
+        proc.reap()
+        proc.close()
+    expected = {"idle": 128 + signal.SIGTERM, "starting": 128 + signal.SIGINT, "no more points": 0}
+    assert proc.returncode == expected[when]
+    assert proc.stopped_by_signal() == (when != "no more points")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _dm21_h2(distances: str, functionals: str | None = None) -> str:
+    """DM21/def2-TZVP H2 on a level-5 grid: several seconds of SCF after the log's 'grid points'."""
+    text = (H2_FAST.format(distances=distances).replace("functional: b3lyp", "functional: DM21")
+            .replace("basis: sto-3g", "basis: def2-tzvp").replace("grid_level: 1", "grid_level: 5"))
+    return text + (f"  functionals: [{functionals}]\n" if functionals else "")
+
+
+def _wait_for_glob(folder: Path, pattern: str, text: str, proc, timeout: float = 180) -> Path:
+    """Wait until one file matching `pattern` under `folder` holds `text` (either point layout)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.glob(pattern):
+            if text in path.read_text(encoding="utf-8", errors="replace"):
+                return path
+        if proc.poll() is not None:
+            raise AssertionError(f"dm21 ended early (exit {proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear in {folder}/{pattern}")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of process group `pgid` that still run (zombies waiting for init do not)."""
+    if not Path("/proc/self/stat").is_file():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_parallel_scan(tmp_path, checkpoints_dir, job: str, waits, how: str):
+    """Run `dm21 scan h2.yaml --workers 2` in its own session; after each (glob, text) of `waits`
+    has appeared, signal it: "term" SIGTERM to the main process, "term-twice" two of them 0.3 s
+    apart, "int-group" SIGINT to the whole process group (Ctrl-C on a terminal), "kill" SIGKILL
+    to the main process.
+
+    Returns (exit status, stderr, scan directory, seconds from the signal to the exit).  Fails if
+    the scan does not end within 60 s of the signal, or if any of its processes outlives it."""
+    import signal
+    import time
+
+    _write(tmp_path, "h2.yaml", job)
+    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", "--workers", "2"],
+                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    scan_dir = tmp_path / "outputs" / "h2"
+    try:
+        for pattern, text in waits:
+            _wait_for_glob(scan_dir, pattern, text, proc)
+        t0 = time.monotonic()
+        if how == "int-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        elif how == "kill":
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGTERM)
+            if how == "term-twice":
+                time.sleep(0.3)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"dm21 scan --workers 2 still runs 60 s after the signal ({how})") from None
+        seconds = time.monotonic() - t0
+        # no worker outlives the scan
+        deadline = time.monotonic() + 10
+        while _group_members(proc.pid):
+            assert time.monotonic() < deadline, f"worker processes outlived dm21 scan: {_group_members(proc.pid)}"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr, scan_dir, seconds
+
+
+def _statuses(scan_dir: Path) -> dict[str, str]:
+    return {str(p.parent.relative_to(scan_dir)): json.loads(p.read_text())["status"]
+            for p in scan_dir.glob("*/point-*/result.json")}
+
+
+def _assert_interrupted(code, stderr, scan_dir, seconds):
+    assert code == ExitStatus.INTERRUPTED, stderr
+    assert stderr.splitlines()[-1].startswith("dm21: error: interrupted"), stderr
+    assert "Traceback" not in stderr, stderr
+    assert seconds < 30, seconds
+    assert not list(scan_dir.glob("*/point-*/.running"))      # no point left looking busy
+    assert not list(scan_dir.glob("*/.point-*.old-*"))        # nothing half-overwritten
+    assert "interrupted: finished points are kept" in (scan_dir / "scan.log").read_text()
+
+
+@pytest.mark.parametrize("how", ["term", "int-group", "term-twice"])
+def test_scan_workers_interrupted_while_both_busy(tmp_path, checkpoints_dir, how):
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74,0.8,0.9"),
+        [("DM21/point-*0.740A/dm21.log", "grid points"), ("DM21/point-*0.800A/dm21.log", "grid points")],
+        how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    statuses = _statuses(scan_dir)
+    if how == "term-twice":  # the second signal may stop a worker before it writes its status
+        assert set(statuses.values()) <= {"interrupted"}, statuses
+    else:
+        assert list(statuses.values()) == ["interrupted", "interrupted"], statuses  # 0.74 and 0.8 A
+    assert not list(scan_dir.glob("DM21/point-*0.900A"))      # the queued point never started
+    assert _rows(scan_dir) == []                               # the curve files exist, empty
+    assert json.loads((scan_dir / "scan.json").read_text())["counts"]["finished"] == 0
+    if how == "term":
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
+        assert proc.returncode == 0, _show(proc)
+        assert "3 points: 3 converged" in proc.stderr
+
+
+def test_scan_workers_stop_when_the_scan_process_is_killed(tmp_path, checkpoints_dir):
+    """SIGKILL to the main process: its workers notice, mark their points interrupted and end."""
+    import signal
+
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74,0.8,0.9"),
+        [("DM21/point-*0.740A/dm21.log", "grid points"), ("DM21/point-*0.800A/dm21.log", "grid points")],
+        "kill")
+    assert code == -signal.SIGKILL, stderr
+    assert list(_statuses(scan_dir).values()) == ["interrupted", "interrupted"], _statuses(scan_dir)
+    assert not list(scan_dir.glob("*/point-*/.running"))
+
+
+@pytest.mark.parametrize("how", ["term", "int-group"])
+def test_scan_workers_interrupted_with_one_worker_idle(tmp_path, checkpoints_dir, how):
+    """HF finishes long before DM21: its worker waits idle when the signal comes (it hung)."""
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, _dm21_h2("0.74", functionals="hf, DM21"),
+        [("scan.log", "hf 0.740 A: success"), ("DM21/point-*/dm21.log", "grid points")], how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    statuses = {k.split("/")[0]: v for k, v in _statuses(scan_dir).items()}
+    assert statuses == {"hf": "success", "DM21": "interrupted"}, statuses
+    assert [(r["functional"], r["status"]) for r in _rows(scan_dir)] == [("hf", "success")]
+    if how == "term":
+        finished = {k: v for k, v in _result_mtimes(scan_dir).items() if k.startswith("hf/")}
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path, env=_env(checkpoints_dir))
+        assert proc.returncode == 0, _show(proc)
+        assert "2 points: 2 converged (1 read from disk)" in proc.stderr
+        assert {k: v for k, v in _result_mtimes(scan_dir).items() if k.startswith("hf/")} == finished
+
+
+@pytest.mark.parametrize("how", ["term", "int-group"])
+def test_scan_workers_interrupted_at_start_up(tmp_path, checkpoints_dir, how):
+    """The signal comes while the worker processes are still starting (importing)."""
+    code, stderr, scan_dir, seconds = _signal_parallel_scan(
+        tmp_path, checkpoints_dir, H2_FAST.format(distances="0.74,1.5,2.5,3.5"),
+        [("scan.log", "points on 2 worker processes")], how)
+    _assert_interrupted(code, stderr, scan_dir, seconds)
+    # (a point that finished before the signal reached its worker is kept and in the curve)
+    statuses = {k.split("/")[1]: v for k, v in _statuses(scan_dir).items()}
+    assert set(statuses.values()) <= {"interrupted", "success"}, statuses
+    assert sorted(Path(r["directory"]).name for r in _rows(scan_dir)) == \
+        sorted(k for k, v in statuses.items() if v == "success")
+    if how == "term":
+        proc = dm21(["scan", "h2.yaml", "--workers", "2"], tmp_path)
+        assert proc.returncode == 0, _show(proc)
+        assert "4 points: 4 converged" in proc.stderr
 
 
 def test_scan_dask_local_cluster_matches_serial(tmp_path):
@@ -584,7 +870,7 @@ def test_scan_dask_local_cluster_matches_serial(tmp_path):
         doc = json.loads(proc.stdout)
         assert doc["counts"]["converged"] == 3
         # the worker wrote into the scan directory of the command, not its own cwd
-        assert (tmp_path / "dask" / "b3lyp" / "point-002_3.000A" / "result.json").is_file()
+        assert (tmp_path / "dask" / "b3lyp" / "point-03.000A" / "result.json").is_file()
         reference = _energies(tmp_path / "serial")
         for name, energy in _energies(tmp_path / "dask").items():
             assert energy == pytest.approx(reference[name], abs=1e-8)

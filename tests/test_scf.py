@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from pyscf import gto, scf
 
-from dm21cli.directmin import minimize
-from dm21cli.inputs import load_job
-from dm21cli.runner import run_job
+from dm21cli.scf.directmin import minimize
+from dm21cli.io.inputs.load import load_job
+from dm21cli.jobs.run import run_job
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 
@@ -42,7 +42,7 @@ def test_stall_watch_ends_an_oscillating_attempt_with_its_best_state():
     and the lowest-energy orbitals seen are what the next attempt starts from."""
     from types import SimpleNamespace
 
-    from dm21cli.scf import STALL_WINDOW, _Stalled, _stall_watch
+    from dm21cli.scf.escalation import STALL_WINDOW, _Stalled, _stall_watch
 
     mf = SimpleNamespace(mo_coeff=None, mo_occ=None, mo_energy=None, e_tot=None)
     watch = _stall_watch(mf)
@@ -58,7 +58,7 @@ def test_stall_watch_ends_an_oscillating_attempt_with_its_best_state():
 def test_stall_watch_lets_a_converging_attempt_run():
     from types import SimpleNamespace
 
-    from dm21cli.scf import _stall_watch
+    from dm21cli.scf.escalation import _stall_watch
 
     mf = SimpleNamespace()
     watch = _stall_watch(mf)
@@ -128,10 +128,10 @@ def test_frozen_xc_needs_fewer_dm21_evaluations_than_diis(checkpoints_dir):
     (DIIS: 4, measured) to the DIIS energy within the SCF tolerance."""
     from pyscf import dft
 
-    from dm21cli.ks import DM21RKS
-    from dm21cli.network import DM21Network
-    from dm21cli.scf import run_with_escalation
-    from dm21cli.xc import DM21XC
+    from dm21cli.scf.ks import DM21RKS
+    from dm21cli.functional.network import DM21Network
+    from dm21cli.scf.escalation import run_with_escalation
+    from dm21cli.functional.xc import DM21XC
 
     mol = gto.M(atom=WATER, basis="def2-svp", verbose=0)
     b3 = dft.RKS(mol, xc="b3lyp")
@@ -167,10 +167,10 @@ def _b3lyp_start(mol, grid_level=1):
 
 def _frozen_xc_run(checkpoints_dir, mol, start):
     """Frozen-XC DM21 from a `_b3lyp_start`; returns (converged, evaluations, E)."""
-    from dm21cli.ks import DM21RKS, DM21UKS
-    from dm21cli.network import DM21Network
-    from dm21cli.scf import run_with_escalation
-    from dm21cli.xc import DM21XC
+    from dm21cli.scf.ks import DM21RKS, DM21UKS
+    from dm21cli.functional.network import DM21Network
+    from dm21cli.scf.escalation import run_with_escalation
+    from dm21cli.functional.xc import DM21XC
 
     grids, dm0 = start
     kind = DM21RKS if mol.spin == 0 else DM21UKS
@@ -185,7 +185,7 @@ def _frozen_xc_run(checkpoints_dir, mol, start):
 def _with_and_without_model(checkpoints_dir, monkeypatch, mol, start):
     """((evaluations, E) with the default exchange model, (evaluations, E) with c = 0),
     both runs from the same start and both converged."""
-    from dm21cli import scf as dm21_scf
+    from dm21cli.scf import escalation as dm21_scf
 
     assert dm21_scf.FROZEN_XC_EXCHANGE_RESPONSE > 0
     runs = []
@@ -241,10 +241,10 @@ def test_occupation_swap_reaches_the_lower_of_two_non_aufbau_solutions(checkpoin
     grid level 1, float32, -0.9714758 / -0.9712264 Ha.  The B3LYP warm start ends in the
     sigma_u state and direct minimisation keeps occupations fixed, so only the exchange
     of the two occupations reaches sigma_g; from sigma_g the exchange is tried and dropped."""
-    from dm21cli.ks import DM21RKS
-    from dm21cli.network import DM21Network
-    from dm21cli.scf import _occupation_swap
-    from dm21cli.xc import DM21XC
+    from dm21cli.scf.ks import DM21RKS
+    from dm21cli.functional.network import DM21Network
+    from dm21cli.scf.escalation import _occupation_swap
+    from dm21cli.functional.xc import DM21XC
 
     mol = gto.M(atom="H 0 0 0; H 0 0 6.0", basis="def2-svp", verbose=0)
     mf = DM21RKS(mol, DM21XC(DM21Network.load("DM21", checkpoints_dir, precision="float32")))

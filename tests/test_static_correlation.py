@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from pyscf import dft, gto
 
-from dm21cli.ks import DM21RKS, DM21UKS
-from dm21cli.network import DM21Network
-from dm21cli.xc import DM21XC
+from dm21cli.scf.ks import DM21RKS, DM21UKS
+from dm21cli.functional.network import DM21Network
+from dm21cli.functional.xc import DM21XC
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""dm21cli.tfbundle: reading TF checkpoints with numpy only, checked against TensorFlow."""
+"""dm21cli.functional.tfbundle: reading TF checkpoints with numpy only, checked against TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dm21cli import tfbundle
-from dm21cli.errors import WeightsError
-from dm21cli.weights import VARIANTS
+from dm21cli.functional import tfbundle
+from dm21cli.core.errors import WeightsError
+from dm21cli.functional.weights import VARIANTS
 
 DATA = "variables.data-00000-of-00001"
 

@@ -1,4 +1,4 @@
-"""dm21cli.weights and ``dm21 weights``: search order, verification, install, download."""
+"""dm21cli.functional.weights and ``dm21 weights``: search order, verification, install, download."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dm21cli import weights
-from dm21cli.errors import ExitStatus, WeightsError
+from dm21cli.functional import weights
+from dm21cli.core.errors import ExitStatus, WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = "variables/variables.data-00000-of-00001"
@@ -195,13 +195,51 @@ def test_status_reports_each_variant(checkpoints_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- install
+def sha256sum_check(root: Path) -> list[str]:
+    """What `sha256sum -c SHA256SUMS` run in root checks: the names it lists, each verified."""
+    names = []
+    for line in (root / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
+        names.append(name)
+    return names
+
+
 def test_install_from_into_user_dir(checkpoints_dir):
     root = weights.install_from(checkpoints_dir)
     assert root == weights.user_checkpoints_dir()
     for variant in weights.VARIANTS:
         assert weights.locate(variant) == root / variant
         assert os.access(root / variant / DATA, os.W_OK)  # not the read-only source modes
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".install")) == sorted(weights.VARIANTS)
+    # the variants, and the root's checksum list and description (licence, layout) that the source has
+    extras = [name for name in weights.ROOT_FILES if (checkpoints_dir / name).is_file()]
+    assert "SHA256SUMS" in extras
+    assert (sorted(p.name for p in root.iterdir() if not p.name.startswith(".install"))
+            == sorted([*weights.VARIANTS, *extras]))
+    for name in extras:
+        assert (root / name).read_bytes() == (checkpoints_dir / name).read_bytes()
+    assert len(sha256sum_check(root)) == 4 * len(weights.FILES)
+
+
+def test_install_without_a_checksum_list_writes_one(checkpoints_dir, tmp_path):
+    source = copy_root(checkpoints_dir, tmp_path / "src", ["DM21", "DM21mc"])  # variant folders only
+    dest = weights.install_from(source, tmp_path / "dest", variants=["DM21", "DM21mc"])
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".install")) == \
+        ["DM21", "DM21mc", "SHA256SUMS"]
+    assert (dest / "SHA256SUMS").read_text() == weights.sha256sums_text(["DM21", "DM21mc"])
+    assert sorted(sha256sum_check(dest)) == sorted(f"{v}/{rel}" for v in ("DM21", "DM21mc")
+                                                   for rel in weights.FILES)
+
+
+def test_install_refuses_a_checksum_list_that_contradicts_the_published_digests(checkpoints_dir, tmp_path):
+    source = copy_root(checkpoints_dir, tmp_path / "src")
+    sums = (checkpoints_dir / "SHA256SUMS").read_text().replace(
+        weights.CHECKSUMS["DM21m"]["smart_module.pb"], "0" * 64)
+    (source / "SHA256SUMS").write_text(sums)
+    with pytest.raises(WeightsError, match=r"refusing to install from .*SHA256SUMS: line \d+: "
+                                           r"DM21m/smart_module.pb does not have its published SHA-256"):
+        weights.install_from(source, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
 
 
 def test_install_replaces_a_corrupted_install(checkpoints_dir, tmp_path):
@@ -243,7 +281,9 @@ def test_concurrent_installs_do_not_clash(checkpoints_dir, tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".install")) == ["DM21", "DM21m"]
+    extras = [name for name in weights.ROOT_FILES if (checkpoints_dir / name).is_file()]
+    assert (sorted(p.name for p in dest.iterdir() if not p.name.startswith(".install"))
+            == sorted(["DM21", "DM21m", *extras]))
     weights.clear_cache()
     assert weights.locate("DM21m", dest) == dest / "DM21m"
 
@@ -292,6 +332,9 @@ def test_download_from_local_http_server(checkpoints_dir, tmp_path, http_serve):
     for variant in weights.VARIANTS:
         assert weights.locate(variant, dest) == dest / variant
     assert not [p for p in dest.iterdir() if p.name.startswith(".staging")]
+    # upstream publishes no SHA256SUMS: the root gets one from the digests the download was checked with
+    assert (dest / "SHA256SUMS").read_text() == weights.sha256sums_text()
+    assert len(sha256sum_check(dest)) == 4 * len(weights.FILES)
 
 
 def test_download_defaults_to_user_dir(checkpoints_dir, http_serve):
@@ -310,6 +353,41 @@ def test_download_checksum_mismatch_names_url_and_installs_nothing(checkpoints_d
     assert f"{url}/DM21m/{DATA}: SHA-256 mismatch" in str(info.value)
     assert snapshot(dest) == {} or set(snapshot(dest)) <= {".install.lock"}
     assert not list(dest.glob("DM21*"))
+    assert not dest.exists()  # the download created it: removed again
+
+
+def test_failed_download_leaves_the_destination_as_it_was(checkpoints_dir, tmp_path, http_serve):
+    url = http_serve(checkpoints_dir) + "/missing"
+    # a destination that did not exist, parents included: absent afterwards
+    with pytest.raises(WeightsError):
+        weights.download(url, tmp_path / "new" / "deeper" / "dest", timeout_s=10)
+    assert not (tmp_path / "new").exists()
+    # the default destination, the user data folder: nothing of dm21cli's left there
+    data_home = Path(os.environ["XDG_DATA_HOME"])
+    data_home.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(WeightsError):
+        weights.download(url, timeout_s=10)
+    assert list(data_home.iterdir()) == []
+    # an existing destination with an install in it: every file as it was, nothing added
+    dest = copy_root(checkpoints_dir, tmp_path / "dest", ["DM21"])
+    before = snapshot(dest)
+    names = sorted(p.name for p in dest.rglob("*"))
+    with pytest.raises(WeightsError):
+        weights.download(url, dest, timeout_s=10)
+    assert snapshot(dest) == before and sorted(p.name for p in dest.rglob("*")) == names
+
+
+def test_failed_download_suggests_install_from_a_folder(checkpoints_dir, tmp_path, http_serve):
+    url = http_serve(checkpoints_dir) + "/missing"
+    with pytest.raises(WeightsError) as info:
+        weights.download(url, timeout_s=10)
+    msg = str(info.value)
+    assert msg.startswith(f"download {url}/DM21/saved_model.pb: HTTP 404") and "\n" not in msg
+    assert "nothing installed" in msg and msg.endswith("run `dm21 weights install --from DIR`")
+    dest = tmp_path / "dest"
+    with pytest.raises(WeightsError) as info:
+        weights.download(url, dest, timeout_s=10)
+    assert str(info.value).endswith(f"run `dm21 weights install --from DIR --dest {dest}`")
 
 
 def test_download_http_404_names_url(checkpoints_dir, tmp_path, http_serve):
@@ -390,13 +468,15 @@ def test_cli_download_and_errors(checkpoints_dir, tmp_path, http_serve):
     assert dm21("weights", "list", "--checkpoints", str(dest)).returncode == 0
     result = dm21("weights", "download", "--url", url + "/missing", "--dest", str(tmp_path / "d2"))
     assert result.returncode == 3 and "HTTP 404" in result.stderr
+    assert f"dm21 weights install --from DIR --dest {tmp_path / 'd2'}" in result.stderr
+    assert not (tmp_path / "d2").exists()
     assert dm21("weights", "download", "--timeout", "-1").returncode == ExitStatus.INPUT_ERROR
 
 
 def test_importing_weights_pulls_in_neither_tensorflow_nor_pyscf(checkpoints_dir):
     code = (
-        "import sys, dm21cli.weights, dm21cli.tfbundle, dm21cli.commands.weights\n"
-        f"dm21cli.weights.load_parameters('DM21', {str(checkpoints_dir)!r})\n"
+        "import sys, dm21cli.functional.weights, dm21cli.functional.tfbundle, dm21cli.cli.weights\n"
+        f"dm21cli.functional.weights.load_parameters('DM21', {str(checkpoints_dir)!r})\n"
         "print(sorted(m for m in ('tensorflow', 'pyscf', 'rich', 'google.protobuf') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)

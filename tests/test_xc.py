@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pyscf import dft, gto, scf
 
-from dm21cli.features import OMEGAS, ExchangeIntegrals
-from dm21cli.ks import DM21RKS, DM21UKS, use_legacy_grids
-from dm21cli.network import DM21Network
-from dm21cli.xc import DM21XC
+from dm21cli.functional.features import OMEGAS, ExchangeIntegrals
+from dm21cli.scf.ks import DM21RKS, DM21UKS, use_legacy_grids
+from dm21cli.functional.network import DM21Network
+from dm21cli.functional.xc import DM21XC, PHASES
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 
@@ -143,7 +143,7 @@ def test_density_screening_changes_nothing_measurable(network):
     """Skipping grid points with rho < RHO_SCREEN changes E_xc by less than 1e-8 Ha
     (ten times inside the 1e-7 Ha allowed for fast paths; measured 1.8e-9) and the
     potential matrix by less than 1e-8 Ha."""
-    from dm21cli.xc import RHO_SCREEN
+    from dm21cli.functional.xc import RHO_SCREEN
 
     mol, grids, dm = _uks_density(WATER, level=3)
     screened = DM21XC(network)
@@ -195,7 +195,7 @@ def test_partial_cache_holds_what_fits_and_recomputes_the_rest(network):
 
 
 def test_prefaulted_arrays_are_ordinary_writable_arrays():
-    from dm21cli.resources import prefaulted_empty
+    from dm21cli.core.resources import prefaulted_empty
 
     a = prefaulted_empty(8 * 1000 + 5)
     assert a.dtype == np.float64 and a.shape == (1000,) and a.flags.writeable
@@ -206,7 +206,7 @@ def test_prefaulted_arrays_are_ordinary_writable_arrays():
 def test_direct_features_equal_stored_integrals_contracted():
     """The uncached path (PySCF's SGX driver, shell pairs screened at 1e-13) against
     nu computed, stored and contracted: same F and hfx to 1e-12 on water, both spins."""
-    from dm21cli.features import _direct_driver, compute_nu, contract, direct_features
+    from dm21cli.functional.features import _direct_driver, compute_nu, contract, direct_features
 
     mol, grids, dm = _uks_density(WATER, spin=0)
     dm = dm * np.array([1.0, 0.9])[:, None, None]  # make the spins differ
@@ -221,7 +221,7 @@ def test_direct_features_equal_stored_integrals_contracted():
 
 
 def test_packed_lower_triangle_contracts_like_the_full_block():
-    from dm21cli.features import compute_nu, contract, contract_packed, pack_lower
+    from dm21cli.functional.features import compute_nu, contract, contract_packed, pack_lower
 
     mol, grids, dm = _uks_density(WATER)
     coords = grids.coords[::25]
@@ -284,3 +284,29 @@ def test_grid_points_are_chosen_once_at_the_first_density(network):
     _, e_fresh, _ = fresh.evaluate(mol, grids, diffuse, restricted=False)
     assert network.points_evaluated - before > first
     assert e_fixed == pytest.approx(e_fresh, abs=1e-8)
+
+
+def test_progress_hook_names_each_phase_of_each_block_once(network):
+    """DM21XC.progress: one call per phase and block, in the order they run; the first
+    evaluation maps the cache and computes the integrals, the next reads them; the
+    final float64 energy is one network pass."""
+    mol, grids, dm = _uks_density(WATER, level=2)
+    xc = DM21XC(network, scf_network=network.astype(np.float32))
+    calls = []
+    xc.progress = lambda *args: calls.append(args)
+    xc.evaluate(mol, grids, dm, restricted=False)
+    nblocks = -(-len(grids.weights) // xc.block_points(mol.nao_nr(), len(grids.weights)))
+    assert nblocks > 1
+
+    def expected(step, integrals):
+        return [(step, phase, block, nblocks) for block in range(nblocks)
+                for phase in (integrals, "network", "potential")]
+
+    first = [("evaluation 1", "integral memory", 0, nblocks), *expected("evaluation 1", "exchange integrals")]
+    assert calls == first
+    xc.evaluate(mol, grids, dm, restricted=False)
+    assert calls[len(first):] == expected("evaluation 2", "exchange features")
+    assert {phase for _, phase, _, _ in calls} == set(PHASES)
+    del calls[:]
+    xc.final_correction(mol, grids, dm, restricted=False)
+    assert calls == [("final energy", "network", 0, 1)]

@@ -1,0 +1,142 @@
+"""Options and terminal output shared by the ``run`` (and later ``scan``) commands."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+
+import click
+
+
+def job_options(func):
+    """The options that override job-file values (same names as YAML keys)."""
+    options = [
+        click.option("--basis", default=None, metavar="NAME", help="Basis set (e.g. def2-svp)."),
+        click.option("--functional", default=None, metavar="NAME",
+                     help="DM21, DM21m, DM21mc, DM21mu or any PySCF/libxc functional (b3lyp, pbe0, ...)."),
+        click.option("--charge", type=int, default=None, help="Total charge."),
+        click.option("--multiplicity", type=int, default=None, help="Spin multiplicity 2S+1."),
+        click.option("--name", default=None, metavar="NAME",
+                     help="Job name (default: the input file's name); output goes to outputs/NAME."),
+        click.option("--grid-level", type=int, default=None, help="PySCF grid level 0-9 (default 3)."),
+        click.option("--legacy-grids", is_flag=True, default=None,
+                     help="Radial grids of PySCF <= 2.6 (reproduces published DM21 values)."),
+        click.option("--dispersion", default=None, metavar="d3bj|none", help="Dispersion correction."),
+        click.option("--threads", type=int, default=None,
+                     help="Threads (default: OMP_NUM_THREADS, SLURM_CPUS_PER_TASK or all cores)."),
+        click.option("--memory", default=None, metavar="SIZE",
+                     help="Memory limit, e.g. 4GB or 500MB (default: PYSCF_MAX_MEMORY or half the RAM)."),
+        click.option("--checkpoints", default=None, metavar="DIR",
+                     help="DM21 checkpoint folder (default: $DM21_CHECKPOINTS, then the user data folder)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def overrides(options: dict, **extra) -> dict:
+    """CLI option values as `dm21cli.io.inputs.load.load_job` overrides (None = not given)."""
+    result = {key: options.get(key) for key in
+              ("basis", "functional", "charge", "multiplicity", "name", "grid_level", "legacy_grids",
+               "dispersion", "threads", "memory")}
+    result.update(extra)
+    return result
+
+
+def use_rich(stream=None) -> bool:
+    """Rich output (live status line, tables) on a terminal that can redraw a line.
+
+    NO_COLOR (https://no-color.org) only removes colour: rich's Console reads it
+    and keeps the display, bold included.  TERM=dumb gets plain output.
+    """
+    stream = stream or sys.stderr
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _clock_text(seconds: float) -> str:
+    """Elapsed time as m:ss (h:mm:ss from an hour)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _StatusLine:
+    """The live status line: elapsed time and what is being done, rendered anew
+    at every refresh of rich's display, so the clock ticks on its own."""
+
+    def __init__(self, reporter: "Reporter"):
+        self.reporter = reporter
+
+    def __rich__(self):
+        from rich.text import Text
+
+        r = self.reporter
+        return Text.assemble((_clock_text(time.perf_counter() - r._t0), "bold"), "  ",
+                             (r._phase or r._message).strip(), no_wrap=True, overflow="ellipsis")
+
+
+class Reporter:
+    """Progress on stderr, one line per event (`reporter(message)`).
+
+    In logs and pipes: plain lines ``[dm21  elapsed s] message``.  On a
+    terminal: the same lines (no wrapping by rich: the terminal wraps them),
+    under a live status line that shows the elapsed time, ticking on its own,
+    and the current phase (`reporter.status(text)`, e.g. a DM21 evaluation's
+    phase; None goes back to the last line).
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.rich = use_rich()
+        self._status = None
+        self._t0 = time.perf_counter()
+        self._message = ""
+        self._phase: str | None = None
+        if self.rich:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def live(self, title: str):
+        self._message = title
+        if self.rich and not self.quiet:
+            with self.console.status(_StatusLine(self)) as status:
+                self._status = status
+                try:
+                    yield self
+                finally:
+                    self._status = None
+        else:
+            yield self
+
+    def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self._t0
+        self._message, self._phase = message, None
+        if self.rich:
+            from rich.text import Text
+
+            self.console.print(Text.assemble((f"[dm21 {elapsed:7.1f}s]", "dim"), " ", message),
+                               soft_wrap=True)
+        else:
+            click.echo(f"[dm21 {elapsed:7.1f}s] {message}", err=True)
+
+    def status(self, text: str | None) -> None:
+        """Show text as the current phase on the live status line (terminal only;
+        nothing is printed).  None shows the last line again."""
+        self._phase = text
+
+    def show_result(self, result: dict) -> None:
+        """The result summary on stdout: a rich table on a terminal, plain text otherwise."""
+        from dm21cli.io.outputs.summary import render_summary, render_table
+
+        if use_rich(sys.stdout):
+            from rich.console import Console
+
+            Console().print(render_table(result))
+        else:
+            click.echo(render_summary(result))

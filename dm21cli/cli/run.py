@@ -1,0 +1,47 @@
+"""``dm21 run FILE``: one single-point calculation from a YAML job file or an .xyz file."""
+
+from __future__ import annotations
+
+import click
+
+from dm21cli.cli import common
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@common.job_options
+@click.option("-o", "--output", "output_dir", default=None, metavar="DIR",
+              help="Output directory (default: outputs/<job name>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print result.json to stdout (and nothing else there).")
+def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, checkpoints: str | None,
+        **options) -> None:
+    """Run a single point for FILE (.yaml job file or .xyz geometry).
+
+    \b
+    Examples:
+      dm21 run inputs/water.yaml
+      dm21 run h2o.xyz --basis def2-tzvp --functional DM21 --threads 4
+      dm21 run inputs/water.yaml --functional b3lyp -o outputs/water-b3lyp
+    """
+    import json
+
+    from dm21cli.core.errors import ConvergenceError
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.core.resources import tune_allocator
+    from dm21cli.jobs.run import run_job
+
+    spec = load_job(file, common.overrides(options, output_dir=output_dir))
+    tune_allocator()
+    reporter = common.Reporter(quiet=False)
+    with reporter.live(f"dm21 run {file}"):
+        result = run_job(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        reporter.show_result(result)
+    if not result["converged"]:
+        raise ConvergenceError(
+            f"SCF did not converge ({result['error']['error_message']}); "
+            f"results marked converged: false in {spec.output_path() / 'result.json'}")

@@ -1,0 +1,110 @@
+"""``dm21 scan FILE``: a dissociation curve, one single point per distance and functional."""
+
+from __future__ import annotations
+
+import click
+
+from dm21cli.cli import common
+
+
+@click.command("scan")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--distance", "distance", default=None, metavar="START:STOP:STEP|D1,D2,...",
+              help="Distances in Angstrom: a range with the stop included (2:10:0.5) or a "
+                   "comma list (2.0,2.36,3,5); replaces scan.distances.")
+@common.job_options
+@click.option("-o", "--output", "output_dir", default=None, metavar="DIR",
+              help="Scan directory (default: outputs/<job name>).")
+@click.option("--reference-atoms", is_flag=True, default=None,
+              help="Also compute the separated fragments (the dissociation limit).")
+@click.option("--overwrite", is_flag=True,
+              help="Accept a changed scan definition in an existing scan directory "
+                   "(points whose inputs did not change are still reused).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print scan.json to stdout (and nothing else there).")
+@click.option("--workers", type=int, default=1, show_default=True, metavar="N",
+              help="Compute points in N processes (independent starting guesses, threads divided).")
+@click.option("--point", "point", type=int, default=None, metavar="I",
+              help="Compute only point I (0-based index in the sorted distances), e.g. "
+                   "$SLURM_ARRAY_TASK_ID; point 0 also computes the reference fragments.")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Send the points to the Dask scheduler at ADDRESS (e.g. tcp://10.0.0.5:8786).")
+@click.option("--collect", is_flag=True,
+              help="Compute nothing: assemble scan.csv/json/png from the points on disk.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every log line of every point (serial runs).")
+def scan(file: str, distance: str | None, output_dir: str | None, reference_atoms: bool | None,
+         overwrite: bool, as_json: bool, workers: int, point: int | None, dask_address: str | None,
+         collect: bool, verbose: bool, checkpoints: str | None, **options) -> None:
+    """Scan a bond distance of FILE (.yaml job file with an optional scan: section, or .xyz).
+
+    Each point is a full single point in its own directory
+    (<scan dir>/<functional>/point-02.500A/, named by the distance).  Re-running
+    the same command resumes: finished points are read from disk.  The curve goes to scan.csv,
+    scan.json and scan.png in the scan directory.
+
+    \b
+    Examples:
+      dm21 scan inputs/h2.yaml
+      dm21 scan nacl.yaml --distance 2:10:0.5 --functional DM21,B3LYP
+      dm21 scan h2.xyz --distance 0.5,0.74,1,2,3 --basis def2-svp --reference-atoms
+      dm21 scan inputs/h2.yaml --workers 2
+      dm21 scan inputs/h2.yaml --point $SLURM_ARRAY_TASK_ID   # one point per array task
+      dm21 scan inputs/h2.yaml --collect                      # then assemble the curve
+      dm21 scan inputs/h2.yaml --dask tcp://scheduler:8786
+    """
+
+    from dm21cli.core.errors import ComputeError, ConvergenceError, ExitStatus, InputError
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs.scan.records import FILES
+    from dm21cli.jobs.scan.run import collect_scan, run_scan
+    from dm21cli.jobs.scan.plan import plan_scan
+    from dm21cli.jobs.scan.curves import render_table_text
+
+    if collect and (point is not None or workers != 1 or dask_address):
+        raise InputError("--collect computes nothing; it cannot be combined with --point, --workers "
+                         "or --dask", field="--collect")
+    if point is not None and (workers != 1 or dask_address):
+        raise InputError("--point computes one point; it cannot be combined with --workers or --dask",
+                         field="--point")
+    if dask_address and workers != 1:
+        raise InputError("--dask and --workers exclude each other (the Dask workers compute the "
+                         "points)", field="--dask")
+    if workers < 1:
+        raise InputError(f"must be at least 1, got {workers}", field="--workers")
+
+    functional = options.get("functional")
+    functionals = None
+    if functional and "," in functional:
+        functionals = [f.strip() for f in functional.split(",")]
+        options["functional"] = functionals[0] or None
+    spec = load_job(file, common.overrides(options, output_dir=output_dir, distance=distance,
+                                           reference_atoms=reference_atoms))
+    plan = plan_scan(spec, functionals=functionals)
+    if point is not None and not 0 <= point < len(plan.distances):
+        raise InputError(f"point {point} does not exist: the scan has {len(plan.distances)} "
+                         f"distances (indices 0 to {len(plan.distances) - 1})", field="--point")
+    reporter = common.Reporter(quiet=False)
+    if collect:
+        report = collect_scan(plan)
+    else:
+        with reporter.live(f"dm21 scan {file}"):
+            report = run_scan(plan, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter,
+                              detail=reporter if verbose else None, workers=workers, point=point,
+                              dask=dask_address)
+    if point is not None:
+        click.echo(render_table_text(report))
+    elif as_json:
+        click.echo((plan.scan_dir / FILES["json"]).read_text(encoding="utf-8"), nl=False)
+    else:
+        import sys
+
+        lines = render_table_text(report).splitlines()
+        if common.use_rich(sys.stdout):  # a terminal: bold header, the rest as plain columns
+            lines[0] = click.style(lines[0], bold=True)
+        click.echo("\n".join(lines))
+    line = f"{report.summary_line()}; curve in {plan.scan_dir / FILES['csv']}"
+    if report.exit_status == ExitStatus.COMPUTE_ERROR:
+        raise ComputeError(line)
+    if report.exit_status == ExitStatus.NOT_CONVERGED:
+        raise ConvergenceError(line)
+    click.echo(f"dm21 scan: {line}", err=True)

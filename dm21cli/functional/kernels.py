@@ -1,0 +1,123 @@
+"""The compiled kernels of dm21cli/functional/_kernels.c, called through ctypes.
+
+They are built when the package is installed (an optional extension: without
+a C compiler the install still succeeds and NumPy does the same work).
+`available()` says whether they are in use; DM21_NO_KERNELS=1 turns them off,
+which the tests use to check both paths against each other.
+
+Each kernel releases the GIL (ctypes does), so threads run them in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+_LIB: ctypes.CDLL | None | bool = False  # False: not looked for yet
+
+
+def _load() -> ctypes.CDLL | None:
+    import importlib.machinery
+    from pathlib import Path
+
+    if os.environ.get("DM21_NO_KERNELS", "") not in ("", "0"):
+        return None
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_kernels{suffix}"
+        if not path.is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:  # pragma: no cover - a broken build
+            return None
+        p, n = ctypes.c_void_p, ctypes.c_ssize_t
+        signatures = {
+            "dm21_block_forward": [p, p, p, p, ctypes.c_float, n, n, p, p, p],
+            "dm21_block_backward": [p, p, p, p, n, n],
+            "dm21_contract_packed_f32": [p, p, p, n, n, n, n, n, n],
+            "dm21_contract_packed_f64": [p, p, p, n, n, n, n, n, n],
+            "dm21_pack_lower_f32": [p, p, n, n, n, n, n],
+            "dm21_pack_lower_f64": [p, p, n, n, n, n, n],
+        }
+        for name, argtypes in signatures.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, None
+        return lib
+    return None
+
+
+def lib() -> ctypes.CDLL | None:
+    """The loaded library, or None (looked for once per process)."""
+    global _LIB
+    if _LIB is False:
+        _LIB = _load()
+    return _LIB
+
+
+def available() -> bool:
+    return lib() is not None
+
+
+def ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _threads() -> int:
+    try:
+        from pyscf import lib as pyscf_lib
+
+        return max(1, pyscf_lib.num_threads())
+    except ImportError:  # pragma: no cover
+        return 1
+
+
+#: Grid points per chunk of the packed exchange integrals (see _kernels.c):
+#: one chunk of nu for benzene/def2-SVP is 6.7 MB read as one stream.
+CHUNK = 256
+
+
+def contract_packed(packed: np.ndarray, e_mat: np.ndarray, out: np.ndarray, chunk: int = CHUNK) -> None:
+    """out[s, b, g] = sum_d nu_bd(g) E[s, d, g] from the chunked lower triangle.
+
+    packed: (npair * ng,) float32 or float64 in the chunked layout of
+    _kernels.c; e_mat: (nspin, nao, ng) float64; out: same shape, overwritten.
+    The grid is split among the threads PySCF is allowed.
+    """
+    fn = {np.dtype(np.float32): lib().dm21_contract_packed_f32,
+          np.dtype(np.float64): lib().dm21_contract_packed_f64}[packed.dtype]
+    nspin, nao, ng = e_mat.shape
+    if not (packed.flags.c_contiguous and e_mat.flags.c_contiguous and out.flags.c_contiguous
+            and e_mat.dtype == np.float64 and out.dtype == np.float64):
+        raise ValueError("contract_packed needs C-contiguous arrays, E and F in float64")
+    if packed.size != nao * (nao + 1) // 2 * ng or out.shape != e_mat.shape:
+        raise ValueError("contract_packed: shapes do not match")
+    nchunks = -(-ng // chunk)
+    threads = min(_threads(), nchunks)
+    if threads == 1:
+        fn(ptr(packed), ptr(e_mat), ptr(out), nspin, nao, ng, chunk, 0, ng)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = [min(ng, chunk * (nchunks * i // threads)) for i in range(threads + 1)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda i: fn(ptr(packed), ptr(e_mat), ptr(out), nspin, nao, ng, chunk,
+                                   bounds[i], bounds[i + 1]), range(threads)))
+
+
+def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: int = CHUNK) -> None:
+    """Lower triangle of full (nao, nao, n) float64, points col0:col0+n of packed.
+
+    packed: (npair * ng,) float32 or float64 in the chunked layout; col0 a
+    multiple of chunk, and n too unless col0 + n == ng.
+    """
+    fn = {np.dtype(np.float32): lib().dm21_pack_lower_f32,
+          np.dtype(np.float64): lib().dm21_pack_lower_f64}[packed.dtype]
+    nao, _, n = full.shape
+    if not (full.dtype == np.float64 and full.flags.c_contiguous and packed.flags.c_contiguous):
+        raise ValueError("pack_lower needs C-contiguous arrays and float64 integrals")
+    if packed.size != nao * (nao + 1) // 2 * ng or col0 % chunk or (n % chunk and col0 + n != ng):
+        raise ValueError("pack_lower: shapes or offsets do not match the chunked layout")
+    fn(ptr(full), ptr(packed), nao, n, ng, chunk, col0)

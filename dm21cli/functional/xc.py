@@ -1,0 +1,365 @@
+"""The DM21 exchange-correlation energy and potential matrix on a PySCF grid.
+
+`DM21XC.evaluate` takes spin density matrices and returns E_xc and
+dE_xc/dD^s, including the term that comes from the local exact-exchange
+features (see `dm21cli.functional.features`).  It does not go through PySCF's
+`NumInt.eval_xc` / `eval_xc_eff`: the KS classes in `dm21cli.scf.ks` call it
+directly, so no PySCF version can silently route around it.
+
+Precision.  With ``scf_network`` set (precision "mixed", the default of
+`dm21 run`), the SCF cycles evaluate the network in float32 and
+`DM21XC.final_correction` gives the final E_xc in float64, forward pass
+only, on the network inputs of the converged density.  The energy is
+stationary in the density, so the float32 rounding of the potential moves it
+by far less than 1e-7 Ha, while the float32 cycles cost half as much as
+float64 ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dm21cli.functional.features import OMEGAS, ExchangeIntegrals
+from dm21cli.functional.network import DM21Network
+
+#: Grid points whose total density (e/bohr^3) is below this at the first
+#: density evaluated on a grid are left out of that grid for the rest of its
+#: SCF: no AO values, integrals or network there, energy density and potential
+#: taken as zero (see `DM21XC._block_points`).  Their whole contribution to
+#: E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the exact-exchange terms
+#: fall off like rho, not rho^(4/3)), inside the 1e-7 Ha budget for fast
+#: paths, and they are 5-30% of a molecular grid.
+RHO_SCREEN = 1e-10
+MIN_BLOCK_POINTS = 64
+MAX_BLOCK_POINTS = 8192
+#: Fraction of the memory budget that cached AO values (and gradients) may use.
+AO_CACHE_FRACTION = 0.15
+#: Precision "mixed": the final float64 pass skips the grid points of smallest
+#: |w e| whose float32 contributions add up to at most this (Ha), keeping
+#: their float32 values.  float32 evaluates e to a relative 1e-6 or better
+#: (tested: max 1e-5 allowed), so this changes E_xc by at most 1e-5 x 1e-3 =
+#: 1e-8 Ha; it spares about a third of the points (water/def2-TZVP).
+FINAL_SKIP_HARTREE = 1e-3
+#: The phases `DM21XC.progress` names.
+PHASES = ("integral memory", "exchange integrals", "exchange features", "network", "potential")
+
+
+def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Density, its gradient and tau per spin, and E_b(r) = sum_a D_ab chi_a(r).
+
+    ao: (4, ng, nao) AO values and gradients; dms: (nspin, nao, nao) symmetric.
+    Returns rho (nspin, 5, ng) = [rho, d/dx, d/dy, d/dz, tau] in atomic units,
+    and E (nspin, nao, ng).  Plain BLAS products (what PySCF's eval_rho does,
+    without its OpenMP pool competing with BLAS threads).
+    """
+    nspin, ng = len(dms), ao.shape[1]
+    rho = np.empty((nspin, 5, ng))
+    e_mat = np.empty((nspin, dms.shape[-1], ng))
+    for s in range(nspin):
+        c = ao @ dms[s]  # (4, ng, nao): chi_a D_ab and its gradients
+        rho[s, 0] = np.einsum("gb,gb->g", c[0], ao[0])
+        for i in range(1, 4):
+            rho[s, i] = 2.0 * np.einsum("gb,gb->g", c[0], ao[i])
+        rho[s, 4] = 0.5 * np.einsum("igb,igb->g", c[1:4], ao[1:4])
+        e_mat[s] = c[0].T
+    return rho, e_mat
+
+
+class DM21XC:
+    """DM21 energy and potential for one molecule and one grid.
+
+    network: a loaded `DM21Network`, used for the energies `energy` returns
+    (and for the SCF unless scf_network is given); scf_network: the network
+    `evaluate` uses (e.g. the float32 copy); max_memory_mb: memory budget (MB).
+    """
+
+    def __init__(self, network: DM21Network, max_memory_mb: float = 4000.0,
+                 rho_screen: float = RHO_SCREEN, scf_network: DM21Network | None = None,
+                 integral_dtype=np.float64):
+        self.network = network
+        self.scf_network = scf_network if scf_network is not None else network
+        self.max_memory_mb = float(max_memory_mb)
+        #: total density (e/bohr^3) below which grid points are skipped
+        self.rho_screen = float(rho_screen)
+        #: storage precision of the cached exchange integrals (see `ExchangeIntegrals`)
+        self.integral_dtype = np.dtype(integral_dtype)
+        self.n_evaluations = 0
+        #: wall seconds spent per phase, summed over evaluations
+        self.timings_s = {"ao_density": 0.0, "integral_memory": 0.0, "exchange_integrals": 0.0,
+                          "exchange_features": 0.0, "network": 0.0, "potential": 0.0}
+        #: (dm_spin, restricted, exc, then per grid point: e, network inputs x,
+        #: kept mask) of the latest `evaluate`
+        self.last = None
+        self._integrals: ExchangeIntegrals | None = None
+        self._ao: dict[tuple[int, int], np.ndarray] = {}
+        self._ao_bytes = 0
+        #: per block (p0, p1): the block-relative points evaluated (None: all)
+        self._points: dict[tuple[int, int], np.ndarray | None] = {}
+        self._grid_key = None
+        #: optional hook progress(step, phase, block, nblocks), called when a phase
+        #: (one of PHASES) starts on a block of grid points: step "evaluation N"
+        #: (N counts `evaluate` calls from 1) or "final energy"; block 0 ..
+        #: nblocks - 1.  At most one call per phase and block, none in the loops.
+        self.progress = None
+        self._step = ("", 0, 1)  # (step, block, nblocks) for `_phase`
+
+    def _phase(self, phase: str) -> None:
+        """Tell the progress hook that `phase` starts on the current block."""
+        if self.progress is not None:
+            step, block, nblocks = self._step
+            self.progress(step, phase, block, nblocks)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the SCF runs another precision than the final energy."""
+        return self.scf_network is not self.network
+
+    # ------------------------------------------------------------------
+    def _prepare(self, mol, grids) -> ExchangeIntegrals:
+        """Integrals and AO cache for this grid (rebuilt when the grid changes)."""
+        coords = grids.coords
+        # identity alone could be reused by a new array: the content decides
+        key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
+               float(np.sum(coords)))
+        if self._integrals is None or self._grid_key != key:
+            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb, self.timings_s,
+                                                dtype=self.integral_dtype)
+            self._ao, self._ao_bytes = {}, 0
+            self._points = {}
+            self._grid_key = key
+        return self._integrals
+
+    def _block_points(self, mol, coords: np.ndarray, p0: int, p1: int, dm_spin: np.ndarray,
+                      nspin_eff: int):
+        """The points of block p0:p1 the functional is evaluated at, and their AO values.
+
+        Returns (points, ao): points are block-relative indices (None: all of
+        the block), ao (4, n, nao) the AO values and gradients there.  The points
+        are chosen once per grid, at the first density evaluated on it: those
+        whose total density is at least rho_screen.  A fixed set keeps E_xc a
+        smooth function of the density (its potential exact) through the SCF,
+        and lets the AO values and integrals be stored at those points only.
+        """
+        from pyscf.dft import numint
+
+        key = (p0, p1)
+        ao = self._ao.get(key)
+        if ao is not None:
+            return self._points[key], ao
+        if key in self._points:  # chosen before, AO values not kept
+            points = self._points[key]
+            ao = numint.eval_ao(mol, coords[p0:p1] if points is None else coords[p0:p1][points], deriv=1)
+        else:
+            ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)
+            rho = _density(ao, dm_spin[:nspin_eff])[0][:, 0].sum(axis=0) * (2.0 if nspin_eff == 1 else 1.0)
+            keep = rho >= self.rho_screen
+            points = None if self.rho_screen <= 0 or keep.all() else np.flatnonzero(keep)
+            if points is not None:
+                ao = np.ascontiguousarray(ao[:, points])
+            self._points[key] = points
+        if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
+            self._ao[key] = ao
+            self._ao_bytes += ao.nbytes
+        return points, ao
+
+    def integrals_summary(self) -> dict | None:
+        """How the exchange integrals were held: {'storage', 'grid_points',
+        'points_evaluated', 'points_cached', 'cache_mb', 'points_computed'}
+        (points_computed counts every point whose integrals were computed, over
+        all evaluations), or None before the first evaluation."""
+        ints = self._integrals
+        if ints is None:
+            return None
+        evaluated = sum(p1 - p0 if pts is None else len(pts) for (p0, p1), pts in self._points.items())
+        return {"storage": ints.dtype.name, "grid_points": len(ints.coords),
+                "points_evaluated": int(evaluated),
+                "points_cached": int(ints.cached_bytes // ints.bytes_per_point),
+                "cache_mb": round(ints.cached_bytes / 1e6, 1),
+                "points_computed": int(ints.points_computed)}
+
+    def block_points(self, nao: int, ngrids: int) -> int:
+        """Grid points per block so that F, E, AO values and temporaries fit.
+
+        (The nu integrals live in their own cache, see `dm21cli.functional.features`.)
+        """
+        per_point = 8 * (len(OMEGAS) * 2 * nao + 8 * nao + 64)
+        budget = 0.25 * self.max_memory_mb * 1e6
+        blk = int(budget // per_point)
+        return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
+
+    def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Per block of grid points: (at, ao, rho, x, F).
+
+        at: the grid indices of the block's n evaluated points (a slice or an
+        index array, see `_block_points`); at those points, ao (4, n, nao); rho
+        (2, 5, n) per spin: density, gradient, tau; x (n, 11) network inputs;
+        F (n_omega, nspin_eff, nao, n) with nspin_eff = 1 if restricted.
+        """
+        coords = grids.coords
+        ngrids = len(grids.weights)
+        nao = dm_spin.shape[-1]
+        integrals = self._prepare(mol, grids)
+        blk = self.block_points(nao, ngrids)
+        nspin_eff = 1 if restricted else 2
+        clock = time.perf_counter
+        nblocks = -(-ngrids // blk)
+        for p0 in range(0, ngrids, blk):
+            p1 = min(p0 + blk, ngrids)
+            self._step = (self._step[0], p0 // blk, nblocks)
+            t0 = clock()
+            points, ao = self._block_points(mol, coords, p0, p1, dm_spin, nspin_eff)
+            if ao.shape[1] == 0:
+                continue
+            rho, e_mat = _density(ao, dm_spin[:nspin_eff])
+            if restricted:
+                rho = np.concatenate([rho, rho])
+            self.timings_s["ao_density"] += clock() - t0
+            if self.progress is not None:
+                if not integrals.memory_mapped:
+                    self._phase("integral memory")
+                self._phase("exchange integrals" if integrals.computes(p0, p1) else "exchange features")
+            f_mat, hfx = integrals.features(p0, p1, e_mat, points)
+            if restricted:
+                hfx = np.concatenate([hfx, hfx], axis=1)
+            grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
+            grad = grad_a + grad_b
+            x = np.column_stack([
+                rho[0, 0], rho[1, 0],
+                np.einsum("ig,ig->g", grad, grad),
+                np.einsum("ig,ig->g", grad_a, grad_a),
+                np.einsum("ig,ig->g", grad_b, grad_b),
+                rho[0, 4], rho[1, 4],
+                hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
+            ])
+            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat
+
+    def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
+                          with_grad: bool):
+        """Network energy density (and gradient), zero where keep is False (None: all
+        points), timed as the network phase."""
+        self._phase("network")
+        t0 = time.perf_counter()
+        if keep is None or keep.all():
+            out = network(x, with_grad)
+        else:
+            e = np.zeros(len(x))
+            de = np.zeros_like(x) if with_grad else None
+            if keep.any():
+                res = network(x[keep], with_grad)
+                if with_grad:
+                    e[keep], de[keep] = res
+                else:
+                    e[keep] = res
+            out = (e, de) if with_grad else e
+        self.timings_s["network"] += time.perf_counter() - t0
+        return out
+
+    # ------------------------------------------------------------------
+    def evaluate(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """E_xc and its potential matrices, with the SCF network.
+
+        mol: pyscf Mole; grids: built pyscf Grids (coords in bohr, weights);
+        dm_spin: (2, nao, nao) alpha and beta density matrices;
+        restricted: if True the result is dE/dD for D = D^a + D^b with D^a = D^b.
+        Returns (nelec, exc in Ha, vxc): vxc is (nao, nao) if restricted else
+        (2, nao, nao).
+        """
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        nao = dm_spin.shape[-1]
+        weights = grids.weights
+        nspin_eff = 1 if restricted else 2
+
+        exc = 0.0
+        nelec = 0.0
+        vmat = np.zeros((nspin_eff, nao, nao))  # non-symmetrised half
+        vtau = np.zeros((nspin_eff, nao, nao))
+        e_points = np.zeros(len(weights))
+        x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
+        keep_points = np.zeros(len(weights), dtype=bool)
+        self._step = (f"evaluation {self.n_evaluations + 1}", 0, 1)
+        for at, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
+            w = weights[at]
+            e, de = self._network_screened(self.scf_network, x, None, True)
+            self._phase("potential")
+            t1 = time.perf_counter()
+            e_points[at], x_points[at], keep_points[at] = e, x, True
+            exc += float(np.dot(w, e))
+            nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
+            grad = rho[0, 1:4] + rho[1, 1:4]
+            scale = 0.5 if restricted else 1.0
+            for s in range(2):  # restricted: both spins add to the one matrix
+                t = 0 if restricted else s
+                fs = f_mat[:, t]  # (n_omega, nao, ng)
+                wv = w * de[:, s] * 0.5
+                gcoef = 2.0 * (de[:, 2] * grad + de[:, 3 + s] * rho[s, 1:4]) * w  # (3, ng)
+                aow = ao[0] * wv[:, None]
+                aow += np.einsum("ig,igb->gb", gcoef, ao[1:4])
+                aow -= fs[0].T * (0.5 * w * de[:, 7 + 2 * s])[:, None]
+                aow -= fs[1].T * (0.5 * w * de[:, 8 + 2 * s])[:, None]
+                vmat[t] += scale * (ao[0].T @ aow)
+                wt = (0.5 * scale) * w * de[:, 5 + s]
+                for i in range(1, 4):
+                    vtau[t] += ao[i].T @ (ao[i] * wt[:, None])
+            self.timings_s["potential"] += time.perf_counter() - t1
+        vxc = vmat + vmat.transpose(0, 2, 1) + vtau
+        self.n_evaluations += 1
+        self.last = (dm_spin, restricted, exc, e_points, x_points, keep_points)
+        if restricted:
+            return nelec, exc, vxc[0]
+        return nelec, exc, vxc
+
+    def _network_inputs(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Network inputs x (ngrids, 11) and the kept-point mask (ngrids,) of a density."""
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        x_all = np.zeros((len(grids.weights), 11))
+        keep_all = np.zeros(len(grids.weights), dtype=bool)
+        for at, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
+            x_all[at], keep_all[at] = x, True
+        return x_all, keep_all
+
+    def energy_density(self, mol, grids, dm_spin: np.ndarray, restricted: bool,
+                       network=None) -> np.ndarray:
+        """e(r) (Ha/bohr^3) per grid point, forward pass only, with `network`
+        (default the final one); zero where the density is negligible."""
+        x_all, keep_all = self._network_inputs(mol, grids, dm_spin, restricted)
+        return self._network_screened(self.network if network is None else network,
+                                      x_all, keep_all, False)
+
+    def final_correction(self, mol, grids, dm_spin: np.ndarray, restricted: bool) -> dict:
+        """E_xc of the converged density in the final precision, against the SCF's.
+
+        Returns {'exc_scf_hartree', 'exc_final_hartree', 'correction_hartree',
+        'final_points', 'final_points_skipped'}; the correction is what to add to
+        the SCF's total energy.  The SCF values and the network inputs are taken
+        from the latest evaluation when it was at this density (no features are
+        computed again).  The final pass skips the points that carry at most
+        FINAL_SKIP_HARTREE of sum |w e| (see there).
+        """
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        w = grids.weights
+        self._step = ("final energy", 0, 1)
+        if (self.last is not None and self.last[1] == restricted
+                and np.array_equal(self.last[0], dm_spin)):
+            exc_scf, e_scf, x_all, keep_all = self.last[2:]
+        else:
+            x_all, keep_all = self._network_inputs(mol, grids, dm_spin, restricted)
+            e_scf = self._network_screened(self.scf_network, x_all, keep_all, False)
+            exc_scf = float(np.dot(w, e_scf))
+        info = {"exc_scf_hartree": exc_scf, "exc_final_hartree": exc_scf, "correction_hartree": 0.0,
+                "final_points": 0, "final_points_skipped": 0}
+        if not self.mixed:
+            return info
+        contrib = np.abs(w * e_scf)
+        order = np.argsort(contrib)
+        n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
+        skip = np.zeros(len(w), dtype=bool)
+        skip[order[:n_skip]] = True
+        self._step = ("final energy", 0, 1)
+        e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
+        e_final[skip] = e_scf[skip]
+        exc_final = float(np.dot(w, e_final))
+        info.update(exc_final_hartree=exc_final, correction_hartree=exc_final - exc_scf,
+                    final_points=int(np.count_nonzero(~skip & (e_scf != 0))), final_points_skipped=n_skip)
+        return info

@@ -1,0 +1,178 @@
+"""`load_job`: a job file (or a bare .xyz) and command-line overrides -> a validated `JobSpec`.
+
+Every problem is reported as an `dm21cli.core.errors.InputError` naming the
+file, the 1-based line and the dotted field (``scf.conv_tol``) or the
+command-line option (``--charge``); several problems at once as
+`dm21cli.core.errors.InputErrors`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dm21cli.core.errors import InputError
+from dm21cli.io.inputs.fields import _describe, _Located
+from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES, _load_yaml, _read_text, _stat_regular
+from dm21cli.io.inputs.models import (
+    JobSettings,
+    JobSpec,
+    Molecule,
+    OutputSettings,
+    ResourceSettings,
+    ScfSettings,
+    _dotted,
+    _Meta,
+)
+from dm21cli.io.inputs.scan_model import ScanSettings
+from dm21cli.io.inputs.validate import validate_job
+
+#: command-line override key -> path in the job file.
+OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
+    "basis": ("basis",),
+    "functional": ("functional",),
+    "charge": ("molecule", "charge"),
+    "multiplicity": ("molecule", "multiplicity"),
+    "output_dir": ("job", "output_dir"),
+    "name": ("job", "name"),
+    "grid_level": ("scf", "grid_level"),
+    "legacy_grids": ("scf", "legacy_grids"),
+    "threads": ("resources", "threads"),
+    "memory": ("resources", "memory"),
+    "dispersion": ("dispersion",),
+    # `dm21 scan` only
+    "distance": ("scan", "distances"),
+    "reference_atoms": ("scan", "reference_atoms"),
+}
+
+
+#: section path -> model class (for unknown-key suggestions).
+_SECTIONS: dict[tuple, type[BaseModel]] = {
+    (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
+    ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
+}
+
+
+def _unknown_key_message(path: tuple) -> str:
+    key = str(path[-1])
+    section = _SECTIONS.get(tuple(path[:-1]))
+    if section is None:
+        return f"unknown key {key!r}"
+    allowed = list(section.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(key.lower(), allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
+    for other_path, model in _SECTIONS.items():
+        if other_path != tuple(path[:-1]) and key.lower() in model.model_fields:
+            return f"unknown key {key!r} (did you mean '{_dotted(other_path + (key.lower(),))}'?)"
+    return f"unknown key {key!r} (valid keys: {', '.join(allowed)})"
+
+
+def _error_message(err: dict) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "missing":
+        return f"required key {str(loc[-1]) if loc else ''!r} is missing"
+    if kind == "extra_forbidden":
+        return _unknown_key_message(loc)
+    if kind in ("model_type", "model_attributes_type", "dict_type", "mapping_type"):
+        return f"expected a mapping of keys, got {_describe(err.get('input'))}"
+    if kind in ("list_type",):
+        return f"expected a list, got {_describe(err.get('input'))}"
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return f"{msg[:1].lower()}{msg[1:]} (got {_describe(err.get('input'))})"
+
+
+def _translate(exc: ValidationError, meta: _Meta) -> InputError:
+    """Every schema problem as one InputError (`InputError.problems`), in line order:
+    the job file's first, then other files' (an external .xyz), then the options'."""
+    problems: list[InputError] = []
+    for err in exc.errors(include_url=False):
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, _Located):
+            problem = located.error
+        else:
+            problem = InputError(_error_message(err), **meta.locate(tuple(err["loc"])))
+        if all(problem.render() != known.render() for known in problems):
+            problems.append(problem)
+    problems.sort(key=lambda e: (e.file not in (meta.file, None) if e.file else 2,
+                                 e.line if e.line is not None else 10**9))
+    return InputError.several(problems)
+
+
+def _default_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("_")
+    return name if name and name not in (".", "..") else "job"
+
+
+def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
+    """Read, validate and return a job from a .yaml/.yml job file or a bare .xyz file.
+
+    `overrides` holds command-line options (keys of `OVERRIDE_KEYS`; value
+    None = not given).  They replace the file's values and are validated the
+    same way; errors about them name the option (``--charge``).
+    Raises `InputError` for every problem; the returned spec is fully valid.
+    """
+    path = Path(path)
+    display = str(path)
+    suffix = path.suffix.lower()
+    meta = _Meta(file=display)
+    ctx: dict[str, Any] = {"base_dir": path.parent, "file": display, "default_name": _default_name(path),
+                           "collect": True}
+    if suffix in (".yaml", ".yml"):
+        text = _read_text(path, display)
+        data, meta.lines, nodes = _load_yaml(text, display)
+        xyz_node = nodes.get(("molecule", "xyz"))
+        if isinstance(xyz_node, yaml.ScalarNode):
+            start = xyz_node.start_mark.line + 1
+            ctx["xyz_lines"] = (start + 1, 1) if xyz_node.style == "|" else (start, 0)
+            ctx["xyz_key_line"] = meta.lines.get(("molecule", "xyz"))
+        ctx["file_key_line"] = meta.lines.get(("molecule", "file"))
+        dist_node = nodes.get(("scan", "distances"))
+        if isinstance(dist_node, yaml.ScalarNode) and ":" in dist_node.value \
+                and isinstance(data.get("scan"), dict):
+            # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
+            data["scan"]["distances"] = dist_node.value
+    elif suffix == ".xyz":
+        _stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
+        data = {"molecule": {"file": path.name}}
+        ctx["bare_xyz"] = True
+    else:
+        raise InputError(f"unsupported input file type {suffix or '(no extension)'!r} "
+                         f"(expected .yaml, .yml or .xyz)", file=display)
+
+    for key, value in (overrides or {}).items():
+        if key not in OVERRIDE_KEYS:
+            raise TypeError(f"load_job: unknown override {key!r}")
+        if value is None:
+            continue
+        target = OVERRIDE_KEYS[key]
+        node: Any = data
+        for part in target[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                break
+        else:
+            node[target[-1]] = value
+            meta.overridden[target] = "--" + key.replace("_", "-")
+
+    try:
+        spec = JobSpec.model_validate(data, context=ctx)
+    except ValidationError as exc:
+        raise _translate(exc, meta) from None
+    spec._source_path = path.absolute()
+    spec._meta = meta
+    validate_job(spec)
+    return spec

@@ -1,0 +1,394 @@
+"""`validate_job`: the checks of a job that need chemistry, each problem located in the file.
+
+Geometry, electrons against charge, multiplicity and basis capacity, names
+PySCF must know, the guess chkfile, cube sizes and the scan section.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from dm21cli.core import elements
+from dm21cli.core.errors import InputError
+from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
+from dm21cli.io.inputs.basis import (
+    _basis_key_path,
+    _basis_location,
+    _basis_problem,
+    _count_orbitals,
+    _xc_problem,
+    ecp_map,
+)
+from dm21cli.io.inputs.fields import DM21_FUNCTIONALS
+from dm21cli.io.inputs.files import MAX_CHKFILE_BYTES, _stat_regular
+from dm21cli.io.inputs.models import GUESS_KEYWORDS, JobSpec, _Meta
+from dm21cli.io.inputs.xyz import Atom
+
+#: atoms closer than this (Angstrom) are an input error.
+MIN_DISTANCE_ANGSTROM = 0.1
+
+#: cube files with more grid points than this are refused (about 56 bytes of
+#: memory per point while one is computed, 13 bytes per point on disk).
+MAX_CUBE_POINTS = 50_000_000
+
+#: bytes per cube point: memory while computing (PySCF's coordinate arrays
+#: and the values), and on disk (13 characters per value).
+CUBE_BYTES_PER_POINT_MEMORY = 56
+
+CUBE_BYTES_PER_POINT_DISK = 13.2
+
+
+class _Problems:
+    """Problems found by independent checks.
+
+    A check that raises `InputError` has its problem recorded, and validation
+    goes on with the next check; a check that needs an earlier one to pass
+    (the orbital count needs a known basis) is skipped when it did not.
+    """
+
+    def __init__(self):
+        self.found: list[InputError] = []
+
+    def run(self, check, *args) -> bool:
+        """Run ``check(*args)``; False if it raised InputError (recorded) or added problems."""
+        before = len(self.found)
+        try:
+            check(*args)
+        except InputError as exc:
+            self.add(exc)
+            return False
+        return len(self.found) == before
+
+    def add(self, exc: InputError) -> None:
+        for problem in exc.problems:
+            if all(problem.render() != known.render() for known in self.found):
+                self.found.append(problem)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise InputError.several(self.found)
+
+
+def validate_job(spec: JobSpec) -> None:
+    """The checks that need chemistry; raises `InputError` naming file, line and field.
+
+    Elements, coordinates, interatomic distances, electron count versus charge
+    and multiplicity, functional and warm-start names (libxc), basis coverage
+    of every element (PySCF's basis library), effective core potentials
+    (`ecp_map`), the electrons against the orbitals the basis gives, the guess
+    chkfile, restricted open-shell DM21, requested orbital cubes against the
+    number of orbitals, and the size of the cube files.  Every independent
+    problem is reported: the InputError raised is the first one and carries
+    all of them in ``.problems``.
+    """
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    problems = _Problems()
+
+    problems.run(_check_geometry, spec, problems)
+    electrons_ok = problems.run(_check_electrons, spec)
+
+    # -- basis mapping keys ---------------------------------------------------
+    covered = list(dict.fromkeys(mol.symbols))
+    if isinstance(spec.basis, dict):
+        for key in spec.basis:
+            if key != "default" and elements.normalise_symbol(key) != key:
+                problems.add(InputError(f"{elements.unknown_element_message(key)}; basis mapping keys are "
+                                        f"element symbols or 'default'",
+                                        **meta.locate(_basis_key_path(meta, key))))
+        for symbol in list(covered):
+            if spec.basis_for(symbol) is None:
+                covered.remove(symbol)
+                problems.add(InputError(f"no basis for element {symbol}: add '{symbol}: <basis>' or a "
+                                        f"'default' entry", **meta.locate(("basis",))))
+    basis_ok = len(covered) == len(set(mol.symbols))
+
+    # -- restricted / cubes (no PySCF needed) ---------------------------------
+    restricted = spec.resolved_restricted()
+    if spec.is_dm21 and restricted and mol.multiplicity > 1:
+        problems.add(InputError(f"restricted open-shell DM21 is not supported (multiplicity "
+                                f"{mol.multiplicity}); use restricted: false or null",
+                                **meta.locate(("scf", "restricted"))))
+    for i, cube in enumerate(spec.outputs.cubes):
+        if cube[-1] in "ab" and cube.startswith("orbital:") and restricted:
+            problems.add(InputError(f"{cube}: spin suffixes a/b need an unrestricted calculation "
+                                    f"(this one is restricted); use orbital:{cube[8:-1]}",
+                                    **meta.locate(("outputs", "cubes", i))))
+
+    problems.run(_check_guess_chkfile, spec)
+    if spec.scan is not None:
+        problems.run(_validate_scan, spec)
+    problems.run(_check_cube_size, spec)
+
+    # -- names PySCF must know ------------------------------------------------
+    if not spec.is_dm21:
+        problem = _xc_problem(spec.functional)
+        if problem:
+            problems.add(InputError(problem, **meta.locate(("functional",))))
+    elif spec.scf.warm_start is not None:
+        problem = _xc_problem(spec.scf.warm_start)
+        if problem:
+            problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
+                                    **meta.locate(("scf", "warm_start"))))
+    for symbol in covered:
+        problem = _basis_problem(spec.basis_for(symbol), symbol)
+        if problem:
+            basis_ok = False
+            problems.add(InputError(problem, **_basis_location(spec, symbol)))
+    if not basis_ok:
+        problems.raise_any()
+
+    # -- effective core potentials, and what fits in the orbitals -------------
+    if not problems.run(ecp_map, spec):
+        problems.raise_any()
+    nao = None
+    try:
+        nao = _count_orbitals(spec)
+    except InputError as exc:
+        problems.add(exc)
+    if nao is not None and electrons_ok:
+        problems.run(_check_capacity, spec, nao)
+
+    # -- orbital indices (needs the basis size) ------------------------------
+    wanted = [(("outputs", "cubes", i), int(re.sub(r"[ab]$", "", c[8:])))
+              for i, c in enumerate(spec.outputs.cubes) if c.startswith("orbital:")]
+    wanted += [(("outputs", "orbitals", i), n) for i, n in enumerate(spec.outputs.orbitals)]
+    if nao is not None:
+        for path, n in wanted:
+            if n > nao:
+                problems.add(InputError(f"orbital {n} does not exist: {spec.basis_label()} gives {nao} "
+                                        f"orbitals for {mol.formula()}", **meta.locate(path)))
+    problems.raise_any()
+
+
+def _check_geometry(spec: JobSpec, problems: _Problems) -> None:
+    """Elements, finite coordinates, and atoms closer than MIN_DISTANCE_ANGSTROM (each atom once)."""
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    atoms = mol.atoms
+
+    def atom_error(message: str, atom: Atom) -> InputError:
+        return InputError(message, file=mol.source_file, line=atom.line, field=mol._source_field)
+
+    if not atoms:
+        raise InputError("the molecule has no atoms", **meta.locate(("molecule",)))
+    for n, atom in enumerate(atoms, start=1):
+        if elements.normalise_symbol(atom.symbol) != atom.symbol:
+            raise atom_error(f"atom {n}: {elements.unknown_element_message(atom.symbol)}", atom)
+        if not all(math.isfinite(x) for x in atom.position):
+            raise atom_error(f"atom {n} ({atom.symbol}): coordinates are not finite numbers", atom)
+    coords = mol.coords_angstrom()
+    reported: set[int] = set()
+    for i in range(len(atoms) - 1):
+        dist = np.sqrt(((coords[i + 1:] - coords[i]) ** 2).sum(axis=1))
+        for k in np.flatnonzero(dist < MIN_DISTANCE_ANGSTROM):
+            j = i + 1 + int(k)
+            if j in reported:
+                continue
+            reported.add(j)
+            hint = " (are the coordinates in bohr? set molecule.units: bohr)" if mol.units == "angstrom" \
+                and dist[k] > 0.05 else ""
+            problems.add(atom_error(
+                f"atoms {i + 1} ({atoms[i].symbol}) and {j + 1} ({atoms[j].symbol}) are "
+                f"{dist[k]:.3g} Angstrom apart (minimum {MIN_DISTANCE_ANGSTROM} Angstrom){hint}",
+                atoms[j]))
+
+
+def _charge_blame(spec: JobSpec) -> tuple:
+    """The field to name for an electron-count problem: an option first, then a key in the file."""
+    meta: _Meta = spec._meta
+    charge_path, mult_path = ("molecule", "charge"), ("molecule", "multiplicity")
+
+    def given(path: tuple) -> bool:
+        return path in meta.overridden or path in meta.lines
+
+    if mult_path in meta.overridden:
+        return mult_path
+    if charge_path in meta.overridden:
+        return charge_path
+    if given(mult_path) or not given(charge_path):
+        return mult_path
+    return charge_path
+
+
+def _check_electrons(spec: JobSpec) -> None:
+    """Electron count (all electrons) against charge and multiplicity."""
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    nelec = mol.nelectron()
+    formula = mol.formula()
+    if nelec < 1:
+        raise InputError(f"charge {mol.charge} leaves {nelec} electrons ({formula} has "
+                         f"{mol.nuclear_charge()} protons)", **meta.locate(("molecule", "charge")))
+    mult = mol.multiplicity
+    if mult - 1 > nelec:
+        raise InputError(f"multiplicity {mult} needs at least {mult - 1} unpaired electrons but "
+                         f"{formula} with charge {mol.charge} has {nelec}",
+                         **meta.locate(("molecule", "multiplicity")))
+    if (nelec - (mult - 1)) % 2:
+        parity = "odd" if nelec % 2 else "even"
+        need = "2, 4, ..." if nelec % 2 else "1, 3, ..."
+        raise InputError(f"multiplicity {mult} does not fit {nelec} electrons ({formula}, charge "
+                         f"{mol.charge}): an {parity} electron count needs multiplicity {need}",
+                         **meta.locate(_charge_blame(spec)))
+
+
+def _check_capacity(spec: JobSpec, nao: int) -> None:
+    """The electrons outside the ECP cores against the spin and the `nao` orbitals of the basis."""
+    meta: _Meta = spec._meta
+    mol = spec.molecule
+    ecp = ecp_map(spec)
+    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
+    nelec = mol.nelectron() - core
+    unpaired = mol.multiplicity - 1
+    formula = mol.formula()
+    outside = f" outside the ECP cores ({core} core electrons)" if core else ""
+    if core:
+        if nelec < 1:
+            raise InputError(f"charge {mol.charge} leaves {nelec} electrons{outside} ({formula} has "
+                             f"{mol.nuclear_charge()} protons)", **meta.locate(("molecule", "charge")))
+        if unpaired > nelec:
+            raise InputError(f"multiplicity {mol.multiplicity} needs at least {unpaired} unpaired "
+                             f"electrons but {formula} with charge {mol.charge} has {nelec}{outside}",
+                             **meta.locate(("molecule", "multiplicity")))
+        if (nelec - unpaired) % 2:
+            raise InputError(f"multiplicity {mol.multiplicity} does not fit the {nelec} electrons{outside}",
+                             **meta.locate(_charge_blame(spec)))
+    n_alpha, n_beta = (nelec + unpaired) // 2, (nelec - unpaired) // 2
+    if n_alpha <= nao:
+        return
+    charge_path, mult_path = ("molecule", "charge"), ("molecule", "multiplicity")
+    given = [p for p in (charge_path, mult_path) if p in meta.overridden or p in meta.lines]
+    overridden = [p for p in given if p in meta.overridden]
+    blame = (overridden or given or [("basis",)])[0]
+    raise InputError(f"{formula} with charge {mol.charge} and multiplicity {mol.multiplicity} has "
+                     f"{nelec} electrons{outside} ({n_alpha} alpha, {n_beta} beta), but "
+                     f"{spec.basis_label()} gives {nao} orbitals: at most {nao} electrons of each spin fit",
+                     **meta.locate(blame))
+
+
+def _size_text(nbytes: float) -> str:
+    if not math.isfinite(nbytes):
+        return "more bytes than can be counted"
+    for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.3g} {unit}" if value < 1e4 else f"{nbytes:.2e} bytes"
+    return f"{nbytes:.0f} bytes"
+
+
+def _check_cube_size(spec: JobSpec) -> None:
+    """Refuse cube files whose grid has more than MAX_CUBE_POINTS points (the box as write_cube builds it)."""
+    from dm21cli.io.outputs.orbitals import cube_grid_shape
+
+    if not spec.outputs.cube_requests():
+        return
+    meta: _Meta = spec._meta
+    out = spec.outputs
+    coords = spec.molecule.coords_bohr()
+    with np.errstate(over="ignore", invalid="ignore"):
+        shape = cube_grid_shape(coords, out.cube_spacing * ANGSTROM_BOHR, out.cube_margin * ANGSTROM_BOHR)
+        points = float(np.prod(shape))
+        box = (coords.max(axis=0) - coords.min(axis=0)) * BOHR_ANGSTROM + 2 * out.cube_margin
+    if points <= MAX_CUBE_POINTS:
+        return
+    for path in (("outputs", "cube_spacing"), ("outputs", "cube_margin"), ("outputs", "cubes"),
+                 ("outputs", "orbitals")):
+        if path in meta.overridden or path in meta.lines:
+            break
+    count = f"{points:.3g}" if math.isfinite(points) else "too many to count"
+    raise InputError(
+        f"cube files of a grid {out.cube_spacing:g} Angstrom apart over the {box[0]:.3g} x "
+        f"{box[1]:.3g} x {box[2]:.3g} Angstrom box (atoms plus cube_margin {out.cube_margin:g}) "
+        f"would have {count} points each ({_size_text(points * CUBE_BYTES_PER_POINT_MEMORY)} of "
+        f"memory and {_size_text(points * CUBE_BYTES_PER_POINT_DISK)} on disk per cube); at most "
+        f"{MAX_CUBE_POINTS:,} points are allowed: raise outputs.cube_spacing or lower outputs.cube_margin",
+        **meta.locate(path))
+
+
+def _check_guess_chkfile(spec: JobSpec) -> None:
+    """``scf.guess`` as a path: a regular file, not too large, an HDF5 file with PySCF's SCF record."""
+    chk = spec.guess_chkfile()
+    if chk is None:
+        return
+    where = spec._meta.locate(("scf", "guess"))
+
+    def fail(message: str) -> InputError:
+        if message == "no such file":
+            return InputError(f"guess chkfile not found: {chk} (or use one of "
+                              f"{', '.join(GUESS_KEYWORDS)})", **where)
+        return InputError(f"guess chkfile {chk}: {message}", **where)
+
+    _stat_regular(chk, fail, MAX_CHKFILE_BYTES)
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(chk):
+            raise fail("not a PySCF chkfile (not an HDF5 file)")
+        with h5py.File(chk, "r") as h5:
+            scf = h5.get("scf")
+            if not isinstance(scf, h5py.Group):
+                raise fail("not a PySCF chkfile (no 'scf' group)")
+            shapes = {}
+            for name in ("mo_coeff", "mo_occ"):
+                item = scf.get(name)
+                if not isinstance(item, h5py.Dataset):
+                    raise fail(f"not a PySCF chkfile (no scf/{name})")
+                shapes[name] = item.shape
+            if not isinstance(h5.get("mol"), h5py.Dataset):
+                raise fail("not a PySCF chkfile (no 'mol' record)")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, ... for broken files
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise fail(f"cannot read it as a PySCF chkfile ({reason})") from None
+    coeff, occ = shapes["mo_coeff"], shapes["mo_occ"]
+    if not (len(coeff) in (2, 3) and len(occ) == len(coeff) - 1 and coeff[-1] == occ[-1]
+            and coeff[:-2] == occ[:-1]):
+        raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
+
+
+def _validate_scan(spec: JobSpec) -> None:
+    """The ``scan`` section against the molecule: atom numbers, fragment, functionals."""
+    meta: _Meta = spec._meta
+    scan = spec.scan
+    natm = spec.molecule.natm
+    if natm < 2:
+        raise InputError(f"a scan needs at least two atoms; the molecule has {natm}",
+                         **meta.locate(("scan",)))
+    for k, n in enumerate(scan.atoms):
+        if n > natm:
+            raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)",
+                             **meta.locate(("scan", "atoms", k)))
+    first, second = scan.atoms
+    if first == second:
+        raise InputError(f"the two atoms of the pair must differ, got {first} twice",
+                         **meta.locate(("scan", "atoms")))
+    if scan.fragment is not None:
+        seen: set[int] = set()
+        for k, n in enumerate(scan.fragment):
+            where = meta.locate(("scan", "fragment", k))
+            if n > natm:
+                raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)", **where)
+            if n in seen:
+                raise InputError(f"atom {n} appears twice in the fragment", **where)
+            if n == first:
+                raise InputError(f"the moving fragment must not contain atom {first}, the fixed "
+                                 f"atom of the pair scan.atoms", **where)
+            seen.add(n)
+        if second not in seen:
+            raise InputError(f"the moving fragment must contain atom {second}, the moving atom of "
+                             f"the pair scan.atoms", **meta.locate(("scan", "fragment")))
+    for k, name in enumerate(scan.functionals or []):
+        if name not in DM21_FUNCTIONALS:
+            problem = _xc_problem(name)
+            if problem:
+                raise InputError(problem, **meta.locate(("scan", "functionals", k)))
+    restricted = spec.scf.restricted
+    if scan.broken_symmetry and (spec.molecule.multiplicity != 1 or restricted):
+        raise InputError("broken_symmetry needs a singlet (multiplicity 1) that may be computed "
+                         "unrestricted (scf.restricted not true)",
+                         **meta.locate(("scan", "broken_symmetry")))

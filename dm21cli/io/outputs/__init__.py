@@ -1,0 +1,37 @@
+"""Writing results: atomically, never over results silently, in formats chemists open.
+
+Modules: `atomic` (atomic writes: a complete file under its final name, or
+none), `jobdir` (one job's output directory: refusal, overwrite, ``.running``),
+`orbitals` (cube, Molden and PySCF chkfile), `summary` (``summary.txt`` and
+the terminal table).  Atomic units inside; Angstrom, eV and Debye only in the
+renderings.  Library code: no printing, no ``sys.exit``.
+"""
+
+from dm21cli.io.outputs.atomic import (
+    atomic_path,
+    atomic_write,
+    finite,
+    to_builtin,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+    write_text_files_atomic,
+    write_yaml_atomic,
+)
+from dm21cli.io.outputs.jobdir import MARKER_NAME, JobDirectory
+from dm21cli.io.outputs.orbitals import (
+    CUBE_KINDS,
+    chkfile_bytes,
+    cube_grid_shape,
+    orbital_label,
+    write_cube,
+    write_molden,
+)
+from dm21cli.io.outputs.summary import formula, render_summary, render_table
+
+__all__ = [
+    "MARKER_NAME", "CUBE_KINDS", "atomic_path", "atomic_write", "write_text_atomic",
+    "write_json_atomic", "write_yaml_atomic", "write_bytes_atomic", "write_text_files_atomic",
+    "chkfile_bytes", "to_builtin", "finite", "JobDirectory", "cube_grid_shape", "write_cube",
+    "write_molden", "orbital_label", "formula", "render_summary", "render_table",
+]

@@ -1,0 +1,338 @@
+"""The result for people: ``summary.txt`` and the terminal table.
+
+Energies in Ha and eV, geometry in Angstrom, dipole in Debye: the units
+appear only here, in the renderings.  Missing keys are tolerated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dm21cli.core.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
+
+
+def _get(d: Any, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return default
+        d = d.get(k)
+        if d is None:
+            return default
+    return d
+
+
+def _num(x: Any) -> float | None:
+    try:
+        if x is None or isinstance(x, bool):
+            return None
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _scale(x: Any, factor: float) -> float | None:
+    v = _num(x)
+    return None if v is None else v * factor
+
+
+def _fmt(x: Any, spec: str, missing: str = "n/a") -> str:
+    v = _num(x)
+    return missing if v is None else format(v, spec)
+
+
+def formula(symbols: list[str]) -> str:
+    """Hill formula (C, H first if C present, then alphabetical): ['O','H','H'] -> 'H2O'."""
+    counts: dict[str, int] = {}
+    for s in symbols:
+        counts[s] = counts.get(s, 0) + 1
+    order = sorted(counts)
+    if "C" in counts:
+        order = ["C"] + (["H"] if "H" in counts else []) + [s for s in order if s not in ("C", "H")]
+    return "".join(s + (str(counts[s]) if counts[s] > 1 else "") for s in order)
+
+
+def _frontier_by_spin(props: dict) -> list[tuple[str, float | None, float | None]]:
+    """[(spin, homo, lumo)] per spin from mo_energies/occupations (UKS only)."""
+    energies, occs = props.get("mo_energies_hartree"), props.get("mo_occupations")
+    if not (isinstance(energies, list) and isinstance(occs, list) and energies
+            and isinstance(energies[0], list) and len(energies) == 2 and len(occs) == 2):
+        return []
+    rows = []
+    for label, e, o in zip(("alpha", "beta"), energies, occs):
+        occ_e = [float(ei) for ei, oi in zip(e, o) if oi is not None and oi > 1e-8]
+        vir_e = [float(ei) for ei, oi in zip(e, o) if oi is not None and oi <= 1e-8]
+        rows.append((label, max(occ_e) if occ_e else None, min(vir_e) if vir_e else None))
+    return rows
+
+
+def _yes_no(flag: Any) -> str:
+    if flag is None:
+        return "unknown"
+    return "yes" if flag else "NO"
+
+
+def _ecp_text(ecp: dict) -> str:
+    """``Na lanl2dz (10 core electrons), Cl lanl2dz (10 core electrons)`` from ``model.ecp``."""
+    return ", ".join(f"{symbol} {(entry or {}).get('basis', '?')} "
+                     f"({(entry or {}).get('core_electrons', '?')} core electrons)"
+                     for symbol, entry in ecp.items())
+
+
+def render_summary(result: dict) -> str:
+    """The text of ``summary.txt`` for a result dict (missing keys are tolerated)."""
+    result = result or {}
+    props = result.get("properties") or {}
+    mol = result.get("molecule") or {}
+    model = result.get("model") or {}
+    lines: list[str] = []
+    add = lines.append
+
+    def row(label: str, value: str) -> None:
+        add(f"  {label:<28} {value}")
+
+    add("DM21 calculation summary")
+    add("=" * 24)
+    symbols = mol.get("symbols") or []
+    success = result.get("success")
+    converged = result.get("converged")
+    row("Status", "SUCCESS" if success else ("FAILED" if success is not None else "unknown"))
+    conv_text = _yes_no(converged)
+    if converged is False:
+        conv_text = "NO -- NOT CONVERGED (energies are from the last SCF iteration)"
+    row("Converged", conv_text)
+    method = model.get("method") or "?"
+    basis = model.get("basis") or "?"
+    row("Method / basis", f"{method} / {basis}")
+    if model.get("ecp"):
+        row("ECP", _ecp_text(model["ecp"]))
+        if model.get("ecp_note"):
+            row("Note", str(model["ecp_note"]))
+    if result.get("driver"):
+        row("Driver", str(result["driver"]))
+    if symbols:
+        charge = mol.get("molecular_charge")
+        mult = mol.get("molecular_multiplicity")
+        row("Molecule", f"{formula(symbols)} ({len(symbols)} atoms, charge "
+                        f"{charge if charge is not None else '?'}, multiplicity "
+                        f"{mult if mult is not None else '?'})")
+    restricted = props.get("restricted")
+    if restricted is not None:
+        row("Reference", "restricted (RKS)" if restricted else "unrestricted (UKS)")
+    if props.get("nao") is not None:
+        row("Basis functions", str(props["nao"]))
+    if props.get("grid_points") is not None:
+        row("Grid points", str(props["grid_points"]))
+
+    error = result.get("error")
+    if error:
+        add("")
+        add("Error")
+        row("Type", str(error.get("error_type") or "?"))
+        row("Message", str(error.get("error_message") or ""))
+
+    # --- energies
+    energy = result.get("return_energy", props.get("return_energy"))
+    add("")
+    add(f"Energies{'':<23}{'hartree':>18}{'eV':>18}")
+    e_tot = _num(energy)
+    row("Total energy", f"{e_tot:18.10f}{e_tot * HARTREE_EV:18.6f}" if e_tot is not None
+        else f"{'n/a':>18}")
+    components = [
+        ("SCF total energy", "scf_total_energy"),
+        ("Nuclear repulsion", "nuclear_repulsion_energy"),
+        ("One-electron", "scf_one_electron_energy"),
+        ("Coulomb", "scf_coulomb_energy"),
+        ("Exchange-correlation", "scf_xc_energy"),
+        ("Dispersion", "dispersion_energy"),
+    ]
+    for label, key in components:
+        v = _num(props.get(key))
+        if v is not None:
+            row(label, f"{v:18.10f}")
+
+    # --- SCF
+    attempts = props.get("scf_attempts") or []
+    if props.get("scf_iterations") is not None or attempts:
+        add("")
+        add("SCF")
+        if props.get("scf_iterations") is not None:
+            row("Iterations", str(props["scf_iterations"]))
+        if attempts:
+            row("Attempts", str(len(attempts)))
+            add(f"    {'#':>2}  {'strategy':<20} {'converged':<10} {'cycles':>6}  {'energy / hartree':>18}")
+            for i, a in enumerate(attempts, 1):
+                a = a or {}
+                add(f"    {i:>2}  {str(a.get('strategy') or '?'):<20} "
+                    f"{_yes_no(a.get('converged')):<10} {str(a.get('cycles', '')):>6}  "
+                    f"{_fmt(a.get('energy_hartree', a.get('energy')), '18.10f'):>18}")
+
+    # --- orbitals
+    homo, lumo = _num(props.get("homo_energy_hartree")), _num(props.get("lumo_energy_hartree"))
+    gap = _num(props.get("homo_lumo_gap_hartree"))
+    if gap is None and homo is not None and lumo is not None:
+        gap = lumo - homo
+    spins = _frontier_by_spin(props)
+    if any(v is not None for v in (homo, lumo, gap)) or spins:
+        add("")
+        add(f"Frontier orbitals{'':<14}{'hartree':>18}{'eV':>18}")
+        for label, v in (("HOMO", homo), ("LUMO", lumo), ("HOMO-LUMO gap", gap)):
+            if v is not None:
+                row(label, f"{v:18.6f}{v * HARTREE_EV:18.4f}")
+        for spin, h, lu in spins:
+            if h is not None:
+                row(f"HOMO ({spin})", f"{h:18.6f}{h * HARTREE_EV:18.4f}")
+            if lu is not None:
+                row(f"LUMO ({spin})", f"{lu:18.6f}{lu * HARTREE_EV:18.4f}")
+
+    # --- spin
+    s2 = _num(props.get("s_squared"))
+    if s2 is not None:
+        add("")
+        add("Spin")
+        row("<S^2>", f"{s2:.6f}")
+        mult = mol.get("molecular_multiplicity")
+        if isinstance(mult, int):
+            s = (mult - 1) / 2
+            row("<S^2> exact for multiplicity", f"{s * (s + 1):.6f}")
+        if _num(props.get("spin_multiplicity_computed")) is not None:
+            row("Multiplicity from <S^2>", f"{_num(props['spin_multiplicity_computed']):.4f}")
+
+    # --- geometry (Angstrom) and charges
+    geom = mol.get("geometry_bohr")
+    charges = props.get("mulliken_charges")
+    if symbols:
+        add("")
+        have_geom = isinstance(geom, list) and len(geom) == len(symbols)
+        have_q = isinstance(charges, list) and len(charges) == len(symbols)
+        if have_geom or have_q:
+            head = f"    {'#':>3}  {'atom':<4}"
+            if have_geom:
+                head += f"{'x / Angstrom':>14}{'y / Angstrom':>14}{'z / Angstrom':>14}"
+            if have_q:
+                head += f"{'Mulliken charge':>17}"
+            add("Atoms" + (" and Mulliken charges" if have_q else ""))
+            add(head)
+            for i, s in enumerate(symbols):
+                line = f"    {i + 1:>3}  {s:<4}"
+                if have_geom:
+                    line += "".join(_fmt(_scale(c, BOHR_ANGSTROM), "14.6f") for c in geom[i])
+                if have_q:
+                    line += f"{_fmt(charges[i], '17.4f')}"
+                add(line)
+            if have_q:
+                total_q = sum(_num(q) or 0.0 for q in charges)
+                add(f"    {'':>3}  {'sum':<4}" + " " * (42 if have_geom else 0) + f"{total_q:17.4f}")
+
+    # --- dipole
+    dip = props.get("dipole_moment_debye")
+    dip_total = _num(props.get("dipole_moment_total_debye"))
+    if isinstance(dip, list) and len(dip) == 3 or dip_total is not None:
+        add("")
+        add("Dipole moment (Debye)")
+        if isinstance(dip, list) and len(dip) == 3:
+            row("x, y, z", "  ".join(_fmt(c, "10.4f") for c in dip))
+            if dip_total is None and all(_num(c) is not None for c in dip):
+                dip_total = sum(_num(c) ** 2 for c in dip) ** 0.5
+        if dip_total is not None:
+            row("total", f"{dip_total:10.4f}  ({dip_total / AU_DEBYE:.4f} a.u.)")
+
+    # --- timings
+    timings = result.get("timings_s") or {}
+    if any(_num(v) is not None for v in timings.values()):
+        add("")
+        add("Timings (s)")
+        for k, v in timings.items():
+            if _num(v) is not None:
+                row(k.replace("_", " "), f"{_num(v):10.2f}")
+
+    # --- files
+    files = result.get("files") or {}
+    if files:
+        add("")
+        add("Files")
+        for k, v in files.items():
+            if isinstance(v, dict):
+                for k2, v2 in v.items():
+                    if v2:
+                        row(f"{k}: {k2}", str(v2))
+            elif v:
+                row(k, str(v))
+
+    # --- provenance
+    prov = result.get("provenance") or {}
+    if prov:
+        add("")
+        add("Provenance")
+        creator = prov.get("creator")
+        if creator:
+            row("Program", f"{creator} {prov.get('version') or ''}".rstrip())
+        for key, label in (("routine", "Routine"), ("date", "Date"), ("hostname", "Host"),
+                           ("python", "Python"), ("pyscf", "PySCF"), ("numpy", "numpy"),
+                           ("tensorflow", "TensorFlow"), ("threads", "Threads"),
+                           ("memory_mb", "Memory (MB)"), ("compiled_kernels", "Compiled kernels")):
+            if prov.get(key) is not None:
+                row(label, str(prov[key]))
+        ckpt = prov.get("checkpoint")
+        if isinstance(ckpt, dict):
+            row("Checkpoint", f"{ckpt.get('variant') or '?'} at {ckpt.get('path') or '?'}")
+            for name, digest in (ckpt.get("sha256") or {}).items():
+                row("  sha256", f"{digest}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def render_table(result: dict):
+    """A `rich.table.Table` with the key numbers of a result, for the terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    result = result or {}
+    props = result.get("properties") or {}
+    mol = result.get("molecule") or {}
+    model = result.get("model") or {}
+    title = "DM21 result"
+    symbols = mol.get("symbols") or []
+    if symbols:
+        title += f": {formula(symbols)}"
+    if model.get("basis"):
+        title += f" / {model['basis']}"
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+
+    if model.get("ecp"):
+        table.add_row("ECP", _ecp_text(model["ecp"]), "")
+        if model.get("ecp_note"):
+            table.add_row("note", Text(str(model["ecp_note"]), style="yellow"), "")
+    converged = result.get("converged")
+    if converged is False:
+        table.add_row("converged", Text("NO", style="bold red"), "")
+    else:
+        table.add_row("converged", _yes_no(converged), "")
+    energy = _num(result.get("return_energy", props.get("return_energy")))
+    table.add_row("total energy", _fmt(energy, ".10f"), "Ha")
+    if _num(props.get("dispersion_energy")):
+        table.add_row("  of which dispersion", _fmt(props["dispersion_energy"], ".10f"), "Ha")
+    if props.get("scf_iterations") is not None:
+        attempts = props.get("scf_attempts") or []
+        extra = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
+        table.add_row("SCF iterations", f"{props['scf_iterations']}{extra}", "")
+    for label, key in (("HOMO", "homo_energy_hartree"), ("LUMO", "lumo_energy_hartree"),
+                       ("HOMO-LUMO gap", "homo_lumo_gap_hartree")):
+        v = _num(props.get(key))
+        if v is not None:
+            table.add_row(label, f"{v * HARTREE_EV:.4f}", "eV")
+    dip = _num(props.get("dipole_moment_total_debye"))
+    if dip is not None:
+        table.add_row("dipole moment", f"{dip:.4f}", "D")
+    s2 = _num(props.get("s_squared"))
+    if s2 is not None:
+        table.add_row("<S^2>", f"{s2:.4f}", "")
+    total = _num(_get(result, "timings_s", "total"))
+    if total is not None:
+        table.add_row("wall time", f"{total:.1f}", "s")
+    error = result.get("error")
+    if error:
+        table.add_row("error", Text(f"{error.get('error_type') or '?'}: "
+                                    f"{error.get('error_message') or ''}", style="red"), "")
+    return table

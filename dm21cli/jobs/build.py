@@ -1,0 +1,176 @@
+"""From a `JobSpec` to PySCF objects: molecule, grid, SCF (DM21 or any functional), warm start."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dm21cli.core import interrupts
+from dm21cli.core.errors import InputError
+from dm21cli.io.inputs.basis import pyscf_ecp
+
+#: SCF convergence of the warm-start functional (Hartree); its density is
+#: only a starting point, so a moderate threshold is enough: DM21's own first
+#: step changes the density matrix by about 1e-2 (water/def2-TZVP), the
+#: warm start's last one by 5e-4 at this threshold.
+WARM_START_CONV_TOL = 1e-6
+
+
+def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
+    """A built pyscf Mole for the spec (coordinates in bohr).
+
+    Every element whose basis has an effective core potential gets it
+    (`dm21cli.io.inputs.basis.ecp_map`, the same rule validation used).
+    """
+    from pyscf import gto
+
+    mol = gto.Mole()
+    mol.atom = spec.molecule.pyscf_atom()
+    mol.unit = "Bohr"
+    mol.basis = spec.pyscf_basis()
+    ecp = pyscf_ecp(spec)
+    if ecp:
+        mol.ecp = ecp
+    mol.charge = spec.molecule.charge
+    mol.spin = spec.molecule.multiplicity - 1
+    mol.max_memory = max_memory_mb
+    if stream is not None:
+        mol.stdout = stream
+        mol.verbose = 4
+    else:
+        mol.verbose = 0
+    try:
+        mol.build(dump_input=False, parse_arg=False)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"PySCF could not build the molecule: {exc}",
+                         file=str(spec.source_path) if spec.source_path else None) from exc
+    return mol
+
+
+def build_grids(mol, spec):
+    """DFT integration grid at the spec's level (legacy radial grids if asked)."""
+    from pyscf.dft import gen_grid
+
+    grids = gen_grid.Grids(mol)
+    grids.level = spec.scf.grid_level
+    if spec.scf.legacy_grids:
+        from dm21cli.scf.ks import use_legacy_grids
+
+        use_legacy_grids(grids)
+    return grids
+
+
+def integral_dtype(spec):
+    """Storage precision of the cached exchange integrals for this job: float32
+    halves their memory (measured 1.8e-8 Ha on benzene/def2-SVP); precision
+    float64 keeps every step in float64."""
+    return np.float64 if spec.scf.precision == "float64" else np.float32
+
+
+def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
+    """The configured SCF object (DM21 or any PySCF functional)."""
+    from pyscf import dft
+
+    restricted = spec.resolved_restricted()
+    if network is not None:
+        from dm21cli.functional.xc import DM21XC
+        from dm21cli.scf.ks import DM21RKS, DM21UKS
+
+        scf_network = network.astype(np.float32) if spec.scf.precision == "mixed" else None
+        xc = DM21XC(network, max_memory_mb=max_memory_mb, scf_network=scf_network,
+                    integral_dtype=integral_dtype(spec))
+        mf = DM21RKS(mol, xc) if restricted else DM21UKS(mol, xc)
+        # PySCF's extra Fock build after convergence costs a whole DM21
+        # evaluation; the convergence test already used this density.
+        mf.conv_check = False
+    elif restricted and mol.spin == 0:
+        mf = dft.RKS(mol, xc=spec.functional)
+    elif restricted:
+        mf = dft.ROKS(mol, xc=spec.functional)
+    else:
+        mf = dft.UKS(mol, xc=spec.functional)
+    _share_settings(mf, spec, grids, max_memory_mb)
+    mf.conv_tol = spec.effective_conv_tol()
+    mf.conv_tol_grad = spec.effective_conv_tol_grad()
+    mf.max_cycle = spec.scf.max_cycle
+    return mf
+
+
+def _share_settings(mf, spec, grids, max_memory_mb) -> None:
+    """What the warm start and the main SCF share: grid, memory, density cutoff, guess."""
+    mf.grids = grids
+    mf.max_memory = max_memory_mb
+    if spec.scf.small_rho_cutoff is not None:
+        mf.small_rho_cutoff = spec.scf.small_rho_cutoff
+    if spec.scf.guess != "auto" and not spec.scf.guess_is_chkfile():
+        mf.init_guess = spec.scf.guess
+
+
+def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None):
+    """Converge spec.scf.warm_start (e.g. B3LYP); returns (dm, info dict).
+
+    main: the SCF that follows; it is handed the in-core two-electron
+    integrals the warm start computed, so they are computed once.
+    checkpoint: a `_ScfCheckpoint` that receives every cycle's state, and the
+    converged one for writing, so an interruption before the first DM21
+    evaluation leaves a restart file.
+    """
+    from pyscf import dft
+
+    t0 = time.perf_counter()
+    restricted = spec.resolved_restricted()
+    if restricted and mol.spin == 0:
+        mf0 = dft.RKS(mol, xc=spec.scf.warm_start)
+    else:
+        mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
+    _share_settings(mf0, spec, grids, max_memory_mb)
+    mf0.conv_tol = WARM_START_CONV_TOL
+    mf0.conv_check = False  # a starting density needs no confirming extra cycle
+    mf0.max_cycle = max(spec.scf.max_cycle, 50)
+    mf0.chkfile = None  # the run keeps its own restart file (_ScfCheckpoint)
+
+    def each_cycle(envs):
+        interrupts.check()
+        if checkpoint is not None and envs.get("mo_coeff") is not None:
+            checkpoint.update(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
+
+    mf0.callback = each_cycle
+    log(f"warm start: {spec.scf.warm_start} SCF")
+    mf0.kernel()
+    if checkpoint is not None:
+        checkpoint.update(mf0.e_tot, mf0.mo_energy, mf0.mo_coeff, mf0.mo_occ, final=True)
+    if main is not None and getattr(mf0, "_eri", None) is not None:
+        main._eri = mf0._eri
+    dm = mf0.make_rdm1()
+    if restricted and mol.spin != 0:  # ROKS-like start for a restricted open shell
+        dm = dm[0] + dm[1]
+    info = {"functional": spec.scf.warm_start, "converged": bool(mf0.converged),
+            "energy_hartree": float(mf0.e_tot), "cycles": int(getattr(mf0, "cycles", 0) or 0),
+            "wall_s": time.perf_counter() - t0}
+    log(f"warm start {'converged' if mf0.converged else 'NOT converged'}: "
+        f"E = {mf0.e_tot:.10f} Ha in {info['cycles']} cycles ({info['wall_s']:.1f} s)")
+    return dm, info
+
+
+def dispersion_energy(mol, functional: str) -> float:
+    """D3(BJ) dispersion energy in Hartree (simple-dftd3 parameters for `functional`)."""
+    from pyscf.dispersion import dftd3
+
+    try:
+        model = dftd3.DFTD3Dispersion(mol, xc=functional.lower(), version="d3bj")
+        return float(model.get_dispersion()["energy"])
+    except RuntimeError as exc:
+        raise InputError(f"no D3(BJ) parameters for functional '{functional}' ({exc})",
+                         field="dispersion") from exc
+
+
+def load_network(spec, checkpoints=None):
+    """The DM21 network for a DM21 job (None for other functionals)."""
+    if not spec.is_dm21:
+        return None
+    from dm21cli.functional.network import DM21Network
+
+    # "mixed" loads float64; build_scf derives the float32 copy for the SCF cycles
+    precision = "float64" if spec.scf.precision == "mixed" else spec.scf.precision
+    return DM21Network.load(spec.functional, checkpoints, precision=precision)

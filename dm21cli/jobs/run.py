@@ -1,0 +1,445 @@
+"""Run one job: geometry, basis, functional, SCF, properties, output files.
+
+`run_job(spec)` is the library entry point that ``dm21 run`` wraps; scripts
+can call it too.  It returns the result dictionary that is also written to
+``result.json`` (shaped after QCSchema's AtomicResult).  A non-converged SCF
+is returned with ``success: False`` and ``converged: False``; the caller
+decides the exit status.  Errors before the output directory is created leave
+no directory behind; errors after it leave a ``result.json`` saying what
+failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from dm21cli import __version__
+from dm21cli.core import interrupts, resources
+from dm21cli.core.errors import ComputeError, DM21Error, from_os_error, reraise_os_error
+from dm21cli.io.outputs.atomic import (
+    _json_default,
+    finite,
+    write_bytes_atomic,
+    write_text_atomic,
+    write_text_files_atomic,
+)
+from dm21cli.io.outputs.jobdir import JobDirectory
+from dm21cli.io.outputs.orbitals import chkfile_bytes, write_molden
+from dm21cli.io.outputs.summary import render_summary
+from dm21cli.jobs.build import (
+    _warm_start,
+    build_grids,
+    build_molecule,
+    build_scf,
+    dispersion_energy,
+    load_network,
+)
+from dm21cli.jobs.result import _base_result, _final_dm21_energy, properties, write_cube_files
+
+#: File names inside the job directory.
+FILES = {
+    "result": "result.json",
+    "summary": "summary.txt",
+    "molden": "orbitals.molden",
+    "chkfile": "scf.chk",
+    "input": "input.resolved.yaml",
+    "log": "dm21.log",
+}
+
+
+#: The SCF state is written to scf.chk at most this often while it changes
+#: (every state is kept in memory; the last one is always written when an
+#: attempt, the warm start or the run ends, also when it is interrupted).
+CHECKPOINT_INTERVAL_S = 10.0
+
+
+Reporter = Callable[[str], None]
+
+
+class _Log:
+    """Writes timestamped lines to the job log and forwards them to a reporter.
+
+    Every line is also a safe point for a lost SIGINT/SIGTERM
+    (`interrupts.check`).  A failed write (disk full) raises the error that
+    says so once; the log file is then given up and later lines only go to
+    the reporter, so that the failure can still be reported and recorded.
+    """
+
+    def __init__(self, stream, reporter: Reporter | None, path: Path | None = None):
+        self.stream = stream
+        self.reporter = reporter
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        interrupts.check()
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        if self.stream is not None:
+            try:
+                self.stream.write(f"[dm21 {stamp}] {message}\n")
+                self.stream.flush()
+            except OSError as exc:
+                self.stream = None
+                reraise_os_error(exc, self.path)
+        if self.reporter is not None:
+            self.reporter(message)
+
+
+class _ScfCheckpoint:
+    """The run's last SCF state: kept in memory, written to scf.chk atomically.
+
+    PySCF's own chkfile writing is switched off (``mf.chkfile = None``): it
+    updates an HDF5 file in place, so an interruption or a full disk could
+    leave half a file, and HDF5 itself crashed on a full disk.  Here the file
+    is built in memory (`dm21cli.io.outputs.orbitals.chkfile_bytes`) and renamed into
+    place, so ``scf.chk`` is always a complete restart file (or absent).
+    """
+
+    def __init__(self, path: Path, mol):
+        self.path = path
+        self.mol = mol
+        self.state: tuple | None = None
+        self.written = False  # the file holds the current state
+        self._last_write = -float("inf")
+
+    def update(self, e_tot, mo_energy, mo_coeff, mo_occ, final: bool = False) -> None:
+        """Keep this state; write it if `final` or CHECKPOINT_INTERVAL_S have passed."""
+        self.state = (float(e_tot), mo_energy, mo_coeff, mo_occ)
+        self.written = False
+        if final or time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S:
+            self.write()
+
+    def write(self) -> bool:
+        """Write the current state unless the file already holds it; returns whether a file exists."""
+        if self.state is not None and not self.written:
+            e_tot, mo_energy, mo_coeff, mo_occ = self.state
+            write_bytes_atomic(self.path, chkfile_bytes(self.mol, e_tot, mo_energy,
+                                                                 mo_coeff, mo_occ))
+            self.written = True
+            self._last_write = time.monotonic()
+        return self.written
+
+
+#: DM21 phases that get a log line when an evaluation starts them (the long ones).
+_LOGGED_PHASES = {"integral memory": "mapping the memory of the exchange-integral cache",
+                  "exchange integrals": "computing the exchange integrals (grid points in {blocks})"}
+
+
+def _dm21_progress(log: _Log):
+    """A `DM21XC.progress` hook: a log line when an evaluation starts one of
+    _LOGGED_PHASES, and every phase to the reporter's live status line if the
+    reporter has one (``reporter.status(text)``, see `dm21cli.cli.common`)."""
+    status = getattr(log.reporter, "status", None)
+    logged: set = set()
+
+    def progress(step: str, phase: str, block: int, nblocks: int) -> None:
+        if phase in _LOGGED_PHASES and (step, phase) not in logged:
+            logged.add((step, phase))
+            blocks = f"{nblocks} block{'s' if nblocks > 1 else ''}"
+            log(f"  DM21 {step}: " + _LOGGED_PHASES[phase].format(blocks=blocks))
+        if status is not None:
+            status(f"DM21 {step}: {phase}, block {block + 1} of {nblocks}")
+
+    return progress
+
+
+def run_job(spec, *, checkpoints=None, overwrite: bool = False,
+            reporter: Reporter | None = None) -> dict:
+    """Run the job described by `spec` (a validated `dm21cli.io.inputs.models.JobSpec`).
+
+    checkpoints: DM21 checkpoint root (else the documented search);
+    overwrite: replace an existing output directory;
+    reporter: called with one progress line at a time; if it has a
+    ``status(text)`` method, that is called with each phase of a DM21
+    evaluation as it starts (for a live status line, not for logs).
+    Returns the result dict (also written to result.json).
+
+    Order of writes (README, "The output directory"): ``input.resolved.yaml``
+    and ``dm21.log`` first; ``scf.chk`` whenever the SCF state is saved;
+    then ``orbitals.molden``; then ``result.json``, the commit point of the
+    run, with ``summary.txt`` (rendered from it) renamed into place right
+    after it; then the cube files, after which result.json is written again
+    listing them.  The commit runs to its end even if SIGINT/SIGTERM arrives
+    (`interrupts.deferred`); a signal after it leaves result.json as it is
+    and still ends the run with KeyboardInterrupt (exit 130).  A run that
+    fails or is interrupted before the commit writes result.json and
+    summary.txt saying so, and scf.chk holds its last SCF state.
+    """
+    t_start = time.perf_counter()
+    res = resources.resolve(spec.resources.threads, spec.memory_mb())
+    resources.apply_threads(res["threads"])
+    network = load_network(spec, checkpoints)  # weights errors before any directory exists
+    if network is not None:
+        network.workers = res["threads"]
+
+    with tempfile.TemporaryDirectory(prefix="dm21-guess-") as scratch:
+        guess_chk = None
+        if spec.scf.guess_is_chkfile():
+            # copy first: the chkfile may live in the directory an overwrite moves aside
+            guess_chk = Path(scratch) / "guess.chk"
+            shutil.copyfile(spec.guess_chkfile(), guess_chk)
+        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
+        run = _Run(spec, jobdir, res, network, reporter, t_start)
+        try:
+            run.start()
+            with _pyscf_warnings_only_in_log():
+                return _compute(spec, run, guess_chk)
+        except BaseException as exc:
+            error = run.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            run.close()
+
+
+class _Run:
+    """One run's output directory, log, restart file and commit state."""
+
+    def __init__(self, spec, jobdir, res: dict, network, reporter: Reporter | None,
+                 t_start: float):
+        self.spec, self.jobdir, self.res, self.network = spec, jobdir, res, network
+        self.reporter = reporter
+        self.t_start = t_start
+        self.log = _Log(None, reporter)
+        self.checkpoint: _ScfCheckpoint | None = None
+        #: result.json holds this run's finished result (success or not-converged)
+        self.committed = False
+        self.status: str | None = None
+
+    def start(self) -> None:
+        path = self.jobdir.file(FILES["log"])
+        try:
+            self.log = _Log(open(path, "w", buffering=1, encoding="utf-8"), self.reporter, path)
+        except OSError as exc:
+            reraise_os_error(exc, path)
+        write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
+
+    def commit(self, result: dict) -> None:
+        """Write result.json (the commit point) and summary.txt; nothing interrupts it."""
+        with interrupts.deferred():
+            write_text_files_atomic([
+                (self.jobdir.file(FILES["result"]), _json_text(result)),
+                (self.jobdir.file(FILES["summary"]), render_summary(result)),
+            ])
+            self.committed = True
+            self.status = result["status"]
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Record a run that ends with `exc`; returns the exception to raise.
+
+        Before the commit: the last SCF state goes to scf.chk, and result.json
+        and summary.txt say what happened.  After it, result.json is kept as
+        it is.  KeyboardInterrupt comes back with a message saying what is on
+        disk; an OSError for a full disk or an unwritable file becomes the
+        dm21cli error that says so; any other unexpected error a ComputeError.
+        """
+        with interrupts.deferred():
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if interrupted:
+                interrupts.acknowledge()
+            error: BaseException = exc
+            if isinstance(exc, OSError):
+                error = from_os_error(exc)
+            if not isinstance(error, (DM21Error, KeyboardInterrupt, MemoryError)):
+                error = ComputeError(f"calculation failed: {exc.__class__.__name__}: {exc} "
+                                     f"(log: {self.jobdir.file(FILES['log'])})")
+            result_path = self.jobdir.file(FILES["result"])
+            if self.committed:
+                what = f"{result_path} holds the finished result ({self.status})"
+                self._safe_log(f"run {'interrupted' if interrupted else 'failed'} after the "
+                               f"results were written: {exc.__class__.__name__}: {exc}; {what}")
+                if interrupted:
+                    return KeyboardInterrupt(f"{interrupts.message()} after the results were "
+                                             f"written; {what}")
+                if isinstance(error, DM21Error):
+                    error.args = (f"{error}; {what}",)
+                return error
+            self.status = "interrupted" if interrupted else "failed"
+            self._safe_log(f"run {self.status}: {exc.__class__.__name__}: {exc}")
+            chk = self._save_checkpoint()
+            self._write_failure(error, exc)
+            if interrupted:
+                restart = (f"the last SCF state is in {chk} (restart with scf.guess)" if chk
+                           else "no SCF cycle had finished")
+                return KeyboardInterrupt(f"{interrupts.message()}; {restart}")
+            return error
+
+    def close(self) -> None:
+        """Remove .running, deal with the directory an overwrite moved aside, close the log."""
+        with interrupts.deferred():
+            try:
+                kept = self.jobdir.finalize(self.status or "failed", keep_old=not self.committed)
+                if kept is not None:
+                    self._safe_log(f"the previous results were kept in {kept}")
+            finally:
+                if self.log.stream is not None:
+                    with contextlib.suppress(OSError):
+                        self.log.stream.close()
+
+    def _safe_log(self, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self.log(message)
+
+    def _save_checkpoint(self) -> Path | None:
+        """Write the last SCF state to scf.chk if not done yet; its path, or None."""
+        if self.checkpoint is None:
+            return None
+        try:
+            return self.checkpoint.path if self.checkpoint.write() else None
+        except Exception as exc:  # noqa: BLE001 - a full disk must not hide the original error
+            self._safe_log(f"could not write {self.checkpoint.path}: {exc}")
+            return self.checkpoint.path if self.checkpoint.path.exists() else None
+
+    def _write_failure(self, error: BaseException, exc: BaseException) -> None:
+        try:
+            result = _base_result(self.spec, self.res, self.network)
+            result["status"] = self.status
+            result["error"] = {"error_type": exc.__class__.__name__,
+                               "error_message": str(error) or str(exc) or self.status}
+            result["timings_s"] = {"total": time.perf_counter() - self.t_start}
+            result["files"] = {k: v for k, v in FILES.items()
+                               if k in ("result", "summary") or self.jobdir.file(v).exists()}
+            write_text_files_atomic([
+                (self.jobdir.file(FILES["result"]), _json_text(result)),
+                (self.jobdir.file(FILES["summary"]), render_summary(result)),
+            ])
+        except Exception as write_error:  # noqa: BLE001 - never mask the original error
+            self._safe_log(f"could not record the failure in {FILES['result']}: {write_error}")
+
+
+def _json_text(result: dict) -> str:
+    """result.json's text (NaN and infinities become null)."""
+    import json
+
+    return json.dumps(finite(result), indent=2, allow_nan=False, default=_json_default,
+                      ensure_ascii=False) + "\n"
+
+
+class _DropPySCFWarnings:
+    """A stderr that drops PySCF's copies of its warnings (they are in dm21.log).
+
+    PySCF's logger writes each warning to the log file and, when the log is a
+    file, once more to stderr.  For DM21 some are routine (HOMO >= LUMO at a
+    non-aufbau solution, a chkfile guess from another geometry in a scan), and
+    they would break the one-line-per-event stderr of the command line.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        if text.startswith("WARN: "):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _pyscf_warnings_only_in_log():
+    saved = sys.stderr
+    sys.stderr = _DropPySCFWarnings(saved)
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
+def _compute(spec, run: _Run, guess_chk=None) -> dict:
+    from dm21cli.scf.escalation import run_with_escalation
+
+    jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
+    timings: dict = {}
+    log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
+        f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
+        f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
+        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']})")
+    mol = build_molecule(spec, stream=log.stream, max_memory_mb=res["memory_mb"])
+    grids = build_grids(mol, spec)
+    mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
+    mf.chkfile = None  # the run keeps its own restart file
+    checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
+    if network is not None:
+        mf.dm21.progress = _dm21_progress(log)
+    log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
+        f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
+        f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
+        f"{' (legacy radial grids)' if spec.scf.legacy_grids else ''}")
+
+    dm0 = None
+    warm = None
+    if guess_chk is not None:
+        log(f"initial guess from chkfile {spec.guess_chkfile()}")
+        dm0 = mf.from_chk(str(guess_chk))
+    elif network is not None and spec.scf.warm_start:
+        dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
+                                checkpoint=checkpoint)
+        timings["warm_start"] = warm["wall_s"]
+    if grids.coords is None:
+        grids.build(with_non0tab=True)
+    log(f"{len(grids.weights)} grid points")
+
+    t0 = time.perf_counter()
+    converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
+                                              log=log, on_state=checkpoint.update)
+    final_energy = _final_dm21_energy(mf, log) if network is not None else None
+    timings["scf"] = time.perf_counter() - t0
+
+    e_disp = None
+    if spec.dispersion == "d3bj":
+        e_disp = dispersion_energy(mol, spec.functional)
+        log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
+
+    t0 = time.perf_counter()
+    props = properties(mf, spec, e_disp)
+    props["scf_iterations"] = int(sum(a.cycles for a in attempts))
+    props["scf_attempts"] = [a.to_dict() for a in attempts]
+    props["warm_start"] = warm
+    if network is not None:
+        props["dm21_evaluations"] = int(mf.dm21.n_evaluations)
+        props["dm21_timings_s"] = dict(mf.dm21.timings_s)
+        props["dm21_exchange_integrals"] = mf.dm21.integrals_summary()
+        props["dm21_network_points"] = int(network.points_evaluated
+                                           + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
+        props["dm21_final_energy"] = final_energy
+
+    result = _base_result(spec, run.res, network)
+    result.update({"success": bool(converged), "converged": bool(converged),
+                   "status": "success" if converged else "not-converged",
+                   "return_energy": props["return_energy"], "properties": props})
+    if not converged:
+        result["error"] = {"error_type": "ConvergenceError",
+                           "error_message": f"SCF not converged after {len(attempts)} attempts "
+                                            f"({props['scf_iterations']} cycles)"}
+    # files that claim nothing by themselves come first, each complete under its name
+    checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
+    files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
+             "log": FILES["log"], "chkfile": FILES["chkfile"]}
+    if spec.outputs.molden:
+        write_molden(jobdir.file(FILES["molden"]), mf.mol, mf.mo_energy, mf.mo_coeff,
+                         mf.mo_occ)
+        files["molden"] = FILES["molden"]
+    result["files"] = files
+    timings["outputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - run.t_start
+    result["timings_s"] = timings
+    run.commit(result)  # the commit point: from here on the result is on disk
+
+    cube_jobs = spec.outputs.cube_requests()
+    if cube_jobs:
+        t0 = time.perf_counter()
+        files["cubes"] = write_cube_files(jobdir, spec, mf, log)
+        timings["cubes"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - run.t_start
+        run.commit(result)  # the same result, now listing the cube files
+    state = "converged" if converged else "NOT CONVERGED"
+    log(f"{state}: E = {props['return_energy']:.10f} Ha; results in {jobdir.path}")
+    return finite(result)

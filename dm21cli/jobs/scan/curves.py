@@ -1,0 +1,120 @@
+"""The curve files of a scan: ``scan.csv``, ``scan.json``, ``scan.png`` and the text table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from dm21cli.jobs.scan.plan import ScanPlan
+from dm21cli.jobs.scan.records import CSV_COLUMNS, FILES, ScanReport
+
+
+def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None:
+    from dm21cli.io.outputs.atomic import finite, write_json_atomic, write_text_atomic
+
+    for rec in report.records:
+        limit = (report.references.get(rec["functional"]) or {}).get("limit_energy_hartree")
+        if limit is not None and rec["energy_hartree"] is not None:
+            rec["relative_energy_hartree"] = rec["energy_hartree"] - limit
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for rec in report.records:
+        writer.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in CSV_COLUMNS})
+    write_text_atomic(plan.scan_dir / FILES["csv"], buf.getvalue())
+    doc = {
+        "schema_name": "dm21cli_scan", "schema_version": 1,
+        "definition_hash": plan.definition_hash,
+        "molecule": {"formula": plan.spec.molecule.formula(), "symbols": plan.spec.molecule.symbols,
+                     "charge": plan.spec.molecule.charge,
+                     "multiplicity": plan.spec.molecule.multiplicity},
+        "atoms": [plan.pair[0] + 1, plan.pair[1] + 1], "fragment": [k + 1 for k in plan.moving],
+        "functionals": plan.functionals, "distances_angstrom": plan.distances,
+        "equilibrium_estimate_angstrom": plan.equilibrium_angstrom,
+        "references": report.references,
+        "counts": {"points": len(plan.all_points()), "finished": len(report.records),
+                   "converged": report.converged, "not_converged": report.not_converged,
+                   "failed": report.failed, "read_from_disk": report.reused},
+        "points": report.records,
+    }
+    write_json_atomic(plan.scan_dir / FILES["json"], finite(doc))
+    if plot and report.records:
+        write_plot(plan.scan_dir / FILES["png"], report, plan.functionals)
+
+
+def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
+    """Energy (relative to the dissociation limit if known) and fragment charge vs distance."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from dm21cli.io.outputs.atomic import atomic_path
+
+    fig = Figure(figsize=(6.4, 7.2))
+    FigureCanvasAgg(fig)
+    ax_e, ax_q = fig.subplots(2, 1, sharex=True)
+    relative = all(r["relative_energy_hartree"] is not None for r in report.records
+                   if r["energy_hartree"] is not None)
+    for name in functionals:
+        rows = [r for r in report.records if r["functional"] == name and r["energy_hartree"] is not None]
+        if not rows:
+            continue
+        x = [r["distance_angstrom"] for r in rows]
+        if relative:
+            y = [r["relative_energy_hartree"] * 1000 for r in rows]
+        else:
+            y = [r["energy_hartree"] for r in rows]
+        line, = ax_e.plot(x, y, "o-", label=name)
+        bad = [(xi, yi) for xi, yi, r in zip(x, y, rows) if not r["converged"]]
+        if bad:
+            ax_e.plot(*zip(*bad), "x", color="red", markersize=10)
+        qx = [r["distance_angstrom"] for r in rows if r["charge_moving_fragment"] is not None]
+        qy = [r["charge_moving_fragment"] for r in rows if r["charge_moving_fragment"] is not None]
+        ax_q.plot(qx, qy, "o-", color=line.get_color(), label=name)
+    if relative:
+        ax_e.axhline(0.0, color="grey", linestyle="--", linewidth=1, label="separated fragments")
+        ax_e.set_ylabel("E - E(fragments) / mHa")
+    else:
+        ax_e.set_ylabel("E / Ha")
+    ax_e.legend()
+    ax_e.set_title("dm21 scan" + ("" if not any(not r["converged"] for r in report.records)
+                                  else " (x: not converged)"))
+    ax_q.set_xlabel("distance / Angstrom")
+    ax_q.set_ylabel("Mulliken charge of the moving fragment / e")
+    ax_q.axhline(0.0, color="grey", linewidth=0.5)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def render_table_text(report: ScanReport) -> str:
+    """The curve as aligned plain text (one row per point and functional)."""
+    from dm21cli.core.units import HARTREE_EV
+
+    head = ["functional", "d/A", "E/Ha", "dE/mHa", "q(moving)", "<S^2>", "gap/eV", "cycles", "status"]
+    rows = [head]
+    for name in dict.fromkeys(r["functional"] for r in report.records):
+        rows_f = [r for r in report.records if r["functional"] == name]
+        energies = [r["energy_hartree"] for r in rows_f if r["energy_hartree"] is not None]
+        limit = (report.references.get(name) or {}).get("limit_energy_hartree")
+        zero = limit if limit is not None else (min(energies) if energies else None)
+        for r in rows_f:
+            e = r["energy_hartree"]
+
+            def f(x, spec):
+                return "-" if x is None else format(x, spec)
+
+            rows.append([name, f"{r['distance_angstrom']:.3f}", f(e, ".8f"),
+                         f(None if e is None or zero is None else (e - zero) * 1000, ".2f"),
+                         f(r["charge_moving_fragment"], "+.3f"), f(r["s_squared"], ".3f"),
+                         f(None if r["homo_lumo_gap_hartree"] is None
+                           else r["homo_lumo_gap_hartree"] * HARTREE_EV, ".2f"),
+                         f(r["scf_cycles"], "d"),
+                         r["status"] + (" (disk)" if r["reused"] else "")])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) if c in (0, 8) else cell.rjust(w)
+                       for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    note = ("dE: relative to the separated fragments" if report.references and
+            any(v.get("limit_energy_hartree") is not None for v in report.references.values())
+            else "dE: relative to the lowest point of each curve")
+    return "\n".join(lines) + f"\n{note}"

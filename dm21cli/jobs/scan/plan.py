@@ -1,0 +1,334 @@
+"""`plan_scan`: a job with a ``scan:`` section -> a `ScanPlan`, every point validated.
+
+The plan holds the sorted distances, the moving fragment, the functionals,
+one resolved single-point input per point and functional (with its input
+hash, which decides reuse) and the reference fragments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dm21cli.core.errors import InputError
+
+#: broken-symmetry guesses beyond this multiple of the equilibrium estimate.
+BROKEN_SYMMETRY_STRETCH = 1.5
+
+#: a neighbour with a smaller <S^2> has collapsed to the symmetric solution: mix again.
+BROKEN_SYMMETRY_MIN_S2 = 0.1
+
+
+def displaced_coords(coords_angstrom: np.ndarray, pair: tuple[int, int], moving: list[int],
+                     distance_angstrom: float) -> np.ndarray:
+    """Coordinates with the `moving` atoms (0-based) shifted so that the `pair` is `distance_angstrom` apart.
+
+    The shift is along the unit vector from pair[0] to pair[1]; relative
+    positions inside the moving fragment, and all other atoms, are unchanged.
+    """
+    coords = np.array(coords_angstrom, dtype=float).reshape(-1, 3)
+    i, j = pair
+    axis = coords[j] - coords[i]
+    d0 = float(np.linalg.norm(axis))
+    if d0 == 0:
+        raise ValueError("the two atoms of the pair sit on the same point")
+    coords[list(moving)] += (distance_angstrom - d0) * axis / d0
+    return coords
+
+
+def equilibrium_estimate_angstrom(symbol_a: str, symbol_b: str) -> float:
+    """Sum of the two atoms' covalent radii (PySCF's table), in Angstrom."""
+    from pyscf.data import radii
+
+    from dm21cli.core import elements
+    from dm21cli.core.units import BOHR_ANGSTROM
+
+    return float((radii.COVALENT[elements.atomic_number(symbol_a)]
+                  + radii.COVALENT[elements.atomic_number(symbol_b)]) * BOHR_ANGSTROM)
+
+
+def walk_order(distances: list[float], start_near: float) -> list[tuple[int, int | None]]:
+    """(index, neighbour index or None) in computing order: outward from the point nearest `start_near`."""
+    if not distances:
+        return []
+    start = min(range(len(distances)), key=lambda k: (abs(distances[k] - start_near), k))
+    order: list[tuple[int, int | None]] = [(start, None)]
+    order += [(k, k - 1) for k in range(start + 1, len(distances))]
+    order += [(k, k + 1) for k in range(start - 1, -1, -1)]
+    return order
+
+
+def _digest(obj: Any) -> str:
+    from dm21cli.io.outputs.atomic import to_builtin
+
+    text = json.dumps(to_builtin(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _physics(resolved: dict) -> dict:
+    """The parts of a resolved input that decide a result (no names, folders, resources, guess)."""
+    d = {k: v for k, v in resolved.items() if k not in ("job", "resources")}
+    d["scf"] = {k: v for k, v in d.get("scf", {}).items() if k != "guess"}
+    return d
+
+
+def point_hash(spec) -> str:
+    """SHA-256 of a point's resolved input, as stored in its `POINT_FILE`."""
+    return _digest(_physics(spec.to_resolved_dict()))
+
+
+@dataclasses.dataclass
+class ScanPoint:
+    """One single point of the curve."""
+
+    functional: str
+    index: int
+    distance_angstrom: float
+    directory: Path
+    data: dict  # resolved input of the point, without scf.guess
+    hash: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.functional} {self.distance_angstrom:.3f} A"
+
+
+@dataclasses.dataclass
+class Reference:
+    """A separated fragment (the dissociation limit)."""
+
+    functional: str
+    role: str  # "fixed" | "moving"
+    atoms: list[int]  # 0-based
+    charge: int
+    multiplicity: int
+    nelectron: int
+    directory: Path
+    data: dict | None  # None: no electrons, energy 0
+    hash: str | None
+
+
+@dataclasses.dataclass
+class ScanPlan:
+    """Everything `run_scan` needs, fully validated before anything is computed."""
+
+    spec: Any  # the base JobSpec
+    scan_dir: Path
+    distances: list[float]
+    pair: tuple[int, int]  # 0-based
+    moving: list[int]  # 0-based
+    functionals: list[str]
+    equilibrium_angstrom: float
+    order: list[tuple[int, int | None]]
+    points: dict[str, list[ScanPoint]]
+    references: dict[str, list[Reference]]
+    broken_symmetry: bool
+    definition: dict
+    definition_hash: str
+
+    @property
+    def fixed(self) -> list[int]:
+        return [k for k in range(self.spec.molecule.natm) if k not in self.moving]
+
+    def all_points(self) -> list[ScanPoint]:
+        return [p for f in self.functionals for p in self.points[f]]
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "functional"
+
+
+def point_dirname(distance_angstrom: float) -> str:
+    """The directory name of the point at this distance, e.g. ``point-02.500A``.
+
+    Named by the distance alone (not by its index in the sorted list), so a
+    point is found again whatever the other distances of the scan are.  Three
+    decimals keep distances at least `MIN_SPACING_ANGSTROM` apart (all that
+    `parse_distances` accepts) on distinct names; two integer digits make a
+    directory listing sort by distance up to 99.999 Angstrom.
+    """
+    return f"point-{distance_angstrom:06.3f}A"
+
+
+def _neighbour_text(distance_angstrom: float) -> str:
+    return f"point at {distance_angstrom:.3f} A"
+
+
+def _build_spec(data: dict, base, where: dict, context: str):
+    """A validated JobSpec from a resolved-input dict; errors are located at `where`."""
+    return _build_spec_from(data, base.source_path, base.job.name, where, context)
+
+
+def _build_spec_from(data: dict, source_path: Path | None, default_name: str, where: dict,
+                     context: str):
+    from pydantic import ValidationError
+
+    from dm21cli.io.inputs.models import JobSpec, _Meta
+    from dm21cli.io.inputs.validate import validate_job
+
+    ctx = {"base_dir": source_path.parent if source_path else Path("."),
+           "file": None, "default_name": default_name}
+    try:
+        spec = JobSpec.model_validate(data, context=ctx)
+        spec._source_path = source_path
+        spec._meta = _Meta(file=None)
+        validate_job(spec)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise InputError(f"{context}: {first.get('msg', 'invalid')}", **where) from None
+    except InputError as exc:
+        raise InputError(f"{context}: {exc.message}", **where) from None
+    return spec
+
+
+def _point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, directory: Path,
+                broken_symmetry: bool, atoms: list[int] | None = None,
+                charge: int | None = None, multiplicity: int | None = None) -> dict:
+    """Resolved input of one point (or fragment) derived from the base job."""
+    d = base.to_resolved_dict()
+    d.pop("scan", None)
+    symbols = base.molecule.symbols
+    keep = range(len(symbols)) if atoms is None else atoms
+    d["job"] = {"name": name, "output_dir": str(directory)}
+    d["molecule"] = {
+        "xyz": "".join(f"{symbols[k]} {float(coords_angstrom[k][0])!r} "
+                       f"{float(coords_angstrom[k][1])!r} {float(coords_angstrom[k][2])!r}\n"
+                       for k in keep),
+        "units": "angstrom",
+        "charge": base.molecule.charge if charge is None else charge,
+        "multiplicity": base.molecule.multiplicity if multiplicity is None else multiplicity,
+    }
+    d["functional"] = functional
+    # thresholds as the user gave them: null takes the point functional's own default
+    d["scf"]["conv_tol"] = base.scf.conv_tol
+    d["scf"]["conv_tol_grad"] = base.scf.conv_tol_grad
+    d["scf"]["restricted"] = base.scf.restricted
+    if broken_symmetry:
+        d["scf"]["restricted"] = False
+    if atoms is not None and base.scf.restricted is True:
+        d["scf"]["restricted"] = None  # a fragment may be open-shell
+    if not base.scf.guess_is_chkfile():
+        d["scf"]["guess"] = base.scf.guess
+    return d
+
+
+def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | None = None) -> ScanPlan:
+    """Validate the scan of `spec` (a JobSpec with a ``scan`` section) and build its plan.
+
+    functionals: overrides ``scan.functionals`` / ``functional``;
+    output_dir: the scan directory (default: the job's output path).
+    Raises InputError (naming file, line and field) for every problem.
+    """
+    from dm21cli.io.inputs.scan_model import ScanSettings
+
+    meta = spec._meta
+    scan = spec.scan if spec.scan is not None else ScanSettings()
+    if spec.molecule.natm < 2:
+        raise InputError(f"a scan needs at least two atoms; the molecule has {spec.molecule.natm}",
+                         **meta.locate(("molecule",)))
+    if scan.distances is None:
+        raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
+                         "scan.distances in the job file", **meta.locate(("scan", "distances")))
+    if functionals:
+        from dm21cli.io.inputs.basis import _xc_problem
+        from dm21cli.io.inputs.fields import DM21_FUNCTIONALS, _check_functional
+
+        names = []
+        for name in functionals:
+            try:
+                name = _check_functional(name)
+            except ValueError as exc:
+                raise InputError(str(exc), field="--functional") from None
+            if name not in DM21_FUNCTIONALS and _xc_problem(name):
+                raise InputError(_xc_problem(name), field="--functional")
+            names.append(name)
+    else:
+        names = list(scan.functionals or [spec.functional])
+    names = list(dict.fromkeys(names))
+    dirnames = [_safe_name(n) for n in names]
+    if len(set(d.lower() for d in dirnames)) != len(dirnames):
+        raise InputError(f"functionals {', '.join(names)} would share a directory name",
+                         **meta.locate(("scan", "functionals")))
+
+    pair = (scan.atoms[0] - 1, scan.atoms[1] - 1)
+    moving = sorted(k - 1 for k in (scan.fragment or [scan.atoms[1]]))
+    symbols = spec.molecule.symbols
+    coords = spec.molecule.coords_angstrom()
+    r_eq = equilibrium_estimate_angstrom(symbols[pair[0]], symbols[pair[1]])
+    distances = list(scan.distances)
+    order = walk_order(distances, r_eq)
+    scan_dir = Path(output_dir) if output_dir else spec.output_path()
+    where = meta.locate(("scan", "distances"))
+    names_seen: dict[str, float] = {}
+    for dist in distances:  # cannot happen for distances parse_distances accepts; never share one
+        other = names_seen.setdefault(point_dirname(dist), dist)
+        if other != dist:
+            raise InputError(f"distances {other:g} and {dist:g} would share the point directory "
+                             f"{point_dirname(dist)} (keep them at least 0.001 Angstrom apart)", **where)
+
+    points: dict[str, list[ScanPoint]] = {}
+    for name, dirname in zip(names, dirnames):
+        row = []
+        for index, dist in enumerate(distances):
+            directory = scan_dir / dirname / point_dirname(dist)
+            new = displaced_coords(coords, pair, moving, dist)
+            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
+                               scan.broken_symmetry)
+            pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
+            row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec)))
+        points[name] = row
+
+    references: dict[str, list[Reference]] = {}
+    if scan.reference_atoms:
+        fixed = [k for k in range(len(symbols)) if k not in moving]
+        from dm21cli.core import elements
+
+        for name, dirname in zip(names, dirnames):
+            refs = []
+            for slot, (role, atoms) in enumerate((("fixed", fixed), ("moving", moving))):
+                protons = sum(elements.atomic_number(symbols[k]) for k in atoms)
+                if scan.reference_charges is not None:
+                    charge = scan.reference_charges[slot]
+                else:
+                    charge = spec.molecule.charge if role == "fixed" else 0
+                nelec = protons - charge
+                if scan.reference_multiplicities is not None:
+                    mult = scan.reference_multiplicities[slot]
+                else:
+                    mult = 1 + nelec % 2 if nelec >= 0 else 1
+                field = ("scan", "reference_charges" if scan.reference_charges is not None
+                         else "reference_atoms")
+                if nelec < 0:
+                    raise InputError(f"the {role} fragment ({elements.hill_formula([symbols[k] for k in atoms])}) "
+                                     f"with charge {charge} has {nelec} electrons", **meta.locate(field))
+                if scan.reference_multiplicities is not None:
+                    field = ("scan", "reference_multiplicities")
+                directory = scan_dir / dirname / f"reference-{role}"
+                if nelec == 0:
+                    refs.append(Reference(name, role, atoms, charge, mult, 0, directory, None, None))
+                    continue
+                data = _point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}", directory,
+                                   False, atoms=atoms, charge=charge, multiplicity=mult)
+                rspec = _build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
+                refs.append(Reference(name, role, atoms, charge, mult, nelec, directory, data,
+                                      point_hash(rspec)))
+            references[name] = refs
+
+    definition = {
+        "input": _physics({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
+        "distances_angstrom": distances, "atoms": [pair[0] + 1, pair[1] + 1],
+        "fragment": [k + 1 for k in moving], "functionals": names,
+        "broken_symmetry": scan.broken_symmetry, "reference_atoms": scan.reference_atoms,
+        "reference_charges": scan.reference_charges,
+        "reference_multiplicities": scan.reference_multiplicities,
+    }
+    return ScanPlan(spec=spec, scan_dir=scan_dir, distances=distances, pair=pair, moving=moving,
+                    functionals=names, equilibrium_angstrom=r_eq, order=order, points=points,
+                    references=references, broken_symmetry=scan.broken_symmetry,
+                    definition=definition, definition_hash=_digest(definition))

@@ -1,0 +1,364 @@
+"""Running a scan: `run_scan` computes the points (serially, or through `workers`) and writes the curve.
+
+The serial walk starts each point from its neighbour's converged density (or
+a broken-symmetry mix of it); finished points are read back, not recomputed;
+`collect_scan` assembles the curve from what is on disk, computing nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dm21cli.core import interrupts
+from dm21cli.core.errors import ComputeError, InputError, OutputExistsError, reraise_os_error
+from dm21cli.jobs.run import Reporter
+from dm21cli.jobs.scan.curves import _write_curves
+from dm21cli.jobs.scan.plan import (
+    BROKEN_SYMMETRY_MIN_S2,
+    BROKEN_SYMMETRY_STRETCH,
+    ScanPlan,
+    ScanPoint,
+    _build_spec,
+    _neighbour_text,
+    _safe_name,
+)
+from dm21cli.jobs.scan.records import (
+    FILES,
+    POINT_FILE,
+    ScanReport,
+    _finished,
+    _Progress,
+    _read_json,
+    _record,
+    _store,
+)
+from dm21cli.jobs.scan.workers import _dask_points, _parallel_points
+
+
+class _ScanLog:
+    def __init__(self, path: Path, reporter: Reporter | None):
+        self.path = path
+        self.reporter = reporter
+
+    def __call__(self, message: str) -> None:
+        import datetime
+
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"[dm21 scan {stamp}] {message}\n")
+        if self.reporter is not None:
+            self.reporter(message)
+
+
+def _check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
+    scan_dir = plan.scan_dir
+    if not scan_dir.exists():
+        return
+    if not scan_dir.is_dir():
+        raise OutputExistsError(f"scan directory {scan_dir} exists and is not a directory")
+    stored = _read_json(scan_dir / FILES["definition"])
+    if stored is None:
+        # another --point task may be creating the same scan right now: only foreign files count
+        ours = set(FILES.values()) | {_safe_name(f) for f in plan.functionals}
+        foreign = [p for p in scan_dir.iterdir() if not p.name.startswith(".") and p.name not in ours]
+        if foreign and not overwrite:
+            raise OutputExistsError(f"output directory {scan_dir} already holds files that are not "
+                                    f"from a scan (use --overwrite, or -o / --name for another directory)")
+        return
+    if stored.get("hash") != plan.definition_hash and not overwrite:
+        raise OutputExistsError(
+            f"scan directory {scan_dir} holds a scan of a different input (definition hash "
+            f"{str(stored.get('hash'))[:12]} != {plan.definition_hash[:12]}); use --overwrite to "
+            f"replace it (points with unchanged inputs are kept), or -o for another directory")
+
+
+def _mixed_guess_chkfile(spec, path: Path, source: Path | None = None) -> None:
+    """Write a chkfile with a broken-symmetry (HOMO/LUMO mixed) UHF guess for `spec`.
+
+    The orbitals mixed are those of the chkfile `source` (a converged
+    neighbour; its alpha set), else of a Hartree-Fock Fock matrix built on the
+    minimal-basis atomic guess.
+    """
+    from pyscf import scf
+    from pyscf.scf import chkfile
+
+    from dm21cli.jobs.build import build_molecule
+
+    if source is not None:
+        mol, rec = chkfile.load_scf(str(source))
+        mo_coeff, mo_occ = np.asarray(rec["mo_coeff"]), np.asarray(rec["mo_occ"])
+        mo_energy = np.asarray(rec["mo_energy"])
+        if mo_occ.ndim == 2:  # unrestricted: take the alpha set
+            mo_coeff, mo_occ, mo_energy = mo_coeff[0], mo_occ[0], mo_energy[0]
+        mo_occ = (mo_occ > 0).astype(float) * 2
+    else:
+        mol = build_molecule(spec)
+        mf = scf.RHF(mol)
+        dm = mf.get_init_guess(key="minao")
+        mo_energy, mo_coeff = mf.eig(mf.get_fock(dm=dm), mf.get_ovlp())
+        mo_occ = mf.get_occ(mo_energy, mo_coeff)
+    homo = int(np.flatnonzero(mo_occ > 0)[-1])
+    lumo = homo + 1
+    occ = (mo_occ > 0).astype(float)
+    ca, cb = mo_coeff.copy(), mo_coeff.copy()
+    if lumo < mo_coeff.shape[1]:
+        h, l = mo_coeff[:, homo], mo_coeff[:, lumo]
+        ca[:, homo], ca[:, lumo] = (h + l) / math.sqrt(2), (l - h) / math.sqrt(2)
+        cb[:, homo], cb[:, lumo] = (h - l) / math.sqrt(2), (l + h) / math.sqrt(2)
+    chkfile.dump_scf(mol, str(path), 0.0, np.array([mo_energy, mo_energy]),
+                     np.array([ca, cb]), np.array([occ, occ]))
+
+
+def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpoints, detail):
+    """run_job for one point/fragment; returns (result or None, error message or None)."""
+    from dm21cli.jobs.run import run_job
+
+    data = json.loads(json.dumps(data))
+    if guess is not None:  # absolute: relative guess paths are read against the input's folder
+        data["scf"]["guess"] = str(Path(guess).resolve())
+    spec = _build_spec(data, plan.spec, plan.spec._meta.locate(("scan", "distances")), label)
+    try:
+        # PySCF prints a warning to stdout when a chkfile guess comes from another
+        # geometry (always the case here); stdout must stay clean for --json.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return run_job(spec, checkpoints=checkpoints, overwrite=True, reporter=detail), None
+    except ComputeError as exc:
+        return _read_json(spec.output_path() / "result.json"), str(exc)
+
+
+def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
+             reporter: Reporter | None = None, detail: Reporter | None = None,
+             plot: bool = True, workers: int = 1, point: int | None = None,
+             dask: str | None = None) -> ScanReport:
+    """Compute the plan's points (reusing finished ones) and write the curve files.
+
+    reporter: one line per point; detail: every log line of every point's run
+    (serial runs only).  workers > 1: the points run in that many processes,
+    each from its own default guess, with the threads and memory divided among
+    them.  point: compute only the point with this index (0-based, in the
+    sorted distance list) for every functional, from its default guess; index
+    0 also computes the reference fragments; the curve files are not written
+    (`collect_scan` assembles them).  dask: address of a Dask scheduler that
+    computes the points (independent guesses; each worker resolves its own
+    threads and memory unless the job sets them).  A point that does not converge, or fails
+    inside PySCF, is recorded and the scan goes on.  KeyboardInterrupt
+    (SIGINT/SIGTERM) stops it: the curve files are written for the finished
+    points and the exception propagates.
+    """
+    from dm21cli.io.outputs.atomic import write_json_atomic
+
+    if point is not None and not 0 <= point < len(plan.distances):
+        raise InputError(f"point {point} does not exist: the scan has {len(plan.distances)} "
+                         f"distances (indices 0 to {len(plan.distances) - 1})", field="--point")
+    if workers < 1:
+        raise InputError(f"must be at least 1, got {workers}", field="--workers")
+    if workers > 1 and point is None and not dask and not hasattr(os, "posix_spawn"):
+        raise InputError("worker processes need os.posix_spawn (Linux, macOS); use --point or --dask",
+                         field="--workers")
+    _check_scan_dir(plan, overwrite)
+    try:
+        plan.scan_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, no permission, a file in the way, disk full
+        reraise_os_error(exc, plan.scan_dir, "creating")
+    log = _ScanLog(plan.scan_dir / FILES["log"], reporter)
+    write_json_atomic(plan.scan_dir / FILES["definition"],
+                          {"hash": plan.definition_hash, "definition": plan.definition})
+    if point is not None:
+        targets = [(f, point, None) for f in plan.functionals]
+    elif workers > 1 or dask:
+        targets = [(f, k, None) for f in plan.functionals for k, _ in plan.order]
+    else:
+        targets = [(f, k, nb) for f in plan.functionals for k, nb in plan.order]
+    log(f"scan of {plan.spec.molecule.formula()}: {len(plan.distances)} distances x "
+        f"{len(plan.functionals)} functional(s) in {plan.scan_dir}"
+        + (f"; point {point} only" if point is not None else
+           f"; Dask scheduler {dask}" if dask else
+           f"; {workers} workers" if workers > 1 else
+           f"; starting at {plan.distances[plan.order[0][0]]:g} A (covalent-radius estimate "
+           f"{plan.equilibrium_angstrom:.3f} A)"))
+    records: dict[tuple[str, int], dict] = {}
+    references: dict[str, dict] = {}
+    progress = _Progress(len(targets), log)
+    try:
+        pending = []
+        for functional, index, neighbour in targets:
+            pt = plan.points[functional][index]
+            if _reuse(plan, pt, records, progress):
+                continue
+            pending.append((pt, neighbour))
+            if workers == 1 and not dask:
+                _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress)
+        if dask and pending:
+            _dask_points(plan, [p for p, _ in pending], records, dask, checkpoints, progress)
+        elif workers > 1 and pending:
+            _parallel_points(plan, [p for p, _ in pending], records, workers, checkpoints, progress)
+        if point is None or point == 0:
+            for functional in plan.functionals:
+                references[functional] = _run_references(plan, functional, checkpoints, detail, log)
+    except KeyboardInterrupt:
+        with interrupts.deferred():  # a second signal waits for the curve files
+            interrupts.acknowledge()
+            log("interrupted: finished points are kept; run the same command again to continue")
+            if point is None:
+                report = ScanReport(_ordered(plan, records), references)
+                _write_curves(plan, report, plot=False)
+        raise
+    report = ScanReport(_ordered(plan, records), references)
+    if point is None:
+        _write_curves(plan, report, plot=plot)
+    log(f"scan finished: {report.summary_line()}")
+    return report
+
+
+def _reuse(plan: ScanPlan, pt: ScanPoint, records: dict, progress: _Progress) -> bool:
+    stored = _finished(pt.directory, pt.hash)
+    if stored is None:
+        return False
+    info = _read_json(pt.directory / POINT_FILE) or {}
+    records[(pt.functional, pt.index)] = _record(pt, stored, plan.moving, reused=True,
+                                                 guess=info.get("guess"))
+    progress(pt.label, f"read from disk ({'converged' if stored.get('converged') else 'NOT converged'})")
+    return True
+
+
+def _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress) -> None:
+    guess_path, guess = _choose_guess(plan, pt, neighbour, records)
+    progress(pt.label, f"computing (guess: {guess})", count=False)
+    t0 = time.perf_counter()
+    with _scratch_guess(plan, pt, guess_path, guess) as usable:
+        result, error = _run_one(pt.data, plan, usable, pt.label, checkpoints, detail)
+    _store(plan, pt, result, error, guess, records, progress, time.perf_counter() - t0)
+
+
+def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
+                  records: dict) -> tuple[Path | None, str]:
+    """(chkfile or None, description) of the starting guess of `point`."""
+    stretched = point.distance_angstrom > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
+    nb_stretched = neighbour is not None and \
+        plan.distances[neighbour] > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
+    nb_record = records.get((point.functional, neighbour), {}) if neighbour is not None else {}
+    nb_ok = bool(nb_record.get("converged"))
+    nb_broken = (nb_record.get("s_squared") or 0.0) > BROKEN_SYMMETRY_MIN_S2
+    if plan.broken_symmetry and stretched and not (nb_stretched and nb_ok and nb_broken):
+        chk = plan.points[point.functional][neighbour].directory / "scf.chk" if nb_ok else None
+        if chk is not None and chk.is_file():  # mix the neighbour's converged orbitals
+            return chk, f"broken-symmetry from {_neighbour_text(plan.distances[neighbour])}"
+        return None, "broken-symmetry"
+    if nb_ok:
+        chk = plan.points[point.functional][neighbour].directory / "scf.chk"
+        if chk.is_file():
+            return chk, _neighbour_text(plan.distances[neighbour])
+    return None, "default"
+
+
+class _scratch_guess:
+    """Context: the chkfile to start from (a temporary broken-symmetry one if asked)."""
+
+    def __init__(self, plan, point, guess_path, guess):
+        self.plan, self.point, self.guess_path, self.guess = plan, point, guess_path, guess
+        self._tmp = None
+
+    def __enter__(self):
+        if not self.guess.startswith("broken-symmetry"):
+            return self.guess_path
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="dm21-scan-")
+        path = Path(self._tmp.name) / "mixed.chk"
+        data = json.loads(json.dumps(self.point.data))
+        spec = _build_spec(data, self.plan.spec, {}, self.point.label)
+        _mixed_guess_chkfile(spec, path, source=self.guess_path)
+        return path
+
+    def __exit__(self, *exc):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        return False
+
+
+def _run_references(plan: ScanPlan, functional: str, checkpoints, detail, log) -> dict:
+    refs = plan.references.get(functional)
+    if not refs:
+        return {}
+    out_refs: dict[str, Any] = {}
+    limit = 0.0
+    for ref in refs:
+        entry = {"atoms": [k + 1 for k in ref.atoms], "charge": ref.charge,
+                 "multiplicity": ref.multiplicity, "nelectron": ref.nelectron,
+                 "energy_hartree": 0.0, "converged": True, "directory": None, "reused": False}
+        if ref.data is not None:
+            entry["directory"] = str(ref.directory)
+            stored = _finished(ref.directory, ref.hash)
+            if stored is not None:
+                result, entry["reused"] = stored, True
+            else:
+                from dm21cli.io.outputs.atomic import write_json_atomic
+
+                log(f"{functional} {ref.role} fragment: computing")
+                result, _ = _run_one(ref.data, plan, None, f"{functional} {ref.role} fragment",
+                                     checkpoints, detail)
+                write_json_atomic(ref.directory / POINT_FILE, {
+                    "hash": ref.hash, "functional": functional, "reference": ref.role})
+            entry["energy_hartree"] = (result or {}).get("return_energy")
+            entry["converged"] = bool((result or {}).get("converged"))
+        out_refs[ref.role] = entry
+        limit = None if limit is None or entry["energy_hartree"] is None else limit + entry["energy_hartree"]
+    out_refs["limit_energy_hartree"] = limit
+    out_refs["converged"] = all(out_refs[r.role]["converged"] for r in refs)
+    log(f"{functional} dissociation limit: "
+        f"{'n/a' if limit is None else f'{limit:.8f} Ha'}")
+    return out_refs
+
+
+def _ordered(plan: ScanPlan, records: dict) -> list[dict]:
+    return [records[(f, k)] for f in plan.functionals for k in range(len(plan.distances))
+            if (f, k) in records]
+
+
+def collect_scan(plan: ScanPlan, *, plot: bool = True) -> ScanReport:
+    """Assemble the curve files from the finished points on disk, computing nothing.
+
+    For ``dm21 scan --collect`` after ``--point`` runs (e.g. a Slurm job array).
+    Points not (yet) finished are counted as missing; refuses a scan directory
+    holding another scan definition (`OutputExistsError`).
+    """
+    if not (plan.scan_dir / FILES["definition"]).is_file():
+        raise InputError(f"nothing to collect: {plan.scan_dir} holds no scan (run the points first)",
+                         field="--collect")
+    _check_scan_dir(plan, overwrite=False)
+    records = {}
+    for pt in plan.all_points():
+        stored = _finished(pt.directory, pt.hash)
+        if stored is not None:
+            info = _read_json(pt.directory / POINT_FILE) or {}
+            records[(pt.functional, pt.index)] = _record(pt, stored, plan.moving, reused=True,
+                                                         guess=info.get("guess"))
+    references = {}
+    for functional, refs in plan.references.items():
+        entry: dict[str, Any] = {}
+        limit: float | None = 0.0
+        for ref in refs:
+            stored = None if ref.data is None else _finished(ref.directory, ref.hash)
+            energy = 0.0 if ref.data is None else (stored or {}).get("return_energy")
+            entry[ref.role] = {"atoms": [k + 1 for k in ref.atoms], "charge": ref.charge,
+                               "multiplicity": ref.multiplicity, "nelectron": ref.nelectron,
+                               "energy_hartree": energy,
+                               "converged": ref.data is None or bool((stored or {}).get("converged")),
+                               "directory": None if ref.data is None else str(ref.directory),
+                               "reused": stored is not None}
+            limit = None if limit is None or energy is None else limit + energy
+        entry["limit_energy_hartree"] = limit
+        entry["converged"] = all(entry[r.role]["converged"] for r in refs)
+        references[functional] = entry
+    report = ScanReport(_ordered(plan, records), references, expected=len(plan.all_points()))
+    _write_curves(plan, report, plot=plot)
+    return report

@@ -1,0 +1,402 @@
+"""SCF that converges: warm start, then escalating attempts.
+
+The strategy the published DM21 code recommends: converge a conventional
+functional (B3LYP) first and start DM21 from its density.  A Fock-iteration
+attempt that stalls (its orbital gradient stops improving) ends early; the
+next attempt starts from the lowest-energy state seen so far, along the
+ESCALATION ladder: direct minimisation over orbital rotations
+(`dm21cli.scf.directmin`, which also finds the non-aufbau solutions DM21 has on
+stretched bonds), then damping and level shifts, then ADIIS, up to a bounded
+number of attempts.  Every attempt is logged and recorded.
+
+A converged restricted state that is non-aufbau (an empty orbital lies below
+the highest occupied one, as direct minimisation can leave it) is one of
+several solutions that differ in which orbital is occupied: `_occupation_swap`
+minimises once more with those two orbitals' occupations exchanged and keeps
+the lower state (restricted H2 at 6 A: the warm start ends with sigma_u doubly
+occupied, 0.25 mHa above the sigma_g solution).
+
+DM21 runs that start from a density (the warm start, or a chkfile) first try
+frozen-XC iterations (`_frozen_xc`): each DM21 evaluation is followed by a
+cheap inner SCF in which DM21's potential is held fixed and the density's
+response is modelled by the Coulomb potential and a fraction of exact
+exchange.  That handles most of the response without evaluating DM21, so
+fewer DM21 evaluations are needed (water/def2-TZVP: 3 instead of DIIS's 4;
+methane/def2-TZVP and (H2O)2: 3 instead of 4 with Coulomb alone).  If they
+stall, the ladder above takes over from the lowest-energy state they reached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from dm21cli.core import interrupts
+
+#: Escalation ladder: (name, settings applied to the SCF object).  Attempt k
+#: uses entry min(k, len - 1).
+ESCALATION = (
+    ("diis", {}),
+    ("direct-minimization", {}),
+    ("damping+level-shift", {"damp": 0.5, "level_shift": 0.25, "diis_start_cycle": 3}),
+    ("adiis+level-shift+large-diis", {"level_shift": 0.5, "diis_space": 16, "diis": "adiis"}),
+    ("direct-minimization", {}),
+)
+#: Fock-iteration attempts stop early when the orbital gradient has not
+#: improved on its best value by this factor within STALL_WINDOW cycles.
+STALL_WINDOW = 8
+STALL_FACTOR = 0.5
+#: Frozen-XC iterations: at most this many DM21 evaluations, and they stop
+#: as soon as the orbital gradient grows.
+FROZEN_XC_MAX_EVALUATIONS = 8
+#: Fraction c of exact exchange in the frozen-XC inner SCF's model of how
+#: DM21's potential follows the density (closed shells with in-core integrals):
+#: V(D) ~ V_DM21(D_k) - c/2 [K(D) - K(D_k)].  The model term vanishes at
+#: D = D_k, so the fixed point (DM21's own SCF solution) is unchanged; it
+#: only makes each step go further.
+#: Measured from the B3LYP density, |dE| at the third DM21 evaluation (the
+#: convergence test needs < 1e-6 Ha to stop there) for c = 0 / 0.4 / 0.5 / 0.6:
+#: methane/def2-TZVP 1.2e-6 / 1.5e-7 / 4.7e-8 / 2.5e-7, (H2O)2/def2-SVP
+#: 2.9e-6 / 4.2e-7 / 1.5e-7 / 3.0e-7, (H2O)4 6.1e-6 / 8.5e-7 / 3.1e-7,
+#: benzene/def2-SVP (4 evaluations at c = 0) / 4.6e-7 / 1.6e-7; c = 1 overshoots and
+#: diverges on (H2O)2.  A local model (LDA exchange on a coarse grid) did
+#: not help (H2O)2.  Open shells keep c = 0: on the OH radical c = 0.4 / 0.5
+#: took 11 / 5 evaluations instead of 4.
+FROZEN_XC_EXCHANGE_RESPONSE = 0.5
+
+
+class _Stalled(Exception):
+    """Raised from the SCF callback to end an attempt that makes no progress."""
+
+
+@dataclass
+class Attempt:
+    """One SCF attempt: what was tried and how it ended."""
+
+    strategy: str
+    converged: bool
+    cycles: int
+    energy_hartree: float
+    wall_s: float
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _apply(mf, settings: dict) -> None:
+    from pyscf import scf as pyscf_scf
+
+    for key, value in settings.items():
+        if key == "diis":
+            mf.DIIS = {"adiis": pyscf_scf.ADIIS, "ediis": pyscf_scf.EDIIS}[value]
+        else:
+            setattr(mf, key, value)
+
+
+def _stall_watch(mf, on_state=None):
+    """An SCF callback that raises _Stalled when |g| stops improving.
+
+    Before raising it stores the lowest-energy orbitals seen in the attempt
+    on `mf` (PySCF's kernel would only store the last ones, at its end), so
+    the next attempt starts from the best point found so far.  Every cycle
+    it raises a SIGINT/SIGTERM that was lost (`interrupts.check`) and hands
+    the cycle's state to `on_state(e_tot, mo_energy, mo_coeff, mo_occ)`.
+    """
+    history: list[float] = []
+    best: dict = {}
+
+    def restore_best():
+        for key, value in best.items():
+            setattr(mf, key, value)
+
+    def callback(envs):
+        interrupts.check()
+        if on_state is not None and envs.get("mo_coeff") is not None:
+            on_state(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
+        if "e_tot" in envs and ("e_tot" not in best or envs["e_tot"] < best["e_tot"]):
+            best.update({key: envs[key] for key in ("mo_coeff", "mo_occ", "mo_energy", "e_tot")})
+        history.append(float(envs.get("norm_gorb", 0.0)))
+        n = len(history)
+        if n > 2 * STALL_WINDOW:
+            best_before = min(history[:-STALL_WINDOW])
+            if min(history[-STALL_WINDOW:]) > STALL_FACTOR * best_before:
+                restore_best()
+                raise _Stalled(n)
+
+    callback.restore_best = restore_best
+    return callback
+
+
+def _orbitals_from_density(mf, dm):
+    """Orbitals and occupations from the Fock matrix of density `dm`."""
+    if dm is None:
+        dm = mf.get_init_guess()
+    fock = mf.get_fock(dm=dm)
+    mo_energy, mo_coeff = mf.eig(fock, mf.get_ovlp())
+    return mo_coeff, mf.get_occ(mo_energy, mo_coeff)
+
+
+def _direct_min(mf, dm, log):
+    from dm21cli.scf.directmin import minimize
+
+    if dm is None or mf.mo_coeff is None:
+        mo_coeff, mo_occ = _orbitals_from_density(mf, dm)
+    else:
+        mo_coeff, mo_occ = mf.mo_coeff, mf.mo_occ
+    _, cycles, _, _ = minimize(
+        mf, mo_coeff, mo_occ, max_cycle=mf.max_cycle, conv_tol=mf.conv_tol,
+        conv_tol_grad=mf.conv_tol_grad or np.sqrt(mf.conv_tol), log=log)
+    return cycles
+
+
+def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
+    """Frozen-XC iterations from density dm; returns the DM21 evaluations used.
+
+    Evaluation k gives E(D_k), the DM21 Fock matrix F_k and the orbital
+    gradient at D_k, with PySCF's convergence test (|E_k - E_k-1| < conv_tol,
+    |g_k| < conv_tol_grad).  If not converged, D_k+1 is the self-consistent
+    solution of h + J(D) + V_xc(D_k) - c/2 [K(D) - K(D_k)] (closed shells
+    with in-core integrals: c = FROZEN_XC_EXCHANGE_RESPONSE; c = 0
+    otherwise): an SCF in which only the Coulomb matrix and the model
+    exchange follow the density.  Should that inner SCF not converge, the
+    step is retried with c = 0.  On return mf holds the converged state, or
+    the lowest-energy one reached, as PySCF's kernel would leave it; if that
+    is no lower than the starting density's energy, mf.mo_coeff is None so
+    the next attempt starts from dm again (the inner SCF fills the lowest
+    orbitals and cannot keep a non-aufbau state).
+    """
+    from pyscf import lib
+    from pyscf import scf as pyscf_scf
+
+    mol = mf.mol
+    dm = np.asarray(dm)
+    restricted = dm.ndim == 2
+    inner = pyscf_scf.RHF(mol) if restricted else pyscf_scf.UHF(mol)
+    inner.verbose = 0
+    inner.max_memory = mf.max_memory
+    inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
+    inner.max_cycle = 100
+    h1e, s1e = mf.get_hcore(), mf.get_ovlp()
+    # Coulomb only for open shells (the exchange model's response in their
+    # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
+    # instead of 4) and without in-core integrals (each inner cycle's K would cost
+    # a direct-SCF build)
+    in_core = (mf._eri is not None or mol.incore_anyway
+               or getattr(inner, "_is_mem_enough", lambda: False)())
+    c_model = FROZEN_XC_EXCHANGE_RESPONSE if restricted and mol.spin == 0 and in_core else 0.0
+    model = {"c": c_model}
+
+    def model_veff(mol=None, dm=None, *args, **kwargs):
+        """J(D) - c/2 K(D) for the restricted inner SCF (J(D) per spin otherwise)."""
+        dm = np.asarray(dm)
+        if model["c"]:
+            vj, vk = inner.get_jk(mol, dm)
+            return vj - 0.5 * model["c"] * vk
+        vj = inner.get_j(mol, dm if restricted else dm[0] + dm[1])
+        return vj if restricted else np.stack([vj, vj])
+
+    inner.get_veff = model_veff
+    if log:
+        log("  inner SCF: Coulomb" + (f" + {c_model:g} of exact exchange" if c_model else " only"))
+    mo = occ = mo_energy = None
+    e_last = None
+    g_last = np.inf
+    best: dict = {}
+    evaluations = 0
+    mf.converged = False
+    while evaluations < FROZEN_XC_MAX_EVALUATIONS:
+        interrupts.check()
+        vhf = mf.get_veff(mol, dm)
+        evaluations += 1
+        if inner._eri is None:  # the integrals mf holds, or built in its first evaluation: shared
+            inner._eri = mf._eri
+        e_tot = mf.energy_tot(dm, h1e, vhf)
+        if evaluations == 1:
+            e_start = e_tot
+        vxc = vhf - (vhf.vj if restricted else np.stack([vhf.vj, vhf.vj]))
+        if mo is None:
+            g = None
+        else:
+            g = float(np.linalg.norm(mf.get_grad(mo, occ, mf.get_fock(h1e, s1e, vhf, dm))))
+            if "e_tot" not in best or e_tot < best["e_tot"]:
+                best = {"e_tot": e_tot, "mo_coeff": mo, "mo_occ": occ, "mo_energy": mo_energy}
+        if log:
+            log(f"  frozen-XC evaluation {evaluations}: E = {e_tot:.10f} Ha"
+                + (f", dE = {e_tot - e_last:.2e}" if e_last is not None else "")
+                + (f", |g| = {g:.2e}" if g is not None else ""))
+        if (g is not None and e_last is not None and abs(e_tot - e_last) < mf.conv_tol
+                and g < (mf.conv_tol_grad or np.sqrt(mf.conv_tol))):
+            mf.converged = True
+            break
+        if g is not None and g > g_last:
+            break  # the outer iteration does not contract here: leave it to the ladder
+        e_last, g_last = e_tot, (g if g is not None else np.inf)
+        for c in dict.fromkeys((c_model, 0.0)):
+            model["c"] = c
+            # the model's constant term +c/2 K(D_k) goes with the fixed potential
+            fixed = h1e + vxc + (0.5 * c * inner.get_k(mol, dm) if c else 0.0)
+            inner.get_hcore = lambda *args, _v=fixed: _v
+            inner.kernel(dm0=dm)
+            if inner.converged:
+                break
+        if not inner.converged:
+            break
+        mo, occ, mo_energy = inner.mo_coeff, inner.mo_occ, inner.mo_energy
+        dm = inner.make_rdm1()
+        if on_state is not None:
+            on_state(e_tot, mo_energy, mo, occ)
+    if mf.converged:
+        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_tot, mo, occ, mo_energy
+    elif best and best["e_tot"] < e_start:
+        for key, value in best.items():
+            setattr(mf, key, value)
+    else:  # nothing better than the starting density (e.g. a non-aufbau state): start there
+        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_start, None, None, None
+    mf.cycles = evaluations
+    lib.logger.info(mf, "frozen-XC: %s after %d DM21 evaluations",
+                    "converged" if mf.converged else "stopped", evaluations)
+    return evaluations
+
+
+def _occupation_swap(mf, log=None) -> Attempt | None:
+    """For a converged restricted non-aufbau state: the same minimisation with the
+    occupations of the highest occupied orbital and the lowest empty one (which lies
+    below it) exchanged.  mf keeps the lower of the two states (the swapped one must be
+    lower by more than conv_tol and converged).  Returns the attempt, or None when the
+    state is aufbau or not restricted.
+    """
+    from dm21cli.scf.directmin import minimize
+
+    occ = np.asarray(mf.mo_occ)
+    energy = np.asarray(mf.mo_energy)
+    if mf.mo_coeff is None or occ.ndim != 1 or not (occ > 0).any() or not (occ == 0).any():
+        return None
+    occupied, empty = np.flatnonzero(occ > 0), np.flatnonzero(occ == 0)
+    homo = int(occupied[np.argmax(energy[occupied])])
+    low = int(empty[np.argmin(energy[empty])])
+    if energy[low] >= energy[homo]:
+        return None
+    saved = {key: getattr(mf, key) for key in ("mo_coeff", "mo_occ", "mo_energy", "e_tot")}
+    swapped = occ.copy()
+    swapped[[homo, low]] = occ[[low, homo]]
+    if log:
+        log(f"SCF check: non-aufbau state (empty orbital {low + 1} at {energy[low]:.4f} Ha below "
+            f"occupied orbital {homo + 1} at {energy[homo]:.4f} Ha): direct minimisation with "
+            "their occupations exchanged")
+    t0 = time.perf_counter()
+    converged, cycles, e_swapped, _ = minimize(
+        mf, saved["mo_coeff"], swapped, max_cycle=mf.max_cycle, conv_tol=mf.conv_tol,
+        conv_tol_grad=mf.conv_tol_grad or np.sqrt(mf.conv_tol), log=log)
+    kept = bool(converged and e_swapped < saved["e_tot"] - mf.conv_tol)
+    if not kept:
+        for key, value in saved.items():
+            setattr(mf, key, value)
+    mf.converged = True
+    return Attempt(strategy="occupation-swap", converged=bool(converged), cycles=cycles,
+                   energy_hartree=float(e_swapped), wall_s=time.perf_counter() - t0,
+                   settings={"orbitals": [homo + 1, low + 1], "kept": kept})
+
+
+def _fock_iteration(mf, dm, on_state=None):
+    """mf.kernel from dm, ended early when stalled; returns the cycles run."""
+    watch = _stall_watch(mf, on_state)
+    mf.callback = watch
+    try:
+        mf.kernel(dm0=dm)
+        if not mf.converged:
+            watch.restore_best()
+        return int(getattr(mf, "cycles", mf.max_cycle) or 0)
+    except _Stalled as stalled:
+        mf.converged = False
+        return int(stalled.args[0])
+    finally:
+        mf.callback = None
+
+
+def _record(mf, attempts: list, attempt: Attempt, log, on_attempt, on_state=None,
+            unit: str = "cycles") -> None:
+    """Append a finished attempt, log its line, tell on_attempt, and hand mf's state
+    (converged, or the best reached) to on_state(..., final=True)."""
+    attempts.append(attempt)
+    if on_state is not None and mf.mo_coeff is not None:
+        on_state(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
+    if log:
+        state = "converged" if attempt.converged else "NOT converged"
+        log(f"  {state} after {attempt.cycles} {unit}, E = {attempt.energy_hartree:.10f} Ha "
+            f"({attempt.wall_s:.1f} s)")
+    if on_attempt:
+        on_attempt(attempt)
+
+
+def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
+                        log=None, on_attempt=None, on_state=None) -> tuple[bool, list[Attempt]]:
+    """Run `mf.kernel` until it converges or `max_attempts` are used.
+
+    mf: a configured PySCF SCF object (tolerances, max_cycle set);
+    dm0: initial density matrix or None for mf's own guess.  Each further
+    attempt starts from the lowest-energy state the previous one reached.
+    Returns (converged, attempts).  `log(msg)` receives one line per attempt;
+    `on_state(e_tot, mo_energy, mo_coeff, mo_occ, final=False)` each SCF
+    state as it is reached (final=True: the state an attempt ended with), so
+    that the caller can keep a restart file.  A SIGINT/SIGTERM lost on the
+    way is raised again within a cycle (`dm21cli.core.interrupts.check`).
+    A converged restricted non-aufbau state is followed by `_occupation_swap`
+    (recorded as the attempt "occupation-swap", not counted in max_attempts).
+    """
+    attempts: list[Attempt] = []
+    dm = dm0
+    defaults = {k: getattr(mf, k) for k in ("damp", "level_shift", "diis_space",
+                                            "diis_start_cycle", "DIIS")}
+    if dm0 is not None and hasattr(mf, "dm21"):  # DM21 from a density: frozen-XC first
+        t0 = time.perf_counter()
+        if log:
+            log("SCF attempt: frozen-XC iterations (before the ladder)")
+        cycles = _frozen_xc(mf, dm0, log, on_state)
+        attempt = Attempt(strategy="frozen-xc", converged=bool(mf.converged), cycles=cycles,
+                          energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0)
+        _record(mf, attempts, attempt, log, on_attempt, on_state, unit="DM21 evaluations")
+        if attempt.converged:
+            _swap_if_lower(mf, attempts, log, on_attempt, on_state)
+            return True, attempts
+        dm = mf.make_rdm1() if mf.mo_coeff is not None else dm0
+    for k in range(max_attempts):
+        name, settings = ESCALATION[min(k, len(ESCALATION) - 1)]
+        for key, value in defaults.items():
+            setattr(mf, key, value)
+        _apply(mf, settings)
+        t0 = time.perf_counter()
+        if log:
+            log(f"SCF attempt {k + 1}/{max_attempts}: {name} {settings or ''}".rstrip())
+        if name == "direct-minimization":
+            cycles = _direct_min(mf, dm, log)
+        else:
+            cycles = _fock_iteration(mf, dm, on_state)
+        attempt = Attempt(strategy=name, converged=bool(mf.converged), cycles=cycles,
+                          energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0,
+                          settings={key: (v if not isinstance(v, type) else v.__name__)
+                                    for key, v in settings.items()})
+        _record(mf, attempts, attempt, log, on_attempt, on_state)
+        if attempt.converged:
+            break
+        dm = mf.make_rdm1() if mf.mo_coeff is not None else dm
+    for key, value in defaults.items():
+        setattr(mf, key, value)
+    converged = attempts[-1].converged
+    if converged:
+        _swap_if_lower(mf, attempts, log, on_attempt, on_state)
+    return converged, attempts
+
+
+def _swap_if_lower(mf, attempts, log, on_attempt, on_state) -> None:
+    """After convergence: `_occupation_swap`, recorded as an attempt; on_state
+    receives the state kept."""
+    swap = _occupation_swap(mf, log)
+    if swap is None:
+        return
+    _record(mf, attempts, swap, log, on_attempt, on_state)
+    if log:
+        log(f"  kept the {'swapped' if swap.settings['kept'] else 'previous'} state: "
+            f"E = {float(mf.e_tot):.10f} Ha")

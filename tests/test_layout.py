@@ -1,0 +1,113 @@
+"""The package's layers (README, "Architecture"): who may import whom, no cycles, small modules.
+
+Read from the source with `ast` (nothing is imported), so the rules hold for
+imports inside functions too, where the heavy ones live.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dm21cli"
+
+#: layer -> the layers it may import (besides itself).  Lower layers never import
+#: upper ones; nothing imports the command line.
+ALLOWED = {
+    "core": set(),
+    "functional": {"core"},
+    "scf": {"core", "functional"},
+    "io": {"core", "functional"},
+    "jobs": {"core", "functional", "scf", "io"},
+    "integrations": {"core", "functional", "scf", "io", "jobs"},
+    "cli": {"core", "functional", "scf", "io", "jobs", "integrations"},
+}
+#: modules at the package's top level and what they may import
+TOP = {"__init__": {"core", "jobs", "io"}, "__main__": {"core", "cli"}}
+#: no module should be much over this many lines (issue 11)
+MAX_LINES = 850
+
+
+def modules() -> dict[str, Path]:
+    """Dotted module name ('dm21cli.scf.ks') -> path, for every module of the package."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """The dm21cli modules (dotted) that `path` imports, at any depth of the code."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("dm21cli")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.startswith("dm21cli"):
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names}
+    known = modules()
+    return {m for m in found if m in known}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_module_lives_in_a_layer():
+    stray = [m for m in modules() if layer(m) not in ALLOWED and layer(m) not in TOP]
+    assert stray == [], f"modules outside the layers {sorted(ALLOWED)}: {stray}"
+
+
+def test_layers_import_only_what_is_below_them():
+    wrong = []
+    for name, path in modules().items():
+        here = layer(name)
+        may = TOP.get(here) if here in TOP else ALLOWED[here] | {here}
+        for target in imported(path, name):
+            if layer(target) not in may and target != "dm21cli":
+                wrong.append(f"{name} imports {target}")
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_no_import_cycles_between_modules():
+    graph = {name: {t for t in imported(path, name) if t != name}
+             for name, path in modules().items()}
+    # a package's __init__ importing its own modules is not a cycle of the modules
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_modules_are_small():
+    long = {name: n for name, path in modules().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines: {long}"
