@@ -9,6 +9,11 @@ ESCALATION ladder: direct minimisation over orbital rotations
 stretched bonds), then damping and level shifts, then ADIIS, up to a bounded
 number of attempts.  Every attempt is logged and recorded.
 
+Fixed (fractional) occupations (`dm21cli.scf.occupations`) hold in every
+attempt: the Fock iterations take them from the SCF object's ``get_occ``,
+the frozen-XC inner SCF gets the same ones, and direct minimisation keeps
+the occupations it starts from.
+
 DM21 runs that start from a density (the warm start, or a chkfile) first try
 frozen-XC iterations (`_frozen_xc`): each DM21 evaluation is followed by a
 cheap inner SCF in which DM21's potential is held fixed and the density's
@@ -164,10 +169,16 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     from pyscf import lib
     from pyscf import scf as pyscf_scf
 
+    from dm21cli.scf import occupations
+
     mol = mf.mol
     dm = np.asarray(dm)
     restricted = dm.ndim == 2
-    inner = pyscf_scf.RHF(mol) if restricted else pyscf_scf.UHF(mol)
+    # the classes, not PySCF's factories: those give a one-electron system an
+    # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
+    inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
+        occupations.apply(inner, occupations.fixed(mf))
     inner.verbose = 0
     inner.max_memory = mf.max_memory
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
