@@ -274,3 +274,24 @@ def test_occupation_swap_reaches_the_lower_of_two_non_aufbau_solutions(checkpoin
     back = _occupation_swap(mf)  # sigma_g is non-aufbau too; its exchange leads back up
     assert back is not None and not back.settings["kept"]
     assert back.energy_hartree > e_sigma_g and mf.e_tot == e_sigma_g
+
+
+def test_frozen_xc_converges_for_one_electron(checkpoints_dir):
+    """The H atom (def2-SVP) from its B3LYP density: the inner SCF must be a real UHF.
+    PySCF's UHF factory gives a one-electron molecule an object that only diagonalises the
+    core Hamiltonian (no Coulomb matrix, no occupations of ours), so frozen-XC rose by
+    18 mHa per step and the ladder's DIIS had to take over (measured before the fix);
+    now frozen-XC converges by itself (4 DM21 evaluations, measured)."""
+    from dm21cli.functional.network import DM21Network
+    from dm21cli.functional.xc import DM21XC
+    from dm21cli.scf.escalation import run_with_escalation
+    from dm21cli.scf.ks import DM21UKS
+
+    mol = gto.M(atom="H 0 0 0", basis="def2-svp", spin=1, verbose=0)
+    grids, dm0 = _b3lyp_start(mol, grid_level=3)
+    mf = DM21UKS(mol, DM21XC(DM21Network.load("DM21", checkpoints_dir)))
+    mf.grids = grids
+    mf.conv_tol, mf.conv_tol_grad, mf.conv_check = 1e-6, 1e-3, False
+    converged, attempts = run_with_escalation(mf, dm0, max_attempts=1)
+    assert [(a.strategy, a.converged) for a in attempts] == [("frozen-xc", True)]
+    assert mf.dm21.n_evaluations <= 5

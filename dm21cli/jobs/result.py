@@ -41,8 +41,12 @@ def properties(mf, spec, e_disp: float | None) -> dict:
     homo, lumo = _frontier(mf.mo_energy, mf.mo_occ)
     _, charges = mf.mulliken_pop(verbose=0)
     dipole_debye = np.asarray(mf.dip_moment(unit="Debye", verbose=0), dtype=float)
+    from dm21cli.scf import occupations
+
+    fixed = occupations.fixed(mf)
+    fractional = occupations.is_fractional(mf.mo_occ)
     s2 = mult = None
-    if not restricted:
+    if not restricted and not fractional:  # (an ensemble has no single-determinant <S^2>)
         s2, mult = mf.spin_square()
     e_scf = float(mf.e_tot)
     props = {
@@ -65,7 +69,8 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "spin_multiplicity_computed": None if mult is None else float(mult),
         "restricted": bool(restricted),
         "nao": int(mf.mol.nao_nr()),
-        "nelectron": int(mf.mol.nelectron),
+        "nelectron": float(np.sum(mf.mo_occ)) if fractional else int(mf.mol.nelectron),
+        "fixed_occupations": None if fixed is None else fixed.to_dict(),
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
     }
     return props

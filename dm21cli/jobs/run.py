@@ -355,6 +355,7 @@ def _pyscf_warnings_only_in_log():
 
 def _compute(spec, run: _Run, guess_chk=None) -> dict:
     from dm21cli.scf.escalation import run_with_escalation
+    from dm21cli.scf.occupations import guess_from_chkfile
 
     jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
     timings: dict = {}
@@ -378,7 +379,7 @@ def _compute(spec, run: _Run, guess_chk=None) -> dict:
     warm = None
     if guess_chk is not None:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
-        dm0 = mf.from_chk(str(guess_chk))
+        dm0 = guess_from_chkfile(mf, str(guess_chk))
     elif network is not None and spec.scf.warm_start:
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
                                 checkpoint=checkpoint)

@@ -16,6 +16,11 @@ minimises once more with those two orbitals' occupations exchanged and keeps
 the lower state (restricted H2 at 6 A: the warm start ends with sigma_u doubly
 occupied, 0.25 mHa above the sigma_g solution).
 
+Fixed (fractional) occupations (`dm21cli.scf.occupations`) hold in every
+attempt: the Fock iterations take them from the SCF object's ``get_occ``,
+the frozen-XC inner SCF gets the same ones, and direct minimisation keeps
+the occupations it starts from.
+
 DM21 runs that start from a density (the warm start, or a chkfile) first try
 frozen-XC iterations (`_frozen_xc`): each DM21 evaluation is followed by a
 cheap inner SCF in which DM21's potential is held fixed and the density's
@@ -171,10 +176,16 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     from pyscf import lib
     from pyscf import scf as pyscf_scf
 
+    from dm21cli.scf import occupations
+
     mol = mf.mol
     dm = np.asarray(dm)
     restricted = dm.ndim == 2
-    inner = pyscf_scf.RHF(mol) if restricted else pyscf_scf.UHF(mol)
+    # the classes, not PySCF's factories: those give a one-electron system an
+    # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
+    inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
+        occupations.apply(inner, occupations.fixed(mf))
     inner.verbose = 0
     inner.max_memory = mf.max_memory
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
@@ -270,6 +281,8 @@ def _occupation_swap(mf, log=None) -> Attempt | None:
     """
     from dm21cli.scf.directmin import minimize
 
+    if getattr(mf, "fixed_occupations", None) is not None:  # the caller's occupations hold
+        return None
     occ = np.asarray(mf.mo_occ)
     energy = np.asarray(mf.mo_energy)
     if mf.mo_coeff is None or occ.ndim != 1 or not (occ > 0).any() or not (occ == 0).any():

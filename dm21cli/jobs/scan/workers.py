@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dm21cli.core.errors import ComputeError, InputError
 from dm21cli.jobs.scan.plan import ScanPoint, _build_spec_from
-from dm21cli.jobs.scan.records import FINISHED, POINT_FILE, _point_info, _read_json, _store
+from dm21cli.jobs.scan.records import FINISHED, POINT_FILE, _point_info, _read_json, _store, result_fields
 
 #: seconds the worker processes of an interrupted scan get to mark their points and end
 WORKER_GRACE_S = 5.0
@@ -455,13 +455,13 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     except (KeyboardInterrupt, Interrupted):
         # interrupted after run_job had finished the point (on its way out): keep the point
         result = _read_json(spec.output_path() / "result.json") if began[0] else None
-        if not result or result.get("status") not in FINISHED or \
+        if not result or result_fields(result)["status"] not in FINISHED or \
                 (spec.output_path() / ".running").exists():
             return None, "interrupted"
         error = None
     if point_file is not None:
         from dm21cli.io.outputs.atomic import write_json_atomic
 
-        status = "failed" if error is not None else (result or {}).get("status") or "failed"
+        status = "failed" if error is not None else result_fields(result)["status"] or "failed"
         write_json_atomic(spec.output_path() / POINT_FILE, {**point_file, "status": status})
     return result, error
