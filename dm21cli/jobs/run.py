@@ -33,6 +33,7 @@ from dm21cli.io.outputs.atomic import (
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import chkfile_bytes, write_molden
 from dm21cli.io.outputs.summary import render_summary
+from dm21cli.jobs import memory
 from dm21cli.jobs.build import (
     _warm_start,
     build_grids,
@@ -177,6 +178,10 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     network = load_network(spec, checkpoints)  # weights errors before any directory exists
     if network is not None:
         network.workers = res["threads"]
+    # the budget is the whole process's: refuse one the job cannot run in, before any directory
+    mol = build_molecule(spec, max_memory_mb=res["memory_mb"])
+    need = memory.estimate(spec, mol, res["threads"])
+    memory.check(res["memory_mb"], need, res["memory_source"])
 
     with tempfile.TemporaryDirectory(prefix="dm21-guess-") as scratch:
         guess_chk = None
@@ -189,7 +194,7 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
         try:
             run.start()
             with _pyscf_warnings_only_in_log():
-                return _compute(spec, run, guess_chk)
+                return _compute(spec, run, mol, need, guess_chk)
         except BaseException as exc:
             error = run.fail(exc)
             if error is exc:
@@ -353,7 +358,7 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
-def _compute(spec, run: _Run, guess_chk=None) -> dict:
+def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     from dm21cli.scf.escalation import run_with_escalation
     from dm21cli.scf.occupations import guess_from_chkfile
 
@@ -362,8 +367,9 @@ def _compute(spec, run: _Run, guess_chk=None) -> dict:
     log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
         f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
         f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
-        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']})")
-    mol = build_molecule(spec, stream=log.stream, max_memory_mb=res["memory_mb"])
+        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
+        f"{memory.describe(need)}")
+    mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
     mf.chkfile = None  # the run keeps its own restart file
