@@ -13,10 +13,12 @@ from dm21cli.cli import common
 @click.option("-o", "--output", "output_dir", default=None, metavar="DIR",
               help="Output directory (default: outputs/<job name>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--gradient", is_flag=True,
+              help="Also compute the nuclear gradient (job.task: gradient), in Hartree/bohr.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print result.json to stdout (and nothing else there).")
-def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, checkpoints: str | None,
-        **options) -> None:
+def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_json: bool,
+        checkpoints: str | None, **options) -> None:
     """Run a single point for FILE (.yaml job file or .xyz geometry).
 
     \b
@@ -24,6 +26,7 @@ def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, check
       dm21 run inputs/water.yaml
       dm21 run h2o.xyz --basis def2-tzvp --functional DM21 --threads 4
       dm21 run inputs/water.yaml --functional b3lyp -o outputs/water-b3lyp
+      dm21 run inputs/water.yaml --gradient -o outputs/water-gradient
     """
     import json
 
@@ -32,7 +35,8 @@ def run(file: str, output_dir: str | None, overwrite: bool, as_json: bool, check
     from dm21cli.core.resources import tune_allocator
     from dm21cli.jobs.run import run_job
 
-    spec = load_job(file, common.overrides(options, output_dir=output_dir))
+    spec = load_job(file, common.overrides(options, output_dir=output_dir,
+                                           task="gradient" if gradient else None))
     tune_allocator()
     reporter = common.Reporter(quiet=False)
     with reporter.live(f"dm21 run {file}"):

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from dm21cli import __version__
 from dm21cli.core import interrupts, resources
 from dm21cli.core.errors import ComputeError, DM21Error, from_os_error, reraise_os_error
@@ -358,35 +360,39 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
-def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
+class ScfStep:
+    """One converged (or not) SCF of a job at one geometry: what `scf_step` returns."""
+
+    def __init__(self, mf, converged: bool, attempts: list, props: dict, warm: dict | None,
+                 final_energy: dict | None, timings: dict):
+        self.mf, self.converged, self.attempts = mf, converged, attempts
+        self.props, self.warm, self.final_energy, self.timings = props, warm, final_energy, timings
+
+
+def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoint, *,
+             guess_chk=None, warm_start: bool = True) -> ScfStep:
+    """The SCF of `spec` on the built molecule `mol` (its geometry may differ from the spec's):
+    grid, SCF object (a fresh DM21XC: the exchange integrals of this geometry), starting
+    density (a chkfile `guess_chk`, else the warm start if `warm_start`, else the SCF's own
+    guess), the escalation ladder, the float64 final DM21 energy, D3(BJ), and the properties.
+
+    Every SCF state goes to `checkpoint` (the last one written, final=True).  Used by the
+    single point and by every step of a geometry optimisation (`dm21cli.jobs.opt`).
+    """
     from dm21cli.scf.escalation import run_with_escalation
     from dm21cli.scf.occupations import guess_from_chkfile
 
-    jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
     timings: dict = {}
-    log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
-        f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
-        f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
-        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
-        f"{memory.describe(need)}")
-    mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
     mf.chkfile = None  # the run keeps its own restart file
-    checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
     if network is not None:
         mf.dm21.progress = _dm21_progress(log)
-    log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
-        f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
-        f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
-        f"{' (legacy radial grids)' if spec.scf.legacy_grids else ''}")
-
     dm0 = None
     warm = None
     if guess_chk is not None:
-        log(f"initial guess from chkfile {spec.guess_chkfile()}")
         dm0 = guess_from_chkfile(mf, str(guess_chk))
-    elif network is not None and spec.scf.warm_start:
+    elif network is not None and spec.scf.warm_start and warm_start:
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
                                 checkpoint=checkpoint)
         timings["warm_start"] = warm["wall_s"]
@@ -405,7 +411,6 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
         e_disp = dispersion_energy(mol, spec.functional)
         log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
 
-    t0 = time.perf_counter()
     props = properties(mf, spec, e_disp)
     props["scf_iterations"] = int(sum(a.cycles for a in attempts))
     props["scf_attempts"] = [a.to_dict() for a in attempts]
@@ -417,8 +422,67 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
         props["dm21_network_points"] = int(network.points_evaluated
                                            + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
         props["dm21_final_energy"] = final_energy
+    checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
+    return ScfStep(mf, bool(converged), attempts, props, warm, final_energy, timings)
 
+
+def gradient_step(step: ScfStep, spec, log: _Log) -> dict | None:
+    """The nuclear gradient (`dm21cli.jobs.gradient.nuclear_gradient`) of a converged SCF
+    step, put into its properties (Hartree/bohr: the gradient, its maximum and RMS); None,
+    and nothing put, when the SCF did not converge: an unconverged density has no gradient
+    worth reporting."""
+    from dm21cli.jobs.gradient import nuclear_gradient, summary
+
+    if not step.converged:
+        log("no nuclear gradient: the SCF did not converge")
+        return None
+    t0 = time.perf_counter()
+    grad = nuclear_gradient(step.mf, spec)
+    g = grad["gradient_hartree_per_bohr"]
+    stats = summary(g)
+    step.props.update({
+        "gradient_hartree_per_bohr": g.tolist(),
+        "gradient_max_hartree_per_bohr": stats["max_hartree_per_bohr"],
+        "gradient_rms_hartree_per_bohr": stats["rms_hartree_per_bohr"],
+        "gradient_norm_hartree_per_bohr": float(np.linalg.norm(g)),
+        "gradient_grid_response": grad["grid_response"],
+        "dispersion_gradient_hartree_per_bohr": (
+            None if grad["dispersion_gradient_hartree_per_bohr"] is None
+            else grad["dispersion_gradient_hartree_per_bohr"].tolist()),
+        # QCSchema's name (atomic units) for the same array
+        "return_gradient": g.tolist(),
+    })
+    step.timings["gradient"] = time.perf_counter() - t0
+    log(f"nuclear gradient: max {stats['max_hartree_per_bohr']:.3e}, RMS "
+        f"{stats['rms_hartree_per_bohr']:.3e} Ha/bohr ({step.timings['gradient']:.1f} s)")
+    return grad
+
+
+def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
+    jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
+    log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
+        f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
+        f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
+        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
+        f"{memory.describe(need)}")
+    mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
+    checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
+    log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
+        f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
+        f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
+        f"{' (legacy radial grids)' if spec.scf.legacy_grids else ''}")
+    if guess_chk is not None:
+        log(f"initial guess from chkfile {spec.guess_chkfile()}")
+    step = scf_step(spec, mol, log, res, network, checkpoint, guess_chk=guess_chk)
+    mf, converged, attempts, props, timings = (step.mf, step.converged, step.attempts,
+                                               step.props, step.timings)
     result = _base_result(spec, run.res, network)
+    if spec.job.task == "gradient":
+        result["driver"] = "gradient"
+        gradient_step(step, spec, log)
+        if converged:
+            log_gradient_table(log, spec.molecule.symbols, props["gradient_hartree_per_bohr"])
+    t0 = time.perf_counter()
     result.update({"success": bool(converged), "converged": bool(converged),
                    "status": "success" if converged else "not-converged",
                    "return_energy": props["return_energy"], "properties": props})
@@ -427,7 +491,6 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
                            "error_message": f"SCF not converged after {len(attempts)} attempts "
                                             f"({props['scf_iterations']} cycles)"}
     # files that claim nothing by themselves come first, each complete under its name
-    checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
     files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
              "log": FILES["log"], "chkfile": FILES["chkfile"]}
     if spec.outputs.molden:
@@ -450,3 +513,10 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     state = "converged" if converged else "NOT CONVERGED"
     log(f"{state}: E = {props['return_energy']:.10f} Ha; results in {jobdir.path}")
     return finite(result)
+
+
+def log_gradient_table(log: _Log, symbols, gradient_hartree_per_bohr) -> None:
+    """The gradient, one log line per atom (Hartree/bohr)."""
+    log(f"  {'atom':<8}{'dE/dx':>14}{'dE/dy':>14}{'dE/dz':>14}   Hartree/bohr")
+    for k, (symbol, row) in enumerate(zip(symbols, gradient_hartree_per_bohr), start=1):
+        log(f"  {k:>3} {symbol:<4}" + "".join(f"{x:14.8f}" for x in row))

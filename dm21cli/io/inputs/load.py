@@ -42,6 +42,7 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "multiplicity": ("molecule", "multiplicity"),
     "output_dir": ("job", "output_dir"),
     "name": ("job", "name"),
+    "task": ("job", "task"),
     "grid_level": ("scf", "grid_level"),
     "legacy_grids": ("scf", "legacy_grids"),
     "threads": ("resources", "threads"),

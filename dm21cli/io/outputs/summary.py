@@ -230,6 +230,25 @@ def render_summary(result: dict) -> str:
                 total_q = sum(_num(q) or 0.0 for q in charges)
                 add(f"    {'':>3}  {'sum':<4}" + " " * (42 if have_geom else 0) + f"{total_q:17.4f}")
 
+    # --- nuclear gradient (task: gradient, and the final step of an optimisation)
+    grad = props.get("gradient_hartree_per_bohr")
+    if isinstance(grad, list) and grad:
+        add("")
+        add("Nuclear gradient dE/dR (Hartree/bohr)")
+        add(f"    {'#':>3}  {'atom':<4}{'x':>14}{'y':>14}{'z':>14}")
+        for i, g in enumerate(grad):
+            label = symbols[i] if i < len(symbols) else "?"
+            add(f"    {i + 1:>3}  {label:<4}" + "".join(_fmt(c, "14.8f") for c in (g or [])))
+        row("Maximum component", _fmt(props.get("gradient_max_hartree_per_bohr"), ".3e"))
+        row("RMS", _fmt(props.get("gradient_rms_hartree_per_bohr"), ".3e"))
+    elif result.get("driver") == "gradient":
+        add("")
+        add("Nuclear gradient")
+        row("Not computed", "the SCF did not converge" if converged is False else "n/a")
+
+    # --- geometry optimisation
+    lines.extend(_optimization_lines(result.get("optimization")))
+
     # --- dipole
     dip = props.get("dipole_moment_debye")
     dip_total = _num(props.get("dipole_moment_total_debye"))
@@ -335,6 +354,15 @@ def render_table(result: dict):
     s2 = _num(props.get("s_squared"))
     if s2 is not None:
         table.add_row("<S^2>", f"{s2:.4f}", "")
+    gmax = _num(props.get("gradient_max_hartree_per_bohr"))
+    if gmax is not None:
+        table.add_row("gradient max / RMS", f"{gmax:.2e} / "
+                      f"{_fmt(props.get('gradient_rms_hartree_per_bohr'), '.2e')}", "Ha/bohr")
+    opt = result.get("optimization")
+    if isinstance(opt, dict):
+        state = "yes" if opt.get("converged") else Text("NO", style="bold red")
+        table.add_row("geometry converged", state, "")
+        table.add_row("optimisation steps", str(len(opt.get("history") or [])), "")
     total = _num(_get(result, "timings_s", "total"))
     if total is not None:
         table.add_row("wall time", f"{total:.1f}", "s")
@@ -343,3 +371,41 @@ def render_table(result: dict):
         table.add_row("error", Text(f"{error.get('error_type') or '?'}: "
                                     f"{error.get('error_message') or ''}", style="red"), "")
     return table
+
+
+def _optimization_lines(opt: Any) -> list[str]:
+    """summary.txt's section of a geometry optimisation (``result.json``'s ``optimization``)."""
+    if not isinstance(opt, dict):
+        return []
+    out = ["", "Geometry optimisation (geomeTRIC)"]
+
+    def row(label: str, value: str) -> None:
+        out.append(f"  {label:<28} {value}")
+
+    converged = opt.get("converged")
+    row("Converged", "yes" if converged else "NO -- NOT CONVERGED")
+    history = opt.get("history") or []
+    row("Steps", f"{len(history)} (maxiter {opt.get('maxiter', '?')})")
+    criteria = opt.get("criteria") or {}
+    if criteria:
+        row("Criteria", ", ".join(f"{k} {_fmt(v, 'g')}" for k, v in criteria.items()
+                                  if k.startswith("convergence_") and _num(v) is not None))
+    for text in opt.get("constraints_text") or []:
+        row("Constraint", str(text))
+    if history:
+        out.append(f"    {'step':>4}  {'energy / hartree':>18}  {'dE / hartree':>12}  "
+                   f"{'max |g|':>10}  {'RMS g':>10}  {'|g|':>10}  {'SCF':>4}")
+        previous = None
+        for entry in history:
+            energy = _num(entry.get("energy_hartree"))
+            delta = "" if previous is None or energy is None else f"{energy - previous:12.3e}"
+            out.append(f"    {entry.get('step', '?'):>4}  {_fmt(energy, '18.10f'):>18}  {delta:>12}  "
+                       f"{_fmt(entry.get('gradient_max_hartree_per_bohr'), '10.2e'):>10}  "
+                       f"{_fmt(entry.get('gradient_rms_hartree_per_bohr'), '10.2e'):>10}  "
+                       f"{_fmt(entry.get('gradient_norm_hartree_per_bohr'), '10.2e'):>10}  "
+                       f"{str(entry.get('scf_iterations', '')):>4}")
+            previous = energy if energy is not None else previous
+        out.append("    (gradients in Hartree/bohr)")
+    if opt.get("restarted_from"):
+        row("Restarted from", str(opt["restarted_from"]))
+    return out
