@@ -155,9 +155,11 @@ class DM21XC:
     def _prepare(self, mol, grids) -> ExchangeIntegrals:
         """Integrals and AO cache for this grid (rebuilt when the grid changes)."""
         coords = grids.coords
-        # identity alone could be reused by a new array: the content decides
-        key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
-               float(np.sum(coords)))
+        # identity alone could be reused by a new array: the content decides.  The atoms'
+        # positions and the basis belong to the key: a Mole moved in place (set_geom_, as
+        # optimisers and ASE do) keeps its id, and a grid object need not be rebuilt with it
+        key = (id(mol), mol.atom_coords().tobytes(), mol.nao_nr(), coords.shape,
+               coords[0].tobytes(), coords[-1].tobytes(), float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
             self._integrals, self._ao, self._ao_bytes, self._points = None, {}, 0, {}
             nao, ngrids = mol.nao_nr(), len(coords)
