@@ -72,25 +72,26 @@ def section_commands(heading: str) -> list[str]:
 
 
 def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
-    """For a `dm21 run/scan/validate ...` command: (subcommand, the directory it
+    """For a `dm21 run/opt/scan/validate ...` command: (subcommand, the directory it
     writes or None, whether it may replace existing results), parsed by dm21's
     own options and resolved as dm21 resolves it."""
     from dm21cli.cli import common
+    from dm21cli.cli.opt import opt
     from dm21cli.cli.run import run
     from dm21cli.cli.scan import scan
     from dm21cli.io.inputs.load import load_job
     from dm21cli.jobs.scan.plan import plan_scan
 
     sub, args = words[1], words[2:]
-    if sub not in ("run", "scan"):
+    if sub not in ("run", "scan", "opt"):
         return sub, None, False
-    command = {"run": run, "scan": scan}[sub]
+    command = {"run": run, "scan": scan, "opt": opt}[sub]
     params = command.make_context(sub, list(args)).params
     path = REPO_ROOT / params["file"]
     assert path.is_file(), f"{' '.join(words)}: {params['file']} does not exist in a clone"
-    if sub == "run":
+    if sub in ("run", "opt"):
         spec = load_job(path, common.overrides(params, output_dir=params["output_dir"]))
-        return sub, spec.output_path(), params["overwrite"]
+        return sub, spec.output_path(), params["overwrite"] or params.get("restart", False)
     functional, functionals = params.get("functional"), None
     if functional and "," in functional:
         functionals = [f.strip() for f in functional.split(",")]

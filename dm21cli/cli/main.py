@@ -20,6 +20,7 @@ from dm21cli import __version__
 SUBCOMMANDS = {
     "run": ("dm21cli.cli.run:run", "Run a single-point calculation (YAML or XYZ input)."),
     "scan": ("dm21cli.cli.scan:scan", "Scan a bond distance: a dissociation curve."),
+    "opt": ("dm21cli.cli.opt:opt", "Optimise a geometry (geomeTRIC)."),
     "validate": ("dm21cli.cli.validate:validate", "Check an input file without computing."),
     "weights": ("dm21cli.cli.weights:weights", "Find, install, download and verify the DM21 weights."),
     "info": ("dm21cli.cli.info:info", "Versions, weights status, threads and memory."),
@@ -60,6 +61,7 @@ def cli(traceback: bool) -> None:
     Examples:
       dm21 run inputs/water.yaml
       dm21 run molecule.xyz --basis def2-svp --functional DM21
+      dm21 opt inputs/water-opt.yaml
       dm21 weights list
     """
     _state["traceback"] = traceback

@@ -27,6 +27,8 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
       dm21 run h2o.xyz --basis def2-tzvp --functional DM21 --threads 4
       dm21 run inputs/water.yaml --functional b3lyp -o outputs/water-b3lyp
       dm21 run inputs/water.yaml --gradient -o outputs/water-gradient
+
+    A job file with job.task: opt is optimised as by 'dm21 opt FILE'.
     """
     import json
 
@@ -37,6 +39,12 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir,
                                            task="gradient" if gradient else None))
+    if spec.job.task == "opt":  # the job file asks for an optimisation: as dm21 opt FILE
+        from dm21cli.cli.opt import optimise
+
+        optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=False,
+                 as_json=as_json)
+        return
     tune_allocator()
     reporter = common.Reporter(quiet=False)
     with reporter.live(f"dm21 run {file}"):

@@ -219,6 +219,12 @@ class _Run:
         #: result.json holds this run's finished result (success or not-converged)
         self.committed = False
         self.status: str | None = None
+        #: fields a failure record adds (a geometry optimisation: its history so far)
+        self.failure_fields: Callable[[], dict] | None = None
+        #: how to restart an interrupted run, for the message (default: from scf.chk)
+        self.restart_hint: str | None = None
+        #: the library function recorded in a failure's provenance
+        self.routine = "dm21cli.jobs.run.run_job"
 
     def start(self) -> None:
         path = self.jobdir.file(FILES["log"])
@@ -273,7 +279,8 @@ class _Run:
             chk = self._save_checkpoint()
             self._write_failure(error, exc)
             if interrupted:
-                restart = (f"the last SCF state is in {chk} (restart with scf.guess)" if chk
+                restart = (self.restart_hint if self.restart_hint else
+                           f"the last SCF state is in {chk} (restart with scf.guess)" if chk
                            else "no SCF cycle had finished")
                 return KeyboardInterrupt(f"{interrupts.message()}; {restart}")
             return error
@@ -311,7 +318,10 @@ class _Run:
             result["error"] = {"error_type": exc.__class__.__name__,
                                "error_message": str(error) or str(exc) or self.status}
             result["timings_s"] = {"total": time.perf_counter() - self.t_start}
-            result["files"] = {k: v for k, v in FILES.items()
+            result["provenance"]["routine"] = self.routine
+            if self.failure_fields is not None:
+                result.update(self.failure_fields())
+            result["files"] = {k: v for k, v in (result.get("files") or FILES).items()
                                if k in ("result", "summary") or self.jobdir.file(v).exists()}
             write_text_files_atomic([
                 (self.jobdir.file(FILES["result"]), _json_text(result)),

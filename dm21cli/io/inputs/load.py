@@ -31,6 +31,7 @@ from dm21cli.io.inputs.models import (
     _dotted,
     _Meta,
 )
+from dm21cli.io.inputs.opt_model import Constraints, OptSettings
 from dm21cli.io.inputs.scan_model import ScanSettings
 from dm21cli.io.inputs.validate import validate_job
 
@@ -48,6 +49,9 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "threads": ("resources", "threads"),
     "memory": ("resources", "memory"),
     "dispersion": ("dispersion",),
+    # `dm21 opt` only
+    "maxiter": ("opt", "maxiter"),
+    "convergence_set": ("opt", "convergence_set"),
     # `dm21 scan` only
     "distance": ("scan", "distances"),
     "electrons": ("scan", "electrons"),
@@ -63,7 +67,7 @@ _SCAN_KIND_OPTIONS = ("distance", "electrons", "fractional_spin")
 _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
     ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
-    ("scf", "occupations"): Occupations,
+    ("scf", "occupations"): Occupations, ("opt",): OptSettings, ("opt", "constraints"): Constraints,
 }
 
 

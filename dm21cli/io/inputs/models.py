@@ -43,6 +43,7 @@ from dm21cli.io.inputs.fields import (
     parse_memory,
 )
 from dm21cli.io.inputs.files import _read_text
+from dm21cli.io.inputs.opt_model import OptSettings
 from dm21cli.io.inputs.scan_model import ScanSettings
 from dm21cli.io.inputs.xyz import Atom, parse_xyz
 
@@ -51,8 +52,9 @@ GUESS_KEYWORDS = ("auto", "minao", "atom", "huckel", "vsap", "1e")
 
 CUBE_KINDS = ("density", "spin_density", "homo", "lumo")
 
-#: what a job computes (``job.task``): the energy, or the energy and its nuclear gradient
-TASKS = ("energy", "gradient")
+#: what a job computes (``job.task``): the energy, the energy and its nuclear
+#: gradient, or a geometry optimisation (``dm21 opt``)
+TASKS = ("energy", "gradient", "opt")
 
 #: orbital-gradient threshold (Ha) of the SCF when a nuclear gradient is wanted
 #: (``task: gradient`` or ``opt``) and ``scf.conv_tol_grad`` is not set.  The
@@ -96,9 +98,10 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
-    task: Annotated[Literal["energy", "gradient"], _choice(TASKS)] = Field(
+    task: Annotated[Literal["energy", "gradient", "opt"], _choice(TASKS)] = Field(
         "energy", description="What dm21 run computes: energy | gradient (the energy and its "
-                              "nuclear gradient, Hartree/bohr).")
+                              "nuclear gradient, Hartree/bohr) | opt (a geometry optimisation, "
+                              "as dm21 opt).")
 
 
 def _check_xyz(value: Any) -> str | None:
@@ -418,6 +421,8 @@ class JobSpec(_Section):
     outputs: OutputSettings = Field(default_factory=OutputSettings, description="Extra output files.")
     resources: ResourceSettings = Field(default_factory=ResourceSettings, description="Threads and memory.")
     scan: ScanSettings | None = Field(None, description="Distance scan (dm21 scan only).")
+    opt: OptSettings | None = Field(
+        None, description="Geometry optimisation (dm21 opt, job.task: opt): geomeTRIC's options.")
 
     _source_path: Path | None = PrivateAttr(default=None)
     _meta: _Meta = PrivateAttr(default_factory=_Meta)
@@ -457,6 +462,10 @@ class JobSpec(_Section):
         if self.job.task in ("gradient", "opt"):
             return min(default, GRADIENT_CONV_TOL_GRAD)
         return default
+
+    def opt_settings(self) -> OptSettings:
+        """The ``opt`` section, or its defaults."""
+        return self.opt if self.opt is not None else OptSettings()
 
     def memory_mb(self) -> int | None:
         return self.resources.memory
@@ -526,6 +535,8 @@ class JobSpec(_Section):
             },
             "resources": {"threads": self.resources.threads, "memory": self.resources.memory},
             **({"scan": self.scan.model_dump()} if self.scan is not None else {}),
+            **({"opt": self.opt_settings().resolved()}
+               if self.opt is not None or self.job.task == "opt" else {}),
         }
 
     def to_resolved_yaml(self) -> str:

@@ -125,6 +125,8 @@ def validate_job(spec: JobSpec) -> None:
     problems.run(_check_guess_chkfile, spec)
     if spec.scan is not None:
         problems.run(_validate_scan, spec)
+    if spec.opt is not None or spec.job.task == "opt":
+        problems.run(_validate_opt, spec, problems)
     problems.run(_check_cube_size, spec)
 
     # -- names PySCF must know ------------------------------------------------
@@ -382,6 +384,29 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
     if not (len(coeff) in (2, 3) and len(occ) == len(coeff) - 1 and coeff[-1] == occ[-1]
             and coeff[:-2] == occ[:-1]):
         raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
+
+
+def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
+    """The ``opt`` section against the molecule: at least two atoms (geomeTRIC's minimum),
+    the constraints' atom numbers, and a coordinate system that takes constraints."""
+    from dm21cli.io.inputs.opt_model import CONSTRAINT_COORDSYS
+
+    meta: _Meta = spec._meta
+    opt = spec.opt_settings()
+    natm = spec.molecule.natm
+    if natm < 2:
+        where = ("job", "task") if ("job", "task") in meta.lines else ("molecule",)
+        raise InputError(f"a geometry optimisation needs at least two atoms; the molecule has {natm}",
+                         **meta.locate(where))
+    for mode, k, atoms in opt.constraints.atoms():
+        missing = [n for n in atoms if n > natm]
+        if missing:
+            problems.add(InputError(f"atom {missing[0]} does not exist (the molecule has {natm} atoms)",
+                                    **meta.locate(("opt", "constraints", mode, k))))
+    if opt.constraints.lines() and opt.coordsys not in CONSTRAINT_COORDSYS:
+        raise InputError(f"constraints need geomeTRIC's delocalised internal coordinates "
+                         f"({', '.join(CONSTRAINT_COORDSYS)}), not {opt.coordsys}",
+                         **meta.locate(("opt", "coordsys")))
 
 
 #: keys of the scan section that only distance scans use, with their defaults

@@ -1,0 +1,73 @@
+"""``dm21 opt FILE``: a geometry optimisation (geomeTRIC) from a YAML job file or an .xyz file."""
+
+from __future__ import annotations
+
+import click
+
+from dm21cli.cli import common
+
+
+@click.command("opt")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@common.job_options
+@click.option("-o", "--output", "output_dir", default=None, metavar="DIR",
+              help="Output directory (default: outputs/<job name>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--restart", is_flag=True,
+              help="Continue the optimisation in the output directory from its last geometry "
+                   "(after an interruption, a failure or maxiter); starts afresh if there is none.")
+@click.option("--maxiter", type=int, default=None, metavar="N",
+              help="Most optimisation steps (opt.maxiter, default 100).")
+@click.option("--convergence-set", default=None, metavar="NAME",
+              help="geomeTRIC's criteria: GAU (default), GAU_LOOSE, GAU_TIGHT, GAU_VERYTIGHT, "
+                   "NWCHEM_LOOSE, TURBOMOLE, INTERFRAG_TIGHT (opt.convergence_set).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print result.json to stdout (and nothing else there).")
+def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxiter: int | None,
+        convergence_set: str | None, as_json: bool, checkpoints: str | None, **options) -> None:
+    """Optimise the geometry of FILE (.yaml job file, its opt: section, or .xyz) with geomeTRIC.
+
+    Each step is a single point with its nuclear gradient, started from the previous
+    step's density.  The output directory holds trajectory.xyz (every step),
+    final.xyz (the optimised geometry) and result.json with the history.
+
+    \b
+    Examples:
+      dm21 opt inputs/water-opt.yaml
+      dm21 opt h2o.xyz --basis def2-svp --convergence-set GAU_TIGHT
+      dm21 opt inputs/water-opt.yaml --restart      # after an interruption
+    """
+    from dm21cli.io.inputs.load import load_job
+
+    spec = load_job(file, common.overrides(options, output_dir=output_dir, task="opt",
+                                           maxiter=maxiter, convergence_set=convergence_set))
+    optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
+             as_json=as_json)
+
+
+def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,
+             as_json: bool) -> None:
+    """Run the optimisation of `spec` (task opt) as ``dm21 opt`` does: progress on stderr,
+    the result on stdout, exit status 4 when it did not converge."""
+    import json
+
+    from dm21cli.core.errors import ConvergenceError, InputError
+    from dm21cli.core.resources import tune_allocator
+    from dm21cli.jobs.opt import run_opt
+
+    if overwrite and restart:
+        raise InputError("--overwrite starts again, --restart continues: give one of them",
+                         field="--restart")
+    tune_allocator()
+    reporter = common.Reporter(quiet=False)
+    with reporter.live(f"dm21 opt {file}"):
+        result = run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
+                         reporter=reporter)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        reporter.show_result(result)
+    if not result["converged"]:
+        raise ConvergenceError(
+            f"geometry optimisation did not converge ({result['error']['error_message']}); "
+            f"results marked converged: false in {spec.output_path() / 'result.json'}")

@@ -1,0 +1,489 @@
+"""Geometry optimisation: `run_opt(spec)` minimises a job's energy with geomeTRIC (``dm21 opt``).
+
+Each step is a whole single point with its nuclear gradient, computed by the
+same code as ``dm21 run --gradient`` (`dm21cli.jobs.run.scf_step` and
+`gradient_step`) at the geometry geomeTRIC asks for: a new molecule, a new
+grid and a new DM21XC (the exchange integrals of that geometry; nothing of
+the previous geometry's caches is reused), started from the previous step's
+density (the run's ``scf.chk``).  The first step starts as ``dm21 run`` does
+(the B3LYP warm start, or ``scf.guess``).
+
+Why geomeTRIC's engine API (`geometric.engine.Engine`, driven by
+`geometric.optimize.Optimizer`) and not PySCF's `pyscf.geomopt.geometric_solver`:
+PySCF's interface runs PySCF's own SCF kernel through a gradient scanner at
+every geometry, which would skip what makes a dm21cli single point - the warm
+start, the escalation ladder that converges stretched DM21 cases, the float64
+final DM21 energy, D3(BJ) in energy and gradient, the restart file and the
+interruption points.  It also overwrites geomeTRIC's unit constants for the
+whole process and goes through ``run_optimizer``, which configures logging
+globally and writes its own log and files into the working directory.  The
+engine API asks us for an energy and a gradient and nothing else; the output
+directory stays ours (`dm21cli.jobs.run`'s rules: result.json is the commit
+point, ``.running``, overwrite, interruption).
+
+Files besides those of ``dm21 run``: ``trajectory.xyz`` (one frame per step,
+rewritten atomically after each), ``final.xyz`` (the last geometry), and in
+result.json the section ``optimization`` (criteria, constraints, the history
+of every step).  ``restart=True`` continues an interrupted, failed or
+unconverged optimisation from the last geometry of its history, with its
+``scf.chk`` as the first density.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dm21cli import __version__
+from dm21cli.core import interrupts, resources
+from dm21cli.core.errors import OutputExistsError
+from dm21cli.core.units import BOHR_ANGSTROM
+from dm21cli.io.outputs.atomic import finite, write_text_atomic
+from dm21cli.io.outputs.jobdir import JobDirectory
+from dm21cli.io.outputs.orbitals import write_molden
+from dm21cli.jobs import memory
+from dm21cli.jobs.build import build_molecule, load_network
+from dm21cli.jobs.result import _base_result, write_cube_files
+from dm21cli.jobs.run import (
+    FILES,
+    Reporter,
+    _Log,
+    _pyscf_warnings_only_in_log,
+    _Run,
+    _ScfCheckpoint,
+    gradient_step,
+    log_gradient_table,
+    scf_step,
+)
+
+#: files of an optimisation besides those of a single point
+OPT_FILES = {"trajectory": "trajectory.xyz", "final": "final.xyz"}
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _ScfNotConverged(Exception):
+    """The SCF of an optimisation step did not converge: the optimisation stops."""
+
+
+class _Quiet:
+    """A reporter that shows DM21's phases on the live status line but prints no lines
+    (the details of each step go to dm21.log only)."""
+
+    def __init__(self, reporter):
+        self.status = getattr(reporter, "status", None) or (lambda text: None)
+
+    def __call__(self, message: str) -> None:
+        pass
+
+
+def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = False,
+            reporter: Reporter | None = None) -> dict:
+    """Optimise the geometry of `spec` (a validated JobSpec; its ``opt`` section or the
+    defaults) and write the output directory; returns the result dict (result.json).
+
+    overwrite: replace an existing output directory; restart: continue the
+    optimisation in it from its last geometry (an output directory that does not
+    exist, or is empty, starts from the input geometry).  A run that does not
+    converge (an SCF, or the geometry within ``opt.maxiter`` steps) returns with
+    ``success: False``; the caller decides the exit status.  SIGINT/SIGTERM, disk
+    full and other failures are recorded in result.json as `dm21cli.jobs.run.run_job`
+    records them, with the steps finished so far.
+    """
+    t_start = time.perf_counter()
+    res = resources.resolve(spec.resources.threads, spec.memory_mb())
+    resources.apply_threads(res["threads"])
+    network = load_network(spec, checkpoints)
+    if network is not None:
+        network.workers = res["threads"]
+    mol0 = build_molecule(spec, max_memory_mb=res["memory_mb"])
+    need = memory.estimate(spec, mol0, res["threads"])
+    memory.check(res["memory_mb"], need, res["memory_source"])
+    previous = _previous_run(spec) if restart else None
+
+    with tempfile.TemporaryDirectory(prefix="dm21-opt-") as scratch:
+        guess_chk = None
+        chk_source = previous["chkfile"] if previous else spec.guess_chkfile()
+        if chk_source is not None:
+            # copy first: it may live in the directory an overwrite (or restart) moves aside
+            guess_chk = Path(scratch) / "guess.chk"
+            shutil.copyfile(chk_source, guess_chk)
+        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite or previous is not None)
+        jobdir.prepare()
+        run = _Run(spec, jobdir, res, network, reporter, t_start)
+        run.routine = "dm21cli.jobs.opt.run_opt"
+        opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch))
+        run.failure_fields = opt.failure_fields
+        run.restart_hint = (f"the steps so far are in {jobdir.file(FILES['result'])} and "
+                            f"{jobdir.file(OPT_FILES['trajectory'])}; continue with "
+                            f"'dm21 opt FILE --restart'")
+        try:
+            run.start()
+            with _pyscf_warnings_only_in_log(), opt.geometric_log():
+                return opt.execute()
+        except BaseException as exc:
+            error = run.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            run.close()
+
+
+def _restart_key(resolved: dict) -> dict:
+    """What must not change for a restart: the resolved input without names, folders,
+    resources, output files, the geometry, the starting guess and the limits on cycles,
+    attempts and iterations (none of which changes a converged result)."""
+    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs")}
+    key["molecule"] = {k: v for k, v in (key.get("molecule") or {}).items() if k != "xyz"}
+    key["scf"] = {k: v for k, v in (key.get("scf") or {}).items()
+                  if k not in ("guess", "max_cycle", "max_attempts")}
+    key["opt"] = {k: v for k, v in (key.get("opt") or {}).items() if k != "maxiter"}
+    return json.loads(json.dumps(key))
+
+
+def _previous_run(spec) -> dict | None:
+    """The optimisation to continue in the output directory (``--restart``), or None when
+    there is nothing there.  OutputExistsError (exit 5) for a directory holding anything
+    else: a converged optimisation, another input's, or not an optimisation."""
+    path = spec.output_path()
+    if not path.is_dir() or not any(p for p in path.iterdir() if not p.name.startswith(".")):
+        return None
+    try:
+        result = json.loads((path / FILES["result"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        result = None
+    opt = (result or {}).get("optimization") if isinstance(result, dict) else None
+    if not isinstance(opt, dict):
+        raise OutputExistsError(f"output directory {path} holds no geometry optimisation to "
+                                f"restart; use --overwrite to replace it or -o to choose another")
+    if (result.get("molecule") or {}).get("symbols") != spec.molecule.symbols or \
+            _restart_key(result.get("input") or {}) != _restart_key(spec.to_resolved_dict()):
+        raise OutputExistsError(f"output directory {path} holds an optimisation of another input "
+                                f"(molecule, basis, functional, SCF or opt settings differ); use "
+                                f"--overwrite to replace it or -o to choose another")
+    if result.get("status") == "success":
+        raise OutputExistsError(f"output directory {path} holds a converged optimisation: nothing "
+                                f"to restart; use --overwrite to start again or -o for another "
+                                f"directory")
+    history = [h for h in opt.get("history") or [] if h.get("geometry_bohr") is not None]
+    chk = path / FILES["chkfile"]
+    return {"path": path, "history": history,
+            "geometry_bohr": np.array(history[-1]["geometry_bohr"]) if history else None,
+            "chkfile": chk if chk.is_file() else None}
+
+
+class _Optimisation:
+    """One optimisation: the engine geomeTRIC calls, the history, the files."""
+
+    def __init__(self, spec, run: _Run, mol0, need: dict, guess_chk, previous: dict | None,
+                 scratch: Path):
+        self.spec, self.run, self.mol0, self.need = spec, run, mol0, need
+        self.settings = spec.opt_settings()
+        self.scratch = scratch
+        self.guess = guess_chk
+        self.previous = previous
+        self.history: list[dict] = [dict(h) for h in previous["history"]] if previous else []
+        self.run_number = 1 + max((int(h.get("run", 1)) for h in self.history), default=0)
+        start = previous["geometry_bohr"] if previous and previous["geometry_bohr"] is not None \
+            else mol0.atom_coords(unit="Bohr")
+        self.start_bohr = np.asarray(start, dtype=float).reshape(-1, 3)
+        self.step = None  # the latest step's ScfStep (only the latest is kept: its caches are large)
+        self.step_coords: np.ndarray | None = None
+        self.detail: _Log | None = None
+        self.message = "interrupted"
+
+    # -- the record -----------------------------------------------------------------
+    def record(self, converged: bool, message: str) -> dict:
+        """result.json's ``optimization`` section."""
+        import geometric
+
+        opt = self.settings
+        return {
+            "optimizer": f"geomeTRIC {geometric.__version__}", "converged": bool(converged),
+            "message": message, "maxiter": opt.maxiter, "coordsys": opt.coordsys,
+            "criteria": opt.criteria(),
+            "constraints": {"freeze": list(opt.constraints.freeze), "set": list(opt.constraints.set)},
+            "constraints_text": [f"{mode} {line}" for mode, line in opt.constraints.lines()],
+            "steps": len(self.history),
+            "steps_this_run": sum(1 for h in self.history if h.get("run") == self.run_number),
+            "initial_geometry_bohr": self.spec.molecule.coords_bohr().tolist(),
+            "restarted_from": (None if self.previous is None else
+                               f"step {len(self.previous['history'])} of {self.previous['path']}"),
+            "history": self.history,
+        }
+
+    def failure_fields(self) -> dict:
+        """What result.json adds when the run fails or is interrupted: the steps so far."""
+        files = dict(FILES)
+        files.update(OPT_FILES)
+        return {"optimization": self.record(False, self.message), "files": files}
+
+    # -- geomeTRIC's log ------------------------------------------------------------
+    @contextlib.contextmanager
+    def geometric_log(self):
+        """geomeTRIC's own log lines (its step table, constraints) go to dm21.log only."""
+        import logging
+
+        run = self.run
+
+        class _ToJobLog(logging.Handler):
+            def emit(self, record):
+                stream = run.log.stream
+                if stream is None:
+                    return
+                with contextlib.suppress(Exception):
+                    stream.write(_ANSI.sub("", record.getMessage()))
+                    stream.flush()
+
+        logger = logging.getLogger("geometric")
+        handler = _ToJobLog(level=logging.INFO)
+        saved = logger.propagate
+        logger.addHandler(handler)
+        logger.propagate = False  # no warnings through the root logger onto stderr
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = saved
+
+    # -- the optimisation -----------------------------------------------------------
+    def execute(self) -> dict:
+        import geometric
+        from geometric.errors import GeomOptNotConvergedError
+
+        spec, run = self.spec, self.run
+        log, res = run.log, run.res
+        self.detail = _Log(log.stream, _Quiet(log.reporter), log.path)
+        log(f"dm21cli {__version__}: geometry optimisation of {spec.molecule.formula()} with "
+            f"{spec.functional}/{spec.basis_label()} (charge {spec.molecule.charge}, multiplicity "
+            f"{spec.molecule.multiplicity}); {res['threads']} threads ({res['threads_source']}), "
+            f"{res['memory_mb']} MB ({res['memory_source']}); each step {memory.describe(self.need)}")
+        opt = self.settings
+        criteria = opt.criteria()
+        log(f"geomeTRIC {geometric.__version__}, {opt.coordsys} coordinates; converged when every "
+            f"criterion holds (convergence_set {criteria['convergence_set']}): energy change < "
+            f"{criteria['convergence_energy']:.1e} Ha, RMS gradient < {criteria['convergence_grms']:.1e} "
+            f"and max gradient < {criteria['convergence_gmax']:.1e} Ha/bohr, RMS displacement < "
+            f"{criteria['convergence_drms']:.1e} and max displacement < "
+            f"{criteria['convergence_dmax']:.1e} Angstrom; at most {opt.maxiter} iterations (maxiter)")
+        for mode, line in opt.constraints.lines():
+            log(f"constraint: {mode} {line}")
+        if self.previous is not None:
+            log(f"restart from the last geometry of {self.previous['path']} (step "
+                f"{len(self.previous['history'])})"
+                + (f", density from its {FILES['chkfile']}" if self.guess else ""))
+        elif self.guess is not None:
+            log(f"initial guess from chkfile {spec.guess_chkfile()}")
+        converged = False
+        try:
+            final = self._optimise()
+            converged = True
+            self.message = f"converged in {len(self.history)} steps"
+            if self.step_coords is None or not np.allclose(final, self.step_coords, atol=1e-10):
+                log("the converged geometry is not the last one computed: computing it again")
+                self.energy_gradient(final)
+        except GeomOptNotConvergedError:
+            self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); continue "
+                            f"with 'dm21 opt FILE --restart' or raise maxiter")
+        except _ScfNotConverged as exc:
+            self.message = str(exc)
+        return self._commit(converged)
+
+    def _optimise(self) -> np.ndarray:
+        """geomeTRIC's optimisation from the start geometry; the final geometry (bohr)."""
+        from geometric import nifty
+        from geometric.engine import Engine
+        from geometric.internal import (
+            CartesianCoordinates,
+            DelocalizedInternalCoordinates,
+            PrimitiveInternalCoordinates,
+        )
+        from geometric.molecule import Molecule
+        from geometric.optimize import Optimizer
+        from geometric.params import OptParams
+        from geometric.prepare import parse_constraints
+        from geometric.step import calc_drms_dmax
+
+        owner = self
+        molecule = Molecule()
+        molecule.elem = list(self.spec.molecule.symbols)
+        molecule.xyzs = [self.start_bohr * nifty.bohr2ang]  # geomeTRIC's Molecule is in Angstrom
+        molecule.build_topology()
+
+        class _Engine(Engine):
+            def calc_new(self, coords, dirname):
+                energy, gradient = owner.energy_gradient(np.asarray(coords).reshape(-1, 3))
+                return {"energy": energy, "gradient": gradient.ravel()}
+
+        class _Optimizer(Optimizer):
+            def evaluateStep(self):
+                owner.on_geometric_step(self, calc_drms_dmax)
+                return super().evaluateStep()
+
+        systems = {"cart": (CartesianCoordinates, False, False),
+                   "prim": (PrimitiveInternalCoordinates, True, False),
+                   "dlc": (DelocalizedInternalCoordinates, True, False),
+                   "hdlc": (DelocalizedInternalCoordinates, False, True),
+                   "tric-p": (PrimitiveInternalCoordinates, False, False),
+                   "tric": (DelocalizedInternalCoordinates, False, False)}
+        cls, connect, addcart = systems[self.settings.coordsys]
+        text = self.settings.constraints.geometric_text()
+        constraints = cvals = None
+        if text:
+            constraints, values = parse_constraints(molecule, text)
+            cvals = values[0]
+        ic = cls(molecule, build=True, connect=connect, addcart=addcart, constraints=constraints,
+                 cvals=cvals)
+        params = OptParams(maxiter=self.settings.maxiter,
+                           **{k: v for k, v in self.settings.criteria().items()})
+        engine = _Engine(molecule)
+        optimizer = _Optimizer(self.start_bohr.ravel().copy(), molecule, ic, engine,
+                               str(self.scratch), params)
+        optimizer.optimizeGeometry()
+        return np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
+
+    def energy_gradient(self, coords_bohr: np.ndarray) -> tuple[float, np.ndarray]:
+        """One step: the SCF and the nuclear gradient at `coords_bohr` (natm, 3)."""
+        interrupts.check()
+        spec, run = self.spec, self.run
+        detail = self.detail
+        t0 = time.perf_counter()
+        n = len(self.history) + 1
+        # release the previous step (its exchange integrals) before this one sizes its caches
+        self.step = None
+        gc.collect()
+        mol = self.mol0.set_geom_(coords_bohr, unit="Bohr", inplace=False)
+        mol.stdout, mol.verbose = detail.stream, 4
+        detail(f"step {n}: geometry (Angstrom) "
+               + "; ".join(f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z)
+                           in zip(spec.molecule.symbols, coords_bohr * BOHR_ANGSTROM)))
+        checkpoint = run.checkpoint = _ScfCheckpoint(run.jobdir.file(FILES["chkfile"]), mol)
+        step = scf_step(spec, mol, detail, run.res, run.network, checkpoint, guess_chk=self.guess)
+        self.step, self.step_coords = step, np.array(coords_bohr, dtype=float)
+        props = step.props
+        entry = {"step": n, "run": self.run_number, "energy_hartree": props["return_energy"],
+                 "scf_converged": step.converged, "scf_iterations": props["scf_iterations"],
+                 "scf_attempts": len(step.attempts), "geometry_bohr": coords_bohr.tolist()}
+        if not step.converged:
+            entry["wall_s"] = time.perf_counter() - t0
+            self.history.append(entry)
+            run.log(f"step {n}: SCF NOT converged ({props['scf_iterations']} cycles): the "
+                    f"optimisation stops")
+            raise _ScfNotConverged(f"SCF not converged at step {n} ({len(step.attempts)} attempts, "
+                                   f"{props['scf_iterations']} cycles)")
+        gradient_step(step, spec, detail)
+        g = np.asarray(props["gradient_hartree_per_bohr"], dtype=float)
+        entry.update({"gradient_max_hartree_per_bohr": props["gradient_max_hartree_per_bohr"],
+                      "gradient_rms_hartree_per_bohr": props["gradient_rms_hartree_per_bohr"],
+                      "gradient_norm_hartree_per_bohr": props["gradient_norm_hartree_per_bohr"],
+                      "wall_s": time.perf_counter() - t0})
+        previous = self.history[-1]["energy_hartree"] if self.history else None
+        self.history.append(entry)
+        self._write_trajectory()
+        self.guess = run.jobdir.file(FILES["chkfile"])  # the next step starts from this density
+        change = "" if previous is None else f" ({entry['energy_hartree'] - previous:+.2e})"
+        run.log(f"step {n}: E = {entry['energy_hartree']:.10f} Ha{change}, gradient norm "
+                f"{entry['gradient_norm_hartree_per_bohr']:.2e} (max {entry['gradient_max_hartree_per_bohr']:.2e}"
+                f", RMS {entry['gradient_rms_hartree_per_bohr']:.2e}) Ha/bohr; "
+                f"{entry['scf_iterations']} SCF cycles, {entry['wall_s']:.1f} s")
+        return float(entry["energy_hartree"]), g
+
+    def on_geometric_step(self, optimizer, calc_drms_dmax) -> None:
+        """geomeTRIC's own convergence numbers of a step (its per-atom gradient norms,
+        projected on the constraints), logged and kept with the step they belong to."""
+        grms, gmax = optimizer.calcGradNorm()
+        drms, dmax = calc_drms_dmax(optimizer.X, optimizer.Xprev)
+        change = float(optimizer.E - optimizer.Eprev)
+        criteria = self.settings.criteria()
+        met = {"energy": abs(change) < criteria["convergence_energy"],
+               "grms": grms < criteria["convergence_grms"],
+               "gmax": gmax < criteria["convergence_gmax"],
+               "drms": drms < criteria["convergence_drms"],
+               "dmax": dmax < criteria["convergence_dmax"]}
+        numbers = {"energy_change_hartree": change, "grms_hartree_per_bohr": float(grms),
+                   "gmax_hartree_per_bohr": float(gmax), "drms_angstrom": float(drms),
+                   "dmax_angstrom": float(dmax), "criteria_met": [k for k, v in met.items() if v]}
+        if self.history and self.step_coords is not None and \
+                np.allclose(np.asarray(optimizer.X).reshape(-1, 3), self.step_coords, atol=1e-10):
+            self.history[-1]["geometric"] = numbers
+        self.run.log(f"  geomeTRIC: energy change {change:+.2e} Ha, gradient RMS {grms:.2e} max "
+                     f"{gmax:.2e} Ha/bohr, displacement RMS {drms:.2e} max {dmax:.2e} Angstrom; "
+                     f"{sum(met.values())} of 5 criteria met"
+                     + (f" ({', '.join(numbers['criteria_met'])})" if numbers["criteria_met"] else ""))
+
+    # -- files ----------------------------------------------------------------------
+    def _frame(self, coords_bohr, comment: str) -> str:
+        symbols = self.spec.molecule.symbols
+        coords = np.asarray(coords_bohr, dtype=float).reshape(-1, 3) * BOHR_ANGSTROM
+        return (f"{len(symbols)}\n{comment}\n"
+                + "".join(f"{s:<2} {x:16.10f} {y:16.10f} {z:16.10f}\n"
+                          for s, (x, y, z) in zip(symbols, coords)))
+
+    def _write_trajectory(self) -> None:
+        """trajectory.xyz: one frame per step whose SCF converged (Angstrom), atomically."""
+        frames = [self._frame(h["geometry_bohr"],
+                              f"step {h['step']}  E = {h['energy_hartree']:.10f} Ha  max |dE/dR| = "
+                              f"{h['gradient_max_hartree_per_bohr']:.3e} Ha/bohr  "
+                              f"({self.spec.job.name}, dm21 opt)")
+                  for h in self.history if h.get("gradient_max_hartree_per_bohr") is not None]
+        write_text_atomic(self.run.jobdir.file(OPT_FILES["trajectory"]), "".join(frames))
+
+    def _commit(self, converged: bool) -> dict:
+        spec, run = self.spec, self.run
+        jobdir, log = run.jobdir, run.log
+        step = self.step
+        t0 = time.perf_counter()
+        result = _base_result(spec, run.res, run.network)
+        result["driver"] = "gradient"
+        result["provenance"]["routine"] = run.routine
+        if step is None:  # (cannot happen: geomeTRIC computes the first step before anything)
+            raise RuntimeError("the optimisation computed no step")
+        props = step.props
+        coords = self.step_coords
+        converged = bool(converged and step.converged)
+        result["molecule"]["geometry_bohr"] = coords.tolist()
+        result.update({"success": converged, "converged": converged,
+                       "status": "success" if converged else "not-converged",
+                       "return_energy": props["return_energy"], "properties": props})
+        result["optimization"] = self.record(converged, self.message)
+        if not converged:
+            result["error"] = {"error_type": "ConvergenceError", "error_message": self.message}
+        if step.converged:
+            log_gradient_table(self.detail, spec.molecule.symbols, props["gradient_hartree_per_bohr"])
+        self._write_trajectory()
+        write_text_atomic(jobdir.file(OPT_FILES["final"]), self._frame(
+            coords, f"{'optimised' if converged else 'last (NOT converged)'} geometry, step "
+                    f"{self.history[-1]['step']}  E = {props['return_energy']:.10f} Ha  "
+                    f"({spec.job.name}, dm21 opt)"))
+        files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
+                 "log": FILES["log"], "chkfile": FILES["chkfile"], **OPT_FILES}
+        if spec.outputs.molden:
+            write_molden(jobdir.file(FILES["molden"]), step.mf.mol, step.mf.mo_energy,
+                         step.mf.mo_coeff, step.mf.mo_occ)
+            files["molden"] = FILES["molden"]
+        result["files"] = files
+        timings = {"steps": float(sum(h.get("wall_s", 0.0) for h in self.history
+                                      if h.get("run") == self.run_number)),
+                   "outputs": time.perf_counter() - t0,
+                   "total": time.perf_counter() - run.t_start}
+        result["timings_s"] = timings
+        run.commit(result)  # the commit point: from here on the result is on disk
+
+        if spec.outputs.cube_requests():
+            t0 = time.perf_counter()
+            files["cubes"] = write_cube_files(jobdir, spec, step.mf, log)
+            timings["cubes"] = time.perf_counter() - t0
+            timings["total"] = time.perf_counter() - run.t_start
+            run.commit(result)
+        log(f"{'converged' if converged else 'NOT CONVERGED'}: {self.message}; E = "
+            f"{props['return_energy']:.10f} Ha; results in {jobdir.path}")
+        return finite(result)
