@@ -100,7 +100,8 @@ def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
                                            distance=params["distance"],
                                            electrons=params["electrons"],
                                            fractional_spin=params["fractional_spin"],
-                                           reference_atoms=params["reference_atoms"]))
+                                           reference_atoms=params["reference_atoms"],
+                                           relax=params["relax"]))
     return sub, plan_scan(spec, functionals=functionals).scan_dir, params["overwrite"]
 
 

@@ -24,6 +24,9 @@ from dm21cli.cli import common
               help="Scan directory (default: outputs/<job name>).")
 @click.option("--reference-atoms", is_flag=True, default=None,
               help="Also compute the separated fragments (the dissociation limit).")
+@click.option("--relax", is_flag=True, default=None,
+              help="Relaxed scan: at each distance optimise everything else with geomeTRIC "
+                   "(the pair's distance frozen; the job's opt: settings); scan.relax.")
 @click.option("--overwrite", is_flag=True,
               help="Accept a changed scan definition in an existing scan directory "
                    "(points whose inputs did not change are still reused).")
@@ -40,7 +43,7 @@ from dm21cli.cli import common
               help="Compute nothing: assemble scan.csv/json/png from the points on disk.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every log line of every point (serial runs).")
 def scan(file: str, distance: str | None, electrons: str | None, fractional_spin: str | None,
-         output_dir: str | None, reference_atoms: bool | None,
+         output_dir: str | None, reference_atoms: bool | None, relax: bool | None,
          overwrite: bool, as_json: bool, workers: int, point: int | None, dask_address: str | None,
          collect: bool, verbose: bool, checkpoints: str | None, **options) -> None:
     """Scan a bond distance, the electron number or the spin of FILE (.yaml job file with an
@@ -58,6 +61,7 @@ def scan(file: str, distance: str | None, electrons: str | None, fractional_spin
       dm21 scan inputs/h2.yaml
       dm21 scan nacl.yaml --distance 2:10:0.5 --functional DM21,B3LYP
       dm21 scan h2.xyz --distance 0.5,0.74,1,2,3 --basis def2-svp --reference-atoms
+      dm21 scan water.yaml --distance 0.8:1.4:0.1 --relax   # the other O-H and the angle relax
       dm21 scan inputs/h2.yaml --workers 2
       dm21 scan inputs/h2.yaml --point $SLURM_ARRAY_TASK_ID   # one point per array task
       dm21 scan inputs/h2.yaml --collect                      # then assemble the curve
@@ -92,7 +96,7 @@ def scan(file: str, distance: str | None, electrons: str | None, fractional_spin
         options["functional"] = functionals[0] or None
     spec = load_job(file, common.overrides(options, output_dir=output_dir, distance=distance,
                                            electrons=electrons, fractional_spin=fractional_spin,
-                                           reference_atoms=reference_atoms))
+                                           reference_atoms=reference_atoms, relax=relax))
     plan = plan_scan(spec, functionals=functionals)
     if point is not None and not 0 <= point < len(plan.values):
         raise InputError(f"point {point} does not exist: the scan has {len(plan.values)} "

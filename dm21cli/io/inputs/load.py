@@ -57,6 +57,7 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "electrons": ("scan", "electrons"),
     "fractional_spin": ("scan", "fractional_spin"),
     "reference_atoms": ("scan", "reference_atoms"),
+    "relax": ("scan", "relax"),
 }
 
 #: the options that choose the kind of scan; one given replaces the file's kind

@@ -209,6 +209,9 @@ class ScanSettings(_Section):
                            "the equilibrium estimate.")
     reference_atoms: _Bool = Field(
         False, description="Also compute the separated fragments (the dissociation limit).")
+    relax: _Bool = Field(
+        False, description="Relaxed scan: at each distance optimise everything else (dm21 opt, "
+                           "the pair's distance frozen); needs three atoms or more.")
     reference_charges: Annotated[list[Annotated[int, _int_range()]] | None,
                                  BeforeValidator(_check_fragment_numbers)] = Field(
         None, description="[fixed, moving] fragment charges; null = moving fragment neutral, "

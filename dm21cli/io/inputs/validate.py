@@ -411,6 +411,7 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
 
 #: keys of the scan section that only distance scans use, with their defaults
 _DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "reference_atoms": False,
+                  "relax": False,
                   "reference_charges": None, "reference_multiplicities": None}
 
 
@@ -445,6 +446,10 @@ def _validate_scan(spec: JobSpec) -> None:
     if natm < 2:
         raise InputError(f"a scan needs at least two atoms; the molecule has {natm}",
                          **meta.locate(("scan",)))
+    if scan.relax and natm < 3:
+        raise InputError(f"a relaxed scan needs at least three atoms: with the scanned distance "
+                         f"fixed, {natm} atoms have nothing left to relax (scan them without relax)",
+                         **meta.locate(("scan", "relax")))
     for k, n in enumerate(scan.atoms):
         if n > natm:
             raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)",

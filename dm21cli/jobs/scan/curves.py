@@ -30,7 +30,7 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
     if coordinate.kind != "distance":
         fractional.deviations(report.records, coordinate.kind, coordinate.column)
         report.curves = fractional.curves(report.records, coordinate.kind, coordinate.column)
-    columns = csv_columns(coordinate)
+    columns = csv_columns(coordinate, plan.relax)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -50,6 +50,8 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
             "functionals": plan.functionals, "distances_angstrom": plan.values,
             "equilibrium_estimate_angstrom": plan.equilibrium_angstrom,
             "references": report.references})
+        if plan.relax:
+            doc["relax"] = True
     else:
         doc.update({"functionals": plan.functionals, coordinate.key: plan.values})
         if plan.states:

@@ -184,6 +184,9 @@ class ScanPlan:
     coordinate: Coordinate = COORDINATES["distance"]
     #: electron-number scans: the multiplicity of each integer electron number
     states: dict[int, int] | None = None
+    #: a relaxed distance scan: every point (and fragment of two atoms or more) a geometry
+    #: optimisation with the pair's distance frozen
+    relax: bool = False
 
     @property
     def distances(self) -> list[float]:
@@ -255,13 +258,28 @@ def _build_spec_from(data: dict, source_path: Path | None, default_name: str, wh
 
 def _point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, directory: Path,
                 broken_symmetry: bool, atoms: list[int] | None = None,
-                charge: int | None = None, multiplicity: int | None = None) -> dict:
-    """Resolved input of one point (or fragment) derived from the base job."""
+                charge: int | None = None, multiplicity: int | None = None,
+                relax: tuple[int, int] | bool | None = None) -> dict:
+    """Resolved input of one point (or fragment) derived from the base job.
+
+    relax: a relaxed point: the 0-based pair whose distance geomeTRIC keeps frozen
+    (``task: opt``, the job's ``opt`` settings and constraints plus ``distance i j``);
+    True for a fragment optimised whole (the job's criteria, no constraints); else a
+    single point (no ``opt`` section).
+    """
     d = base.to_resolved_dict()
     d.pop("scan", None)
+    opt = d.pop("opt", None) or base.opt_settings().resolved()
     symbols = base.molecule.symbols
     keep = range(len(symbols)) if atoms is None else atoms
     d["job"] = {"name": name, "output_dir": str(directory)}
+    if relax:
+        d["job"]["task"] = "opt"
+        d["opt"] = json.loads(json.dumps(opt))
+        if relax is True:
+            d["opt"]["constraints"] = {"freeze": [], "set": []}
+        else:
+            d["opt"]["constraints"]["freeze"].append(f"distance {relax[0] + 1} {relax[1] + 1}")
     d["molecule"] = {
         "xyz": "".join(f"{symbols[k]} {float(coords_angstrom[k][0])!r} "
                        f"{float(coords_angstrom[k][1])!r} {float(coords_angstrom[k][2])!r}\n"
@@ -359,7 +377,7 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
             directory = scan_dir / dirname / point_dirname(dist)
             new = displaced_coords(coords, pair, moving, dist)
             data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
-                               scan.broken_symmetry)
+                               scan.broken_symmetry, relax=pair if scan.relax else None)
             pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
             row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec),
                                  COORDINATES["distance"]))
@@ -395,7 +413,8 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                     refs.append(Reference(name, role, atoms, charge, mult, 0, directory, None, None))
                     continue
                 data = _point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}", directory,
-                                   False, atoms=atoms, charge=charge, multiplicity=mult)
+                                   False, atoms=atoms, charge=charge, multiplicity=mult,
+                                   relax=scan.relax and len(atoms) >= 2)
                 rspec = _build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
                 refs.append(Reference(name, role, atoms, charge, mult, nelec, directory, data,
                                       point_hash(rspec)))
@@ -409,11 +428,13 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
         "reference_charges": scan.reference_charges,
         "reference_multiplicities": scan.reference_multiplicities,
     }
+    if scan.relax:  # (only then: the definitions, and hashes, of rigid scans stay as they were)
+        definition["relax"] = True
     return ScanPlan(spec=spec, scan_dir=scan_dir, values=distances, pair=pair, moving=moving,
                     functionals=names, equilibrium_angstrom=r_eq, order=order, points=points,
                     references=references, broken_symmetry=scan.broken_symmetry,
                     definition=definition, definition_hash=_digest(definition),
-                    coordinate=COORDINATES["distance"])
+                    coordinate=COORDINATES["distance"], relax=scan.relax)
 
 
 def _nuclear_repulsion_hartree(spec) -> float:

@@ -46,10 +46,11 @@ CSV_COLUMNS_FRACTIONAL = [
 ]
 
 
-def csv_columns(coordinate) -> list[str]:
-    """The columns of scan.csv for a scan of this `Coordinate`."""
+def csv_columns(coordinate, relax: bool = False) -> list[str]:
+    """The columns of scan.csv for a scan of this `Coordinate` (a relaxed scan adds the
+    optimisation steps of each point)."""
     if coordinate.kind == "distance":
-        return CSV_COLUMNS
+        return CSV_COLUMNS + (["opt_steps"] if relax else [])
     return [c.format(coordinate=coordinate.column) for c in CSV_COLUMNS_FRACTIONAL]
 
 
@@ -79,6 +80,7 @@ def result_fields(result: dict | None) -> dict:
         "wall_time_s": (result.get("timings_s") or {}).get("total"),
         "error": (None if result.get("converged") else
                   (result.get("error") or {}).get("error_message")),
+        "opt_steps": (result.get("optimization") or {}).get("steps"),
     }
 
 
@@ -112,6 +114,8 @@ def _record(point: ScanPoint, result: dict | None, moving: list[int], *, reused:
         "directory": str(point.directory),
         "error": error or f["error"],
     }
+    if f["opt_steps"] is not None:  # a relaxed scan's point: a geometry optimisation
+        rec["opt_steps"] = f["opt_steps"]
     if point.state is not None:
         rec.update(_state_fields(point))
     return rec

@@ -121,8 +121,9 @@ def _mixed_guess_chkfile(spec, path: Path, source: Path | None = None) -> None:
 
 
 def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpoints, detail):
-    """run_job for one point/fragment; returns (result or None, error message or None)."""
-    from dm21cli.jobs.run import run_job
+    """run_job (run_opt for a relaxed point) for one point/fragment; returns (result or None,
+    error message or None)."""
+    from dm21cli.jobs.task import run_task
 
     data = json.loads(json.dumps(data))
     if guess is not None:  # absolute: relative guess paths are read against the input's folder
@@ -132,7 +133,7 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
         # PySCF prints a warning to stdout when a chkfile guess comes from another
         # geometry (always the case here); stdout must stay clean for --json.
         with contextlib.redirect_stdout(io.StringIO()):
-            return run_job(spec, checkpoints=checkpoints, overwrite=True, reporter=detail), None
+            return run_task(spec, checkpoints=checkpoints, overwrite=True, reporter=detail), None
     except ComputeError as exc:
         return _read_json(spec.output_path() / "result.json"), str(exc)
 

@@ -344,14 +344,15 @@ class _WorkerStop(BaseException):
 
 
 def _inside_run_job(frame) -> bool:
+    """Whether `frame` is inside run_job, or run_opt (a relaxed scan's point)."""
     import sys
 
-    runner = sys.modules.get("dm21cli.jobs.run")  # (no import in a signal handler)
-    if runner is None:
-        return False
-    code = runner.run_job.__code__
+    # (no import in a signal handler)
+    codes = {module.__dict__[name].__code__ for module, name in
+             ((sys.modules.get("dm21cli.jobs.run"), "run_job"),
+              (sys.modules.get("dm21cli.jobs.opt"), "run_opt")) if module is not None}
     while frame is not None:
-        if frame.f_code is code:
+        if frame.f_code in codes:
             return True
         frame = frame.f_back
     return False
@@ -458,7 +459,7 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     never hears of it.  reporter: run_job's reporter.
     """
     from dm21cli.core.errors import Interrupted
-    from dm21cli.jobs.run import run_job
+    from dm21cli.jobs.task import run_task
 
     spec = _build_spec_from(data, Path(source) if source else None, default_name, {}, label)
     began = [False]  # run_job logged a line: the point directory is this run's (an old one moved aside)
@@ -471,7 +472,7 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     try:
         # (not in Dask's threaded workers: redirect_stdout is process-wide)
         with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
-            result, error = run_job(spec, checkpoints=checkpoints, overwrite=True, reporter=report), None
+            result, error = run_task(spec, checkpoints=checkpoints, overwrite=True, reporter=report), None
     except ComputeError as exc:
         result, error = _read_json(spec.output_path() / "result.json"), str(exc)
     except (KeyboardInterrupt, Interrupted):
