@@ -10,8 +10,8 @@ subpackage that imports only the ones listed before it (README, "Architecture"):
 - `dm21cli.scf`: Kohn-Sham with DM21 on PySCF and the SCF that converges;
 - `dm21cli.io`: file formats: the job file and its model (`io.inputs`), the
   output files (`io.outputs`);
-- `dm21cli.jobs`: what a user runs: a single point (`jobs.run`), a scan
-  (`jobs.scan`);
+- `dm21cli.jobs`: what a user runs: a single point (`jobs.run`), a geometry
+  optimisation (`jobs.opt`), a scan (`jobs.scan`);
 - `dm21cli.cli`: the ``dm21`` command; nothing imports it.
 
 The entry points scripts use are importable from here::
@@ -31,6 +31,7 @@ _API = {
     "validate_job": "dm21cli.io.inputs.validate",
     "JobSpec": "dm21cli.io.inputs.models",
     "run_job": "dm21cli.jobs.run",
+    "run_opt": "dm21cli.jobs.opt",
     "plan_scan": "dm21cli.jobs.scan.plan",
     "run_scan": "dm21cli.jobs.scan.run",
     "collect_scan": "dm21cli.jobs.scan.run",
