@@ -16,7 +16,10 @@ import json
 
 import numpy as np
 import pytest
-from test_scan import _assert_interrupted, _env, _show, _signal_parallel_scan, _statuses, _write, dm21
+from dm21proc import dm21
+from dm21proc import show as _show
+from dm21proc import write as _write
+from test_scan import _assert_interrupted, _signal_parallel_scan, _statuses
 
 from dm21cli.core.errors import ExitStatus
 from dm21cli.core.units import BOHR_ANGSTROM

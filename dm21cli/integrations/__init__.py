@@ -1,0 +1,1 @@
+"""dm21cli inside other programs: `dm21cli.integrations.ase` (an ASE calculator)."""
