@@ -380,10 +380,10 @@ class ScfStep:
 
 
 def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoint, *,
-             guess_chk=None, warm_start: bool = True) -> ScfStep:
+             guess_chk=None) -> ScfStep:
     """The SCF of `spec` on the built molecule `mol` (its geometry may differ from the spec's):
     grid, SCF object (a fresh DM21XC: the exchange integrals of this geometry), starting
-    density (a chkfile `guess_chk`, else the warm start if `warm_start`, else the SCF's own
+    density (a chkfile `guess_chk`, else for DM21 the warm start, else the SCF's own
     guess), the escalation ladder, the float64 final DM21 energy, D3(BJ), and the properties.
 
     Every SCF state goes to `checkpoint` (the last one written, final=True).  Used by the
@@ -402,7 +402,7 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
     warm = None
     if guess_chk is not None:
         dm0 = guess_from_chkfile(mf, str(guess_chk))
-    elif network is not None and spec.scf.warm_start and warm_start:
+    elif network is not None and spec.scf.warm_start:
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
                                 checkpoint=checkpoint)
         timings["warm_start"] = warm["wall_s"]
