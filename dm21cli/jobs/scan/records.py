@@ -126,12 +126,24 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _result_fields(document: dict | None) -> dict | None:
+    """A point's result.json document (QCSchema) in dm21cli's layout, which the scan reads."""
+    from dm21cli.io.outputs.qcschema import fields
+
+    return fields(document) if document else None
+
+
+def _read_result(path: Path) -> dict | None:
+    """A point's result.json in dm21cli's layout, or None."""
+    return _result_fields(_read_json(path))
+
+
 def _finished(directory: Path, expected_hash: str) -> dict | None:
     """The stored result of a finished point with this input hash, else None."""
     info = _read_json(directory / POINT_FILE)
     if not info or info.get("hash") != expected_hash or (directory / ".running").exists():
         return None
-    result = _read_json(directory / "result.json")
+    result = _read_result(directory / "result.json")
     if not result or result.get("status") not in FINISHED:
         return None
     return result

@@ -1,0 +1,323 @@
+"""QCSchema (issue 13): result.json as AtomicResult / FailedOperation, ``dm21 run input.json``
+with an AtomicInput, and the QCEngine harness ``dm21``.
+
+Every result.json the suite writes is validated with qcelemental after each test
+(conftest.py, `_result_json_is_qcschema`); here: what the mapping keeps, the
+AtomicInput's errors, and the harness run in this process through
+``qcengine.compute`` with a TaskConfig.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import invalid_result_json
+from test_cli_run import _env, _show, dm21, write_job
+
+from dm21cli.io.outputs.qcschema import STANDARD_PROPERTIES, fields, to_qcschema
+
+BOHR_ANGSTROM = 0.529177210903
+#: H2 at 0.74 Angstrom, as the job files of test_cli_run write it, in bohr
+H2_GEOMETRY_BOHR = [0.0, 0.0, 0.0, 0.0, 0.0, 0.74 / BOHR_ANGSTROM]
+#: DM21/STO-3G on a coarse grid: a second per run
+H2_INPUT = {
+    "schema_name": "qcschema_input", "schema_version": 1,
+    "molecule": {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR},
+    "driver": "energy",
+    "model": {"method": "DM21", "basis": "sto-3g"},
+    "keywords": {"grid_level": 1, "molden": False},
+}
+
+
+def atomic_input(**changes) -> dict:
+    return json.loads(json.dumps({**H2_INPUT, **changes}))
+
+
+@pytest.fixture(scope="module")
+def h2_runs(tmp_path_factory, checkpoints_dir):
+    """The same DM21 job through `dm21 run` from a YAML job file and from an AtomicInput."""
+    cwd = tmp_path_factory.mktemp("qcschema")
+    write_job(cwd, "h2yaml", basis="sto-3g", extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    document = atomic_input(id="h2-run-1", extras={"campaign": "issue-13"})
+    (cwd / "h2json.json").write_text(json.dumps(document, indent=2))
+    env = _env(checkpoints_dir)
+    runs = {}
+    for name in ("h2yaml.yaml", "h2json.json"):
+        proc = dm21(["run", name], cwd, env)
+        assert proc.returncode == 0, _show(proc)
+        stem = name.split(".")[0]
+        runs[stem] = json.loads((cwd / "outputs" / stem / "result.json").read_text())
+    return runs
+
+
+# ----------------------------------------------------------------------------
+# result.json
+# ----------------------------------------------------------------------------
+def test_result_json_is_a_qcelemental_atomic_result(h2_runs):
+    from qcelemental.models import AtomicResult
+
+    for document in h2_runs.values():
+        result = AtomicResult(**document)  # the issue's own check
+        assert result.success and result.driver == "energy"
+        assert result.return_result == result.properties.return_energy
+        assert result.properties.scf_iterations >= 1
+        assert result.properties.calcinfo_nbasis == 2 and result.properties.calcinfo_natom == 2
+        assert result.provenance.creator == "dm21cli"
+        assert result.molecule.geometry.ravel() == pytest.approx(H2_GEOMETRY_BOHR, abs=1e-8)
+
+
+def test_atomic_input_gives_the_yaml_jobs_energy(h2_runs):
+    """The AtomicInput maps onto the same job: identical energy, settings and keywords."""
+    from_yaml, from_json = h2_runs["h2yaml"], h2_runs["h2json"]
+    assert from_json["return_result"] == pytest.approx(from_yaml["return_result"], abs=1e-10)
+    assert from_json["keywords"] == from_yaml["keywords"]
+    assert from_json["keywords"]["grid_level"] == 1
+    # id and extras of the AtomicInput are carried into the result
+    assert from_json["id"] == "h2-run-1"
+    assert from_json["extras"]["campaign"] == "issue-13"
+    assert from_json["extras"]["dm21cli"]["input"]["molecule"]["units"] == "bohr"
+
+
+def test_fields_read_back_what_the_record_held():
+    """to_qcschema and fields are inverse for every field of dm21cli's layout."""
+    from test_outputs import full_record
+
+    for converged in (True, False):
+        record = full_record(converged=converged, unrestricted=not converged)
+        back = fields(to_qcschema(record))
+        for key in ("success", "converged", "status", "driver", "timings_s", "files", "input",
+                    "return_energy"):
+            assert back[key] == record[key], key
+        assert back["model"] == record["model"]
+        assert back["molecule"]["geometry_bohr"] == record["molecule"]["geometry_bohr"]
+        assert back["provenance"] == record["provenance"]
+        for name, value in record["properties"].items():
+            assert back["properties"][name] == value, name
+        assert back["error"] == (None if converged else {**record["error"], "extras": None})
+
+
+def test_where_each_property_moved_is_documented():
+    """README's table names every standard property of `STANDARD_PROPERTIES`."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name, field in STANDARD_PROPERTIES.items():
+        if name not in ("return_gradient",):
+            assert f"`properties.{field}`" in readme, field
+
+
+def test_the_result_json_check_catches_the_old_layout(tmp_path):
+    """The suite's QCSchema check can fail: result.json as it was before issue 13."""
+    old = {"schema_name": "dm21cli_result", "schema_version": 1, "success": True,
+           "converged": True, "driver": "energy", "model": {"method": "DM21", "basis": "sto-3g"},
+           "molecule": {"symbols": ["H", "H"], "geometry_bohr": [[0, 0, 0], [0, 0, 1.4]],
+                        "molecular_charge": 0, "molecular_multiplicity": 1},
+           "return_energy": -1.16, "properties": {"return_energy": -1.16}}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "result.json").write_text(json.dumps(old))
+    problems = invalid_result_json(tmp_path)
+    assert len(problems) == 1 and "geometry" in problems[0], problems
+
+
+# ----------------------------------------------------------------------------
+# dm21 run input.json: bad AtomicInputs
+# ----------------------------------------------------------------------------
+BAD_INPUTS = {
+    # name: (changes to H2_INPUT, or a raw text; the JSON key whose line the error names, or
+    # None; what the one line says after "dm21: error: h2.json:LINE: ")
+    "unknown-keyword": ({"keywords": {"conv_tl": 1e-8}}, '"conv_tl"',
+                        "keywords.conv_tl: unknown keyword 'conv_tl' (did you mean 'conv_tol'?)"),
+    "keyword-value": ({"keywords": {"conv_tol": -1}}, '"conv_tol"',
+                      "keywords.conv_tol: must be greater than 0, got -1"),
+    "keyword-elsewhere": ({"keywords": {"basis": "def2-svp"}}, '"basis": "def2-svp"',
+                          "keywords.basis: set this in model.basis, not in keywords"),
+    "bad-method": ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, '"method"',
+                   "model.method: unknown functional 'no-such-xc'"),
+    "driver-hessian": ({"driver": "hessian"}, '"driver"',
+                       "driver: 'hessian' is not supported (dm21 computes: energy)"),
+    "driver-gradient": ({"driver": "gradient"}, '"driver"',
+                        "driver: dm21 cannot compute nuclear gradients yet"),
+    "ghost-atom": ({"molecule": {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR,
+                                 "real": [True, False]}}, '"real"',
+                   "molecule.real: ghost atoms (real: false) are not supported"),
+    "geometry-length": ({"molecule": {"symbols": ["H", "H"], "geometry": [0, 0, 0, 0, 0]}},
+                        '"geometry"', "molecule.geometry: 5 coordinates for 2 atoms (expected 6"),
+    "unknown-element": ({"molecule": {"symbols": ["H", "Xx"], "geometry": H2_GEOMETRY_BOHR}},
+                        '"geometry"', "molecule.geometry: atom 2: unknown element 'Xx'"),
+    "multiplicity": ({"molecule": {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR,
+                                   "molecular_multiplicity": 2}}, '"molecular_multiplicity"',
+                     "molecule.molecular_multiplicity: multiplicity 2"),
+    "version-2": ({"specification": {}}, '"specification"',
+                  "specification: this is a QCSchema version 2 AtomicInput"),
+    "not-json": ('{"molecule": {"symbols": ["H"],\n  "geometry": [0, 0, 0]},,}', '},,',
+                 "invalid JSON: Expecting property name enclosed in double quotes"),
+    "duplicate-key": ('{"driver": "energy", "driver": "energy"}', None, "duplicate key 'driver'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_atomic_input_exits_2_one_line_no_output(tmp_path, case):
+    changes, key, needle = BAD_INPUTS[case]
+    text = changes if isinstance(changes, str) else json.dumps(atomic_input(**changes), indent=2)
+    (tmp_path / "h2.json").write_text(text)
+    proc = dm21(["run", "h2.json"], tmp_path, _env(None))
+    assert proc.returncode == 2, _show(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, _show(proc)
+    where = "h2.json: " if key is None else f"h2.json:{text[:text.index(key)].count(chr(10)) + 1}: "
+    assert lines[0].startswith("dm21: error: " + where + needle), (lines[0], where + needle)
+    assert proc.stdout == "" and not (tmp_path / "outputs").exists()
+
+
+def test_validate_lists_every_problem_of_an_atomic_input(tmp_path):
+    (tmp_path / "h2.json").write_text(json.dumps(atomic_input(
+        driver="hessian", keywords={"conv_tl": 1, "grid_level": 99}), indent=2))
+    proc = dm21(["validate", "h2.json"], tmp_path, _env(None))
+    assert proc.returncode == 2, _show(proc)
+    text = proc.stderr
+    assert "driver: 'hessian'" in text and "keywords.conv_tl" in text, text
+
+
+def test_run_needs_no_qcelemental(tmp_path):
+    """qcelemental and qcengine are optional: `dm21 run` works without them (they are
+    made unimportable in the child process)."""
+    write_job(tmp_path, "h2", basis="sto-3g", functional="b3lyp",
+              extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    code = textwrap.dedent("""\
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("qcelemental", "qcengine"):
+                    raise ImportError(f"{name} blocked by the test")
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["dm21", "run", "h2.yaml", "--json"]
+        from dm21cli.__main__ import main
+        main()
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(None),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, _show(proc)
+    assert json.loads(proc.stdout)["schema_name"] == "qcschema_output"
+
+
+# ----------------------------------------------------------------------------
+# the QCEngine harness
+# ----------------------------------------------------------------------------
+@pytest.fixture
+def qcengine(monkeypatch, checkpoints_dir):
+    qcng = pytest.importorskip("qcengine")
+    import dm21cli.qcengine  # noqa: F401 - registers the harness
+
+    monkeypatch.setenv("DM21_CHECKPOINTS", str(checkpoints_dir))
+    return qcng
+
+
+def test_import_registers_the_program(qcengine):
+    import importlib
+
+    import dm21cli.qcengine as shim
+
+    importlib.reload(shim)  # registering again is harmless
+    assert "dm21" in qcengine.list_all_programs()
+    assert "dm21" in qcengine.list_available_programs()
+
+
+def test_harness_energy_is_dm21_runs_and_honours_the_task_config(qcengine, h2_runs, tmp_path,
+                                                                   monkeypatch):
+    """qcengine.compute(..., "dm21") in this process: the energy of `dm21 run`, with the
+    TaskConfig's cores, memory (GiB) and scratch folder used by the run itself."""
+    from pyscf import lib
+    from threadpoolctl import threadpool_info
+
+    from dm21cli.jobs import run as runner
+
+    seen = {}
+    real_build_scf = runner.build_scf
+
+    def build_scf(mol, spec, grids, network=None, max_memory_mb=4000.0):
+        seen["pyscf_threads"] = lib.num_threads()
+        # NumPy's and SciPy's BLAS (the network's and the SCF's matrix products)
+        seen["blas_threads"] = {p["num_threads"] for p in threadpool_info()
+                                if p["user_api"] == "blas"
+                                and ("numpy" in p["filepath"] or "scipy" in p["filepath"])}
+        seen["mol_max_memory"] = mol.max_memory
+        seen["network_workers"] = getattr(network, "workers", None)
+        seen["pyscf_tmpdir"] = lib.param.TMPDIR
+        return real_build_scf(mol, spec, grids, network, max_memory_mb=max_memory_mb)
+
+    monkeypatch.setattr(runner, "build_scf", build_scf)
+    threads_before = lib.num_threads()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    config = {"ncores": 2, "memory": 0.75, "scratch_directory": str(scratch)}
+    result = qcengine.compute(atomic_input(), "dm21", task_config=config)
+    assert result.success, result.error
+    assert result.return_result == pytest.approx(h2_runs["h2json"]["return_result"], abs=1e-9)
+    memory_mb = int(0.75 * 2**30 / 1e6)  # 805 MB (10^6 bytes) for 0.75 GiB
+    assert seen == {"pyscf_threads": 2, "blas_threads": {2}, "mol_max_memory": memory_mb,
+                    "network_workers": 2, "pyscf_tmpdir": seen["pyscf_tmpdir"]}, seen
+    assert Path(seen["pyscf_tmpdir"]).parent == scratch
+    prov = result.provenance
+    assert (prov.threads, prov.threads_source, prov.memory_mb) == (2, "input", memory_mb)
+    assert f"2 threads (input), {memory_mb} MB (input)" in result.stdout
+    out = Path(result.extras["dm21cli"]["input"]["job"]["output_dir"])
+    assert out.parent.parent == scratch and not out.parent.exists(), "scratch not removed"
+    assert lib.num_threads() == threads_before, "the process's thread count was not restored"
+    # scratch_messy keeps the run's files
+    messy = qcengine.compute(atomic_input(protocols={"native_files": "all"}), "dm21",
+                             task_config={**config, "scratch_messy": True})
+    out = Path(messy.extras["dm21cli"]["input"]["job"]["output_dir"])
+    assert (out / "result.json").is_file() and (out / "scf.chk").is_file()
+    assert "DM21 calculation summary" in messy.native_files["summary.txt"]
+    assert messy.return_result == result.return_result
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"keywords": {"conv_tl": 1e-8}}, "keywords.conv_tl: unknown keyword 'conv_tl'"),
+    ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, "model.method: unknown functional"),
+    ({"driver": "hessian"}, "driver: 'hessian' is not supported"),
+    ({"driver": "gradient"}, "driver: dm21 cannot compute nuclear gradients yet"),
+    ({"keywords": {"threads": 4}}, "keywords.threads: under QCEngine, set the threads"),
+], ids=["unknown-keyword", "bad-method", "hessian", "gradient", "threads-keyword"])
+def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_path):
+    result = qcengine.compute(atomic_input(**changes), "dm21",
+                              task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
+    assert result.success is False
+    assert result.error.error_type == "input_error", result.error
+    assert needle in result.error.error_message, result.error.error_message
+    assert list(tmp_path.iterdir()) == [], "a refused input left files in the scratch folder"
+
+
+def test_harness_not_converged_is_a_convergence_error(qcengine, tmp_path):
+    keywords = {"grid_level": 1, "max_cycle": 1, "max_attempts": 1, "conv_tol": 1e-12,
+                "warm_start": None}
+    result = qcengine.compute(atomic_input(keywords=keywords), "dm21",
+                              task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
+    assert result.success is False
+    assert result.error.error_type == "convergence_error", result.error
+    extras = result.error.extras
+    assert extras["dm21cli"]["status"] == "not-converged"
+    assert math.isfinite(extras["properties"]["return_energy"])
+
+
+def test_geometric_optimisation_fails_cleanly_until_gradients_exist(qcengine, tmp_path):
+    """compute_procedure(..., "geometric") asks dm21 for gradients: refused, never faked.
+    (When run_job computes gradients, this becomes an optimisation that converges.)"""
+    pytest.importorskip("geometric")
+    optimization = {
+        "keywords": {"program": "dm21"},
+        "input_specification": {"driver": "gradient",
+                                "model": {"method": "DM21", "basis": "sto-3g"},
+                                "keywords": {"grid_level": 1}},
+        "initial_molecule": H2_INPUT["molecule"],
+    }
+    with pytest.warns(FutureWarning):  # compute_procedure is deprecated in favour of compute
+        result = qcengine.compute_procedure(optimization, "geometric",
+                                            task_config={"ncores": 1,
+                                                         "scratch_directory": str(tmp_path)})
+    assert result.success is False
+    assert "dm21 cannot compute nuclear gradients yet" in result.error.error_message
