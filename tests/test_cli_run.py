@@ -622,7 +622,8 @@ def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
             except SystemExit as exc:
                 assert exc.code in (0, None), exc.code
         heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("pyscf", "tensorflow", "tensorflow_hub"))
+                       if m.split(".")[0] in ("pyscf", "tensorflow", "tensorflow_hub",
+                                              "qcelemental", "qcengine"))
         print("HEAVY=" + ",".join(heavy))
         """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(None),

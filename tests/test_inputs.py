@@ -187,10 +187,13 @@ def test_error_names_file_line_and_field(tmp_path, case):
 
 
 def test_unsupported_extension_and_missing_file(tmp_path):
-    path = write(tmp_path, WATER, "job.json")
-    with pytest.raises(InputError, match="expected .yaml, .yml or .xyz") as info:
+    path = write(tmp_path, WATER, "job.toml")  # (.json is a QCSchema AtomicInput since issue 13)
+    with pytest.raises(InputError, match=r"expected .yaml, .yml, .xyz, or .json for a QCSchema "
+                                         r"AtomicInput") as info:
         load_job(path)
     assert info.value.file == path
+    with pytest.raises(InputError, match="no such file"):
+        load_job(tmp_path / "absent.json")
     with pytest.raises(InputError, match="no such file") as info:
         load_job(tmp_path / "absent.yaml")
     assert info.value.file == str(tmp_path / "absent.yaml")

@@ -292,6 +292,19 @@ def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_
     assert list(tmp_path.iterdir()) == [], "a refused input left files in the scratch folder"
 
 
+def test_harness_scratch_directory_that_does_not_exist_is_a_resource_error(qcengine, tmp_path):
+    """A TaskConfig scratch_directory that cannot hold the run's folder: a resource_error
+    naming it, not a traceback."""
+    missing = tmp_path / "no-such-folder"
+    result = qcengine.compute(atomic_input(), "dm21",
+                              task_config={"ncores": 1, "scratch_directory": str(missing)})
+    assert result.success is False
+    assert result.error.error_type == "resource_error", result.error
+    assert f"scratch_directory {missing}: cannot create" in result.error.error_message
+    assert "Traceback" not in result.error.error_message
+    assert not missing.exists()
+
+
 def test_harness_not_converged_is_a_convergence_error(qcengine, tmp_path):
     keywords = {"grid_level": 1, "max_cycle": 1, "max_attempts": 1, "conv_tol": 1e-12,
                 "warm_start": None}

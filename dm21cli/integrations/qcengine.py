@@ -12,7 +12,8 @@ unless ``scratch_messy``).
 Failures come back as QCEngine's errors, so that ``qcengine.compute`` returns
 a FailedOperation: a bad AtomicInput is an ``input_error``, an SCF that did
 not converge a ``convergence_error`` (its last iteration in
-``error.extras``), missing weights or memory a ``resource_error``.
+``error.extras``), missing weights or memory, or a scratch directory that
+cannot hold the run's folder, a ``resource_error``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from qcengine import exceptions as qcng_errors
 from qcengine.programs.model import ProgramHarness
 
 from dm21cli import __version__
-from dm21cli.core.errors import DM21Error, InputError, WeightsError
+from dm21cli.core.errors import DM21Error, InputError, OutputLocationError, WeightsError
 from dm21cli.io.outputs.qcschema import error_type
 
 #: the program name QCEngine knows DM21 by
@@ -101,7 +102,12 @@ def run_atomic_input(document: dict, *, ncores: int | None = None, memory_gib: f
         if key in keywords:
             raise InputError(f"under QCEngine, set the {key} with the task_config's {setting!r}, "
                              f"not a keyword", file="AtomicInput", field=f"keywords.{key}")
-    scratch = Path(tempfile.mkdtemp(prefix="dm21-", dir=scratch_directory))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="dm21-", dir=scratch_directory))
+    except OSError as exc:
+        raise OutputLocationError(f"scratch_directory {scratch_directory or tempfile.gettempdir()}: "
+                                  f"cannot create the run's folder there: "
+                                  f"{exc.strerror or exc}") from exc
     keep = scratch_messy
     try:
         overrides = {"threads": ncores, "memory": memory_mb(memory_gib)}

@@ -27,9 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from dm21cli.core.errors import (
-    ComputeError,
     ConvergenceError,
-    DM21Error,
     InputError,
     OutputExistsError,
     OutputLocationError,
@@ -81,9 +79,7 @@ def error_type(exc: BaseException) -> str:
         return "resource_error"
     if isinstance(exc, KeyboardInterrupt):
         return "random_error"  # QCEngine: "likely recoverable"; a time limit, Ctrl-C
-    if isinstance(exc, (ComputeError, DM21Error)):
-        return "unknown_error"
-    return "unknown_error"
+    return "unknown_error"  # ComputeError (PySCF failed) and anything unexpected
 
 
 def molecule_record(mol: dict) -> dict:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from dm21cli.core.errors import ExitStatus
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan.plan import ScanPlan, ScanPoint
 
 #: files in the scan directory.
@@ -128,8 +129,6 @@ def _read_json(path: Path) -> dict | None:
 
 def _result_fields(document: dict | None) -> dict | None:
     """A point's result.json document (QCSchema) in dm21cli's layout, which the scan reads."""
-    from dm21cli.io.outputs.qcschema import fields
-
     return fields(document) if document else None
 
 
