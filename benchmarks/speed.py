@@ -177,7 +177,7 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     fast = DM21XC(net, integral_dtype=integral_dtype(spec)).evaluate(mol, grids, dm_spin, True)
     plain_net = load_network(spec, checkpoints)
     # plain: integrals recomputed per block, one thread, no density screening
-    plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0).evaluate(mol, grids, dm_spin, True)
+    plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0, cache_bytes=0).evaluate(mol, grids, dm_spin, True)
     return {"exc_difference_hartree": float(fast[1] - plain[1]),
             "vxc_max_difference_hartree": float(np.abs(fast[2] - plain[2]).max())}
 

@@ -601,8 +601,10 @@ def test_cli_validate_ok(tmp_path):
     write(tmp_path, WATER + "functional: b3lyp\n", "water.yaml")
     proc = _dm21("water.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == ("water.yaml: ok (3 atoms, H2O, charge 0, multiplicity 1, b3lyp, "
-                                   "def2-svp, restricted)")
+    summary, memory = proc.stdout.splitlines()
+    assert summary == ("water.yaml: ok (3 atoms, H2O, charge 0, multiplicity 1, b3lyp, "
+                       "def2-svp, restricted)")
+    assert memory.startswith("water.yaml: memory: the job needs at least "), memory
     write(tmp_path, WATER_XYZ, "water.xyz")
     proc = _dm21("water.xyz", "--charge", "1", "--multiplicity", "2", "--basis", "sto-3g", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -960,12 +962,12 @@ def test_cli_validate_names_the_ecp(tmp_path):
     write(tmp_path, NACL + "basis: lanl2dz\n", "nacl.yaml")
     proc = _dm21("nacl.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == (
+    assert proc.stdout.splitlines()[0] == (
         "nacl.yaml: ok (2 atoms, ClNa, charge 0, multiplicity 1, DM21, lanl2dz, restricted; "
         "ECP: Na lanl2dz (10 core electrons), Cl lanl2dz (10 core electrons); DM21 was trained on "
         "all-electron calculations: DM21 energies with ECPs are outside its training)")
     proc = _dm21("nacl.yaml", "--functional", "b3lyp", cwd=tmp_path)
-    assert proc.stdout.strip().endswith("restricted; ECP: Na lanl2dz (10 core electrons), "
+    assert proc.stdout.splitlines()[0].endswith("restricted; ECP: Na lanl2dz (10 core electrons), "
                                         "Cl lanl2dz (10 core electrons))"), proc.stdout
 
 

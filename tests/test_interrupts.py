@@ -21,7 +21,7 @@ def test_a_signal_lost_in_a_finalizer_is_raised_at_the_next_check():
     # KeyboardInterrupt is gone, but check() raises it again.
     proc = run_python("""
         import os, signal
-        from dm21cli import interrupts
+        from dm21cli.core import interrupts
         interrupts.install()
 
         class Dropped:
@@ -47,7 +47,7 @@ def test_a_signal_lost_in_a_finalizer_is_raised_at_the_next_check():
 def test_deferred_sections_finish_and_raise_at_their_end():
     proc = run_python("""
         import os, signal
-        from dm21cli import interrupts
+        from dm21cli.core import interrupts
         interrupts.install()
         done = []
         try:
@@ -67,7 +67,7 @@ def test_deferred_sections_finish_and_raise_at_their_end():
 def test_a_section_that_fails_keeps_its_own_error_and_the_signal_pending():
     proc = run_python("""
         import os, signal
-        from dm21cli import interrupts
+        from dm21cli.core import interrupts
         interrupts.install()
         try:
             with interrupts.deferred():
@@ -87,7 +87,7 @@ def test_a_section_that_fails_keeps_its_own_error_and_the_signal_pending():
 def test_without_install_nothing_changes():
     proc = run_python("""
         import signal
-        from dm21cli import interrupts
+        from dm21cli.core import interrupts
         interrupts.check()
         with interrupts.deferred():
             pass

@@ -94,12 +94,12 @@ def test_chunked_integral_cache_matches_numpy_layout(dtype, without_kernels):
     n = 3001
     coords = grids.coords[:n]
     e_mat = np.random.default_rng(2).normal(size=(2, mol.nao, n)) * np.exp(-np.linalg.norm(coords, axis=1))
-    fast = ExchangeIntegrals(mol, coords, 1000, dtype=dtype)
+    fast = ExchangeIntegrals(mol, coords, dtype=dtype, budget_bytes=650e6)
     assert fast.chunk == kernels.CHUNK
     fast.features(0, n, e_mat)  # fills the cache
     f_fast, h_fast = fast.features(0, n, e_mat)  # reads it
     without_kernels()
-    slow = ExchangeIntegrals(mol, coords, 1000, dtype=dtype)
+    slow = ExchangeIntegrals(mol, coords, dtype=dtype, budget_bytes=650e6)
     assert slow.chunk is None
     slow.features(0, n, e_mat)
     f_slow, h_slow = slow.features(0, n, e_mat)

@@ -144,6 +144,17 @@ def test_jobdir_refuses_non_empty_directory(tmp_path):
     assert (out / "result.json").exists()
 
 
+def test_jobdir_names_the_date_of_a_failed_operation(tmp_path):
+    """A run that did not converge left a FailedOperation: its date is under extras.dm21cli."""
+    out = tmp_path / "out"
+    out.mkdir()
+    record = full_record(converged=False)
+    write_json_atomic(out / "result.json", to_qcschema(record))
+    with pytest.raises(OutputExistsError) as info:
+        JobDirectory(out).prepare()
+    assert f"results (from {record['provenance']['date']})" in str(info.value)
+
+
 def test_jobdir_message_for_directory_without_result(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("x")

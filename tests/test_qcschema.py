@@ -110,6 +110,17 @@ def test_where_each_property_moved_is_documented():
             assert f"`properties.{field}`" in readme, field
 
 
+def test_every_extras_property_is_in_the_where_each_field_moved_table(h2_runs):
+    """README's row 'every other properties.X' names each property a run keeps under
+    extras.dm21cli.properties."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines()
+               if line.startswith("| every other `properties.X`"))
+    for document in h2_runs.values():
+        for name in document["extras"]["dm21cli"]["properties"]:
+            assert f"`{name}`" in row, name
+
+
 def test_the_result_json_check_catches_the_old_layout(tmp_path):
     """The suite's QCSchema check can fail: result.json as it was before issue 13."""
     old = {"schema_name": "dm21cli_result", "schema_version": 1, "success": True,

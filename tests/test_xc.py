@@ -39,7 +39,7 @@ def test_exchange_features_integrate_to_exact_exchange(omega):
     grids = dft.gen_grid.Grids(mol)
     grids.level = 4
     grids.build()
-    integrals = ExchangeIntegrals(mol, grids.coords, max_memory_mb=2000)
+    integrals = ExchangeIntegrals(mol, grids.coords, budget_bytes=1300e6)
     ao = dft.numint.eval_ao(mol, grids.coords)
     e_mat = np.einsum("gb,sab->sag", ao, dm)  # (nspin, nao, ngrids)
     i = OMEGAS.index(omega)
@@ -91,7 +91,7 @@ def test_restricted_equals_unrestricted_for_closed_shell(network):
 def test_cached_and_recomputed_integrals_agree(network):
     mol, grids, dm = _uks_density(WATER)
     cached = DM21XC(network, max_memory_mb=4000)
-    uncached = DM21XC(network, max_memory_mb=8)  # too small to cache: recomputed per block
+    uncached = DM21XC(network, max_memory_mb=8, cache_bytes=0)  # recomputed per block
     r1 = cached.evaluate(mol, grids, dm, restricted=False)
     r1b = cached.evaluate(mol, grids, dm, restricted=False)  # second call reads the cache
     r2 = uncached.evaluate(mol, grids, dm, restricted=False)
@@ -182,7 +182,7 @@ def test_mixed_precision_runs_the_scf_in_float32_and_the_energy_in_float64(netwo
 
 def test_partial_cache_holds_what_fits_and_recomputes_the_rest(network):
     mol, grids, dm = _uks_density(WATER)
-    xc = DM21XC(network, max_memory_mb=40)
+    xc = DM21XC(network, max_memory_mb=40, cache_bytes=26e6)  # room for part of the grid
     xc.evaluate(mol, grids, dm, restricted=False)
     integrals = xc._integrals
     assert not integrals.cached and 0 < integrals.cached_bytes <= integrals.budget_bytes

@@ -96,7 +96,8 @@ def _sections(info: dict) -> list[tuple[str, list[tuple[str, str, bool | None]]]
 
     r = info["resources"]
     resource_rows = [("threads", f"{r['threads']} ({r['threads_source']})", None),
-                     ("memory", f"{r['memory_mb']} MB ({r['memory_source']})", None),
+                     ("memory", f"{r['memory_mb']} MB ({r['memory_source']}), the whole process's "
+                                f"budget; 'dm21 validate FILE' shows what a job needs", None),
                      ("compiled kernels", "yes" if info["kernels"] else
                       "no: NumPy does their work, slower (reinstall with a C compiler)", info["kernels"])]
     env_rows = [(var, value, None) for var, value in info["environment"].items()] or [("(none set)", "", None)]

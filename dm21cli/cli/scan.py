@@ -1,4 +1,5 @@
-"""``dm21 scan FILE``: a dissociation curve, one single point per distance and functional."""
+"""``dm21 scan FILE``: a dissociation curve, or fractional charge or spin: one single point
+per value and functional."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from dm21cli.cli import common
 @click.option("--distance", "distance", default=None, metavar="START:STOP:STEP|D1,D2,...",
               help="Distances in Angstrom: a range with the stop included (2:10:0.5) or a "
                    "comma list (2.0,2.36,3,5); replaces scan.distances.")
+@click.option("--electrons", "electrons", default=None, metavar="START:STOP:STEP|N1,N2,...",
+              help="Fractional charge: the electron number N at fixed geometry, e.g. 5:7:0.25 "
+                   "(the integers around the range are added); replaces scan.electrons.")
+@click.option("--fractional-spin", "fractional_spin", default=None, metavar="START:STOP:STEP|F1,...",
+              help="Fractional spin: the fraction f (0 to 1) of one electron moved from alpha to "
+                   "beta, e.g. 0:1:0.125 (f = 0 is added); replaces scan.fractional_spin.")
 @common.job_options
 @click.option("-o", "--output", "output_dir", default=None, metavar="DIR",
               help="Scan directory (default: outputs/<job name>).")
@@ -32,13 +39,17 @@ from dm21cli.cli import common
 @click.option("--collect", is_flag=True,
               help="Compute nothing: assemble scan.csv/json/png from the points on disk.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every log line of every point (serial runs).")
-def scan(file: str, distance: str | None, output_dir: str | None, reference_atoms: bool | None,
+def scan(file: str, distance: str | None, electrons: str | None, fractional_spin: str | None,
+         output_dir: str | None, reference_atoms: bool | None,
          overwrite: bool, as_json: bool, workers: int, point: int | None, dask_address: str | None,
          collect: bool, verbose: bool, checkpoints: str | None, **options) -> None:
-    """Scan a bond distance of FILE (.yaml job file with an optional scan: section, or .xyz).
+    """Scan a bond distance, the electron number or the spin of FILE (.yaml job file with an
+    optional scan: section, or .xyz).
 
     Each point is a full single point in its own directory
-    (<scan dir>/<functional>/point-02.500A/, named by the distance).  Re-running
+    (<scan dir>/<functional>/point-02.500A/, N-05.500/ or f-0.250/, named by
+    its value).  Electron-number and fractional-spin scans record each point's
+    deviation from the exact straight (or flat) line, in mHa.  Re-running
     the same command resumes: finished points are read from disk.  The curve goes to scan.csv,
     scan.json and scan.png in the scan directory.
 
@@ -51,6 +62,8 @@ def scan(file: str, distance: str | None, output_dir: str | None, reference_atom
       dm21 scan inputs/h2.yaml --point $SLURM_ARRAY_TASK_ID   # one point per array task
       dm21 scan inputs/h2.yaml --collect                      # then assemble the curve
       dm21 scan inputs/h2.yaml --dask tcp://scheduler:8786
+      dm21 scan inputs/h-fractional-charge.yaml --electrons 0:2:0.25 --functional DM21,B3LYP
+      dm21 scan inputs/h-fractional-spin.yaml --fractional-spin 0:1:0.125
     """
 
     from dm21cli.core.errors import ComputeError, ConvergenceError, ExitStatus, InputError
@@ -78,11 +91,13 @@ def scan(file: str, distance: str | None, output_dir: str | None, reference_atom
         functionals = [f.strip() for f in functional.split(",")]
         options["functional"] = functionals[0] or None
     spec = load_job(file, common.overrides(options, output_dir=output_dir, distance=distance,
+                                           electrons=electrons, fractional_spin=fractional_spin,
                                            reference_atoms=reference_atoms))
     plan = plan_scan(spec, functionals=functionals)
-    if point is not None and not 0 <= point < len(plan.distances):
-        raise InputError(f"point {point} does not exist: the scan has {len(plan.distances)} "
-                         f"distances (indices 0 to {len(plan.distances) - 1})", field="--point")
+    if point is not None and not 0 <= point < len(plan.values):
+        raise InputError(f"point {point} does not exist: the scan has {len(plan.values)} "
+                         f"{plan.coordinate.key.replace('_', ' ')} values (indices 0 to "
+                         f"{len(plan.values) - 1})", field="--point")
     reporter = common.Reporter(quiet=False)
     if collect:
         report = collect_scan(plan)
@@ -92,13 +107,13 @@ def scan(file: str, distance: str | None, output_dir: str | None, reference_atom
                               detail=reporter if verbose else None, workers=workers, point=point,
                               dask=dask_address)
     if point is not None:
-        click.echo(render_table_text(report))
+        click.echo(render_table_text(report, plan.coordinate))
     elif as_json:
         click.echo((plan.scan_dir / FILES["json"]).read_text(encoding="utf-8"), nl=False)
     else:
         import sys
 
-        lines = render_table_text(report).splitlines()
+        lines = render_table_text(report, plan.coordinate).splitlines()
         if common.use_rich(sys.stdout):  # a terminal: bold header, the rest as plain columns
             lines[0] = click.style(lines[0], bold=True)
         click.echo("\n".join(lines))

@@ -57,6 +57,20 @@ def default_memory_mb() -> tuple[int, str]:
     return FALLBACK_MEMORY_MB, "fallback"
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (MB, 10^6 bytes), from /proc; its peak elsewhere."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
 def resolve(threads: int | None, memory_mb: int | None) -> dict:
     """The effective resources: {'threads', 'threads_source', 'memory_mb', 'memory_source'}."""
     if threads:

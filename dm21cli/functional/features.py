@@ -33,12 +33,12 @@ from dm21cli.functional import kernels
 
 #: Range-separation parameters of the two exchange features (1/bohr).
 OMEGAS = (0.0, 0.4)
-#: Fraction of the memory budget that the cached nu integrals may use.
-CACHE_FRACTION = 0.65
 #: Grid points per int1e_grids call when filling the cache (a reused scratch
 #: block of 2 x nao^2 x SCRATCH_POINTS doubles; int1e_grids is as fast at
-#: 1024 points as at 8192).
+#: 1024 points as at 8192).  Fewer (down to one kernels.CHUNK) when that block
+#: would take more than SCRATCH_SHARE of the cache's budget.
 SCRATCH_POINTS = 1024  # a multiple of kernels.CHUNK
+SCRATCH_SHARE = 0.25
 #: Shell-pair screening threshold of the direct (uncached) path.  Measured on
 #: benzene/def2-SVP: hfx changes by at most 3e-14 Ha/bohr^3 at 1e-13.
 DIRECT_SCREEN = 1e-13
@@ -151,7 +151,7 @@ class ExchangeIntegrals:
     """nu_bd(r) for both omegas on a fixed set of grid points.
 
     mol: pyscf Mole; coords: (ngrids, 3) grid points in bohr;
-    max_memory_mb: memory budget (MB), of which CACHE_FRACTION may hold nu.
+    budget_bytes: what the cache (and the scratch block that fills it) may take.
     dtype: storage precision of the cached integrals (float64, or float32 for
     half the memory: measured E_xc change 1.5e-9 Ha for water/def2-TZVP and
     1.8e-8 Ha for benzene/def2-SVP, where it lets the whole grid be cached).
@@ -160,8 +160,8 @@ class ExchangeIntegrals:
     seconds spent.
     """
 
-    def __init__(self, mol, coords: np.ndarray, max_memory_mb: float, timings_s: dict | None = None,
-                 dtype=np.float64):
+    def __init__(self, mol, coords: np.ndarray, timings_s: dict | None = None,
+                 dtype=np.float64, budget_bytes: float = 0.0):
         self.mol = mol
         self.coords = np.asarray(coords)
         nao = mol.nao_nr()
@@ -169,9 +169,15 @@ class ExchangeIntegrals:
         self.dtype = np.dtype(dtype)
         #: cache bytes per grid point: the lower triangle of nu, both omegas
         self.bytes_per_point = self.dtype.itemsize * self.npair * len(OMEGAS)
-        # the scratch block used while filling the cache comes out of the same share
-        scratch_bytes = 8 * len(OMEGAS) * nao * nao * SCRATCH_POINTS
-        self.budget_bytes = max(CACHE_FRACTION * max_memory_mb * 1e6 - scratch_bytes, 0.0)
+        # the scratch block used while filling the cache comes out of the same budget
+        point_bytes = 8 * len(OMEGAS) * nao * nao
+        step = kernels.CHUNK
+        self.scratch_points = int(min(SCRATCH_POINTS, SCRATCH_SHARE * budget_bytes // point_bytes)
+                                  // step * step)
+        if self.scratch_points < step:  # not even one chunk: no cache
+            self.scratch_points, self.budget_bytes = 0, 0.0
+        else:
+            self.budget_bytes = max(budget_bytes - point_bytes * self.scratch_points, 0.0)
         #: whether the integrals of the whole grid fit in the cache
         self.cached = self.bytes_per_point * len(self.coords) <= self.budget_bytes
         self.cached_bytes = 0
@@ -223,17 +229,18 @@ class ExchangeIntegrals:
         return self._arena[start:stop].reshape(len(OMEGAS), self.npair, n_points)
 
     def _compute_packed(self, coords: np.ndarray, slot: np.ndarray) -> np.ndarray:
-        """nu at coords packed into slot (n_omega, npair, n), SCRATCH_POINTS at a time.
+        """nu at coords packed into slot (n_omega, npair, n), scratch_points at a time.
 
         With the compiled kernels, slot is (n_omega, npair * n) in their chunked
         layout (see `dm21cli.functional.kernels`).
         """
         nao = self.mol.nao_nr()
+        step = self.scratch_points
         if self._scratch is None:
-            self._scratch = np.empty((len(OMEGAS), nao, nao, SCRATCH_POINTS))
-        for q0 in range(0, len(coords), SCRATCH_POINTS):
-            q1 = min(q0 + SCRATCH_POINTS, len(coords))
-            full = self._scratch if q1 - q0 == SCRATCH_POINTS else np.empty(
+            self._scratch = np.empty((len(OMEGAS), nao, nao, step))
+        for q0 in range(0, len(coords), step):
+            q1 = min(q0 + step, len(coords))
+            full = self._scratch if q1 - q0 == step else np.empty(
                 (len(OMEGAS), nao, nao, q1 - q0))
             compute_nu(self.mol, coords[q0:q1], out=full)
             for w in range(len(OMEGAS)):

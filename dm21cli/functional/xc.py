@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from dm21cli.functional.features import OMEGAS, ExchangeIntegrals
+from dm21cli.functional.features import ExchangeIntegrals
 from dm21cli.functional.network import DM21Network
 
 #: Grid points whose total density (e/bohr^3) is below this at the first
@@ -34,8 +34,17 @@ from dm21cli.functional.network import DM21Network
 RHO_SCREEN = 1e-10
 MIN_BLOCK_POINTS = 64
 MAX_BLOCK_POINTS = 8192
-#: Fraction of the memory budget that cached AO values (and gradients) may use.
-AO_CACHE_FRACTION = 0.15
+#: The budget (``--memory``) is the whole process's.  An evaluation first sets
+#: aside its working arrays (`work_bytes`) next to what the process already
+#: holds (Python, PySCF, in-core two-electron integrals: its resident memory);
+#: of what is left, this share may cache exchange integrals (the dearest to
+#: recompute) and the rest AO values and gradients.
+INTEGRAL_CACHE_SHARE = 0.85
+#: Share of the budget the per-block working arrays may take; it sets the block size.
+BLOCK_WORK_SHARE = 0.15
+#: Memory per network thread (bytes): about 16 arrays of its block of 1024 points
+#: x 256 floats in float64 during the backward pass (see `dm21cli.functional.network`).
+NETWORK_THREAD_BYTES = 16 * 1024 * 256 * 8
 #: Precision "mixed": the final float64 pass skips the grid points of smallest
 #: |w e| whose float32 contributions add up to at most this (Ha), keeping
 #: their float32 values.  float32 evaluates e to a relative 1e-6 or better
@@ -67,17 +76,40 @@ def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rho, e_mat
 
 
+def work_bytes(nao: int, block_points: int, ngrids: int, threads: int = 1) -> int:
+    """Memory (bytes) one DM21 evaluation needs besides its caches.
+
+    Per point of a block: AO values and gradients (4 nao), chi D and E (5 nao
+    per spin), F for both omegas (2 nao per spin) and the potential's
+    temporaries (2 nao) in float64; per grid point: the network inputs, the
+    energy density and the mask kept for the final energy (and their
+    copies); the network's threads; the potential and density matrices.
+    An upper bound, used to size the caches and to refuse a budget too
+    small for a job (`dm21cli.jobs.memory`).
+    """
+    per_point = 8 * (2 * (4 + 5 + 4 + 2) * nao + 64)
+    per_grid_point = 8 * 2 * 14
+    matrices = 8 * 12 * nao * nao
+    return int(block_points * per_point + ngrids * per_grid_point
+               + max(threads, 1) * NETWORK_THREAD_BYTES + matrices)
+
+
 class DM21XC:
     """DM21 energy and potential for one molecule and one grid.
 
     network: a loaded `DM21Network`, used for the energies `energy` returns
     (and for the SCF unless scf_network is given); scf_network: the network
-    `evaluate` uses (e.g. the float32 copy); max_memory_mb: memory budget (MB).
+    `evaluate` uses (e.g. the float32 copy); max_memory_mb: the memory budget
+    of the whole process (MB): the caches of exchange integrals and AO values
+    take what is left of it after the process's resident memory and the
+    evaluation's working arrays (see INTEGRAL_CACHE_SHARE); a budget that
+    cannot hold the working arrays raises `ResourceError`.  cache_bytes: what the
+    caches may take instead (0: nothing cached; tests and benchmarks).
     """
 
     def __init__(self, network: DM21Network, max_memory_mb: float = 4000.0,
                  rho_screen: float = RHO_SCREEN, scf_network: DM21Network | None = None,
-                 integral_dtype=np.float64):
+                 integral_dtype=np.float64, cache_bytes: float | None = None):
         self.network = network
         self.scf_network = scf_network if scf_network is not None else network
         self.max_memory_mb = float(max_memory_mb)
@@ -98,6 +130,9 @@ class DM21XC:
         #: per block (p0, p1): the block-relative points evaluated (None: all)
         self._points: dict[tuple[int, int], np.ndarray | None] = {}
         self._grid_key = None
+        self._ao_budget = 0.0  # bytes the AO cache may take on the current grid
+        self.cache_bytes = cache_bytes
+        self._blk: int | None = None  # grid points per block on the current grid
         #: optional hook progress(step, phase, block, nblocks), called when a phase
         #: (one of PHASES) starts on a block of grid points: step "evaluation N"
         #: (N counts `evaluate` calls from 1) or "final energy"; block 0 ..
@@ -124,12 +159,41 @@ class DM21XC:
         key = (id(mol), coords.shape, coords[0].tobytes(), coords[-1].tobytes(),
                float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
-            self._integrals = ExchangeIntegrals(mol, grids.coords, self.max_memory_mb, self.timings_s,
-                                                dtype=self.integral_dtype)
-            self._ao, self._ao_bytes = {}, 0
-            self._points = {}
+            self._integrals, self._ao, self._ao_bytes, self._points = None, {}, 0, {}
+            nao, ngrids = mol.nao_nr(), len(coords)
+            if self.cache_bytes is None:
+                cache_bytes, self._blk = self._sizes(nao, ngrids)
+            else:
+                cache_bytes, self._blk = self.cache_bytes, self._budget_block_points(nao, ngrids)
+            self._integrals = ExchangeIntegrals(mol, grids.coords, self.timings_s,
+                                                dtype=self.integral_dtype,
+                                                budget_bytes=INTEGRAL_CACHE_SHARE * cache_bytes)
+            self._ao_budget = (1.0 - INTEGRAL_CACHE_SHARE) * cache_bytes
             self._grid_key = key
         return self._integrals
+
+    def _sizes(self, nao: int, ngrids: int) -> tuple[float, int]:
+        """(bytes the caches may take, grid points per block) from what is left of the
+        budget after the process's resident memory and the evaluation's working arrays;
+        ResourceError if even blocks of MIN_BLOCK_POINTS do not fit."""
+        from dm21cli.core.errors import ResourceError
+        from dm21cli.core.resources import current_rss_mb
+
+        threads = getattr(self.scf_network, "workers", 1) or 1
+        held = current_rss_mb() * 1e6
+        fixed = work_bytes(nao, 0, ngrids, threads)
+        per_point = work_bytes(nao, 1, 0, 0) - work_bytes(nao, 0, 0, 0)
+        room = self.max_memory_mb * 1e6 - held - fixed
+        blk = int(min(BLOCK_WORK_SHARE * self.max_memory_mb * 1e6, room) // per_point)
+        blk = max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
+        free = room - blk * per_point
+        if free < 0:
+            need = (held + fixed + blk * per_point) / 1e6
+            raise ResourceError(
+                f"the memory budget of {self.max_memory_mb:.0f} MB is too small: the process holds "
+                f"{held / 1e6:.0f} MB and a DM21 evaluation on {ngrids} grid points needs "
+                f"{need - held / 1e6:.0f} MB more; give at least {need * 1.1:.0f} MB (--memory)")
+        return free, blk
 
     def _block_points(self, mol, coords: np.ndarray, p0: int, p1: int, dm_spin: np.ndarray,
                       nspin_eff: int):
@@ -159,7 +223,7 @@ class DM21XC:
             if points is not None:
                 ao = np.ascontiguousarray(ao[:, points])
             self._points[key] = points
-        if self._ao_bytes + ao.nbytes <= AO_CACHE_FRACTION * self.max_memory_mb * 1e6:
+        if self._ao_bytes + ao.nbytes <= self._ao_budget:
             self._ao[key] = ao
             self._ao_bytes += ao.nbytes
         return points, ao
@@ -180,22 +244,29 @@ class DM21XC:
                 "points_computed": int(ints.points_computed)}
 
     def block_points(self, nao: int, ngrids: int) -> int:
-        """Grid points per block so that F, E, AO values and temporaries fit.
+        """Grid points per block on the current grid (chosen with the caches, see
+        `_sizes`), or from the budget alone before the first evaluation."""
+        if self._blk is not None:
+            return self._blk
+        return self._budget_block_points(nao, ngrids)
 
-        (The nu integrals live in their own cache, see `dm21cli.functional.features`.)
-        """
-        per_point = 8 * (len(OMEGAS) * 2 * nao + 8 * nao + 64)
-        budget = 0.25 * self.max_memory_mb * 1e6
-        blk = int(budget // per_point)
+    def _budget_block_points(self, nao: int, ngrids: int) -> int:
+        """Grid points per block with its working arrays within BLOCK_WORK_SHARE of the budget.
+        (The nu integrals live in their own cache, see `dm21cli.functional.features`.)"""
+        per_point = work_bytes(nao, 1, 0, 0) - work_bytes(nao, 0, 0, 0)
+        blk = int(BLOCK_WORK_SHARE * self.max_memory_mb * 1e6 // per_point)
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
-    def _blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
-        """Per block of grid points: (at, ao, rho, x, F).
+    def blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+        """Per block of grid points: (at, ao, rho, x, F, E).
 
         at: the grid indices of the block's n evaluated points (a slice or an
         index array, see `_block_points`); at those points, ao (4, n, nao); rho
         (2, 5, n) per spin: density, gradient, tau; x (n, 11) network inputs;
-        F (n_omega, nspin_eff, nao, n) with nspin_eff = 1 if restricted.
+        F (n_omega, nspin_eff, nao, n) and E (nspin_eff, nao, n) (see
+        `dm21cli.features`) with nspin_eff = 1 if restricted (then E is that of
+        D^a = D/2).  The energy and the nuclear gradient (`dm21cli.functional.xc_grad`)
+        both go through here, so they see the same points and features.
         """
         coords = grids.coords
         ngrids = len(grids.weights)
@@ -233,7 +304,7 @@ class DM21XC:
                 rho[0, 4], rho[1, 4],
                 hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
             ])
-            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat
+            yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat, e_mat
 
     def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
                           with_grad: bool):
@@ -279,7 +350,7 @@ class DM21XC:
         x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
         keep_points = np.zeros(len(weights), dtype=bool)
         self._step = (f"evaluation {self.n_evaluations + 1}", 0, 1)
-        for at, ao, rho, x, f_mat in self._blocks(mol, grids, dm_spin, restricted):
+        for at, ao, rho, x, f_mat, _ in self.blocks(mol, grids, dm_spin, restricted):
             w = weights[at]
             e, de = self._network_screened(self.scf_network, x, None, True)
             self._phase("potential")
@@ -315,7 +386,7 @@ class DM21XC:
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         x_all = np.zeros((len(grids.weights), 11))
         keep_all = np.zeros(len(grids.weights), dtype=bool)
-        for at, _, _, x, _ in self._blocks(mol, grids, dm_spin, restricted):
+        for at, _, _, x, _, _ in self.blocks(mol, grids, dm_spin, restricted):
             x_all[at], keep_all[at] = x, True
         return x_all, keep_all
 
@@ -363,3 +434,11 @@ class DM21XC:
         info.update(exc_final_hartree=exc_final, correction_hartree=exc_final - exc_scf,
                     final_points=int(np.count_nonzero(~skip & (e_scf != 0))), final_points_skipped=n_skip)
         return info
+
+
+def _split_spin(dm: np.ndarray):
+    """(restricted, dm_spin (2, nao, nao), dm_total (nao, nao))."""
+    dm = np.asarray(dm)
+    if dm.ndim == 2:
+        return True, np.stack([dm * 0.5, dm * 0.5]), dm
+    return False, dm, dm[0] + dm[1]

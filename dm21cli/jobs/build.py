@@ -98,7 +98,12 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
 
 
 def _share_settings(mf, spec, grids, max_memory_mb) -> None:
-    """What the warm start and the main SCF share: grid, memory, density cutoff, guess."""
+    """What the warm start and the main SCF share: grid, memory, density cutoff, guess,
+    fixed occupations (``scf.occupations``)."""
+    if spec.scf.occupations is not None:
+        from dm21cli.scf import occupations
+
+        occupations.apply(mf, occupations.FixedOccupations.from_spec(spec.scf.occupations))
     mf.grids = grids
     mf.max_memory = max_memory_mb
     if spec.scf.small_rho_cutoff is not None:

@@ -45,8 +45,12 @@ def properties(mf, spec, e_disp: float | None) -> dict:
 
     dipole_au = np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float)
     dipole_debye = dipole_au * nist.AU2DEBYE  # as dip_moment(unit="Debye") computes it
+    from dm21cli.scf import occupations
+
+    fixed = occupations.fixed(mf)
+    fractional = occupations.is_fractional(mf.mo_occ)
     s2 = mult = None
-    if not restricted:
+    if not restricted and not fractional:  # (an ensemble has no single-determinant <S^2>)
         s2, mult = mf.spin_square()
     e_scf = float(mf.e_tot)
     props = {
@@ -71,10 +75,12 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "restricted": bool(restricted),
         "nao": int(mf.mol.nao_nr()),
         "nmo": int(np.asarray(mf.mo_energy).shape[-1]),
-        "nalpha": int(mf.mol.nelec[0]),
-        "nbeta": int(mf.mol.nelec[1]),
+        # (integers in QCSchema: none for an ensemble with fractional occupations)
+        "nalpha": None if fractional else int(mf.mol.nelec[0]),
+        "nbeta": None if fractional else int(mf.mol.nelec[1]),
         "natom": int(mf.mol.natm),
-        "nelectron": int(mf.mol.nelectron),
+        "nelectron": float(np.sum(mf.mo_occ)) if fractional else int(mf.mol.nelectron),
+        "fixed_occupations": None if fixed is None else fixed.to_dict(),
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
     }
     return props
@@ -88,7 +94,7 @@ def _final_dm21_energy(mf, log) -> dict | None:
     """
     if not mf.dm21.mixed:
         return None
-    from dm21cli.scf.ks import _split_spin
+    from dm21cli.functional.xc import _split_spin
 
     t0 = time.perf_counter()
     restricted, dm_spin, _ = _split_spin(mf.make_rdm1())

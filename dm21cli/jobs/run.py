@@ -35,6 +35,7 @@ from dm21cli.io.outputs.atomic import (
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import chkfile_bytes, write_molden
 from dm21cli.io.outputs.summary import render_summary
+from dm21cli.jobs import memory
 from dm21cli.jobs.build import (
     _warm_start,
     build_grids,
@@ -179,6 +180,10 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     network = load_network(spec, checkpoints)  # weights errors before any directory exists
     if network is not None:
         network.workers = res["threads"]
+    # the budget is the whole process's: refuse one the job cannot run in, before any directory
+    mol = build_molecule(spec, max_memory_mb=res["memory_mb"])
+    need = memory.estimate(spec, mol, res["threads"])
+    memory.check(res["memory_mb"], need, res["memory_source"])
 
     with tempfile.TemporaryDirectory(prefix="dm21-guess-") as scratch:
         guess_chk = None
@@ -191,7 +196,7 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
         try:
             run.start()
             with _pyscf_warnings_only_in_log():
-                return _compute(spec, run, guess_chk)
+                return _compute(spec, run, mol, need, guess_chk)
         except BaseException as exc:
             error = run.fail(exc)
             if error is exc:
@@ -363,16 +368,18 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
-def _compute(spec, run: _Run, guess_chk=None) -> dict:
+def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     from dm21cli.scf.escalation import run_with_escalation
+    from dm21cli.scf.occupations import guess_from_chkfile
 
     jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
     timings: dict = {}
     log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
         f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
         f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
-        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']})")
-    mol = build_molecule(spec, stream=log.stream, max_memory_mb=res["memory_mb"])
+        f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
+        f"{memory.describe(need)}")
+    mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
     mf.chkfile = None  # the run keeps its own restart file
@@ -388,7 +395,7 @@ def _compute(spec, run: _Run, guess_chk=None) -> dict:
     warm = None
     if guess_chk is not None:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
-        dm0 = mf.from_chk(str(guess_chk))
+        dm0 = guess_from_chkfile(mf, str(guess_chk))
     elif network is not None and spec.scf.warm_start:
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
                                 checkpoint=checkpoint)

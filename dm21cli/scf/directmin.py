@@ -12,6 +12,10 @@ become the new reference (kappa = 0), where the gradient is exact:
     RKS: dE/dkappa_ai = 4 F_ai        UKS: dE/dkappa^s_ai = 2 F^s_ai
 
 with F the Fock matrix in the current molecular-orbital basis (Hartree).
+With fractional occupations (`dm21cli.scf.occupations`) the rotations are
+those between every two orbitals of different occupation, n_p > n_q, with
+dE/dkappa_qp = 2 (n_p - n_q) F_qp (which is the above for occupations 2 or
+1 and 0); rotations among orbitals of equal occupation change nothing.
 Each energy evaluation costs one Fock build.
 """
 
@@ -30,16 +34,31 @@ MIN_DENOMINATOR = 0.2
 MAX_STEP = 0.5
 
 
+def _levels(occ: np.ndarray) -> list[np.ndarray]:
+    """Masks of the orbitals of each distinct occupation number, highest first."""
+    values = sorted(set(np.round(occ, 12).tolist()), reverse=True)
+    return [np.isclose(occ, v, rtol=0, atol=1e-12) for v in values]
+
+
 class _Spins:
-    """Orbitals of one or two spin channels, flattened rotation vectors."""
+    """Orbitals of one or two spin channels, flattened rotation vectors.
+
+    The rotations of a spin are blocks kappa (n_lo x n_hi), one for every two
+    occupation levels hi > lo (integer occupations: one block, virtual x
+    occupied).
+    """
 
     def __init__(self, mf, mo_coeff, mo_occ):
         self.mf = mf
         self.restricted = np.asarray(mo_occ).ndim == 1
         self.coeff = [mo_coeff] if self.restricted else list(mo_coeff)
-        self.occ = [mo_occ] if self.restricted else list(mo_occ)
-        self.factor = 4.0 if self.restricted else 2.0
-        self.masks = [(o > 0, o == 0) for o in self.occ]
+        self.occ = [np.asarray(mo_occ)] if self.restricted else [np.asarray(o) for o in mo_occ]
+        #: per spin: the orbitals of each occupation level, highest first
+        self.levels = [_levels(o) for o in self.occ]
+        #: per spin: (hi mask, lo mask, n_hi - n_lo) for every pair of levels
+        self.blocks = [[(hi, lo, float(o[hi][0] - o[lo][0]))
+                        for i, hi in enumerate(lv) for lo in lv[i + 1:]]
+                       for o, lv in zip(self.occ, self.levels)]
 
     def density(self, coeff):
         occ = self.occ
@@ -59,25 +78,29 @@ class _Spins:
         """(flat gradient, flat preconditioner diagonal)."""
         grads, diags = [], []
         focks = [fock] if self.restricted else list(fock)
-        for c, f, (o, v) in zip(coeff, focks, self.masks):
+        for c, f, blocks in zip(coeff, focks, self.blocks):
             fmo = c.T @ f @ c
-            grads.append(self.factor * fmo[np.ix_(v, o)].ravel())
             eps = np.diag(fmo)
-            diag = eps[v][:, None] - eps[o][None, :]
-            diags.append(self.factor * np.maximum(diag, MIN_DENOMINATOR).ravel())
+            for hi, lo, dn in blocks:
+                grads.append(2.0 * dn * fmo[np.ix_(lo, hi)].ravel())
+                diag = eps[lo][:, None] - eps[hi][None, :]
+                diags.append(2.0 * dn * np.maximum(diag, MIN_DENOMINATOR).ravel())
+        if not grads:
+            return np.zeros(0), np.ones(0)
         return np.concatenate(grads), np.concatenate(diags)
 
     def rotate(self, coeff, step):
         """Orbitals after the rotation exp(K(step)) applied to `coeff`."""
         out, p = [], 0
-        for c, (o, v) in zip(coeff, self.masks):
-            nv, no = int(v.sum()), int(o.sum())
-            kappa = step[p:p + nv * no].reshape(nv, no)
-            p += nv * no
+        for c, blocks in zip(coeff, self.blocks):
             k = np.zeros((c.shape[1], c.shape[1]))
-            k[np.ix_(v, o)] = kappa
-            k[np.ix_(o, v)] = -kappa.T
-            out.append(c @ scipy.linalg.expm(k))
+            for hi, lo, _ in blocks:
+                nlo, nhi = int(lo.sum()), int(hi.sum())
+                kappa = step[p:p + nlo * nhi].reshape(nlo, nhi)
+                p += nlo * nhi
+                k[np.ix_(lo, hi)] = kappa
+                k[np.ix_(hi, lo)] = -kappa.T
+            out.append(c @ scipy.linalg.expm(k) if blocks else c)
         return out
 
 
@@ -165,13 +188,14 @@ def _pyscf_grad(mf, coeff, spins, fock):
 
 
 def _canonicalise(mf, spins, coeff, fock, energy):
-    """Diagonalise F within the occupied and the virtual space of each spin."""
+    """Diagonalise F among the orbitals of each occupation level of each spin
+    (integer occupations: the occupied and the virtual space)."""
     focks = [fock] if spins.restricted else list(fock)
     new_c, new_e = [], []
-    for c, f, (o, v) in zip(coeff, focks, spins.masks):
+    for c, f, levels in zip(coeff, focks, spins.levels):
         c_out = c.copy()
         e_out = np.empty(c.shape[1])
-        for mask in (o, v):
+        for mask in levels:
             sub = c[:, mask]
             e, u = np.linalg.eigh(sub.T @ f @ sub)
             c_out[:, mask] = sub @ u

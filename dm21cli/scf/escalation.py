@@ -9,6 +9,18 @@ ESCALATION ladder: direct minimisation over orbital rotations
 stretched bonds), then damping and level shifts, then ADIIS, up to a bounded
 number of attempts.  Every attempt is logged and recorded.
 
+A converged restricted state that is non-aufbau (an empty orbital lies below
+the highest occupied one, as direct minimisation can leave it) is one of
+several solutions that differ in which orbital is occupied: `_occupation_swap`
+minimises once more with those two orbitals' occupations exchanged and keeps
+the lower state (restricted H2 at 6 A: the warm start ends with sigma_u doubly
+occupied, 0.25 mHa above the sigma_g solution).
+
+Fixed (fractional) occupations (`dm21cli.scf.occupations`) hold in every
+attempt: the Fock iterations take them from the SCF object's ``get_occ``,
+the frozen-XC inner SCF gets the same ones, and direct minimisation keeps
+the occupations it starts from.
+
 DM21 runs that start from a density (the warm start, or a chkfile) first try
 frozen-XC iterations (`_frozen_xc`): each DM21 evaluation is followed by a
 cheap inner SCF in which DM21's potential is held fixed and the density's
@@ -164,10 +176,16 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     from pyscf import lib
     from pyscf import scf as pyscf_scf
 
+    from dm21cli.scf import occupations
+
     mol = mf.mol
     dm = np.asarray(dm)
     restricted = dm.ndim == 2
-    inner = pyscf_scf.RHF(mol) if restricted else pyscf_scf.UHF(mol)
+    # the classes, not PySCF's factories: those give a one-electron system an
+    # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
+    inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
+        occupations.apply(inner, occupations.fixed(mf))
     inner.verbose = 0
     inner.max_memory = mf.max_memory
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
@@ -254,6 +272,47 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     return evaluations
 
 
+def _occupation_swap(mf, log=None) -> Attempt | None:
+    """For a converged restricted non-aufbau state: the same minimisation with the
+    occupations of the highest occupied orbital and the lowest empty one (which lies
+    below it) exchanged.  mf keeps the lower of the two states (the swapped one must be
+    lower by more than conv_tol and converged).  Returns the attempt, or None when the
+    state is aufbau or not restricted.
+    """
+    from dm21cli.scf.directmin import minimize
+
+    if getattr(mf, "fixed_occupations", None) is not None:  # the caller's occupations hold
+        return None
+    occ = np.asarray(mf.mo_occ)
+    energy = np.asarray(mf.mo_energy)
+    if mf.mo_coeff is None or occ.ndim != 1 or not (occ > 0).any() or not (occ == 0).any():
+        return None
+    occupied, empty = np.flatnonzero(occ > 0), np.flatnonzero(occ == 0)
+    homo = int(occupied[np.argmax(energy[occupied])])
+    low = int(empty[np.argmin(energy[empty])])
+    if energy[low] >= energy[homo]:
+        return None
+    saved = {key: getattr(mf, key) for key in ("mo_coeff", "mo_occ", "mo_energy", "e_tot")}
+    swapped = occ.copy()
+    swapped[[homo, low]] = occ[[low, homo]]
+    if log:
+        log(f"SCF check: non-aufbau state (empty orbital {low + 1} at {energy[low]:.4f} Ha below "
+            f"occupied orbital {homo + 1} at {energy[homo]:.4f} Ha): direct minimisation with "
+            "their occupations exchanged")
+    t0 = time.perf_counter()
+    converged, cycles, e_swapped, _ = minimize(
+        mf, saved["mo_coeff"], swapped, max_cycle=mf.max_cycle, conv_tol=mf.conv_tol,
+        conv_tol_grad=mf.conv_tol_grad or np.sqrt(mf.conv_tol), log=log)
+    kept = bool(converged and e_swapped < saved["e_tot"] - mf.conv_tol)
+    if not kept:
+        for key, value in saved.items():
+            setattr(mf, key, value)
+    mf.converged = True
+    return Attempt(strategy="occupation-swap", converged=bool(converged), cycles=cycles,
+                   energy_hartree=float(e_swapped), wall_s=time.perf_counter() - t0,
+                   settings={"orbitals": [homo + 1, low + 1], "kept": kept})
+
+
 def _fock_iteration(mf, dm, on_state=None):
     """mf.kernel from dm, ended early when stalled; returns the cycles run."""
     watch = _stall_watch(mf, on_state)
@@ -297,6 +356,8 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
     state as it is reached (final=True: the state an attempt ended with), so
     that the caller can keep a restart file.  A SIGINT/SIGTERM lost on the
     way is raised again within a cycle (`dm21cli.core.interrupts.check`).
+    A converged restricted non-aufbau state is followed by `_occupation_swap`
+    (recorded as the attempt "occupation-swap", not counted in max_attempts).
     """
     attempts: list[Attempt] = []
     dm = dm0
@@ -311,6 +372,7 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
                           energy_hartree=float(mf.e_tot), wall_s=time.perf_counter() - t0)
         _record(mf, attempts, attempt, log, on_attempt, on_state, unit="DM21 evaluations")
         if attempt.converged:
+            _swap_if_lower(mf, attempts, log, on_attempt, on_state)
             return True, attempts
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm0
     for k in range(max_attempts):
@@ -335,4 +397,19 @@ def run_with_escalation(mf, dm0: np.ndarray | None, *, max_attempts: int,
         dm = mf.make_rdm1() if mf.mo_coeff is not None else dm
     for key, value in defaults.items():
         setattr(mf, key, value)
-    return attempts[-1].converged, attempts
+    converged = attempts[-1].converged
+    if converged:
+        _swap_if_lower(mf, attempts, log, on_attempt, on_state)
+    return converged, attempts
+
+
+def _swap_if_lower(mf, attempts, log, on_attempt, on_state) -> None:
+    """After convergence: `_occupation_swap`, recorded as an attempt; on_state
+    receives the state kept."""
+    swap = _occupation_swap(mf, log)
+    if swap is None:
+        return
+    _record(mf, attempts, swap, log, on_attempt, on_state)
+    if log:
+        log(f"  kept the {'swapped' if swap.settings['kept'] else 'previous'} state: "
+            f"E = {float(mf.e_tot):.10f} Ha")

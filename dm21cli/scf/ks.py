@@ -17,15 +17,7 @@ from pyscf import lib
 from pyscf.dft import radi, rks, uks
 from pyscf.lib import logger
 
-from dm21cli.functional.xc import DM21XC
-
-
-def _split_spin(dm: np.ndarray):
-    """(restricted, dm_spin (2, nao, nao), dm_total (nao, nao))."""
-    dm = np.asarray(dm)
-    if dm.ndim == 2:
-        return True, np.stack([dm * 0.5, dm * 0.5]), dm
-    return False, dm, dm[0] + dm[1]
+from dm21cli.functional.xc import DM21XC, _split_spin
 
 
 def get_veff(ks, mol=None, dm=None, dm_last=None, vhf_last=None, hermi=1):
@@ -72,6 +64,14 @@ class _DM21Mixin:
         return self
 
     get_veff = get_veff
+
+    def nuc_grad_method(self):
+        """Analytic nuclear gradients of the DM21 energy (`dm21cli.scf.grad`)."""
+        from dm21cli.scf.grad import Gradients
+
+        return Gradients(self)
+
+    Gradients = nuc_grad_method
 
 
 class DM21RKS(_DM21Mixin, rks.RKS):

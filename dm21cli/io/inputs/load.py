@@ -26,6 +26,7 @@ from dm21cli.io.inputs.models import (
     Molecule,
     OutputSettings,
     ResourceSettings,
+    Occupations,
     ScfSettings,
     _dotted,
     _Meta,
@@ -49,14 +50,20 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "dispersion": ("dispersion",),
     # `dm21 scan` only
     "distance": ("scan", "distances"),
+    "electrons": ("scan", "electrons"),
+    "fractional_spin": ("scan", "fractional_spin"),
     "reference_atoms": ("scan", "reference_atoms"),
 }
+
+#: the options that choose the kind of scan; one given replaces the file's kind
+_SCAN_KIND_OPTIONS = ("distance", "electrons", "fractional_spin")
 
 
 #: section path -> model class (for unknown-key suggestions).
 _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
     ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
+    ("scf", "occupations"): Occupations,
 }
 
 
@@ -140,11 +147,12 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
             ctx["xyz_lines"] = (start + 1, 1) if xyz_node.style == "|" else (start, 0)
             ctx["xyz_key_line"] = meta.lines.get(("molecule", "xyz"))
         ctx["file_key_line"] = meta.lines.get(("molecule", "file"))
-        dist_node = nodes.get(("scan", "distances"))
-        if isinstance(dist_node, yaml.ScalarNode) and ":" in dist_node.value \
-                and isinstance(data.get("scan"), dict):
-            # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
-            data["scan"]["distances"] = dist_node.value
+        for key in ("distances", "electrons", "fractional_spin"):
+            node = nodes.get(("scan", key))
+            if isinstance(node, yaml.ScalarNode) and ":" in node.value \
+                    and isinstance(data.get("scan"), dict):
+                # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
+                data["scan"][key] = node.value
     elif suffix == ".xyz":
         _stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
         data = {"molecule": {"file": path.name}}
@@ -187,6 +195,14 @@ def _atomic_context(ctx: dict, meta: _Meta) -> None:
 def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: Path | None,
             atomic: dict | None = None) -> JobSpec:
     """Overrides, the schema, the chemistry: the validated JobSpec of job-file data."""
+    kinds = [k for k in _SCAN_KIND_OPTIONS if (overrides or {}).get(k) is not None]
+    if len(kinds) > 1:
+        options = [f"--{k.replace('_', '-')}" for k in kinds]
+        raise InputError(f"{' and '.join(options)} exclude each other (one kind of scan)",
+                         field=options[0])
+    if kinds and isinstance(data.get("scan"), dict):  # the option's kind replaces the file's
+        for key in _SCAN_KIND_OPTIONS:
+            data["scan"].pop(OVERRIDE_KEYS[key][-1], None)
     for key, value in (overrides or {}).items():
         if key not in OVERRIDE_KEYS:
             raise TypeError(f"load_job: unknown override {key!r}")

@@ -221,6 +221,32 @@ def _check_warm_start(value: Any) -> str | None:
     return name
 
 
+def _check_occupation(value: Any) -> float:
+    from dm21cli.io.inputs.fields import _to_float
+
+    x = _to_float(value)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"occupation numbers are from 0 to 1 (one spin orbital), got {x:g}")
+    return x
+
+
+_OccupationList = Annotated[list[Annotated[float, BeforeValidator(_check_occupation)]],
+                            BeforeValidator(_as_list)]
+
+
+class Occupations(_Section):
+    """``scf.occupations``: fixed occupation numbers (fractional charge and spin)."""
+
+    alpha: _OccupationList = Field(
+        default_factory=list, description="Occupations (0 to 1) of the lowest alpha orbitals, "
+                                          "in order of orbital energy; the rest are empty.")
+    beta: _OccupationList = Field(
+        default_factory=list, description="The same for the beta orbitals.")
+
+    def total(self) -> float:
+        return float(sum(self.alpha) + sum(self.beta))
+
+
 class ScfSettings(_Section):
     """Section ``scf``: self-consistent-field settings."""
 
@@ -247,6 +273,10 @@ class ScfSettings(_Section):
         ("mixed", "float64", "float32"), {"double": "float64", "single": "float32"})] = Field(
         "mixed", description="DM21 network arithmetic: mixed (float32 SCF cycles, float64 "
                              "final energy) | float64 | float32.")
+    occupations: Occupations | None = Field(
+        None, description="Fixed occupation numbers per spin (unrestricted; fractional electron "
+                          "numbers and spins, as dm21 scan --electrons / --fractional-spin sets "
+                          "them); null = aufbau.")
 
     def guess_is_chkfile(self) -> bool:
         return self.guess not in GUESS_KEYWORDS
@@ -414,6 +444,8 @@ class JobSpec(_Section):
     def resolved_restricted(self) -> bool:
         if self.scf.restricted is not None:
             return self.scf.restricted
+        if self.scf.occupations is not None:
+            return False
         return self.molecule.multiplicity == 1
 
     def effective_conv_tol(self) -> float:
@@ -480,6 +512,9 @@ class JobSpec(_Section):
                 "guess": self.scf.guess,
                 "warm_start": self.scf.warm_start,
                 "precision": self.scf.precision,
+                "occupations": (None if self.scf.occupations is None else
+                                {"alpha": list(self.scf.occupations.alpha),
+                                 "beta": list(self.scf.occupations.beta)}),
             },
             "outputs": {
                 "cubes": list(self.outputs.cubes),

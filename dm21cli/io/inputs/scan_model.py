@@ -1,11 +1,13 @@
-"""The ``scan:`` section of a job file and the grammar of its distances."""
+"""The ``scan:`` section of a job file and the grammar of its values (distances,
+electron numbers, fractions of an electron)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from dm21cli.io.inputs.fields import (
     _as_list,
@@ -21,8 +23,8 @@ from dm21cli.io.inputs.fields import (
 #: more points than this is almost certainly a typo in the range.
 MAX_POINTS = 200
 
-#: two distances closer than this (Angstrom) would share a directory name.
-MIN_SPACING_ANGSTROM = 1e-3
+#: two values closer than this (Angstrom, electrons, fractions) would share a directory name.
+MIN_SPACING = 1e-3
 
 
 def _number(token: Any, what: str) -> float:
@@ -34,15 +36,36 @@ def _number(token: Any, what: str) -> float:
         raise ValueError(f"{what}: {exc}") from None
 
 
-def parse_distances(value: Any) -> list[float]:
-    """Distances in Angstrom from ``'start:stop:step'`` (stop included), ``'2,2.5,3'``, a number or a list.
+@dataclasses.dataclass(frozen=True)
+class _Grammar:
+    """What a list of scan values is called, and the range it must lie in."""
+
+    plural: str  # "distances"
+    noun: str  # "distance"
+    example: str  # "2.0,2.5,3"
+    unit: str  # " Angstrom"
+    bound: Callable[[float], str | None]  # message for a value out of range, else None
+
+
+DISTANCES = _Grammar("distances", "distance", "2.0,2.5,3", " Angstrom",
+                     lambda x: None if x > 0 else f"distances must be positive (Angstrom), got {x:g}")
+ELECTRONS = _Grammar("electron numbers", "electron number", "5,5.5,6", " electrons",
+                     lambda x: None if x >= 0 else f"electron numbers must be at least 0, got {x:g}")
+FRACTIONS = _Grammar("fractions", "fraction", "0,0.25,0.5", "",
+                     lambda x: None if 0 <= x <= 1 else f"the fraction f of an electron moved from "
+                                                          f"alpha to beta must be from 0 to 1, got {x:g}")
+
+
+def parse_values(value: Any, grammar: _Grammar) -> list[float]:
+    """Scan values from ``'start:stop:step'`` (stop included), ``'2,2.5,3'``, a number or a list.
 
     Returns them sorted ascending.  Raises ValueError (one line) for a zero
-    or wrong-sign step, non-positive distances, no points, more than
-    `MAX_POINTS`, or two distances closer than 0.001 Angstrom.
+    or wrong-sign step, values outside the grammar's range, no points, more
+    than `MAX_POINTS`, or two values closer than `MIN_SPACING` (0.001).
     """
+    g = grammar
     if isinstance(value, bool) or value is None:
-        raise ValueError("expected distances as 'start:stop:step', '2.0,2.5,3' or a list of numbers")
+        raise ValueError(f"expected {g.plural} as 'start:stop:step', '{g.example}' or a list of numbers")
     if isinstance(value, str) and ":" in value:
         parts = value.split(":")
         if len(parts) != 3:
@@ -64,28 +87,34 @@ def parse_distances(value: Any) -> list[float]:
     elif isinstance(value, str):
         tokens = [t for t in value.split(",")]
         if not value.strip() or any(not t.strip() for t in tokens):
-            raise ValueError(f"expected a comma-separated list of distances, got {value.strip()!r}")
-        raw = [_number(t, f"distance {t.strip()!r}") for t in tokens]
+            raise ValueError(f"expected a comma-separated list of {g.plural}, got {value.strip()!r}")
+        raw = [_number(t, f"{g.noun} {t.strip()!r}") for t in tokens]
     elif isinstance(value, (int, float)):
-        raw = [_number(value, "distance")]
+        raw = [_number(value, g.noun)]
     elif isinstance(value, (list, tuple)):
         if not value:
-            raise ValueError("the list of distances is empty")
-        raw = [_number(v, f"distance {k + 1}") for k, v in enumerate(value)]
+            raise ValueError(f"the list of {g.plural} is empty")
+        raw = [_number(v, f"{g.noun} {k + 1}") for k, v in enumerate(value)]
     else:
-        raise ValueError("expected distances as 'start:stop:step', '2.0,2.5,3' or a list of numbers")
+        raise ValueError(f"expected {g.plural} as 'start:stop:step', '{g.example}' or a list of numbers")
     if not raw:
-        raise ValueError("no distances")
+        raise ValueError(f"no {g.plural}")
     if len(raw) > MAX_POINTS:
-        raise ValueError(f"{len(raw)} distances; at most {MAX_POINTS} are allowed")
-    out = sorted(round(x, 9) for x in raw)
+        raise ValueError(f"{len(raw)} {g.plural}; at most {MAX_POINTS} are allowed")
+    out = sorted(round(x, 9) + 0.0 for x in raw)  # (+ 0.0: no -0.0)
     for x in out:
-        if x <= 0:
-            raise ValueError(f"distances must be positive (Angstrom), got {x:g}")
+        problem = g.bound(x)
+        if problem:
+            raise ValueError(problem)
     for a, b in zip(out, out[1:]):
-        if b - a < MIN_SPACING_ANGSTROM:
-            raise ValueError(f"distances {a:g} and {b:g} are closer than {MIN_SPACING_ANGSTROM:g} Angstrom")
+        if b - a < MIN_SPACING:
+            raise ValueError(f"{g.plural} {a:g} and {b:g} are closer than {MIN_SPACING:g}{g.unit}")
     return out
+
+
+def parse_distances(value: Any) -> list[float]:
+    """Distances in Angstrom (`parse_values` with the distances' grammar: all > 0)."""
+    return parse_values(value, DISTANCES)
 
 
 def _check_distances(value: Any) -> list[float] | None:
@@ -94,6 +123,35 @@ def _check_distances(value: Any) -> list[float] | None:
     from dm21cli.io.inputs.scan_model import parse_distances
 
     return parse_distances(value)
+
+
+def _check_electrons(value: Any) -> list[float] | None:
+    return None if value is None else parse_values(value, ELECTRONS)
+
+
+def _check_fractions(value: Any) -> list[float] | None:
+    return None if value is None else parse_values(value, FRACTIONS)
+
+
+def _check_multiplicities(value: Any) -> dict[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"expected a mapping electron number: multiplicity (e.g. {{5: 2, 6: 3, 7: 4}}), "
+                         f"got {_describe(value)}")
+    out: dict[int, int] = {}
+    for key, mult in value.items():
+        try:
+            n = _to_int(key)
+        except ValueError:
+            raise ValueError(f"electron numbers (the keys) are integers, got {_describe(key)}") from None
+        if n < 0:
+            raise ValueError(f"electron numbers (the keys) are at least 0, got {n}")
+        m = _to_int(mult)
+        if m < 1:
+            raise ValueError(f"the multiplicity of {n} electrons must be at least 1, got {m}")
+        out[n] = m
+    return out
 
 
 def _check_atom_index(value: Any) -> int:
@@ -124,8 +182,13 @@ def _check_fragment_numbers(value: Any) -> Any:
     return value
 
 
+#: the kinds of scan: the key of the ``scan:`` section that gives the values, per kind
+KINDS = {"distance": "distances", "electrons": "electrons", "fractional_spin": "fractional_spin"}
+
+
 class ScanSettings(_Section):
-    """Section ``scan``: a distance scan (``dm21 scan``); ignored by ``dm21 run``."""
+    """Section ``scan``: a distance, electron-number or fractional-spin scan (``dm21 scan``);
+    ignored by ``dm21 run``."""
 
     distances: Annotated[list[float] | None, BeforeValidator(_check_distances)] = Field(
         None, description="Distances [Angstrom]: 'start:stop:step' (stop included), a comma "
@@ -154,3 +217,30 @@ class ScanSettings(_Section):
                                         BeforeValidator(_check_fragment_numbers)] = Field(
         None, description="[fixed, moving] fragment multiplicities; null = the lowest fitting "
                           "each fragment's electron count (1 or 2).")
+    electrons: Annotated[list[float] | None, BeforeValidator(_check_electrons)] = Field(
+        None, description="Electron numbers N (fractional charge): 'start:stop:step' (stop "
+                          "included), a comma list or a YAML list; the integers around them are "
+                          "added.")
+    fractional_spin: Annotated[list[float] | None, BeforeValidator(_check_fractions)] = Field(
+        None, description="Fractions f (0 to 1) of one electron moved from alpha to beta "
+                          "(fractional spin); f = 0 is added.")
+    multiplicities: Annotated[dict[int, int] | None, BeforeValidator(_check_multiplicities)] = Field(
+        None, description="Electron-number scans: multiplicity of integer electron numbers "
+                          "{N: multiplicity}; null = the job's at its own N, else the isoelectronic "
+                          "neutral atom's (one atom) or the lowest (molecules).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScanSettings:
+        given = [key for key in KINDS.values() if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} exclude each other: one kind of scan per job "
+                             f"(distances, electrons or fractional_spin)")
+        return self
+
+    @property
+    def kind(self) -> str | None:
+        """'distance', 'electrons', 'fractional_spin', or None when no values are given."""
+        for kind, key in KINDS.items():
+            if getattr(self, key) is not None:
+                return kind
+        return None

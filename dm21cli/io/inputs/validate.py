@@ -112,6 +112,10 @@ def validate_job(spec: JobSpec) -> None:
         problems.add(InputError(f"restricted open-shell DM21 is not supported (multiplicity "
                                 f"{mol.multiplicity}); use restricted: false or null",
                                 **meta.locate(("scf", "restricted"))))
+    if spec.scf.occupations is not None and restricted:
+        problems.add(InputError("fixed occupations (scf.occupations) need an unrestricted "
+                                "calculation; set scf.restricted to false or null",
+                                **meta.locate(("scf", "restricted"))))
     for i, cube in enumerate(spec.outputs.cubes):
         if cube[-1] in "ab" and cube.startswith("orbital:") and restricted:
             problems.add(InputError(f"{cube}: spin suffixes a/b need an unrestricted calculation "
@@ -151,6 +155,8 @@ def validate_job(spec: JobSpec) -> None:
         problems.add(exc)
     if nao is not None and electrons_ok:
         problems.run(_check_capacity, spec, nao)
+        if spec.scf.occupations is not None:
+            problems.run(_check_occupations, spec, nao)
 
     # -- orbital indices (needs the basis size) ------------------------------
     wanted = [(("outputs", "cubes", i), int(re.sub(r"[ab]$", "", c[8:])))
@@ -270,6 +276,33 @@ def _check_capacity(spec: JobSpec, nao: int) -> None:
                      **meta.locate(blame))
 
 
+def _check_occupations(spec: JobSpec, nao: int) -> None:
+    """``scf.occupations`` against the orbitals and the molecule's electrons (outside ECP cores).
+
+    At most `nao` numbers per spin; their sum N must satisfy N_mol - 1 < N <= N_mol:
+    the molecule's charge is that of the integer state whose electrons they hold
+    (for N between two integers, the upper one).
+    """
+    meta: _Meta = spec._meta
+    occ = spec.scf.occupations
+    for spin in ("alpha", "beta"):
+        values = getattr(occ, spin)
+        if len(values) > nao:
+            raise InputError(f"{len(values)} {spin} occupation numbers, but {spec.basis_label()} "
+                             f"gives {nao} orbitals", **meta.locate(("scf", "occupations", spin)))
+    ecp = ecp_map(spec)
+    mol = spec.molecule
+    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
+    nelec = mol.nelectron() - core
+    total = occ.total()
+    if not nelec - 1 < total <= nelec + 1e-9:
+        outside = f" outside the ECP cores" if core else ""
+        raise InputError(f"the occupation numbers add up to {total:g} electrons, but {mol.formula()} "
+                         f"with charge {mol.charge} has {nelec} electrons{outside}: the molecule's "
+                         f"charge must be that of the integer electron count at or just above "
+                         f"{total:g}", **meta.locate(("scf", "occupations")))
+
+
 def _size_text(nbytes: float) -> str:
     if not math.isfinite(nbytes):
         return "more bytes than can be counted"
@@ -351,11 +384,39 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
         raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
 
 
+#: keys of the scan section that only distance scans use, with their defaults
+_DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "reference_atoms": False,
+                  "reference_charges": None, "reference_multiplicities": None}
+
+
 def _validate_scan(spec: JobSpec) -> None:
-    """The ``scan`` section against the molecule: atom numbers, fragment, functionals."""
+    """The ``scan`` section against the molecule: atom numbers, fragment, functionals;
+    for electron-number and fractional-spin scans, the keys they do not use."""
     meta: _Meta = spec._meta
     scan = spec.scan
     natm = spec.molecule.natm
+    for k, name in enumerate(scan.functionals or []):
+        if name not in DM21_FUNCTIONALS:
+            problem = _xc_problem(name)
+            if problem:
+                raise InputError(problem, **meta.locate(("scan", "functionals", k)))
+    kind = scan.kind
+    if kind in ("electrons", "fractional_spin"):
+        key = "electrons" if kind == "electrons" else "fractional_spin"
+        for other, default in _DISTANCE_ONLY.items():
+            if getattr(scan, other) != default:
+                raise InputError(f"{other} is for distance scans, not with scan.{key}",
+                                 **meta.locate(("scan", other)))
+        if kind == "fractional_spin" and scan.multiplicities is not None:
+            raise InputError("multiplicities are for electron-number scans (scan.electrons)",
+                             **meta.locate(("scan", "multiplicities")))
+        if spec.scf.restricted is True:
+            raise InputError(f"scan.{key} needs an unrestricted calculation; set scf.restricted to "
+                             f"false or null", **meta.locate(("scf", "restricted")))
+        return
+    if scan.multiplicities is not None:
+        raise InputError("multiplicities are for electron-number scans (scan.electrons)",
+                         **meta.locate(("scan", "multiplicities")))
     if natm < 2:
         raise InputError(f"a scan needs at least two atoms; the molecule has {natm}",
                          **meta.locate(("scan",)))
@@ -382,11 +443,6 @@ def _validate_scan(spec: JobSpec) -> None:
         if second not in seen:
             raise InputError(f"the moving fragment must contain atom {second}, the moving atom of "
                              f"the pair scan.atoms", **meta.locate(("scan", "fragment")))
-    for k, name in enumerate(scan.functionals or []):
-        if name not in DM21_FUNCTIONALS:
-            problem = _xc_problem(name)
-            if problem:
-                raise InputError(problem, **meta.locate(("scan", "functionals", k)))
     restricted = spec.scf.restricted
     if scan.broken_symmetry and (spec.molecule.multiplicity != 1 or restricted):
         raise InputError("broken_symmetry needs a singlet (multiplicity 1) that may be computed "

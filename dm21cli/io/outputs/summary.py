@@ -121,6 +121,13 @@ def render_summary(result: dict) -> str:
     restricted = props.get("restricted")
     if restricted is not None:
         row("Reference", "restricted (RKS)" if restricted else "unrestricted (UKS)")
+    fixed = props.get("fixed_occupations")
+    if isinstance(fixed, dict):
+        def occ(values) -> str:
+            return " ".join(format(v, "g") for v in values or []) or "-"
+
+        row("Fixed occupations", f"alpha {occ(fixed.get('alpha'))}; beta {occ(fixed.get('beta'))} "
+                                 f"({_fmt(_num(fixed.get('electrons')), 'g', '?')} electrons)")
     if props.get("nao") is not None:
         row("Basis functions", str(props["nao"]))
     if props.get("grid_points") is not None:

@@ -1,16 +1,30 @@
-"""Distance scans (dissociation curves): ``dm21 scan`` as a library.
+"""Scans: ``dm21 scan`` as a library.
+
+Three kinds, one machinery: a bond distance (dissociation curves), the
+electron number N at fixed geometry (fractional charge, ``scan.electrons``)
+and a fraction f of one electron moved from alpha to beta (fractional spin,
+``scan.fractional_spin``).  A point's `Coordinate` (`plan.COORDINATES`) says
+what it varies, in which unit, and how its directory is named.
 
 `plan_scan(spec)` turns a validated job with a ``scan:`` section into a
-`ScanPlan`: the sorted distances, the atoms that move, the functionals, and one
-fully validated single-point `JobSpec` per point and functional.  `run_scan`
-computes the points one after another through `dm21cli.jobs.run.run_job`, each in
-its own directory ``<scan dir>/<functional>/point-02.500A/`` (named by its
-distance), and writes the
-curve files ``scan.csv``, ``scan.json`` and ``scan.png`` into the scan
-directory.  It returns a `ScanReport` that counts converged, unconverged and
-failed points and decides the exit status.
+`ScanPlan`: the sorted values, (distance scans) the atoms that move, the
+functionals, and one fully validated single-point `JobSpec` per point and
+functional.  `run_scan` computes the points one after another through
+`dm21cli.jobs.run.run_job`, each in its own directory
+``<scan dir>/<functional>/point-02.500A/`` (``N-05.500/``, ``f-0.250/``:
+named by its value), and writes the curve files ``scan.csv``, ``scan.json``
+and ``scan.png`` into the scan directory.  It returns a `ScanReport` that
+counts converged, unconverged and failed points and decides the exit status.
 
-Rules:
+Electron-number and fractional-spin points carry fixed occupations
+(``scf.occupations``, part of their input hash); `fractional` says which,
+and measures each point's deviation from the exact straight (or flat) line
+and each curve's largest deviation and curvature.  The integer electron
+numbers bracketing an electron-number scan, and f = 0, are always computed;
+a point without electrons (N = 0) is not computed: its energy is the
+nuclei's repulsion.
+
+Rules (of distance scans; the others share order, resume and workers):
 
 * **Geometry.** The distance is the one between the two atoms of
   ``scan.atoms`` (1-based, default ``[1, 2]``).  The moving fragment
@@ -57,10 +71,11 @@ Rules:
   fragment without electrons (a bare proton) has energy 0 and is not computed.
   The sum of the two energies is the dissociation limit.
 
-Modules: `plan` (`plan_scan`), `run` (`run_scan`, `collect_scan`, the serial
+Modules: `plan` (`plan_scan`), `fractional` (the states and errors of
+fractional charge and spin), `run` (`run_scan`, `collect_scan`, the serial
 walk), `workers` (worker processes and Dask), `records` (what is recorded,
 `ScanReport`), `curves` (``scan.csv``, ``scan.json``, ``scan.png``, the table).
-The grammar of the distances lives with the ``scan:`` section's model
+The grammar of the values lives with the ``scan:`` section's model
 (`dm21cli.io.inputs.scan_model`).
 
 Library code: no printing (progress goes to a reporter callback), no
@@ -71,6 +86,8 @@ them.
 from dm21cli.jobs.scan.curves import render_table_text, write_plot
 from dm21cli.jobs.scan.plan import (
     BROKEN_SYMMETRY_STRETCH,
+    COORDINATES,
+    Coordinate,
     ScanPlan,
     ScanPoint,
     displaced_coords,
@@ -87,5 +104,5 @@ __all__ = [
     "BROKEN_SYMMETRY_STRETCH", "FILES", "POINT_FILE", "displaced_coords",
     "equilibrium_estimate_angstrom", "walk_order", "plan_scan", "run_scan", "collect_scan",
     "ScanPlan", "ScanPoint", "ScanReport", "render_table_text", "write_plot", "point_hash",
-    "point_dirname",
+    "point_dirname", "Coordinate", "COORDINATES",
 ]

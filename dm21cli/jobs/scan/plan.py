@@ -72,9 +72,14 @@ def _digest(obj: Any) -> str:
 
 
 def _physics(resolved: dict) -> dict:
-    """The parts of a resolved input that decide a result (no names, folders, resources, guess)."""
+    """The parts of a resolved input that decide a result (no names, folders, resources, guess).
+
+    ``scf.occupations: null`` (aufbau) is left out, so that integer points
+    keep the hashes they had before fixed occupations existed.
+    """
     d = {k: v for k, v in resolved.items() if k not in ("job", "resources")}
-    d["scf"] = {k: v for k, v in d.get("scf", {}).items() if k != "guess"}
+    d["scf"] = {k: v for k, v in d.get("scf", {}).items()
+                if k != "guess" and not (k == "occupations" and v is None)}
     return d
 
 
@@ -83,20 +88,65 @@ def point_hash(spec) -> str:
     return _digest(_physics(spec.to_resolved_dict()))
 
 
+@dataclasses.dataclass(frozen=True)
+class Coordinate:
+    """What a scan varies: its name in the records, its unit, how points are named."""
+
+    kind: str  # "distance" | "electrons" | "fractional_spin"
+    key: str  # the key of the scan: section ("distances", "electrons", "fractional_spin")
+    column: str  # the record's field ("distance_angstrom", "electrons", "fractional_spin")
+    short: str  # table header
+    axis: str  # plot axis
+    option: str  # the command-line option
+
+    def text(self, value: float) -> str:
+        """``2.500 A``, ``N = 5.500``, ``f = 0.250``."""
+        if self.kind == "distance":
+            return f"{value:.3f} A"
+        return f"{'N' if self.kind == 'electrons' else 'f'} = {value:.3f}"
+
+    def dirname(self, value: float) -> str:
+        """The point directory: ``point-02.500A``, ``N-05.500``, ``f-0.250``."""
+        if self.kind == "distance":
+            return point_dirname(value)
+        if self.kind == "electrons":
+            return f"N-{value:06.3f}"
+        return f"f-{value:.3f}"
+
+
+COORDINATES = {
+    "distance": Coordinate("distance", "distances", "distance_angstrom", "d/A", "distance / Angstrom",
+                           "--distance"),
+    "electrons": Coordinate("electrons", "electrons", "electrons", "N", "electron number N",
+                            "--electrons"),
+    "fractional_spin": Coordinate("fractional_spin", "fractional_spin", "fractional_spin", "f",
+                                  "fraction f of an electron moved from alpha to beta",
+                                  "--fractional-spin"),
+}
+
+
 @dataclasses.dataclass
 class ScanPoint:
     """One single point of the curve."""
 
     functional: str
     index: int
-    distance_angstrom: float
+    value: float  # the scan coordinate (Angstrom, electrons, fraction)
     directory: Path
-    data: dict  # resolved input of the point, without scf.guess
-    hash: str
+    data: dict | None  # resolved input of the point, without scf.guess; None: no electrons
+    hash: str | None
+    coordinate: Coordinate = COORDINATES["distance"]
+    #: electron-number and fractional-spin points: electrons, charge, multiplicity,
+    #: occupations (None: aufbau), and for a point without electrons its energy
+    state: dict | None = None
+
+    @property
+    def distance_angstrom(self) -> float:
+        return self.value
 
     @property
     def label(self) -> str:
-        return f"{self.functional} {self.distance_angstrom:.3f} A"
+        return f"{self.functional} {self.coordinate.text(self.value)}"
 
 
 @dataclasses.dataclass
@@ -120,17 +170,33 @@ class ScanPlan:
 
     spec: Any  # the base JobSpec
     scan_dir: Path
-    distances: list[float]
-    pair: tuple[int, int]  # 0-based
-    moving: list[int]  # 0-based
+    values: list[float]  # the scan coordinate of each point, sorted
+    pair: tuple[int, int] | None  # 0-based (distance scans)
+    moving: list[int]  # 0-based (distance scans; else empty)
     functionals: list[str]
-    equilibrium_angstrom: float
+    equilibrium_angstrom: float | None  # distance scans
     order: list[tuple[int, int | None]]
     points: dict[str, list[ScanPoint]]
     references: dict[str, list[Reference]]
     broken_symmetry: bool
     definition: dict
     definition_hash: str
+    coordinate: Coordinate = COORDINATES["distance"]
+    #: electron-number scans: the multiplicity of each integer electron number
+    states: dict[int, int] | None = None
+
+    @property
+    def distances(self) -> list[float]:
+        return self.values
+
+    @property
+    def kind(self) -> str:
+        return self.coordinate.kind
+
+    @property
+    def field(self) -> tuple[str, str]:
+        """The scan section's key of the values, for error messages."""
+        return ("scan", self.coordinate.key)
 
     @property
     def fixed(self) -> list[int]:
@@ -149,15 +215,15 @@ def point_dirname(distance_angstrom: float) -> str:
 
     Named by the distance alone (not by its index in the sorted list), so a
     point is found again whatever the other distances of the scan are.  Three
-    decimals keep distances at least `MIN_SPACING_ANGSTROM` apart (all that
+    decimals keep distances at least `MIN_SPACING` apart (all that
     `parse_distances` accepts) on distinct names; two integer digits make a
     directory listing sort by distance up to 99.999 Angstrom.
     """
     return f"point-{distance_angstrom:06.3f}A"
 
 
-def _neighbour_text(distance_angstrom: float) -> str:
-    return f"point at {distance_angstrom:.3f} A"
+def _neighbour_text(value: float, coordinate: Coordinate = COORDINATES["distance"]) -> str:
+    return f"point at {coordinate.text(value)}"
 
 
 def _build_spec(data: dict, base, where: dict, context: str):
@@ -218,23 +284,9 @@ def _point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, d
     return d
 
 
-def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | None = None) -> ScanPlan:
-    """Validate the scan of `spec` (a JobSpec with a ``scan`` section) and build its plan.
-
-    functionals: overrides ``scan.functionals`` / ``functional``;
-    output_dir: the scan directory (default: the job's output path).
-    Raises InputError (naming file, line and field) for every problem.
-    """
-    from dm21cli.io.inputs.scan_model import ScanSettings
-
+def _functional_names(spec, scan, functionals: list[str] | None) -> tuple[list[str], list[str]]:
+    """(names, directory names) of the scan's functionals, checked."""
     meta = spec._meta
-    scan = spec.scan if spec.scan is not None else ScanSettings()
-    if spec.molecule.natm < 2:
-        raise InputError(f"a scan needs at least two atoms; the molecule has {spec.molecule.natm}",
-                         **meta.locate(("molecule",)))
-    if scan.distances is None:
-        raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
-                         "scan.distances in the job file", **meta.locate(("scan", "distances")))
     if functionals:
         from dm21cli.io.inputs.basis import _xc_problem
         from dm21cli.io.inputs.fields import DM21_FUNCTIONALS, _check_functional
@@ -255,6 +307,34 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     if len(set(d.lower() for d in dirnames)) != len(dirnames):
         raise InputError(f"functionals {', '.join(names)} would share a directory name",
                          **meta.locate(("scan", "functionals")))
+    return names, dirnames
+
+
+def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | None = None) -> ScanPlan:
+    """Validate the scan of `spec` (a JobSpec with a ``scan`` section) and build its plan.
+
+    A distance scan, an electron-number scan (``scan.electrons``) or a
+    fractional-spin scan (``scan.fractional_spin``).  functionals: overrides
+    ``scan.functionals`` / ``functional``; output_dir: the scan directory
+    (default: the job's output path).  Raises InputError (naming file, line
+    and field) for every problem.
+    """
+    from dm21cli.io.inputs.scan_model import ScanSettings
+
+    meta = spec._meta
+    scan = spec.scan if spec.scan is not None else ScanSettings()
+    names, dirnames = _functional_names(spec, scan, functionals)
+    scan_dir = Path(output_dir) if output_dir else spec.output_path()
+    if scan.kind in ("electrons", "fractional_spin"):
+        return _plan_fractional(spec, scan, names, dirnames, scan_dir)
+    if spec.molecule.natm < 2:
+        raise InputError(f"a scan needs at least two atoms; the molecule has {spec.molecule.natm} "
+                         f"(or scan electron numbers or fractional spins: --electrons, "
+                         f"--fractional-spin)", **meta.locate(("molecule",)))
+    if scan.distances is None:
+        raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
+                         "scan.distances in the job file (or --electrons / --fractional-spin)",
+                         **meta.locate(("scan", "distances")))
 
     pair = (scan.atoms[0] - 1, scan.atoms[1] - 1)
     moving = sorted(k - 1 for k in (scan.fragment or [scan.atoms[1]]))
@@ -281,7 +361,8 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
             data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
                                scan.broken_symmetry)
             pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
-            row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec)))
+            row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec),
+                                 COORDINATES["distance"]))
         points[name] = row
 
     references: dict[str, list[Reference]] = {}
@@ -328,7 +409,103 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
         "reference_charges": scan.reference_charges,
         "reference_multiplicities": scan.reference_multiplicities,
     }
-    return ScanPlan(spec=spec, scan_dir=scan_dir, distances=distances, pair=pair, moving=moving,
+    return ScanPlan(spec=spec, scan_dir=scan_dir, values=distances, pair=pair, moving=moving,
                     functionals=names, equilibrium_angstrom=r_eq, order=order, points=points,
                     references=references, broken_symmetry=scan.broken_symmetry,
-                    definition=definition, definition_hash=_digest(definition))
+                    definition=definition, definition_hash=_digest(definition),
+                    coordinate=COORDINATES["distance"])
+
+
+def _nuclear_repulsion_hartree(spec) -> float:
+    """Sum over atom pairs of Z_A Z_B / R_AB (bohr): the energy without electrons."""
+    from dm21cli.core import elements
+
+    coords = spec.molecule.coords_bohr()
+    charges = [elements.atomic_number(s) for s in spec.molecule.symbols]
+    return float(sum(charges[a] * charges[b] / np.linalg.norm(coords[a] - coords[b])
+                     for a in range(len(charges)) for b in range(a)))
+
+
+def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir: Path) -> ScanPlan:
+    """The plan of an electron-number or fractional-spin scan (see `dm21cli.jobs.scan.fractional`)."""
+    from dm21cli.io.inputs.basis import ecp_map
+    from dm21cli.jobs.scan import fractional
+
+    meta = spec._meta
+    kind = scan.kind
+    coordinate = COORDINATES[kind]
+    where = meta.locate(("scan", coordinate.key))
+    mol = spec.molecule
+    ecp = ecp_map(spec)
+    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
+    job_n = mol.nelectron()
+    states = None
+    if kind == "electrons":
+        values = fractional.electron_values(scan.electrons)
+        if core and values[0] <= core:  # (with the integer below the range added)
+            raise InputError(f"N = {values[0]:g} leaves no electrons outside the ECP cores "
+                             f"({core} core electrons)", **where)
+        numbers = list(range(round(values[0]), round(values[-1]) + 1))
+        try:
+            states = fractional.integer_states(
+                numbers, job_electrons=job_n, job_multiplicity=mol.multiplicity,
+                single_atom=mol.natm == 1, given=scan.multiplicities, core=core)
+        except ValueError as exc:
+            field = ("scan", "multiplicities") if scan.multiplicities else ("scan", coordinate.key)
+            raise InputError(str(exc), **meta.locate(field)) from None
+        point_states = [fractional.electron_point(v, states, mol.nuclear_charge(), core) for v in values]
+        start_near = float(job_n)
+    else:
+        values = sorted(set(scan.fractional_spin) | {0.0})
+        n_alpha, n_beta = fractional.spins(job_n, mol.multiplicity, core)
+        if n_alpha == n_beta:
+            raise InputError(f"{mol.formula()} with charge {mol.charge} and multiplicity "
+                             f"{mol.multiplicity} has no unpaired electron to move from alpha to "
+                             f"beta (a fractional-spin scan needs multiplicity 2 or more)",
+                             **meta.locate(("molecule", "multiplicity")) if
+                             ("molecule", "multiplicity") in meta.lines else where)
+        point_states = []
+        for f in values:
+            occ = fractional.spin_point(f, n_alpha, n_beta)
+            point_states.append({"fraction": f, "electrons": float(job_n), "charge": mol.charge,
+                                 "multiplicity": mol.multiplicity, "occupations": occ,
+                                 "used_occupations": occ or {"alpha": [1.0] * n_alpha,
+                                                             "beta": [1.0] * n_beta}})
+        start_near = 0.0
+    names_seen: dict[str, float] = {}
+    for v in values:  # (values at least 0.001 apart never share one)
+        other = names_seen.setdefault(coordinate.dirname(v), v)
+        if other != v:
+            raise InputError(f"{other:g} and {v:g} would share the point directory "
+                             f"{coordinate.dirname(v)}", **where)
+    coords = mol.coords_angstrom()
+    points: dict[str, list[ScanPoint]] = {}
+    for name, dirname in zip(names, dirnames):
+        row = []
+        for index, (value, state) in enumerate(zip(values, point_states)):
+            directory = scan_dir / dirname / coordinate.dirname(value)
+            if state["electrons"] == 0:  # no electrons: the nuclei's repulsion, nothing to compute
+                state = {**state, "energy_hartree": _nuclear_repulsion_hartree(spec)}
+                row.append(ScanPoint(name, index, value, directory, None, None, coordinate, state))
+                continue
+            data = _point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{coordinate.dirname(value)}",
+                               directory, False, charge=state["charge"],
+                               multiplicity=state["multiplicity"])
+            data["scf"]["restricted"] = False
+            data["scf"]["occupations"] = state["occupations"]
+            pspec = _build_spec(data, spec, where, f"{name} at {coordinate.text(value)}")
+            row.append(ScanPoint(name, index, value, directory, data, point_hash(pspec), coordinate,
+                                 state))
+        points[name] = row
+    definition = {
+        "kind": kind,
+        "input": _physics({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
+        coordinate.key: values, "functionals": names,
+        **({"multiplicities": {str(n): m for n, m in states.items()}} if states else {}),
+    }
+    return ScanPlan(spec=spec, scan_dir=scan_dir, values=values, pair=None, moving=[],
+                    functionals=names, equilibrium_angstrom=None,
+                    order=walk_order(values, start_near), points=points, references={},
+                    broken_symmetry=False, definition=definition,
+                    definition_hash=_digest(definition), coordinate=coordinate, states=states)
+

@@ -35,38 +35,108 @@ CSV_COLUMNS = [
     "scf_cycles", "scf_attempts", "wall_time_s", "reused", "guess", "directory",
 ]
 
+#: columns of electron-number and fractional-spin scans (the second-to-last
+#: ones: the molecule each point was computed as, and its fixed occupations)
+CSV_COLUMNS_FRACTIONAL = [
+    "functional", "index", "{coordinate}", "status", "converged", "energy_hartree",
+    "line_energy_hartree", "deviation_mhartree", "nuclear_repulsion_energy_hartree",
+    "one_electron_energy_hartree", "coulomb_energy_hartree", "xc_energy_hartree",
+    "dispersion_energy_hartree", "alpha_electrons", "beta_electrons", "homo_lumo_gap_hartree",
+    "scf_cycles", "scf_attempts", "wall_time_s", "reused", "guess", "charge", "multiplicity",
+    "occupations_alpha", "occupations_beta", "directory",
+]
+
+
+def csv_columns(coordinate) -> list[str]:
+    """The columns of scan.csv for a scan of this `Coordinate`."""
+    if coordinate.kind == "distance":
+        return CSV_COLUMNS
+    return [c.format(coordinate=coordinate.column) for c in CSV_COLUMNS_FRACTIONAL]
+
+
+def result_fields(result: dict | None) -> dict:
+    """What a scan records from a point's ``result.json``: the one place that reads its fields.
+
+    Keys: status, converged, energy, the energy terms, mulliken_charges,
+    s_squared, gap, scf_cycles, scf_attempts (their number), wall_time_s,
+    error (the error message of an unconverged or failed point).
+    """
+    result = result or {}
+    props = result.get("properties") or {}
+    return {
+        "status": result.get("status"),
+        "converged": bool(result.get("converged", False)),
+        "energy": result.get("return_energy"),
+        "nuclear_repulsion": props.get("nuclear_repulsion_energy"),
+        "one_electron": props.get("scf_one_electron_energy"),
+        "coulomb": props.get("scf_coulomb_energy"),
+        "xc": props.get("scf_xc_energy"),
+        "dispersion": props.get("dispersion_energy"),
+        "mulliken_charges": props.get("mulliken_charges"),
+        "s_squared": props.get("s_squared"),
+        "gap": props.get("homo_lumo_gap_hartree"),
+        "scf_cycles": props.get("scf_iterations"),
+        "scf_attempts": len(props["scf_attempts"]) if props.get("scf_attempts") else None,
+        "wall_time_s": (result.get("timings_s") or {}).get("total"),
+        "error": (None if result.get("converged") else
+                  (result.get("error") or {}).get("error_message")),
+    }
+
 
 def _record(point: ScanPoint, result: dict | None, moving: list[int], *, reused: bool,
             guess: str | None, status: str | None = None, error: str | None = None) -> dict:
-    props = (result or {}).get("properties") or {}
-    charges = props.get("mulliken_charges")
+    f = result_fields(result)
+    charges = f["mulliken_charges"]
     q_moving = q_fixed = None
-    if charges:
+    if charges and moving:
         q_moving = float(sum(charges[k] for k in moving))
         q_fixed = float(sum(c for k, c in enumerate(charges) if k not in moving))
-    return {
+    rec = {
         "functional": point.functional, "index": point.index,
-        "distance_angstrom": point.distance_angstrom,
-        "status": status or (result or {}).get("status") or "failed",
-        "converged": bool((result or {}).get("converged", False)),
-        "energy_hartree": (result or {}).get("return_energy"),
+        point.coordinate.column: point.value,
+        "status": status or f["status"] or "failed",
+        "converged": f["converged"],
+        "energy_hartree": f["energy"],
         "relative_energy_hartree": None,
-        "nuclear_repulsion_energy_hartree": props.get("nuclear_repulsion_energy"),
-        "one_electron_energy_hartree": props.get("scf_one_electron_energy"),
-        "coulomb_energy_hartree": props.get("scf_coulomb_energy"),
-        "xc_energy_hartree": props.get("scf_xc_energy"),
-        "dispersion_energy_hartree": props.get("dispersion_energy"),
+        "nuclear_repulsion_energy_hartree": f["nuclear_repulsion"],
+        "one_electron_energy_hartree": f["one_electron"],
+        "coulomb_energy_hartree": f["coulomb"],
+        "xc_energy_hartree": f["xc"],
+        "dispersion_energy_hartree": f["dispersion"],
         "charge_moving_fragment": q_moving, "charge_fixed_fragment": q_fixed,
-        "s_squared": props.get("s_squared"),
-        "homo_lumo_gap_hartree": props.get("homo_lumo_gap_hartree"),
-        "scf_cycles": props.get("scf_iterations"),
-        "scf_attempts": len(props["scf_attempts"]) if props.get("scf_attempts") else None,
-        "wall_time_s": ((result or {}).get("timings_s") or {}).get("total"),
+        "s_squared": f["s_squared"],
+        "homo_lumo_gap_hartree": f["gap"],
+        "scf_cycles": f["scf_cycles"],
+        "scf_attempts": f["scf_attempts"],
+        "wall_time_s": f["wall_time_s"],
         "reused": reused, "guess": guess,
         "directory": str(point.directory),
-        "error": error or (((result or {}).get("error") or {}).get("error_message")
-                           if not (result or {}).get("converged") else None),
+        "error": error or f["error"],
     }
+    if point.state is not None:
+        rec.update(_state_fields(point))
+    return rec
+
+
+def _state_fields(point: ScanPoint) -> dict:
+    """Electron-number and fractional-spin points: the molecule and the occupations used
+    (the aufbau ones of an integer state, which runs without fixed occupations)."""
+    state = point.state
+    occ = state["used_occupations"]
+    return {"charge": state["charge"], "multiplicity": state["multiplicity"],
+            "alpha_electrons": float(sum(occ["alpha"])), "beta_electrons": float(sum(occ["beta"])),
+            "occupations_alpha": list(occ["alpha"]), "occupations_beta": list(occ["beta"]),
+            "line_energy_hartree": None, "deviation_mhartree": None}
+
+
+def empty_record(point: ScanPoint) -> dict:
+    """The record of a point without electrons: its energy is the nuclei's repulsion."""
+    rec = _record(point, None, [], reused=False, guess="none (no electrons)", status="success")
+    rec.update(converged=True, energy_hartree=point.state["energy_hartree"],
+               nuclear_repulsion_energy_hartree=point.state["energy_hartree"], directory=None,
+               error=None, one_electron_energy_hartree=0.0, coulomb_energy_hartree=0.0,
+               xc_energy_hartree=0.0)
+    return rec
 
 
 @dataclasses.dataclass
@@ -77,6 +147,9 @@ class ScanReport:
     references: dict[str, dict] = dataclasses.field(default_factory=dict)
     #: points the scan should have (None: as many as records); the rest are missing
     expected: int | None = None
+    #: electron-number and fractional-spin scans: per functional, the largest deviation
+    #: and the curvature (`dm21cli.jobs.scan.fractional.curves`), once the curve is written
+    curves: dict | None = None
 
     @property
     def missing(self) -> int:
@@ -143,7 +216,7 @@ def _finished(directory: Path, expected_hash: str) -> dict | None:
     if not info or info.get("hash") != expected_hash or (directory / ".running").exists():
         return None
     result = _read_result(directory / "result.json")
-    if not result or result.get("status") not in FINISHED:
+    if not result or result_fields(result)["status"] not in FINISHED:
         return None
     return result
 
@@ -154,7 +227,7 @@ def _point_info(pt: ScanPoint, guess: str) -> dict:
     No index: the same directory serves every scan definition that holds
     this distance, at whatever position in its sorted list.
     """
-    return {"hash": pt.hash, "functional": pt.functional, "distance_angstrom": pt.distance_angstrom,
+    return {"hash": pt.hash, "functional": pt.functional, pt.coordinate.column: pt.value,
             "guess": guess}
 
 

@@ -42,6 +42,8 @@ from dm21cli.jobs.scan.records import (
     _result_fields,
     _record,
     _store,
+    empty_record,
+    result_fields,
 )
 from dm21cli.jobs.scan.workers import _dask_points, _parallel_points
 
@@ -127,7 +129,7 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
     data = json.loads(json.dumps(data))
     if guess is not None:  # absolute: relative guess paths are read against the input's folder
         data["scf"]["guess"] = str(Path(guess).resolve())
-    spec = _build_spec(data, plan.spec, plan.spec._meta.locate(("scan", "distances")), label)
+    spec = _build_spec(data, plan.spec, plan.spec._meta.locate(plan.field), label)
     try:
         # PySCF prints a warning to stdout when a chkfile guess comes from another
         # geometry (always the case here); stdout must stay clean for --json.
@@ -159,9 +161,10 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
     """
     from dm21cli.io.outputs.atomic import write_json_atomic
 
-    if point is not None and not 0 <= point < len(plan.distances):
-        raise InputError(f"point {point} does not exist: the scan has {len(plan.distances)} "
-                         f"distances (indices 0 to {len(plan.distances) - 1})", field="--point")
+    if point is not None and not 0 <= point < len(plan.values):
+        raise InputError(f"point {point} does not exist: the scan has {len(plan.values)} "
+                         f"{plan.coordinate.key.replace('_', ' ')} values (indices 0 to "
+                         f"{len(plan.values) - 1})", field="--point")
     if workers < 1:
         raise InputError(f"must be at least 1, got {workers}", field="--workers")
     if workers > 1 and point is None and not dask and not hasattr(os, "posix_spawn"):
@@ -181,13 +184,16 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
         targets = [(f, k, None) for f in plan.functionals for k, _ in plan.order]
     else:
         targets = [(f, k, nb) for f in plan.functionals for k, nb in plan.order]
-    log(f"scan of {plan.spec.molecule.formula()}: {len(plan.distances)} distances x "
+    what = {"distance": "distances", "electrons": "electron numbers",
+            "fractional_spin": "fractional spins"}[plan.kind]
+    start = plan.values[plan.order[0][0]]
+    log(f"scan of {plan.spec.molecule.formula()}: {len(plan.values)} {what} x "
         f"{len(plan.functionals)} functional(s) in {plan.scan_dir}"
         + (f"; point {point} only" if point is not None else
            f"; Dask scheduler {dask}" if dask else
            f"; {workers} workers" if workers > 1 else
-           f"; starting at {plan.distances[plan.order[0][0]]:g} A (covalent-radius estimate "
-           f"{plan.equilibrium_angstrom:.3f} A)"))
+           f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
+           if plan.kind == "distance" else f"; starting at {plan.coordinate.text(start)}"))
     records: dict[tuple[str, int], dict] = {}
     references: dict[str, dict] = {}
     progress = _Progress(len(targets), log)
@@ -195,6 +201,10 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
         pending = []
         for functional, index, neighbour in targets:
             pt = plan.points[functional][index]
+            if pt.data is None:  # no electrons: nothing to compute
+                records[(pt.functional, pt.index)] = empty_record(pt)
+                progress(pt.label, "no electrons: the energy is the nuclear repulsion")
+                continue
             if _reuse(plan, pt, records, progress):
                 continue
             pending.append((pt, neighbour))
@@ -229,7 +239,8 @@ def _reuse(plan: ScanPlan, pt: ScanPoint, records: dict, progress: _Progress) ->
     info = _read_json(pt.directory / POINT_FILE) or {}
     records[(pt.functional, pt.index)] = _record(pt, stored, plan.moving, reused=True,
                                                  guess=info.get("guess"))
-    progress(pt.label, f"read from disk ({'converged' if stored.get('converged') else 'NOT converged'})")
+    converged = result_fields(stored)["converged"]
+    progress(pt.label, f"read from disk ({'converged' if converged else 'NOT converged'})")
     return True
 
 
@@ -245,21 +256,22 @@ def _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress) -
 def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
                   records: dict) -> tuple[Path | None, str]:
     """(chkfile or None, description) of the starting guess of `point`."""
-    stretched = point.distance_angstrom > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
-    nb_stretched = neighbour is not None and \
-        plan.distances[neighbour] > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
+    stretched = plan.broken_symmetry and \
+        point.value > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
+    nb_stretched = plan.broken_symmetry and neighbour is not None and \
+        plan.values[neighbour] > BROKEN_SYMMETRY_STRETCH * plan.equilibrium_angstrom
     nb_record = records.get((point.functional, neighbour), {}) if neighbour is not None else {}
     nb_ok = bool(nb_record.get("converged"))
     nb_broken = (nb_record.get("s_squared") or 0.0) > BROKEN_SYMMETRY_MIN_S2
     if plan.broken_symmetry and stretched and not (nb_stretched and nb_ok and nb_broken):
         chk = plan.points[point.functional][neighbour].directory / "scf.chk" if nb_ok else None
         if chk is not None and chk.is_file():  # mix the neighbour's converged orbitals
-            return chk, f"broken-symmetry from {_neighbour_text(plan.distances[neighbour])}"
+            return chk, f"broken-symmetry from {_neighbour_text(plan.values[neighbour])}"
         return None, "broken-symmetry"
     if nb_ok:
         chk = plan.points[point.functional][neighbour].directory / "scf.chk"
         if chk.is_file():
-            return chk, _neighbour_text(plan.distances[neighbour])
+            return chk, _neighbour_text(plan.values[neighbour], plan.coordinate)
     return None, "default"
 
 
@@ -311,8 +323,8 @@ def _run_references(plan: ScanPlan, functional: str, checkpoints, detail, log) -
                                      checkpoints, detail)
                 write_json_atomic(ref.directory / POINT_FILE, {
                     "hash": ref.hash, "functional": functional, "reference": ref.role})
-            entry["energy_hartree"] = (result or {}).get("return_energy")
-            entry["converged"] = bool((result or {}).get("converged"))
+            fields = result_fields(result)
+            entry["energy_hartree"], entry["converged"] = fields["energy"], fields["converged"]
         out_refs[ref.role] = entry
         limit = None if limit is None or entry["energy_hartree"] is None else limit + entry["energy_hartree"]
     out_refs["limit_energy_hartree"] = limit
@@ -323,7 +335,7 @@ def _run_references(plan: ScanPlan, functional: str, checkpoints, detail, log) -
 
 
 def _ordered(plan: ScanPlan, records: dict) -> list[dict]:
-    return [records[(f, k)] for f in plan.functionals for k in range(len(plan.distances))
+    return [records[(f, k)] for f in plan.functionals for k in range(len(plan.values))
             if (f, k) in records]
 
 
@@ -340,6 +352,9 @@ def collect_scan(plan: ScanPlan, *, plot: bool = True) -> ScanReport:
     _check_scan_dir(plan, overwrite=False)
     records = {}
     for pt in plan.all_points():
+        if pt.data is None:
+            records[(pt.functional, pt.index)] = empty_record(pt)
+            continue
         stored = _finished(pt.directory, pt.hash)
         if stored is not None:
             info = _read_json(pt.directory / POINT_FILE) or {}
@@ -351,11 +366,12 @@ def collect_scan(plan: ScanPlan, *, plot: bool = True) -> ScanReport:
         limit: float | None = 0.0
         for ref in refs:
             stored = None if ref.data is None else _finished(ref.directory, ref.hash)
-            energy = 0.0 if ref.data is None else (stored or {}).get("return_energy")
+            fields = result_fields(stored)
+            energy = 0.0 if ref.data is None else fields["energy"]
             entry[ref.role] = {"atoms": [k + 1 for k in ref.atoms], "charge": ref.charge,
                                "multiplicity": ref.multiplicity, "nelectron": ref.nelectron,
                                "energy_hartree": energy,
-                               "converged": ref.data is None or bool((stored or {}).get("converged")),
+                               "converged": ref.data is None or fields["converged"],
                                "directory": None if ref.data is None else str(ref.directory),
                                "reused": stored is not None}
             limit = None if limit is None or energy is None else limit + energy

@@ -26,6 +26,7 @@ from dm21cli.jobs.scan.records import (
     _read_result,
     _result_fields,
     _store,
+    result_fields,
 )
 
 #: seconds the worker processes of an interrupted scan get to mark their points and end
@@ -48,7 +49,9 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
     res = resources.resolve(plan.spec.resources.threads, plan.spec.memory_mb())
     workers = min(workers, len(pending))
     threads = max(1, res["threads"] // workers)
-    memory = max(1, res["memory_mb"] // workers)
+    # the budget is the whole scan's: this process keeps what it holds, the workers share the rest
+    memory = int((res["memory_mb"] - resources.current_rss_mb()) // workers)
+    _check_share(plan, pending[0], memory, workers, res, threads)
     progress.log(f"{len(pending)} points on {workers} worker processes, {threads} thread(s) and "
                  f"{memory} MB each")
     source = str(plan.spec.source_path) if plan.spec.source_path else None
@@ -107,6 +110,26 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
     finally:
         for proc in procs:
             proc.close()
+
+
+def _check_share(plan, pt: ScanPoint, memory_mb: int, workers: int, res: dict,
+                 threads: int) -> None:
+    """Refuse (ResourceError, exit 6) worker shares too small for a point, before any starts.
+
+    A worker process holds about what this one does before its job (the same
+    imports), so this process's resident memory stands in for it.
+    """
+    from dm21cli.core.errors import ResourceError
+    from dm21cli.jobs import memory
+    from dm21cli.jobs.build import build_molecule
+
+    spec = _build_spec_from(pt.data, plan.spec.source_path, plan.spec.job.name, {}, pt.label)
+    need = memory.estimate(spec, build_molecule(spec), threads)
+    if memory_mb < need["minimum_mb"]:
+        raise ResourceError(
+            f"{workers} worker processes would get {max(memory_mb, 0):,} MB each of the "
+            f"{res['memory_mb']:,} MB budget ({res['memory_source']}), but a point "
+            f"{memory.describe(need)}; use fewer --workers or more --memory")
 
 
 def _ready(procs: list, timeout: float | None) -> list:
@@ -464,13 +487,13 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     except (KeyboardInterrupt, Interrupted):
         # interrupted after run_job had finished the point (on its way out): keep the point
         result = _read_result(spec.output_path() / "result.json") if began[0] else None
-        if not result or result.get("status") not in FINISHED or \
+        if not result or result_fields(result)["status"] not in FINISHED or \
                 (spec.output_path() / ".running").exists():
             return None, "interrupted"
         error = None
     if point_file is not None:
         from dm21cli.io.outputs.atomic import write_json_atomic
 
-        status = "failed" if error is not None else (result or {}).get("status") or "failed"
+        status = "failed" if error is not None else result_fields(result)["status"] or "failed"
         write_json_atomic(spec.output_path() / POINT_FILE, {**point_file, "status": status})
     return result, error

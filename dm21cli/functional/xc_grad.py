@@ -1,0 +1,293 @@
+"""Nuclear gradient of the DM21 exchange-correlation energy at a fixed density matrix.
+
+E_xc = sum_g w_g e(x_g), x the eleven network inputs (see `dm21cli.network`),
+evaluated on the grid points the energy used (`DM21XC.blocks`).  At a fixed
+density matrix D^s (the orbital response is PySCF's energy-weighted density
+term, see `dm21cli.scf.grad`), moving atom A moves the atomic orbitals chi_u
+centred on it: d chi_u / dR_A = -nabla chi_u for u on A.  With
+c = w de/dx per grid point, the force on A is sum_{u on A} T_u, where per AO u
+(nabla acting on the electron coordinate, atomic units throughout):
+
+* meta-GGA inputs (rho_s, grad rho_s, tau_s; v_rho, v_grad = de/d(grad rho_s),
+  v_tau the weighted derivatives, (D chi)_u = sum_v D^s_uv chi_v):
+      T_u = sum_g nabla chi_u A_u + sum_i nabla d_i chi_u B_iu,
+      A_u = -2 v_rho (D chi)_u - 2 sum_i v_grad,i (D d_i chi)_u,
+      B_iu = -2 v_grad,i (D chi)_u - v_tau (D d_i chi)_u;
+* local exact exchange hfx_s^w = -1/2 sum_bd E_b E_d nu_bd (E_b = (D chi)_b,
+  nu_bd(r) = <chi_b | v_w(|r - r'|) | chi_d>, see `dm21cli.features`):
+      d hfx / dR_A = sum_{u on A} [nabla chi_u (D F)_u + E_u G_u],
+      F_b = sum_d nu_bd E_d,  G_b(r) = sum_d <nabla chi_b | v_w(|r - r'|) | chi_d> E_d,
+  the first term through E (A_u gains c_hfx (D F)_u), the second through the
+  integrals (both AOs of nu_bd move; nu is symmetric, hence no 1/2).  G comes
+  from libcint's int1e_grids_ip contracted with E as it is computed (PySCF's
+  seminumerical-exchange gradient driver, `pyscf.sgx.sgx_jk`), block by
+  block, never stored.
+
+Grid response (optional).  The grid points move with their atoms and the
+Becke weights change: dE/dR_A gains sum_g (dw_g/dR_A) e_g, and for the points
+g of atom A the derivative of x_g with respect to the point itself.  Every
+input is invariant when the point and all atoms move together (also hfx: nu
+depends only on differences r - R), so nabla_r x_g = -sum_B dx_g/dR_B: the
+points of A subtract the sum of their contributions over all AOs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dm21cli.functional.features import DIRECT_SCREEN, OMEGAS
+
+#: Grid points per piece of an energy block in the gradient (bounds the AO
+#: second derivatives, the derivative-integral contractions and temporaries).
+MIN_PIECE_POINTS = 64
+MAX_PIECE_POINTS = 4096
+#: Fraction of the memory budget those arrays may use.
+PIECE_MEMORY_FRACTION = 0.25
+#: Index of d_i d_j chi in PySCF's AO derivative layout (deriv=2).
+_D2 = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
+
+
+def _ip_driver(mol):
+    """PySCF's SGX driver contracting int1e_grids_ip with E, or None without it.
+
+    It returns G[s, x, b, g] = sum_d <d_x chi_b | v | chi_d>(r_g) E[s, d, g]
+    (a private function of `pyscf.sgx.sgx_jk`, PySCF 2.x); the fallback
+    computes the integrals for a few points at a time and contracts them.
+    """
+    try:
+        from pyscf.sgx import sgx_jk
+
+        return sgx_jk._gen_jk_direct(mol, "s1", False, True, DIRECT_SCREEN, None, grad=True)
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - older/newer PySCF
+        return None
+
+
+def derivative_contraction(mol, coords: np.ndarray, e_mat: np.ndarray, driver=None,
+                           max_memory_mb: float = 1000.0) -> np.ndarray:
+    """G (n_omega, nspin, 3, nao, n): sum_d <nabla chi_b | v_w | chi_d>(r_g) E_d(r_g).
+
+    coords: (n, 3) bohr; e_mat: (nspin, nao, n).  nabla acts on the electron
+    coordinate of chi_b (libcint's int1e_grids_ip).
+    """
+    nspin, nao, n = e_mat.shape
+    out = np.empty((len(OMEGAS), nspin, 3, nao, n))
+    fg = np.ascontiguousarray(e_mat, dtype=np.float64)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    for i, omega in enumerate(OMEGAS):
+        with mol.with_range_coulomb(omega):
+            if driver:
+                out[i] = driver(mol, coords, None, fg, np.ones(n))[1]
+                continue
+            # fallback: the integrals of a few points at a time (3 nao^2 doubles each)
+            step = max(1, int(max_memory_mb * 1e6 * 0.1 // (8 * 3 * nao * nao)))
+            for q0 in range(0, n, step):
+                q1 = min(q0 + step, n)
+                ip = mol.intor("int1e_grids_ip", grids=coords[q0:q1])  # (3, m, nao, nao)
+                out[i, :, :, :, q0:q1] = np.einsum("xgbd,sdg->sxbg", ip, fg[:, :, q0:q1])
+    return out
+
+
+def weight_derivatives(mol, grids, points: np.ndarray) -> np.ndarray:
+    """dw_g/dR_A (natm, 3, n) of the Becke weights at grid points `points` (indices).
+
+    Uses the atom each point belongs to and its quadrature weight
+    (`grids.atm_idx`, `grids.quadrature_weights`, kept through PySCF's
+    sorting and density pruning).  Original Becke partitioning (PySCF's
+    default) and Laqua-Kussmann-Ochsenfeld are supported.
+    """
+    from pyscf.dft import gen_grid
+
+    if grids.atm_idx is None or grids.quadrature_weights is None:
+        raise NotImplementedError("grid response needs grids.atm_idx (PySCF >= 2.5 grids)")
+    atm_idx = np.ascontiguousarray(grids.atm_idx[points], dtype=np.int32)
+    coords = np.ascontiguousarray(grids.coords[points], dtype=np.float64)
+    n = len(atm_idx)
+    if grids.becke_scheme is gen_grid.becke_lko:
+        from pyscf.grad.rks import get_dw_partition_sorted
+
+        own = np.where(atm_idx < 0, 0, atm_idx)  # padding points: weight 0 (masked below)
+        weights = np.ascontiguousarray(grids.weights[points])
+        dw = get_dw_partition_sorted(mol, own, coords, weights, grids.radii_adjust,
+                                     grids.atomic_radii).transpose(1, 0, 2)
+        dw = np.ascontiguousarray(dw)
+    elif grids.becke_scheme is gen_grid.original_becke:
+        import ctypes
+
+        from pyscf.dft.numint import libdft
+
+        if not hasattr(libdft, "VXCbecke_weight_derivative"):  # pragma: no cover - old PySCF
+            raise NotImplementedError("grid response needs PySCF's VXCbecke_weight_derivative")
+        natm = mol.natm
+        if callable(grids.radii_adjust) and grids.atomic_radii is not None:
+            f_adjust = grids.radii_adjust(mol, grids.atomic_radii)
+            table = np.asarray([f_adjust(i, j, 0) for i in range(natm) for j in range(natm)])
+        else:
+            table = np.zeros(natm * natm)
+        own = np.where(atm_idx < 0, 0, atm_idx).astype(np.int32)
+        qw = np.ascontiguousarray(grids.quadrature_weights[points], dtype=np.float64)
+        qw[atm_idx < 0] = 0.0
+        atm_coords = np.asarray(mol.atom_coords(), order="C")
+        dw = np.zeros((natm, 3, n))
+        libdft.VXCbecke_weight_derivative(
+            dw.ctypes.data_as(ctypes.c_void_p), coords.ctypes.data_as(ctypes.c_void_p),
+            qw.ctypes.data_as(ctypes.c_void_p), atm_coords.ctypes.data_as(ctypes.c_void_p),
+            np.ascontiguousarray(table).ctypes.data_as(ctypes.c_void_p),
+            own.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n), ctypes.c_int(natm))
+        # the weights do not change when everything moves together: the own
+        # atom's derivative is minus the sum of the others'
+        dw[own, :, np.arange(n)] = -dw.sum(axis=0).T
+    else:
+        raise NotImplementedError(
+            f"grid response for the Becke scheme {grids.becke_scheme.__name__} is not implemented")
+    dw[:, :, atm_idx < 0] = 0.0
+    return dw
+
+
+def piece_points(nao: int, natm: int, nspin: int, max_memory_mb: float, grid_response: bool) -> int:
+    """Grid points per piece so that the gradient's per-point arrays fit
+    PIECE_MEMORY_FRACTION of the memory budget."""
+    per_point = 8 * ((13 + 16 * nspin + 6 * nspin * len(OMEGAS)) * nao + 64
+                     + (3 * natm if grid_response else 0))
+    blk = int(PIECE_MEMORY_FRACTION * max_memory_mb * 1e6 // per_point)
+    return max(MIN_PIECE_POINTS, min(MAX_PIECE_POINTS, blk))
+
+
+def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
+                grid_response: bool = False, kernel=None, max_memory_mb: float | None = None,
+                timings_s: dict | None = None) -> tuple[float, np.ndarray]:
+    """E_xc and dE_xc/dR (natm, 3) in Ha and Ha/bohr at a fixed density matrix.
+
+    xc: the `DM21XC` whose energy this is (its grid points and exchange
+    integrals are used); grids: the built grid it evaluated; dm_spin: (2, nao,
+    nao) alpha and beta density matrices (restricted: D/2 each);
+    kernel: callable x (n, 11) -> (e (n,), de/dx (n, 11)) in float64; default
+    the float64 copy of xc.network (the precision of the final energy).
+    grid_response: include the motion of the grid points and Becke weights.
+    timings_s: a dict that receives wall seconds per phase.
+    Returns (E_xc with that kernel, gradient).
+    """
+    from pyscf.dft import numint
+
+    if kernel is None:
+        net = xc.network
+        if np.dtype(net.dtype) != np.float64:
+            net = net.astype(np.float64)
+        kernel = net
+    dm_spin = np.asarray(dm_spin, dtype=np.float64)
+    if max_memory_mb is None:
+        max_memory_mb = xc.max_memory_mb
+    timings = {"features": 0.0, "network": 0.0, "ao_second_derivatives": 0.0, "meta_gga": 0.0,
+               "derivative_integrals": 0.0, "exchange_terms": 0.0, "grid_weights": 0.0}
+    clock = time.perf_counter
+    nao = dm_spin.shape[-1]
+    natm = mol.natm
+    nspin = 1 if restricted else 2
+    weights = grids.weights
+    coords_all = grids.coords
+    atm_idx = grids.atm_idx if grid_response else None
+    if grid_response and atm_idx is None:
+        raise NotImplementedError("grid response needs grids.atm_idx (PySCF >= 2.5 grids)")
+
+    t_ao = np.zeros((3, nao))  # sum over points of every AO's contribution
+    force = np.zeros((natm, 3))  # grid response terms
+    exc = 0.0
+    driver = None
+    piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response)
+    t_mark = clock()
+    for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, dm_spin, restricted):
+        t0 = clock()
+        timings["features"] += t0 - t_mark
+        e, de = kernel(x)
+        t1 = clock()
+        timings["network"] += t1 - t0
+        w = weights[at]
+        exc += float(np.dot(w, e))
+        points = np.arange(at.start, at.stop) if isinstance(at, slice) else at
+        grad_tot = rho[0, 1:4] + rho[1, 1:4]
+        # weighted derivatives per effective spin (restricted: both spins add)
+        coef = []
+        for t in range(nspin):
+            ss = [0, 1] if restricted else [t]
+            v_rho = sum(de[:, s] for s in ss) * w
+            v_grad = sum(2.0 * (de[:, 2] * grad_tot + de[:, 3 + s] * rho[s, 1:4]) for s in ss) * w
+            v_tau = sum(de[:, 5 + s] for s in ss) * w
+            c_hfx = [sum(de[:, 7 + 2 * s + k] for s in ss) * w for k in range(len(OMEGAS))]
+            coef.append((v_rho, v_grad, v_tau, c_hfx))
+        with_hfx = any(np.any(c) for cf in coef for c in cf[3])
+        if with_hfx and driver is None:
+            driver = _ip_driver(mol) or False
+        n = len(points)
+        for q0 in range(0, n, piece):
+            q1 = min(q0 + piece, n)
+            ta = clock()
+            pts = points[q0:q1]
+            ao = numint.eval_ao(mol, coords_all[pts], deriv=2)  # (10, m, nao)
+            tb = clock()
+            timings["ao_second_derivatives"] += tb - ta
+            p_mat = np.zeros((3, q1 - q0, nao))  # per point and AO, summed over spins
+            t_pt = np.zeros((3, q1 - q0))  # per point, from the integral term
+            for t in range(nspin):
+                v_rho, v_grad, v_tau, c_hfx = coef[t]
+                v_rho, v_grad, v_tau = v_rho[q0:q1], v_grad[:, q0:q1], v_tau[q0:q1]
+                c_hfx = [c[q0:q1] for c in c_hfx]
+                d_chi = ao[0] @ dm_spin[t]  # (m, nao): (D chi)_u
+                d_dchi = [ao[i] @ dm_spin[t] for i in (1, 2, 3)]
+                a = d_chi * (-2.0 * v_rho)[:, None]
+                b = []
+                for i in range(3):
+                    a -= d_dchi[i] * (2.0 * v_grad[i])[:, None]
+                    b.append(d_chi * (-2.0 * v_grad[i])[:, None] - d_dchi[i] * v_tau[:, None])
+                tc = clock()
+                timings["meta_gga"] += tc - tb
+                if with_hfx:
+                    for k in range(len(OMEGAS)):
+                        # A_u += c_hfx (D F)_u: F^T D, D symmetric
+                        a += (f_mat[k, t][:, q0:q1].T @ dm_spin[t]) * c_hfx[k][:, None]
+                td = clock()
+                timings["exchange_terms"] += td - tc
+                for xdir in range(3):
+                    p_mat[xdir] += ao[1 + xdir] * a
+                    for i in range(3):
+                        p_mat[xdir] += ao[_D2[xdir][i]] * b[i]
+                tb = clock()
+                timings["meta_gga"] += tb - td
+            if with_hfx:
+                tc = clock()
+                e_piece = e_mat[:, :, q0:q1]
+                g = derivative_contraction(mol, coords_all[pts], e_piece, driver, max_memory_mb)
+                td = clock()
+                timings["derivative_integrals"] += td - tc
+                for t in range(nspin):
+                    for k in range(len(OMEGAS)):
+                        ec = e_piece[t] * coef[t][3][k][q0:q1]  # (nao, m): c E_u
+                        for xdir in range(3):
+                            prod = g[k, t, xdir] * ec
+                            t_ao[xdir] += prod.sum(axis=1)
+                            if grid_response:
+                                t_pt[xdir] += prod.sum(axis=0)
+                timings["exchange_terms"] += clock() - td
+            tc = clock()
+            t_ao += p_mat.sum(axis=1)
+            if grid_response:
+                t_pt += p_mat.sum(axis=2)
+                own = atm_idx[pts]
+                for xdir in range(3):
+                    np.subtract.at(force[:, xdir], own[own >= 0], t_pt[xdir][own >= 0])
+                timings["meta_gga"] += clock() - tc
+                tc = clock()
+                dw = weight_derivatives(mol, grids, pts)  # (natm, 3, m)
+                force += dw @ e[q0:q1]
+                timings["grid_weights"] += clock() - tc
+            else:
+                timings["meta_gga"] += clock() - tc
+        t_mark = clock()
+    aoslices = mol.aoslice_by_atom()
+    for ia in range(natm):
+        p0, p1 = aoslices[ia, 2:]
+        force[ia] += t_ao[:, p0:p1].sum(axis=1)
+    if timings_s is not None:
+        for key, val in timings.items():
+            timings_s[key] = timings_s.get(key, 0.0) + val
+    return exc, force

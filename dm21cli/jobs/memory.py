@@ -1,0 +1,99 @@
+"""The memory a job needs, checked against its budget before anything is computed.
+
+The budget (``--memory``, ``resources.memory``, ``PYSCF_MAX_MEMORY``, Slurm's
+memory, or half the RAM; see `dm21cli.core.resources`) is the whole process's:
+its resident memory (Python, NumPy, PySCF, the network), the SCF's matrices
+and in-core integrals, and DM21's working arrays and caches all come out of
+it.  `estimate` says what a job needs at least and what would let it cache
+every exchange integral; `check` refuses a budget below the minimum, or
+above the machine's memory, with `ResourceError` (exit status 6) before the
+output directory exists.  Inside the run, PySCF and `DM21XC` size their
+blocks and caches from what is left of the budget at the time they allocate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dm21cli.core.errors import ResourceError
+from dm21cli.core.resources import current_rss_mb, physical_memory_mb
+
+#: Added to every minimum (MB): allocator slack, PySCF's small temporaries.
+SAFETY_MB = 64.0
+#: What the process grows by between this check and the first DM21 evaluation
+#: besides the arrays counted here (MB): the PySCF modules the SCF imports and the
+#: warm start's work.  Measured: 44 MB for water/def2-SVP.
+RUN_GROWTH_MB = 64.0
+#: SCF matrices kept at once (density, Fock, overlap, core Hamiltonian, orbitals,
+#: DIIS history ...), in units of nao x nao float64 matrices per spin.
+SCF_MATRICES = 24
+
+
+def grid_points_estimate(mol, spec) -> int:
+    """The number of grid points of the job's grid, from PySCF's atomic grids (an upper
+    bound: building the molecular grid drops points of negligible weight)."""
+    from dm21cli.jobs.build import build_grids
+
+    grids = build_grids(mol, spec)
+    tab = grids.gen_atomic_grids(mol, grids.atom_grid, grids.radi_method, grids.level, grids.prune)
+    return int(sum(tab[mol.atom_symbol(ia)][1].size for ia in range(mol.natm)))
+
+
+def estimate(spec, mol, threads: int = 1) -> dict:
+    """What the job of `spec` on the built molecule `mol` needs, in MB.
+
+    Returns {'process_mb' (this process's resident memory now), 'minimum_mb'
+    (the least budget it runs in: exchange integrals recomputed in every SCF
+    cycle), 'cached_mb' (a budget that caches every exchange integral and AO
+    value: the fastest), 'grid_points', 'nao'}.
+    """
+    nao = mol.nao_nr()
+    ngrids = grid_points_estimate(mol, spec)
+    process = current_rss_mb()
+    nspin = 1 if spec.resolved_restricted() else 2
+    matrices = 8.0 * SCF_MATRICES * nspin * nao * nao
+    grid_arrays = 8.0 * 6 * ngrids  # coordinates, weights, masks
+    held = process + RUN_GROWTH_MB + (matrices + grid_arrays) / 1e6 + SAFETY_MB
+    if spec.is_dm21:
+        from dm21cli.functional import features, xc
+        from dm21cli.jobs.build import integral_dtype
+
+        minimum = held + xc.work_bytes(nao, xc.MIN_BLOCK_POINTS, ngrids, threads) / 1e6
+        # every integral and AO value cached: the shares DM21XC gives its caches must hold
+        # them (and the scratch block that fills the cache); blocks take BLOCK_WORK_SHARE
+        itemsize = np.dtype(integral_dtype(spec)).itemsize
+        integrals = itemsize * len(features.OMEGAS) * nao * (nao + 1) / 2 * ngrids
+        scratch = 8.0 * len(features.OMEGAS) * nao * nao * features.SCRATCH_POINTS
+        ao_values = 8.0 * 4 * nao * ngrids
+        caches = max((integrals + scratch) / xc.INTEGRAL_CACHE_SHARE,
+                     ao_values / (1 - xc.INTEGRAL_CACHE_SHARE))
+        fixed = xc.work_bytes(nao, 0, ngrids, threads)
+        cached = (held + (fixed + caches) / 1e6) / (1 - xc.BLOCK_WORK_SHARE)
+    else:  # PySCF's numerical integration: blocks of at least 128 points
+        minimum = cached = held + 8.0 * 128 * nao * 10 / 1e6
+    return {"process_mb": round(process), "minimum_mb": round(minimum),
+            "cached_mb": round(max(cached, minimum)), "grid_points": ngrids, "nao": nao}
+
+
+def describe(need: dict) -> str:
+    """One line: 'needs at least 420 MB (4,210 MB to cache every exchange integral)'."""
+    text = f"needs at least {need['minimum_mb']:,} MB"
+    if need["cached_mb"] > need["minimum_mb"]:
+        text += f" ({need['cached_mb']:,} MB to cache every exchange integral)"
+    return text
+
+
+def check(budget_mb: float, need: dict, source: str = "input") -> None:
+    """Refuse (ResourceError, exit 6) a budget the job cannot run in, or one the machine lacks.
+
+    source: where the budget came from (`dm21cli.core.resources.resolve`'s memory_source).
+    """
+    source = "--memory or resources.memory" if source == "input" else source
+    physical = physical_memory_mb()
+    if physical is not None and budget_mb > physical:
+        raise ResourceError(f"the memory budget of {budget_mb:,.0f} MB ({source}) is more than this "
+                            f"machine's {physical:,} MB of memory; the job {describe(need)}")
+    if budget_mb < need["minimum_mb"]:
+        raise ResourceError(f"the memory budget of {budget_mb:,.0f} MB ({source}) is too small: the "
+                            f"job {describe(need)} (this process already holds "
+                            f"{need['process_mb']:,} MB); give more with --memory")

@@ -1,0 +1,113 @@
+"""The memory budget is the whole process's: refused before computing when too small, kept.
+
+Through the command line in subprocesses; peaks are the child's maximum
+resident set (getrusage), compared with the budget in MB (10^6 bytes) with
+the 10% slack the README promises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_cli_run import _env, _show, write_job
+
+from dm21cli.io.outputs.qcschema import fields
+
+WATER = ("O 0.0 0.0 0.1173", "H 0.0 0.7572 -0.4692", "H 0.0 -0.7572 -0.4692")
+
+
+def minimum_and_cached_mb(tmp_path, env, name: str) -> tuple[int, int]:
+    """The job's estimate as `dm21 validate` prints it."""
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "validate", f"{name}.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, _show(proc)
+    match = re.search(r"needs at least ([0-9,]+) MB \(([0-9,]+) MB to cache", proc.stdout)
+    assert match, proc.stdout
+    return tuple(int(g.replace(",", "")) for g in match.groups())
+
+
+def run_with_peak(tmp_path, env, args: list[str]) -> tuple[int, float, str]:
+    """(exit status, peak resident MB, stderr) of ``dm21 ARGS``."""
+    code = textwrap.dedent(f"""\
+        import resource, subprocess, sys
+        proc = subprocess.run([sys.executable, "-m", "dm21cli", *{args!r}], capture_output=True,
+                              text=True)
+        sys.stderr.write(proc.stderr)
+        print("EXIT", proc.returncode, "PEAK_MB",
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    fields = proc.stdout.split()
+    assert fields[:1] == ["EXIT"], _show(proc)
+    return int(fields[1]), float(fields[3]), proc.stderr
+
+
+@pytest.mark.parametrize("memory, says", [
+    ("1MB", "is too small: the job needs at least"),
+    ("100MB", "is too small: the job needs at least"),
+    ("5000TB", "is more than this machine's"),
+])
+def test_a_budget_the_job_cannot_use_is_refused_before_computing(tmp_path, checkpoints_dir,
+                                                                   memory, says):
+    """`--memory 1MB` ran for two minutes at 173 MB; 5000TB was accepted on a 23 GB machine."""
+    write_job(tmp_path, "water", atoms=WATER)
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "run", "water.yaml", "--memory", memory],
+                          cwd=tmp_path, env=_env(checkpoints_dir), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 6, _show(proc)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("dm21: error: the memory budget of ") and says in line, line
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_validate_shows_the_estimate_and_checks_the_budget(tmp_path, checkpoints_dir):
+    write_job(tmp_path, "water", atoms=WATER)
+    env = _env(checkpoints_dir)
+    minimum, cached = minimum_and_cached_mb(tmp_path, env, "water")
+    assert 150 < minimum < cached
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "validate", "water.yaml",
+                           "--memory", str(minimum // 2)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 6, _show(proc)
+    assert "is too small" in proc.stderr
+
+
+@pytest.mark.parametrize("budget", ["tight", "cached"])
+def test_the_peak_stays_within_the_budget(tmp_path, checkpoints_dir, budget):
+    """water/def2-TZVP (0.5 GB of exchange integrals in float32): at the minimum budget
+    plus 10% most integrals are recomputed, at the cached estimate all are kept;
+    either way the whole process peaks within its budget (10% slack)."""
+    write_job(tmp_path, "water", atoms=WATER, basis="def2-tzvp",
+              extra="outputs: {molden: false}\n")
+    env = _env(checkpoints_dir)
+    minimum, cached = minimum_and_cached_mb(tmp_path, env, "water")
+    memory = int(minimum * 1.1) if budget == "tight" else cached
+    code, peak, stderr = run_with_peak(tmp_path, env, ["run", "water.yaml", "--memory", str(memory)])
+    assert code == 0, stderr
+    assert peak <= 1.1 * memory, f"peak {peak:.0f} MB over the budget {memory} MB"
+    result = fields(json.loads((tmp_path / "outputs" / "water" / "result.json").read_text()))
+    assert result["converged"]
+    held = result["properties"]["dm21_exchange_integrals"]
+    if budget == "cached":
+        assert held["points_cached"] == held["points_evaluated"], held
+    else:
+        assert held["points_cached"] < held["points_evaluated"], held
+
+
+def test_scan_workers_share_the_budget(tmp_path, checkpoints_dir):
+    """Two workers with a budget that cannot hold two processes: refused before any starts."""
+    write_job(tmp_path, "h2", basis="sto-3g", extra="scan: {distances: '0.7,0.8,0.9'}\n")
+    env = _env(checkpoints_dir)
+    minimum, _ = minimum_and_cached_mb(tmp_path, env, "h2")
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", "--workers", "2",
+                           "--memory", str(int(minimum * 1.5))], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 6, _show(proc)
+    assert "2 worker processes would get" in proc.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "outputs").glob("h2/*/point-*"))
