@@ -79,10 +79,10 @@ def pytest_sessionstart(session):
         return
     pytest.exit(
         f"the dm21cli being tested ({Path(dm21cli.__file__).parent}) has no compiled kernels "
-        f"(dm21cli/_kernels*.so), although a C compiler exists ({compiler}): the tests would run "
-        "the slower NumPy path. Tests run from the repository import this folder, so build the "
-        "kernels into it: pip install -e '.[test]' (README.md, Tests). To test the NumPy path "
-        "on purpose, set DM21_NO_KERNELS=1.",
+        f"(dm21cli/functional/_kernels*.so), although a C compiler exists ({compiler}): the "
+        "tests would run the slower NumPy path. Tests run from the repository import this "
+        "folder, so build the kernels into it: pip install -e '.[test]' (README.md, Tests). To "
+        "test the NumPy path on purpose, set DM21_NO_KERNELS=1.",
         returncode=pytest.ExitCode.USAGE_ERROR)
 
 

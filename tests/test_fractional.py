@@ -290,7 +290,7 @@ def test_exchange_features_of_a_fractional_density_integrate_to_its_exact_exchan
     grids = dft.gen_grid.Grids(mol)
     grids.level = 4
     grids.build()
-    integrals = ExchangeIntegrals(mol, grids.coords, max_memory_mb=2000)
+    integrals = ExchangeIntegrals(mol, grids.coords, budget_bytes=2000e6)
     ao = dft.numint.eval_ao(mol, grids.coords)
     _, hfx = integrals.features(0, len(grids.weights), np.einsum("gb,sab->sag", ao, dm))
     with mol.with_range_coulomb(omega):

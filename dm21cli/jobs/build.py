@@ -158,16 +158,25 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
     return dm, info
 
 
-def dispersion_energy(mol, functional: str) -> float:
-    """D3(BJ) dispersion energy in Hartree (simple-dftd3 parameters for `functional`)."""
+def _d3bj(mol, functional: str, grad: bool) -> dict:
     from pyscf.dispersion import dftd3
 
     try:
         model = dftd3.DFTD3Dispersion(mol, xc=functional.lower(), version="d3bj")
-        return float(model.get_dispersion()["energy"])
+        return model.get_dispersion(grad=grad)
     except RuntimeError as exc:
         raise InputError(f"no D3(BJ) parameters for functional '{functional}' ({exc})",
                          field="dispersion") from exc
+
+
+def dispersion_energy(mol, functional: str) -> float:
+    """D3(BJ) dispersion energy in Hartree (simple-dftd3 parameters for `functional`)."""
+    return float(_d3bj(mol, functional, grad=False)["energy"])
+
+
+def dispersion_gradient(mol, functional: str) -> np.ndarray:
+    """dE_D3(BJ)/dR (natm, 3) in Hartree/bohr, for `dispersion_energy`'s parameters."""
+    return np.asarray(_d3bj(mol, functional, grad=True)["gradient"], dtype=float).reshape(-1, 3)
 
 
 def load_network(spec, checkpoints=None):
