@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import invalid_result_json
 from test_cli_run import _env, _show, dm21, write_job
@@ -56,6 +58,24 @@ def h2_runs(tmp_path_factory, checkpoints_dir):
     return runs
 
 
+#: driver gradient on a tight float64 SCF, so that an independent SCF reaches the same density
+GRADIENT_KEYWORDS = {"grid_level": 1, "molden": False, "precision": "float64", "conv_tol": 1e-10}
+
+
+@pytest.fixture(scope="module")
+def h2_gradient(tmp_path_factory, checkpoints_dir):
+    """`dm21 run h2grad.json` with driver gradient: the result.json and the input's path."""
+    cwd = tmp_path_factory.mktemp("qcschema-gradient")
+    path = cwd / "h2grad.json"
+    path.write_text(json.dumps(atomic_input(driver="gradient", keywords=GRADIENT_KEYWORDS),
+                               indent=2))
+    proc = dm21(["run", path.name], cwd, _env(checkpoints_dir))
+    assert proc.returncode == 0, _show(proc)
+    out = cwd / "outputs" / "h2grad"
+    return {"dm21 run": json.loads((out / "result.json").read_text()), "path": path,
+            "summary": (out / "summary.txt").read_text()}
+
+
 # ----------------------------------------------------------------------------
 # result.json
 # ----------------------------------------------------------------------------
@@ -84,6 +104,91 @@ def test_atomic_input_gives_the_yaml_jobs_energy(h2_runs):
     assert from_json["extras"]["dm21cli"]["input"]["molecule"]["units"] == "bohr"
 
 
+def test_gradient_driver_returns_the_library_gradient(h2_gradient, checkpoints_dir):
+    """driver gradient: return_result is dE/dR (atoms x 3, hartree/bohr), the gradient that
+    `dm21cli.scf.grad` gives for an SCF of the same job converged on its own (PySCF's DIIS
+    from its default guess, no warm start, no escalation): 1e-7 hartree/bohr (both SCFs
+    converged to 1e-10 hartree in float64; measured 6e-16 apart)."""
+    from qcelemental.models import AtomicResult
+
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs.build import build_grids, build_molecule, build_scf, load_network
+    from dm21cli.scf import grad as dm21_grad
+
+    document = h2_gradient["dm21 run"]
+    result = AtomicResult(**document)
+    assert result.success and result.driver == "gradient"
+    gradient = np.asarray(document["return_result"])
+    assert gradient.shape == (2, 3)
+    assert document["properties"]["return_gradient"] == document["return_result"]
+    assert np.asarray(result.return_result).reshape(2, 3) == pytest.approx(gradient, abs=0)
+    assert math.isfinite(result.properties.return_energy)
+
+    spec = load_job(h2_gradient["path"])
+    assert spec.job.task == "gradient"
+    mol = build_molecule(spec)
+    mf = build_scf(mol, spec, build_grids(mol, spec), load_network(spec, checkpoints_dir))
+    mf.conv_tol = 1e-10
+    mf.kernel()
+    assert mf.converged
+    library = dm21_grad.Gradients(mf).kernel()  # grid response on, as the job's
+    assert abs(library[1, 2]) > 1e-2  # H2 at 0.74 A is not DM21/STO-3G's minimum
+    np.testing.assert_allclose(gradient, library, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(gradient.sum(axis=0), 0, atol=1e-8)  # translation invariance
+    assert document["properties"]["return_energy"] == pytest.approx(mf.e_tot, abs=1e-8)
+
+    details = document["extras"]["dm21cli"]["properties"]["gradient_details"]
+    assert details["max_hartree_per_bohr"] == pytest.approx(np.abs(gradient).max(), abs=1e-12)
+    assert details["grid_response"] is True
+    assert details["dispersion_gradient_hartree_per_bohr"] is None
+    assert document["extras"]["dm21cli"]["timings_s"]["gradient"] > 0
+    summary = h2_gradient["summary"]
+    assert "Nuclear gradient dE/dR (hartree/bohr)" in summary
+    assert f"{gradient[1, 2]:16.8f}" in summary
+    back = fields(document)
+    assert back["driver"] == "gradient"
+    assert back["properties"]["gradient_hartree_per_bohr"] == gradient.tolist()
+
+
+def test_yaml_job_task_gradient_with_dispersion(tmp_path):
+    """``job: {task: gradient}`` in a YAML job: result.json is a gradient AtomicResult whose
+    gradient is the SCF's plus D3(BJ)'s (the parts under gradient_details; 1e-12)."""
+    (tmp_path / "w.yaml").write_text(textwrap.dedent("""\
+        job: {task: gradient}
+        molecule:
+          xyz: |
+            O 0.0 0.0 0.1173
+            H 0.0 0.7572 -0.4692
+            H 0.0 -0.7572 -0.4692
+        basis: sto-3g
+        functional: b3lyp
+        dispersion: d3bj
+        scf: {grid_level: 1}
+        outputs: {molden: false}
+        """))
+    proc = dm21(["run", "w.yaml", "--json"], tmp_path, _env(None))
+    assert proc.returncode == 0, _show(proc)
+    document = json.loads(proc.stdout)
+    assert document["driver"] == "gradient"
+    assert document == json.loads((tmp_path / "outputs" / "w" / "result.json").read_text())
+    gradient = np.asarray(document["return_result"])
+    details = document["extras"]["dm21cli"]["properties"]["gradient_details"]
+    parts = (np.asarray(details["scf_gradient_hartree_per_bohr"])
+             + np.asarray(details["dispersion_gradient_hartree_per_bohr"]))
+    assert gradient.shape == (3, 3)
+    assert np.abs(details["dispersion_gradient_hartree_per_bohr"]).max() > 0
+    np.testing.assert_allclose(gradient, parts, rtol=0, atol=1e-12)
+    summary = (tmp_path / "outputs" / "w" / "summary.txt").read_text()
+    assert "Nuclear gradient dE/dR (hartree/bohr)" in summary
+
+
+def test_energy_runs_carry_no_gradient(h2_runs):
+    for document in h2_runs.values():
+        assert "return_gradient" not in document["properties"]
+        assert "gradient_details" not in document["extras"]["dm21cli"]["properties"]
+        assert document["extras"]["dm21cli"]["input"]["job"]["task"] == "energy"
+
+
 def test_fields_read_back_what_the_record_held():
     """to_qcschema and fields are inverse for every field of dm21cli's layout."""
     from test_outputs import full_record
@@ -106,19 +211,23 @@ def test_where_each_property_moved_is_documented():
     """README's table names every standard property of `STANDARD_PROPERTIES`."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for name, field in STANDARD_PROPERTIES.items():
-        if name not in ("return_gradient",):
-            assert f"`properties.{field}`" in readme, field
+        assert f"`properties.{field}`" in readme, field
 
 
-def test_every_extras_property_is_in_the_where_each_field_moved_table(h2_runs):
-    """README's row 'every other properties.X' names each property a run keeps under
-    extras.dm21cli.properties."""
+def _where_each_field_moved() -> str:
+    """README's table 'Where each field moved'."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    row = next(line for line in readme.splitlines()
-               if line.startswith("| every other `properties.X`"))
-    for document in h2_runs.values():
+    table = readme[readme.index("#### Where each field moved"):]
+    return table[:table.index("\n\n", table.index("| before"))]
+
+
+def test_every_extras_property_is_in_the_where_each_field_moved_table(h2_runs, h2_gradient):
+    """README's table 'Where each field moved' names each property a run keeps under
+    extras.dm21cli.properties (energy and gradient runs)."""
+    table = _where_each_field_moved()
+    for document in [*h2_runs.values(), h2_gradient["dm21 run"]]:
         for name in document["extras"]["dm21cli"]["properties"]:
-            assert f"`{name}`" in row, name
+            assert re.search(rf"[`.]{name}`", table), name
 
 
 def test_the_result_json_check_catches_the_old_layout(tmp_path):
@@ -149,9 +258,12 @@ BAD_INPUTS = {
     "bad-method": ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, '"method"',
                    "model.method: unknown functional 'no-such-xc'"),
     "driver-hessian": ({"driver": "hessian"}, '"driver"',
-                       "driver: 'hessian' is not supported (dm21 computes: energy)"),
-    "driver-gradient": ({"driver": "gradient"}, '"driver"',
-                        "driver: dm21 cannot compute nuclear gradients yet"),
+                       "driver: 'hessian' is not supported (dm21 computes: energy, gradient)"),
+    "driver-unknown": ({"driver": "forces"}, '"driver"',
+                       "driver: unknown driver 'forces' (QCSchema drivers: energy, gradient, "
+                       "hessian, properties)"),
+    "task-keyword": ({"keywords": {"task": "gradient"}}, '"task"',
+                     "keywords.task: set this in driver, not in keywords"),
     "ghost-atom": ({"molecule": {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR,
                                  "real": [True, False]}}, '"real"',
                    "molecule.real: ghost atoms (real: false) are not supported"),
@@ -287,13 +399,27 @@ def test_harness_energy_is_dm21_runs_and_honours_the_task_config(qcengine, h2_ru
     assert messy.return_result == result.return_result
 
 
+def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
+    """qcengine.compute with driver gradient: the gradient `dm21 run input.json` writes,
+    to 1e-7 hartree/bohr (two runs of the SCF, each converged to 1e-10 hartree; measured
+    1e-9 apart)."""
+    result = qcengine.compute(atomic_input(driver="gradient", keywords=GRADIENT_KEYWORDS),
+                              "dm21", task_config={"ncores": 1,
+                                                   "scratch_directory": str(tmp_path)})
+    assert result.success, result.error
+    expected = np.asarray(h2_gradient["dm21 run"]["return_result"])
+    np.testing.assert_allclose(np.asarray(result.return_result).reshape(2, 3), expected,
+                               rtol=0, atol=1e-7)
+    np.testing.assert_allclose(result.properties.return_gradient, expected, rtol=0, atol=1e-7)
+
+
 @pytest.mark.parametrize("changes, needle", [
     ({"keywords": {"conv_tl": 1e-8}}, "keywords.conv_tl: unknown keyword 'conv_tl'"),
     ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, "model.method: unknown functional"),
     ({"driver": "hessian"}, "driver: 'hessian' is not supported"),
-    ({"driver": "gradient"}, "driver: dm21 cannot compute nuclear gradients yet"),
+    ({"keywords": {"task": "gradient"}}, "keywords.task: set this in driver, not in keywords"),
     ({"keywords": {"threads": 4}}, "keywords.threads: under QCEngine, set the threads"),
-], ids=["unknown-keyword", "bad-method", "hessian", "gradient", "threads-keyword"])
+], ids=["unknown-keyword", "bad-method", "hessian", "task-keyword", "threads-keyword"])
 def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_path):
     result = qcengine.compute(atomic_input(**changes), "dm21",
                               task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
@@ -328,20 +454,29 @@ def test_harness_not_converged_is_a_convergence_error(qcengine, tmp_path):
     assert math.isfinite(extras["properties"]["return_energy"])
 
 
-def test_geometric_optimisation_fails_cleanly_until_gradients_exist(qcengine, tmp_path):
-    """compute_procedure(..., "geometric") asks dm21 for gradients: refused, never faked.
-    (When run_job computes gradients, this becomes an optimisation that converges.)"""
+def test_geometric_optimises_h2_with_dm21_gradients(qcengine, tmp_path):
+    """compute_procedure(..., "geometric") optimises H2 with dm21's gradients: the energy
+    goes down at every step and the last gradient is within geomeTRIC's default (GAU)
+    threshold on the largest component, 4.5e-4 hartree/bohr."""
     pytest.importorskip("geometric")
     optimization = {
         "keywords": {"program": "dm21"},
         "input_specification": {"driver": "gradient",
                                 "model": {"method": "DM21", "basis": "sto-3g"},
-                                "keywords": {"grid_level": 1}},
+                                "keywords": {"grid_level": 1, "molden": False}},
         "initial_molecule": H2_INPUT["molecule"],
     }
     with pytest.warns(FutureWarning):  # compute_procedure is deprecated in favour of compute
         result = qcengine.compute_procedure(optimization, "geometric",
                                             task_config={"ncores": 1,
                                                          "scratch_directory": str(tmp_path)})
-    assert result.success is False
-    assert "dm21 cannot compute nuclear gradients yet" in result.error.error_message
+    assert result.success, result.error
+    energies = result.energies
+    assert len(energies) >= 2 and energies[-1] < energies[0]
+    assert all(b <= a + 1e-8 for a, b in zip(energies, energies[1:])), energies
+    last = result.trajectory[-1]
+    assert last.driver == "gradient" and last.provenance.creator == "dm21cli"
+    assert np.abs(np.asarray(last.return_result)).max() < 4.5e-4
+    r0 = np.linalg.norm(np.subtract(*np.reshape(H2_GEOMETRY_BOHR, (2, 3))))
+    r = np.linalg.norm(np.subtract(*result.final_molecule.geometry))
+    assert abs(r - r0) > 1e-3, (r0, r)  # it moved (DM21/STO-3G's minimum is not 0.74 A)

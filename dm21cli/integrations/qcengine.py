@@ -4,7 +4,9 @@
 the name ``dm21``.  The harness runs in-process: the AtomicInput becomes a
 job exactly as ``dm21 run input.json`` reads it
 (`dm21cli.io.inputs.load.load_atomic_input`), `dm21cli.jobs.run.run_job`
-computes it, and its result.json document is the AtomicResult returned.
+computes it (driver ``energy`` or ``gradient``), and its result.json
+document is the AtomicResult returned; geomeTRIC's optimisations through
+QCEngine ask for gradients.
 QCEngine's TaskConfig sets the threads (``ncores``), the memory (``memory``,
 GiB) and where the run's files go (``scratch_directory``; removed afterwards
 unless ``scratch_messy``).

@@ -1,4 +1,4 @@
-"""Run one job: geometry, basis, functional, SCF, properties, output files.
+"""Run one job: geometry, basis, functional, SCF, properties, gradient if asked, output files.
 
 `run_job(spec)` is the library entry point that ``dm21 run`` wraps; scripts
 can call it too.  It returns the document that is also written to
@@ -44,6 +44,8 @@ from dm21cli.jobs.build import (
     dispersion_energy,
     load_network,
 )
+from dm21cli.jobs.gradient import nuclear_gradient
+from dm21cli.jobs.gradient import summary as gradient_summary
 from dm21cli.jobs.result import _base_result, _final_dm21_energy, properties, write_cube_files
 
 #: File names inside the job directory.
@@ -368,6 +370,23 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
+def _gradient_properties(mf, spec) -> dict:
+    """The job's nuclear gradient (`dm21cli.jobs.gradient`) as result properties:
+    ``gradient_hartree_per_bohr`` (atoms x 3; QCSchema's ``return_gradient``) and
+    ``gradient_details`` (max, RMS, grid response, the SCF and D3(BJ) parts)."""
+    grad = nuclear_gradient(mf, spec)
+    total = grad["gradient_hartree_per_bohr"]
+    disp = grad["dispersion_gradient_hartree_per_bohr"]
+    return {
+        "gradient_hartree_per_bohr": total.tolist(),
+        "gradient_details": {
+            **gradient_summary(total), "grid_response": grad["grid_response"],
+            "scf_gradient_hartree_per_bohr": grad["scf_gradient_hartree_per_bohr"].tolist(),
+            "dispersion_gradient_hartree_per_bohr": None if disp is None else disp.tolist(),
+        },
+    }
+
+
 def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     from dm21cli.scf.escalation import run_with_escalation
     from dm21cli.scf.occupations import guess_from_chkfile
@@ -415,8 +434,21 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
         e_disp = dispersion_energy(mol, spec.functional)
         log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
 
+    gradient = None
+    if spec.job.task == "gradient":
+        if converged:
+            t0 = time.perf_counter()
+            gradient = _gradient_properties(mf, spec)
+            timings["gradient"] = time.perf_counter() - t0
+            details = gradient["gradient_details"]
+            log(f"nuclear gradient: max |dE/dR| {details['max_hartree_per_bohr']:.3e}, RMS "
+                f"{details['rms_hartree_per_bohr']:.3e} Ha/bohr (grid response included)")
+        else:
+            log("no nuclear gradient: the SCF did not converge")
+
     t0 = time.perf_counter()
     props = properties(mf, spec, e_disp)
+    props.update(gradient or {})
     props["scf_iterations"] = int(sum(a.cycles for a in attempts))
     props["scf_attempts"] = [a.to_dict() for a in attempts]
     props["warm_start"] = warm

@@ -84,6 +84,9 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
+    task: Annotated[Literal["energy", "gradient"], _choice(("energy", "gradient"))] = Field(
+        "energy", description="What to compute: energy | gradient (the energy and its nuclear "
+                              "gradient dE/dR in hartree/bohr, grid response included).")
 
 
 def _check_xyz(value: Any) -> str | None:
@@ -494,7 +497,8 @@ class JobSpec(_Section):
         """
         mol = self.molecule
         return {
-            "job": {"name": self.job.name, "output_dir": str(self.output_path())},
+            "job": {"name": self.job.name, "output_dir": str(self.output_path()),
+                    "task": self.job.task},
             "molecule": {"xyz": mol.xyz_block(), "units": mol.units,
                          "charge": mol.charge, "multiplicity": mol.multiplicity},
             "basis": self.basis if isinstance(self.basis, str) else dict(self.basis),

@@ -31,7 +31,7 @@ from dm21cli.core.errors import InputError
 from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
 
-#: the drivers QCSchema defines; dm21 computes energies (gradients: `job_settings_for_driver`)
+#: the drivers QCSchema defines; dm21 computes energies and gradients (`job_settings_for_driver`)
 DRIVERS = ("energy", "gradient", "hessian", "properties")
 
 #: keyword -> (job file section or None for the top level, key)
@@ -45,6 +45,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
 
 #: keywords that are set elsewhere in an AtomicInput
 _ELSEWHERE = {"basis": "model.basis", "functional": "model.method", "method": "model.method",
+              "task": "driver",
               "charge": "molecule.molecular_charge",
               "multiplicity": "molecule.molecular_multiplicity",
               "molecular_charge": "molecule.molecular_charge",
@@ -68,27 +69,25 @@ _PROTOCOLS = {"wavefunction": ("none",), "stdout": (True, False),
 def job_settings_for_driver(driver: Any, where: dict | None = None) -> dict:
     """The job-file settings for a QCSchema driver; the one place drivers are mapped.
 
-    ``energy`` needs none.  ``gradient`` is refused until run_job computes
-    nuclear gradients: then it maps to the job section's ``gradient`` key
-    (``{"job": {"gradient": True}}``), `driver_of` reads it back, and the
-    result's ``return_result`` is ``properties.return_gradient``
+    ``energy`` is the job file's default; ``gradient`` is ``job: {task: gradient}``
+    (the energy and its nuclear gradient), which `driver_of` reads back; the
+    result's ``return_result`` is then ``properties.return_gradient``
     (`dm21cli.io.outputs.qcschema.to_qcschema`).
     """
     where = where or {}
     if driver == "energy":
         return {}
     if driver == "gradient":
-        raise InputError("dm21 cannot compute nuclear gradients yet: 'gradient' is refused "
-                         "(use 'energy')", **where)
-    raise InputError(f"{_show(driver)} is not supported (dm21 computes: energy)"
+        return {"job": {"task": "gradient"}}
+    raise InputError(f"{_show(driver)} is not supported (dm21 computes: energy, gradient)"
                      if driver in DRIVERS else
                      f"unknown driver {_describe(driver)} (QCSchema drivers: {', '.join(DRIVERS)})",
                      **where)
 
 
 def driver_of(spec) -> str:
-    """The QCSchema driver of a job: 'gradient' once jobs can ask for one, else 'energy'."""
-    return "gradient" if getattr(spec.job, "gradient", False) else "energy"
+    """The QCSchema driver of a job: its ``job.task`` (``energy`` or ``gradient``)."""
+    return spec.job.task
 
 
 def read_json(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
@@ -250,6 +249,9 @@ def atomic_input_job(document: Any, file: str | None = None,
             job.update(job_settings_for_driver(document["driver"], problems.where(("driver",))))
         except InputError as exc:
             problems.found.append(exc)
+        renamed[("job", "task")] = "driver"
+        if ("driver",) in problems.lines:
+            job_lines[("job", "task")] = problems.lines[("driver",)]
     model = _mapping(document.get("model"), ("model",), problems)
     if model is not None:
         for key in model:

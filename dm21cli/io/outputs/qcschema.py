@@ -47,7 +47,7 @@ OLD_SCHEMA_NAME = "dm21cli_result"
 #: property stays under ``extras.dm21cli.properties`` with its name.
 STANDARD_PROPERTIES = {
     "return_energy": "return_energy",
-    "return_gradient": "return_gradient",
+    "gradient_hartree_per_bohr": "return_gradient",
     "scf_total_energy": "scf_total_energy",
     "nuclear_repulsion_energy": "nuclear_repulsion_energy",
     "scf_one_electron_energy": "scf_one_electron_energy",
@@ -62,6 +62,9 @@ STANDARD_PROPERTIES = {
     "nbeta": "calcinfo_nbeta",
     "natom": "calcinfo_natom",
 }
+
+#: QCSchema driver -> dm21cli's property that is the result's ``return_result``
+RETURN_PROPERTY = {"energy": "return_energy", "gradient": "gradient_hartree_per_bohr"}
 
 #: top-level fields of dm21cli's layout kept under ``extras.dm21cli``
 _EXTRA_TOP = ("status", "converged", "timings_s", "files", "input")
@@ -150,12 +153,12 @@ def to_qcschema(record: dict, atomic_input: dict | None = None) -> dict:
 
     if record.get("success"):
         driver = input_record["driver"]
-        if driver == "energy":
+        name = RETURN_PROPERTY.get(driver)
+        return_result = (record.get("properties") or {}).get(name) if name else None
+        if driver == "energy" and return_result is None:
             return_result = record.get("return_energy")
-        else:  # the gradient, once run_job computes one (never a stand-in)
-            return_result = (record.get("properties") or {}).get(f"return_{driver}")
-            if return_result is None:
-                raise ValueError(f"driver {driver!r}: the run computed no {driver}")
+        if return_result is None:  # never a stand-in
+            raise ValueError(f"driver {driver!r}: the run computed no {driver}")
         return {**input_record, "schema_name": SCHEMA_OUTPUT,
                 "return_result": return_result, "properties": standard,
                 "success": True, "error": None, "provenance": record.get("provenance") or {},
@@ -193,7 +196,7 @@ def fields(document: dict | None) -> dict:
     ours = extras.get(EXTRAS_KEY) or {}
     standard = (extras.get("properties") if failed else document.get("properties")) or {}
     props = {name: standard.get(field) for name, field in STANDARD_PROPERTIES.items()
-             if name not in ("return_gradient", "dipole_moment_au") or field in standard}
+             if name not in ("gradient_hartree_per_bohr", "dipole_moment_au") or field in standard}
     props.update(ours.get("properties") or {})
     mol = base.get("molecule") or {}
     symbols = list(mol.get("symbols") or [])

@@ -246,6 +246,23 @@ def render_summary(result: dict) -> str:
         if dip_total is not None:
             row("total", f"{dip_total:10.4f}  ({dip_total / AU_DEBYE:.4f} a.u.)")
 
+    # --- nuclear gradient (job.task: gradient)
+    grad = props.get("gradient_hartree_per_bohr")
+    if isinstance(grad, list) and grad:
+        details = props.get("gradient_details") or {}
+        add("")
+        add("Nuclear gradient dE/dR (hartree/bohr)")
+        add(f"    {'#':>3}  {'atom':<4}{'x':>16}{'y':>16}{'z':>16}")
+        for i, g in enumerate(grad):
+            sym = symbols[i] if i < len(symbols) else "?"
+            add(f"    {i + 1:>3}  {sym:<4}" + "".join(_fmt(c, "16.8f") for c in (g or [])))
+        for label, key in (("max |component|", "max_hartree_per_bohr"),
+                           ("RMS", "rms_hartree_per_bohr")):
+            if _num(details.get(key)) is not None:
+                row(label, f"{_num(details[key]):.3e}")
+        if details.get("grid_response") is not None:
+            row("Grid response", _yes_no(details["grid_response"]))
+
     # --- timings
     timings = result.get("timings_s") or {}
     if any(_num(v) is not None for v in timings.values()):
