@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,35 +24,18 @@ from dm21cli.io.inputs.load import load_job
 from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, parse_values
 from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan import fractional
-from dm21cli.jobs.scan.plan import plan_scan, point_hash
+from dm21cli.jobs.scan.plan import plan_scan
 from dm21cli.scf import occupations
+from dm21proc import dm21_env as _env
+from dm21proc import show as _show
+from dm21proc import write as _write
+from dm21proc import dm21 as _dm21
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 
 
-def _env(checkpoints=None) -> dict:
-    env = dict(os.environ)
-    env.pop("DM21_TRACEBACK", None)
-    env["OMP_NUM_THREADS"] = "2"
-    env["NO_COLOR"] = "1"
-    if checkpoints is not None:
-        env["DM21_CHECKPOINTS"] = str(checkpoints)
-    return env
-
-
-def dm21(args, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dm21cli", *map(str, args)], cwd=cwd,
-                          env=env or _env(), capture_output=True, text=True, timeout=timeout)
-
-
-def _show(proc) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
-
-
-def _write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+def dm21(args, cwd: Path, env: dict | None = None, timeout: float = 900):
+    return _dm21(args, cwd, env, timeout)
 
 
 def _rows(scan_dir: Path) -> list[dict]:

@@ -175,7 +175,8 @@ def test_xc_force_at_fixed_density_matches_finite_differences(networks, case, re
 
 
 def test_small_memory_budget_gives_the_same_force(networks):
-    """Pieces of 64 points, integrals not cached (computed and contracted per block)."""
+    """Pieces of 64 points (a 1 MB budget for the gradient's pieces), integrals not cached
+    (computed and contracted per block)."""
     mol = _mol(OH, spin=1)
     restricted, dm_spin = _spin_dm(_b3lyp_dm(mol, level=0))
     grids = dft.gen_grid.Grids(mol)
@@ -183,7 +184,7 @@ def test_small_memory_budget_gives_the_same_force(networks):
     grids.build()
     network = networks("DM21")
     ref = grad_xc.xc_nuc_grad(DM21XC(network), mol, grids, dm_spin, restricted, grid_response=True)
-    xc_small = DM21XC(network, max_memory_mb=1.0)
+    xc_small = DM21XC(network, cache_bytes=0)
     assert grad_xc.piece_points(mol.nao, mol.natm, 2, 1.0, True) == grad_xc.MIN_PIECE_POINTS
     small = grad_xc.xc_nuc_grad(xc_small, mol, grids, dm_spin, restricted, grid_response=True,
                                 max_memory_mb=1.0)

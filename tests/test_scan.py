@@ -30,6 +30,10 @@ from dm21cli.jobs.scan.plan import (
     plan_scan,
     walk_order,
 )
+from dm21proc import dm21
+from dm21proc import dm21_env as _env
+from dm21proc import show as _show
+from dm21proc import write as _write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,31 +41,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def _env(checkpoints=None) -> dict:
-    env = dict(os.environ)
-    env.pop("DM21_TRACEBACK", None)
-    env["OMP_NUM_THREADS"] = "2"
-    env["NO_COLOR"] = "1"
-    if checkpoints is not None:
-        env["DM21_CHECKPOINTS"] = str(checkpoints)
-    return env
-
-
-def dm21(args, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dm21cli", *map(str, args)], cwd=cwd,
-                          env=env or _env(), capture_output=True, text=True, timeout=timeout)
-
-
-def _show(proc) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
-
-
-def _write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
-
-
 H2_FAST = textwrap.dedent("""
     molecule:
       xyz: |
