@@ -373,6 +373,16 @@ def test_harness_energy_is_dm21_runs_and_honours_the_task_config(qcengine, h2_ru
         return real_build_scf(mol, spec, grids, network, max_memory_mb=max_memory_mb)
 
     monkeypatch.setattr(runner, "build_scf", build_scf)
+    from dm21cli.integrations import qcengine as harness
+
+    held = []  # what the process held when the harness set the budget (MB)
+
+    def current_rss_mb():
+        held.append(real_rss())
+        return held[-1]
+
+    real_rss = harness.current_rss_mb
+    monkeypatch.setattr(harness, "current_rss_mb", current_rss_mb)
     threads_before = lib.num_threads()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -380,7 +390,10 @@ def test_harness_energy_is_dm21_runs_and_honours_the_task_config(qcengine, h2_ru
     result = qcengine.compute(atomic_input(), "dm21", task_config=config)
     assert result.success, result.error
     assert result.return_result == pytest.approx(h2_runs["h2json"]["return_result"], abs=1e-9)
-    memory_mb = int(0.75 * 2**30 / 1e6)  # 805 MB (10^6 bytes) for 0.75 GiB
+    # 0.75 GiB = 805 MB (10^6 bytes) for the run, on top of what the process held (a whole-
+    # process budget, as dm21's --memory; this test process holds about 800 MB in the suite)
+    assert len(held) == 1 and held[0] > 0
+    memory_mb = int(held[0] + int(0.75 * 2**30 / 1e6))
     assert seen == {"pyscf_threads": 2, "blas_threads": {2}, "mol_max_memory": memory_mb,
                     "network_workers": 2, "pyscf_tmpdir": seen["pyscf_tmpdir"]}, seen
     assert Path(seen["pyscf_tmpdir"]).parent == scratch
@@ -427,6 +440,18 @@ def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_
     assert result.error.error_type == "input_error", result.error
     assert needle in result.error.error_message, result.error.error_message
     assert list(tmp_path.iterdir()) == [], "a refused input left files in the scratch folder"
+
+
+def test_harness_memory_is_on_top_of_the_process_and_at_most_the_machine(qcengine, monkeypatch):
+    """TaskConfig's memory (GiB) -> dm21's whole-process budget (MB): plus what the process
+    holds, capped at the machine's memory; none given: dm21's own default."""
+    from dm21cli.core.resources import physical_memory_mb
+    from dm21cli.integrations import qcengine as harness
+
+    monkeypatch.setattr(harness, "current_rss_mb", lambda: 300.4)
+    assert harness.memory_budget_mb(1.0) == int(300.4 + 1073)  # 1 GiB = 1073.7 MB
+    assert harness.memory_budget_mb(None) is None
+    assert harness.memory_budget_mb(1e6) == physical_memory_mb()
 
 
 def test_harness_scratch_directory_that_does_not_exist_is_a_resource_error(qcengine, tmp_path):

@@ -8,8 +8,9 @@ computes it (driver ``energy`` or ``gradient``), and its result.json
 document is the AtomicResult returned; geomeTRIC's optimisations through
 QCEngine ask for gradients.
 QCEngine's TaskConfig sets the threads (``ncores``), the memory (``memory``,
-GiB) and where the run's files go (``scratch_directory``; removed afterwards
-unless ``scratch_messy``).
+GiB, on top of what the calling process holds: `memory_budget_mb`) and where
+the run's files go (``scratch_directory``; removed afterwards unless
+``scratch_messy``).
 
 Failures come back as QCEngine's errors, so that ``qcengine.compute`` returns
 a FailedOperation: a bad AtomicInput is an ``input_error``, an SCF that did
@@ -33,6 +34,7 @@ from qcengine.programs.model import ProgramHarness
 
 from dm21cli import __version__
 from dm21cli.core.errors import DM21Error, InputError, OutputLocationError, WeightsError
+from dm21cli.core.resources import current_rss_mb, physical_memory_mb
 from dm21cli.io.outputs.qcschema import error_type
 
 #: the program name QCEngine knows DM21 by
@@ -54,6 +56,25 @@ def memory_mb(memory_gib: float | None) -> int | None:
     if not memory_gib:
         return None
     return max(1, int(memory_gib * 2**30 / 1e6))
+
+
+def memory_budget_mb(memory_gib: float | None) -> int | None:
+    """dm21's memory budget (MB) for TaskConfig's memory (GiB).
+
+    dm21's budget is the whole process's (`dm21cli.jobs.memory`); QCEngine's
+    memory is what the program may use (its default is 90% of the memory
+    available now), and the harness runs inside the caller's process, whose
+    memory is not the run's.  So the budget is what this process holds now
+    plus TaskConfig's memory, at most the machine's memory.
+    """
+    extra = memory_mb(memory_gib)
+    if extra is None:
+        return None
+    budget = current_rss_mb() + extra
+    physical = physical_memory_mb()
+    if physical is not None:
+        budget = min(budget, physical)
+    return max(1, int(budget))
 
 
 def _qcengine_error(document_or_error, message: str | None = None, extras: dict | None = None):
@@ -112,7 +133,7 @@ def run_atomic_input(document: dict, *, ncores: int | None = None, memory_gib: f
                                   f"{exc.strerror or exc}") from exc
     keep = scratch_messy
     try:
-        overrides = {"threads": ncores, "memory": memory_mb(memory_gib)}
+        overrides = {"threads": ncores, "memory": memory_budget_mb(memory_gib)}
         if "output_dir" not in keywords:
             overrides["output_dir"] = str(scratch / "job")
         spec = load_atomic_input(document, overrides)
