@@ -112,8 +112,12 @@ def _share_settings(mf, spec, grids, max_memory_mb) -> None:
         mf.init_guess = spec.scf.guess
 
 
-def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None):
+def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None, dm0=None):
     """Converge spec.scf.warm_start (e.g. B3LYP); returns (dm, info dict).
+
+    The density matrix carries its orbitals (PySCF's tags ``mo_coeff`` and
+    ``mo_occ``) unless the start is restricted open-shell.  dm0: the warm
+    start's own initial density (default: PySCF's guess).
 
     main: the SCF that follows; it is handed the in-core two-electron
     integrals the warm start computed, so they are computed once.
@@ -142,7 +146,7 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
 
     mf0.callback = each_cycle
     log(f"warm start: {spec.scf.warm_start} SCF")
-    mf0.kernel()
+    mf0.kernel(dm0=dm0)
     if checkpoint is not None:
         checkpoint.update(mf0.e_tot, mf0.mo_energy, mf0.mo_coeff, mf0.mo_occ, final=True)
     if main is not None and getattr(mf0, "_eri", None) is not None:
