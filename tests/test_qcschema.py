@@ -479,11 +479,12 @@ def test_harness_not_converged_is_a_convergence_error(qcengine, tmp_path):
     assert math.isfinite(extras["properties"]["return_energy"])
 
 
-def test_geometric_optimises_h2_with_dm21_gradients(qcengine, tmp_path):
+def test_geometric_optimises_h2_with_dm21_gradients(qcengine, tmp_path, monkeypatch):
     """compute_procedure(..., "geometric") optimises H2 with dm21's gradients: the energy
     goes down at every step and the last gradient is within geomeTRIC's default (GAU)
     threshold on the largest component, 4.5e-4 hartree/bohr."""
     pytest.importorskip("geometric")
+    monkeypatch.chdir(tmp_path)  # geomeTRIC writes qce_optim.xyz into the working directory
     optimization = {
         "keywords": {"program": "dm21"},
         "input_specification": {"driver": "gradient",
