@@ -255,3 +255,11 @@ def test_the_readme_example_relaxes_water(tmp_path, checkpoints_dir):
     r1, r2, angle = map(float, re.search(r"r\(OH\) = (\S+) (\S+) A, angle HOH = (\S+) deg",
                                          proc.stdout).groups())
     assert 0.95 < r1 < 0.98 and abs(r1 - r2) < 1e-3 and 100 < angle < 106
+
+
+def test_dm21cli_ase_is_the_calculator():
+    """Issue 12 names it dm21cli.ase.DM21Calculator."""
+    import dm21cli.ase
+
+    assert dm21cli.ase.DM21Calculator is DM21Calculator
+    assert dm21cli.ase.DM21SCFError is DM21SCFError and dm21cli.ase.job_atoms is job_atoms
