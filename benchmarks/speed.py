@@ -105,6 +105,7 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
     import numpy as np
 
     from dm21cli.io.inputs.load import load_job
+    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.run import run_job
 
     out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0])}
@@ -117,7 +118,7 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
             outdir = tmp / f"{key}-{rep}"
             spec = load_job(_job(tmp, name, functional, precision), {"output_dir": str(outdir)})
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            result = run_job(spec, checkpoints=checkpoints)
+            result = fields(run_job(spec, checkpoints=checkpoints))  # dm21cli's layout
             wall = time.perf_counter() - wall0
             props = result["properties"]
             if rep:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ase.optimize import BFGS
 
-from dm21cli.integrations.ase import DM21Calculator, job_atoms
+from dm21cli.ase import DM21Calculator, job_atoms
 
 job = Path(__file__).with_name("water.yaml")
 atoms = job_atoms(job)

@@ -111,3 +111,48 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+#: result.json files already validated: path -> modification time
+_validated: dict[Path, int] = {}
+
+
+def invalid_result_json(base: Path) -> list[str]:
+    """Every result.json under `base` written (or changed) since the last call that is not
+    valid QCSchema (an AtomicResult, or a FailedOperation with an AtomicInput), as
+    qcelemental validates it by default (issue 13).  Files a test wrote by hand (no
+    ``success`` or ``schema_name`` key) are left out."""
+    import json
+
+    problems = []
+    for path in sorted(base.rglob("result.json")):
+        try:
+            stamp = path.stat().st_mtime_ns
+            if _validated.get(path) == stamp:
+                continue
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # removed meanwhile, or a test's deliberately broken file
+        _validated[path] = stamp
+        if not isinstance(document, dict) or not ({"success", "schema_name"} & set(document)):
+            continue
+        try:
+            from dm21cli.io.outputs.qcschema import validate
+        except ImportError as exc:  # pragma: no cover
+            return [f"cannot validate result.json: {exc}"]
+        try:
+            validate(document)
+        except ImportError:
+            return ["qcelemental is needed to validate result.json: pip install -e '.[test]'"]
+        except Exception as exc:  # noqa: BLE001 - any validation error is the finding
+            problems.append(f"{path}: {exc}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _result_json_is_qcschema(tmp_path_factory):
+    """After every test: each result.json the suite wrote is valid QCSchema."""
+    yield
+    problems = invalid_result_json(tmp_path_factory.getbasetemp())
+    if problems:
+        pytest.fail("result.json is not valid QCSchema:\n" + "\n".join(problems), pytrace=False)

@@ -155,6 +155,7 @@ def test_bfgs_steps_lower_the_energy(checkpoints_dir):
 @pytest.mark.parametrize("functional, dispersion", [("DM21", None), ("B3LYP", "d3bj")])
 def test_energy_and_dipole_are_the_jobs(tmp_path, checkpoints_dir, functional, dispersion):
     from dm21cli.io.inputs.load import load_job
+    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.run import run_job
 
     job = tmp_path / "water.yaml"
@@ -163,7 +164,7 @@ def test_energy_and_dipole_are_the_jobs(tmp_path, checkpoints_dir, functional, d
                    + f"basis: sto-3g\nfunctional: {functional}\ndispersion: {dispersion or 'null'}\n"
                    "scf: {grid_level: 0, precision: float64, conv_tol: 1e-10, conv_tol_grad: 1e-6}\n"
                    f"job: {{output_dir: {tmp_path / 'out'}}}\nresources: {{threads: 1}}\n")
-    result = run_job(load_job(job), checkpoints=checkpoints_dir)
+    result = fields(run_job(load_job(job), checkpoints=checkpoints_dir))  # dm21cli's layout
     calc = DM21Calculator(job, checkpoints=checkpoints_dir)
     assert calc.parameters["functional"] == functional and calc.parameters["grid_level"] == 0
     atoms = job_atoms(job)
@@ -254,3 +255,11 @@ def test_the_readme_example_relaxes_water(tmp_path, checkpoints_dir):
     r1, r2, angle = map(float, re.search(r"r\(OH\) = (\S+) (\S+) A, angle HOH = (\S+) deg",
                                          proc.stdout).groups())
     assert 0.95 < r1 < 0.98 and abs(r1 - r2) < 1e-3 and 100 < angle < 106
+
+
+def test_dm21cli_ase_is_the_calculator():
+    """Issue 12 names it dm21cli.ase.DM21Calculator."""
+    import dm21cli.ase
+
+    assert dm21cli.ase.DM21Calculator is DM21Calculator
+    assert dm21cli.ase.DM21SCFError is DM21SCFError and dm21cli.ase.job_atoms is job_atoms

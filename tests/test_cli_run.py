@@ -134,7 +134,7 @@ def test_success_writes_all_files_and_nothing_else(h2_job):
     assert expected <= present, f"missing {sorted(expected - present)}; have {sorted(present)}"
     assert leftovers(out) == [], f"leftover marker/temp files: {leftovers(out)}"
     assert leftovers(out.parent) == [], f"leftovers next to the job dir: {leftovers(out.parent)}"
-    files = h2_job.result["files"]
+    files = h2_job.result["extras"]["dm21cli"]["files"]
     for key, name in (("result", "result.json"), ("summary", "summary.txt"),
                       ("molden", "orbitals.molden"), ("chkfile", "scf.chk"),
                       ("input", "input.resolved.yaml"), ("log", "dm21.log")):
@@ -146,32 +146,47 @@ def test_success_writes_all_files_and_nothing_else(h2_job):
 
 
 def test_result_json_energies_and_properties(h2_job):
+    """result.json is a QCSchema AtomicResult: standard fields where the schema has them,
+    dm21cli's own under extras.dm21cli (issue 13)."""
     r = h2_job.result
     p = r["properties"]
-    assert r["success"] is True and r["converged"] is True, \
-        (r["success"], r["converged"], r["error"])
-    assert r["status"] == "success"
+    x = r["extras"]["dm21cli"]
+    xp = x["properties"]
+    assert r["schema_name"] == "qcschema_output" and r["schema_version"] == 1
+    assert r["success"] is True and x["converged"] is True, \
+        (r["success"], x["converged"], r["error"])
+    assert x["status"] == "success"
     assert r["error"] is None
-    e = r["return_energy"]
+    assert r["driver"] == "energy"
+    e = r["return_result"]
     assert isinstance(e, float) and math.isfinite(e), e
     assert -1.3 < e < -1.0, f"H2 energy {e} is not plausible"
-    assert p["dispersion_energy"] is None
+    assert "scf_dispersion_correction_energy" not in p  # no dispersion correction
     assert e == p["return_energy"]
-    assert e == pytest.approx(p["scf_total_energy"] + (p["dispersion_energy"] or 0.0), abs=1e-12)
-    terms = (p["scf_one_electron_energy"] + p["scf_coulomb_energy"] + p["scf_xc_energy"]
+    assert e == pytest.approx(p["scf_total_energy"] + p.get("scf_dispersion_correction_energy", 0.0),
+                              abs=1e-12)
+    terms = (p["scf_one_electron_energy"] + p["scf_two_electron_energy"] + p["scf_xc_energy"]
              + p["nuclear_repulsion_energy"])
     assert abs(terms - p["scf_total_energy"]) < 1e-8, \
         f"energy terms sum to {terms!r}, scf_total_energy is {p['scf_total_energy']!r}"
     charge = r["molecule"]["molecular_charge"]
     assert charge == 0
-    assert abs(sum(p["mulliken_charges"]) - charge) < 1e-6, p["mulliken_charges"]
-    assert len(p["mulliken_charges"]) == 2
-    assert p["restricted"] is True
-    assert p["nelectron"] == 2
-    assert p["dm21_network_points"] > 0, "the DM21 network evaluated no points"
-    assert p["dm21_evaluations"] > 0
-    assert r["model"]["method"] == "DM21"
-    assert r["model"]["basis"].lower() == "def2-svp"
+    assert abs(sum(xp["mulliken_charges"]) - charge) < 1e-6, xp["mulliken_charges"]
+    assert len(xp["mulliken_charges"]) == 2
+    assert xp["restricted"] is True
+    assert xp["nelectron"] == 2 == p["calcinfo_nalpha"] + p["calcinfo_nbeta"]
+    assert p["calcinfo_natom"] == 2 and p["calcinfo_nbasis"] == p["calcinfo_nmo"]
+    assert p["scf_iterations"] == sum(a["cycles"] for a in xp["scf_attempts"])
+    # the dipole in e*bohr, as QCSchema has it; the Debye values kept under extras
+    assert np.allclose(np.asarray(p["scf_dipole_moment"]) * 2.5417464157449032,
+                       xp["dipole_moment_debye"], rtol=0, atol=1e-12)
+    assert xp["dm21_network_points"] > 0, "the DM21 network evaluated no points"
+    assert xp["dm21_evaluations"] > 0
+    assert r["model"] == {"method": "DM21", "basis": "def2-svp"}
+    assert x["model"] == {"dispersion": None, "ecp": None}
+    assert r["molecule"]["geometry"] == pytest.approx([0, 0, 0, 0, 0, 0.74 / 0.529177210903],
+                                                      abs=1e-12)
+    assert r["keywords"]["grid_level"] == 1 and r["keywords"]["dispersion"] is None
 
 
 def test_result_json_provenance(h2_job, checkpoints_dir):
@@ -227,7 +242,7 @@ def test_molden_reads_back(h2_job):
 
     loaded = molden.load(str(h2_job.outdir / "orbitals.molden"))
     mo_energy = np.asarray(loaded[1])
-    expected = np.asarray(h2_job.result["properties"]["mo_energies_hartree"])
+    expected = np.asarray(h2_job.result["extras"]["dm21cli"]["properties"]["mo_energies_hartree"])
     assert mo_energy.shape == expected.shape, (mo_energy.shape, expected.shape)
     assert np.max(np.abs(mo_energy - expected)) < 1e-6, (mo_energy, expected)
     mo_occ = np.asarray(loaded[3])
@@ -262,12 +277,12 @@ def test_chkfile_as_guess_and_output_option(h2_job, tmp_path, checkpoints_dir):
     assert "DM21 calculation summary" in proc.stdout, _show(proc)
     assert "[dm21" in proc.stderr and "[dm21" not in proc.stdout
     r = json.loads((out / "result.json").read_text())
-    first = r["properties"]["scf_attempts"][0]
+    first = r["extras"]["dm21cli"]["properties"]["scf_attempts"][0]
     assert first["converged"] and first["cycles"] <= 3, f"first attempt: {first}"
-    assert r["properties"]["warm_start"] is None, \
+    assert r["extras"]["dm21cli"]["properties"]["warm_start"] is None, \
         "warm start ran although a chkfile guess was given"
-    e_ref = h2_job.result["return_energy"]
-    assert abs(r["return_energy"] - e_ref) < 1e-6, (r["return_energy"], e_ref)
+    e_ref = h2_job.result["return_result"]
+    assert abs(r["return_result"] - e_ref) < 1e-6, (r["return_result"], e_ref)
     assert "orbitals.molden" not in {p.name for p in out.iterdir()}
 
 
@@ -337,15 +352,16 @@ def test_overwrite_with_own_chkfile_as_guess(tmp_path, checkpoints_dir):
     first = dm21(["run", "again.yaml"], tmp_path, env)
     assert first.returncode == 0, _show(first)
     out = tmp_path / "outputs" / "again"
-    e_first = json.loads((out / "result.json").read_text())["return_energy"]
+    e_first = json.loads((out / "result.json").read_text())["return_result"]
     write_job(tmp_path, "again", functional="b3lyp",
               extra="scf: {grid_level: 1, guess: outputs/again/scf.chk}\n"
                     "outputs: {molden: false}\n")
     second = dm21(["run", "again.yaml", "--overwrite"], tmp_path, env)
     assert second.returncode == 0, _show(second)
     r = json.loads((out / "result.json").read_text())
-    assert r["properties"]["scf_attempts"][0]["cycles"] <= 3, r["properties"]["scf_attempts"]
-    assert abs(r["return_energy"] - e_first) < 1e-6
+    attempts = r["extras"]["dm21cli"]["properties"]["scf_attempts"]
+    assert attempts[0]["cycles"] <= 3, attempts
+    assert abs(r["return_result"] - e_first) < 1e-6
 
 
 # ----------------------------------------------------------------------------
@@ -365,9 +381,14 @@ def test_not_converged_exits_4_with_results(tmp_path, checkpoints_dir):
     assert "did not converge" in proc.stderr, _show(proc)
     out = tmp_path / "outputs" / "nc"
     r = json.loads((out / "result.json").read_text())
-    assert r["converged"] is False and r["success"] is False, (r["converged"], r["success"])
-    assert r["status"] == "not-converged"
-    assert math.isfinite(r["return_energy"])
+    # a QCSchema FailedOperation (convergence_error) keeping the last SCF iteration (issue 13)
+    x = r["extras"]["dm21cli"]
+    assert x["converged"] is False and r["success"] is False, (x["converged"], r["success"])
+    assert x["status"] == "not-converged"
+    assert r["error"]["error_type"] == "convergence_error", r["error"]
+    assert "return_result" not in r and r["input_data"]["driver"] == "energy"
+    assert math.isfinite(r["extras"]["properties"]["return_energy"])
+    assert x["properties"]["scf_attempts"][0]["converged"] is False
     assert "NOT CONVERGED" in (out / "summary.txt").read_text()
     assert leftovers(out) == []
 
@@ -461,9 +482,9 @@ def test_b3lyp_through_the_same_command(h2_job, tmp_path):
     assert r["success"] is True
     assert r["model"]["method"].lower() == "b3lyp"
     assert r["provenance"]["checkpoint"] is None, r["provenance"]["checkpoint"]
-    assert "dm21_network_points" not in r["properties"]
-    e_dm21 = h2_job.result["return_energy"]
-    assert abs(r["return_energy"] - e_dm21) > 1e-4, (r["return_energy"], e_dm21)
+    assert "dm21_network_points" not in r["extras"]["dm21cli"]["properties"]
+    e_dm21 = h2_job.result["return_result"]
+    assert abs(r["return_result"] - e_dm21) > 1e-4, (r["return_result"], e_dm21)
 
 
 def test_dm21_with_d3bj(tmp_path, checkpoints_dir):
@@ -473,11 +494,13 @@ def test_dm21_with_d3bj(tmp_path, checkpoints_dir):
     assert proc.returncode == 0, _show(proc)
     r = json.loads(proc.stdout)
     p = r["properties"]
-    assert r["model"]["dispersion"] == "d3bj"
-    assert p["dispersion_energy"] is not None and p["dispersion_energy"] < 0, p["dispersion_energy"]
-    assert r["return_energy"] == pytest.approx(p["scf_total_energy"] + p["dispersion_energy"],
-                                               abs=1e-12)
-    assert p["dm21_network_points"] > 0
+    disp = p.get("scf_dispersion_correction_energy")
+    assert r["extras"]["dm21cli"]["model"]["dispersion"] == "d3bj"
+    assert disp is not None and disp < 0, disp
+    assert r["return_result"] == p["return_energy"] == pytest.approx(p["scf_total_energy"] + disp,
+                                                                     abs=1e-12)
+    assert r["keywords"]["dispersion"] == "d3bj"
+    assert r["extras"]["dm21cli"]["properties"]["dm21_network_points"] > 0
 
 
 # ----------------------------------------------------------------------------
@@ -490,10 +513,11 @@ def test_bare_xyz_cation_is_unrestricted(tmp_path, checkpoints_dir):
     assert proc.returncode == 0, _show(proc)
     out = tmp_path / "outputs" / "h2p"
     r = json.loads((out / "result.json").read_text())
-    p = r["properties"]
+    p = r["extras"]["dm21cli"]["properties"]
     assert r["molecule"]["molecular_charge"] == 1 and r["molecule"]["molecular_multiplicity"] == 2
     assert p["restricted"] is False
     assert p["nelectron"] == 1
+    assert (r["properties"]["calcinfo_nalpha"], r["properties"]["calcinfo_nbeta"]) == (1, 0)
     assert abs(p["s_squared"] - 0.75) < 0.01, p["s_squared"]
     assert abs(sum(p["mulliken_charges"]) - 1) < 1e-6, p["mulliken_charges"]
     assert r["model"]["basis"].lower() == "sto-3g"
@@ -533,11 +557,12 @@ def test_ecp_b3lyp_matches_pyscf_with_the_ecp(tmp_path, case):
     mf.conv_tol = 1e-9
     e_ref = mf.kernel()
     assert mf.converged
-    assert abs(r["return_energy"] - e_ref) < 1e-6, (r["return_energy"], e_ref)
-    assert r["properties"]["nelectron"] == nelec == mol.nelectron
-    assert r["model"]["ecp"] == {symbol: {"basis": name, "core_electrons": core}
-                                 for symbol, (name, core) in ecp.items()}
-    assert "ecp_note" not in r["model"]  # the note is about DM21
+    assert abs(r["return_result"] - e_ref) < 1e-6, (r["return_result"], e_ref)
+    assert r["extras"]["dm21cli"]["properties"]["nelectron"] == nelec == mol.nelectron
+    model = r["extras"]["dm21cli"]["model"]
+    assert model["ecp"] == {symbol: {"basis": name, "core_electrons": core}
+                            for symbol, (name, core) in ecp.items()}
+    assert "ecp_note" not in model  # the note is about DM21
     summary = (out / "summary.txt").read_text()
     ecp_line = ", ".join(f"{s} {name} ({core} core electrons)" for s, (name, core) in ecp.items())
     assert f"  ECP                          {ecp_line}\n" in summary, summary
@@ -551,12 +576,14 @@ def test_dm21_hi_lanl2dz_runs_with_the_ecp_and_says_so(tmp_path, checkpoints_dir
     assert proc.returncode == 0, _show(proc)
     out = tmp_path / "outputs" / "hi"
     r = json.loads((out / "result.json").read_text())
+    model = r["extras"]["dm21cli"]["model"]
     assert r["success"] is True and r["model"]["method"] == "DM21"
-    assert r["model"]["ecp"] == {"I": {"basis": "lanl2dz", "core_electrons": 46}}
-    assert r["properties"]["nelectron"] == 8 and r["properties"]["nao"] == 10
+    assert model["ecp"] == {"I": {"basis": "lanl2dz", "core_electrons": 46}}
+    assert r["extras"]["dm21cli"]["properties"]["nelectron"] == 8
+    assert r["properties"]["calcinfo_nbasis"] == 10
     note = ("DM21 was trained on all-electron calculations: DM21 energies with ECPs are outside "
             "its training")
-    assert r["model"]["ecp_note"] == note
+    assert model["ecp_note"] == note
     summary = (out / "summary.txt").read_text()
     assert "  ECP                          I lanl2dz (46 core electrons)\n" in summary, summary
     assert f"  Note                         {note}\n" in summary, summary
@@ -595,7 +622,8 @@ def test_help_imports_neither_pyscf_nor_tensorflow(tmp_path):
             except SystemExit as exc:
                 assert exc.code in (0, None), exc.code
         heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("pyscf", "tensorflow", "tensorflow_hub"))
+                       if m.split(".")[0] in ("pyscf", "tensorflow", "tensorflow_hub",
+                                              "qcelemental", "qcengine"))
         print("HEAVY=" + ",".join(heavy))
         """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(None),
@@ -658,9 +686,11 @@ def test_signal_during_scf(tmp_path, checkpoints_dir, signum, after_cycle):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("dm21:") and "interrupted" in last, stderr
     r = json.loads((out / "result.json").read_text())
-    assert r["status"] == "interrupted", r.get("status")
-    assert r["success"] is False and r["converged"] is False
-    assert r["error"]["error_type"] == "KeyboardInterrupt", r["error"]
+    x = r["extras"]["dm21cli"]
+    assert x["status"] == "interrupted", x.get("status")
+    assert r["success"] is False and x["converged"] is False
+    assert r["error"]["error_type"] == "random_error", r["error"]  # a FailedOperation
+    assert r["error"]["extras"] == {"exception": "KeyboardInterrupt"}, r["error"]
     assert not (out / ".running").exists(), ".running marker left after the interrupt"
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
     assert leftovers(out.parent) == []
@@ -692,5 +722,5 @@ def test_peak_memory_stays_under_the_memory_option(tmp_path, checkpoints_dir):
     fields = proc.stdout.split()
     assert fields[:1] == ["EXIT"] and fields[1] == "0", _show(proc)
     result = json.loads((tmp_path / "outputs" / "water" / "result.json").read_text())
-    assert result["converged"] and result["provenance"]["memory_mb"] == 800
+    assert result["extras"]["dm21cli"]["converged"] and result["provenance"]["memory_mb"] == 800
     assert float(fields[3]) < 800, f"peak {fields[3]} MB"

@@ -71,13 +71,14 @@ def assert_consistent(out: Path) -> None:
         assert (out / "result.json").exists(), "summary.txt without result.json"
     if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())
-        for key, name in result["files"].items():
+        for key, name in result["extras"]["dm21cli"]["files"].items():
             names = name.values() if isinstance(name, dict) else [name]
             for n in names:
                 assert (out / n).is_file(), f"result.json lists {n}, which does not exist"
         if summary is not None:
             status = "SUCCESS" if result["success"] else "FAILED"
-            assert re.search(rf"Status\s+{status}\n", summary), (result["status"], summary[:300])
+            assert re.search(rf"Status\s+{status}\n", summary), \
+                (result["extras"]["dm21cli"]["status"], summary[:300])
     if (out / "scf.chk").exists():
         load_chk(out / "scf.chk")  # a complete PySCF chkfile
 
@@ -104,7 +105,7 @@ runner._warm_start = _warm_start
     assert "Exception ignored" in proc.stderr  # the signal's first KeyboardInterrupt was lost
     assert proc.stderr.strip().splitlines()[-1].startswith("dm21: error: interrupted by SIGTERM")
     out = tmp_path / "outputs" / "h2"
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text())["extras"]["dm21cli"]
     assert result["status"] == "interrupted" and not result["converged"]
     assert "DM21 evaluation" not in (out / "dm21.log").read_text()
     _, scf = load_chk(out / "scf.chk")
@@ -152,9 +153,10 @@ result.write_cube = write_cube
     assert last.startswith("dm21: error: interrupted by SIGTERM after the results were written")
     out = tmp_path / "outputs" / "h2"
     result = json.loads((out / "result.json").read_text())
-    assert result["status"] == "success" and result["converged"] and result["success"]
-    assert result["return_energy"] < -1.0
-    assert "cubes" not in result["files"] and not list(out.glob("*.cube"))
+    ours = result["extras"]["dm21cli"]
+    assert ours["status"] == "success" and ours["converged"] and result["success"]
+    assert result["return_result"] < -1.0
+    assert "cubes" not in ours["files"] and not list(out.glob("*.cube"))
     assert (out / "orbitals.molden").is_file() and (out / "scf.chk").is_file()
     assert_consistent(out)
 
@@ -173,7 +175,7 @@ common.Reporter.show_result = show_result
     assert proc.returncode == 130, _show(proc)
     assert proc.stderr.strip().splitlines()[-1] == "dm21: error: interrupted by SIGTERM"
     result = json.loads((tmp_path / "outputs" / "h2" / "result.json").read_text())
-    assert result["status"] == "success"
+    assert result["extras"]["dm21cli"]["status"] == "success"
     assert_consistent(tmp_path / "outputs" / "h2")
 
 

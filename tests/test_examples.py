@@ -12,7 +12,7 @@ from dm21cli.io.inputs.load import load_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INPUTS = REPO_ROOT / "inputs"
-EXAMPLES = sorted(p for p in INPUTS.iterdir() if p.suffix in (".yaml", ".yml", ".xyz"))
+EXAMPLES = sorted(p for p in INPUTS.iterdir() if p.suffix in (".yaml", ".yml", ".xyz", ".json"))
 #: `dm21 ...` commands quoted in inputs/README.md.
 COMMANDS = re.findall(r"`(dm21 [^`]+)`", (INPUTS / "README.md").read_text(encoding="utf-8"))
 
@@ -40,6 +40,9 @@ def test_examples_say_what_they_promise():
     assert (ne.scf.legacy_grids, ne.scf.small_rho_cutoff, ne.effective_conv_tol()) == (True, 1e-20, 1e-9)
     h2 = load_job(INPUTS / "h2-stretched.yaml")
     assert h2.resolved_restricted() and h2.scf.warm_start is None
+    qc = load_job(INPUTS / "water-qcschema.json")  # the same water as water.yaml, as an AtomicInput
+    assert (qc.functional, qc.basis_label(), qc.molecule.symbols) == ("DM21", "def2-svp", water.molecule.symbols)
+    assert abs(qc.molecule.coords_bohr() - water.molecule.coords_bohr()).max() < 1e-6
 
 
 def test_readme_lists_every_example():
@@ -52,7 +55,7 @@ def test_readme_lists_every_example():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_commands_reference_existing_files(command):
     words = shlex.split(command)
-    files = [word for word in words if Path(word).suffix in (".yaml", ".yml", ".xyz")]
+    files = [word for word in words if Path(word).suffix in (".yaml", ".yml", ".xyz", ".json")]
     if words[1] in ("run", "validate"):
         assert files, f"{command}: names no input file"
     for word in files:
@@ -61,7 +64,7 @@ def test_readme_commands_reference_existing_files(command):
 
 #: Single-point examples and what a run of each must give.
 RUNNABLE = ["water.yaml", "water-b3lyp.yaml", "carbon-triplet.yaml", "ne-golden.yaml",
-            "h2-stretched.yaml", "methane.xyz"]
+            "h2-stretched.yaml", "methane.xyz", "water-qcschema.json"]
 
 
 @pytest.mark.slow
@@ -80,9 +83,9 @@ def test_example_runs_end_to_end(name, tmp_path, checkpoints_dir):
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert result["converged"] and result["success"]
+    assert result["extras"]["dm21cli"]["converged"] and result["success"]
     if name == "ne-golden.yaml":  # DeepMind's published value, tolerance 2e-4 Ha
-        assert abs(result["return_energy"] - (-126.898521)) < 2e-4
+        assert abs(result["return_result"] - (-126.898521)) < 2e-4
 
 
 #: The optimisation examples and README's measured DM21/def2-SVP geometries ("Measured: water
@@ -109,12 +112,14 @@ def test_optimisation_example_gives_readmes_geometry(name, tmp_path, checkpoints
 
     import numpy as np
 
+    from dm21cli.io.outputs.qcschema import fields
+
     args = [sys.executable, "-m", "dm21cli", "opt", str(INPUTS / name), "-o", str(tmp_path / "out"),
             "--json"]
     env = dict(os.environ, DM21_CHECKPOINTS=str(checkpoints_dir))
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result = fields(json.loads(proc.stdout))  # result.json in dm21cli's layout
     assert result["converged"] and result["optimization"]["converged"]
     x = np.array(result["molecule"]["geometry_bohr"]) * 0.529177210903
     expected = OPTIMISED[name]

@@ -22,6 +22,7 @@ from pyscf import dft, gto, scf
 from dm21cli.core.errors import ExitStatus, InputError
 from dm21cli.io.inputs.load import load_job
 from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, parse_values
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan import fractional
 from dm21cli.jobs.scan.plan import plan_scan
 from dm21cli.scf import occupations
@@ -208,7 +209,7 @@ def test_fixed_occupations_are_an_input_and_a_result(tmp_path):
     assert spec.to_resolved_dict()["scf"]["occupations"] == {"alpha": [0.5], "beta": [0.5]}
     proc = dm21(["run", "h.yaml", "--json"], tmp_path)
     assert proc.returncode == 0, _show(proc)
-    result = json.loads(proc.stdout)
+    result = fields(json.loads(proc.stdout))  # result.json's QCSchema in dm21cli's layout
     props = result["properties"]
     assert props["fixed_occupations"]["alpha"] == [0.5] and props["fixed_occupations"]["electrons"] == 1
     assert props["mo_occupations"][0][:2] == [0.5, 0.0] and props["mo_occupations"][1][:2] == [0.5, 0.0]
@@ -385,7 +386,7 @@ def test_h_atom_fractional_charge_hf_is_linear_b3lyp_bows_below(tmp_path):
             b3[1]["multiplicity"]) == ("0.25", "", "0", "2")
     assert b3[0]["guess"] == "none (no electrons)" and b3[0]["directory"] == ""
     point = scan_dir / "b3lyp" / "N-00.250"
-    result = json.loads((point / "result.json").read_text())
+    result = fields(json.loads((point / "result.json").read_text()))
     assert result["properties"]["fixed_occupations"]["alpha"] == [0.25]
     assert json.loads((point / "scan-point.json").read_text())["electrons"] == 0.25
     doc = json.loads((scan_dir / "scan.json").read_text())
@@ -442,7 +443,8 @@ def test_h_atom_fractional_spin_dm21_stays_near_the_doublet_b3lyp_does_not(tmp_p
     assert b3lyp_dev == pytest.approx(55.43, abs=0.05)
     assert abs(dm21_dev) < 1.0, dm21_dev
     assert abs(dm21_dev) < b3lyp_dev / 50
-    result = json.loads((tmp_path / "outputs" / "h" / "DM21" / "f-0.500" / "result.json").read_text())
+    result = fields(json.loads((tmp_path / "outputs" / "h" / "DM21" / "f-0.500" / "result.json")
+                               .read_text()))
     props = result["properties"]
     assert props["mo_occupations"][0][0] == 0.5 and props["mo_occupations"][1][0] == 0.5
     assert props["scf_attempts"][-1]["converged"]

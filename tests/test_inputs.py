@@ -105,6 +105,8 @@ ERROR_CASES = [
     ("cube-spacing", WATER + "outputs:\n  cube_spacing: 0\n", 7, "outputs.cube_spacing", "greater than 0", {}, None),
     ("cube-margin", WATER + "outputs:\n  cube_margin: -1\n", 7, "outputs.cube_margin", ">= 0", {}, None),
     ("molden", WATER + "outputs:\n  molden: 1\n", 7, "outputs.molden", "true or false", {}, None),
+    ("job-task", WATER + "job:\n  task: forces\n", 7, "job.task",
+     "expected one of energy, gradient; got 'forces'", {}, None),
     ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", ">= 1", {}, None),
     ("memory-text", WATER + "resources:\n  memory: 4 parsec\n", 7, "resources.memory", "4GB", {}, None),
     ("memory-zero", WATER + "resources:\n  memory: 0\n", 7, "resources.memory", "at least 1 MB", {}, None),
@@ -187,10 +189,13 @@ def test_error_names_file_line_and_field(tmp_path, case):
 
 
 def test_unsupported_extension_and_missing_file(tmp_path):
-    path = write(tmp_path, WATER, "job.json")
-    with pytest.raises(InputError, match="expected .yaml, .yml or .xyz") as info:
+    path = write(tmp_path, WATER, "job.toml")  # (.json is a QCSchema AtomicInput since issue 13)
+    with pytest.raises(InputError, match=r"expected .yaml, .yml, .xyz, or .json for a QCSchema "
+                                         r"AtomicInput") as info:
         load_job(path)
     assert info.value.file == path
+    with pytest.raises(InputError, match="no such file"):
+        load_job(tmp_path / "absent.json")
     with pytest.raises(InputError, match="no such file") as info:
         load_job(tmp_path / "absent.yaml")
     assert info.value.file == str(tmp_path / "absent.yaml")

@@ -32,6 +32,7 @@ import pytest
 from test_cli_run import _env, _show, dm21, leftovers, write_job
 
 from dm21cli.core.units import BOHR_ANGSTROM
+from dm21cli.io.outputs.qcschema import fields
 
 #: DM21/STO-3G water (grid level 1) a little away from its minimum (r 1.027 A, 96.7 deg)
 NEAR_MIN = ("O 0.0 0.0 0.1814", "H 0.0 0.785 -0.51", "H 0.0 -0.785 -0.51")
@@ -67,7 +68,7 @@ def test_dm21_steps_use_fresh_integrals_and_the_previous_density(tmp_path, check
     proc = dm21(["opt", "w.yaml", "--maxiter", "1"], tmp_path, env)
     assert proc.returncode == 4, _show(proc)
     out = tmp_path / "outputs" / "w"
-    result = json.loads((out / "result.json").read_text())
+    result = fields(json.loads((out / "result.json").read_text()))
     history = result["optimization"]["history"]
     assert len(history) == 2 and result["success"] is False
     for h in history:  # every step's energy and gradient norm on stderr
@@ -87,7 +88,7 @@ def test_dm21_steps_use_fresh_integrals_and_the_previous_density(tmp_path, check
               extra="scf:\n  grid_level: 1\noutputs: {molden: false}\n")
     single = dm21(["run", "sp.yaml", "--gradient", "--json"], tmp_path, env)
     assert single.returncode == 0, _show(single)
-    sp = json.loads(single.stdout)
+    sp = fields(json.loads(single.stdout))
     assert sp["return_energy"] == pytest.approx(step["energy_hartree"], abs=2e-7)
     g = np.array(sp["properties"]["gradient_hartree_per_bohr"])
     assert np.abs(g).max() == pytest.approx(step["gradient_max_hartree_per_bohr"], abs=5e-6)
@@ -105,8 +106,8 @@ def test_dm21_water_converges(tmp_path, checkpoints_dir):
     proc = dm21(["opt", "w.yaml", "--json"], tmp_path, _env(checkpoints_dir))
     assert proc.returncode == 0, _show(proc)
     out = tmp_path / "outputs" / "w"
-    result = json.loads(proc.stdout)
-    assert result == json.loads((out / "result.json").read_text())
+    result = fields(json.loads(proc.stdout))
+    assert result == fields(json.loads((out / "result.json").read_text()))
     opt = result["optimization"]
     assert result["success"] and result["converged"] and opt["converged"]
     assert result["input"]["job"]["task"] == "opt"
@@ -160,7 +161,7 @@ def test_constraints_hold_and_run_follows_task_opt(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     proc = dm21(["run", "c.yaml"], tmp_path, _env(None))  # task: opt: dm21 run optimises
     assert proc.returncode == 0, _show(proc)
-    result = json.loads((tmp_path / "outputs" / "c" / "result.json").read_text())
+    result = fields(json.loads((tmp_path / "outputs" / "c" / "result.json").read_text()))
     opt = result["optimization"]
     assert opt["converged"] and opt["constraints_text"] == ["freeze xyz 1", "set angle 2 1 3 100"]
     x = np.array(result["molecule"]["geometry_bohr"]) * BOHR_ANGSTROM
@@ -183,7 +184,7 @@ def test_maxiter_is_not_a_success_and_restart_continues(tmp_path):
     assert proc.returncode == 4, _show(proc)
     assert "did not converge" in proc.stderr.strip().splitlines()[-1]
     out = tmp_path / "outputs" / "m"
-    first = json.loads((out / "result.json").read_text())
+    first = fields(json.loads((out / "result.json").read_text()))
     assert first["success"] is False and first["status"] == "not-converged"
     assert "maxiter" in first["error"]["error_message"]
     assert first["optimization"]["maxiter"] == 2 and not first["optimization"]["converged"]
@@ -195,7 +196,7 @@ def test_maxiter_is_not_a_success_and_restart_continues(tmp_path):
     assert again.returncode == 0, _show(again)
     assert (f"restart from the last geometry of outputs/m (step {len(done)}), density from its "
             f"scf.chk") in again.stderr
-    result = json.loads((out / "result.json").read_text())
+    result = fields(json.loads((out / "result.json").read_text()))
     history = result["optimization"]["history"]
     assert history[:len(done)] == done  # the first run's steps, kept
     assert {h["run"] for h in history[len(done):]} == {2}
@@ -239,7 +240,7 @@ def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
     stderr = (tmp_path / "stderr.txt").read_text()
     assert rc == 130, stderr
     assert "--restart" in stderr.strip().splitlines()[-1], stderr
-    result = json.loads((out / "result.json").read_text())
+    result = fields(json.loads((out / "result.json").read_text()))
     assert result["status"] == "interrupted" and result["success"] is False
     steps = result["optimization"]["history"]
     assert len(steps) >= 2 and all(h.get("gradient_norm_hartree_per_bohr") for h in steps)
@@ -249,7 +250,7 @@ def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
 
     again = dm21(["opt", "s.yaml", "--restart"], tmp_path, _env(None))
     assert again.returncode == 0, _show(again)
-    result = json.loads((out / "result.json").read_text())
+    result = fields(json.loads((out / "result.json").read_text()))
     assert result["converged"] and result["optimization"]["history"][:len(steps)] == steps
     assert result["optimization"]["history"][len(steps)]["geometry_bohr"] == steps[-1]["geometry_bohr"]
 

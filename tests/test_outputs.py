@@ -21,9 +21,10 @@ from dm21cli.io.outputs.atomic import (
     write_text_atomic,
     write_yaml_atomic,
 )
+from dm21cli.io.outputs.qcschema import to_qcschema
 from dm21cli.io.outputs.summary import render_summary, render_table
 from dm21cli.io.outputs.orbitals import write_cube, write_molden
-from dm21cli.core.units import ANGSTROM_BOHR, HARTREE_EV
+from dm21cli.core.units import ANGSTROM_BOHR, AU_DEBYE, HARTREE_EV
 
 from cubefile import read_cube
 
@@ -141,6 +142,17 @@ def test_jobdir_refuses_non_empty_directory(tmp_path):
     assert "\n" not in msg
     assert info.value.exit_status == 5
     assert (out / "result.json").exists()
+
+
+def test_jobdir_names_the_date_of_a_failed_operation(tmp_path):
+    """A run that did not converge left a FailedOperation: its date is under extras.dm21cli."""
+    out = tmp_path / "out"
+    out.mkdir()
+    record = full_record(converged=False)
+    write_json_atomic(out / "result.json", to_qcschema(record))
+    with pytest.raises(OutputExistsError) as info:
+        JobDirectory(out).prepare()
+    assert f"results (from {record['provenance']['date']})" in str(info.value)
 
 
 def test_jobdir_message_for_directory_without_result(tmp_path):
@@ -380,6 +392,12 @@ def test_molden_bad_spin_arguments(tmp_path, oh_uhf):
 # summaries
 # ----------------------------------------------------------------------------
 def full_result(converged: bool = True, unrestricted: bool = False) -> dict:
+    """A run's result.json document (QCSchema: AtomicResult, or FailedOperation if not converged)."""
+    return to_qcschema(full_record(converged, unrestricted))
+
+
+def full_record(converged: bool = True, unrestricted: bool = False) -> dict:
+    """A run's record in dm21cli's own layout (what jobs.result builds)."""
     e = -75.3124567891
     if unrestricted:
         mo_e = [[-20.1, -1.2, -0.5, -0.3, 0.4], [-20.0, -1.1, -0.45, 0.1, 0.5]]
@@ -388,8 +406,8 @@ def full_result(converged: bool = True, unrestricted: bool = False) -> dict:
         mo_e = [-20.1, -1.2, -0.5, -0.3, 0.4]
         mo_o = [2, 2, 2, 2, 0]
     return {
-        "schema_name": "dm21cli_result", "schema_version": 1,
         "success": converged, "converged": converged, "driver": "energy",
+        "status": "success" if converged else "not-converged",
         "model": {"method": "DM21", "basis": "def2-svp"},
         "molecule": {"symbols": ["O", "H", "H"],
                      "geometry_bohr": [[0, 0, 0.2217], [0, 1.4309, -0.8867], [0, -1.4309, -0.8867]],
@@ -406,7 +424,8 @@ def full_result(converged: bool = True, unrestricted: bool = False) -> dict:
             "mo_energies_hartree": mo_e, "mo_occupations": mo_o,
             "homo_energy_hartree": -0.3, "lumo_energy_hartree": 0.1 if unrestricted else 0.4,
             "homo_lumo_gap_hartree": 0.4 if unrestricted else 0.7,
-            "mulliken_charges": [-0.4, 0.2, 0.2], "dipole_moment_debye": [0.0, 0.0, 1.9],
+            "mulliken_charges": [-0.4, 0.2, 0.2], "dipole_moment_au": [0.0, 0.0, 1.9 / AU_DEBYE],
+            "dipole_moment_debye": [0.0, 0.0, 1.9],
             "dipole_moment_total_debye": 1.9,
             "s_squared": 0.7532 if unrestricted else None,
             "spin_multiplicity_computed": 2.0016 if unrestricted else None,
@@ -422,7 +441,8 @@ def full_result(converged: bool = True, unrestricted: bool = False) -> dict:
                                       "sha256": {"variables/variables.data-00000-of-00001": "ab" * 32}},
                        "threads": 2, "memory_mb": 4000},
         "input": {"molecule": "water"},
-        "error": None,
+        "error": None if converged else {"error_type": "convergence_error",
+                                         "error_message": "SCF not converged"},
     }
 
 
@@ -449,19 +469,20 @@ def test_render_summary_not_converged_and_unrestricted():
 
 @pytest.mark.parametrize("result", [
     {},
-    {"return_energy": None},
-    {"return_energy": -1.0, "converged": False, "properties": None, "molecule": None},
-    {"success": False, "error": {"error_type": "ComputeError", "error_message": "boom"},
-     "molecule": {"symbols": ["H"]}, "properties": {"mulliken_charges": None,
-                                                     "scf_attempts": [None]}},
+    {"return_result": None},
+    {"success": False, "input_data": None, "extras": {"dm21cli": {"converged": False}},
+     "error": None},
+    {"success": False, "error": {"error_type": "unknown_error", "error_message": "boom"},
+     "input_data": {"molecule": {"symbols": ["H"]}},
+     "extras": {"dm21cli": {"properties": {"mulliken_charges": None, "scf_attempts": [None]}}}},
 ])
 def test_render_summary_minimal(result):
     text = render_summary(result)
     assert text.startswith("DM21 calculation summary")
-    if result.get("converged") is False:
+    if (result.get("extras") or {}).get("dm21cli", {}).get("converged") is False:
         assert "NOT CONVERGED" in text
     if result.get("error"):
-        assert "ComputeError" in text and "boom" in text
+        assert "unknown_error" in text and "boom" in text
 
 
 def test_render_table():

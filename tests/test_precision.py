@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from dm21cli.io.inputs.load import load_job
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.run import run_job
 
 WATER_SVP = textwrap.dedent("""\
@@ -40,7 +41,8 @@ def runs(tmp_path_factory, checkpoints_dir):
         job = tmp / f"water-{precision}.yaml"
         job.write_text(WATER_SVP.format(precision=precision))
         spec = load_job(job, {"output_dir": str(tmp / precision)})
-        out[precision] = run_job(spec, checkpoints=checkpoints_dir)
+        # result.json's document read back in dm21cli's layout (io.outputs.qcschema.fields)
+        out[precision] = fields(run_job(spec, checkpoints=checkpoints_dir))
     return out
 
 

@@ -23,6 +23,7 @@ from test_scan import _assert_interrupted, _signal_parallel_scan, _statuses
 
 from dm21cli.core.errors import ExitStatus
 from dm21cli.core.units import BOHR_ANGSTROM
+from dm21cli.io.outputs.qcschema import fields
 
 WATER = """\
 molecule:
@@ -47,7 +48,7 @@ def _rows(scan_dir) -> list[dict]:
 
 
 def _geometry(scan_dir, functional: str, distance: float) -> np.ndarray:
-    result = json.loads((scan_dir / functional / f"point-{distance:06.3f}A" / "result.json").read_text())
+    result = fields(json.loads((scan_dir / functional / f"point-{distance:06.3f}A" / "result.json").read_text()))
     return np.array(result["molecule"]["geometry_bohr"]) * BOHR_ANGSTROM
 
 
@@ -74,7 +75,7 @@ def test_relaxed_scan_holds_the_distance_relaxes_the_rest_and_resumes(tmp_path):
         others.append(np.linalg.norm(b))
         angles.append(np.degrees(np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b))))
         assert float(r["energy_hartree"]) < rigid_energy[d] - 1e-4  # relaxing lowers it
-        point = json.loads((scan_dir / "b3lyp" / f"point-{d:06.3f}A" / "result.json").read_text())
+        point = fields(json.loads((scan_dir / "b3lyp" / f"point-{d:06.3f}A" / "result.json").read_text()))
         assert point["optimization"]["constraints"]["freeze"] == ["distance 1 2"]
         assert point["optimization"]["converged"]
     assert np.ptp(others) > 1e-3 and np.ptp(angles) > 0.5  # the rest relaxed, differently
@@ -124,4 +125,4 @@ def test_relaxed_scan_workers_interrupted_while_both_busy(tmp_path, checkpoints_
     assert list(statuses.values()) == ["interrupted", "interrupted"], statuses  # 1.1 and 1.2 A
     assert not list(scan_dir.glob("DM21/point-*1.300A"))  # the queued point never started
     for point in scan_dir.glob("DM21/point-*/result.json"):
-        assert "optimization" in json.loads(point.read_text())  # its steps so far, recorded
+        assert fields(json.loads(point.read_text()))["optimization"]  # its steps so far, recorded

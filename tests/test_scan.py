@@ -297,7 +297,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     point = scan_dir / "b3lyp" / "point-01.500A"
     assert (point / "result.json").is_file() and (point / "scan-point.json").is_file()
     assert not list(point.glob("*.cube")) and not (point / "orbitals.molden").exists()
-    assert json.loads((point / "result.json").read_text())["molecule"]["geometry_bohr"][1][2] == \
+    assert json.loads((point / "result.json").read_text())["molecule"]["geometry"][5] == \
         pytest.approx(1.5 / 0.529177210903, rel=1e-9)
 
     # resume: nothing recomputed
@@ -311,7 +311,7 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     # an unfinished point (as a killed run leaves it) is recomputed, alone
     result = point / "result.json"
     data = json.loads(result.read_text())
-    data["status"] = "interrupted"
+    data["extras"]["dm21cli"]["status"] = "interrupted"
     result.write_text(json.dumps(data))
     before = _result_mtimes(scan_dir)
     proc = dm21(["scan", "h2.yaml"], tmp_path)
@@ -598,8 +598,8 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
     assert stderr.splitlines()[-1].startswith("dm21: error: interrupted by SIGTERM")
     first = scan_dir / "DM21" / "point-00.740A"
     second = scan_dir / "DM21" / "point-01.500A"
-    assert json.loads((first / "result.json").read_text())["status"] == "success"
-    assert json.loads((second / "result.json").read_text())["status"] == "interrupted"
+    assert json.loads((first / "result.json").read_text())["extras"]["dm21cli"]["status"] == "success"
+    assert json.loads((second / "result.json").read_text())["extras"]["dm21cli"]["status"] == "interrupted"
     assert not (scan_dir / "DM21" / "point-02.500A").exists()
     assert [r["index"] for r in _rows(scan_dir)] == ["0"]  # the curve so far
     finished = (first / "result.json").stat().st_mtime_ns
@@ -748,7 +748,7 @@ def _signal_parallel_scan(tmp_path, checkpoints_dir, job: str, waits, how: str):
 
 
 def _statuses(scan_dir: Path) -> dict[str, str]:
-    return {str(p.parent.relative_to(scan_dir)): json.loads(p.read_text())["status"]
+    return {str(p.parent.relative_to(scan_dir)): json.loads(p.read_text())["extras"]["dm21cli"]["status"]
             for p in scan_dir.glob("*/point-*/result.json")}
 
 

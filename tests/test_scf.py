@@ -10,6 +10,7 @@ from pyscf import gto, scf
 
 from dm21cli.scf.directmin import minimize
 from dm21cli.io.inputs.load import load_job
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.run import run_job
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
@@ -92,7 +93,7 @@ def test_stretched_h2_converges_from_a_cold_start(tmp_path, checkpoints_dir):
     DIIS stalls (it swaps sigma_g and sigma_u occupations); direct minimisation
     converges.  The result must be the same state that a B3LYP warm start reaches.
     """
-    cold = run_job(_h2_stretched(tmp_path, "cold", "null"), checkpoints=checkpoints_dir)
+    cold = fields(run_job(_h2_stretched(tmp_path, "cold", "null"), checkpoints=checkpoints_dir))
     assert cold["converged"], cold["properties"]["scf_attempts"]
     attempts = cold["properties"]["scf_attempts"]
     assert attempts[0]["strategy"] == "diis" and not attempts[0]["converged"]
@@ -100,7 +101,7 @@ def test_stretched_h2_converges_from_a_cold_start(tmp_path, checkpoints_dir):
     assert attempts[-2]["strategy"] == "direct-minimization" and attempts[-2]["converged"]
     # the non-aufbau sigma_g state is compared with sigma_u doubly occupied (43 mHa higher)
     assert attempts[-1]["strategy"] == "occupation-swap" and not attempts[-1]["settings"]["kept"]
-    warm = run_job(_h2_stretched(tmp_path, "warm", "b3lyp"), checkpoints=checkpoints_dir)
+    warm = fields(run_job(_h2_stretched(tmp_path, "warm", "b3lyp"), checkpoints=checkpoints_dir))
     assert warm["converged"]
     assert cold["return_energy"] == pytest.approx(warm["return_energy"], abs=1e-5)
     # DM21 lies below restricted B3LYP here (B3LYP RKS at 3.0 A: -0.9331 Ha on the same grid)
@@ -111,11 +112,11 @@ def test_frozen_xc_from_a_non_aufbau_start_keeps_that_state(tmp_path, checkpoint
     """Stretched H2's DM21 solution is non-aufbau; the frozen-XC inner SCF fills the lowest
     orbitals and cannot keep it.  Started from that converged state (as a scan point starts
     from its neighbour), the run must end in the same state, not in an aufbau one."""
-    cold = run_job(_h2_stretched(tmp_path, "cold", "null"), checkpoints=checkpoints_dir)
+    cold = fields(run_job(_h2_stretched(tmp_path, "cold", "null"), checkpoints=checkpoints_dir))
     assert cold["converged"]
     spec = _h2_stretched(tmp_path, "again", "null")
     spec.scf.guess = str(tmp_path / "cold" / "scf.chk")
-    again = run_job(spec, checkpoints=checkpoints_dir)
+    again = fields(run_job(spec, checkpoints=checkpoints_dir))
     attempts = again["properties"]["scf_attempts"]
     assert attempts[0]["strategy"] == "frozen-xc"
     assert again["converged"]

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from test_cli_run import _env, _show, dm21, write_job
 
+from dm21cli.io.outputs.qcschema import fields
+
 WATER = ("O 0.0 0.0 0.1173", "H 0.0 0.7572 -0.4692", "H 0.0 -0.7572 -0.4692")
 
 
@@ -29,9 +31,9 @@ def test_run_gradient_equals_the_library_gradient(tmp_path, checkpoints_dir):
         """)
     proc = dm21(["run", "wg.yaml", "--gradient", "--json"], tmp_path, _env(checkpoints_dir))
     assert proc.returncode == 0, _show(proc)
-    result = json.loads(proc.stdout)
+    result = fields(json.loads(proc.stdout))
     out = tmp_path / "outputs" / "wg"
-    assert result == json.loads((out / "result.json").read_text())
+    assert result == fields(json.loads((out / "result.json").read_text()))
     assert result["success"] and result["converged"] and result["driver"] == "gradient"
     assert result["input"]["job"]["task"] == "gradient"
     assert result["input"]["scf"]["conv_tol_grad"] == 1e-5  # the gradient tasks' default
@@ -82,7 +84,7 @@ def test_unconverged_scf_reports_no_gradient(tmp_path, checkpoints_dir):
     (tmp_path / "nc.yaml").write_text(text.replace("  name: nc\n", "  name: nc\n  task: gradient\n"))
     proc = dm21(["run", "nc.yaml"], tmp_path, _env(checkpoints_dir))
     assert proc.returncode == 4, _show(proc)
-    result = json.loads((tmp_path / "outputs" / "nc" / "result.json").read_text())
+    result = fields(json.loads((tmp_path / "outputs" / "nc" / "result.json").read_text()))
     assert result["driver"] == "gradient" and result["input"]["job"]["task"] == "gradient"
     assert result["success"] is False and result["status"] == "not-converged"
     assert "gradient_hartree_per_bohr" not in result["properties"]

@@ -53,6 +53,7 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
 
     from dm21cli.core.errors import ConvergenceError, InputError
     from dm21cli.core.resources import tune_allocator
+    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.opt import run_opt
 
     if overwrite and restart:
@@ -67,7 +68,7 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
         click.echo(json.dumps(result, indent=2))
     else:
         reporter.show_result(result)
-    if not result["converged"]:
+    if not fields(result)["converged"]:
         raise ConvergenceError(
             f"geometry optimisation did not converge ({result['error']['error_message']}); "
             f"results marked converged: false in {spec.output_path() / 'result.json'}")

@@ -19,13 +19,14 @@ from dm21cli.cli import common
               help="Print result.json to stdout (and nothing else there).")
 def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_json: bool,
         checkpoints: str | None, **options) -> None:
-    """Run a single point for FILE (.yaml job file or .xyz geometry).
+    """Run a single point for FILE (.yaml job file, .xyz geometry, or .json QCSchema AtomicInput).
 
     \b
     Examples:
       dm21 run inputs/water.yaml
       dm21 run h2o.xyz --basis def2-tzvp --functional DM21 --threads 4
       dm21 run inputs/water.yaml --functional b3lyp -o outputs/water-b3lyp
+      dm21 run inputs/water-qcschema.json
       dm21 run inputs/water.yaml --gradient -o outputs/water-gradient
 
     A job file with job.task: opt is optimised as by 'dm21 opt FILE'.
@@ -33,8 +34,9 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
     import json
 
     from dm21cli.core.errors import ConvergenceError
-    from dm21cli.io.inputs.load import load_job
     from dm21cli.core.resources import tune_allocator
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.run import run_job
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir,
@@ -53,7 +55,7 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
         click.echo(json.dumps(result, indent=2))
     else:
         reporter.show_result(result)
-    if not result["converged"]:
+    if not fields(result)["converged"]:
         raise ConvergenceError(
             f"SCF did not converge ({result['error']['error_message']}); "
             f"results marked converged: false in {spec.output_path() / 'result.json'}")

@@ -49,6 +49,7 @@ from dm21cli.core.units import BOHR_ANGSTROM
 from dm21cli.io.outputs.atomic import finite, write_text_atomic
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import write_molden
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs import memory
 from dm21cli.jobs.build import build_molecule, load_network
 from dm21cli.jobs.result import _base_result, write_cube_files
@@ -158,7 +159,7 @@ def _previous_run(spec) -> dict | None:
     if not path.is_dir() or not any(p for p in path.iterdir() if not p.name.startswith(".")):
         return None
     try:
-        result = json.loads((path / FILES["result"]).read_text(encoding="utf-8"))
+        result = fields(json.loads((path / FILES["result"]).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         result = None
     opt = (result or {}).get("optimization") if isinstance(result, dict) else None
@@ -456,7 +457,7 @@ class _Optimisation:
                        "return_energy": props["return_energy"], "properties": props})
         result["optimization"] = self.record(converged, self.message)
         if not converged:
-            result["error"] = {"error_type": "ConvergenceError", "error_message": self.message}
+            result["error"] = {"error_type": "convergence_error", "error_message": self.message}
         if step.converged:
             log_gradient_table(self.detail, spec.molecule.symbols, props["gradient_hartree_per_bohr"])
         self._write_trajectory()
@@ -476,14 +477,14 @@ class _Optimisation:
                    "outputs": time.perf_counter() - t0,
                    "total": time.perf_counter() - run.t_start}
         result["timings_s"] = timings
-        run.commit(result)  # the commit point: from here on the result is on disk
+        document = run.commit(result)  # the commit point: from here on the result is on disk
 
         if spec.outputs.cube_requests():
             t0 = time.perf_counter()
             files["cubes"] = write_cube_files(jobdir, spec, step.mf, log)
             timings["cubes"] = time.perf_counter() - t0
             timings["total"] = time.perf_counter() - run.t_start
-            run.commit(result)
+            document = run.commit(result)
         log(f"{'converged' if converged else 'NOT CONVERGED'}: {self.message}; E = "
             f"{props['return_energy']:.10f} Ha; results in {jobdir.path}")
-        return finite(result)
+        return finite(document)

@@ -35,12 +35,16 @@ def _orbital_by_spin(mo_energy, mo_occ, restricted: bool):
 
 
 def properties(mf, spec, e_disp: float | None) -> dict:
-    """Energy terms and one-electron properties of a finished SCF."""
+    """Energy terms and one-electron properties of a finished SCF, by dm21cli's names
+    (`dm21cli.io.outputs.qcschema.STANDARD_PROPERTIES` says which become QCSchema's)."""
     summary = dict(getattr(mf, "scf_summary", {}) or {})
     restricted = np.asarray(mf.mo_occ).ndim == 1
     homo, lumo = _frontier(mf.mo_energy, mf.mo_occ)
     _, charges = mf.mulliken_pop(verbose=0)
-    dipole_debye = np.asarray(mf.dip_moment(unit="Debye", verbose=0), dtype=float)
+    from pyscf.data import nist
+
+    dipole_au = np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float)
+    dipole_debye = dipole_au * nist.AU2DEBYE  # as dip_moment(unit="Debye") computes it
     from dm21cli.scf import occupations
 
     fixed = occupations.fixed(mf)
@@ -63,12 +67,18 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "lumo_energy_hartree": lumo,
         "homo_lumo_gap_hartree": (lumo - homo) if homo is not None and lumo is not None else None,
         "mulliken_charges": np.asarray(charges, dtype=float).tolist(),
+        "dipole_moment_au": dipole_au.tolist(),
         "dipole_moment_debye": dipole_debye.tolist(),
         "dipole_moment_total_debye": float(np.linalg.norm(dipole_debye)),
         "s_squared": None if s2 is None else float(s2),
         "spin_multiplicity_computed": None if mult is None else float(mult),
         "restricted": bool(restricted),
         "nao": int(mf.mol.nao_nr()),
+        "nmo": int(np.asarray(mf.mo_energy).shape[-1]),
+        # (integers in QCSchema: none for an ensemble with fractional occupations)
+        "nalpha": None if fractional else int(mf.mol.nelec[0]),
+        "nbeta": None if fractional else int(mf.mol.nelec[1]),
+        "natom": int(mf.mol.natm),
         "nelectron": float(np.sum(mf.mo_occ)) if fractional else int(mf.mol.nelectron),
         "fixed_occupations": None if fixed is None else fixed.to_dict(),
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
@@ -218,10 +228,13 @@ def _ecp_record(spec) -> dict:
 
 
 def _base_result(spec, res, network) -> dict:
+    """A run's record in dm21cli's layout, before the SCF (`dm21cli.io.outputs.qcschema.
+    to_qcschema` turns it into result.json)."""
+    from dm21cli.io.inputs.qcschema import driver_of
+
     mol = spec.molecule
     return {
-        "schema_name": "dm21cli_result", "schema_version": 1,
-        "success": False, "converged": False, "driver": "energy",
+        "success": False, "converged": False, "driver": driver_of(spec),
         "model": {"method": spec.functional, "basis": spec.basis_label(),
                   "dispersion": spec.dispersion, **_ecp_record(spec)},
         "molecule": {"symbols": list(mol.symbols),

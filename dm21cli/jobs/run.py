@@ -1,12 +1,13 @@
-"""Run one job: geometry, basis, functional, SCF, properties, output files.
+"""Run one job: geometry, basis, functional, SCF, properties, gradient if asked, output files.
 
 `run_job(spec)` is the library entry point that ``dm21 run`` wraps; scripts
-can call it too.  It returns the result dictionary that is also written to
-``result.json`` (shaped after QCSchema's AtomicResult).  A non-converged SCF
-is returned with ``success: False`` and ``converged: False``; the caller
-decides the exit status.  Errors before the output directory is created leave
-no directory behind; errors after it leave a ``result.json`` saying what
-failed.
+can call it too.  It returns the document that is also written to
+``result.json``: a QCSchema AtomicResult (`dm21cli.io.outputs.qcschema`).  A
+non-converged SCF is returned as a QCSchema FailedOperation (error type
+``convergence_error``, ``extras.dm21cli.converged`` false, the last SCF
+iteration's properties kept); the caller decides the exit status.  Errors
+before the output directory is created leave no directory behind; errors
+after it leave a ``result.json`` (a FailedOperation) saying what failed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from dm21cli import __version__
 from dm21cli.core import interrupts, resources
 from dm21cli.core.errors import ComputeError, DM21Error, from_os_error, reraise_os_error
+from dm21cli.io.outputs import qcschema
 from dm21cli.io.outputs.atomic import (
     _json_default,
     finite,
@@ -161,7 +163,7 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     reporter: called with one progress line at a time; if it has a
     ``status(text)`` method, that is called with each phase of a DM21
     evaluation as it starts (for a live status line, not for logs).
-    Returns the result dict (also written to result.json).
+    Returns the QCSchema document (also written to result.json).
 
     Order of writes (README, "The output directory"): ``input.resolved.yaml``
     and ``dm21.log`` first; ``scf.chk`` whenever the SCF state is saved;
@@ -234,15 +236,25 @@ class _Run:
             reraise_os_error(exc, path)
         write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
 
-    def commit(self, result: dict) -> None:
-        """Write result.json (the commit point) and summary.txt; nothing interrupts it."""
+    def commit(self, record: dict) -> dict:
+        """Write result.json (the commit point) and summary.txt; nothing interrupts it.
+
+        `record` is the run in dm21cli's layout; result.json holds its QCSchema
+        document (`qcschema.to_qcschema`), which is returned.
+        """
         with interrupts.deferred():
-            write_text_files_atomic([
-                (self.jobdir.file(FILES["result"]), _json_text(result)),
-                (self.jobdir.file(FILES["summary"]), render_summary(result)),
-            ])
+            document = self._write_result(record)
             self.committed = True
-            self.status = result["status"]
+            self.status = record["status"]
+            return document
+
+    def _write_result(self, record: dict) -> dict:
+        document = qcschema.to_qcschema(record, self.spec.atomic_input)
+        write_text_files_atomic([
+            (self.jobdir.file(FILES["result"]), _json_text(document)),
+            (self.jobdir.file(FILES["summary"]), render_summary(document)),
+        ])
+        return document
 
     def fail(self, exc: BaseException) -> BaseException:
         """Record a run that ends with `exc`; returns the exception to raise.
@@ -313,20 +325,18 @@ class _Run:
 
     def _write_failure(self, error: BaseException, exc: BaseException) -> None:
         try:
-            result = _base_result(self.spec, self.res, self.network)
-            result["status"] = self.status
-            result["error"] = {"error_type": exc.__class__.__name__,
-                               "error_message": str(error) or str(exc) or self.status}
-            result["timings_s"] = {"total": time.perf_counter() - self.t_start}
-            result["provenance"]["routine"] = self.routine
+            record = _base_result(self.spec, self.res, self.network)
+            record["status"] = self.status
+            record["error"] = {"error_type": qcschema.error_type(error),
+                               "error_message": str(error) or str(exc) or self.status,
+                               "extras": {"exception": exc.__class__.__name__}}
+            record["timings_s"] = {"total": time.perf_counter() - self.t_start}
+            record["provenance"]["routine"] = self.routine
             if self.failure_fields is not None:
-                result.update(self.failure_fields())
-            result["files"] = {k: v for k, v in (result.get("files") or FILES).items()
+                record.update(self.failure_fields())
+            record["files"] = {k: v for k, v in (record.get("files") or FILES).items()
                                if k in ("result", "summary") or self.jobdir.file(v).exists()}
-            write_text_files_atomic([
-                (self.jobdir.file(FILES["result"]), _json_text(result)),
-                (self.jobdir.file(FILES["summary"]), render_summary(result)),
-            ])
+            self._write_result(record)
         except Exception as write_error:  # noqa: BLE001 - never mask the original error
             self._safe_log(f"could not record the failure in {FILES['result']}: {write_error}")
 
@@ -456,12 +466,11 @@ def gradient_step(step: ScfStep, spec, log: _Log) -> dict | None:
         "gradient_rms_hartree_per_bohr": stats["rms_hartree_per_bohr"],
         "gradient_norm_hartree_per_bohr": float(np.linalg.norm(g)),
         "gradient_grid_response": grad["grid_response"],
+        "scf_gradient_hartree_per_bohr": grad["scf_gradient_hartree_per_bohr"].tolist(),
         "dispersion_gradient_hartree_per_bohr": (
             None if grad["dispersion_gradient_hartree_per_bohr"] is None
             else grad["dispersion_gradient_hartree_per_bohr"].tolist()),
-        # QCSchema's name (atomic units) for the same array
-        "return_gradient": g.tolist(),
-    })
+    })  # result.json: the gradient is QCSchema's return_gradient, the rest under extras
     step.timings["gradient"] = time.perf_counter() - t0
     log(f"nuclear gradient: max {stats['max_hartree_per_bohr']:.3e}, RMS "
         f"{stats['rms_hartree_per_bohr']:.3e} Ha/bohr ({step.timings['gradient']:.1f} s)")
@@ -497,7 +506,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
                    "status": "success" if converged else "not-converged",
                    "return_energy": props["return_energy"], "properties": props})
     if not converged:
-        result["error"] = {"error_type": "ConvergenceError",
+        result["error"] = {"error_type": "convergence_error",
                            "error_message": f"SCF not converged after {len(attempts)} attempts "
                                             f"({props['scf_iterations']} cycles)"}
     # files that claim nothing by themselves come first, each complete under its name
@@ -511,7 +520,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     timings["outputs"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - run.t_start
     result["timings_s"] = timings
-    run.commit(result)  # the commit point: from here on the result is on disk
+    document = run.commit(result)  # the commit point: from here on the result is on disk
 
     cube_jobs = spec.outputs.cube_requests()
     if cube_jobs:
@@ -519,10 +528,10 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
         files["cubes"] = write_cube_files(jobdir, spec, mf, log)
         timings["cubes"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - run.t_start
-        run.commit(result)  # the same result, now listing the cube files
+        document = run.commit(result)  # the same result, now listing the cube files
     state = "converged" if converged else "NOT CONVERGED"
     log(f"{state}: E = {props['return_energy']:.10f} Ha; results in {jobdir.path}")
-    return finite(result)
+    return finite(document)
 
 
 def log_gradient_table(log: _Log, symbols, gradient_hartree_per_bohr) -> None:

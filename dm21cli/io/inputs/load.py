@@ -32,6 +32,7 @@ from dm21cli.io.inputs.models import (
     _Meta,
 )
 from dm21cli.io.inputs.opt_model import Constraints, OptSettings
+from dm21cli.io.inputs.qcschema import atomic_input_job, read_json
 from dm21cli.io.inputs.scan_model import ScanSettings
 from dm21cli.io.inputs.validate import validate_job
 
@@ -129,7 +130,8 @@ def _default_name(path: Path) -> str:
 
 
 def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
-    """Read, validate and return a job from a .yaml/.yml job file or a bare .xyz file.
+    """Read, validate and return a job from a .yaml/.yml job file, a bare .xyz file, or a
+    .json QCSchema AtomicInput (`dm21cli.io.inputs.qcschema`).
 
     `overrides` holds command-line options (keys of `OVERRIDE_KEYS`; value
     None = not given).  They replace the file's values and are validated the
@@ -161,10 +163,44 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
         _stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
         data = {"molecule": {"file": path.name}}
         ctx["bare_xyz"] = True
+    elif suffix == ".json":
+        document, lines = read_json(_read_text(path, display), display)
+        data, meta.lines, meta.renamed, atomic = atomic_input_job(document, display, lines)
+        _atomic_context(ctx, meta)
+        return _finish(data, meta, ctx, overrides, path.absolute(), atomic)
     else:
         raise InputError(f"unsupported input file type {suffix or '(no extension)'!r} "
-                         f"(expected .yaml, .yml or .xyz)", file=display)
+                         f"(expected .yaml, .yml, .xyz, or .json for a QCSchema AtomicInput)",
+                         file=display)
+    return _finish(data, meta, ctx, overrides, path.absolute())
 
+
+def load_atomic_input(document: dict, overrides: dict | None = None, *,
+                      name: str = "dm21", label: str = "AtomicInput") -> JobSpec:
+    """A validated `JobSpec` from a QCSchema AtomicInput given as a dict (QCEngine).
+
+    Errors name `label` as the file, and the AtomicInput's field.  `overrides`
+    as for `load_job`.
+    """
+    meta = _Meta(file=label)
+    ctx: dict[str, Any] = {"base_dir": Path("."), "file": label, "default_name": name,
+                           "collect": True}
+    data, meta.lines, meta.renamed, atomic = atomic_input_job(document, label)
+    _atomic_context(ctx, meta)
+    return _finish(data, meta, ctx, overrides, None, atomic)
+
+
+def _atomic_context(ctx: dict, meta: _Meta) -> None:
+    """Atom errors of an AtomicInput name molecule.geometry and its line."""
+    line = meta.lines.get(("molecule", "xyz"))
+    ctx["xyz_lines"] = (line, 0) if line else (None, 0)
+    ctx["xyz_key_line"] = line
+    ctx["xyz_field"] = "molecule.geometry"
+
+
+def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: Path | None,
+            atomic: dict | None = None) -> JobSpec:
+    """Overrides, the schema, the chemistry: the validated JobSpec of job-file data."""
     kinds = [k for k in _SCAN_KIND_OPTIONS if (overrides or {}).get(k) is not None]
     if len(kinds) > 1:
         options = [f"--{k.replace('_', '-')}" for k in kinds]
@@ -194,7 +230,8 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
         spec = JobSpec.model_validate(data, context=ctx)
     except ValidationError as exc:
         raise _translate(exc, meta) from None
-    spec._source_path = path.absolute()
+    spec._source_path = source
     spec._meta = meta
+    spec._atomic_input = atomic
     validate_job(spec)
     return spec

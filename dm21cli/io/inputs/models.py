@@ -147,7 +147,7 @@ class Molecule(_Section):
         if self.xyz is not None:
             first, step = ctx.get("xyz_lines", (1, 1))
             self._source_file = ctx.get("file")
-            self._source_field = "molecule.xyz"
+            self._source_field = ctx.get("xyz_field", "molecule.xyz")
             self._atoms = parse_xyz(self.xyz, file=self._source_file, field=self._source_field,
                                     first_line=first, step=step, units=self.units,
                                     empty_line=ctx.get("xyz_key_line", first))
@@ -392,6 +392,9 @@ class _Meta:
     file: str | None = None
     lines: dict[tuple, int] = dataclasses.field(default_factory=dict)
     overridden: dict[tuple, str] = dataclasses.field(default_factory=dict)
+    #: job path -> the name of the field it came from in another format (a QCSchema
+    #: AtomicInput: ("scf", "conv_tol") -> "keywords.conv_tol")
+    renamed: dict[tuple, str] = dataclasses.field(default_factory=dict)
 
     def locate(self, path: tuple) -> dict:
         """file / line / field keywords for an error about `path`."""
@@ -403,7 +406,14 @@ class _Meta:
             if path[:n] in self.lines:
                 line = self.lines[path[:n]]
                 break
-        return {"file": self.file, "line": line, "field": _dotted(path) or None}
+        field = _dotted(path) or None
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.renamed:
+                rest = _dotted(path[n:])
+                field = self.renamed[path[:n]] + ("" if not rest else
+                                                  rest if rest.startswith("[") else "." + rest)
+                break
+        return {"file": self.file, "line": line, "field": field}
 
 
 class JobSpec(_Section):
@@ -426,6 +436,9 @@ class JobSpec(_Section):
 
     _source_path: Path | None = PrivateAttr(default=None)
     _meta: _Meta = PrivateAttr(default_factory=_Meta)
+    #: a job read from a QCSchema AtomicInput: its ``id``, ``protocols`` and ``extras``,
+    #: which the AtomicResult carries on (`dm21cli.io.inputs.qcschema`)
+    _atomic_input: dict | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _defaults(self, info: ValidationInfo) -> JobSpec:
@@ -438,6 +451,11 @@ class JobSpec(_Section):
     def source_path(self) -> Path | None:
         """Absolute path of the input file (None if built in code)."""
         return self._source_path
+
+    @property
+    def atomic_input(self) -> dict | None:
+        """``id``, ``protocols`` and ``extras`` of the QCSchema AtomicInput the job came from."""
+        return self._atomic_input
 
     @property
     def is_dm21(self) -> bool:

@@ -24,18 +24,22 @@ class Atom(NamedTuple):
 
 
 def parse_xyz(text: str, *, file: str | None = None, field: str | None = None,
-              first_line: int = 1, step: int = 1, units: str = "angstrom",
+              first_line: int | None = 1, step: int = 1, units: str = "angstrom",
               empty_line: int | None = None) -> list[Atom]:
     """Parse atom lines ``El x y z``, optionally preceded by an XYZ count and comment line.
 
     Line ``i`` (0-based) of ``text`` is reported as ``first_line + step * i``
-    in ``file``.  Raises `InputError` for anything malformed.
+    in ``file`` (no line if `first_line` is None).  Raises `InputError` for
+    anything malformed.
     """
     scale = 1.0 if units == "angstrom" else BOHR_ANGSTROM
     lines = text.splitlines()
 
+    def line_of(i: int) -> int | None:
+        return None if first_line is None else first_line + step * i
+
     def where(i: int | None) -> dict:
-        line = empty_line if i is None else first_line + step * i
+        line = empty_line if i is None else line_of(i)
         return {"file": file, "line": line, "field": field}
 
     body = [i for i, ln in enumerate(lines) if ln.strip()]
@@ -89,5 +93,5 @@ def parse_xyz(text: str, *, file: str | None = None, field: str | None = None,
                 raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is too large "
                                  f"(limit {MAX_COORDINATE_ANGSTROM:g} Angstrom)", **where(i))
             xyz.append(value)
-        atoms.append(Atom(symbol, (xyz[0], xyz[1], xyz[2]), first_line + step * i))
+        atoms.append(Atom(symbol, (xyz[0], xyz[1], xyz[2]), line_of(i)))
     return atoms

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dm21cli.core.errors import OutputExistsError, OutputLocationError, reraise_os_error
 from dm21cli.io.outputs.atomic import _fsync_dir, _new_temp_path
+from dm21cli.io.outputs.qcschema import fields
 
 #: name of the marker file present while a job runs in a directory.
 MARKER_NAME = ".running"
@@ -106,7 +107,7 @@ class JobDirectory:
         """What the directory already holds, e.g. 'results (from <date>)'."""
         result = _read_json(self._path / "result.json")
         if result is not None:
-            date = (result.get("provenance") or {}).get("date")
+            date = (fields(result).get("provenance") or {}).get("date")
             return f"results (from {date or 'an unknown date'})"
         marker = _read_json(self.marker)
         if marker is not None:

@@ -1,7 +1,9 @@
 """The result for people: ``summary.txt`` and the terminal table.
 
 Energies in Ha and eV, geometry in Angstrom, dipole in Debye: the units
-appear only here, in the renderings.  Missing keys are tolerated.
+appear only here, in the renderings.  Both render a result.json document
+(QCSchema AtomicResult or FailedOperation, read through
+`dm21cli.io.outputs.qcschema.fields`).  Missing keys are tolerated.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dm21cli.core.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
+from dm21cli.io.outputs.qcschema import fields
 
 
 def _get(d: Any, *keys: str, default: Any = None) -> Any:
@@ -79,8 +82,8 @@ def _ecp_text(ecp: dict) -> str:
 
 
 def render_summary(result: dict) -> str:
-    """The text of ``summary.txt`` for a result dict (missing keys are tolerated)."""
-    result = result or {}
+    """The text of ``summary.txt`` for a result.json document (missing keys are tolerated)."""
+    result = fields(result)
     props = result.get("properties") or {}
     mol = result.get("molecule") or {}
     model = result.get("model") or {}
@@ -307,11 +310,11 @@ def render_summary(result: dict) -> str:
 
 
 def render_table(result: dict):
-    """A `rich.table.Table` with the key numbers of a result, for the terminal."""
+    """A `rich.table.Table` with the key numbers of a result.json document, for the terminal."""
     from rich.table import Table
     from rich.text import Text
 
-    result = result or {}
+    result = fields(result)
     props = result.get("properties") or {}
     mol = result.get("molecule") or {}
     model = result.get("model") or {}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from dm21cli.core.errors import ExitStatus
+from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan.plan import ScanPlan, ScanPoint
 
 #: files in the scan directory.
@@ -203,12 +204,22 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _result_fields(document: dict | None) -> dict | None:
+    """A point's result.json document (QCSchema) in dm21cli's layout, which the scan reads."""
+    return fields(document) if document else None
+
+
+def _read_result(path: Path) -> dict | None:
+    """A point's result.json in dm21cli's layout, or None."""
+    return _result_fields(_read_json(path))
+
+
 def _finished(directory: Path, expected_hash: str) -> dict | None:
     """The stored result of a finished point with this input hash, else None."""
     info = _read_json(directory / POINT_FILE)
     if not info or info.get("hash") != expected_hash or (directory / ".running").exists():
         return None
-    result = _read_json(directory / "result.json")
+    result = _read_result(directory / "result.json")
     if not result or result_fields(result)["status"] not in FINISHED:
         return None
     return result

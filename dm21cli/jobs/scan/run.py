@@ -38,6 +38,8 @@ from dm21cli.jobs.scan.records import (
     _finished,
     _Progress,
     _read_json,
+    _read_result,
+    _result_fields,
     _record,
     _store,
     empty_record,
@@ -133,9 +135,10 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
         # PySCF prints a warning to stdout when a chkfile guess comes from another
         # geometry (always the case here); stdout must stay clean for --json.
         with contextlib.redirect_stdout(io.StringIO()):
-            return run_task(spec, checkpoints=checkpoints, overwrite=True, reporter=detail), None
+            return _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
+                                           reporter=detail)), None
     except ComputeError as exc:
-        return _read_json(spec.output_path() / "result.json"), str(exc)
+        return _read_result(spec.output_path() / "result.json"), str(exc)
 
 
 def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,

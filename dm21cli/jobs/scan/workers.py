@@ -19,7 +19,15 @@ from pathlib import Path
 
 from dm21cli.core.errors import ComputeError, InputError
 from dm21cli.jobs.scan.plan import ScanPoint, _build_spec_from
-from dm21cli.jobs.scan.records import FINISHED, POINT_FILE, _point_info, _read_json, _store, result_fields
+from dm21cli.jobs.scan.records import (
+    FINISHED,
+    POINT_FILE,
+    _point_info,
+    _read_result,
+    _result_fields,
+    _store,
+    result_fields,
+)
 
 #: seconds the worker processes of an interrupted scan get to mark their points and end
 WORKER_GRACE_S = 5.0
@@ -472,12 +480,14 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     try:
         # (not in Dask's threaded workers: redirect_stdout is process-wide)
         with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
-            result, error = run_task(spec, checkpoints=checkpoints, overwrite=True, reporter=report), None
+            result = _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
+                                             reporter=report))
+            error = None
     except ComputeError as exc:
-        result, error = _read_json(spec.output_path() / "result.json"), str(exc)
+        result, error = _read_result(spec.output_path() / "result.json"), str(exc)
     except (KeyboardInterrupt, Interrupted):
         # interrupted after run_job had finished the point (on its way out): keep the point
-        result = _read_json(spec.output_path() / "result.json") if began[0] else None
+        result = _read_result(spec.output_path() / "result.json") if began[0] else None
         if not result or result_fields(result)["status"] not in FINISHED or \
                 (spec.output_path() / ".running").exists():
             return None, "interrupted"
