@@ -140,3 +140,23 @@ class Reporter:
             Console().print(render_table(result))
         else:
             click.echo(render_summary(result))
+
+
+def report_result(reporter: Reporter, result: dict, *, as_json: bool, what: str,
+                  result_path) -> None:
+    """Print a finished run's result.json (``--json``) or its summary, then raise
+    ConvergenceError (exit 4) when it did not converge: `what` names what did not
+    ("SCF", "geometry optimisation"), `result_path` where the result is."""
+    import json
+
+    from dm21cli.core.errors import ConvergenceError
+    from dm21cli.io.outputs.qcschema import fields
+
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        reporter.show_result(result)
+    if not fields(result)["converged"]:
+        raise ConvergenceError(
+            f"{what} did not converge ({result['error']['error_message']}); "
+            f"results marked converged: false in {result_path}")

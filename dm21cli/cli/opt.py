@@ -49,11 +49,8 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
              as_json: bool) -> None:
     """Run the optimisation of `spec` (task opt) as ``dm21 opt`` does: progress on stderr,
     the result on stdout, exit status 4 when it did not converge."""
-    import json
-
-    from dm21cli.core.errors import ConvergenceError, InputError
+    from dm21cli.core.errors import InputError
     from dm21cli.core.resources import tune_allocator
-    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.opt import run_opt
 
     if overwrite and restart:
@@ -64,11 +61,5 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
     with reporter.live(f"dm21 opt {file}"):
         result = run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
                          reporter=reporter)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        reporter.show_result(result)
-    if not fields(result)["converged"]:
-        raise ConvergenceError(
-            f"geometry optimisation did not converge ({result['error']['error_message']}); "
-            f"results marked converged: false in {spec.output_path() / 'result.json'}")
+    common.report_result(reporter, result, as_json=as_json, what="geometry optimisation",
+                         result_path=spec.output_path() / "result.json")

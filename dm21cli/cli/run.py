@@ -31,12 +31,8 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
 
     A job file with job.task: opt is optimised as by 'dm21 opt FILE'.
     """
-    import json
-
-    from dm21cli.core.errors import ConvergenceError
     from dm21cli.core.resources import tune_allocator
     from dm21cli.io.inputs.load import load_job
-    from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.run import run_job
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir,
@@ -51,11 +47,5 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
     reporter = common.Reporter(quiet=False)
     with reporter.live(f"dm21 run {file}"):
         result = run_job(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        reporter.show_result(result)
-    if not fields(result)["converged"]:
-        raise ConvergenceError(
-            f"SCF did not converge ({result['error']['error_message']}); "
-            f"results marked converged: false in {spec.output_path() / 'result.json'}")
+    common.report_result(reporter, result, as_json=as_json, what="SCF",
+                         result_path=spec.output_path() / "result.json")
