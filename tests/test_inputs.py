@@ -106,7 +106,7 @@ ERROR_CASES = [
     ("cube-margin", WATER + "outputs:\n  cube_margin: -1\n", 7, "outputs.cube_margin", ">= 0", {}, None),
     ("molden", WATER + "outputs:\n  molden: 1\n", 7, "outputs.molden", "true or false", {}, None),
     ("job-task", WATER + "job:\n  task: forces\n", 7, "job.task",
-     "expected one of energy, gradient; got 'forces'", {}, None),
+     "expected one of energy, gradient, opt; got 'forces'", {}, None),
     ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", ">= 1", {}, None),
     ("memory-text", WATER + "resources:\n  memory: 4 parsec\n", 7, "resources.memory", "4GB", {}, None),
     ("memory-zero", WATER + "resources:\n  memory: 0\n", 7, "resources.memory", "at least 1 MB", {}, None),
