@@ -15,6 +15,13 @@ def main() -> None:
     interrupts.install()
     try:
         from dm21cli.cli.main import main as cli_main
+    except Exception as exc:  # noqa: BLE001
+        # a signal while the command line loads; its KeyboardInterrupt may come out of an
+        # extension module's import as another error ("ImportError: initialization failed")
+        if interrupts.received() is None:
+            raise
+        sys.stderr.write(f"dm21: error: {interrupts.message()}\n")
+        interrupts.exit_process(interrupts.EXIT_STATUS)
     except KeyboardInterrupt as exc:  # a signal while the command line loads
         sys.stderr.write(f"dm21: error: {exc or 'interrupted'}\n")
         interrupts.exit_process(interrupts.EXIT_STATUS)

@@ -95,3 +95,25 @@ def test_without_install_nothing_changes():
         """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True None"
+
+
+def test_a_signal_that_an_import_turns_into_another_error_is_still_exit_130():
+    """A SIGTERM while an extension module initialises comes out of the import as
+    "ImportError: initialization failed" (NumPy's, seen in CI 0.8 s after start): that is
+    an interruption (exit 130), not an internal error (exit 1)."""
+    proc = run_python("""
+        import os, signal
+        from dm21cli.core import resources
+
+        def importing_numpy():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt as exc:  # what a C extension's module init does with it
+                raise ImportError("initialization failed") from exc
+
+        resources.settle_blas_threads = importing_numpy
+        from dm21cli.cli.main import main
+        main(["info"])
+        """)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "dm21: error: interrupted by SIGTERM"

@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         message = str(exc) or exc.__class__.__name__
-        if isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, (DM21Error, KeyboardInterrupt)) and interrupts.received():
+            # the signal's KeyboardInterrupt turned into another error on its way out, as an
+            # extension module's import does ("ImportError: initialization failed"): an
+            # interruption, not a bug
+            status, message = ExitStatus.INTERRUPTED, interrupts.message()
+        elif isinstance(exc, KeyboardInterrupt):
             message = str(exc) if str(exc).startswith("interrupted") else "interrupted"
         elif not isinstance(exc, DM21Error):
             message = f"internal error ({exc.__class__.__name__}): {message}"
