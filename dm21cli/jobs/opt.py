@@ -126,17 +126,12 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
         run.restart_hint = (f"the steps so far are in {jobdir.file(FILES['result'])} and "
                             f"{jobdir.file(OPT_FILES['trajectory'])}; continue with "
                             f"'dm21 opt FILE --restart'")
-        try:
-            run.start()
+
+        def compute() -> dict:
             with _pyscf_warnings_only_in_log(), opt.geometric_log():
                 return opt.execute()
-        except BaseException as exc:
-            error = run.fail(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        finally:
-            run.close()
+
+        return run.execute(compute)
 
 
 def _restart_key(resolved: dict) -> dict:

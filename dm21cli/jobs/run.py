@@ -195,17 +195,12 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
             shutil.copyfile(spec.guess_chkfile(), guess_chk)
         jobdir = JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
         run = _Run(spec, jobdir, res, network, reporter, t_start)
-        try:
-            run.start()
+
+        def compute() -> dict:
             with _pyscf_warnings_only_in_log():
                 return _compute(spec, run, mol, need, guess_chk)
-        except BaseException as exc:
-            error = run.fail(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        finally:
-            run.close()
+
+        return run.execute(compute)
 
 
 class _Run:
@@ -255,6 +250,21 @@ class _Run:
             (self.jobdir.file(FILES["summary"]), render_summary(document)),
         ])
         return document
+
+    def execute(self, compute):
+        """Start the run and return compute()'s result.  A failure or interruption on the
+        way is recorded (`fail`) and raised as what `fail` makes of it; the run is closed
+        in every case.  The one frame around `run_job`'s and `run_opt`'s work."""
+        try:
+            self.start()
+            return compute()
+        except BaseException as exc:
+            error = self.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self.close()
 
     def fail(self, exc: BaseException) -> BaseException:
         """Record a run that ends with `exc`; returns the exception to raise.
