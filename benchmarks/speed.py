@@ -1,7 +1,8 @@
 """DM21 vs B3LYP cost, side by side in the same process.
 
     python benchmarks/speed.py --quick            # a few minutes
-    python benchmarks/speed.py --full             # all sizes, (H2O)n n = 1, 2, 4, 8
+    python benchmarks/speed.py --full             # all sizes: (H2O)n n = 1, 2, 4, 8, benzene,
+                                                  # caffeine (--memory 8GB), (H2O)16 (16GB): hours
     python benchmarks/speed.py --case water-tzvp  # one system
 
 Each system runs in its own subprocess (so peak memory is its own): first the
@@ -14,8 +15,12 @@ grid points and basis size, and checks the fast DM21 path against the plain
 one (integrals recomputed, one thread, no screening) on the converged density.
 A third job (skip with --no-precision-check) runs DM21 with float64 SCF
 cycles: the default's mixed-precision total energy is compared with it.
-Peak memory is the process's high-water mark after each job.  Results go to
-a JSON file; a table of DM21/B3LYP ratios is printed.
+Peak memory is the process's high-water mark after each job.  Then both jobs
+run once more as whole `dm21 run` processes (start-up and imports included, as
+a user runs them), each with its own peak memory (skip with --no-process).
+Cases with a memory budget (caffeine: 8GB, (H2O)16: 16GB) give it to both
+jobs as `resources.memory`.  Results go to a JSON file; a table of DM21/B3LYP
+ratios is printed.
 """
 
 from __future__ import annotations
@@ -58,22 +63,37 @@ def water_cluster(n: int):
     return atoms
 
 
+#: Caffeine (C8H10N4O2): RDKit's ETKDG conformer (random seed 7) of
+#: CN1C=NC2=C1C(=O)N(C(=O)N2C)C relaxed with MMFF94, Angstrom (a drug-sized test of cost).
+CAFFEINE = [
+    ("C", 3.3240, 0.0586, -0.2341), ("N", 2.0576, -0.6273, -0.1930), ("C", 1.8677, -1.9814, -0.2775),
+    ("N", 0.5898, -2.2984, -0.2089), ("C", -0.0493, -1.1027, -0.0764), ("C", 0.8236, -0.0575, -0.0632),
+    ("C", 0.4145, 1.2974, 0.0644), ("O", 1.2096, 2.2324, 0.0753), ("N", -0.9723, 1.4358, 0.1738),
+    ("C", -1.9078, 0.3797, 0.1643), ("O", -3.1177, 0.6035, 0.2673), ("N", -1.4057, -0.9156, 0.0344),
+    ("C", -2.3013, -2.0577, 0.0157), ("C", -1.5170, 2.7725, 0.3099), ("H", 4.1303, -0.6709, -0.3448),
+    ("H", 3.3235, 0.7394, -1.0890), ("H", 3.4519, 0.6097, 0.7009), ("H", 2.6840, -2.6844, -0.3870),
+    ("H", -3.3478, -1.7571, 0.1125), ("H", -2.0503, -2.7222, 0.8485), ("H", -2.1779, -2.5931, -0.9311),
+    ("H", -2.2066, 2.9616, -0.5194), ("H", -2.0793, 2.8336, 1.2475), ("H", -0.7434, 3.5442, 0.3100),
+]
+
+#: name -> (atoms, basis, memory budget or None for the default)
 CASES = {
-    "water-svp": (WATER, "def2-svp"),
-    "water-tzvp": (WATER, "def2-tzvp"),
-    "methane-tzvp": (METHANE, "def2-tzvp"),
-    "benzene-svp": (benzene(), "def2-svp"),
-    "water2-svp": (water_cluster(2), "def2-svp"),
-    "water4-svp": (water_cluster(4), "def2-svp"),
-    "water8-svp": (water_cluster(8), "def2-svp"),
+    "water-svp": (WATER, "def2-svp", None),
+    "water-tzvp": (WATER, "def2-tzvp", None),
+    "methane-tzvp": (METHANE, "def2-tzvp", None),
+    "benzene-svp": (benzene(), "def2-svp", None),
+    "benzene-svp-3500MB": (benzene(), "def2-svp", "3500MB"),
+    "caffeine-svp": (CAFFEINE, "def2-svp", "8GB"),
+    **{f"water{n}-svp": (water_cluster(n), "def2-svp", None) for n in range(2, 9)},
+    "water16-svp": (water_cluster(16), "def2-svp", "16GB"),
 }
 QUICK = ["water-svp", "water-tzvp", "water2-svp"]
-FULL = ["water-svp", "water-tzvp", "methane-tzvp", "benzene-svp", "water2-svp", "water4-svp",
-        "water8-svp"]
+FULL = ["water-svp", "water-tzvp", "methane-tzvp", "benzene-svp", "benzene-svp-3500MB", "water2-svp",
+        "water4-svp", "water8-svp", "caffeine-svp", "water16-svp"]
 
 
 def _job(folder: Path, name: str, functional: str, precision: str | None = None) -> Path:
-    atoms, basis = CASES[name]
+    atoms, basis, memory = CASES[name]
     xyz = "\n".join(f"    {s} {x:.6f} {y:.6f} {z:.6f}" for s, x, y, z in atoms)
     path = folder / f"{name}-{functional}.yaml"
     path.write_text(textwrap.dedent("""\
@@ -86,6 +106,8 @@ def _job(folder: Path, name: str, functional: str, precision: str | None = None)
         """).format(xyz=xyz, basis=basis, functional=functional))
     if precision:
         path.write_text(path.read_text() + f"scf: {{precision: {precision}}}\n")
+    if memory:
+        path.write_text(path.read_text() + f"resources: {{memory: {memory}}}\n")
     return path
 
 
@@ -108,7 +130,8 @@ def run_case(name: str, checkpoints: str | None, precision_check: bool = True, r
     from dm21cli.io.outputs.qcschema import fields
     from dm21cli.jobs.run import run_job
 
-    out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0])}
+    out: dict = {"case": name, "basis": CASES[name][1], "atoms": len(CASES[name][0]),
+                 "memory_budget": CASES[name][2]}
     runs = [("b3lyp", "b3lyp", None), ("dm21", "DM21", None)]
     if precision_check:
         runs.append(("dm21_float64", "DM21", "float64"))
@@ -182,6 +205,32 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
             "vxc_max_difference_hartree": float(np.abs(fast[2] - plain[2]).max())}
 
 
+def _process_runs(name: str, checkpoints: str | None) -> dict:
+    """B3LYP, then DM21, each as one whole `dm21 run` process (start-up and imports
+    included): wall time and the process's own peak memory (os.wait4's ru_maxrss)."""
+    out: dict = {}
+    env = dict(os.environ)
+    if checkpoints:
+        env["DM21_CHECKPOINTS"] = checkpoints
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for key, functional in (("b3lyp", "b3lyp"), ("dm21", "DM21")):
+            job = _job(tmp, name, functional)
+            cmd = [sys.executable, "-m", "dm21cli", "run", str(job), "-o", str(tmp / key)]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name} {functional}: dm21 run exited {proc.returncode}\n{err[-2000:]}")
+            out[key] = {"wall_s": wall, "peak_memory_mb": usage.ru_maxrss / 1024.0}
+    out["ratio_wall"] = out["dm21"]["wall_s"] / out["b3lyp"]["wall_s"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
@@ -191,6 +240,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", default=os.environ.get("DM21_CHECKPOINTS"))
     parser.add_argument("--no-precision-check", action="store_true",
                         help="skip the third job (DM21 with float64 SCF cycles)")
+    parser.add_argument("--no-process", action="store_true",
+                        help="skip the whole-process `dm21 run` measurement")
     parser.add_argument("--repeat", type=int, default=3,
                         help="run each job this many times and report the fastest (default 3)")
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<date>.json)")
@@ -221,6 +272,8 @@ def main() -> None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if not args.no_process:
+            results[-1]["process"] = _process_runs(name, args.checkpoints)
         _print_row(results[-1])
     import platform
 
@@ -242,6 +295,12 @@ def _print_row(r: dict) -> None:
           f"|dExc fast-plain| {abs(d['fast_vs_plain']['exc_difference_hartree']):.1e}"
           + (f"  |dE mixed-float64| {abs(r['energy_mixed_minus_float64_hartree']):.1e}"
              if "energy_mixed_minus_float64_hartree" in r else ""))
+    if "process" in r:
+        p = r["process"]
+        print(f"               whole dm21 run processes: B3LYP {p['b3lyp']['wall_s']:.2f} s "
+              f"({p['b3lyp']['peak_memory_mb']:.0f} MB), DM21 {p['dm21']['wall_s']:.2f} s "
+              f"({p['dm21']['peak_memory_mb']:.0f} MB), ratio {p['ratio_wall']:.1f}x"
+              + (f", budget {r['memory_budget']}" if r.get("memory_budget") else ""))
     if phases:
         print("               phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
 

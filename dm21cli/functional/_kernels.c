@@ -12,6 +12,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 /* Built without -fassociative-math (it turns q 2^k + (2^k - 1) into
  * (q 2^k + 2^k) - 1, which loses small results): sums over a row are kept in
@@ -224,3 +225,79 @@ void NAME(const double *restrict full, TYPE *restrict packed, ptrdiff_t nao, ptr
 
 DM21_PACK(dm21_pack_lower_f32, float)
 DM21_PACK(dm21_pack_lower_f64, double)
+
+/*
+ * Exchange integrals straight into the chunked lower-triangle layout above,
+ * from libcint's int1e_grids (`intor`, PySCF's own libcint, passed in as a
+ * function pointer with its optimizer `opt`): for the chunks g0 <= c0 < g1
+ * of the ng grid points stored in env (env[NGRIDS], env[PTR_GRIDS] set as
+ * for PySCF's seminumerical exchange), every shell pair ish >= jsh is
+ * computed for one chunk of points at a time into a small buffer
+ * (di x dj x len, grid index fastest) and written to its rows.  No full
+ * (nao x nao x n) block is formed, so nothing but the cache itself is
+ * written to memory: PySCF's int1e_grids writes and symmetrises the full
+ * square block first.  The range-separation parameter is env's.
+ */
+typedef int (*dm21_intor_t)(double *out, const int *dims, const int *shls, const int *atm,
+                            int natm, const int *bas, int nbas, const double *env,
+                            const void *opt, double *cache);
+
+#define DM21_FILL(NAME, TYPE)                                                              \
+int NAME(void *intor_ptr, const void *opt, const int *atm, int natm, const int *bas,       \
+         int nbas, const double *env, const int *ao_loc, TYPE *restrict packed,            \
+         ptrdiff_t ng, ptrdiff_t chunk, ptrdiff_t g0, ptrdiff_t g1)                         \
+{                                                                                          \
+    dm21_intor_t intor = (dm21_intor_t)intor_ptr;                                          \
+    ptrdiff_t nao = ao_loc[nbas];                                                          \
+    ptrdiff_t npair = nao * (nao + 1) / 2;                                                 \
+    int shls[4];                                                                           \
+    int dmax = 0;                                                                          \
+    long cache_size = 0;                                                                   \
+    for (int ish = 0; ish < nbas; ish++) {                                                 \
+        int di = ao_loc[ish + 1] - ao_loc[ish];                                            \
+        dmax = di > dmax ? di : dmax;                                                      \
+        for (int jsh = 0; jsh <= ish; jsh++) {                                             \
+            shls[0] = ish; shls[1] = jsh; shls[2] = 0; shls[3] = (int)chunk;               \
+            long n = intor(NULL, NULL, shls, atm, natm, bas, nbas, env, NULL, NULL);       \
+            cache_size = n > cache_size ? n : cache_size;                                  \
+        }                                                                                  \
+    }                                                                                      \
+    double *buf = malloc(sizeof(double) * (size_t)(chunk * dmax * dmax));                  \
+    double *cache = malloc(sizeof(double) * (size_t)(cache_size + 1));                     \
+    if (buf == NULL || cache == NULL) {                                                    \
+        free(buf);                                                                         \
+        free(cache);                                                                       \
+        return 1;                                                                          \
+    }                                                                                      \
+    for (ptrdiff_t c0 = g0; c0 < g1; c0 += chunk) {                                        \
+        ptrdiff_t len = c0 + chunk < ng ? chunk : ng - c0;                                 \
+        TYPE *restrict base = packed + npair * c0;                                         \
+        for (int ish = 0; ish < nbas; ish++) {                                             \
+            int i0 = ao_loc[ish], di = ao_loc[ish + 1] - i0;                               \
+            for (int jsh = 0; jsh <= ish; jsh++) {                                         \
+                int j0 = ao_loc[jsh], dj = ao_loc[jsh + 1] - j0;                           \
+                int dims[3] = {di, dj, (int)len};                                          \
+                shls[0] = ish; shls[1] = jsh; shls[2] = (int)c0; shls[3] = (int)(c0 + len); \
+                intor(buf, dims, shls, atm, natm, bas, nbas, env, opt, cache);             \
+                for (int j = 0; j < dj; j++) {                                             \
+                    ptrdiff_t d = j0 + j;                                                  \
+                    for (int i = 0; i < di; i++) {                                         \
+                        ptrdiff_t b = i0 + i;                                              \
+                        if (d > b)                                                         \
+                            continue;                                                      \
+                        const double *restrict src = buf + (size_t)(i + di * j) * len;     \
+                        TYPE *restrict dst = base + (b * (b + 1) / 2 + d) * len;           \
+                        for (ptrdiff_t g = 0; g < len; g++)                                \
+                            dst[g] = (TYPE)src[g];                                         \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    free(buf);                                                                             \
+    free(cache);                                                                           \
+    return 0;                                                                              \
+}
+
+DM21_FILL(dm21_fill_packed_f32, float)
+DM21_FILL(dm21_fill_packed_f64, double)

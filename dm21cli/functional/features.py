@@ -169,15 +169,23 @@ class ExchangeIntegrals:
         self.dtype = np.dtype(dtype)
         #: cache bytes per grid point: the lower triangle of nu, both omegas
         self.bytes_per_point = self.dtype.itemsize * self.npair * len(OMEGAS)
-        # the scratch block used while filling the cache comes out of the same budget
-        point_bytes = 8 * len(OMEGAS) * nao * nao
+        #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
+        self.chunk = kernels.CHUNK if kernels.available() else None
+        #: whether the compiled kernels fill the cache straight from libcint (no scratch block)
+        self.direct_fill = self.chunk is not None and not mol.cart
         step = kernels.CHUNK
-        self.scratch_points = int(min(SCRATCH_POINTS, SCRATCH_SHARE * budget_bytes // point_bytes)
-                                  // step * step)
-        if self.scratch_points < step:  # not even one chunk: no cache
-            self.scratch_points, self.budget_bytes = 0, 0.0
+        if self.direct_fill:
+            self.scratch_points = 0
+            self.budget_bytes = float(budget_bytes) if budget_bytes >= self.bytes_per_point * step else 0.0
         else:
-            self.budget_bytes = max(budget_bytes - point_bytes * self.scratch_points, 0.0)
+            # the scratch block used while filling the cache comes out of the same budget
+            point_bytes = 8 * len(OMEGAS) * nao * nao
+            self.scratch_points = int(min(SCRATCH_POINTS, SCRATCH_SHARE * budget_bytes // point_bytes)
+                                      // step * step)
+            if self.scratch_points < step:  # not even one chunk: no cache
+                self.scratch_points, self.budget_bytes = 0, 0.0
+            else:
+                self.budget_bytes = max(budget_bytes - point_bytes * self.scratch_points, 0.0)
         #: whether the integrals of the whole grid fit in the cache
         self.cached = self.bytes_per_point * len(self.coords) <= self.budget_bytes
         self.cached_bytes = 0
@@ -190,8 +198,6 @@ class ExchangeIntegrals:
         self._arena: np.ndarray | None = None  # one pre-faulted allocation for the cache
         self._driver = None  # the direct path's driver, built on first use (False: none)
         self._scratch: np.ndarray | None = None  # full nu of one block, reused
-        #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
-        self.chunk = kernels.CHUNK if kernels.available() else None
 
     @property
     def memory_mapped(self) -> bool:
@@ -232,8 +238,14 @@ class ExchangeIntegrals:
         """nu at coords packed into slot (n_omega, npair, n), scratch_points at a time.
 
         With the compiled kernels, slot is (n_omega, npair * n) in their chunked
-        layout (see `dm21cli.functional.kernels`).
+        layout (see `dm21cli.functional.kernels`), filled straight from libcint
+        when `direct_fill`.
         """
+        if self.direct_fill:
+            for w, omega in enumerate(OMEGAS):
+                with self.mol.with_range_coulomb(omega):
+                    kernels.fill_packed(self.mol, coords, slot[w], self.chunk)
+            return slot
         nao = self.mol.nao_nr()
         step = self.scratch_points
         if self._scratch is None:

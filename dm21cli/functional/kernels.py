@@ -42,9 +42,14 @@ def _load() -> ctypes.CDLL | None:
             "dm21_pack_lower_f32": [p, p, n, n, n, n, n],
             "dm21_pack_lower_f64": [p, p, n, n, n, n, n],
         }
+        i = ctypes.c_int
+        fill = [p, p, p, i, p, i, p, p, p, n, n, n, n]
         for name, argtypes in signatures.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
+        for name in ("dm21_fill_packed_f32", "dm21_fill_packed_f64"):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = fill, ctypes.c_int
         return lib
     return None
 
@@ -121,3 +126,48 @@ def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: 
     if packed.size != nao * (nao + 1) // 2 * ng or col0 % chunk or (n % chunk and col0 + n != ng):
         raise ValueError("pack_lower: shapes or offsets do not match the chunked layout")
     fn(ptr(full), ptr(packed), nao, n, ng, chunk, col0)
+
+
+def fill_packed(mol, coords, packed: np.ndarray, chunk: int = CHUNK) -> None:
+    """nu at coords (n, 3) bohr for the range-separation parameter mol holds, written
+    straight into packed ((npair * n,) float32 or float64, the chunked layout).
+
+    libcint's int1e_grids is called shell pair by shell pair for one chunk of
+    points at a time (see _kernels.c); the chunks are split among the threads
+    PySCF is allowed.  MemoryError if a thread cannot allocate its buffers.
+    """
+    from pyscf.gto import moleintor
+
+    fn = {np.dtype(np.float32): lib().dm21_fill_packed_f32,
+          np.dtype(np.float64): lib().dm21_fill_packed_f64}[packed.dtype]
+    ng = len(coords)
+    nao = mol.nao_nr()
+    if not packed.flags.c_contiguous or packed.size != nao * (nao + 1) // 2 * ng:
+        raise ValueError("fill_packed: the packed array does not match the points")
+    if mol.cart:
+        raise ValueError("fill_packed: spherical basis functions only")
+    atm = np.asarray(mol._atm, dtype=np.int32, order="C")
+    bas = np.asarray(mol._bas, dtype=np.int32, order="C")
+    env = np.append(np.asarray(mol._env, dtype=np.float64), np.asarray(coords, dtype=np.float64).ravel())
+    env[11] = ng  # NGRIDS, PTR_GRIDS of libcint's cint.h
+    env[12] = mol._env.size
+    ao_loc = np.asarray(mol.ao_loc_nr(), dtype=np.int32)
+    intor = ctypes.cast(getattr(moleintor.libcgto, "int1e_grids_sph"), ctypes.c_void_p).value
+    opt = moleintor.make_cintopt(atm, bas, env, "int1e_grids_sph")
+    nchunks = -(-ng // chunk)
+    threads = max(1, min(_threads(), nchunks))
+    bounds = [min(ng, chunk * (nchunks * k // threads)) for k in range(threads + 1)]
+
+    def run(k: int) -> int:
+        return fn(intor, opt, ptr(atm), len(atm), ptr(bas), len(bas), ptr(env), ptr(ao_loc),
+                  ptr(packed), ng, chunk, bounds[k], bounds[k + 1])
+
+    if threads == 1:
+        status = [run(0)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            status = list(pool.map(run, range(threads)))
+    if any(status):
+        raise MemoryError("fill_packed: could not allocate the integral buffers")

