@@ -296,3 +296,40 @@ def test_frozen_xc_converges_for_one_electron(checkpoints_dir):
     converged, attempts = run_with_escalation(mf, dm0, max_attempts=1)
     assert [(a.strategy, a.converged) for a in attempts] == [("frozen-xc", True)]
     assert mf.dm21.n_evaluations <= 5
+
+
+def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, checkpoints_dir,
+                                                                  monkeypatch):
+    """The B3LYP warm start runs on grid level 1 (`WARM_START_GRID_LEVEL`), the DM21 SCF on
+    the job's grid (level 3 here).  Reference: the same job with the warm start on the job's
+    grid.  Only DM21's starting density differs, so its converged energy must agree within
+    the SCF's own resolution (conv_tol 1e-8 here: 1e-7 Ha) in the same number of DM21
+    evaluations, and result.json says which grid the warm start used."""
+    from dm21cli.jobs import build
+
+    def job(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(textwrap.dedent(f"""\
+            molecule:
+              xyz: |
+                O 0 0 0.1173
+                H 0 0.7572 -0.4692
+                H 0 -0.7572 -0.4692
+            basis: def2-svp
+            functional: DM21
+            scf: {{grid_level: 3, conv_tol: 1.0e-8}}
+            outputs: {{molden: false}}
+            """))
+        return load_job(path, {"output_dir": str(tmp_path / name)})
+
+    coarse = fields(run_job(job("coarse"), checkpoints=checkpoints_dir))
+    monkeypatch.setattr(build, "WARM_START_GRID_LEVEL", 3)
+    fine = fields(run_job(job("fine"), checkpoints=checkpoints_dir))
+    assert coarse["converged"] and fine["converged"]
+    assert coarse["properties"]["warm_start"]["grid_level"] == 1
+    assert fine["properties"]["warm_start"]["grid_level"] == 3
+    # the two warm starts differ (different grids), DM21's answers do not
+    assert abs(coarse["properties"]["warm_start"]["energy_hartree"]
+               - fine["properties"]["warm_start"]["energy_hartree"]) > 1e-7
+    assert coarse["return_energy"] == pytest.approx(fine["return_energy"], abs=1e-7)
+    assert coarse["properties"]["dm21_evaluations"] == fine["properties"]["dm21_evaluations"]

@@ -11,12 +11,13 @@ with v_0 = 1/r and v_0.4 = erf(0.4 r)/r.  Its derivative with respect to
 D^s_ab is -chi_a(r) F_b(r) with F_b(r) = sum_d nu_bd(r) E_d(r), which is the
 intermediate this module returns.
 
-The nu integrals do not depend on the density.  `ExchangeIntegrals` computes
-them per block of grid points in PySCF's own layout (grid index fastest) and
-keeps the lower triangle of each block (nu is symmetric in b, d: half the
-memory) for the next SCF cycle while it fits in the memory budget, in float32
-when asked (half the memory again) and, with the compiled kernels, chunk by
-chunk (see `dm21cli.functional.kernels`).  Blocks that do not fit are recomputed in every
+The nu integrals do not depend on the density.  `ExchangeIntegrals` keeps the
+lower triangle of each block (nu is symmetric in b, d: half the memory) for
+the next SCF cycle while it fits in the memory budget, in float32 when asked
+(half the memory again).  With the compiled kernels the cache is laid out
+chunk by chunk and filled straight from libcint, shell pair by shell pair
+(`dm21cli.functional.kernels.fill_packed`); without them PySCF's int1e_grids
+computes a full block in its own layout (grid index fastest), which is packed.  Blocks that do not fit are recomputed in every
 cycle by PySCF's seminumerical-exchange driver (`pyscf.sgx`), which
 contracts each integral with E as it is computed and never stores nu:
 measured on benzene/def2-SVP, 2.5 times faster than computing nu and
@@ -33,10 +34,11 @@ from dm21cli.functional import kernels
 
 #: Range-separation parameters of the two exchange features (1/bohr).
 OMEGAS = (0.0, 0.4)
-#: Grid points per int1e_grids call when filling the cache (a reused scratch
-#: block of 2 x nao^2 x SCRATCH_POINTS doubles; int1e_grids is as fast at
-#: 1024 points as at 8192).  Fewer (down to one kernels.CHUNK) when that block
-#: would take more than SCRATCH_SHARE of the cache's budget.
+#: Without the compiled kernels: grid points per int1e_grids call when filling
+#: the cache (a reused scratch block of 2 x nao^2 x SCRATCH_POINTS doubles;
+#: int1e_grids is as fast at 1024 points as at 8192).  Fewer (down to one
+#: kernels.CHUNK) when that block would take more than SCRATCH_SHARE of the
+#: cache's budget.
 SCRATCH_POINTS = 1024  # a multiple of kernels.CHUNK
 SCRATCH_SHARE = 0.25
 #: Shell-pair screening threshold of the direct (uncached) path.  Measured on
