@@ -17,7 +17,8 @@ the next SCF cycle while it fits in the memory budget, in float32 when asked
 (half the memory again).  With the compiled kernels the cache is laid out
 chunk by chunk and filled straight from libcint, shell pair by shell pair
 (`dm21cli.functional.kernels.fill_packed`); without them PySCF's int1e_grids
-computes a full block in its own layout (grid index fastest), which is packed.  Blocks that do not fit are recomputed in every
+computes a full block in its own layout (grid index fastest), which is
+packed.  Blocks that do not fit are recomputed in every
 cycle by PySCF's seminumerical-exchange driver (`pyscf.sgx`), which
 contracts each integral with E as it is computed and never stores nu:
 measured on benzene/def2-SVP, 2.5 times faster than computing nu and

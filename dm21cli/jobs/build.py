@@ -118,7 +118,8 @@ def _share_settings(mf, spec, grids, max_memory_mb) -> None:
 
 
 def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None, dm0=None):
-    """Converge spec.scf.warm_start (e.g. B3LYP); returns (dm, info dict).
+    """Converge spec.scf.warm_start (e.g. B3LYP) on grid level WARM_START_GRID_LEVEL (the
+    job's, if coarser); returns (dm, info dict).
 
     The density matrix carries its orbitals (PySCF's tags ``mo_coeff`` and
     ``mo_occ``) unless the start is restricted open-shell.  dm0: the warm
