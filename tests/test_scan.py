@@ -633,9 +633,14 @@ def test_scan_worker_process_ends(when, capfd):
 
     from dm21cli.jobs.scan.workers import _WorkerProcess
 
+    # a worker keeps a SIGINT its scan ignores ignored (as nohup's children do); the tests may
+    # run with SIGINT ignored (a background job of a non-interactive shell), so the scan here
+    # handles it, as an interactive scan does
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = _WorkerProcess(1)
     try:
         proc.start()
+        signal.signal(signal.SIGINT, saved)
         if when == "starting":
             proc.kill(signal.SIGINT)  # at once: Python has not even started
             assert _worker_ends(proc) == []
@@ -647,6 +652,7 @@ def test_scan_worker_process_ends(when, capfd):
                 proc.close_tasks()
             assert _worker_ends(proc) == []
     finally:
+        signal.signal(signal.SIGINT, saved)
         proc.kill(signal.SIGKILL)
         proc.reap()
         proc.close()
