@@ -218,15 +218,16 @@ def _process_runs(name: str, checkpoints: str | None) -> dict:
         for key, functional in (("b3lyp", "b3lyp"), ("dm21", "DM21")):
             job = _job(tmp, name, functional)
             cmd = [sys.executable, "-m", "dm21cli", "run", str(job), "-o", str(tmp / key)]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            err = proc.stderr.read().decode(errors="replace")
-            proc.stderr.close()
-            if proc.returncode != 0:
-                raise RuntimeError(f"{name} {functional}: dm21 run exited {proc.returncode}\n{err[-2000:]}")
+            err_path = tmp / f"{key}.stderr"  # a file, not a pipe: nothing blocks a long run
+            with open(err_path, "wb") as err:
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+                _, status, usage = os.wait4(proc.pid, 0)  # its own rusage: its own peak memory
+                wall = time.perf_counter() - t0
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                text = err_path.read_text(errors="replace")
+                raise RuntimeError(f"{name} {functional}: dm21 run exited {code}\n{text[-2000:]}")
             out[key] = {"wall_s": wall, "peak_memory_mb": usage.ru_maxrss / 1024.0}
     out["ratio_wall"] = out["dm21"]["wall_s"] / out["b3lyp"]["wall_s"]
     return out

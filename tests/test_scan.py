@@ -640,7 +640,6 @@ def test_scan_worker_process_ends(when, capfd):
     proc = _WorkerProcess(1)
     try:
         proc.start()
-        signal.signal(signal.SIGINT, saved)
         if when == "starting":
             proc.kill(signal.SIGINT)  # at once: Python has not even started
             assert _worker_ends(proc) == []

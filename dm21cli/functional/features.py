@@ -47,6 +47,12 @@ SCRATCH_SHARE = 0.25
 DIRECT_SCREEN = 1e-13
 
 
+def fills_from_libcint(mol) -> bool:
+    """Whether `ExchangeIntegrals` fills its cache for mol straight from libcint (the
+    compiled kernels, spherical basis functions), with no scratch block."""
+    return kernels.available() and not mol.cart
+
+
 def _direct_driver(mol):
     """PySCF's SGX K-contraction driver for mol, or None if this PySCF lacks it.
 
@@ -175,7 +181,7 @@ class ExchangeIntegrals:
         #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
         self.chunk = kernels.CHUNK if kernels.available() else None
         #: whether the compiled kernels fill the cache straight from libcint (no scratch block)
-        self.direct_fill = self.chunk is not None and not mol.cart
+        self.direct_fill = fills_from_libcint(mol)
         step = kernels.CHUNK
         if self.direct_fill:
             self.scratch_points = 0

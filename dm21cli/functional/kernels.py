@@ -79,6 +79,20 @@ def _threads() -> int:
         return 1
 
 
+def _over_chunks(ng: int, chunk: int, run) -> list:
+    """run(g0, g1) on the chunks of ng grid points, split among the threads PySCF is
+    allowed (each call releases the GIL); returns their results in order."""
+    nchunks = -(-ng // chunk)
+    threads = max(1, min(_threads(), nchunks))
+    bounds = [min(ng, chunk * (nchunks * k // threads)) for k in range(threads + 1)]
+    if threads == 1:
+        return [run(0, ng)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda k: run(bounds[k], bounds[k + 1]), range(threads)))
+
+
 #: Grid points per chunk of the packed exchange integrals (see _kernels.c):
 #: one chunk of nu for benzene/def2-SVP is 6.7 MB read as one stream.
 CHUNK = 256
@@ -99,17 +113,8 @@ def contract_packed(packed: np.ndarray, e_mat: np.ndarray, out: np.ndarray, chun
         raise ValueError("contract_packed needs C-contiguous arrays, E and F in float64")
     if packed.size != nao * (nao + 1) // 2 * ng or out.shape != e_mat.shape:
         raise ValueError("contract_packed: shapes do not match")
-    nchunks = -(-ng // chunk)
-    threads = min(_threads(), nchunks)
-    if threads == 1:
-        fn(ptr(packed), ptr(e_mat), ptr(out), nspin, nao, ng, chunk, 0, ng)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    bounds = [min(ng, chunk * (nchunks * i // threads)) for i in range(threads + 1)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(lambda i: fn(ptr(packed), ptr(e_mat), ptr(out), nspin, nao, ng, chunk,
-                                   bounds[i], bounds[i + 1]), range(threads)))
+    _over_chunks(ng, chunk, lambda g0, g1: fn(ptr(packed), ptr(e_mat), ptr(out), nspin, nao, ng,
+                                              chunk, g0, g1))
 
 
 def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: int = CHUNK) -> None:
@@ -154,20 +159,8 @@ def fill_packed(mol, coords, packed: np.ndarray, chunk: int = CHUNK) -> None:
     ao_loc = np.asarray(mol.ao_loc_nr(), dtype=np.int32)
     intor = ctypes.cast(getattr(moleintor.libcgto, "int1e_grids_sph"), ctypes.c_void_p).value
     opt = moleintor.make_cintopt(atm, bas, env, "int1e_grids_sph")
-    nchunks = -(-ng // chunk)
-    threads = max(1, min(_threads(), nchunks))
-    bounds = [min(ng, chunk * (nchunks * k // threads)) for k in range(threads + 1)]
-
-    def run(k: int) -> int:
-        return fn(intor, opt, ptr(atm), len(atm), ptr(bas), len(bas), ptr(env), ptr(ao_loc),
-                  ptr(packed), ng, chunk, bounds[k], bounds[k + 1])
-
-    if threads == 1:
-        status = [run(0)]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            status = list(pool.map(run, range(threads)))
+    status = _over_chunks(ng, chunk, lambda g0, g1: fn(
+        intor, opt, ptr(atm), len(atm), ptr(bas), len(bas), ptr(env), ptr(ao_loc), ptr(packed),
+        ng, chunk, g0, g1))
     if any(status):
         raise MemoryError("fill_packed: could not allocate the integral buffers")
