@@ -107,37 +107,133 @@ def test_chunked_integral_cache_matches_numpy_layout(dtype, without_kernels):
     np.testing.assert_allclose(h_fast, h_slow, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cache_filled_from_libcint_equals_int1e_grids(dtype):
-    """The kernels' direct fill (libcint shell pair by shell pair, straight into the
-    chunked layout) equals PySCF's int1e_grids packed by the older route, for both
-    range-separation parameters, f functions (water/def2-TZVP), a partial last chunk
-    and the cache split among threads.  float64: the same libcint numbers; float32:
-    both roundings of them."""
-    from pyscf import lib
-
-    from dm21cli.functional.features import OMEGAS, compute_nu
-
-    mol = gto.M(atom=WATER, basis="def2-tzvp", verbose=0)
-    assert max(mol.bas_angular(i) for i in range(mol.nbas)) == 3
+def _md_points(mol, n_grid: int) -> np.ndarray:
+    """Grid points of mol (every 7th of a level-1 grid, a partial last chunk) plus
+    each nucleus (T = 0 for its one-centre pairs) and points 30 and 60 bohr out
+    (the Boys function's asymptotic form for 1/r and for erf(0.4 r)/r)."""
     grids = dft.gen_grid.Grids(mol)
     grids.level = 1
     grids.build()
-    n = 2 * kernels.CHUNK + 37
-    coords = np.ascontiguousarray(grids.coords[::7][:n])
-    npair = mol.nao * (mol.nao + 1) // 2
-    reference = np.empty((len(OMEGAS), npair * n), dtype=dtype)
+    far = np.array([[30.0, 1.0, -2.0], [0.0, -60.0, 5.0]])
+    return np.ascontiguousarray(np.vstack([grids.coords[::7][:n_grid], mol.atom_coords(), far]))
+
+
+def _packed_reference(mol, coords, dtype=np.float64) -> np.ndarray:
+    """PySCF's int1e_grids (libcint) for both omegas, packed into the chunked layout."""
+    from dm21cli.functional.features import OMEGAS, compute_nu
+
+    n = len(coords)
+    reference = np.empty((len(OMEGAS), mol.nao * (mol.nao + 1) // 2 * n), dtype=dtype)
     full = compute_nu(mol, coords)
     for w in range(len(OMEGAS)):
         kernels.pack_lower(full[w], reference[w], n, 0)
+    return reference
+
+
+@pytest.mark.parametrize("basis, lmax", [("def2-tzvp", 3), ("cc-pvdz", 2), ("def2-qzvp", 4)])
+def test_md_kernel_equals_libcint_int1e_grids(basis, lmax):
+    """dm21cli's McMurchie-Davidson kernel (_gridcoulomb.c) against libcint's
+    int1e_grids for both range-separation parameters: f functions (def2-TZVP),
+    general contractions split into segments (cc-pVDZ), g functions (def2-QZVP),
+    points on the nuclei and far away, a partial chunk, 1 and 2 threads.
+    Tolerance: 2e-12 absolute on integrals up to 13 (measured: at most 2e-13;
+    libcint's Rys quadrature and the kernel's Boys table each err near 1e-14)."""
+    from pyscf import lib
+
+    from dm21cli.functional import hermite
+    from dm21cli.functional.features import OMEGAS
+
+    mol = gto.M(atom=WATER, basis=basis, verbose=0)
+    assert max(mol.bas_angular(i) for i in range(mol.nbas)) == lmax
+    if basis == "cc-pvdz":
+        assert max(mol.bas_nctr(i) for i in range(mol.nbas)) > 1
+    coords = _md_points(mol, 2 * kernels.CHUNK + 37 if basis != "def2-qzvp" else 90)
+    reference = _packed_reference(mol, coords)
+    plan = hermite.build_plan(mol)
     for threads in (1, 2):
         with lib.with_omp_threads(threads):
             filled = np.full_like(reference, np.nan)
-            for w, omega in enumerate(OMEGAS):
-                with mol.with_range_coulomb(omega):
-                    kernels.fill_packed(mol, coords, filled[w])
-        if dtype == np.float64:
-            np.testing.assert_allclose(filled, reference, rtol=1e-13, atol=1e-15)
-        else:  # the same float64 numbers to 1e-16, rounded to float32 at most one ulp apart;
-            # integrals that vanish by symmetry are float64 cancellation noise (1e-16) in both
-            np.testing.assert_allclose(filled, reference, rtol=1.2e-7, atol=1e-15)
+            kernels.fill_coulomb(plan, coords, OMEGAS, filled)
+        np.testing.assert_allclose(filled, reference, rtol=0, atol=2e-12)
+
+
+def test_md_kernel_float32_is_the_float64_result_rounded():
+    from dm21cli.functional import hermite
+    from dm21cli.functional.features import OMEGAS
+
+    mol = gto.M(atom=WATER, basis="def2-svp", verbose=0)
+    coords = _md_points(mol, 300)
+    plan = hermite.build_plan(mol)
+    npair = mol.nao * (mol.nao + 1) // 2
+    f64 = np.empty((len(OMEGAS), npair * len(coords)))
+    f32 = np.empty((len(OMEGAS), npair * len(coords)), dtype=np.float32)
+    kernels.fill_coulomb(plan, coords, OMEGAS, f64)
+    kernels.fill_coulomb(plan, coords, OMEGAS, f32)
+    np.testing.assert_array_equal(f32, f64.astype(np.float32))
+
+
+def test_md_kernel_contracted_in_cache_equals_int1e_grids_contracted():
+    """`coulomb_features` (integrals contracted shell pair by shell pair, never
+    stored) against F = sum_d nu_bd E_d from libcint's int1e_grids, two spins,
+    1 and 2 threads (a partial block of 64 points at each thread's end)."""
+    from pyscf import lib
+
+    from dm21cli.functional import hermite
+    from dm21cli.functional.features import OMEGAS, compute_nu, contract
+
+    mol = gto.M(atom=WATER, basis="def2-tzvp", verbose=0)
+    coords = _md_points(mol, 333)
+    rng = np.random.default_rng(5)
+    e_mat = rng.standard_normal((2, mol.nao, len(coords)))
+    f_ref, _ = contract(compute_nu(mol, coords), e_mat)
+    plan = hermite.build_plan(mol)
+    for threads in (1, 2):
+        with lib.with_omp_threads(threads):
+            f = np.full((len(OMEGAS),) + e_mat.shape, np.nan)
+            kernels.coulomb_features(plan, coords, OMEGAS, e_mat, f)
+        np.testing.assert_allclose(f, f_ref, rtol=0, atol=2e-11)
+
+
+@pytest.mark.parametrize("basis", ["def2-tzvp", "cc-pvdz"])
+def test_md_derivative_kernel_equals_libcint_int1e_grids_ip_contracted(basis):
+    """`coulomb_ip_features` (the derivative plan: d/dx on the electron coordinate of
+    chi_b, both shells of a pair differentiated from one set of Hermite integrals)
+    against libcint's int1e_grids_ip contracted with E (xc_grad's fallback): f
+    functions, general contractions, points on the nuclei and far away, two spins,
+    1 and 2 threads.  Tolerance 1e-11 on values up to 60 (measured 1.1e-12)."""
+    from pyscf import lib
+
+    from dm21cli.functional import hermite
+    from dm21cli.functional.features import OMEGAS
+    from dm21cli.functional.xc_grad import derivative_contraction
+
+    mol = gto.M(atom=WATER, basis=basis, verbose=0)
+    coords = _md_points(mol, 200)
+    e_mat = np.random.default_rng(3).standard_normal((2, mol.nao, len(coords)))
+    reference = derivative_contraction(mol, coords, e_mat, driver=False)
+    plan = hermite.build_plan(mol, derivative=True)
+    assert plan.lmax == 2 * max(mol.bas_angular(i) for i in range(mol.nbas)) + 1
+    for threads in (1, 2):
+        with lib.with_omp_threads(threads):
+            out = np.full((len(OMEGAS), 2, 3, mol.nao, len(coords)), np.nan)
+            kernels.coulomb_ip_features(plan, coords, OMEGAS, e_mat, out)
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-11)
+
+
+def test_plan_orders_hermite_indices_as_the_kernel_does():
+    from dm21cli.functional import hermite
+
+    order = hermite.hermite_indices(kernels.lib().dm21_gc_lmax())
+    assert [kernels.lib().dm21_gc_herm_index(*tuv) for tuv in order] == list(range(len(order)))
+
+
+def test_md_kernel_refuses_angular_momentum_beyond_its_table():
+    """Shell pairs over l_b + l_d = 12 (beyond i functions) raise instead of reading
+    past the Boys table."""
+    from dm21cli.functional import hermite
+
+    mol = gto.M(atom="Ne 0 0 0", basis={"Ne": [[7, [1.0, 1.0]]]}, verbose=0)
+    plan = hermite.build_plan(mol)
+    assert plan.lmax == 14
+    with pytest.raises(ValueError, match="angular momentum 14"):
+        kernels.fill_coulomb(plan, np.zeros((3, 3)), (0.0,), np.empty((1, 120 * 3)))

@@ -210,6 +210,33 @@ def test_partial_cache_holds_what_fits_and_recomputes_the_rest(network):
     assert 0 < recomputed <= len(grids.weights) - cached_points
 
 
+def test_cache_grows_past_its_first_stage_only_in_a_long_scf(network, monkeypatch):
+    """With FIRST_CACHE_BYTES below what the budget allows, the first passes cache that
+    much and recompute the rest; from pass LATE_CACHE_PASS on the rest of the budget
+    is cached, and every pass gives the same E_xc and potential (1e-12 Ha)."""
+    from dm21cli.functional import features
+
+    mol, grids, dm = _uks_density(WATER)
+    monkeypatch.setattr(features, "FIRST_CACHE_BYTES", 5e6)
+    xc = DM21XC(network, max_memory_mb=200, cache_bytes=150e6)  # room for the whole grid
+    _, e1, v1 = xc.evaluate(mol, grids, dm, restricted=False)
+    integrals = xc._integrals
+    assert integrals.bytes_per_point * len(grids.weights) < integrals.budget_bytes
+    first_stage = integrals.cached_bytes
+    assert 0 < first_stage <= 5e6 and len(integrals._arenas) == 1
+    for n in range(2, features.LATE_CACHE_PASS):
+        _, e, v = xc.evaluate(mol, grids, dm, restricted=False)
+        assert integrals.passes == n and integrals.cached_bytes == first_stage
+        assert e == pytest.approx(e1, abs=1e-12)
+    _, e, v = xc.evaluate(mol, grids, dm, restricted=False)  # pass LATE_CACHE_PASS: the rest cached
+    assert len(integrals._arenas) == 2 and integrals.cached_bytes > 5 * first_stage
+    computed = integrals.points_computed
+    _, e, v = xc.evaluate(mol, grids, dm, restricted=False)  # and read back: nothing computed
+    assert integrals.points_computed == computed
+    assert e == pytest.approx(e1, abs=1e-12)
+    np.testing.assert_allclose(v, v1, atol=1e-12)
+
+
 def test_prefaulted_arrays_are_ordinary_writable_arrays():
     from dm21cli.core.resources import prefaulted_empty
 

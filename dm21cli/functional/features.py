@@ -11,18 +11,21 @@ with v_0 = 1/r and v_0.4 = erf(0.4 r)/r.  Its derivative with respect to
 D^s_ab is -chi_a(r) F_b(r) with F_b(r) = sum_d nu_bd(r) E_d(r), which is the
 intermediate this module returns.
 
-The nu integrals do not depend on the density.  `ExchangeIntegrals` keeps the
-lower triangle of each block (nu is symmetric in b, d: half the memory) for
-the next SCF cycle while it fits in the memory budget, in float32 when asked
-(half the memory again).  With the compiled kernels the cache is laid out
-chunk by chunk and filled straight from libcint, shell pair by shell pair
-(`dm21cli.functional.kernels.fill_packed`); without them PySCF's int1e_grids
-computes a full block in its own layout (grid index fastest), which is
-packed.  Blocks that do not fit are recomputed in every
-cycle by PySCF's seminumerical-exchange driver (`pyscf.sgx`), which
-contracts each integral with E as it is computed and never stores nu:
-measured on benzene/def2-SVP, 2.5 times faster than computing nu and
-contracting it.  Either way only the points the caller asks for are used.
+The nu integrals do not depend on the density.  With the compiled kernels
+they come from dm21cli's own McMurchie-Davidson kernel (`_gridcoulomb.c`,
+planned by `dm21cli.functional.hermite`), both omegas in one pass: measured
+on benzene/def2-SVP, 3.3 times faster than libcint's int1e_grids on one
+thread.  `ExchangeIntegrals` keeps the lower triangle of each block (nu is
+symmetric in b, d: half the memory) for the next SCF cycle, in float32 when
+asked (half the memory again), within the memory budget and in two stages
+(FIRST_CACHE_BYTES, then the rest from pass LATE_CACHE_PASS on); with the
+kernels the cache is laid out chunk by chunk.  Blocks that are not cached
+are recomputed in every cycle, each shell pair's integrals contracted with E
+while they are in cache (`kernels.coulomb_features`), so nu is never stored.
+Without the kernels PySCF's int1e_grids computes a full block in its own
+layout (grid index fastest), which is packed, and PySCF's seminumerical-
+exchange driver (`pyscf.sgx`) does the uncached blocks.  Either way only the
+points the caller asks for are used.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 
 import numpy as np
 
-from dm21cli.functional import kernels
+from dm21cli.functional import hermite, kernels
 
 #: Range-separation parameters of the two exchange features (1/bohr).
 OMEGAS = (0.0, 0.4)
@@ -42,14 +45,27 @@ OMEGAS = (0.0, 0.4)
 #: cache's budget.
 SCRATCH_POINTS = 1024  # a multiple of kernels.CHUNK
 SCRATCH_SHARE = 0.25
+#: The cache is filled in two stages.  At most FIRST_CACHE_BYTES are mapped and
+#: filled in the first pass over the grid; the rest of the budget only from pass
+#: LATE_CACHE_PASS on, when the SCF has shown that it needs many evaluations.
+#: With the compiled kernel, a pass that recomputes the integrals and contracts them
+#: in cache costs about as much as filling and reading a cache, and mapping fresh
+#: memory costs 0.3 to 2.7 s per GB on this project's VM: measured on
+#: benzene/def2-SVP (three evaluations), the whole float32 cache (7 GB) made the run
+#: no faster than recomputing 80% of the points (50.4 against 52.4 s), at 8.2
+#: against 3.1 GB.  An SCF's evaluations plus one gradient pass stay below
+#: LATE_CACHE_PASS in the usual three or four.
+FIRST_CACHE_BYTES = 1.5e9
+LATE_CACHE_PASS = 6
 #: Shell-pair screening threshold of the direct (uncached) path.  Measured on
 #: benzene/def2-SVP: hfx changes by at most 3e-14 Ha/bohr^3 at 1e-13.
 DIRECT_SCREEN = 1e-13
 
 
-def fills_from_libcint(mol) -> bool:
-    """Whether `ExchangeIntegrals` fills its cache for mol straight from libcint (the
-    compiled kernels, spherical basis functions), with no scratch block."""
+def kernel_integrals(mol) -> bool:
+    """Whether `ExchangeIntegrals` computes the integrals for mol with the compiled
+    McMurchie-Davidson kernel (spherical basis functions): no scratch block, and
+    the uncached path contracts them in cache."""
     return kernels.available() and not mol.cart
 
 
@@ -180,8 +196,8 @@ class ExchangeIntegrals:
         self.bytes_per_point = self.dtype.itemsize * self.npair * len(OMEGAS)
         #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
         self.chunk = kernels.CHUNK if kernels.available() else None
-        #: whether the compiled kernels fill the cache straight from libcint (no scratch block)
-        self.direct_fill = fills_from_libcint(mol)
+        #: whether the compiled kernel computes the integrals (no scratch block)
+        self.direct_fill = kernel_integrals(mol)
         step = kernels.CHUNK
         if self.direct_fill:
             self.scratch_points = 0
@@ -204,56 +220,86 @@ class ExchangeIntegrals:
             "exchange_integrals": 0.0, "exchange_features": 0.0}
         #: (p0, p1) -> packed nu (n_omega, npair, n) at that block's points
         self._cache: dict[tuple[int, int], np.ndarray] = {}
-        self._arena: np.ndarray | None = None  # one pre-faulted allocation for the cache
+        #: pre-faulted allocations of the cache: the first stage, then the rest of the budget
+        self._arenas: list[np.ndarray] = []
+        self._arena_used = 0  # bytes of the last arena handed out
+        #: passes over the grid begun (`begin_pass`)
+        self.passes = 0
+        self._late_mapped = False
         self._driver = None  # the direct path's driver, built on first use (False: none)
         self._scratch: np.ndarray | None = None  # full nu of one block, reused
+        self._plan: hermite.Plan | None = None  # the compiled kernel's plan, built on first use
 
     @property
     def memory_mapped(self) -> bool:
-        """Whether the cache's memory is mapped (the first `features` call maps it)."""
-        return self._arena is not None
+        """Whether the cache's first stage is mapped (the first `features` call maps it)."""
+        return bool(self._arenas)
 
     def computes(self, p0: int, p1: int) -> bool:
         """Whether `features` computes the integrals of block p0:p1 (they are not cached)."""
         return (p0, p1) not in self._cache
 
-    def _map_arena(self) -> None:
-        """The cache's one pre-faulted allocation, timed as its own phase: mapping
-        fresh memory costs 0.4 to 2.7 s per GB on this project's VM, depending
-        on whether the host has backed the pages before."""
+    def begin_pass(self) -> None:
+        """The caller starts a pass over the grid (an SCF evaluation, a gradient): from
+        pass LATE_CACHE_PASS on, the rest of the budget may be cached."""
+        self.passes += 1
+
+    def _cache_limit(self) -> float:
+        """Bytes the cache may hold now (see FIRST_CACHE_BYTES)."""
+        total = min(self.bytes_per_point * len(self.coords), self.budget_bytes)
+        return total if self.passes >= LATE_CACHE_PASS else min(total, FIRST_CACHE_BYTES)
+
+    def _map_arena(self, nbytes: float) -> None:
+        """One more pre-faulted allocation for the cache, timed as its own phase: mapping
+        fresh memory costs 0.4 to 2.7 s per GB on this project's VM, depending on
+        whether the host has backed the pages before."""
         from dm21cli.core.resources import prefaulted_empty
 
         t0 = time.perf_counter()
-        total = self.bytes_per_point * len(self.coords)
-        self._arena = prefaulted_empty(min(total, self.budget_bytes)).view(self.dtype)
+        self._arenas.append(prefaulted_empty(nbytes).view(self.dtype))
+        self._arena_used = 0
         self.timings_s["integral_memory"] = (self.timings_s.get("integral_memory", 0.0)
                                              + time.perf_counter() - t0)
 
+    def _prepare_arena(self) -> None:
+        """Map the cache's memory the limit allows and no arena holds yet (before the
+        integral clock starts)."""
+        mapped = sum(a.nbytes for a in self._arenas)  # the last arena's unused end is lost
+        more = min(self._cache_limit() - self.cached_bytes, self.budget_bytes - mapped)
+        if more >= self.bytes_per_point * kernels.CHUNK or not self._arenas:
+            self._map_arena(max(more, 0.0))
+
     def _cache_slot(self, n_points: int) -> np.ndarray | None:
-        """A (n_omega, npair, n_points) view into the cache arena (flat per omega in the
-        kernels' chunked layout), or None when full."""
+        """A (n_omega, npair, n_points) view into the last arena (flat per omega in the
+        kernels' chunked layout), or None when it is full."""
         nbytes = self.bytes_per_point * n_points
-        if self.cached_bytes + nbytes > self._arena.nbytes:
+        arena = self._arenas[-1]
+        if self._arena_used + nbytes > arena.nbytes:
             self._scratch = None  # the cache is full: no more blocks to pack
             return None
-        start = self.cached_bytes // self.dtype.itemsize
+        start = self._arena_used // self.dtype.itemsize
+        self._arena_used += nbytes
         self.cached_bytes += nbytes
         stop = start + nbytes // self.dtype.itemsize
         if self.chunk:
-            return self._arena[start:stop].reshape(len(OMEGAS), self.npair * n_points)
-        return self._arena[start:stop].reshape(len(OMEGAS), self.npair, n_points)
+            return arena[start:stop].reshape(len(OMEGAS), self.npair * n_points)
+        return arena[start:stop].reshape(len(OMEGAS), self.npair, n_points)
+
+    def _hermite_plan(self) -> hermite.Plan:
+        """The McMurchie-Davidson plan of the molecule's shell pairs, built once."""
+        if self._plan is None:
+            self._plan = hermite.build_plan(self.mol)
+        return self._plan
 
     def _compute_packed(self, coords: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """nu at coords packed into slot (n_omega, npair, n), scratch_points at a time.
 
         With the compiled kernels, slot is (n_omega, npair * n) in their chunked
-        layout (see `dm21cli.functional.kernels`), filled straight from libcint
-        when `direct_fill`.
+        layout (see `dm21cli.functional.kernels`), filled by the McMurchie-Davidson
+        kernel when `direct_fill`.
         """
         if self.direct_fill:
-            for w, omega in enumerate(OMEGAS):
-                with self.mol.with_range_coulomb(omega):
-                    kernels.fill_packed(self.mol, coords, slot[w], self.chunk)
+            kernels.fill_coulomb(self._hermite_plan(), coords, OMEGAS, slot, self.chunk)
             return slot
         nao = self.mol.nao_nr()
         step = self.scratch_points
@@ -278,8 +324,9 @@ class ExchangeIntegrals:
         p0:p1); a block is always called with the same points.  e_mat: (nspin,
         nao, n) E_b(r) per spin at those points.
         """
-        if self._arena is None:
-            self._map_arena()  # before the clock starts: not integral time
+        if not self._arenas or (self.passes >= LATE_CACHE_PASS and not self._late_mapped):
+            self._late_mapped = self.passes >= LATE_CACHE_PASS
+            self._prepare_arena()  # before the clock starts: not integral time
         clock = time.perf_counter
         t0 = clock()
         key = (p0, p1)
@@ -293,6 +340,15 @@ class ExchangeIntegrals:
             if slot is not None:
                 nu = self._cache[key] = self._compute_packed(coords, slot)
                 self.points_computed += n
+        if nu is None and self.direct_fill:
+            # not cached: each shell pair's integrals contracted while in cache
+            e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
+            f = np.empty((len(OMEGAS),) + e_mat.shape)
+            kernels.coulomb_features(self._hermite_plan(), coords, OMEGAS, e_mat, f)
+            hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
+            self.points_computed += n
+            self.timings_s["exchange_integrals"] += clock() - t0  # computed and contracted together
+            return f, hfx
         if nu is None:
             # not cached: integrals and contraction in one pass
             if self._driver is None:

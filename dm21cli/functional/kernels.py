@@ -1,4 +1,5 @@
-"""The compiled kernels of dm21cli/functional/_kernels.c, called through ctypes.
+"""The compiled kernels of dm21cli/functional/_kernels.c and _gridcoulomb.c (one
+library), called through ctypes.
 
 They are built when the package is installed (an optional extension: without
 a C compiler the install still succeeds and NumPy does the same work).
@@ -43,13 +44,20 @@ def _load() -> ctypes.CDLL | None:
             "dm21_pack_lower_f64": [p, p, n, n, n, n, n],
         }
         i = ctypes.c_int
-        fill = [p, p, p, i, p, i, p, p, p, n, n, n, n]
         for name, argtypes in signatures.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
-        for name in ("dm21_fill_packed_f32", "dm21_fill_packed_f64"):
+        coulomb = [p, n, p, p, p, i, p, n, n, p, n, n, n]
+        for name in ("dm21_gc_fill_f32", "dm21_gc_fill_f64"):
             fn = getattr(lib, name)
-            fn.argtypes, fn.restype = fill, ctypes.c_int
+            fn.argtypes, fn.restype = coulomb, ctypes.c_int
+        for name in ("dm21_gc_features", "dm21_gc_ip_features"):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = [p, n, p, p, p, i, p, n, n, n, p, p, n, n], ctypes.c_int
+        lib.dm21_gc_init.argtypes, lib.dm21_gc_init.restype = [], None
+        lib.dm21_gc_herm_index.argtypes, lib.dm21_gc_herm_index.restype = [i, i, i], i
+        lib.dm21_gc_lmax.argtypes, lib.dm21_gc_lmax.restype = [], i
+        lib.dm21_gc_init()  # the Boys-function table, once, before any thread uses it
         return lib
     return None
 
@@ -70,7 +78,8 @@ def ptr(a: np.ndarray) -> int:
     return a.ctypes.data
 
 
-def _threads() -> int:
+def threads() -> int:
+    """The threads the kernels split their work among: PySCF's."""
     try:
         from pyscf import lib as pyscf_lib
 
@@ -83,14 +92,14 @@ def _over_chunks(ng: int, chunk: int, run) -> list:
     """run(g0, g1) on the chunks of ng grid points, split among the threads PySCF is
     allowed (each call releases the GIL); returns their results in order."""
     nchunks = -(-ng // chunk)
-    threads = max(1, min(_threads(), nchunks))
-    bounds = [min(ng, chunk * (nchunks * k // threads)) for k in range(threads + 1)]
-    if threads == 1:
+    n_threads = max(1, min(threads(), nchunks))
+    bounds = [min(ng, chunk * (nchunks * k // n_threads)) for k in range(n_threads + 1)]
+    if n_threads == 1:
         return [run(0, ng)]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(lambda k: run(bounds[k], bounds[k + 1]), range(threads)))
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        return list(pool.map(lambda k: run(bounds[k], bounds[k + 1]), range(n_threads)))
 
 
 #: Grid points per chunk of the packed exchange integrals (see _kernels.c):
@@ -133,34 +142,67 @@ def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: 
     fn(ptr(full), ptr(packed), nao, n, ng, chunk, col0)
 
 
-def fill_packed(mol, coords, packed: np.ndarray, chunk: int = CHUNK) -> None:
-    """nu at coords (n, 3) bohr for the range-separation parameter mol holds, written
-    straight into packed ((npair * n,) float32 or float64, the chunked layout).
+def _check_lmax(plan) -> None:
+    if plan.lmax > lib().dm21_gc_lmax():
+        raise ValueError(f"the grid Coulomb kernel: angular momentum {plan.lmax} of a shell pair "
+                         f"is over its {lib().dm21_gc_lmax()}")
 
-    libcint's int1e_grids is called shell pair by shell pair for one chunk of
-    points at a time (see _kernels.c); the chunks are split among the threads
-    PySCF is allowed.  MemoryError if a thread cannot allocate its buffers.
+
+def fill_coulomb(plan, coords, omegas, packed: np.ndarray, chunk: int = CHUNK) -> None:
+    """nu at coords (n, 3) bohr for every omega (1/bohr; 0: 1/r) at once, by the
+    McMurchie-Davidson kernel (_gridcoulomb.c) from plan (`hermite.build_plan`),
+    written into packed ((n_omega, npair * n) float32 or float64, the chunked
+    layout).  The chunks are split among the threads PySCF is allowed.
     """
-    from pyscf.gto import moleintor
-
-    fn = {np.dtype(np.float32): lib().dm21_fill_packed_f32,
-          np.dtype(np.float64): lib().dm21_fill_packed_f64}[packed.dtype]
+    fn = {np.dtype(np.float32): lib().dm21_gc_fill_f32,
+          np.dtype(np.float64): lib().dm21_gc_fill_f64}[packed.dtype]
     ng = len(coords)
-    nao = mol.nao_nr()
-    if not packed.flags.c_contiguous or packed.size != nao * (nao + 1) // 2 * ng:
-        raise ValueError("fill_packed: the packed array does not match the points")
-    if mol.cart:
-        raise ValueError("fill_packed: spherical basis functions only")
-    atm = np.asarray(mol._atm, dtype=np.int32, order="C")
-    bas = np.asarray(mol._bas, dtype=np.int32, order="C")
-    env = np.append(np.asarray(mol._env, dtype=np.float64), np.asarray(coords, dtype=np.float64).ravel())
-    env[11] = ng  # NGRIDS, PTR_GRIDS of libcint's cint.h
-    env[12] = mol._env.size
-    ao_loc = np.asarray(mol.ao_loc_nr(), dtype=np.int32)
-    intor = ctypes.cast(getattr(moleintor.libcgto, "int1e_grids_sph"), ctypes.c_void_p).value
-    opt = moleintor.make_cintopt(atm, bas, env, "int1e_grids_sph")
+    npair = plan.nao * (plan.nao + 1) // 2
+    if not packed.flags.c_contiguous or packed.shape != (len(omegas), npair * ng):
+        raise ValueError("fill_coulomb: the packed array does not match the points")
+    _check_lmax(plan)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    omega_arr = np.asarray(omegas, dtype=np.float64)
     status = _over_chunks(ng, chunk, lambda g0, g1: fn(
-        intor, opt, ptr(atm), len(atm), ptr(bas), len(bas), ptr(env), ptr(ao_loc), ptr(packed),
-        ng, chunk, g0, g1))
+        ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(omega_arr),
+        len(omega_arr), ptr(coords), ng, plan.nao, ptr(packed), chunk, g0, g1))
     if any(status):
-        raise MemoryError("fill_packed: could not allocate the integral buffers")
+        raise MemoryError("fill_coulomb: could not allocate the kernel's scratch")
+
+
+def coulomb_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray) -> None:
+    """out[w, s, b, g] = sum_d nu_bd(g) E[s, d, g] for every omega (1/bohr; 0: 1/r)
+    without storing nu: the McMurchie-Davidson kernel contracts each shell pair's
+    integrals while they are in cache (_gridcoulomb.c).
+
+    plan: `hermite.build_plan(mol)`; coords: (n, 3) bohr; e_mat: (nspin, nao, n)
+    float64; out: (n_omega, nspin, nao, n) float64, overwritten.  The points are
+    split among PySCF's threads.
+    """
+    _contracted(lib().dm21_gc_features, plan, coords, omegas, e_mat, out, ())
+
+
+def coulomb_ip_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray) -> None:
+    """out[w, s, x, b, g] = sum_d <d_x chi_b | v_w | chi_d>(r_g) E[s, d, g] (d_x on the
+    electron coordinate, as libcint's int1e_grids_ip), never stored.
+
+    plan: `hermite.build_plan(mol, derivative=True)`; out: (n_omega, nspin, 3, nao, n)
+    float64, overwritten; the rest as `coulomb_features`.
+    """
+    _contracted(lib().dm21_gc_ip_features, plan, coords, omegas, e_mat, out, (3,))
+
+
+def _contracted(fn, plan, coords, omegas, e_mat, out, inner: tuple) -> None:
+    nspin, nao, ng = e_mat.shape
+    if not (e_mat.flags.c_contiguous and out.flags.c_contiguous and e_mat.dtype == np.float64
+            and out.dtype == np.float64 and out.shape == (len(omegas), nspin) + inner + (nao, ng)
+            and nao == plan.nao and len(coords) == ng):
+        raise ValueError("the grid Coulomb kernel: arrays do not match")
+    _check_lmax(plan)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    omega_arr = np.asarray(omegas, dtype=np.float64)
+    status = _over_chunks(ng, 64, lambda g0, g1: fn(
+        ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(omega_arr),
+        len(omega_arr), ptr(coords), ng, nao, nspin, ptr(e_mat), ptr(out), g0, g1))
+    if any(status):
+        raise MemoryError("the grid Coulomb kernel could not allocate its scratch")

@@ -274,6 +274,7 @@ class DM21XC:
         ngrids = len(grids.weights)
         nao = dm_spin.shape[-1]
         integrals = self._prepare(mol, grids)
+        integrals.begin_pass()
         blk = self.block_points(nao, ngrids)
         nspin_eff = 1 if restricted else 2
         clock = time.perf_counter

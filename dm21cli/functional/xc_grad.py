@@ -19,9 +19,10 @@ c = w de/dx per grid point, the force on A is sum_{u on A} T_u, where per AO u
       F_b = sum_d nu_bd E_d,  G_b(r) = sum_d <nabla chi_b | v_w(|r - r'|) | chi_d> E_d,
   the first term through E (A_u gains c_hfx (D F)_u), the second through the
   integrals (both AOs of nu_bd move; nu is symmetric, hence no 1/2).  G comes
-  from libcint's int1e_grids_ip contracted with E as it is computed (PySCF's
-  seminumerical-exchange gradient driver, `pyscf.sgx.sgx_jk`), block by
-  block, never stored.
+  from dm21cli's McMurchie-Davidson kernel, contracted with E shell pair by
+  shell pair while in cache (`kernels.coulomb_ip_features`; without the
+  compiled kernels, from libcint's int1e_grids_ip through PySCF's
+  seminumerical-exchange gradient driver), block by block, never stored.
 
 Grid response (optional).  The grid points move with their atoms and the
 Becke weights change: dE/dR_A gains sum_g (dw_g/dR_A) e_g, and for the points
@@ -37,7 +38,8 @@ import time
 
 import numpy as np
 
-from dm21cli.functional.features import DIRECT_SCREEN, OMEGAS
+from dm21cli.functional import hermite, kernels
+from dm21cli.functional.features import DIRECT_SCREEN, OMEGAS, kernel_integrals
 
 #: Grid points per piece of an energy block in the gradient (bounds the AO
 #: second derivatives, the derivative-integral contractions and temporaries).
@@ -47,6 +49,14 @@ MAX_PIECE_POINTS = 4096
 PIECE_MEMORY_FRACTION = 0.25
 #: Index of d_i d_j chi in PySCF's AO derivative layout (deriv=2).
 _D2 = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
+
+
+def _derivative_driver(mol):
+    """What `derivative_contraction` computes G with: the compiled kernel's derivative
+    plan where it applies, else PySCF's SGX driver, else False (the fallback)."""
+    if kernel_integrals(mol):
+        return hermite.build_plan(mol, derivative=True)
+    return _ip_driver(mol) or False
 
 
 def _ip_driver(mol):
@@ -69,12 +79,16 @@ def derivative_contraction(mol, coords: np.ndarray, e_mat: np.ndarray, driver=No
     """G (n_omega, nspin, 3, nao, n): sum_d <nabla chi_b | v_w | chi_d>(r_g) E_d(r_g).
 
     coords: (n, 3) bohr; e_mat: (nspin, nao, n).  nabla acts on the electron
-    coordinate of chi_b (libcint's int1e_grids_ip).
+    coordinate of chi_b (libcint's int1e_grids_ip).  driver: from
+    `_derivative_driver` (a derivative plan: the compiled kernel).
     """
     nspin, nao, n = e_mat.shape
     out = np.empty((len(OMEGAS), nspin, 3, nao, n))
     fg = np.ascontiguousarray(e_mat, dtype=np.float64)
     coords = np.ascontiguousarray(coords, dtype=np.float64)
+    if isinstance(driver, hermite.Plan):
+        kernels.coulomb_ip_features(driver, coords, OMEGAS, fg, out)
+        return out
     for i, omega in enumerate(OMEGAS):
         with mol.with_range_coulomb(omega):
             if driver:
@@ -217,7 +231,7 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
             coef.append((v_rho, v_grad, v_tau, c_hfx))
         with_hfx = any(np.any(c) for cf in coef for c in cf[3])
         if with_hfx and driver is None:
-            driver = _ip_driver(mol) or False
+            driver = _derivative_driver(mol)
         n = len(points)
         for q0 in range(0, n, piece):
             q1 = min(q0 + piece, n)

@@ -60,11 +60,11 @@ def estimate(spec, mol, threads: int = 1) -> dict:
 
         minimum = held + xc.work_bytes(nao, xc.MIN_BLOCK_POINTS, ngrids, threads) / 1e6
         # every integral and AO value cached: the shares DM21XC gives its caches must hold
-        # them (and, unless the cache is filled straight from libcint, the scratch block that
+        # them (and, unless the compiled kernel computes the integrals, the scratch block that
         # fills it); blocks take BLOCK_WORK_SHARE
         itemsize = np.dtype(integral_dtype(spec)).itemsize
         integrals = itemsize * len(features.OMEGAS) * nao * (nao + 1) / 2 * ngrids
-        scratch = 0.0 if features.fills_from_libcint(mol) else (
+        scratch = 0.0 if features.kernel_integrals(mol) else (
             8.0 * len(features.OMEGAS) * nao * nao * features.SCRATCH_POINTS)
         ao_values = 8.0 * 4 * nao * ngrids
         caches = max((integrals + scratch) / xc.INTEGRAL_CACHE_SHARE,
