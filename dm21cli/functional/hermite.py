@@ -1,5 +1,6 @@
 """The McMurchie-Davidson plan of a molecule's shell pairs, read by the grid
-Coulomb kernel (`_gridcoulomb.c`, called through `kernels.fill_coulomb`).
+Coulomb kernel (`_gridcoulomb.c`, called through `kernels.fill_coulomb`,
+`kernels.coulomb_features` and `kernels.coulomb_ip_features`).
 
 For every shell pair (b's shell >= d's) and every primitive pair of it, the
 Gaussian product chi_b chi_d is a sum of Hermite Gaussians centred at P with
@@ -8,6 +9,12 @@ coefficients, the product's prefactor K_bd and libcint's Cartesian-to-
 spherical transformation folded in), one column per Hermite index (t, u, v)
 ordered as the kernel orders them: by t + u + v, then t and u descending.
 Generally contracted shells are split into one shell per contraction.
+
+The derivative plan (`build_plan(mol, derivative=True)`) holds, in the same
+layout, the coefficients of (d/dx chi_b) chi_d and chi_b (d/dx chi_d), d/dx
+on the electron coordinate, for the gradient's integrals <d_x chi_b | v | chi_d>
+(libcint's int1e_grids_ip): both come from one set of Hermite integrals of
+one order higher.
 
 Primitive pairs whose whole product is below PRIM_SCREEN (|c_b c_d| K_bd
 2 pi / p, the largest value its 1/r integral can take for s functions) are
@@ -65,6 +72,7 @@ class Plan:
     prim: np.ndarray  # (nprim_pairs, 4) float64: P (bohr), p
     mmat: np.ndarray  # (total,) float64
     lmax: int  # largest Hermite order: l_b + l_d (+ 1 for derivatives)
+    derivative: bool = False  # the plan of <d_x chi_b | v | chi_d> instead of nu
 
     @property
     def nprim_pairs(self) -> int:
@@ -196,4 +204,4 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
     return Plan(nao=mol.nao_nr(), pairs=np.array(pair_rows, dtype=np.int64).reshape(-1, 9),
                 prim=np.ascontiguousarray(np.concatenate(prims)),
                 mmat=np.ascontiguousarray(np.concatenate(mats)),
-                lmax=max((r[4] for r in pair_rows), default=0))
+                lmax=max((r[4] for r in pair_rows), default=0), derivative=derivative)

@@ -142,7 +142,10 @@ def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: 
     fn(ptr(full), ptr(packed), nao, n, ng, chunk, col0)
 
 
-def _check_lmax(plan) -> None:
+def _check_plan(plan, derivative: bool = False) -> None:
+    if plan.derivative != derivative:
+        raise ValueError("the grid Coulomb kernel: a derivative plan where nu's is needed, or "
+                         "the reverse")
     if plan.lmax > lib().dm21_gc_lmax():
         raise ValueError(f"the grid Coulomb kernel: angular momentum {plan.lmax} of a shell pair "
                          f"is over its {lib().dm21_gc_lmax()}")
@@ -160,7 +163,7 @@ def fill_coulomb(plan, coords, omegas, packed: np.ndarray, chunk: int = CHUNK) -
     npair = plan.nao * (plan.nao + 1) // 2
     if not packed.flags.c_contiguous or packed.shape != (len(omegas), npair * ng):
         raise ValueError("fill_coulomb: the packed array does not match the points")
-    _check_lmax(plan)
+    _check_plan(plan)
     coords = np.ascontiguousarray(coords, dtype=np.float64)
     omega_arr = np.asarray(omegas, dtype=np.float64)
     status = _over_chunks(ng, chunk, lambda g0, g1: fn(
@@ -198,7 +201,7 @@ def _contracted(fn, plan, coords, omegas, e_mat, out, inner: tuple) -> None:
             and out.dtype == np.float64 and out.shape == (len(omegas), nspin) + inner + (nao, ng)
             and nao == plan.nao and len(coords) == ng):
         raise ValueError("the grid Coulomb kernel: arrays do not match")
-    _check_lmax(plan)
+    _check_plan(plan, derivative=bool(inner))
     coords = np.ascontiguousarray(coords, dtype=np.float64)
     omega_arr = np.asarray(omegas, dtype=np.float64)
     status = _over_chunks(ng, 64, lambda g0, g1: fn(
