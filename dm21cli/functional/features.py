@@ -14,7 +14,7 @@ intermediate this module returns.
 The nu integrals do not depend on the density.  With the compiled kernels
 they come from dm21cli's own McMurchie-Davidson kernel (`_gridcoulomb.c`,
 planned by `dm21cli.functional.hermite`), both omegas in one pass: measured
-on benzene/def2-SVP, 3.3 times faster than libcint's int1e_grids on one
+on benzene/def2-SVP, 3.1 to 3.3 times faster than libcint's int1e_grids on one
 thread.  `ExchangeIntegrals` keeps the lower triangle of each block (nu is
 symmetric in b, d: half the memory) for the next SCF cycle, in float32 when
 asked (half the memory again), within the memory budget and in two stages
