@@ -208,14 +208,10 @@ static inline __attribute__((always_inline)) void hermite_r(int L, double mu, do
             fm[g] = (tt[g] * fp[g] + et[g]) * c;
     }
     /* level L down to 0; level m holds R^(m)_h, h < nh(L - m) */
-    double scale = pref;
+    double scale = pref;  /* pref (-2 mu)^m at level m */
+    for (int m = 0; m < L; m++)
+        scale *= -2.0 * mu;
     double *restrict cur = ra, *restrict prev = rb;
-    {
-        double s = pref;
-        for (int m = 0; m < L; m++)
-            s *= -2.0 * mu;
-        scale = s;
-    }
     for (int m = L; m >= 0; m--) {
         const double *restrict fm = f + (ptrdiff_t)m * GC_SUB;
         for (ptrdiff_t g = 0; g < n; g++)
@@ -363,7 +359,7 @@ int NAME(const int64_t *pairs, ptrdiff_t npairs, const double *prim, const doubl
         for (ptrdiff_t s0 = 0; s0 < len; s0 += GC_SUB) {                                   \
             ptrdiff_t n = s0 + GC_SUB < len ? GC_SUB : len - s0;                           \
             for (ptrdiff_t q = 0; q < npairs; q++) {                                       \
-                const int64_t *pq = pairs + GC_ROW * q;                                         \
+                const int64_t *pq = pairs + GC_ROW * q;                                    \
                 ptrdiff_t i0 = pq[0], j0 = pq[1], di = pq[2], dj = pq[3];                  \
                 pair_block(&plan, pq, coords + 3 * (c0 + s0), n, &w);                      \
                 for (int om = 0; om < nomega; om++) {                                      \
@@ -390,6 +386,19 @@ int NAME(const int64_t *pairs, ptrdiff_t npairs, const double *prim, const doubl
 GC_FILL(dm21_gc_fill_f32, float)
 GC_FILL(dm21_gc_fill_f64, double)
 
+/* The scratch of a contracting entry point, and its output rows (nrows of ng
+ * points) zeroed at g0 .. g1 - 1. */
+static int contraction_begin(const gc_plan *plan, gc_scratch *w, double *out, ptrdiff_t nrows,
+                             ptrdiff_t ng, ptrdiff_t g0, ptrdiff_t g1)
+{
+    int status = scratch_alloc(plan, w);
+    if (status)
+        return status;
+    for (ptrdiff_t r = 0; r < nrows; r++)
+        memset(out + r * ng + g0, 0, sizeof(double) * (size_t)(g1 - g0));
+    return 0;
+}
+
 /*
  * F[om][s][b][g] = sum_d nu_bd(g) e[s][d][g] at the points g0 <= g < g1 of
  * coords ((ng, 3) bohr), for every omega, without storing nu: each shell
@@ -405,12 +414,9 @@ int dm21_gc_features(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
 {
     gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
     gc_scratch w;
-    int status = scratch_alloc(&plan, &w);
+    int status = contraction_begin(&plan, &w, f, nomega * nspin * nao, ng, g0, g1);
     if (status)
         return status;
-    for (ptrdiff_t om = 0; om < nomega; om++)
-        for (ptrdiff_t r = 0; r < nspin * nao; r++)
-            memset(f + (om * nspin * nao + r) * ng + g0, 0, sizeof(double) * (size_t)(g1 - g0));
     for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
         ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
         for (ptrdiff_t q = 0; q < npairs; q++) {
@@ -464,11 +470,9 @@ int dm21_gc_ip_features(const int64_t *pairs, ptrdiff_t npairs, const double *pr
 {
     gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
     gc_scratch w;
-    int status = scratch_alloc(&plan, &w);
+    int status = contraction_begin(&plan, &w, gout, nomega * nspin * 3 * nao, ng, g0, g1);
     if (status)
         return status;
-    for (ptrdiff_t r = 0; r < nomega * nspin * 3 * nao; r++)
-        memset(gout + r * ng + g0, 0, sizeof(double) * (size_t)(g1 - g0));
     for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
         ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
         for (ptrdiff_t q = 0; q < npairs; q++) {

@@ -340,20 +340,17 @@ class ExchangeIntegrals:
             if slot is not None:
                 nu = self._cache[key] = self._compute_packed(coords, slot)
                 self.points_computed += n
-        if nu is None and self.direct_fill:
-            # not cached: each shell pair's integrals contracted while in cache
-            e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-            f = np.empty((len(OMEGAS),) + e_mat.shape)
-            kernels.coulomb_features(self._hermite_plan(), coords, OMEGAS, e_mat, f)
-            hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-            self.points_computed += n
-            self.timings_s["exchange_integrals"] += clock() - t0  # computed and contracted together
-            return f, hfx
         if nu is None:
             # not cached: integrals and contraction in one pass
-            if self._driver is None:
-                self._driver = _direct_driver(self.mol) or False
-            f, hfx = direct_features(self.mol, coords, e_mat, self._driver)
+            if self.direct_fill:  # each shell pair's integrals contracted while in cache
+                e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
+                f = np.empty((len(OMEGAS),) + e_mat.shape)
+                kernels.coulomb_features(self._hermite_plan(), coords, OMEGAS, e_mat, f)
+                hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
+            else:
+                if self._driver is None:
+                    self._driver = _direct_driver(self.mol) or False
+                f, hfx = direct_features(self.mol, coords, e_mat, self._driver)
             self.points_computed += n
             self.timings_s["exchange_integrals"] += clock() - t0  # computed and contracted together
             return f, hfx

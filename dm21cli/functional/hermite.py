@@ -74,10 +74,6 @@ class Plan:
     lmax: int  # largest Hermite order: l_b + l_d (+ 1 for derivatives)
     derivative: bool = False  # the plan of <d_x chi_b | v | chi_d> instead of nu
 
-    @property
-    def nprim_pairs(self) -> int:
-        return len(self.prim)
-
 
 def _shells(mol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]]:
     """(l, centre (3,) bohr, exponents, coefficients, first AO) per contraction, in AO order."""

@@ -78,8 +78,7 @@ def ptr(a: np.ndarray) -> int:
     return a.ctypes.data
 
 
-def threads() -> int:
-    """The threads the kernels split their work among: PySCF's."""
+def _threads() -> int:
     try:
         from pyscf import lib as pyscf_lib
 
@@ -92,14 +91,14 @@ def _over_chunks(ng: int, chunk: int, run) -> list:
     """run(g0, g1) on the chunks of ng grid points, split among the threads PySCF is
     allowed (each call releases the GIL); returns their results in order."""
     nchunks = -(-ng // chunk)
-    n_threads = max(1, min(threads(), nchunks))
-    bounds = [min(ng, chunk * (nchunks * k // n_threads)) for k in range(n_threads + 1)]
-    if n_threads == 1:
+    threads = max(1, min(_threads(), nchunks))
+    bounds = [min(ng, chunk * (nchunks * k // threads)) for k in range(threads + 1)]
+    if threads == 1:
         return [run(0, ng)]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        return list(pool.map(lambda k: run(bounds[k], bounds[k + 1]), range(n_threads)))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda k: run(bounds[k], bounds[k + 1]), range(threads)))
 
 
 #: Grid points per chunk of the packed exchange integrals (see _kernels.c):
