@@ -195,29 +195,45 @@ def test_md_kernel_contracted_in_cache_equals_int1e_grids_contracted():
 
 
 @pytest.mark.parametrize("basis", ["def2-tzvp", "cc-pvdz"])
-def test_md_derivative_kernel_equals_libcint_int1e_grids_ip_contracted(basis):
-    """`coulomb_ip_features` (the derivative plan: d/dx on the electron coordinate of
-    chi_b, both shells of a pair differentiated from one set of Hermite integrals)
-    against libcint's int1e_grids_ip contracted with E (xc_grad's fallback): f
-    functions, general contractions, points on the nuclei and far away, two spins,
-    1 and 2 threads.  Tolerance 1e-11 on values up to 60 (measured 1.1e-12)."""
+def test_md_force_kernel_equals_libcint_int1e_grids_ip_contracted(basis):
+    """`coulomb_ip_force` (the force plan: d/dP and d/dQ of each primitive pair's
+    product from one set of Hermite integrals, summed with W = c E E) against
+    libcint's int1e_grids_ip contracted with c E E and summed per atom (xc_grad's
+    fallback), without and with the grid response's term of the points (own: in
+    order, and shuffled into many short runs).  f functions, general contractions,
+    points on the nuclei and far away, one and two spins, 1 and 2 threads.
+    A bent, asymmetric water so that no force vanishes by symmetry.  Tolerance
+    1e-10 on forces up to 90 (measured 3e-12)."""
     from pyscf import lib
 
     from dm21cli.functional import hermite
     from dm21cli.functional.features import OMEGAS
     from dm21cli.functional.xc_grad import derivative_contraction
 
-    mol = gto.M(atom=WATER, basis=basis, verbose=0)
+    mol = gto.M(atom="O 0 0.05 0.1173; H 0.1 0.7572 -0.4692; H 0 -0.7 -0.45", basis=basis, verbose=0)
     coords = _md_points(mol, 200)
-    e_mat = np.random.default_rng(3).standard_normal((2, mol.nao, len(coords)))
-    reference = derivative_contraction(mol, coords, e_mat, driver=False)
+    n = len(coords)
+    rng = np.random.default_rng(3)
     plan = hermite.build_plan(mol, derivative=True)
     assert plan.lmax == 2 * max(mol.bas_angular(i) for i in range(mol.nbas)) + 1
-    for threads in (1, 2):
-        with lib.with_omp_threads(threads):
-            out = np.full((len(OMEGAS), 2, 3, mol.nao, len(coords)), np.nan)
-            kernels.coulomb_ip_features(plan, coords, OMEGAS, e_mat, out)
-        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-11)
+    for nspin in (1, 2):
+        e_mat = rng.standard_normal((nspin, mol.nao, n))
+        c = rng.standard_normal((len(OMEGAS), nspin, n))
+        g = derivative_contraction(mol, coords, e_mat, driver=False)  # (omega, s, 3, nao, n)
+        t_ao = np.einsum("wsxbg,wsg,sbg->xb", g, c, e_mat)
+        t_pt = np.einsum("wsxbg,wsg,sbg->xg", g, c, e_mat)
+        reference = np.array([t_ao[:, p0:p1].sum(axis=1) for p0, p1 in mol.aoslice_by_atom()[:, 2:]])
+        for own in (np.sort(rng.integers(-1, mol.natm, n)), rng.integers(-1, mol.natm, n)):
+            with_points = reference.copy()
+            for x in range(3):
+                np.subtract.at(with_points[:, x], own[own >= 0], t_pt[x][own >= 0])
+            for threads in (1, 2):
+                with lib.with_omp_threads(threads):
+                    force = kernels.coulomb_ip_force(plan, coords, OMEGAS, e_mat, c, mol.natm)
+                    moving = kernels.coulomb_ip_force(plan, coords, OMEGAS, e_mat, c, mol.natm, own)
+                np.testing.assert_allclose(force, reference, rtol=0, atol=1e-10)
+                np.testing.assert_allclose(moving, with_points, rtol=0, atol=1e-10)
+    assert np.abs(reference).min() > 1e-3
 
 
 def test_plan_orders_hermite_indices_as_the_kernel_does():

@@ -54,6 +54,8 @@ static double exp_table[GC_NT];
  * direction (0, 1, 2), index with that component lowered by one, by two, and
  * the factor (component - 1) of the latter. */
 static int herm_dir[GC_NHMAX], herm_m1[GC_NHMAX], herm_m2[GC_NHMAX], herm_c[GC_NHMAX];
+/* The index of h with one direction raised by one (for h of degree below GC_LMAX). */
+static int herm_up[3][GC_NHMAX];
 static int initialised = 0;
 
 static int herm_index(int t, int u, int v)
@@ -109,6 +111,11 @@ void dm21_gc_init(void)
                 } else {
                     herm_dir[h] = 2, herm_m1[h] = herm_index(t, u, v - 1);
                     herm_c[h] = v - 1, herm_m2[h] = v > 1 ? herm_index(t, u, v - 2) : 0;
+                }
+                if (n < GC_LMAX) {
+                    herm_up[0][h] = herm_index(t + 1, u, v);
+                    herm_up[1][h] = herm_index(t, u + 1, v);
+                    herm_up[2][h] = herm_index(t, u, v + 1);
                 }
             }
     initialised = 1;
@@ -243,11 +250,11 @@ static inline __attribute__((always_inline)) void hermite_r(int L, double mu, do
 }
 
 /* The plan read by the functions below.  pairs: npairs rows of GC_ROW int64:
- * i0, j0 (first AO of each shell), di, dj (AOs), L (the order of the Hermite
- * integrals: l_i + l_j, one more for derivatives), nk (primitive pairs), k0
+ * i0, j0 (first AO of each shell), di, dj (AOs), L (the order of M: l_i + l_j;
+ * the force kernel computes Hermite integrals of order L + 1), nk (primitive pairs), k0
  * (first primitive pair), m0 (offset of its first M in mmat), nset (M sets
- * per primitive pair: 1 for nu; 3 or 6 for the derivatives, see
- * dm21_gc_ip_features).  prim: 4 doubles per primitive pair: P (bohr), p.
+ * per primitive pair: 1 for nu; 1 or 4 in the force plan, see
+ * dm21_gc_ip_force).  prim: 4 doubles per primitive pair: P (bohr), p.
  * mmat: for each primitive pair, nset sets of di*dj rows (i major) of nh(L)
  * Hermite coefficients.  omegas: nomega range-separation parameters (0: 1/r). */
 #define GC_ROW 9
@@ -453,60 +460,194 @@ int dm21_gc_features(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
     return 0;
 }
 
-/*
- * The derivative integrals contracted: G[om][s][x][b][g] = sum_d
- * <d_x chi_b | v_om(|r - r_g|) | chi_d> e[s][d][g] (d_x on the electron
- * coordinate, as libcint's int1e_grids_ip) at the points g0 <= g < g1, from
- * the derivative plan: per primitive pair, sets x = 0..2 differentiate the
- * pair's first shell, and for a pair of two shells sets 3..5 its second.
- * e: (nspin, nao, ng); G: (nomega, nspin, 3, nao, ng), overwritten in g0:g1.
- * Returns nonzero if the scratch could not be allocated.
- */
-GC_CLONES
-int dm21_gc_ip_features(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
-                        const double *mmat, const double *omegas, int nomega,
-                        const double *coords, ptrdiff_t ng, ptrdiff_t nao, ptrdiff_t nspin,
-                        const double *e, double *gout, ptrdiff_t g0, ptrdiff_t g1)
+typedef double gc_v4 __attribute__((vector_size(32), aligned(8)));
+
+/* z[a nhz + h] = sum_{g < n} w[a][g] r[h][g] for a < na, h < nhz (w and r in rows of
+ * GC_SUB): tiles of 2 x 4 dot products, four points per vector. */
+static inline __attribute__((always_inline)) void
+dot_rows(const double *w, ptrdiff_t na, const double *r, int nhz, ptrdiff_t n, double *z)
 {
-    gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
-    gc_scratch w;
-    int status = contraction_begin(&plan, &w, gout, nomega * nspin * 3 * nao, ng, g0, g1);
-    if (status)
-        return status;
-    for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
-        ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
-        for (ptrdiff_t q = 0; q < npairs; q++) {
-            const int64_t *pq = pairs + GC_ROW * q;
-            ptrdiff_t i0 = pq[0], j0 = pq[1], di = pq[2], dj = pq[3], nset = pq[8];
-            ptrdiff_t nab = di * dj;
-            pair_block(&plan, pq, coords + 3 * s0, n, &w);
-            for (int om = 0; om < nomega; om++)
-                for (ptrdiff_t s = 0; s < nspin; s++) {
-                    const double *es = e + s * nao * ng + s0;
-                    for (ptrdiff_t x = 0; x < 3; x++) {
-                        double *gx = gout + ((om * nspin + s) * 3 + x) * nao * ng + s0;
-                        const double *ab = w.acc + ((ptrdiff_t)om * nset + x) * nab * GC_SUB;
-                        const double *ba = nset == 6 ? ab + 3 * nab * GC_SUB : NULL;
-                        for (ptrdiff_t i = 0; i < di; i++)
-                            for (ptrdiff_t j = 0; j < dj; j++) {
-                                ptrdiff_t b = i0 + i, d = j0 + j;
-                                const double *restrict v = ab + (i * dj + j) * GC_SUB;
-                                const double *restrict ed = es + d * ng;
-                                double *restrict gb = gx + b * ng;
-                                for (ptrdiff_t g = 0; g < n; g++)
-                                    gb[g] += v[g] * ed[g];
-                                if (ba) {
-                                    const double *restrict u = ba + (i * dj + j) * GC_SUB;
-                                    const double *restrict eb = es + b * ng;
-                                    double *restrict gd = gx + d * ng;
-                                    for (ptrdiff_t g = 0; g < n; g++)
-                                        gd[g] += u[g] * eb[g];
-                                }
-                            }
-                    }
-                }
+    ptrdiff_t n4 = n & ~(ptrdiff_t)3;
+    for (ptrdiff_t a = 0; a < na; a += 2) {
+        const double *w0 = w + a * GC_SUB, *w1 = a + 1 < na ? w0 + GC_SUB : w0;
+        for (int h = 0; h < nhz; h += 4) {
+            const double *r0 = r + (ptrdiff_t)h * GC_SUB;
+            const double *r1 = h + 1 < nhz ? r0 + GC_SUB : r0;
+            const double *r2 = h + 2 < nhz ? r0 + 2 * GC_SUB : r0;
+            const double *r3 = h + 3 < nhz ? r0 + 3 * GC_SUB : r0;
+            gc_v4 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0};
+            gc_v4 a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
+            for (ptrdiff_t g = 0; g < n4; g += 4) {
+                gc_v4 x0 = *(const gc_v4 *)(w0 + g), x1 = *(const gc_v4 *)(w1 + g);
+                gc_v4 y0 = *(const gc_v4 *)(r0 + g), y1 = *(const gc_v4 *)(r1 + g);
+                gc_v4 y2 = *(const gc_v4 *)(r2 + g), y3 = *(const gc_v4 *)(r3 + g);
+                a00 += x0 * y0, a01 += x0 * y1, a02 += x0 * y2, a03 += x0 * y3;
+                a10 += x1 * y0, a11 += x1 * y1, a12 += x1 * y2, a13 += x1 * y3;
+            }
+            double s[2][4] = {
+                {a00[0] + a00[1] + a00[2] + a00[3], a01[0] + a01[1] + a01[2] + a01[3],
+                 a02[0] + a02[1] + a02[2] + a02[3], a03[0] + a03[1] + a03[2] + a03[3]},
+                {a10[0] + a10[1] + a10[2] + a10[3], a11[0] + a11[1] + a11[2] + a11[3],
+                 a12[0] + a12[1] + a12[2] + a12[3], a13[0] + a13[1] + a13[2] + a13[3]}};
+            for (ptrdiff_t g = n4; g < n; g++) {
+                s[0][0] += w0[g] * r0[g], s[0][1] += w0[g] * r1[g];
+                s[0][2] += w0[g] * r2[g], s[0][3] += w0[g] * r3[g];
+                s[1][0] += w1[g] * r0[g], s[1][1] += w1[g] * r1[g];
+                s[1][2] += w1[g] * r2[g], s[1][3] += w1[g] * r3[g];
+            }
+            for (int i = 0; i < 2 && a + i < na; i++)
+                for (int j = 0; j < 4 && h + j < nhz; j++)
+                    z[(a + i) * nhz + h + j] = s[i][j];
         }
     }
-    free(w.mem);
+}
+
+/*
+ * The exchange features' part of the nuclear gradient, contracted to forces:
+ *
+ *     dE/dR_A += -sum_g sum_{b,d} W_bd(g) d nu_bd(g)/dR_A (moving the AOs on A),
+ *     W^om_bd(g) = sum_s c[om][s][g] e[s][b][g] e[s][d][g],
+ *
+ * from the force plan (hermite.py): per shell pair the atoms of its two shells,
+ * per primitive pair the product's M (order L, set 0; halved for a pair of one
+ * shell) and, for shells on two atoms, the derivatives of M with respect to
+ * Q = A - B at fixed P (sets 1..3, also of order L), and ratio a/p.  With
+ * A = P + (b/p) Q and B = P - (a/p) Q,
+ *
+ *     d/dA = (a/p) d/dP + d/dQ,   d/dB = (b/p) d/dP - d/dQ,
+ *
+ * and d/dP of M R(P - C) is M R with an index raised by one.  So one set of
+ * Hermite integrals R of order L + 1 serves both, and only their sums over
+ * the points with W are needed: Z_ab,h = sum_g W_ab(g) R_h(g) (dot products),
+ * then d/dP = sum M_ab,h Z_ab,h+1x and d/dQ = sum dM/dQ_ab,h Z_ab,h (scalars).
+ * own (ng) int64 or NULL: the atom each point belongs to (negative: none); if
+ * given, that atom also receives minus the sum over all atoms at the point
+ * (the grid response: the point moves with its atom), from the runs of equal
+ * own within each block of GC_SUB points (put the points in order of own).
+ * e: (nspin, nao, ng); c: (nomega, nspin, ng); force: (natm, 3), added to.
+ * Returns nonzero if the scratch could not be allocated or an order is too high.
+ */
+GC_CLONES
+int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
+                     const double *mmat, const double *ratio, const int64_t *atoms,
+                     const double *omegas, int nomega, const double *coords, ptrdiff_t ng,
+                     ptrdiff_t nao, ptrdiff_t nspin, const double *e, const double *c,
+                     const int64_t *own, double *force, ptrdiff_t g0, ptrdiff_t g1)
+{
+    int lmax = 0;
+    ptrdiff_t nabmax = 0;
+    for (ptrdiff_t q = 0; q < npairs; q++) {
+        const int64_t *pq = pairs + GC_ROW * q;
+        lmax = pq[4] > lmax ? (int)pq[4] : lmax;
+        nabmax = pq[2] * pq[3] > nabmax ? pq[2] * pq[3] : nabmax;
+    }
+    if (lmax + 1 > GC_LMAX)
+        return 2;
+    ptrdiff_t nhr = (lmax + 2) * (lmax + 3) * (lmax + 4) / 6;  /* R: order lmax + 1 */
+    double *mem = malloc(sizeof(double) * (GC_SUB * (size_t)(3 + (lmax + 6) + 2 * nhr
+                                                             + nomega * nabmax)
+                                           + (size_t)(nabmax * nhr)));
+    if (mem == NULL)
+        return 1;
+    double *xpc = mem, *ypc = xpc + GC_SUB, *zpc = ypc + GC_SUB;
+    double *fb = zpc + GC_SUB;
+    double *ra = fb + (ptrdiff_t)(lmax + 6) * GC_SUB, *rb = ra + nhr * GC_SUB;
+    double *wm = rb + nhr * GC_SUB;                 /* W: nomega x nab x GC_SUB */
+    double *z = wm + nomega * nabmax * GC_SUB;      /* Z: nab x nh(L + 1) */
+    for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
+        ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
+        const double *cg = coords + 3 * s0;
+        for (ptrdiff_t q = 0; q < npairs; q++) {
+            const int64_t *pq = pairs + GC_ROW * q;
+            ptrdiff_t i0 = pq[0], j0 = pq[1], di = pq[2], dj = pq[3];
+            int L = (int)pq[4];
+            ptrdiff_t nk = pq[5], k0 = pq[6], m0 = pq[7], nset = pq[8];
+            ptrdiff_t nab = di * dj;
+            int nh = (L + 1) * (L + 2) * (L + 3) / 6, nhz = (L + 2) * (L + 3) * (L + 4) / 6;
+            double *fa = force + 3 * atoms[2 * q], *fbb = force + 3 * atoms[2 * q + 1];
+            for (int om = 0; om < nomega; om++)
+                for (ptrdiff_t i = 0; i < di; i++)
+                    for (ptrdiff_t j = 0; j < dj; j++) {
+                        double *restrict w = wm + ((ptrdiff_t)om * nab + i * dj + j) * GC_SUB;
+                        for (ptrdiff_t g = 0; g < n; g++)
+                            w[g] = 0.0;
+                        for (ptrdiff_t s = 0; s < nspin; s++) {
+                            const double *restrict cs = c + (om * nspin + s) * ng + s0;
+                            const double *restrict eb = e + (s * nao + i0 + i) * ng + s0;
+                            const double *restrict ed = e + (s * nao + j0 + j) * ng + s0;
+                            for (ptrdiff_t g = 0; g < n; g++)
+                                w[g] += cs[g] * eb[g] * ed[g];
+                        }
+                    }
+            for (ptrdiff_t k = 0; k < nk; k++) {
+                const double *pk = prim + 4 * (k0 + k);
+                const double *mk = mmat + m0 + k * nset * nab * nh;
+                double p = pk[3], rat = ratio[k0 + k];
+                for (ptrdiff_t g = 0; g < n; g++) {
+                    xpc[g] = pk[0] - cg[3 * g];
+                    ypc[g] = pk[1] - cg[3 * g + 1];
+                    zpc[g] = pk[2] - cg[3 * g + 2];
+                }
+                for (int om = 0; om < nomega; om++) {
+                    double om2 = omegas[om] * omegas[om];
+                    double mu = om2 > 0 ? p * om2 / (p + om2) : p;
+                    double pref = 6.283185307179586477 / p;
+                    if (om2 > 0)
+                        pref *= sqrt(mu / p);
+                    double *r0;
+                    hermite_r(L + 1, mu, pref, xpc, ypc, zpc, n, fb, ra, rb, &r0);
+                    const double *wo = wm + (ptrdiff_t)om * nab * GC_SUB;
+                    /* runs of points of one atom (one run without the grid response) */
+                    for (ptrdiff_t u0 = 0; u0 < n;) {
+                        ptrdiff_t u1 = n;
+                        if (own)
+                            for (u1 = u0 + 1; u1 < n && own[s0 + u1] == own[s0 + u0]; u1++)
+                                ;
+                        double sp[3], sq[3];
+                        dot_rows(wo + u0, nab, r0 + u0, nhz, u1 - u0, z);  /* Z over the run */
+                        /* two partial sums each: independent chains of FMAs */
+                        double pp[2][3] = {{0.0}}, qq[2][3] = {{0.0}};
+                        for (ptrdiff_t ab = 0; ab < nab; ab++) {
+                            const double *m = mk + ab * nh;
+                            const double *zab = z + ab * nhz;
+                            for (int h = 0; h < nh; h++) {
+                                double mh = m[h];
+                                pp[h & 1][0] += mh * zab[herm_up[0][h]];
+                                pp[h & 1][1] += mh * zab[herm_up[1][h]];
+                                pp[h & 1][2] += mh * zab[herm_up[2][h]];
+                            }
+                            if (nset == 4) {
+                                const double *m1 = mk + (nab + ab) * nh;
+                                const double *m2 = m1 + nab * nh, *m3 = m2 + nab * nh;
+                                for (int h = 0; h < nh; h++) {
+                                    double zh = zab[h];
+                                    qq[h & 1][0] += m1[h] * zh;
+                                    qq[h & 1][1] += m2[h] * zh;
+                                    qq[h & 1][2] += m3[h] * zh;
+                                }
+                            }
+                        }
+                        for (int x = 0; x < 3; x++) {
+                            sp[x] = pp[0][x] + pp[1][x];
+                            sq[x] = qq[0][x] + qq[1][x];
+                        }
+                        for (int x = 0; x < 3; x++) {
+                            if (nset == 1) {
+                                fa[x] -= sp[x];
+                            } else {
+                                double ta = rat * sp[x] + sq[x];
+                                fa[x] -= ta;
+                                fbb[x] -= sp[x] - ta;
+                            }
+                            if (own && own[s0 + u0] >= 0)
+                                force[3 * own[s0 + u0] + x] += sp[x];
+                        }
+                        u0 = u1;
+                    }
+                }
+            }
+        }
+    }
+    free(mem);
     return 0;
 }

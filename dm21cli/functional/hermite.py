@@ -1,6 +1,6 @@
 """The McMurchie-Davidson plan of a molecule's shell pairs, read by the grid
 Coulomb kernel (`_gridcoulomb.c`, called through `kernels.fill_coulomb`,
-`kernels.coulomb_features` and `kernels.coulomb_ip_features`).
+`kernels.coulomb_features` and `kernels.coulomb_ip_force`).
 
 For every shell pair (b's shell >= d's) and every primitive pair of it, the
 Gaussian product chi_b chi_d is a sum of Hermite Gaussians centred at P with
@@ -10,11 +10,13 @@ spherical transformation folded in), one column per Hermite index (t, u, v)
 ordered as the kernel orders them: by t + u + v, then t and u descending.
 Generally contracted shells are split into one shell per contraction.
 
-The derivative plan (`build_plan(mol, derivative=True)`) holds, in the same
-layout, the coefficients of (d/dx chi_b) chi_d and chi_b (d/dx chi_d), d/dx
-on the electron coordinate, for the gradient's integrals <d_x chi_b | v | chi_d>
-(libcint's int1e_grids_ip): both come from one set of Hermite integrals of
-one order higher.
+The force plan (`build_plan(mol, derivative=True)`) is read by the kernel that
+contracts the gradient's derivative integrals to forces (`kernels.coulomb_ip_force`):
+per primitive pair M (set 0, halved for a pair of one shell: its AO pairs appear in
+both orders) and, for shells on two atoms, the derivatives of M with respect to
+Q = A - B at fixed P and p (sets 1 to 3, the same order as M; with d/dP they give
+d/dA and d/dB, see `_gridcoulomb.c`), the ratio a/p per primitive pair and the two
+atoms per shell pair.
 
 Primitive pairs whose whole product is below PRIM_SCREEN (|c_b c_d| K_bd
 2 pi / p, the largest value its 1/r integral can take for s functions) are
@@ -71,12 +73,15 @@ class Plan:
     pairs: np.ndarray  # (npairs, 9) int64
     prim: np.ndarray  # (nprim_pairs, 4) float64: P (bohr), p
     mmat: np.ndarray  # (total,) float64
-    lmax: int  # largest Hermite order: l_b + l_d (+ 1 for derivatives)
-    derivative: bool = False  # the plan of <d_x chi_b | v | chi_d> instead of nu
+    lmax: int  # largest Hermite order: l_b + l_d (+ 1 in the force plan)
+    derivative: bool = False  # the force plan (`kernels.coulomb_ip_force`) instead of nu's
+    ratio: np.ndarray | None = None  # force plan: (nprim_pairs,) a/p
+    atoms: np.ndarray | None = None  # force plan: (npairs, 2) int64, the atoms of the two shells
 
 
-def _shells(mol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]]:
-    """(l, centre (3,) bohr, exponents, coefficients, first AO) per contraction, in AO order."""
+def _shells(mol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int, int]]:
+    """(l, centre (3,) bohr, exponents, coefficients, first AO, atom) per contraction, in AO
+    order."""
     if mol.cart:
         raise ValueError("the grid Coulomb kernel takes spherical basis functions only")
     ao_loc = mol.ao_loc_nr()
@@ -88,7 +93,7 @@ def _shells(mol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]]:
         for c in range(coef.shape[1]):
             keep = coef[:, c] != 0.0
             out.append((l, np.asarray(mol.bas_coord(ish), dtype=float), exps[keep],
-                        coef[keep, c], ao_loc[ish] + c * (2 * l + 1)))
+                        coef[keep, c], ao_loc[ish] + c * (2 * l + 1), mol.bas_atom(ish)))
     return out
 
 
@@ -124,13 +129,38 @@ def _hermite_matrices(la: int, lb: int, ex, ey, ez, herm, derivative: tuple | No
     return out
 
 
+def _q_derivatives(la: int, lb: int, e3, m_plain: np.ndarray, a_exp: np.ndarray, p: np.ndarray, L: int):
+    """d M / dQ_x (x = 0, 1, 2) at fixed P and p, Q = A - B: (K, 3, ncart_a, ncart_b, nh(L)).
+
+    Moving A alone moves P by a/p and Q by one: d/dA = (a/p) d/dP + d/dQ, and d/dP
+    raises a Hermite index by one.  So d/dQ = d/dA - (a/p) (M shifted up), with
+    d/dA minus the E of (d/dx chi_a) chi_b (`_derivative_e`, d/dx on the electron).
+    d/dA and the shifted M have order L + 1; their difference has none (the
+    polynomial part loses a degree, K_ab keeps it), and is returned truncated to L.
+    """
+    herm1 = hermite_indices(L + 1)
+    index = {tuv: h for h, tuv in enumerate(hermite_indices(L))}
+    plain = [e[:, :la + 1, :lb + 1] for e in e3]
+    out = []
+    for x in range(3):
+        dq = -_hermite_matrices(la, lb, *plain, np.array(herm1),
+                                (x, _derivative_e(e3[x], a_exp, True, la, lb)))
+        for h1, tuv in enumerate(herm1):
+            if tuv[x]:
+                lower = list(tuv)
+                lower[x] -= 1
+                dq[..., h1] -= (a_exp / p)[:, None, None] * m_plain[..., index[tuple(lower)]]
+        out.append(dq[..., :len(index)])
+    return np.stack(out, axis=1)
+
+
 def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Plan:
     """The plan of mol's shell pairs (spherical basis functions).
 
-    derivative: instead of nu, the plan of the derivative integrals
-    <d_x chi_b | v | chi_d> (`kernels.coulomb_ip_features`): Hermite order
-    l_b + l_d + 1, per primitive pair the sets x = 0, 1, 2 differentiating the
-    pair's first shell and, for two different shells, x = 0, 1, 2 on its second.
+    derivative: instead of nu's plan, the force plan (`kernels.coulomb_ip_force`):
+    per primitive pair M (halved for a pair of one shell) and, for two shells on
+    two atoms, dM/dQ_x (x = 0, 1, 2); the kernel computes Hermite integrals of
+    order l_b + l_d + 1 (the plan's lmax).
     """
     from pyscf import gto
 
@@ -139,18 +169,17 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
     for i in range(len(shells)):
         for j in range(i + 1):
             by_class.setdefault((shells[i][0], shells[j][0]), []).append((i, j))
-    pair_rows, prims, mats = [], [], []
+    pair_rows, pair_atoms, prims, mats, ratios = [], [], [], [], []
     k_total = m_total = 0
     for (la, lb), members in sorted(by_class.items()):
-        L = la + lb + (1 if derivative else 0)
+        L = la + lb
         herm = np.array(hermite_indices(L))
         c2s_a, c2s_b = gto.cart2sph(la), gto.cart2sph(lb)
-        nab = c2s_a.shape[1] * c2s_b.shape[1]
         # every primitive pair of every shell pair of the class, shell pair by shell pair
         a_exp, b_exp, coef, a_xyz, b_xyz, owner = [], [], [], [], [], []
         for q, (i, j) in enumerate(members):
-            _, A, ea, cfa, _ = shells[i]
-            _, B, eb, cfb, _ = shells[j]
+            _, A, ea, cfa, _, _ = shells[i]
+            _, B, eb, cfb, _, _ = shells[j]
             a_exp.append(np.repeat(ea, len(eb)))
             b_exp.append(np.tile(eb, len(ea)))
             coef.append(np.outer(cfa, cfb).ravel())
@@ -169,35 +198,36 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
         extra = 1 if derivative else 0
         e3 = [hermite_e(la + extra, lb + extra, centre[:, x] - a_xyz[:, x], centre[:, x] - b_xyz[:, x],
                         0.5 / p) for x in range(3)]
-        if not derivative:
-            sets = [_hermite_matrices(la, lb, *e3, herm)]
+        m_plain = _hermite_matrices(la, lb, *[e[:, :la + 1, :lb + 1] for e in e3], herm)
+        if derivative:
+            cart = np.concatenate([m_plain[:, None], _q_derivatives(la, lb, e3, m_plain, a_exp, p, L)],
+                                  axis=1)
         else:
-            e3 = [e[:, :, :, :L + 1] for e in e3]
-            plain = [e[:, :la + 1, :lb + 1] for e in e3]
-            sets = [_hermite_matrices(la, lb, *plain, herm, (x, _derivative_e(e3[x], a_exp, True, la, lb)))
-                    for x in range(3)]
-            two_shells = [members[q][0] != members[q][1] for q in range(len(members))]
-            if any(two_shells):  # classes mix pairs of one shell with pairs of two only when la == lb
-                sets += [_hermite_matrices(la, lb, *plain, herm,
-                                           (x, _derivative_e(e3[x], b_exp, False, la, lb)))
-                         for x in range(3)]
-        m = np.stack([np.einsum("kabh,am,bn->kmnh", h, c2s_a, c2s_b) for h in sets], axis=1)
+            cart = m_plain[:, None]
+        m = np.einsum("ksabh,am,bn->ksmnh", cart, c2s_a, c2s_b)
         m = m * weight[:, None, None, None, None]  # (K, nset, nsph_a, nsph_b, nh)
         counts = np.bincount(owner, minlength=len(members))
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = []
         for q, (i, j) in enumerate(members):
             block = m[starts[q]:starts[q] + counts[q]]
-            if derivative and i == j:
-                block = block[:, :3]  # one shell: its pairs (b, d) in both orders are all there
+            atoms = (shells[i][5], shells[j][5])
+            if derivative and atoms[0] == atoms[1]:
+                # one atom: only d/dA + d/dB = d/dP moves it; a pair of one shell holds
+                # its AO pairs in both orders, hence half
+                block = block[:, :1] * (0.5 if i == j else 1.0)
             pair_rows.append((shells[i][4], shells[j][4], 2 * la + 1, 2 * lb + 1, L, counts[q],
                               k_total + starts[q], m_total, block.shape[1]))
+            pair_atoms.append(atoms)
             flat.append(block.ravel())
             m_total += block.size
         prims.append(np.column_stack([centre, p]))
+        ratios.append(a_exp / p)
         mats.append(np.concatenate(flat) if flat else np.zeros(0))
         k_total += len(p)
+    lmax = max((r[4] for r in pair_rows), default=0) + (1 if derivative else 0)
     return Plan(nao=mol.nao_nr(), pairs=np.array(pair_rows, dtype=np.int64).reshape(-1, 9),
                 prim=np.ascontiguousarray(np.concatenate(prims)),
-                mmat=np.ascontiguousarray(np.concatenate(mats)),
-                lmax=max((r[4] for r in pair_rows), default=0), derivative=derivative)
+                mmat=np.ascontiguousarray(np.concatenate(mats)), lmax=lmax, derivative=derivative,
+                ratio=np.ascontiguousarray(np.concatenate(ratios)) if derivative else None,
+                atoms=np.array(pair_atoms, dtype=np.int64).reshape(-1, 2) if derivative else None)

@@ -51,9 +51,10 @@ def _load() -> ctypes.CDLL | None:
         for name in ("dm21_gc_fill_f32", "dm21_gc_fill_f64"):
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = coulomb, ctypes.c_int
-        for name in ("dm21_gc_features", "dm21_gc_ip_features"):
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = [p, n, p, p, p, i, p, n, n, n, p, p, n, n], ctypes.c_int
+        lib.dm21_gc_features.argtypes = [p, n, p, p, p, i, p, n, n, n, p, p, n, n]
+        lib.dm21_gc_features.restype = ctypes.c_int
+        lib.dm21_gc_ip_force.argtypes = [p, n, p, p, p, p, p, i, p, n, n, n, p, p, p, p, n, n]
+        lib.dm21_gc_ip_force.restype = ctypes.c_int
         lib.dm21_gc_init.argtypes, lib.dm21_gc_init.restype = [], None
         lib.dm21_gc_herm_index.argtypes, lib.dm21_gc_herm_index.restype = [i, i, i], i
         lib.dm21_gc_lmax.argtypes, lib.dm21_gc_lmax.restype = [], i
@@ -143,7 +144,7 @@ def pack_lower(full: np.ndarray, packed: np.ndarray, ng: int, col0: int, chunk: 
 
 def _check_plan(plan, derivative: bool = False) -> None:
     if plan.derivative != derivative:
-        raise ValueError("the grid Coulomb kernel: a derivative plan where nu's is needed, or "
+        raise ValueError("the grid Coulomb kernel: the force plan where nu's is needed, or "
                          "the reverse")
     if plan.lmax > lib().dm21_gc_lmax():
         raise ValueError(f"the grid Coulomb kernel: angular momentum {plan.lmax} of a shell pair "
@@ -181,26 +182,57 @@ def coulomb_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray) -
     float64; out: (n_omega, nspin, nao, n) float64, overwritten.  The points are
     split among PySCF's threads.
     """
-    _contracted(lib().dm21_gc_features, plan, coords, omegas, e_mat, out, ())
+    _contracted(lib().dm21_gc_features, plan, coords, omegas, e_mat, out)
 
 
-def coulomb_ip_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray) -> None:
-    """out[w, s, x, b, g] = sum_d <d_x chi_b | v_w | chi_d>(r_g) E[s, d, g] (d_x on the
-    electron coordinate, as libcint's int1e_grids_ip), never stored.
+def coulomb_ip_force(plan, coords, omegas, e_mat: np.ndarray, c: np.ndarray, natm: int,
+                     own: np.ndarray | None = None) -> np.ndarray:
+    """The exchange features' integral term of the nuclear gradient (natm, 3) Ha/bohr:
+    -sum_g sum_bd W_bd(g) d nu_bd(g)/dR_A, moving the AOs on atom A, with
+    W_bd(g) = sum_s c[w, s, g] E[s, b, g] E[s, d, g] for each omega w (1/bohr; 0: 1/r).
+    The derivative integrals are summed with W as they are computed (_gridcoulomb.c).
 
-    plan: `hermite.build_plan(mol, derivative=True)`; out: (n_omega, nspin, 3, nao, n)
-    float64, overwritten; the rest as `coulomb_features`.
+    plan: `hermite.build_plan(mol, derivative=True)`; coords: (n, 3) bohr; e_mat:
+    (nspin, nao, n) float64; c: (n_omega, nspin, n) float64.  own: (n,) the atom each
+    point belongs to (negative: none) or None; if given, the grid response's term of
+    the point itself is included: its atom receives minus the sum over all atoms at
+    the point.  Points in order of own are fastest.  The points are split among
+    PySCF's threads.
     """
-    _contracted(lib().dm21_gc_ip_features, plan, coords, omegas, e_mat, out, (3,))
+    nspin, nao, ng = e_mat.shape
+    if not (e_mat.flags.c_contiguous and c.flags.c_contiguous and e_mat.dtype == np.float64
+            and c.dtype == np.float64 and c.shape == (len(omegas), nspin, ng)
+            and nao == plan.nao and len(coords) == ng and (own is None or len(own) == ng)):
+        raise ValueError("the grid Coulomb force kernel: arrays do not match")
+    _check_plan(plan, derivative=True)
+    if own is not None:
+        own = np.ascontiguousarray(own, dtype=np.int64)
+    if max(plan.atoms.max(initial=-1), -1 if own is None else own.max(initial=-1)) >= natm:
+        raise ValueError("the grid Coulomb force kernel: an atom index is not below natm")
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    omega_arr = np.asarray(omegas, dtype=np.float64)
+
+    def run(g0, g1):
+        force = np.zeros((natm, 3))
+        status = lib().dm21_gc_ip_force(
+            ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(plan.ratio),
+            ptr(plan.atoms), ptr(omega_arr), len(omega_arr), ptr(coords), ng, nao, nspin,
+            ptr(e_mat), ptr(c), None if own is None else ptr(own), ptr(force), g0, g1)
+        return status, force
+
+    results = _over_chunks(ng, 64, run)
+    if any(status for status, _ in results):
+        raise MemoryError("the grid Coulomb force kernel could not allocate its scratch")
+    return sum(force for _, force in results)
 
 
-def _contracted(fn, plan, coords, omegas, e_mat, out, inner: tuple) -> None:
+def _contracted(fn, plan, coords, omegas, e_mat, out) -> None:
     nspin, nao, ng = e_mat.shape
     if not (e_mat.flags.c_contiguous and out.flags.c_contiguous and e_mat.dtype == np.float64
-            and out.dtype == np.float64 and out.shape == (len(omegas), nspin) + inner + (nao, ng)
+            and out.dtype == np.float64 and out.shape == (len(omegas), nspin, nao, ng)
             and nao == plan.nao and len(coords) == ng):
         raise ValueError("the grid Coulomb kernel: arrays do not match")
-    _check_plan(plan, derivative=bool(inner))
+    _check_plan(plan)
     coords = np.ascontiguousarray(coords, dtype=np.float64)
     omega_arr = np.asarray(omegas, dtype=np.float64)
     status = _over_chunks(ng, 64, lambda g0, g1: fn(

@@ -18,11 +18,13 @@ c = w de/dx per grid point, the force on A is sum_{u on A} T_u, where per AO u
       d hfx / dR_A = sum_{u on A} [nabla chi_u (D F)_u + E_u G_u],
       F_b = sum_d nu_bd E_d,  G_b(r) = sum_d <nabla chi_b | v_w(|r - r'|) | chi_d> E_d,
   the first term through E (A_u gains c_hfx (D F)_u), the second through the
-  integrals (both AOs of nu_bd move; nu is symmetric, hence no 1/2).  G comes
-  from dm21cli's McMurchie-Davidson kernel, contracted with E shell pair by
-  shell pair while in cache (`kernels.coulomb_ip_features`; without the
-  compiled kernels, from libcint's int1e_grids_ip through PySCF's
-  seminumerical-exchange gradient driver), block by block, never stored.
+  integrals (both AOs of nu_bd move; nu is symmetric, hence no 1/2).  Summed
+  over the points, the second is -sum_g sum_bd W_bd d nu_bd / dR_A with
+  W_bd = c_hfx E_b E_d: dm21cli's McMurchie-Davidson kernel sums the
+  derivative integrals with W shell pair by shell pair as it computes them
+  (`kernels.coulomb_ip_force`), so neither they nor G are ever stored.
+  Without the compiled kernels G comes from libcint's int1e_grids_ip through
+  PySCF's seminumerical-exchange gradient driver, block by block.
 
 Grid response (optional).  The grid points move with their atoms and the
 Becke weights change: dE/dR_A gains sum_g (dw_g/dR_A) e_g, and for the points
@@ -52,8 +54,9 @@ _D2 = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
 
 
 def _derivative_driver(mol):
-    """What `derivative_contraction` computes G with: the compiled kernel's derivative
-    plan where it applies, else PySCF's SGX driver, else False (the fallback)."""
+    """What the gradient's integral term is computed with: the compiled kernel's force
+    plan where it applies (`kernels.coulomb_ip_force`), else PySCF's SGX driver for
+    `derivative_contraction`, else False (its fallback)."""
     if kernel_integrals(mol):
         return hermite.build_plan(mol, derivative=True)
     return _ip_driver(mol) or False
@@ -76,19 +79,17 @@ def _ip_driver(mol):
 
 def derivative_contraction(mol, coords: np.ndarray, e_mat: np.ndarray, driver=None,
                            max_memory_mb: float = 1000.0) -> np.ndarray:
-    """G (n_omega, nspin, 3, nao, n): sum_d <nabla chi_b | v_w | chi_d>(r_g) E_d(r_g).
+    """G (n_omega, nspin, 3, nao, n): sum_d <nabla chi_b | v_w | chi_d>(r_g) E_d(r_g),
+    without the compiled kernels.
 
     coords: (n, 3) bohr; e_mat: (nspin, nao, n).  nabla acts on the electron
-    coordinate of chi_b (libcint's int1e_grids_ip).  driver: from
-    `_derivative_driver` (a derivative plan: the compiled kernel).
+    coordinate of chi_b (libcint's int1e_grids_ip).  driver: PySCF's SGX driver
+    (`_ip_driver`), or False: int1e_grids_ip a few points at a time, contracted.
     """
     nspin, nao, n = e_mat.shape
     out = np.empty((len(OMEGAS), nspin, 3, nao, n))
     fg = np.ascontiguousarray(e_mat, dtype=np.float64)
     coords = np.ascontiguousarray(coords, dtype=np.float64)
-    if isinstance(driver, hermite.Plan):
-        kernels.coulomb_ip_features(driver, coords, OMEGAS, fg, out)
-        return out
     for i, omega in enumerate(OMEGAS):
         with mol.with_range_coulomb(omega):
             if driver:
@@ -267,7 +268,19 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
                         p_mat[xdir] += ao[_D2[xdir][i]] * b[i]
                 tb = clock()
                 timings["meta_gga"] += tb - td
-            if with_hfx:
+            if with_hfx and isinstance(driver, hermite.Plan):
+                # the compiled kernel sums the derivative integrals with W = c E E as it
+                # computes them; with the grid response, the points in order of their atom
+                tc = clock()
+                order = np.argsort(atm_idx[pts], kind="stable") if grid_response else slice(None)
+                c = np.array([[coef[t][3][k][q0:q1][order] for t in range(nspin)]
+                              for k in range(len(OMEGAS))])
+                force += kernels.coulomb_ip_force(
+                    driver, coords_all[pts][order], OMEGAS,
+                    np.ascontiguousarray(e_mat[:, :, q0:q1][:, :, order]), c, natm,
+                    atm_idx[pts][order] if grid_response else None)
+                timings["derivative_integrals"] += clock() - tc
+            elif with_hfx:
                 tc = clock()
                 e_piece = e_mat[:, :, q0:q1]
                 g = derivative_contraction(mol, coords_all[pts], e_piece, driver, max_memory_mb)
