@@ -193,6 +193,65 @@ def test_small_memory_budget_gives_the_same_force(networks):
     np.testing.assert_allclose(small[1], ref[1], rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("spin", [0, 1], ids=["rks", "uks"])
+def test_gradient_reuses_the_features_of_the_last_evaluation(networks, spin):
+    """With keep_features, the gradient at the density of the latest evaluation takes
+    its exchange features instead of computing integrals again (nothing cached here,
+    so every reuse shows in points_computed), and gives the same force to 1e-12; at
+    another density it computes them."""
+    mol = _mol(WATER if spin == 0 else OH, spin=spin)
+    restricted, dm_spin = _spin_dm(_b3lyp_dm(mol, level=0))
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 0
+    grids.build()
+    network = networks("DM21")
+    ref = grad_xc.xc_nuc_grad(DM21XC(network, cache_bytes=0), mol, grids, dm_spin, restricted,
+                              grid_response=True)
+    xc = DM21XC(network, cache_bytes=0)
+    xc.keep_features = True
+    xc.evaluate(mol, grids, dm_spin, restricted)
+    computed = xc._integrals.points_computed
+    assert computed > 0 and xc._kept is not None
+    got = grad_xc.xc_nuc_grad(xc, mol, grids, dm_spin.copy(), restricted, grid_response=True)
+    assert xc._integrals.points_computed == computed
+    assert got[0] == pytest.approx(ref[0], abs=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12)
+    other = dm_spin * 1.001
+    grad_xc.xc_nuc_grad(xc, mol, grids, other, restricted, grid_response=True)
+    assert xc._integrals.points_computed == 2 * computed
+
+
+def test_features_are_kept_only_when_asked_and_within_the_budget(networks, monkeypatch):
+    """Kept features come out of the caches' share of the budget; when they do not fit,
+    nothing is kept (and the caches keep their share)."""
+    from dm21cli.core import resources
+    from dm21cli.functional import xc as xc_module
+
+    monkeypatch.setattr(resources, "current_rss_mb", lambda: 500.0)  # the same for every object
+    mol = _mol(WATER)
+    restricted, dm_spin = _spin_dm(_b3lyp_dm(mol, level=0))
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 0
+    grids.build()
+    network = networks("DM21")
+
+    def run(keep):
+        xc = DM21XC(network, max_memory_mb=4000.0)
+        xc.keep_features = keep
+        xc.evaluate(mol, grids, dm_spin, restricted)
+        return xc
+
+    plain, kept = run(False), run(True)
+    assert plain._kept is None and kept._kept is not None
+    size = xc_module.kept_bytes(mol.nao, len(grids.weights), 1)
+    assert plain._integrals.budget_bytes - kept._integrals.budget_bytes == pytest.approx(
+        xc_module.INTEGRAL_CACHE_SHARE * size, rel=1e-9)
+    monkeypatch.setattr(xc_module, "kept_bytes", lambda *args: 4e9)  # more than the budget
+    too_big = run(True)
+    assert too_big._kept is None
+    assert too_big._integrals.budget_bytes == plain._integrals.budget_bytes
+
+
 # ----------------------------------------------------------------------
 # the same machinery with libxc functionals, against PySCF
 # ----------------------------------------------------------------------

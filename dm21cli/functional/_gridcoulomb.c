@@ -266,7 +266,7 @@ typedef struct {
 } gc_plan;
 
 /* Per-thread scratch: coordinates relative to P, Boys values, two levels of
- * the Hermite recursion, and acc (nomega x nset di dj x GC_SUB) for one shell pair. */
+ * the Hermite recursion, and acc (nomega x di dj x GC_SUB) for one shell pair. */
 typedef struct {
     double *xpc, *ypc, *zpc, *f, *ra, *rb, *acc;
     double *mem;
@@ -295,9 +295,30 @@ static int scratch_alloc(const gc_plan *plan, gc_scratch *w)
     return 0;
 }
 
-/* w->acc[om][set][i dj + j][g] = M_set R at the n <= GC_SUB points cg (3
- * doubles each) for shell pair pq, every omega: nu of AO pair (i0 + i, j0 + j)
- * for the plan of nu, its derivatives for the derivative plan. */
+/* C - P of n points cg (3 doubles each) for the primitive pair at P = pk[0..2]. */
+static inline __attribute__((always_inline)) void
+relative_points(const double *pk, const double *restrict cg, ptrdiff_t n, double *restrict xpc,
+                double *restrict ypc, double *restrict zpc)
+{
+    for (ptrdiff_t g = 0; g < n; g++) {
+        xpc[g] = pk[0] - cg[3 * g];
+        ypc[g] = pk[1] - cg[3 * g + 1];
+        zpc[g] = pk[2] - cg[3 * g + 2];
+    }
+}
+
+/* The exponent mu and prefactor of R for a product of exponent p and range omega. */
+static inline void operator_params(double p, double omega, double *mu, double *pref)
+{
+    double om2 = omega * omega;
+    *mu = om2 > 0 ? p * om2 / (p + om2) : p;
+    *pref = 6.283185307179586477 / p;
+    if (om2 > 0)
+        *pref *= sqrt(*mu / p);
+}
+
+/* w->acc[om][i dj + j][g] = M R at the n <= GC_SUB points cg (3 doubles each)
+ * for shell pair pq of nu's plan, every omega: nu of AO pair (i0 + i, j0 + j). */
 static inline __attribute__((always_inline)) void
 pair_block(const gc_plan *plan, const int64_t *pq, const double *restrict cg, ptrdiff_t n,
            gc_scratch *w)
@@ -312,19 +333,10 @@ pair_block(const gc_plan *plan, const int64_t *pq, const double *restrict cg, pt
     for (ptrdiff_t k = 0; k < nk; k++) {
         const double *pk = plan->prim + 4 * (k0 + k);
         const double *mk = plan->mmat + m0 + k * nab * nh;
-        double p = pk[3];
-        for (ptrdiff_t g = 0; g < n; g++) {
-            xpc[g] = pk[0] - cg[3 * g];
-            ypc[g] = pk[1] - cg[3 * g + 1];
-            zpc[g] = pk[2] - cg[3 * g + 2];
-        }
+        relative_points(pk, cg, n, xpc, ypc, zpc);
         for (int om = 0; om < plan->nomega; om++) {
-            double om2 = plan->omegas[om] * plan->omegas[om];
-            double mu = om2 > 0 ? p * om2 / (p + om2) : p;
-            double pref = 6.283185307179586477 / p;
-            if (om2 > 0)
-                pref *= sqrt(mu / p);
-            double *r0;
+            double mu, pref, *r0;
+            operator_params(pk[3], plan->omegas[om], &mu, &pref);
             hermite_r(L, mu, pref, xpc, ypc, zpc, n, w->f, w->ra, w->rb, &r0);
             double *aw = w->acc + (ptrdiff_t)om * nab * GC_SUB;
             for (ptrdiff_t ab = 0; ab < nab; ab++) {
@@ -582,19 +594,11 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
             for (ptrdiff_t k = 0; k < nk; k++) {
                 const double *pk = prim + 4 * (k0 + k);
                 const double *mk = mmat + m0 + k * nset * nab * nh;
-                double p = pk[3], rat = ratio[k0 + k];
-                for (ptrdiff_t g = 0; g < n; g++) {
-                    xpc[g] = pk[0] - cg[3 * g];
-                    ypc[g] = pk[1] - cg[3 * g + 1];
-                    zpc[g] = pk[2] - cg[3 * g + 2];
-                }
+                double rat = ratio[k0 + k];
+                relative_points(pk, cg, n, xpc, ypc, zpc);
                 for (int om = 0; om < nomega; om++) {
-                    double om2 = omegas[om] * omegas[om];
-                    double mu = om2 > 0 ? p * om2 / (p + om2) : p;
-                    double pref = 6.283185307179586477 / p;
-                    if (om2 > 0)
-                        pref *= sqrt(mu / p);
-                    double *r0;
+                    double mu, pref, *r0;
+                    operator_params(pk[3], omegas[om], &mu, &pref);
                     hermite_r(L + 1, mu, pref, xpc, ypc, zpc, n, fb, ra, rb, &r0);
                     const double *wo = wm + (ptrdiff_t)om * nab * GC_SUB;
                     /* runs of points of one atom (one run without the grid response) */

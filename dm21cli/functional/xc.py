@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from dm21cli.functional.features import ExchangeIntegrals
+from dm21cli.functional.features import OMEGAS, ExchangeIntegrals
 from dm21cli.functional.network import DM21Network
 
 #: Grid points whose total density (e/bohr^3) is below this at the first
@@ -76,6 +76,12 @@ def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rho, e_mat
 
 
+def kept_bytes(nao: int, ngrids: int, nspin_eff: int) -> int:
+    """Memory (bytes) of the exchange features one evaluation keeps for a gradient
+    (`DM21XC.keep_features`): F and hfx for both omegas at every grid point."""
+    return 8 * len(OMEGAS) * nspin_eff * (nao + 1) * ngrids
+
+
 def work_bytes(nao: int, block_points: int, ngrids: int, threads: int = 1) -> int:
     """Memory (bytes) one DM21 evaluation needs besides its caches.
 
@@ -124,6 +130,14 @@ class DM21XC:
         #: (dm_spin, restricted, exc, then per grid point: e, network inputs x,
         #: kept mask) of the latest `evaluate`
         self.last = None
+        #: keep the exchange features of the latest `evaluate` (when the budget has room
+        #: for them, see `_sizes`), so that a nuclear gradient at the same density reuses
+        #: them instead of computing its integrals again (`blocks`); set by the jobs
+        #: that compute a gradient after their SCF
+        self.keep_features = False
+        #: (dm_spin, restricted, {(p0, p1): (F, hfx)}) of the latest evaluation, or None
+        self._kept = None
+        self._keep_room = False  # whether the budget has room for them on the current grid
         self._integrals: ExchangeIntegrals | None = None
         self._ao: dict[tuple[int, int], np.ndarray] = {}
         self._ao_bytes = 0
@@ -152,7 +166,7 @@ class DM21XC:
         return self.scf_network is not self.network
 
     # ------------------------------------------------------------------
-    def _prepare(self, mol, grids) -> ExchangeIntegrals:
+    def _prepare(self, mol, grids, nspin_eff: int = 2) -> ExchangeIntegrals:
         """Integrals and AO cache for this grid (rebuilt when the grid changes)."""
         coords = grids.coords
         # identity alone could be reused by a new array: the content decides.  The atoms'
@@ -162,11 +176,17 @@ class DM21XC:
                coords[0].tobytes(), coords[-1].tobytes(), float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
             self._integrals, self._ao, self._ao_bytes, self._points = None, {}, 0, {}
+            self._kept = None
             nao, ngrids = mol.nao_nr(), len(coords)
             if self.cache_bytes is None:
                 cache_bytes, self._blk = self._sizes(nao, ngrids)
+                kept = kept_bytes(nao, ngrids, nspin_eff)
+                self._keep_room = self.keep_features and cache_bytes >= kept
+                if self._keep_room:
+                    cache_bytes -= kept
             else:
                 cache_bytes, self._blk = self.cache_bytes, self._budget_block_points(nao, ngrids)
+                self._keep_room = self.keep_features
             self._integrals = ExchangeIntegrals(mol, grids.coords, self.timings_s,
                                                 dtype=self.integral_dtype,
                                                 budget_bytes=INTEGRAL_CACHE_SHARE * cache_bytes)
@@ -259,7 +279,7 @@ class DM21XC:
         blk = int(BLOCK_WORK_SHARE * self.max_memory_mb * 1e6 // per_point)
         return max(MIN_BLOCK_POINTS, min(MAX_BLOCK_POINTS, blk, ngrids))
 
-    def blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool):
+    def blocks(self, mol, grids, dm_spin: np.ndarray, restricted: bool, store: dict | None = None):
         """Per block of grid points: (at, ao, rho, x, F, E).
 
         at: the grid indices of the block's n evaluated points (a slice or an
@@ -269,14 +289,22 @@ class DM21XC:
         `dm21cli.features`) with nspin_eff = 1 if restricted (then E is that of
         D^a = D/2).  The energy and the nuclear gradient (`dm21cli.functional.xc_grad`)
         both go through here, so they see the same points and features.
+        At the density of the latest evaluation, the features it kept are used
+        (see keep_features); store: a dict that receives each block's features
+        when the budget has room for them.
         """
         coords = grids.coords
         ngrids = len(grids.weights)
         nao = dm_spin.shape[-1]
-        integrals = self._prepare(mol, grids)
-        integrals.begin_pass()
-        blk = self.block_points(nao, ngrids)
         nspin_eff = 1 if restricted else 2
+        integrals = self._prepare(mol, grids, nspin_eff)
+        kept = self._kept[2] if (self._kept is not None and self._kept[1] == restricted
+                                 and np.array_equal(self._kept[0], dm_spin)) else None
+        if kept is None:
+            integrals.begin_pass()
+        if not self._keep_room:
+            store = None
+        blk = self.block_points(nao, ngrids)
         clock = time.perf_counter
         nblocks = -(-ngrids // blk)
         for p0 in range(0, ngrids, blk):
@@ -290,11 +318,17 @@ class DM21XC:
             if restricted:
                 rho = np.concatenate([rho, rho])
             self.timings_s["ao_density"] += clock() - t0
-            if self.progress is not None:
-                if not integrals.memory_mapped:
-                    self._phase("integral memory")
-                self._phase("exchange integrals" if integrals.computes(p0, p1) else "exchange features")
-            f_mat, hfx = integrals.features(p0, p1, e_mat, points)
+            if kept is not None and (p0, p1) in kept:
+                f_mat, hfx = kept[(p0, p1)]
+            else:
+                if self.progress is not None:
+                    if not integrals.memory_mapped:
+                        self._phase("integral memory")
+                    self._phase("exchange integrals" if integrals.computes(p0, p1)
+                                else "exchange features")
+                f_mat, hfx = integrals.features(p0, p1, e_mat, points)
+            if store is not None:
+                store[(p0, p1)] = (f_mat, hfx)
             if restricted:
                 hfx = np.concatenate([hfx, hfx], axis=1)
             grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
@@ -353,7 +387,9 @@ class DM21XC:
         x_points = np.zeros((len(weights), 11))  # kept for the final pass at this density
         keep_points = np.zeros(len(weights), dtype=bool)
         self._step = (f"evaluation {self.n_evaluations + 1}", 0, 1)
-        for at, ao, rho, x, f_mat, _ in self.blocks(mol, grids, dm_spin, restricted):
+        self._kept = None  # the previous density's features go before this one's are made
+        store = {} if self.keep_features else None
+        for at, ao, rho, x, f_mat, _ in self.blocks(mol, grids, dm_spin, restricted, store):
             w = weights[at]
             e, de = self._network_screened(self.scf_network, x, None, True)
             self._phase("potential")
@@ -380,6 +416,8 @@ class DM21XC:
         vxc = vmat + vmat.transpose(0, 2, 1) + vtau
         self.n_evaluations += 1
         self.last = (dm_spin, restricted, exc, e_points, x_points, keep_points)
+        if store:
+            self._kept = (dm_spin, restricted, store)
         if restricted:
             return nelec, exc, vxc[0]
         return nelec, exc, vxc

@@ -201,7 +201,7 @@ class DM21Calculator(Calculator):
                              "dm21cli computes molecules", field="atoms.pbc")
         geometry = (self.atoms.numbers.copy(), self.atoms.positions.copy())
         if self.mf is None or not _same(geometry, self._geometry):
-            self._run_scf(geometry)
+            self._run_scf(geometry, gradient="forces" in properties)
         if "forces" in properties and "forces" not in self.results:
             self._run_gradient()
 
@@ -255,7 +255,9 @@ class DM21Calculator(Calculator):
             self._network = (key, load_network(spec, self.checkpoints))
         return self._network[1]
 
-    def _run_scf(self, geometry) -> None:
+    def _run_scf(self, geometry, gradient: bool = False) -> None:
+        """The SCF at geometry (numbers, positions in Angstrom); gradient: forces follow,
+        so DM21 keeps its last exchange features for them."""
         from dm21cli.core import resources
         from dm21cli.jobs import memory
         from dm21cli.jobs.build import build_grids, build_molecule, build_scf, dispersion_energy
@@ -280,6 +282,8 @@ class DM21Calculator(Calculator):
         grids = build_grids(mol, spec)
         mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
         mf.chkfile = None  # no files
+        if network is not None:
+            mf.dm21.keep_features = gradient
 
         dm0, warm, guess = self._guess(mol, mf, spec, grids, res, network, geometry, log)
         warm_orbitals = warm.pop("orbitals", None) if warm else None

@@ -45,7 +45,8 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     Returns {'process_mb' (this process's resident memory now), 'minimum_mb'
     (the least budget it runs in: exchange integrals recomputed in every SCF
     cycle), 'cached_mb' (a budget that caches every exchange integral and AO
-    value: the fastest), 'grid_points', 'nao'}.
+    value, and for a gradient keeps the SCF's last exchange features: the
+    fastest), 'grid_points', 'nao'}.
     """
     nao = mol.nao_nr()
     ngrids = grid_points_estimate(mol, spec)
@@ -70,6 +71,8 @@ def estimate(spec, mol, threads: int = 1) -> dict:
         caches = max((integrals + scratch) / xc.INTEGRAL_CACHE_SHARE,
                      ao_values / (1 - xc.INTEGRAL_CACHE_SHARE))
         fixed = xc.work_bytes(nao, 0, ngrids, threads)
+        if spec.job.task in ("gradient", "opt"):  # the features kept for the gradient
+            fixed += xc.kept_bytes(nao, ngrids, nspin)
         cached = (held + (fixed + caches) / 1e6) / (1 - xc.BLOCK_WORK_SHARE)
     else:  # PySCF's numerical integration: blocks of at least 128 points
         minimum = cached = held + 8.0 * 128 * nao * 10 / 1e6
