@@ -160,12 +160,15 @@ def weight_derivatives(mol, grids, points: np.ndarray) -> np.ndarray:
     return dw
 
 
-def piece_points(nao: int, natm: int, nspin: int, max_memory_mb: float, grid_response: bool) -> int:
+def piece_points(nao: int, natm: int, nspin: int, max_memory_mb: float, grid_response: bool,
+                 held_mb: float = 0.0, with_g: bool = True) -> int:
     """Grid points per piece so that the gradient's per-point arrays fit
-    PIECE_MEMORY_FRACTION of the memory budget."""
-    per_point = 8 * ((13 + 16 * nspin + 6 * nspin * len(OMEGAS)) * nao + 64
+    PIECE_MEMORY_FRACTION of the memory budget and half of what the process,
+    holding held_mb, has left of it.  with_g: G is formed (no compiled kernels)."""
+    per_point = 8 * ((13 + 16 * nspin + (6 * nspin * len(OMEGAS) if with_g else 0)) * nao + 64
                      + (3 * natm if grid_response else 0))
-    blk = int(PIECE_MEMORY_FRACTION * max_memory_mb * 1e6 // per_point)
+    room_mb = min(PIECE_MEMORY_FRACTION * max_memory_mb, 0.5 * max(max_memory_mb - held_mb, 0.0))
+    blk = int(room_mb * 1e6 // per_point)
     return max(MIN_PIECE_POINTS, min(MAX_PIECE_POINTS, blk))
 
 
@@ -209,7 +212,7 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
     force = np.zeros((natm, 3))  # grid response terms
     exc = 0.0
     driver = None
-    piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response)
+    piece = None  # sized at the first block, when its arrays and the caches are held
     t_mark = clock()
     for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, dm_spin, restricted):
         t0 = clock()
@@ -233,6 +236,11 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
         with_hfx = any(np.any(c) for cf in coef for c in cf[3])
         if with_hfx and driver is None:
             driver = _derivative_driver(mol)
+        if piece is None:
+            from dm21cli.core.resources import current_rss_mb
+
+            piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response,
+                                 held_mb=current_rss_mb(), with_g=not kernel_integrals(mol))
         n = len(points)
         for q0 in range(0, n, piece):
             q1 = min(q0 + piece, n)
