@@ -266,25 +266,32 @@ typedef struct {
 } gc_plan;
 
 /* Per-thread scratch: coordinates relative to P, Boys values, two levels of
- * the Hermite recursion, and acc (nomega x di dj x GC_SUB) for one shell pair. */
+ * the Hermite recursion, acc (nomega x di dj x GC_SUB) for one shell pair and,
+ * for the force kernel, z (di dj x nh(L + 1)). */
 typedef struct {
-    double *xpc, *ypc, *zpc, *f, *ra, *rb, *acc;
+    double *xpc, *ypc, *zpc, *f, *ra, *rb, *acc, *z;
     double *mem;
 } gc_scratch;
 
-static int scratch_alloc(const gc_plan *plan, gc_scratch *w)
+/* The scratch for the plan's shell pairs, with Hermite integrals up to order
+ * l_b + l_d + extra_order (1 for the force kernel, which also gets z). */
+static int scratch_alloc(const gc_plan *plan, gc_scratch *w, int extra_order)
 {
-    int lmax = 0, dmax = 0;
+    int lmax = 0, dmax = 0, nabmax = 0;
     for (ptrdiff_t q = 0; q < plan->npairs; q++) {
         const int64_t *pq = plan->pairs + GC_ROW * q;
         lmax = pq[4] > lmax ? (int)pq[4] : lmax;
         dmax = pq[2] * pq[3] * pq[8] > dmax ? (int)(pq[2] * pq[3] * pq[8]) : dmax;
+        nabmax = pq[2] * pq[3] > nabmax ? (int)(pq[2] * pq[3]) : nabmax;
     }
+    lmax += extra_order;
     if (lmax > GC_LMAX)
         return 2;
     ptrdiff_t nhmax = (lmax + 1) * (lmax + 2) * (lmax + 3) / 6;
-    w->mem = malloc(sizeof(double) * GC_SUB * (size_t)(3 + (lmax + 5) + 2 * nhmax
-                                                       + (ptrdiff_t)plan->nomega * dmax));
+    ptrdiff_t nz = extra_order ? (ptrdiff_t)nabmax * nhmax : 0;
+    w->mem = malloc(sizeof(double) * (GC_SUB * (size_t)(3 + (lmax + 5) + 2 * nhmax
+                                                        + (ptrdiff_t)plan->nomega * dmax)
+                                      + (size_t)nz));
     if (w->mem == NULL)
         return 1;
     w->xpc = w->mem, w->ypc = w->xpc + GC_SUB, w->zpc = w->ypc + GC_SUB;
@@ -292,6 +299,7 @@ static int scratch_alloc(const gc_plan *plan, gc_scratch *w)
     w->ra = w->f + (ptrdiff_t)(lmax + 5) * GC_SUB;
     w->rb = w->ra + nhmax * GC_SUB;
     w->acc = w->rb + nhmax * GC_SUB;
+    w->z = w->acc + (ptrdiff_t)plan->nomega * dmax * GC_SUB;
     return 0;
 }
 
@@ -369,7 +377,7 @@ int NAME(const int64_t *pairs, ptrdiff_t npairs, const double *prim, const doubl
 {                                                                                          \
     gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};                            \
     gc_scratch w;                                                                          \
-    int status = scratch_alloc(&plan, &w);                                                 \
+    int status = scratch_alloc(&plan, &w, 0);                                              \
     if (status)                                                                            \
         return status;                                                                     \
     ptrdiff_t npair = nao * (nao + 1) / 2;                                                 \
@@ -410,7 +418,7 @@ GC_FILL(dm21_gc_fill_f64, double)
 static int contraction_begin(const gc_plan *plan, gc_scratch *w, double *out, ptrdiff_t nrows,
                              ptrdiff_t ng, ptrdiff_t g0, ptrdiff_t g1)
 {
-    int status = scratch_alloc(plan, w);
+    int status = scratch_alloc(plan, w, 0);
     if (status)
         return status;
     for (ptrdiff_t r = 0; r < nrows; r++)
@@ -546,26 +554,12 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                      ptrdiff_t nao, ptrdiff_t nspin, const double *e, const double *c,
                      const int64_t *own, double *force, ptrdiff_t g0, ptrdiff_t g1)
 {
-    int lmax = 0;
-    ptrdiff_t nabmax = 0;
-    for (ptrdiff_t q = 0; q < npairs; q++) {
-        const int64_t *pq = pairs + GC_ROW * q;
-        lmax = pq[4] > lmax ? (int)pq[4] : lmax;
-        nabmax = pq[2] * pq[3] > nabmax ? pq[2] * pq[3] : nabmax;
-    }
-    if (lmax + 1 > GC_LMAX)
-        return 2;
-    ptrdiff_t nhr = (lmax + 2) * (lmax + 3) * (lmax + 4) / 6;  /* R: order lmax + 1 */
-    double *mem = malloc(sizeof(double) * (GC_SUB * (size_t)(3 + (lmax + 6) + 2 * nhr
-                                                             + nomega * nabmax)
-                                           + (size_t)(nabmax * nhr)));
-    if (mem == NULL)
-        return 1;
-    double *xpc = mem, *ypc = xpc + GC_SUB, *zpc = ypc + GC_SUB;
-    double *fb = zpc + GC_SUB;
-    double *ra = fb + (ptrdiff_t)(lmax + 6) * GC_SUB, *rb = ra + nhr * GC_SUB;
-    double *wm = rb + nhr * GC_SUB;                 /* W: nomega x nab x GC_SUB */
-    double *z = wm + nomega * nabmax * GC_SUB;      /* Z: nab x nh(L + 1) */
+    gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
+    gc_scratch w;
+    int status = scratch_alloc(&plan, &w, 1);
+    if (status)
+        return status;
+    double *wm = w.acc, *z = w.z;  /* W: nomega x nab x GC_SUB; Z: nab x nh(L + 1) */
     for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
         ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
         const double *cg = coords + 3 * s0;
@@ -580,26 +574,26 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
             for (int om = 0; om < nomega; om++)
                 for (ptrdiff_t i = 0; i < di; i++)
                     for (ptrdiff_t j = 0; j < dj; j++) {
-                        double *restrict w = wm + ((ptrdiff_t)om * nab + i * dj + j) * GC_SUB;
+                        double *restrict wab = wm + ((ptrdiff_t)om * nab + i * dj + j) * GC_SUB;
                         for (ptrdiff_t g = 0; g < n; g++)
-                            w[g] = 0.0;
+                            wab[g] = 0.0;
                         for (ptrdiff_t s = 0; s < nspin; s++) {
                             const double *restrict cs = c + (om * nspin + s) * ng + s0;
                             const double *restrict eb = e + (s * nao + i0 + i) * ng + s0;
                             const double *restrict ed = e + (s * nao + j0 + j) * ng + s0;
                             for (ptrdiff_t g = 0; g < n; g++)
-                                w[g] += cs[g] * eb[g] * ed[g];
+                                wab[g] += cs[g] * eb[g] * ed[g];
                         }
                     }
             for (ptrdiff_t k = 0; k < nk; k++) {
                 const double *pk = prim + 4 * (k0 + k);
                 const double *mk = mmat + m0 + k * nset * nab * nh;
                 double rat = ratio[k0 + k];
-                relative_points(pk, cg, n, xpc, ypc, zpc);
+                relative_points(pk, cg, n, w.xpc, w.ypc, w.zpc);
                 for (int om = 0; om < nomega; om++) {
                     double mu, pref, *r0;
                     operator_params(pk[3], omegas[om], &mu, &pref);
-                    hermite_r(L + 1, mu, pref, xpc, ypc, zpc, n, fb, ra, rb, &r0);
+                    hermite_r(L + 1, mu, pref, w.xpc, w.ypc, w.zpc, n, w.f, w.ra, w.rb, &r0);
                     const double *wo = wm + (ptrdiff_t)om * nab * GC_SUB;
                     /* runs of points of one atom (one run without the grid response) */
                     for (ptrdiff_t u0 = 0; u0 < n;) {
@@ -607,7 +601,6 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                         if (own)
                             for (u1 = u0 + 1; u1 < n && own[s0 + u1] == own[s0 + u0]; u1++)
                                 ;
-                        double sp[3], sq[3];
                         dot_rows(wo + u0, nab, r0 + u0, nhz, u1 - u0, z);  /* Z over the run */
                         /* two partial sums each: independent chains of FMAs */
                         double pp[2][3] = {{0.0}}, qq[2][3] = {{0.0}};
@@ -632,19 +625,16 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                             }
                         }
                         for (int x = 0; x < 3; x++) {
-                            sp[x] = pp[0][x] + pp[1][x];
-                            sq[x] = qq[0][x] + qq[1][x];
-                        }
-                        for (int x = 0; x < 3; x++) {
+                            double sp = pp[0][x] + pp[1][x];  /* d/dP */
                             if (nset == 1) {
-                                fa[x] -= sp[x];
+                                fa[x] -= sp;
                             } else {
-                                double ta = rat * sp[x] + sq[x];
+                                double ta = rat * sp + qq[0][x] + qq[1][x];  /* d/dA */
                                 fa[x] -= ta;
-                                fbb[x] -= sp[x] - ta;
+                                fbb[x] -= sp - ta;
                             }
                             if (own && own[s0 + u0] >= 0)
-                                force[3 * own[s0 + u0] + x] += sp[x];
+                                force[3 * own[s0 + u0] + x] += sp;
                         }
                         u0 = u1;
                     }
@@ -652,6 +642,6 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
             }
         }
     }
-    free(mem);
+    free(w.mem);
     return 0;
 }
