@@ -240,7 +240,8 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
             from dm21cli.core.resources import current_rss_mb
 
             piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response,
-                                 held_mb=current_rss_mb(), with_g=not kernel_integrals(mol))
+                                 held_mb=current_rss_mb(),
+                                 with_g=not isinstance(driver, hermite.Plan))
         n = len(points)
         for q0 in range(0, n, piece):
             q1 = min(q0 + piece, n)

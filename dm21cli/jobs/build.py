@@ -86,7 +86,7 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
         xc = DM21XC(network, max_memory_mb=max_memory_mb, scf_network=scf_network,
                     integral_dtype=integral_dtype(spec))
         # a gradient follows the SCF: it reuses the last evaluation's exchange features
-        xc.keep_features = spec.job.task in ("gradient", "opt")
+        xc.keep_features = spec.computes_gradient
         mf = DM21RKS(mol, xc) if restricted else DM21UKS(mol, xc)
         # PySCF's extra Fock build after convergence costs a whole DM21
         # evaluation; the convergence test already used this density.

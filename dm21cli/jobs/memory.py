@@ -71,7 +71,7 @@ def estimate(spec, mol, threads: int = 1) -> dict:
         caches = max((integrals + scratch) / xc.INTEGRAL_CACHE_SHARE,
                      ao_values / (1 - xc.INTEGRAL_CACHE_SHARE))
         fixed = xc.work_bytes(nao, 0, ngrids, threads)
-        if spec.job.task in ("gradient", "opt"):  # the features kept for the gradient
+        if spec.computes_gradient:  # the features kept for the gradient
             fixed += xc.kept_bytes(nao, ngrids, nspin)
         cached = (held + (fixed + caches) / 1e6) / (1 - xc.BLOCK_WORK_SHARE)
     else:  # PySCF's numerical integration: blocks of at least 128 points

@@ -461,6 +461,11 @@ class JobSpec(_Section):
     def is_dm21(self) -> bool:
         return self.functional in DM21_FUNCTIONALS
 
+    @property
+    def computes_gradient(self) -> bool:
+        """Whether the job takes the nuclear gradient after its SCF (task gradient or opt)."""
+        return self.job.task in ("gradient", "opt")
+
     def resolved_restricted(self) -> bool:
         if self.scf.restricted is not None:
             return self.scf.restricted
@@ -477,7 +482,7 @@ class JobSpec(_Section):
         if self.scf.conv_tol_grad is not None:
             return self.scf.conv_tol_grad
         default = 1e-3 if self.is_dm21 else math.sqrt(self.effective_conv_tol())
-        if self.job.task in ("gradient", "opt"):
+        if self.computes_gradient:
             return min(default, GRADIENT_CONV_TOL_GRAD)
         return default
 
