@@ -59,7 +59,11 @@ def test_mixed_precision_reports_its_float64_correction(runs):
     assert final["correction_hartree"] != 0.0  # float32 and float64 do differ
     assert runs["mixed"]["properties"]["scf_xc_energy"] == final["exc_final_hartree"]
     assert runs["mixed"]["provenance"]["checkpoint"]["precision"] == "mixed"
-    assert runs["float64"]["properties"]["dm21_final_energy"] is None
+    f64 = runs["float64"]["properties"]["dm21_final_energy"]
+    # float64 cycles: the final energy only adds the grid points the SCF left out as empty
+    assert f64["correction_hartree"] == pytest.approx(f64["exc_left_out_hartree"], abs=1e-12)
+    assert 0 < abs(f64["exc_left_out_hartree"]) < 1e-7 and f64["left_out_points"] > 0
+    assert f64["problems"] == [] and final["problems"] == []
 
 
 def test_float32_alone_is_further_from_float64_than_mixed(runs):

@@ -333,3 +333,115 @@ def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, chec
                - fine["properties"]["warm_start"]["energy_hartree"]) > 1e-7
     assert coarse["return_energy"] == pytest.approx(fine["return_energy"], abs=1e-7)
     assert coarse["properties"]["dm21_evaluations"] == fine["properties"]["dm21_evaluations"]
+
+
+H2_21A = textwrap.dedent("""\
+    molecule:
+      xyz: |
+        H 0 0 0
+        H 0 0 21.0
+    basis: sto-3g
+    functional: DM21
+    outputs: {molden: false}
+    """)
+
+
+def _h2_21a(tmp_path, checkpoints_dir) -> dict:
+    job = tmp_path / "h2.yaml"
+    job.write_text(H2_21A)
+    spec = load_job(job, {"output_dir": str(tmp_path / "out")})
+    return fields(run_job(spec, checkpoints=checkpoints_dir))
+
+
+def test_stretched_h2_is_not_reported_with_a_zero_xc_energy(tmp_path, checkpoints_dir):
+    """Issue 22: restricted DM21 H2 at 21 A in STO-3G "converged" with E_xc = 0 exactly and
+    E = +0.59 Ha, as a success: the warm start put both electrons on one atom, whose
+    points alone were kept, and the SCF moved them to the other.  Now the grid points
+    follow the density: E_xc is that of two electrons, negative, the density passes the
+    final checks, and the energy is far below +0.59 Ha."""
+    result = _h2_21a(tmp_path, checkpoints_dir)
+    props = result["properties"]
+    final = props["dm21_final_energy"]
+    assert result["success"] and result["converged"]
+    assert final["problems"] == []
+    assert final["nelec_grid"] == pytest.approx(2.0, abs=1e-4)
+    assert props["scf_xc_energy"] < -0.5
+    assert result["return_energy"] < -0.2
+
+
+def test_a_density_that_fails_the_final_checks_is_not_a_success(tmp_path, checkpoints_dir,
+                                                                   monkeypatch):
+    """The final checks are what decides success, not the SCF's convergence alone: with
+    the grid points' regrowth switched off (the old behaviour) the same job converges
+    to its wrong density and is reported as a convergence_error naming the failed
+    checks (exit status 4 on the command line), its full-grid energy recorded."""
+    from dm21cli.functional.xc import DM21XC
+
+    monkeypatch.setattr(DM21XC, "_regrow", lambda self, *args: 0)
+    result = _h2_21a(tmp_path, checkpoints_dir)
+    assert not result["success"] and not result["converged"]
+    assert result["status"] == "not-converged"
+    assert result["error"]["error_type"] == "convergence_error"
+    message = result["error"]["error_message"]
+    assert "fails the final checks" in message and "electrons" in message
+    assert result["properties"]["dm21_final_energy"]["problems"]
+
+
+def test_non_aufbau_detection_names_the_spin_and_the_orbitals():
+    """An occupied orbital above an empty one of the same spin, by NON_AUFBAU_TOL_HARTREE
+    or more, is found per spin (fractional occupations count as occupied); degenerate
+    orbitals within the tolerance are not."""
+    from dm21cli.scf.aufbau import NON_AUFBAU_TOL_HARTREE, non_aufbau, non_aufbau_text
+
+    assert non_aufbau(np.array([-1.0, -0.5, 0.2]), np.array([2.0, 2.0, 0.0])) == []
+    found = non_aufbau(np.array([-1.0, -0.3, -0.4]), np.array([2.0, 2.0, 0.0]))
+    assert [f["spin"] for f in found] == ["both"] and found[0]["gap_hartree"] == pytest.approx(-0.1)
+    tie = -0.5 + 0.5 * NON_AUFBAU_TOL_HARTREE
+    assert non_aufbau(np.array([[-1.0, -0.5, tie]] * 2), np.array([[1, 1, 0], [1, 0, 0]])) == []
+    found = non_aufbau(np.array([[-1.0, -0.5, 0.1], [-1.0, -0.2, -0.6]]),
+                       np.array([[1, 1, 0], [1, 0.5, 0]]))
+    assert [f["spin"] for f in found] == ["beta"]
+    text = non_aufbau_text(found)
+    assert "beta: occupied -0.2000 Ha above empty -0.6000 Ha" in text and "scf.guess" in text
+
+
+def test_a_non_aufbau_solution_is_reported_in_the_log_summary_and_result(tmp_path):
+    """Issue 22: a converged solution with an occupied orbital above an empty one was a
+    plain success.  B3LYP/STO-3G Li with fixed occupations alpha [1, 0, 1] (the 2s alpha
+    orbital empty, the next one occupied) converges to such a state.  It stays a success
+    (a converged solution) but result.json, summary.txt, the terminal table and the log
+    say so, with what to try."""
+    from rich.console import Console
+
+    from dm21cli.io.outputs.summary import render_table
+
+    job = tmp_path / "li.yaml"
+    job.write_text(textwrap.dedent("""\
+        molecule:
+          xyz: |
+            Li 0 0 0
+          multiplicity: 2
+        basis: sto-3g
+        functional: b3lyp
+        scf:
+          occupations: {alpha: [1, 0, 1], beta: [1]}
+        outputs: {molden: false}
+        """))
+    spec = load_job(job, {"output_dir": str(tmp_path / "out")})
+    document = run_job(spec)
+    result = fields(document)
+    found = result["properties"]["non_aufbau"]
+    assert result["success"] and [f["spin"] for f in found] == ["alpha"]
+    assert found[0]["gap_hartree"] < -1e-2
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "WARNING" in summary and "non-aufbau solution" in summary and "scf.guess" in summary
+    log = (tmp_path / "out" / "dm21.log").read_text()
+    assert "WARNING: non-aufbau solution" in log
+    console = Console(width=200, record=True)
+    console.print(render_table(document))
+    assert "aufbau" in console.export_text()
+    water = tmp_path / "water.yaml"  # and an ordinary closed shell says nothing
+    water.write_text(H2_21A.replace("21.0", "0.74").replace("functional: DM21", "functional: b3lyp"))
+    plain = fields(run_job(load_job(water, {"output_dir": str(tmp_path / "h2")})))
+    assert plain["properties"]["non_aufbau"] is None
+    assert "aufbau" not in (tmp_path / "h2" / "summary.txt").read_text()

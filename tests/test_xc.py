@@ -307,26 +307,83 @@ def test_float32_integral_cache_moves_energy_and_potential_by_little(network):
     np.testing.assert_allclose(r32[2], r64[2], atol=1e-7)
 
 
-def test_grid_points_are_chosen_once_at_the_first_density(network):
-    """Points are dropped where the first density evaluated on a grid is below
-    rho_screen, and the same points serve every later density (a smooth E_xc
-    through the SCF): a more diffuse density later does not add points, and its
-    energy differs from one screened at that density by less than 1e-8 Ha."""
+def test_grid_points_grow_where_a_later_density_reaches_them(network):
+    """Points are left out where the first density evaluated on a grid is below
+    rho_screen; a later density that reaches some of them adds them (the set
+    never shrinks), and its E_xc and potential are those of a grid screened at
+    that density (issue 22: before, the set was fixed at the first density).
+    The same density again adds nothing."""
     mol, grids, dm = _uks_density(WATER)
     xc = DM21XC(network)
     before = network.points_evaluated
     xc.evaluate(mol, grids, dm, restricted=False)
     first = network.points_evaluated - before
     assert 0 < first < len(grids.weights)
-    diffuse = dm * 1.5  # more points above the threshold
+    diffuse = dm * 1.5  # more points above the threshold: a superset of the first set
     before = network.points_evaluated
-    _, e_fixed, _ = xc.evaluate(mol, grids, diffuse, restricted=False)
-    assert network.points_evaluated - before == first
+    _, e_grown, v_grown = xc.evaluate(mol, grids, diffuse, restricted=False)
+    grown = network.points_evaluated - before
+    assert grown > first and xc.points_added == grown - first
     fresh = DM21XC(network)
     before = network.points_evaluated
-    _, e_fresh, _ = fresh.evaluate(mol, grids, diffuse, restricted=False)
-    assert network.points_evaluated - before > first
-    assert e_fixed == pytest.approx(e_fresh, abs=1e-8)
+    _, e_fresh, v_fresh = fresh.evaluate(mol, grids, diffuse, restricted=False)
+    assert network.points_evaluated - before == grown
+    assert e_grown == pytest.approx(e_fresh, abs=1e-10)
+    np.testing.assert_allclose(v_grown, v_fresh, atol=1e-10)
+    before = network.points_evaluated
+    xc.evaluate(mol, grids, diffuse, restricted=False)
+    assert network.points_evaluated - before == grown and xc.points_added == grown - first
+
+
+def test_electrons_moving_onto_left_out_points_are_evaluated_there(network):
+    """Issue 22's wrong number: restricted DM21 H2 at 21 A in STO-3G reported E_xc = 0
+    and E = +0.59 Ha as a success.  The first density (both electrons on atom A)
+    left atom B's points out; the electrons then moved to B, where nothing was
+    evaluated.  Now the second density's E_xc is that of a grid screened at it
+    (the H- ion on B: equal to the one on A by symmetry), not zero."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 21", basis="sto-3g", verbose=0)
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 1
+    grids.build()
+    on_a = np.stack([np.outer([1.0, 0.0], [1.0, 0.0])] * 2) / mol.intor("int1e_ovlp")[0, 0]
+    on_b = np.stack([np.outer([0.0, 1.0], [0.0, 1.0])] * 2) / mol.intor("int1e_ovlp")[1, 1]
+    xc = DM21XC(network)
+    _, e_a, _ = xc.evaluate(mol, grids, on_a, restricted=True)
+    _, e_b, v_b = xc.evaluate(mol, grids, on_b, restricted=True)
+    _, e_b_fresh, v_b_fresh = DM21XC(network).evaluate(mol, grids, on_b, restricted=True)
+    assert e_a < -0.5 and xc.points_added > 0
+    assert e_b == pytest.approx(e_b_fresh, abs=1e-10)
+    assert e_b == pytest.approx(e_a, abs=1e-6)
+    np.testing.assert_allclose(v_b, v_b_fresh, atol=1e-10)
+    info = xc.final_correction(mol, grids, on_b, restricted=True)
+    assert info["problems"] == [] and info["nelec_grid"] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_final_checks_catch_a_density_on_points_never_evaluated(network):
+    """The final checks cannot be fooled by the screening: with the regrowth switched
+    off (the old behaviour), the density on atom B integrates to ~0 electrons on the
+    evaluated points, E_xc is 0 there and the full-grid E_xc differs: all three
+    checks fail; the full-grid energy is still right."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 21", basis="sto-3g", verbose=0)
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 1
+    grids.build()
+    on_a = np.stack([np.outer([1.0, 0.0], [1.0, 0.0])] * 2) / mol.intor("int1e_ovlp")[0, 0]
+    on_b = np.stack([np.outer([0.0, 1.0], [0.0, 1.0])] * 2) / mol.intor("int1e_ovlp")[1, 1]
+    xc = DM21XC(network)
+    xc._regrow = lambda *args: 0
+    xc.evaluate(mol, grids, on_a, restricted=True)
+    _, e_b, _ = xc.evaluate(mol, grids, on_b, restricted=True)
+    assert abs(e_b) < 1e-12
+    info = xc.final_correction(mol, grids, on_b, restricted=True)
+    assert len(info["problems"]) == 2, info["problems"]  # electron count, left-out E_xc
+    assert "electrons" in info["problems"][0] and "left out" in info["problems"][1]
+    _, e_ref, _ = DM21XC(network).evaluate(mol, grids, on_b, restricted=True)
+    assert info["exc_final_hartree"] == pytest.approx(e_ref, abs=1e-8)
+    info["exc_final_hartree"] = 0.0  # and a zero E_xc for two electrons is refused by itself
+    from dm21cli.functional.xc import density_problems
+
+    assert any("not negative" in p for p in density_problems(info))
 
 
 def test_progress_hook_names_each_phase_of_each_block_once(network):
@@ -351,5 +408,9 @@ def test_progress_hook_names_each_phase_of_each_block_once(network):
     assert calls[len(first):] == expected("evaluation 2", "exchange features")
     assert {phase for _, phase, _, _ in calls} == set(PHASES)
     del calls[:]
-    xc.final_correction(mol, grids, dm, restricted=False)
-    assert calls == [("final energy", "network", 0, 1)]
+    info = xc.final_correction(mol, grids, dm, restricted=False)
+    n_out = -(-info["left_out_points"] // xc.block_points(mol.nao_nr(), len(grids.weights)))
+    assert n_out >= 1  # the final energy adds the points the SCF left out, block by block
+    assert calls == [("final energy", "network", 0, 1)] + [
+        ("final energy, left-out points", phase, block, n_out)
+        for block in range(n_out) for phase in ("exchange integrals", "network")]

@@ -317,11 +317,37 @@ class ExchangeIntegrals:
                     pack_lower(full[w], slot[w, :, q0:q1])
         return slot
 
+    def forget(self, p0: int, p1: int) -> None:
+        """Drop the cached integrals of block p0:p1 (its points changed): the next
+        `features` call computes them at its new points.  The cache's memory they took
+        is not reused."""
+        self._cache.pop((p0, p1), None)
+
+    def features_at(self, coords: np.ndarray, e_mat: np.ndarray):
+        """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) at the n points `coords`
+        (bohr), nothing cached: the integrals are computed and contracted in one pass.
+        e_mat: (nspin, nao, n) E_b(r) per spin at those points."""
+        t0 = time.perf_counter()
+        if self.direct_fill:  # each shell pair's integrals contracted while in cache
+            e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
+            f = np.empty((len(OMEGAS),) + e_mat.shape)
+            kernels.coulomb_features(self._hermite_plan(), np.ascontiguousarray(coords), OMEGAS,
+                                     e_mat, f)
+            hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
+        else:
+            if self._driver is None:
+                self._driver = _direct_driver(self.mol) or False
+            f, hfx = direct_features(self.mol, coords, e_mat, self._driver)
+        self.points_computed += len(coords)
+        # computed and contracted together
+        self.timings_s["exchange_integrals"] += time.perf_counter() - t0
+        return f, hfx
+
     def features(self, p0: int, p1: int, e_mat: np.ndarray, points: np.ndarray | None = None):
         """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) at grid points p0:p1.
 
         points: the block-relative indices of the n points to use (None: all of
-        p0:p1); a block is always called with the same points.  e_mat: (nspin,
+        p0:p1); a block changes its points only after `forget`.  e_mat: (nspin,
         nao, n) E_b(r) per spin at those points.
         """
         if not self._arenas or (self.passes >= LATE_CACHE_PASS and not self._late_mapped):
@@ -342,18 +368,7 @@ class ExchangeIntegrals:
                 self.points_computed += n
         if nu is None:
             # not cached: integrals and contraction in one pass
-            if self.direct_fill:  # each shell pair's integrals contracted while in cache
-                e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-                f = np.empty((len(OMEGAS),) + e_mat.shape)
-                kernels.coulomb_features(self._hermite_plan(), coords, OMEGAS, e_mat, f)
-                hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-            else:
-                if self._driver is None:
-                    self._driver = _direct_driver(self.mol) or False
-                f, hfx = direct_features(self.mol, coords, e_mat, self._driver)
-            self.points_computed += n
-            self.timings_s["exchange_integrals"] += clock() - t0  # computed and contracted together
-            return f, hfx
+            return self.features_at(coords, e_mat)
         t1 = clock()
         if self.chunk:
             e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)

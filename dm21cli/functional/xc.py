@@ -24,14 +24,31 @@ import numpy as np
 from dm21cli.functional.features import OMEGAS, ExchangeIntegrals
 from dm21cli.functional.network import DM21Network
 
-#: Grid points whose total density (e/bohr^3) is below this at the first
-#: density evaluated on a grid are left out of that grid for the rest of its
-#: SCF: no AO values, integrals or network there, energy density and potential
-#: taken as zero (see `DM21XC._block_points`).  Their whole contribution to
-#: E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the exact-exchange terms
-#: fall off like rho, not rho^(4/3)), inside the 1e-7 Ha budget for fast
-#: paths, and they are 5-30% of a molecular grid.
+#: Grid points whose total density (e/bohr^3) is below this are left out of the
+#: SCF's evaluations: no AO values, integrals or network there, energy density
+#: and potential taken as zero (see `DM21XC._block_points`).  Their whole
+#: contribution to E_xc is 1.8e-9 Ha for water/def2-SVP (measured; the
+#: exact-exchange terms fall off like rho, not rho^(4/3)), inside the 1e-7 Ha
+#: budget for fast paths, and they are 5-30% of a molecular grid.  The set of
+#: points is chosen at the first density evaluated on a grid and checked again
+#: at every new density: a left-out point whose density has reached the
+#: threshold joins the set (which never shrinks), so the electrons cannot move
+#: onto points that are not evaluated.  The final energy adds the left-out
+#: points' contribution (`DM21XC.final_correction`): no reported E_xc is screened.
 RHO_SCREEN = 1e-10
+#: The final checks of a converged density (`DM21XC.final_correction`, README "SCF
+#: that converges").  The density integrated on the points the SCF evaluated must
+#: equal the electron count to NELEC_RTOL relative: the integration grid's own error
+#: in the integral of rho, measured with B3LYP densities of water, CH3, NaCl, Ar and
+#: Kr (def2-SVP/TZVP) and stretched H2, is at most 4.1e-4 N at grid level 0 and
+#: 5.3e-6 N from level 1 on; 2e-3 N leaves a margin of five at level 0 and still
+#: catches a lost fraction of an electron (the failure this guards against lost
+#: all of them).  NELEC_ATOL (electrons) covers systems of almost no electrons.
+NELEC_RTOL = 2e-3
+NELEC_ATOL = 1e-4
+#: The left-out points may carry at most this much of E_xc (Ha) at convergence:
+#: below RHO_SCREEN everywhere they carry ~1e-9 Ha (measured above).
+SCREENED_EXC_TOL = 1e-6
 MIN_BLOCK_POINTS = 64
 MAX_BLOCK_POINTS = 8192
 #: The budget (``--memory``) is the whole process's.  An evaluation first sets
@@ -74,6 +91,15 @@ def _density(ao: np.ndarray, dms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rho[s, 4] = 0.5 * np.einsum("igb,igb->g", c[1:4], ao[1:4])
         e_mat[s] = c[0].T
     return rho, e_mat
+
+
+def _total_density(ao0: np.ndarray, dm_spin: np.ndarray, nspin_eff: int) -> np.ndarray:
+    """Total density (n,) in e/bohr^3 from AO values ao0 (n, nao) and spin density
+    matrices dm_spin (2, nao, nao); nspin_eff 1: restricted, dm_spin[0] is D/2."""
+    rho = np.zeros(len(ao0))
+    for s in range(nspin_eff):
+        rho += np.einsum("gb,gb->g", ao0 @ dm_spin[s], ao0)
+    return rho * (2.0 if nspin_eff == 1 else 1.0)
 
 
 def kept_bytes(nao: int, ngrids: int, nspin_eff: int) -> int:
@@ -143,6 +169,12 @@ class DM21XC:
         self._ao_bytes = 0
         #: per block (p0, p1): the block-relative points evaluated (None: all)
         self._points: dict[tuple[int, int], np.ndarray | None] = {}
+        #: per block: the AO values (n, nao) at its left-out points, when the budget has room
+        self._ao_out: dict[tuple[int, int], np.ndarray] = {}
+        #: the density whose left-out points were last checked (`_regrow`)
+        self._checked_dm: np.ndarray | None = None
+        #: left-out points that joined the evaluated set since the grid was set up
+        self.points_added = 0
         self._grid_key = None
         self._ao_budget = 0.0  # bytes the AO cache may take on the current grid
         self.cache_bytes = cache_bytes
@@ -176,6 +208,7 @@ class DM21XC:
                coords[0].tobytes(), coords[-1].tobytes(), float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
             self._integrals, self._ao, self._ao_bytes, self._points = None, {}, 0, {}
+            self._ao_out, self._checked_dm, self.points_added = {}, None, 0
             self._kept = None
             nao, ngrids = mol.nao_nr(), len(coords)
             if self.cache_bytes is None:
@@ -223,10 +256,11 @@ class DM21XC:
 
         Returns (points, ao): points are block-relative indices (None: all of
         the block), ao (4, n, nao) the AO values and gradients there.  The points
-        are chosen once per grid, at the first density evaluated on it: those
-        whose total density is at least rho_screen.  A fixed set keeps E_xc a
-        smooth function of the density (its potential exact) through the SCF,
-        and lets the AO values and integrals be stored at those points only.
+        are chosen at the first density evaluated on the grid: those whose total
+        density is at least rho_screen; `_regrow` adds the left-out points a later
+        density reaches.  Between changes the set is fixed, which keeps E_xc a
+        smooth function of the density (its potential exact) and lets the AO
+        values and integrals be stored at those points only.
         """
         from pyscf.dft import numint
 
@@ -239,16 +273,63 @@ class DM21XC:
             ao = numint.eval_ao(mol, coords[p0:p1] if points is None else coords[p0:p1][points], deriv=1)
         else:
             ao = numint.eval_ao(mol, coords[p0:p1], deriv=1)
-            rho = _density(ao, dm_spin[:nspin_eff])[0][:, 0].sum(axis=0) * (2.0 if nspin_eff == 1 else 1.0)
+            rho = _total_density(ao[0], dm_spin, nspin_eff)
             keep = rho >= self.rho_screen
             points = None if self.rho_screen <= 0 or keep.all() else np.flatnonzero(keep)
             if points is not None:
+                out = np.flatnonzero(~keep)
+                self._keep_ao_out(key, ao[0][out])
                 ao = np.ascontiguousarray(ao[:, points])
             self._points[key] = points
         if self._ao_bytes + ao.nbytes <= self._ao_budget:
             self._ao[key] = ao
             self._ao_bytes += ao.nbytes
         return points, ao
+
+    def _keep_ao_out(self, key, ao_out: np.ndarray) -> None:
+        """Keep the AO values (n, nao) of a block's left-out points if the budget has room."""
+        ao_out = np.ascontiguousarray(ao_out)
+        if self._ao_bytes + ao_out.nbytes <= self._ao_budget:
+            self._ao_out[key] = ao_out
+            self._ao_bytes += ao_out.nbytes
+
+    def _regrow(self, mol, coords: np.ndarray, dm_spin: np.ndarray, nspin_eff: int) -> int:
+        """Add to each block's evaluated points the left-out ones where the density
+        `dm_spin` has reached rho_screen; returns how many were added.
+
+        A block whose set grows drops its cached AO values and exchange integrals
+        (they are computed again at its new points).  Called by `blocks` once per
+        new density, so no density is ever evaluated on a set chosen for another.
+        """
+        from pyscf.dft import numint
+
+        added = 0
+        for key, points in list(self._points.items()):
+            if points is None:
+                continue
+            p0, p1 = key
+            out = np.setdiff1d(np.arange(p1 - p0), points, assume_unique=True)
+            ao_out = self._ao_out.get(key)
+            if ao_out is None:
+                ao_out = numint.eval_ao(mol, coords[p0:p1][out], deriv=0)
+            rho = _total_density(ao_out, dm_spin, nspin_eff)
+            grow = rho >= self.rho_screen
+            if not grow.any():
+                continue
+            added += int(np.count_nonzero(grow))
+            points = np.union1d(points, out[grow])
+            self._points[key] = None if len(points) == p1 - p0 else points
+            old = self._ao.pop(key, None)
+            if old is not None:
+                self._ao_bytes -= old.nbytes
+            old = self._ao_out.pop(key, None)
+            if old is not None:
+                self._ao_bytes -= old.nbytes
+                if not grow.all():
+                    self._keep_ao_out(key, old[~grow])
+            self._integrals.forget(p0, p1)
+        self.points_added += added
+        return added
 
     def integrals_summary(self) -> dict | None:
         """How the exchange integrals were held: {'storage', 'grid_points',
@@ -298,6 +379,11 @@ class DM21XC:
         nao = dm_spin.shape[-1]
         nspin_eff = 1 if restricted else 2
         integrals = self._prepare(mol, grids, nspin_eff)
+        if self._points and (self._checked_dm is None or self._checked_dm.shape != dm_spin.shape
+                             or not np.array_equal(self._checked_dm, dm_spin)):
+            if self._regrow(mol, coords, dm_spin, nspin_eff):
+                self._kept = None
+        self._checked_dm = np.array(dm_spin)
         kept = self._kept[2] if (self._kept is not None and self._kept[1] == restricted
                                  and np.array_equal(self._kept[0], dm_spin)) else None
         if kept is None:
@@ -329,18 +415,7 @@ class DM21XC:
                 f_mat, hfx = integrals.features(p0, p1, e_mat, points)
             if store is not None:
                 store[(p0, p1)] = (f_mat, hfx)
-            if restricted:
-                hfx = np.concatenate([hfx, hfx], axis=1)
-            grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
-            grad = grad_a + grad_b
-            x = np.column_stack([
-                rho[0, 0], rho[1, 0],
-                np.einsum("ig,ig->g", grad, grad),
-                np.einsum("ig,ig->g", grad_a, grad_a),
-                np.einsum("ig,ig->g", grad_b, grad_b),
-                rho[0, 4], rho[1, 4],
-                hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
-            ])
+            x = _network_inputs_of(rho, hfx, restricted)
             yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat, e_mat
 
     def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
@@ -439,15 +514,60 @@ class DM21XC:
         return self._network_screened(self.network if network is None else network,
                                       x_all, keep_all, False)
 
-    def final_correction(self, mol, grids, dm_spin: np.ndarray, restricted: bool) -> dict:
-        """E_xc of the converged density in the final precision, against the SCF's.
+    def left_out_energy(self, mol, grids, dm_spin: np.ndarray, restricted: bool,
+                        network=None) -> tuple[float, float, int]:
+        """(E_xc in Ha, electrons, points) of the grid points the SCF left out
+        (density below rho_screen), with `network` (default the final one), forward
+        pass only: what the full grid adds to the screened E_xc.  Their exchange
+        integrals are computed here once and not kept."""
+        from pyscf.dft import numint
+
+        dm_spin = np.asarray(dm_spin, dtype=np.float64)
+        network = self.network if network is None else network
+        nspin_eff = 1 if restricted else 2
+        self._prepare(mol, grids, nspin_eff)
+        coords, weights = grids.coords, grids.weights
+        out = [p0 + np.setdiff1d(np.arange(p1 - p0), points, assume_unique=True)
+               for (p0, p1), points in sorted(self._points.items()) if points is not None]
+        out = np.concatenate(out) if out else np.zeros(0, dtype=int)
+        blk = self.block_points(mol.nao_nr(), len(weights))
+        nblocks = -(-len(out) // blk)
+        exc = nelec = 0.0
+        for q0 in range(0, len(out), blk):
+            self._step = ("final energy, left-out points", q0 // blk, nblocks)
+            at = out[q0:q0 + blk]
+            ao = numint.eval_ao(mol, coords[at], deriv=1)
+            rho, e_mat = _density(ao, dm_spin[:nspin_eff])
+            if restricted:
+                rho = np.concatenate([rho, rho])
+            self._phase("exchange integrals")
+            hfx = self._integrals.features_at(coords[at], e_mat)[1]
+            x = _network_inputs_of(rho, hfx, restricted)
+            w = weights[at]
+            exc += float(np.dot(w, self._network_screened(network, x, None, False)))
+            nelec += float(np.dot(w, x[:, 0] + x[:, 1]))
+        return exc, nelec, len(out)
+
+    def final_correction(self, mol, grids, dm_spin: np.ndarray, restricted: bool,
+                         nelec_expected: float | None = None) -> dict:
+        """E_xc of the converged density on the full grid in the final precision,
+        against the SCF's, and the checks that the density was evaluated where it is.
 
         Returns {'exc_scf_hartree', 'exc_final_hartree', 'correction_hartree',
-        'final_points', 'final_points_skipped'}; the correction is what to add to
-        the SCF's total energy.  The SCF values and the network inputs are taken
+        'final_points', 'final_points_skipped', 'left_out_points',
+        'exc_left_out_hartree', 'nelec_grid', 'nelec_expected', 'problems'}; the
+        correction is what to add to the SCF's total energy.  exc_final is the
+        full grid's: the SCF's points with the final network (precision "mixed":
+        float64, skipping the points that carry at most FINAL_SKIP_HARTREE of
+        sum |w e|, see there), plus the points the SCF left out
+        (`left_out_energy`).  The SCF values and the network inputs are taken
         from the latest evaluation when it was at this density (no features are
-        computed again).  The final pass skips the points that carry at most
-        FINAL_SKIP_HARTREE of sum |w e| (see there).
+        computed again).
+
+        problems lists, in words, every check the density fails (empty: passed):
+        the density integrated on the SCF's points is nelec_expected (default:
+        tr(D S)) to NELEC_RTOL; the left-out points carry at most
+        SCREENED_EXC_TOL of E_xc; E_xc is negative when there are electrons.
         """
         dm_spin = np.asarray(dm_spin, dtype=np.float64)
         w = grids.weights
@@ -459,22 +579,69 @@ class DM21XC:
             x_all, keep_all = self._network_inputs(mol, grids, dm_spin, restricted)
             e_scf = self._network_screened(self.scf_network, x_all, keep_all, False)
             exc_scf = float(np.dot(w, e_scf))
+        nelec_grid = float(np.dot(w, x_all[:, 0] + x_all[:, 1]))
+        if nelec_expected is None:
+            s = mol.intor_symmetric("int1e_ovlp")
+            nelec_expected = float(np.einsum("sij,ji->", dm_spin[:1 if restricted else 2], s)
+                                   * (2.0 if restricted else 1.0))
         info = {"exc_scf_hartree": exc_scf, "exc_final_hartree": exc_scf, "correction_hartree": 0.0,
                 "final_points": 0, "final_points_skipped": 0}
-        if not self.mixed:
-            return info
-        contrib = np.abs(w * e_scf)
-        order = np.argsort(contrib)
-        n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
-        skip = np.zeros(len(w), dtype=bool)
-        skip[order[:n_skip]] = True
-        self._step = ("final energy", 0, 1)
-        e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
-        e_final[skip] = e_scf[skip]
-        exc_final = float(np.dot(w, e_final))
+        exc_final = exc_scf
+        if self.mixed:
+            contrib = np.abs(w * e_scf)
+            order = np.argsort(contrib)
+            n_skip = int(np.searchsorted(np.cumsum(contrib[order]), FINAL_SKIP_HARTREE, side="right"))
+            skip = np.zeros(len(w), dtype=bool)
+            skip[order[:n_skip]] = True
+            self._step = ("final energy", 0, 1)
+            e_final = self._network_screened(self.network, x_all, keep_all & ~skip, False)
+            e_final[skip] = e_scf[skip]
+            exc_final = float(np.dot(w, e_final))
+            info.update(final_points=int(np.count_nonzero(~skip & (e_scf != 0))),
+                        final_points_skipped=n_skip)
+        exc_out, nelec_out, n_out = self.left_out_energy(mol, grids, dm_spin, restricted)
+        exc_final += exc_out
         info.update(exc_final_hartree=exc_final, correction_hartree=exc_final - exc_scf,
-                    final_points=int(np.count_nonzero(~skip & (e_scf != 0))), final_points_skipped=n_skip)
+                    left_out_points=n_out, exc_left_out_hartree=exc_out,
+                    nelec_grid=nelec_grid, nelec_left_out=nelec_out,
+                    nelec_expected=nelec_expected, rho_screen=self.rho_screen)
+        info["problems"] = density_problems(info)
         return info
+
+
+def density_problems(info: dict) -> list[str]:
+    """The checks of `DM21XC.final_correction` on its record `info`: a list of what
+    failed, in words (empty: all passed)."""
+    problems = []
+    n, n_grid = info["nelec_expected"], info["nelec_grid"]
+    tol = NELEC_RTOL * abs(n) + NELEC_ATOL
+    if not abs(n_grid - n) <= tol:
+        problems.append(f"the density integrates to {n_grid:.6f} electrons on the grid points DM21 "
+                        f"was evaluated at, not {n:.6f} (tolerance {tol:.1e})")
+    if not abs(info["exc_left_out_hartree"]) <= SCREENED_EXC_TOL:
+        problems.append(f"the grid points left out as empty (density < {info['rho_screen']:g}) carry "
+                        f"{info['exc_left_out_hartree']:.2e} Ha of E_xc (at most "
+                        f"{SCREENED_EXC_TOL:.0e} allowed)")
+    if n > NELEC_ATOL and not info["exc_final_hartree"] < 0.0:
+        problems.append(f"E_xc = {info['exc_final_hartree']:.3e} Ha is not negative for "
+                        f"{n:.4f} electrons")
+    return problems
+
+
+def _network_inputs_of(rho: np.ndarray, hfx: np.ndarray, restricted: bool) -> np.ndarray:
+    """The network inputs x (n, 11) from rho (2, 5, n) per spin and hfx (n_omega, nspin_eff, n)."""
+    if restricted:
+        hfx = np.concatenate([hfx, hfx], axis=1)
+    grad_a, grad_b = rho[0, 1:4], rho[1, 1:4]
+    grad = grad_a + grad_b
+    return np.column_stack([
+        rho[0, 0], rho[1, 0],
+        np.einsum("ig,ig->g", grad, grad),
+        np.einsum("ig,ig->g", grad_a, grad_a),
+        np.einsum("ig,ig->g", grad_b, grad_b),
+        rho[0, 4], rho[1, 4],
+        hfx[0, 0], hfx[1, 0], hfx[0, 1], hfx[1, 1],
+    ])
 
 
 def _split_spin(dm: np.ndarray):

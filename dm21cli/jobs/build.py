@@ -107,6 +107,9 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
 def _share_settings(mf, spec, grids, max_memory_mb) -> None:
     """What the warm start and the main SCF share: grid, memory, density cutoff, guess,
     fixed occupations (``scf.occupations``)."""
+    from dm21cli.scf import reproducible
+
+    reproducible.install(mf)  # the same numbers in every run (see there)
     if spec.scf.occupations is not None:
         from dm21cli.scf import occupations
 

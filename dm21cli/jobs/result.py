@@ -15,6 +15,7 @@ import numpy as np
 
 from dm21cli import __version__
 from dm21cli.io.outputs.orbitals import orbital_label, write_cube
+from dm21cli.scf import aufbau
 
 
 def _frontier(mo_energy, mo_occ) -> tuple[float | None, float | None]:
@@ -82,29 +83,42 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "nelectron": float(np.sum(mf.mo_occ)) if fractional else int(mf.mol.nelectron),
         "fixed_occupations": None if fixed is None else fixed.to_dict(),
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
+        "non_aufbau": aufbau.non_aufbau(mf.mo_energy, mf.mo_occ) or None,
     }
     return props
 
 
-def _final_dm21_energy(mf, log) -> dict | None:
-    """Precision "mixed": the float64 E_xc of the converged density replaces the float32 one.
+def _final_dm21_energy(mf, log) -> dict:
+    """The DM21 energy of the converged density on the full grid, and its checks.
 
-    Changes mf.e_tot and mf.scf_summary['exc']; returns both values, their
-    difference and the wall time, or None when the SCF ran in one precision.
+    E_xc is evaluated again (`DM21XC.final_correction`): in float64 where the SCF
+    ran in float32 (precision "mixed"), and with the grid points the SCF left out
+    as empty added.  Changes mf.e_tot and mf.scf_summary['exc']; returns the
+    record, with the wall time and 'problems': the checks the density failed
+    (empty when it passed them; a density that fails is not a result).
     """
-    if not mf.dm21.mixed:
-        return None
     from dm21cli.functional.xc import _split_spin
+    from dm21cli.scf.occupations import electron_count
 
     t0 = time.perf_counter()
     restricted, dm_spin, _ = _split_spin(mf.make_rdm1())
-    info = mf.dm21.final_correction(mf.mol, mf.grids, dm_spin, restricted)
+    info = mf.dm21.final_correction(mf.mol, mf.grids, dm_spin, restricted,
+                                    nelec_expected=electron_count(mf))
     mf.e_tot = float(mf.e_tot) + info["correction_hartree"]
     if getattr(mf, "scf_summary", None) is not None:
         mf.scf_summary["exc"] = info["exc_final_hartree"]
     info["wall_s"] = time.perf_counter() - t0
-    log(f"final E_xc in float64 on the converged density: {info['exc_final_hartree']:.10f} Ha "
-        f"({info['correction_hartree']:+.2e} Ha against float32, {info['wall_s']:.1f} s)")
+    precision = "float64" if mf.dm21.mixed else "the SCF's precision"
+    log(f"final E_xc in {precision} on the full grid: {info['exc_final_hartree']:.10f} Ha "
+        f"({info['correction_hartree']:+.2e} Ha against the SCF's, {info['left_out_points']} "
+        f"points left out as empty adding {info['exc_left_out_hartree']:+.1e} Ha; "
+        f"{info['wall_s']:.1f} s)")
+    log(f"density check: {info['nelec_grid']:.6f} electrons on the evaluated grid points, "
+        f"{info['nelec_expected']:.6f} expected"
+        + ("" if not mf.dm21.points_added else
+           f"; {mf.dm21.points_added} grid points joined the evaluated set as the density moved"))
+    for problem in info["problems"]:
+        log(f"FAILED density check: {problem}")
     return info
 
 

@@ -46,7 +46,13 @@ from dm21cli.jobs.build import (
     dispersion_energy,
     load_network,
 )
-from dm21cli.jobs.result import _base_result, _final_dm21_energy, properties, write_cube_files
+from dm21cli.jobs.result import (
+    _base_result,
+    _final_dm21_energy,
+    properties,
+    write_cube_files,
+)
+from dm21cli.scf import aufbau
 
 #: File names inside the job directory.
 FILES = {
@@ -391,12 +397,18 @@ def _pyscf_warnings_only_in_log():
 
 
 class ScfStep:
-    """One converged (or not) SCF of a job at one geometry: what `scf_step` returns."""
+    """One converged (or not) SCF of a job at one geometry: what `scf_step` returns.
+
+    converged is True only for an SCF that converged and whose density passed the
+    final checks (`DM21XC.final_correction`); failure says why not, in words
+    (None when converged).
+    """
 
     def __init__(self, mf, converged: bool, attempts: list, props: dict, warm: dict | None,
-                 final_energy: dict | None, timings: dict):
+                 final_energy: dict | None, timings: dict, failure: str | None = None):
         self.mf, self.converged, self.attempts = mf, converged, attempts
         self.props, self.warm, self.final_energy, self.timings = props, warm, final_energy, timings
+        self.failure = failure
 
 
 def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoint, *,
@@ -433,7 +445,7 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
     t0 = time.perf_counter()
     converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
                                               log=log, on_state=checkpoint.update)
-    final_energy = _final_dm21_energy(mf, log) if network is not None else None
+    final_energy = (_final_dm21_energy(mf, log) if network is not None and converged else None)
     timings["scf"] = time.perf_counter() - t0
 
     e_disp = None
@@ -442,6 +454,8 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
         log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
 
     props = properties(mf, spec, e_disp)
+    if props["non_aufbau"] and converged:
+        log(f"WARNING: {aufbau.non_aufbau_text(props['non_aufbau'])}")
     props["scf_iterations"] = int(sum(a.cycles for a in attempts))
     props["scf_attempts"] = [a.to_dict() for a in attempts]
     props["warm_start"] = warm
@@ -453,7 +467,15 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
                                            + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
         props["dm21_final_energy"] = final_energy
     checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
-    return ScfStep(mf, bool(converged), attempts, props, warm, final_energy, timings)
+    failure = None
+    if not converged:
+        failure = (f"SCF not converged after {len(attempts)} attempts "
+                   f"({props['scf_iterations']} cycles)")
+    elif final_energy is not None and final_energy["problems"]:
+        failure = ("the SCF converged to a density that fails the final checks: "
+                   + "; ".join(final_energy["problems"]))
+        converged = False
+    return ScfStep(mf, bool(converged), attempts, props, warm, final_energy, timings, failure)
 
 
 def gradient_step(step: ScfStep, spec, log: _Log) -> dict | None:
@@ -503,8 +525,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     if guess_chk is not None:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
     step = scf_step(spec, mol, log, res, network, checkpoint, guess_chk=guess_chk)
-    mf, converged, attempts, props, timings = (step.mf, step.converged, step.attempts,
-                                               step.props, step.timings)
+    mf, converged, props, timings = step.mf, step.converged, step.props, step.timings
     result = _base_result(spec, run.res, network)
     if spec.job.task == "gradient":
         result["driver"] = "gradient"
@@ -516,9 +537,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
                    "status": "success" if converged else "not-converged",
                    "return_energy": props["return_energy"], "properties": props})
     if not converged:
-        result["error"] = {"error_type": "convergence_error",
-                           "error_message": f"SCF not converged after {len(attempts)} attempts "
-                                            f"({props['scf_iterations']} cycles)"}
+        result["error"] = {"error_type": "convergence_error", "error_message": step.failure}
     # files that claim nothing by themselves come first, each complete under its name
     files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
              "log": FILES["log"], "chkfile": FILES["chkfile"]}

@@ -3,7 +3,10 @@
 - `ks`: `DM21RKS` / `DM21UKS`, PySCF's RKS/UKS with DM21's energy and potential;
 - `escalation`: warm-started frozen-XC iterations, then an escalating ladder of
   SCF strategies (`run_with_escalation`);
-- `directmin`: direct minimisation over orbital rotations (non-aufbau states).
+- `directmin`: direct minimisation over orbital rotations (non-aufbau states);
+- `occupations`: fixed (fractional) occupation numbers;
+- `aufbau`: whether a solution has an occupied orbital above an empty one;
+- `reproducible`: the same numbers in every run (deterministic J/K, degenerate orbitals).
 
 Imports `dm21cli.functional` and `dm21cli.core` only.
 """

@@ -176,7 +176,7 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     from pyscf import lib
     from pyscf import scf as pyscf_scf
 
-    from dm21cli.scf import occupations
+    from dm21cli.scf import occupations, reproducible
 
     mol = mf.mol
     dm = np.asarray(dm)
@@ -184,6 +184,7 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     # the classes, not PySCF's factories: those give a one-electron system an
     # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
     inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    reproducible.install(inner)  # as mf (see dm21cli.scf.reproducible)
     if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
         occupations.apply(inner, occupations.fixed(mf))
     inner.verbose = 0

@@ -126,6 +126,15 @@ def fixed(mf) -> FixedOccupations | None:
     return getattr(mf, "fixed_occupations", None)
 
 
+def electron_count(mf) -> float:
+    """The number of electrons the SCF `mf` holds: its fixed occupations' sum, or the
+    molecule's electron count."""
+    occupations = fixed(mf)
+    if occupations is not None:
+        return float(sum(occupations.electrons))
+    return float(mf.mol.nelectron)
+
+
 def reoccupy(mo_energy, guess_occ, targets) -> np.ndarray:
     """Occupations `targets` (per spin, highest first) put on orbitals that carried
     `guess_occ`: the orbitals most occupied before come first, then by energy.

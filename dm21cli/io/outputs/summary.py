@@ -12,6 +12,7 @@ from typing import Any
 
 from dm21cli.core.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
 from dm21cli.io.outputs.qcschema import fields
+from dm21cli.scf import aufbau
 
 
 def _get(d: Any, *keys: str, default: Any = None) -> Any:
@@ -103,6 +104,8 @@ def render_summary(result: dict) -> str:
     if converged is False:
         conv_text = "NO -- NOT CONVERGED (energies are from the last SCF iteration)"
     row("Converged", conv_text)
+    if props.get("non_aufbau"):
+        row("WARNING", aufbau.non_aufbau_text(props["non_aufbau"]))
     method = model.get("method") or "?"
     basis = model.get("basis") or "?"
     row("Method / basis", f"{method} / {basis}")
@@ -338,6 +341,9 @@ def render_table(result: dict):
         table.add_row("converged", Text("NO", style="bold red"), "")
     else:
         table.add_row("converged", _yes_no(converged), "")
+    if props.get("non_aufbau"):
+        table.add_row("aufbau", Text("NO: an occupied orbital lies above an empty one "
+                                     "(summary.txt says what to try)", style="bold yellow"), "")
     energy = _num(result.get("return_energy", props.get("return_energy")))
     table.add_row("total energy", _fmt(energy, ".10f"), "Ha")
     if _num(props.get("dispersion_energy")):
