@@ -419,3 +419,56 @@ def test_cell_pbc_and_numbers_changes(water_b3lyp):
         atoms.numbers = [8, 1, 1]
     assert abs(atoms.get_potential_energy() - energy) / units.Hartree < 1e-9
     assert calc.counts["scf"] == scfs + 2
+
+
+def test_without_ase_the_import_says_how_to_install():
+    code = ("import sys; sys.modules['ase'] = None\n"
+            "try:\n    import dm21cli.integrations.ase\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'dm21cli[ase]'" in proc.stdout
+
+
+@pytest.mark.slow
+def test_open_shell_forces_are_the_library_gradient_and_sum_to_zero(checkpoints_dir):
+    """Triplet CH2, unrestricted DM21m (the geometry of tests/test_grad.py)."""
+    atoms = Atoms("CH2", positions=[[0, 0, 0], [0, 0.9896, 0.42], [0, -0.9896, 0.42]])
+    calc = _calc(checkpoints_dir, functional="DM21m", multiplicity=3, scf=TIGHT)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    expected = -nuclear_gradient(calc.mf, calc.spec)["gradient_hartree_per_bohr"] * units.Hartree / units.Bohr
+    np.testing.assert_allclose(forces, expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(forces.sum(axis=0), 0, atol=1e-8 * units.Hartree / units.Bohr)
+    moved = _moved(atoms, 1, 2, 0.01)
+    energy = calc.get_potential_energy(moved)
+    fresh = _calc(checkpoints_dir, functional="DM21m", multiplicity=3, scf=TIGHT)
+    assert abs(energy - fresh.get_potential_energy(moved)) / units.Hartree < 1e-8
+
+
+@pytest.mark.slow
+def test_the_readme_example_relaxes_water(tmp_path, checkpoints_dir):
+    """inputs/ase_water_bfgs.py as README shows it (DM21/def2-SVP, grid level 3).
+    Measured: 5 BFGS steps, r(OH) 0.9660 A, HOH 103.05 deg."""
+    import os
+    import re
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "inputs" / "ase_water_bfgs.py"
+    env = dict(os.environ, DM21_CHECKPOINTS=str(checkpoints_dir))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = re.findall(r"^BFGS:\s+\d+\s+\S+\s+(\S+)\s+(\S+)$", proc.stdout, re.M)
+    assert float(steps[-1][1]) < 0.01 and float(steps[-1][0]) < float(steps[0][0])
+    r1, r2, angle = map(float, re.search(r"r\(OH\) = (\S+) (\S+) A, angle HOH = (\S+) deg",
+                                         proc.stdout).groups())
+    assert 0.95 < r1 < 0.98 and abs(r1 - r2) < 1e-3 and 100 < angle < 106
+
+
+def test_dm21cli_ase_is_the_calculator():
+    """Issue 12 names it dm21cli.ase.DM21Calculator."""
+    import dm21cli.ase
+
+    assert dm21cli.ase.DM21Calculator is DM21Calculator
+    assert dm21cli.ase.DM21SCFError is DM21SCFError and dm21cli.ase.job_atoms is job_atoms
