@@ -192,7 +192,7 @@ class DM21Harness(ProgramHarness):
         ``InputError`` (a FailedOperation ``input_error``), never another error type.
 
         A molecule given as a dict is first checked as ``dm21 run input.json`` checks
-        it (`check_molecule`: array shapes, atom indices, finite numbers; the error names
+        it (`check_molecule`: array shapes and atom indices; the error names
         the field); what qcelemental's Molecule then refuses with its own exceptions
         (which QCEngine 0.52 lets through as an ``unknown_error``) is an input error too.
         """
