@@ -561,6 +561,8 @@ def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
      "AtomicInput: molecule.fragments[1][0]: atom index 5 is out of range"),
     ({"molecule": _h2_molecule(connectivity=[[0, 7, 1.0]])},
      "AtomicInput: molecule.connectivity[0][1]: atom index 7 is out of range"),
+    ({"molecule": _h2_molecule(geometry="0 0 0 0 0 1.4")},
+     "AtomicInput: molecule.geometry: expected a list of coordinates in bohr, got '0 0 0"),
     # what qcelemental refuses with its own exceptions: an input_error, not unknown_error
     ({"molecule": _h2_molecule(symbols=["H", "Xx"])},
      "AtomicInput: molecule: Atom identifier (Xx) uninterpretable"),
@@ -568,7 +570,7 @@ def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
      "AtomicInput: molecule: Input Error: Inconsistent or unspecified chg/mult"),
 ], ids=["unknown-keyword", "bad-method", "hessian", "task-keyword", "threads-keyword",
         "geometry-ragged", "masses", "fragment-charges", "fragment-index", "connectivity-index",
-        "element", "multiplicity"])
+        "geometry-string", "element", "multiplicity"])
 def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_path):
     result = qcengine.compute(atomic_input(**changes), "dm21",
                               task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
@@ -591,6 +593,22 @@ def test_harness_molecule_object_with_a_bond_to_no_atom_is_an_input_error(qcengi
     assert result.error.error_type == "input_error", result.error
     assert "AtomicInput: molecule.connectivity[0][1]: atom index 5 is out of range" in \
         result.error.error_message
+
+
+def test_harness_input_qcelemental_cannot_read_is_an_input_error(qcengine, monkeypatch):
+    """qcelemental failing on an input with a plain Python error (a string geometry was an
+    AttributeError inside qcelemental before issue 22: unknown_error with a traceback)."""
+    from qcengine.programs.model import ProgramHarness
+
+    def fails(self, data, **kwargs):
+        raise AttributeError("'str' object has no attribute 'copy'")
+
+    monkeypatch.setattr(ProgramHarness, "build_input_model", fails)
+    result = qcengine.compute(atomic_input(), "dm21", task_config={"ncores": 1})
+    assert result.success is False
+    assert result.error.error_type == "input_error", result.error
+    assert "AtomicInput: qcelemental cannot read it (AttributeError: 'str' object has no " \
+        "attribute 'copy')" in result.error.error_message
 
 
 def test_harness_memory_is_on_top_of_the_process_and_at_most_the_machine(qcengine, monkeypatch):

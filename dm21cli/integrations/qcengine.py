@@ -193,8 +193,9 @@ class DM21Harness(ProgramHarness):
 
         A molecule given as a dict is first checked as ``dm21 run input.json`` checks
         it (`check_molecule`: array shapes and atom indices; the error names
-        the field); what qcelemental's Molecule then refuses with its own exceptions
-        (which QCEngine 0.52 lets through as an ``unknown_error``) is an input error too.
+        the field); what qcelemental's Molecule then refuses with its own exceptions,
+        or fails on (AttributeError, KeyError, IndexError: QCEngine 0.52 lets all of
+        them through as an ``unknown_error``), is an input error too.
         """
         from qcelemental import exceptions as qcel_errors
 
@@ -210,6 +211,9 @@ class DM21Harness(ProgramHarness):
                 qcel_errors.MoleculeFormatError, qcel_errors.ChoicesError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             raise qcng_errors.InputError(f"AtomicInput: molecule: {message}") from None
+        except (AttributeError, KeyError, IndexError) as exc:
+            raise qcng_errors.InputError(f"AtomicInput: qcelemental cannot read it "
+                                         f"({type(exc).__name__}: {exc})") from None
 
     def compute(self, input_model, config):
         """A v2 AtomicInput (QCEngine's own) -> v2 AtomicResult; failures raise QCEngine's errors."""

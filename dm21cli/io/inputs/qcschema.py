@@ -190,10 +190,11 @@ def _geometry_rows(geometry: Any, natom: int, problems: _Problems,
                    strict: bool = True) -> list | None:
     """The N rows [x, y, z] (bohr) of ``molecule.geometry``: either 3N numbers or N rows of
     exactly 3 numbers (N = len(symbols)), every one finite; None after adding the problem.
-    strict False: the shape of a list alone (qcelemental reads the rest), None."""
+    strict False: the shape of a list alone (qcelemental reads the rest, and says when it
+    is missing), None."""
     path = ("molecule", "geometry")
     if not isinstance(geometry, list):
-        if strict:
+        if strict or geometry is not None:
             problems.add(f"expected a list of coordinates in bohr, got {_describe(geometry)}",
                          path)
         return None
