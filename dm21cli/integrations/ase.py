@@ -154,18 +154,19 @@ def _one_error(exc: InputError) -> InputError:
 
 
 def check_parameter_names(names) -> None:
-    """`InputError` naming the first of `names` that is not a `DM21Calculator` keyword."""
-    unknown = [name for name in names if name not in DEFAULT_PARAMETERS]
-    problems = []
+    """`InputError` naming the first of `names` that is not a `DM21Calculator` keyword
+    (the message lists all of them, each with a suggestion when one is close)."""
+    unknown = [str(name) for name in names if name not in DEFAULT_PARAMETERS]
+    if not unknown:
+        return
+    shown = []
     for name in unknown:
-        close = _ALIASES.get(str(name)) or next(iter(difflib.get_close_matches(
-            str(name), list(DEFAULT_PARAMETERS), n=1, cutoff=0.6)), None)
-        hint = f" (did you mean {close!r}?)" if close else ""
-        problems.append(InputError(f"unknown parameter {str(name)!r}{hint}; {LABEL} takes "
-                                   f"{', '.join(DEFAULT_PARAMETERS)}, checkpoints and atoms",
-                                   file=LABEL, field=str(name)))
-    if problems:
-        raise _one_error(InputError.several(problems))
+        close = _ALIASES.get(name) or next(iter(difflib.get_close_matches(
+            name, list(DEFAULT_PARAMETERS), n=1, cutoff=0.6)), None)
+        shown.append(f"{name!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    raise InputError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(shown)}; "
+                     f"{LABEL} takes {', '.join(DEFAULT_PARAMETERS)} and checkpoints",
+                     file=LABEL, field=unknown[0])
 
 
 def scf_settings(scf) -> dict:
