@@ -200,7 +200,7 @@ def test_settings_are_checked_as_a_job_files_are(checkpoints_dir):
         _calc(checkpoints_dir, scf={"conv_tl": 1e-8})
     with pytest.raises(InputError, match="grid_level"):
         _calc(checkpoints_dir, grid_level=12)
-    with pytest.raises(TypeError, match="xc"):
+    with pytest.raises(InputError, match="xc"):
         _calc(checkpoints_dir, xc="b3lyp")
     calc = _calc(checkpoints_dir, functional="DM21", multiplicity=2)
     with pytest.raises(InputError, match="multiplicity"):  # 10 electrons
@@ -210,6 +210,215 @@ def test_settings_are_checked_as_a_job_files_are(checkpoints_dir):
     periodic.cell = [10, 10, 10]
     with pytest.raises(InputError, match="periodic"):
         _calc(checkpoints_dir).get_potential_energy(periodic)
+
+
+# ----------------------------------------------------------------------------
+# issue 22: set() resets, every keyword checked, the atoms' state not ignored
+# ----------------------------------------------------------------------------
+#: B3LYP then PBE on water/STO-3G, grid level 0 (a second or two per SCF)
+B3LYP = {"functional": "B3LYP", "basis": "sto-3g", "grid_level": 0, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def switched():
+    """One B3LYP calculator made with the atoms: energy and forces; set() with the same
+    values, with threads only, then functional='pbe': energy and forces again (asked of the
+    calculator, without atoms); a fresh PBE calculator's energy and forces."""
+    atoms = _water()
+    calc = DM21Calculator(atoms=atoms, **B3LYP)
+    out = {"calc": calc, "b3lyp": (atoms.get_potential_energy(), atoms.get_forces())}
+    out["same_values"] = calc.set(functional="B3LYP", basis="sto-3g", scf=None)
+    out["threads_only"] = calc.set(threads=2)
+    out["kept"] = (dict(calc.counts), calc.results.get("energy"), calc.mf is not None)
+    out["to_pbe"] = calc.set(functional="pbe", threads=1)
+    out["after_set"] = (calc.mf, dict(calc.results))
+    out["pbe"] = (calc.get_potential_energy(), calc.get_forces())
+    out["counts"] = dict(calc.counts)
+    fresh = DM21Calculator(**{**B3LYP, "functional": "pbe"})
+    out["fresh_pbe"] = (fresh.get_potential_energy(_water()), fresh.get_forces(_water()))
+    return out
+
+
+def test_set_with_a_new_functional_recomputes_energy_and_forces(switched):
+    """The issue: after calc.set(functional=...) the old functional's energy and forces came
+    back (ASE's Calculator.set only records parameters; a subclass must reset)."""
+    assert switched["to_pbe"] == {"functional": "pbe", "threads": 1}
+    mf, results = switched["after_set"]
+    assert mf is None and results == {}
+    (e_b3lyp, f_b3lyp), (e_pbe, f_pbe) = switched["b3lyp"], switched["pbe"]
+    assert abs(e_pbe - e_b3lyp) > 0.1  # eV: another functional
+    assert np.abs(f_pbe - f_b3lyp).max() > 1e-3
+    e_fresh, f_fresh = switched["fresh_pbe"]
+    assert abs(e_pbe - e_fresh) / units.Hartree < 1e-9  # the same SCF from the same start
+    np.testing.assert_allclose(f_pbe, f_fresh, rtol=0, atol=1e-6)
+    assert switched["counts"] == {"scf": 2, "gradient": 2}
+
+
+def test_set_with_unchanged_values_or_threads_keeps_the_results(switched):
+    """ASE's contract: set() returns what changed; nothing changed (or only threads, which
+    do not change the numbers) keeps the results and the SCF."""
+    assert switched["same_values"] == {}
+    assert switched["threads_only"] == {"threads": 2}
+    counts, energy, has_scf = switched["kept"]
+    assert counts == {"scf": 1, "gradient": 1} and energy == switched["b3lyp"][0] and has_scf
+
+
+#: bad keywords: (keywords, the field the error names, what its message says)
+BAD_KEYWORDS = {
+    "unknown-name": ({"xc": "pbe"}, "xc", "unknown parameter 'xc' (did you mean 'functional'?)"),
+    "ase-directory": ({"directory": "run"}, "directory", "unknown parameter 'directory'"),
+    "charge-type": ({"charge": "one"}, "charge", "expected an integer, got 'one'"),
+    "charge-fraction": ({"charge": 0.5}, "charge", "expected an integer, got 0.5"),
+    "multiplicity-zero": ({"multiplicity": 0}, "multiplicity", "must be an integer >= 1"),
+    "functional-unknown": ({"functional": "no-such-xc"}, "functional",
+                           "unknown functional 'no-such-xc'"),
+    "functional-type": ({"functional": ["pbe"]}, "functional", "expected a functional name"),
+    "basis-unknown": ({"basis": "no-such-basis"}, "basis", "unknown basis set 'no-such-basis'"),
+    "basis-mapping": ({"basis": {"O": "sto-3g", "H": "no-such-basis"}}, "basis.H",
+                      "unknown basis set 'no-such-basis'"),
+    "dispersion": ({"dispersion": "d4"}, "dispersion", "unknown dispersion correction 'd4'"),
+    "grid-level": ({"grid_level": 12}, "grid_level", "must be an integer from 0 to 9"),
+    "scf-type": ({"scf": 3}, "scf", "expected a dict of the job file's scf keys"),
+    "scf-key": ({"scf": {"conv_tl": 1e-8}}, "scf.conv_tl", "unknown key 'conv_tl'"),
+    "scf-grid-level": ({"scf": {"grid_level": 1}}, "scf.grid_level",
+                       "give the grid level as the keyword grid_level"),
+    "warm-start": ({"functional": "DM21", "scf": {"warm_start": "no-such-xc"}}, "scf.warm_start",
+                   "unknown warm-start functional"),
+    "memory": ({"memory": "lots"}, "memory", "expected a size like 4000 (MB)"),
+    "threads": ({"threads": 0}, "threads", "must be an integer >= 1"),
+    "checkpoints-type": ({"checkpoints": 3}, "checkpoints", "expected the DM21 weights folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_KEYWORDS))
+def test_every_keyword_is_checked_when_the_calculator_is_made(case):
+    """dm21cli's InputError naming the keyword, on one line; before issue 22 unknown names
+    and a non-dict scf were a raw TypeError, functional and basis names were not checked
+    until the first geometry, and fields were named by the job file (molecule.charge)."""
+    keywords, field, message = BAD_KEYWORDS[case]
+    with pytest.raises(InputError) as err:
+        DM21Calculator(**{**B3LYP, **keywords})
+    assert err.value.field == field, str(err.value)
+    assert str(err.value).startswith(f"DM21Calculator: {field}: {message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_KEYWORDS))
+def test_every_keyword_is_checked_by_set_and_a_refused_set_changes_nothing(case):
+    """set() checks as the constructor does, before it changes anything: before issue 22 it
+    stored the bad value, and an unknown functional reached the next SCF."""
+    keywords, field, message = BAD_KEYWORDS[case]
+    calc = DM21Calculator(**B3LYP)
+    before = dict(calc.parameters)
+    with pytest.raises(InputError) as err:
+        calc.set(**keywords)
+    assert err.value.field == field and message in str(err.value), str(err.value)
+    assert dict(calc.parameters) == before and calc.checkpoints is None
+
+
+def test_the_job_and_the_atoms_given_are_checked_when_the_calculator_is_made(tmp_path):
+    """A job that is not a path, atoms that are not Atoms, and charge and multiplicity that
+    do not fit the atoms given: InputError at once (the last one was found only at the
+    first energy before issue 22)."""
+    with pytest.raises(InputError, match="^DM21Calculator: job: expected a job file"):
+        DM21Calculator(3, **B3LYP)
+    with pytest.raises(InputError, match="^DM21Calculator: atoms: expected ASE Atoms, got str"):
+        DM21Calculator(atoms="H2O", **B3LYP)
+    with pytest.raises(InputError, match="^DM21Calculator: multiplicity: multiplicity 2 does not "
+                                         "fit 10 electrons"):
+        DM21Calculator(atoms=_water(), **{**B3LYP, "multiplicity": 2})
+    with pytest.raises(InputError, match="^DM21Calculator: charge: charge 11 leaves -1 electrons"):
+        DM21Calculator(atoms=_water(), **{**B3LYP, "charge": 11})
+    with pytest.raises(InputError, match="^DM21Calculator: atoms: atom 2: unknown element"):
+        DM21Calculator(atoms=Atoms("OX2", positions=WATER), **B3LYP)
+    with pytest.raises(InputError, match="^DM21Calculator: atoms: no atoms to compute"):
+        DM21Calculator(**B3LYP).get_potential_energy()
+
+
+def test_a_bad_charge_and_multiplicity_from_set_names_the_keyword():
+    """set() checks what needs no atoms; that multiplicity 2 does not fit water's 10
+    electrons is found at the next energy, naming the keyword (not molecule.multiplicity)."""
+    atoms = _water()
+    atoms.calc = DM21Calculator(**B3LYP)
+    assert atoms.calc.set(multiplicity=2) == {"multiplicity": 2}
+    with pytest.raises(InputError) as err:
+        atoms.get_potential_energy()
+    assert err.value.field == "multiplicity" and atoms.calc.counts["scf"] == 0
+
+
+@pytest.fixture(scope="module")
+def water_b3lyp():
+    """A B3LYP water calculator that has computed the energy (one SCF)."""
+    atoms = _water()
+    atoms.calc = DM21Calculator(**B3LYP)
+    energy = atoms.get_potential_energy()
+    return atoms, energy
+
+
+def test_initial_magnetic_moments_that_contradict_the_multiplicity_are_refused(water_b3lyp):
+    """Before issue 22 they were an ignored change: the singlet's cached energy came back.
+    Cleared again, the energy is the one already computed (no new SCF)."""
+    atoms, energy = water_b3lyp
+    calc = atoms.calc
+    scfs = calc.counts["scf"]
+    atoms.set_initial_magnetic_moments([2.0, 0.0, 0.0])
+    try:
+        with pytest.raises(InputError) as err:
+            atoms.get_potential_energy()
+        assert err.value.field == "atoms.initial_magmoms"
+        assert "add up to 2, but multiplicity is 1 (0 unpaired electrons): pass multiplicity=3" \
+            in str(err.value)
+    finally:
+        atoms.set_initial_magnetic_moments(None)
+    assert atoms.get_potential_energy() == energy and calc.counts["scf"] == scfs
+    atoms.set_initial_magnetic_moments([0.5, -0.5, 0.0])  # add up to 0: a singlet
+    try:
+        assert atoms.get_potential_energy() == energy and calc.counts["scf"] == scfs
+    finally:
+        atoms.set_initial_magnetic_moments(None)
+
+
+def test_initial_charges_that_contradict_the_charge_are_refused(water_b3lyp):
+    """Before issue 22 they were an ignored change: the neutral molecule's energy came back."""
+    atoms, energy = water_b3lyp
+    scfs = atoms.calc.counts["scf"]
+    atoms.set_initial_charges([1.0, 0.0, 0.0])
+    try:
+        with pytest.raises(InputError) as err:
+            atoms.get_potential_energy()
+        assert err.value.field == "atoms.initial_charges"
+        assert "add up to 1, but charge is 0: pass charge=1" in str(err.value)
+    finally:
+        atoms.set_initial_charges(None)
+    assert atoms.get_potential_energy() == energy and atoms.calc.counts["scf"] == scfs
+
+
+def test_cell_pbc_and_numbers_changes(water_b3lyp):
+    """A cell without periodic boundaries changes nothing (no new SCF); periodic
+    boundaries are refused; other atomic numbers are a new SCF, and so is the way back.
+    Before issue 22, back from the refused periodic atoms to the same geometry raised
+    ASE's PropertyNotImplementedError: ASE had emptied the results for the change, and
+    the calculator, whose SCF was still that geometry's, computed nothing."""
+    atoms, energy = water_b3lyp
+    calc = atoms.calc
+    scfs = calc.counts["scf"]
+    atoms.cell = [8.0, 8.0, 8.0]
+    assert atoms.get_potential_energy() == energy and calc.counts["scf"] == scfs
+    atoms.pbc = [False, False, True]
+    try:
+        with pytest.raises(InputError, match="atoms.pbc: periodic systems are not supported"):
+            atoms.get_potential_energy()
+    finally:
+        atoms.pbc = False
+    assert atoms.get_potential_energy() == energy and calc.counts["scf"] == scfs
+    atoms.numbers = [16, 1, 1]  # H2S at water's geometry
+    try:
+        assert abs(atoms.get_potential_energy() - energy) > 100  # eV
+        assert calc.counts["scf"] == scfs + 1
+    finally:
+        atoms.numbers = [8, 1, 1]
+    assert abs(atoms.get_potential_energy() - energy) / units.Hartree < 1e-9
+    assert calc.counts["scf"] == scfs + 2
 
 
 def test_without_ase_the_import_says_how_to_install():

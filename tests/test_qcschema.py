@@ -270,6 +270,11 @@ BAD_INPUTS = {
                    "molecule.real: ghost atoms (real: false) are not supported"),
     "geometry-length": ({"molecule": {"symbols": ["H", "H"], "geometry": [0, 0, 0, 0, 0]}},
                         '"geometry"', "molecule.geometry: 5 coordinates for 2 atoms (expected 6"),
+    # issue 22: ragged rows were flattened and run
+    "geometry-ragged": ({"molecule": {"symbols": ["H", "H"],
+                                      "geometry": [[0, 0, 0, 0], [0, H2_GEOMETRY_BOHR[5]]]}},
+                        '[\n        0,\n        0,\n        0,\n        0',
+                        "molecule.geometry[0]: 4 numbers in this row (expected 3: x, y, z in bohr)"),
     "unknown-element": ({"molecule": {"symbols": ["H", "Xx"], "geometry": H2_GEOMETRY_BOHR}},
                         '"geometry"', "molecule.geometry: atom 2: unknown element 'Xx'"),
     "multiplicity": ({"molecule": {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR,
@@ -304,6 +309,117 @@ def test_validate_lists_every_problem_of_an_atomic_input(tmp_path):
     assert proc.returncode == 2, _show(proc)
     text = proc.stderr
     assert "driver: 'hessian'" in text and "keywords.conv_tl" in text, text
+
+
+def _h2_molecule(**changes) -> dict:
+    return {"symbols": ["H", "H"], "geometry": H2_GEOMETRY_BOHR, **changes}
+
+
+#: issue 22: an AtomicInput's molecule arrays of the wrong shape, each run before (flattened,
+#: or not used): (molecule changes, the field named, what the message says)
+BAD_MOLECULE_ARRAYS = {
+    "geometry-ragged": ({"geometry": [[0, 0, 0, 0], [0, 1.4]]}, "molecule.geometry[0]",
+                        "4 numbers in this row (expected 3: x, y, z in bohr)"),
+    "geometry-short-row": ({"geometry": [[0, 0], [0, 0, 0, 1.4]]}, "molecule.geometry[0]",
+                           "2 numbers in this row (expected 3"),
+    "geometry-rows-for-3-atoms": ({"geometry": [[0, 0, 0], [0, 0, 1.4], [0, 0, 2.8]]},
+                                  "molecule.geometry", "3 rows for 2 atoms"),
+    "geometry-mixed": ({"geometry": [0, 0, 0, [0, 0, 1.4]]}, "molecule.geometry[3]",
+                       "mixes numbers and rows (expected 6 numbers, or 2 rows [x, y, z]"),
+    "geometry-not-finite": ({"geometry": [0, 0, 0, 0, 0, "1e400"]}, "molecule.geometry[5]",
+                            "expected finite numbers (bohr), got inf"),
+    "masses": ({"masses": [1.008]}, "molecule.masses",
+               "expected one entry per atom (2), got 1 entry"),
+    "masses-negative": ({"masses": [1.008, -1.0]}, "molecule.masses[1]",
+                        "expected a mass in u (a number > 0), got -1.0"),
+    "real": ({"real": [True, True, True]}, "molecule.real",
+             "expected one entry per atom (2), got 3 entries"),
+    "atom-labels": ({"atom_labels": ["a"]}, "molecule.atom_labels", "expected one entry per atom"),
+    "atomic-numbers": ({"atomic_numbers": [1, 8]}, "molecule.atomic_numbers[1]",
+                       "atomic number 8 is not that of H (1)"),
+    "mass-numbers": ({"mass_numbers": [1]}, "molecule.mass_numbers", "expected one entry per atom"),
+    "fragment-index": ({"fragments": [[0], [5]]}, "molecule.fragments[1][0]",
+                       "atom index 5 is out of range (atoms count from 0 to 1)"),
+    "fragment-twice": ({"fragments": [[0, 1], [1]]}, "molecule.fragments[1][0]",
+                       "atom 1 is in fragments 0 and 1"),
+    "fragment-missing": ({"fragments": [[0]]}, "molecule.fragments",
+                         "atom 1 in no fragment (every atom belongs to one)"),
+    "fragment-charges": ({"fragments": [[0], [1]], "fragment_charges": [0.0]},
+                         "molecule.fragment_charges", "1 value for 2 fragments"),
+    "fragment-charges-sum": ({"fragments": [[0], [1]], "fragment_charges": [1.0, 0.0],
+                              "molecular_charge": 0}, "molecule.fragment_charges",
+                             "the fragment charges add up to 1.0, but molecular_charge is 0"),
+    "fragment-charges-alone": ({"fragments": [[0], [1]], "fragment_charges": [1.0, -1.0]},
+                               "molecule.fragment_charges",
+                               "given without molecule.molecular_charge"),
+    "fragment-multiplicities": ({"fragments": [[0], [1]], "fragment_multiplicities": [1, 0]},
+                                "molecule.fragment_multiplicities[1]",
+                                "expected a number >= 1 or null, got 0"),
+    "connectivity-index": ({"connectivity": [[0, 7, 1.0]]}, "molecule.connectivity[0][1]",
+                           "atom index 7 is out of range (atoms count from 0 to 1)"),
+    "connectivity-self": ({"connectivity": [[1, 1, 1.0]]}, "molecule.connectivity[0]",
+                          "a bond of atom 1 with itself"),
+    "connectivity-triple": ({"connectivity": [[0, 1]]}, "molecule.connectivity[0]",
+                            "expected [atom, atom, bond order], got 2 values"),
+    "connectivity-order": ({"connectivity": [[0, 1, 9]]}, "molecule.connectivity[0][2]",
+                           "expected a bond order from 0 to 5, got 9"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MOLECULE_ARRAYS))
+def test_molecule_arrays_of_the_wrong_shape_are_input_errors(tmp_path, case):
+    """`load_job` (what `dm21 run` and `dm21 validate` call) refuses each, naming the file,
+    the line of the field and the field."""
+    from dm21cli.core.errors import InputError
+    from dm21cli.io.inputs.load import load_job
+
+    changes, field, message = BAD_MOLECULE_ARRAYS[case]
+    text = json.dumps(atomic_input(molecule=_h2_molecule(**changes)), indent=2)
+    path = tmp_path / "h2.json"
+    path.write_text(text.replace('"1e400"', "1e400"))  # JSON's way to an infinite float
+    with pytest.raises(InputError) as err:
+        load_job(path)
+    problem = err.value
+    assert (problem.file, problem.field) == (str(path), field), str(problem)
+    assert problem.message.startswith(message), str(problem)
+    assert problem.line is not None and problem.line > 1
+
+
+def test_molecule_arrays_as_qcelemental_writes_them_are_accepted(tmp_path):
+    """No false alarm: an AtomicInput written by qcelemental with fragments, their charges,
+    connectivity, masses, labels, and a geometry in rows, is read (H2+ and H- apart)."""
+    qcel = pytest.importorskip("qcelemental")
+    from dm21cli.io.inputs.load import load_job
+
+    mol = qcel.models.Molecule(symbols=["H", "H", "H", "H"],
+                               geometry=[[0, 0, 0], [0, 0, 1.4], [0, 0, 8], [0, 0, 9.4]],
+                               fragments=[[0, 1], [2, 3]], fragment_charges=[1, -1],
+                               fragment_multiplicities=[2, 2], molecular_multiplicity=1,
+                               connectivity=[(0, 1, 1.0), (2, 3, 1.0)],
+                               masses=[1.008] * 4, atom_labels=["a", "b", "c", "d"])
+    document = json.loads(qcel.models.AtomicInput(
+        molecule=mol, driver="energy", model={"method": "b3lyp", "basis": "sto-3g"}).json())
+    assert document["molecule"]["fragments"] == [[0, 1], [2, 3]]
+    document["molecule"]["geometry"] = np.reshape(document["molecule"]["geometry"], (4, 3)).tolist()
+    path = tmp_path / "h4.json"
+    path.write_text(json.dumps(document, indent=2))
+    spec = load_job(path)
+    assert spec.molecule.charge == 0 and spec.molecule.multiplicity == 1
+    assert spec.molecule.coords().shape == (4, 3)
+
+
+def test_check_molecule_leaves_to_qcelemental_what_it_derives():
+    """QCEngine's dicts: fragment charges without molecular_charge are qcelemental's to
+    combine (the harness reads the molecule qcelemental made), symbols as atomic numbers
+    and NumPy arrays are qcelemental's to read; shapes are checked all the same."""
+    from dm21cli.core.errors import InputError
+    from dm21cli.io.inputs.qcschema import check_molecule
+
+    check_molecule(_h2_molecule(fragments=[[0], [1]], fragment_charges=[1, -1]))
+    check_molecule({"symbols": np.array([1, 1]), "geometry": np.zeros((2, 3))})
+    with pytest.raises(InputError, match=r"^AtomicInput: molecule.geometry\[1\]: 4 numbers"):
+        check_molecule({"symbols": ["H", "H"], "geometry": np.array([[0, 0, 0], [0, 0, 1, 2]],
+                                                                     dtype=object)})
 
 
 def test_run_needs_no_qcelemental(tmp_path):
@@ -433,7 +549,28 @@ def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
     ({"driver": "hessian"}, "driver: 'hessian' is not supported"),
     ({"keywords": {"task": "gradient"}}, "keywords.task: set this in driver, not in keywords"),
     ({"keywords": {"threads": 4}}, "keywords.threads: under QCEngine, set the threads"),
-], ids=["unknown-keyword", "bad-method", "hessian", "task-keyword", "threads-keyword"])
+    # issue 22: shapes, before qcelemental (which flattened nothing, but raised its own errors:
+    # unknown_error) and what qcelemental does not check (connectivity's atoms: it ran)
+    ({"molecule": _h2_molecule(geometry=[[0, 0, 0, 0], [0, 1.4]])},
+     "AtomicInput: molecule.geometry[0]: 4 numbers in this row (expected 3"),
+    ({"molecule": _h2_molecule(masses=[1.008])},
+     "AtomicInput: molecule.masses: expected one entry per atom (2), got 1 entry"),
+    ({"molecule": _h2_molecule(fragments=[[0], [1]], fragment_charges=[0])},
+     "AtomicInput: molecule.fragment_charges: 1 value for 2 fragments"),
+    ({"molecule": _h2_molecule(fragments=[[0], [5]])},
+     "AtomicInput: molecule.fragments[1][0]: atom index 5 is out of range"),
+    ({"molecule": _h2_molecule(connectivity=[[0, 7, 1.0]])},
+     "AtomicInput: molecule.connectivity[0][1]: atom index 7 is out of range"),
+    ({"molecule": _h2_molecule(geometry="0 0 0 0 0 1.4")},
+     "AtomicInput: molecule.geometry: expected a list of coordinates in bohr, got '0 0 0"),
+    # what qcelemental refuses with its own exceptions: an input_error, not unknown_error
+    ({"molecule": _h2_molecule(symbols=["H", "Xx"])},
+     "AtomicInput: molecule: Atom identifier (Xx) uninterpretable"),
+    ({"molecule": _h2_molecule(molecular_multiplicity=2)},
+     "AtomicInput: molecule: Input Error: Inconsistent or unspecified chg/mult"),
+], ids=["unknown-keyword", "bad-method", "hessian", "task-keyword", "threads-keyword",
+        "geometry-ragged", "masses", "fragment-charges", "fragment-index", "connectivity-index",
+        "geometry-string", "element", "multiplicity"])
 def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_path):
     result = qcengine.compute(atomic_input(**changes), "dm21",
                               task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
@@ -441,6 +578,37 @@ def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_
     assert result.error.error_type == "input_error", result.error
     assert needle in result.error.error_message, result.error.error_message
     assert list(tmp_path.iterdir()) == [], "a refused input left files in the scratch folder"
+
+
+def test_harness_molecule_object_with_a_bond_to_no_atom_is_an_input_error(qcengine, tmp_path):
+    """A qcelemental Molecule (validated by qcelemental, which does not check connectivity's
+    atom indices): before issue 22 the bond to atom 5 of 2 was accepted and the job ran."""
+    from qcelemental.models import Molecule
+
+    mol = Molecule(symbols=["H", "H"], geometry=H2_GEOMETRY_BOHR, connectivity=[(0, 5, 1.0)])
+    result = qcengine.compute({"molecule": mol, "driver": "energy",
+                               "model": {"method": "b3lyp", "basis": "sto-3g"}}, "dm21",
+                              task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
+    assert result.success is False
+    assert result.error.error_type == "input_error", result.error
+    assert "AtomicInput: molecule.connectivity[0][1]: atom index 5 is out of range" in \
+        result.error.error_message
+
+
+def test_harness_input_qcelemental_cannot_read_is_an_input_error(qcengine, monkeypatch):
+    """qcelemental failing on an input with a plain Python error (a string geometry was an
+    AttributeError inside qcelemental before issue 22: unknown_error with a traceback)."""
+    from qcengine.programs.model import ProgramHarness
+
+    def fails(self, data, **kwargs):
+        raise AttributeError("'str' object has no attribute 'copy'")
+
+    monkeypatch.setattr(ProgramHarness, "build_input_model", fails)
+    result = qcengine.compute(atomic_input(), "dm21", task_config={"ncores": 1})
+    assert result.success is False
+    assert result.error.error_type == "input_error", result.error
+    assert "AtomicInput: qcelemental cannot read it (AttributeError: 'str' object has no " \
+        "attribute 'copy')" in result.error.error_message
 
 
 def test_harness_memory_is_on_top_of_the_process_and_at_most_the_machine(qcengine, monkeypatch):

@@ -43,9 +43,10 @@ ASE is an optional dependency: ``pip install 'dm21cli[ase]'``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -85,12 +86,38 @@ DEFAULT_PARAMETERS = {
     "threads": None,
 }
 
+#: parameters whose change leaves energy and forces as they are (ASE: ``set`` need not
+#: reset): they apply from the next calculation on
+HARMLESS_PARAMETERS = frozenset({"threads", "memory"})
+
+#: what errors name as their "file": ``DM21Calculator: charge: expected an integer, got 'x'``
+LABEL = "DM21Calculator"
+
+#: job-file paths -> the calculator keyword (or ``atoms``) that errors about them name
+KEYWORD_FIELDS = {("molecule",): "atoms", ("molecule", "charge"): "charge",
+                  ("molecule", "multiplicity"): "multiplicity",
+                  ("scf", "grid_level"): "grid_level", ("resources", "threads"): "threads",
+                  ("resources", "memory"): "memory"}
+
+#: names other programs give a setting -> the calculator's keyword
+_ALIASES = {"xc": "functional", "method": "functional", "mult": "multiplicity",
+            "spin": "multiplicity", "basis_set": "basis", "nthreads": "threads",
+            "max_memory": "memory"}
+
+#: |sum - nearest integer| below which initial charges or magnetic moments add up to an integer
+_WHOLE_TOL = 1e-6
+
 
 def _load(job):
     from dm21cli.io.inputs.load import load_job
     from dm21cli.io.inputs.models import JobSpec
 
-    return job if isinstance(job, JobSpec) else load_job(job)
+    if isinstance(job, JobSpec):
+        return job
+    if not isinstance(job, (str, os.PathLike)):
+        raise InputError(f"expected a job file (path) or a JobSpec, got {type(job).__name__}",
+                         file=LABEL, field="job")
+    return load_job(job)
 
 
 def job_atoms(job):
@@ -115,6 +142,135 @@ def _settings_from_job(job) -> dict:
             "memory": spec.resources.memory, "threads": spec.resources.threads}
 
 
+def _one_error(exc: InputError) -> InputError:
+    """`exc` with all its problems on its one line (the job-file message's pointer to
+    ``dm21 validate`` means nothing to a calculator)."""
+    if len(exc.problems) <= 1:
+        return exc
+    first, rest = exc.problems[0], exc.problems[1:]
+    more = "; ".join(problem.render().removeprefix(f"{LABEL}: ") for problem in rest)
+    return InputError(f"{first.message} (and {len(rest)} more: {more})", file=first.file,
+                      line=first.line, field=first.field)
+
+
+def check_parameter_names(names) -> None:
+    """`InputError` naming the first of `names` that is not a `DM21Calculator` keyword
+    (the message lists all of them, each with a suggestion when one is close)."""
+    unknown = [str(name) for name in names if name not in DEFAULT_PARAMETERS]
+    if not unknown:
+        return
+    shown = []
+    for name in unknown:
+        close = _ALIASES.get(name) or next(iter(difflib.get_close_matches(
+            name, list(DEFAULT_PARAMETERS), n=1, cutoff=0.6)), None)
+        shown.append(f"{name!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    raise InputError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(shown)}; "
+                     f"{LABEL} takes {', '.join(DEFAULT_PARAMETERS)} and checkpoints",
+                     file=LABEL, field=unknown[0])
+
+
+def scf_settings(scf) -> dict:
+    """The ``scf`` parameter as a new dict (None: empty); `InputError` if it is not a
+    mapping, or holds ``grid_level`` (a keyword of its own, which would silently win)."""
+    if scf is None:
+        return {}
+    if not isinstance(scf, Mapping):
+        raise InputError(f"expected a dict of the job file's scf keys (e.g. {{'conv_tol': 1e-8}}), "
+                         f"got {type(scf).__name__} {scf!r:.40}", file=LABEL, field="scf")
+    if "grid_level" in scf:
+        raise InputError("give the grid level as the keyword grid_level, not in scf",
+                         file=LABEL, field="scf.grid_level")
+    return dict(scf)
+
+
+def settings_job_data(parameters: dict, geometry=None) -> dict:
+    """Job-file data of calculator `parameters` (all of `DEFAULT_PARAMETERS`) at `geometry`
+    ((atomic numbers, positions in Angstrom), or None: one placeholder atom).
+
+    Raises `InputError` for a malformed ``scf`` (`scf_settings`).
+    """
+    p = parameters
+    scf = scf_settings(p.get("scf"))
+    if p.get("grid_level") is not None:
+        scf["grid_level"] = p["grid_level"]
+    if geometry is None:
+        xyz = "He 0 0 0\n"
+    else:
+        from ase.data import chemical_symbols
+
+        numbers, positions = geometry
+        bohr = np.asarray(positions, dtype=float) / _units.Bohr
+        xyz = "".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else z} "
+                      f"{x!r} {y!r} {w!r}\n" for z, (x, y, w) in zip(numbers.tolist(), bohr.tolist()))
+    return {"job": {"name": "ase"},
+            "molecule": {"xyz": xyz, "units": "bohr", "charge": p["charge"],
+                         "multiplicity": p["multiplicity"]},
+            "basis": p["basis"], "functional": p["functional"], "dispersion": p["dispersion"],
+            "scf": scf, "resources": {"threads": p["threads"], "memory": p["memory"]}}
+
+
+def calculator_spec(parameters: dict, geometry=None):
+    """The `JobSpec` of calculator `parameters` at `geometry` ((atomic numbers, positions in
+    Angstrom)), validated as a job file is (`validate_job`); geometry None: the checks that
+    need no atoms (the schema, `validate_settings`: functional and basis-set names).
+
+    Raises `InputError` (one line, every problem) naming the calculator's keyword
+    (``charge``, ``grid_level``, ``scf.conv_tol``) or ``atoms``.
+    """
+    from dm21cli.io.inputs.load import load_job_data
+    from dm21cli.io.inputs.validate import validate_settings
+
+    try:
+        data = settings_job_data(parameters, geometry)
+        spec = load_job_data(data, label=LABEL, renamed=KEYWORD_FIELDS, atoms_field="atoms",
+                             name="ase", chemistry=geometry is not None)
+        if geometry is None:
+            validate_settings(spec)
+    except InputError as exc:
+        raise _one_error(exc) from None
+    return spec
+
+
+def check_atoms(atoms, charge, multiplicity) -> None:
+    """`InputError` if ASE `atoms` say what a calculation with `charge` and `multiplicity`
+    would ignore: periodic boundaries, initial charges (``atoms.set_initial_charges``)
+    that do not add up to `charge`, initial magnetic moments that do not add up to
+    multiplicity - 1 unpaired electrons.  All zero (ASE's default) says nothing."""
+    from ase import Atoms
+
+    if not isinstance(atoms, Atoms):
+        raise InputError(f"expected ASE Atoms, got {type(atoms).__name__}", file=LABEL,
+                         field="atoms")
+    if atoms.pbc.any():
+        raise InputError("periodic systems are not supported (atoms.pbc is set): "
+                         "dm21cli computes molecules", file=LABEL, field="atoms.pbc")
+    charges = atoms.get_initial_charges()
+    if np.any(charges != 0):
+        total = float(charges.sum())
+        whole = abs(total - round(total)) <= _WHOLE_TOL
+        if not whole or round(total) != charge:
+            fix = f"pass charge={round(total)}" if whole else "they must add up to a whole charge"
+            raise InputError(f"the atoms' initial charges add up to {total:g}, but charge is "
+                             f"{charge}: {fix}, or clear them (atoms.set_initial_charges(None))",
+                             file=LABEL, field="atoms.initial_charges")
+    moments = atoms.get_initial_magnetic_moments()
+    if moments.ndim != 1:
+        if np.any(moments != 0):
+            raise InputError("non-collinear initial magnetic moments are not supported; give the "
+                             "spin as multiplicity", file=LABEL, field="atoms.initial_magmoms")
+    elif np.any(moments != 0):
+        unpaired = abs(float(moments.sum()))
+        whole = abs(unpaired - round(unpaired)) <= _WHOLE_TOL
+        if not whole or round(unpaired) + 1 != multiplicity:
+            fix = (f"pass multiplicity={round(unpaired) + 1}" if whole else
+                   "they must add up to a whole number of unpaired electrons")
+            raise InputError(f"the atoms' initial magnetic moments add up to {unpaired:g}, "
+                             f"but multiplicity is {multiplicity} ({multiplicity - 1} unpaired "
+                             f"electrons): {fix}, or clear them "
+                             f"(atoms.set_initial_magnetic_moments(None))", file=LABEL,
+                             field="atoms.initial_magmoms")
+
+
 class DM21Calculator(Calculator):
     """An ASE calculator for molecules with DM21 (all four variants) or any PySCF functional.
 
@@ -129,9 +285,12 @@ class DM21Calculator(Calculator):
     ``--memory``), threads.  checkpoints: the DM21 weights folder (else
     dm21's search: ``DM21_CHECKPOINTS``, the user data folder).
 
-    The settings are checked here (`InputError` naming the field) and at
-    each new set of atoms as a job file's are (elements, distances,
-    electrons against charge and multiplicity, basis coverage).  Periodic
+    Every keyword is checked here and in `set` (`InputError` naming it:
+    unknown names, wrong types or values, functional and basis-set names
+    PySCF does not know), and against the atoms (given here, and at each new
+    set of atoms) as a job file's are (elements, distances, electrons against
+    charge and multiplicity, basis coverage; initial charges and magnetic
+    moments of the atoms that contradict charge and multiplicity).  Periodic
     atoms are refused (`InputError`).  The process's thread count is set to
     ``threads`` at each calculation, as ``dm21 run`` does.
 
@@ -143,49 +302,72 @@ class DM21Calculator(Calculator):
     """
 
     implemented_properties = ["energy", "forces", "dipole"]
-    #: a molecule has no cell; initial charges and magnetic moments are not used
-    #: (charge and multiplicity are parameters)
-    ignored_changes = {"cell", "initial_charges", "initial_magmoms"}
+    #: a molecule has no cell (periodic atoms are refused); a change of the atoms' initial
+    #: charges or magnetic moments is checked against charge and multiplicity
+    ignored_changes = {"cell"}
     default_parameters = DEFAULT_PARAMETERS
     name = "dm21"
 
     def __init__(self, job=None, *, checkpoints: str | os.PathLike | None = None,
                  atoms=None, **kwargs):
+        _check_checkpoints(checkpoints)
+        check_parameter_names(kwargs)
         self.checkpoints = checkpoints
         self.mf = None
         self.spec = None
         self.info: dict = {}
         self.counts = {"scf": 0, "gradient": 0}
         self._geometry = None  # (numbers, positions) of self.mf
+        #: the results computed at self._geometry (ASE may empty self.results while it holds)
+        self._computed: dict = {}
         #: the last converged geometry's atomic numbers, orbitals and warm-start orbitals
         self._previous: dict | None = None
         self._network = None  # (key, network)
         if job is not None:
             settings = _settings_from_job(job)
             if kwargs.get("scf") is not None:
-                settings["scf"] = {**settings["scf"], **kwargs.pop("scf")}
+                settings["scf"] = {**settings["scf"], **scf_settings(kwargs.pop("scf"))}
             kwargs = {**settings, **kwargs}
-        unknown = sorted(set(kwargs) - set(DEFAULT_PARAMETERS))
-        if unknown:
-            raise TypeError(f"DM21Calculator: unknown parameter(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(DEFAULT_PARAMETERS)})")
-        super().__init__(atoms=atoms, **kwargs)
-        self._spec(None)  # the settings alone, checked now
+        super().__init__(atoms=None, **kwargs)  # ASE calls set(): every keyword checked
+        if atoms is not None:
+            self._check_atoms(atoms)
+            calculator_spec(self.parameters, _geometry_of(atoms))
+            self.atoms = atoms.copy()
+            atoms.calc = self
 
     # -- ASE protocol ---------------------------------------------------------
     def set(self, **kwargs):
-        """Change parameters; a change drops the SCF, the results and the density guess."""
-        unknown = sorted(set(kwargs) - set(DEFAULT_PARAMETERS))
-        if unknown:
-            raise TypeError(f"DM21Calculator: unknown parameter(s) {', '.join(unknown)}")
+        """Change parameters (ASE's ``Calculator.set``): {name: new value} of those that changed.
+
+        Every name and value is checked first, with the other parameters
+        (`InputError` naming the keyword; then nothing changes).  ``checkpoints``
+        may be set too; ``scf`` replaces the whole dict (at construction it is
+        merged into a job file's).  A change of anything but ``threads`` and ``memory``
+        drops the results, the SCF and the density guess, so that the next
+        energy and forces are computed with the new settings; values equal to
+        the current ones change nothing and keep the results.
+        """
+        checkpoints = kwargs.pop("checkpoints", self.checkpoints)
+        _check_checkpoints(checkpoints)
+        check_parameter_names(kwargs)
+        calculator_spec({**self.parameters, **kwargs})  # raises InputError
         changed = super().set(**kwargs)
-        if changed:
-            self._spec(None)
+        if _path_or_none(checkpoints) != _path_or_none(self.checkpoints):
+            changed["checkpoints"] = self.checkpoints = checkpoints
+        if set(changed) - HARMLESS_PARAMETERS:
+            self._drop_results()
         return changed
 
     def reset(self):
-        """Forget the results, the SCF and the density (ASE calls this when parameters change)."""
+        """Forget the atoms, the results, the SCF and the density (ASE's ``reset``)."""
         super().reset()
+        self._drop_results()
+
+    def _drop_results(self) -> None:
+        """Forget the results, the SCF and the density guess; the atoms stay, so that
+        ``calc.get_potential_energy()`` computes them again."""
+        self.results = {}
+        self._computed = {}
         self.mf = self.spec = None
         self._geometry = self._previous = None
 
@@ -193,57 +375,33 @@ class DM21Calculator(Calculator):
         """Compute `properties` for `atoms`: one SCF per geometry, one gradient when
         forces are asked for; whatever this geometry already has is not recomputed."""
         if atoms is not None:
+            self._check_atoms(atoms)
             self.atoms = atoms.copy()  # (Calculator.calculate would create self.directory)
-        if self.atoms is None:
-            raise ValueError("DM21Calculator: no atoms to compute")
-        if self.atoms.pbc.any():
-            raise InputError("periodic systems are not supported (atoms.pbc is set): "
-                             "dm21cli computes molecules", field="atoms.pbc")
-        geometry = (self.atoms.numbers.copy(), self.atoms.positions.copy())
+        elif self.atoms is None:
+            raise InputError("no atoms to compute: give them (calc.get_potential_energy(atoms)) "
+                             "or attach the calculator (atoms.calc = calc)", file=LABEL,
+                             field="atoms")
+        else:
+            self._check_atoms(self.atoms)
+        geometry = _geometry_of(self.atoms)
         if self.mf is None or not _same(geometry, self._geometry):
             self._run_scf(geometry, gradient="forces" in properties)
+        self.results = {**self._computed, **self.results}
         if "forces" in properties and "forces" not in self.results:
             self._run_gradient()
 
     # -- the work -------------------------------------------------------------
+    def _check_atoms(self, atoms) -> None:
+        """`check_atoms` with this calculator's charge and multiplicity (as validated:
+        None is the default)."""
+        molecule = calculator_spec(self.parameters).molecule
+        check_atoms(atoms, molecule.charge, molecule.multiplicity)
+
     def _spec(self, geometry):
         """The `JobSpec` of these parameters at `geometry` (numbers, positions in
-        Angstrom), validated as a job file is; geometry None: a placeholder atom,
-        the settings' schema alone."""
-        p = self.parameters
-        scf = dict(p.get("scf") or {})
-        if p.get("grid_level") is not None:
-            scf["grid_level"] = p["grid_level"]
-        if geometry is None:
-            xyz = "He 0 0 0\n"
-        else:
-            numbers, positions = geometry
-            from ase.data import chemical_symbols
-
-            bohr = positions / _units.Bohr
-            xyz = "".join(f"{chemical_symbols[z]} {x!r} {y!r} {w!r}\n"
-                          for z, (x, y, w) in zip(numbers, bohr.tolist()))
-        data = {"job": {"name": "ase"},
-                "molecule": {"xyz": xyz, "units": "bohr", "charge": p["charge"],
-                             "multiplicity": p["multiplicity"]},
-                "basis": p["basis"], "functional": p["functional"], "dispersion": p["dispersion"],
-                "scf": scf, "resources": {"threads": p["threads"], "memory": p["memory"]}}
-        from pydantic import ValidationError
-
-        from dm21cli.io.inputs.load import _translate
-        from dm21cli.io.inputs.models import JobSpec, _Meta
-        from dm21cli.io.inputs.validate import validate_job
-
-        meta = _Meta(file=None)
-        try:
-            spec = JobSpec.model_validate(data, context={"base_dir": Path("."), "file": None,
-                                                         "default_name": "ase"})
-        except ValidationError as exc:
-            raise _translate(exc, meta) from None
-        spec._meta = meta
-        if geometry is not None:
-            validate_job(spec)
-        return spec
+        Angstrom), validated as a job file is (`calculator_spec`); geometry None:
+        the settings alone."""
+        return calculator_spec(self.parameters, geometry)
 
     def _load_network(self, spec):
         from dm21cli.jobs.build import load_network
@@ -267,7 +425,7 @@ class DM21Calculator(Calculator):
         t0 = time.perf_counter()
         # the previous geometry's SCF (and its DM21 caches) goes before anything new is built
         self.mf = self.spec = self._geometry = None
-        self.results = {}
+        self.results, self._computed = {}, {}
         spec = self._spec(geometry)
         lines: list[str] = []
         log = lines.append
@@ -310,6 +468,7 @@ class DM21Calculator(Calculator):
         self._previous = {"numbers": geometry[0], "orbitals": (mf.mo_coeff, mf.mo_occ),
                           "warm": warm_orbitals}
         self.results = {"energy": energy * _units.Hartree, "dipole": dipole_au * _units.Bohr}
+        self._computed = dict(self.results)
         self.info.update({"energy_hartree": energy, "scf_energy_hartree": float(mf.e_tot),
                           "dispersion_energy_hartree": e_disp, "dm21_final_energy": final,
                           "dipole_au": dipole_au.tolist(), "wall_s": time.perf_counter() - t0})
@@ -363,7 +522,7 @@ class DM21Calculator(Calculator):
         out = nuclear_gradient(self.mf, self.spec, grid_response=True)
         self.counts["gradient"] += 1
         gradient = out["gradient_hartree_per_bohr"]
-        self.results["forces"] = -gradient * (_units.Hartree / _units.Bohr)
+        self.results["forces"] = self._computed["forces"] = -gradient * (_units.Hartree / _units.Bohr)
         self.info["gradient_hartree_per_bohr"] = gradient.tolist()
         self.info["gradient_wall_s"] = out["wall_s"]
 
@@ -395,6 +554,23 @@ def _orbitals(dm):
     """(mo_coeff, mo_occ) a PySCF density matrix is tagged with, or None."""
     coeff, occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
     return None if coeff is None or occ is None else (np.asarray(coeff), np.asarray(occ))
+
+
+def _check_checkpoints(checkpoints) -> None:
+    """`InputError` unless `checkpoints` is None or a folder's path (str or os.PathLike)."""
+    if checkpoints is not None and not isinstance(checkpoints, (str, os.PathLike)):
+        raise InputError(f"expected the DM21 weights folder (a path), got "
+                         f"{type(checkpoints).__name__}", file=LABEL, field="checkpoints")
+
+
+def _path_or_none(path) -> str | None:
+    """A path as a string, for comparing two ``checkpoints`` values."""
+    return None if path is None else os.fspath(path)
+
+
+def _geometry_of(atoms) -> tuple[np.ndarray, np.ndarray]:
+    """(atomic numbers, positions in Angstrom) of ASE `atoms`, copies."""
+    return atoms.numbers.copy(), np.array(atoms.positions, dtype=float)
 
 
 def _same(a, b) -> bool:

@@ -13,7 +13,8 @@ the run's files go (``scratch_directory``; removed afterwards unless
 ``scratch_messy``).
 
 Failures come back as QCEngine's errors, so that ``qcengine.compute`` returns
-a FailedOperation: a bad AtomicInput is an ``input_error``, an SCF that did
+a FailedOperation: a bad AtomicInput is an ``input_error`` (also one that
+qcelemental refuses before the harness runs: `DM21Harness.build_input_model`), an SCF that did
 not converge a ``convergence_error`` (its last iteration in
 ``error.extras``), missing weights or memory, or a scratch directory that
 cannot hold the run's folder, a ``resource_error``.
@@ -35,6 +36,7 @@ from qcengine.programs.model import ProgramHarness
 from dm21cli import __version__
 from dm21cli.core.errors import DM21Error, InputError, OutputLocationError, WeightsError
 from dm21cli.core.resources import current_rss_mb, physical_memory_mb
+from dm21cli.io.inputs.qcschema import check_molecule
 from dm21cli.io.outputs.qcschema import error_type
 
 #: the program name QCEngine knows DM21 by
@@ -184,6 +186,34 @@ class DM21Harness(ProgramHarness):
 
     def get_version(self) -> str:
         return __version__
+
+    def build_input_model(self, data, *, return_input_schema_version: bool = False):
+        """QCEngine's AtomicInput model of `data`; a malformed input raises QCEngine's
+        ``InputError`` (a FailedOperation ``input_error``), never another error type.
+
+        A molecule given as a dict is first checked as ``dm21 run input.json`` checks
+        it (`check_molecule`: array shapes and atom indices; the error names
+        the field); what qcelemental's Molecule then refuses with its own exceptions,
+        or fails on (AttributeError, KeyError, IndexError: QCEngine 0.52 lets all of
+        them through as an ``unknown_error``), is an input error too.
+        """
+        from qcelemental import exceptions as qcel_errors
+
+        molecule = data.get("molecule") if isinstance(data, dict) else None
+        try:
+            check_molecule(molecule, "AtomicInput")
+        except InputError as exc:
+            raise _qcengine_error(exc) from None
+        try:
+            return super().build_input_model(
+                data, return_input_schema_version=return_input_schema_version)
+        except (qcel_errors.ValidationError, qcel_errors.NotAnElementError,
+                qcel_errors.MoleculeFormatError, qcel_errors.ChoicesError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            raise qcng_errors.InputError(f"AtomicInput: molecule: {message}") from None
+        except (AttributeError, KeyError, IndexError) as exc:
+            raise qcng_errors.InputError(f"AtomicInput: qcelemental cannot read it "
+                                         f"({type(exc).__name__}: {exc})") from None
 
     def compute(self, input_model, config):
         """A v2 AtomicInput (QCEngine's own) -> v2 AtomicResult; failures raise QCEngine's errors."""

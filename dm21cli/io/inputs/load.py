@@ -190,6 +190,30 @@ def load_atomic_input(document: dict, overrides: dict | None = None, *,
     return _finish(data, meta, ctx, overrides, None, atomic)
 
 
+def load_job_data(data: dict, *, label: str | None = None, renamed: dict | None = None,
+                  atoms_field: str = "molecule.xyz", name: str = "job",
+                  chemistry: bool = True) -> JobSpec:
+    """A validated `JobSpec` from job-file data given as a dict (the ASE calculator's settings).
+
+    Errors name `label` as the file and each job path's field, or the name
+    `renamed` gives it ({job path: name}, as `_Meta.renamed`); errors about the
+    atoms of ``molecule.xyz`` name `atoms_field` (no line).  chemistry: the
+    checks of `validate_job` too; False: the schema alone.
+    """
+    meta = _Meta(file=label, renamed=dict(renamed or {}))
+    ctx: dict[str, Any] = {"base_dir": Path("."), "file": label, "default_name": name,
+                           "collect": True, "xyz_lines": (None, 0), "xyz_key_line": None,
+                           "xyz_field": atoms_field}
+    if chemistry:
+        return _finish(data, meta, ctx, None, None)
+    try:
+        spec = JobSpec.model_validate(data, context=ctx)
+    except ValidationError as exc:
+        raise _translate(exc, meta) from None
+    spec._meta = meta
+    return spec
+
+
 def _atomic_context(ctx: dict, meta: _Meta) -> None:
     """Atom errors of an AtomicInput name molecule.geometry and its line."""
     line = meta.lines.get(("molecule", "xyz"))

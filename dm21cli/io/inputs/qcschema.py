@@ -7,11 +7,12 @@ every problem names the AtomicInput's own field (``keywords.conv_tol``,
 
 The mapping (README, "QCSchema input"):
 
-- ``molecule``: ``symbols`` and ``geometry`` (bohr, flat or one row per atom),
-  ``molecular_charge``, ``molecular_multiplicity``; the fields qcelemental
-  fills in (masses, atomic numbers, fragments, connectivity, ...) are accepted
-  and not used: the electronic energy depends on none of them.  Ghost atoms
-  (``real: false``) are refused.
+- ``molecule``: ``symbols`` and ``geometry`` (bohr, 3N numbers or N rows of
+  3), ``molecular_charge``, ``molecular_multiplicity``; the fields qcelemental
+  fills in (masses, atomic numbers, fragments, connectivity, ...) are checked
+  for their shapes (`check_molecule`: one entry per atom, atom indices in
+  range, finite numbers) and not used: the electronic energy depends on none
+  of them.  Ghost atoms (``real: false``) are refused.
 - ``driver``: `job_settings_for_driver`, the one place where it is mapped.
 - ``model``: ``method`` -> ``functional``, ``basis`` -> ``basis``.
 - ``keywords``: the job file's keys of the sections ``scf``, ``outputs``,
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from typing import Any
 
+from dm21cli.core import elements
 from dm21cli.core.errors import InputError
 from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
@@ -156,41 +159,300 @@ def _mapping(value: Any, path: tuple, problems: _Problems) -> dict | None:
     return value
 
 
-def _geometry_rows(geometry: Any, natom: int, problems: _Problems) -> list | None:
+def _is_number(value: Any) -> bool:
+    """A JSON number (not a boolean) that is finite (as a float: no 400-digit integers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _is_whole(value: Any) -> bool:
+    """A JSON integer, or a number with no fractional part (``0.0``, as qcelemental writes)."""
+    return _is_number(value) and float(value).is_integer()
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 entry``, ``2 entries``, ``0 values``."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
+
+
+def _key(mol: dict, name: str) -> str:
+    """The key a Molecule field is given under: `name`, or qcelemental's ``name_``."""
+    return name if name in mol or f"{name}_" not in mol else f"{name}_"
+
+
+def _geometry_rows(geometry: Any, natom: int, problems: _Problems,
+                   strict: bool = True) -> list | None:
+    """The N rows [x, y, z] (bohr) of ``molecule.geometry``: either 3N numbers or N rows of
+    exactly 3 numbers (N = len(symbols)), every one finite; None after adding the problem.
+    strict False: the shape of a list alone (qcelemental reads the rest, and says when it
+    is missing), None."""
     path = ("molecule", "geometry")
     if not isinstance(geometry, list):
-        problems.add(f"expected a list of coordinates in bohr, got {_describe(geometry)}", path)
+        if strict or geometry is not None:
+            problems.add(f"expected a list of coordinates in bohr, got {_describe(geometry)}",
+                         path)
         return None
-    flat = []
-    for i, item in enumerate(geometry):
-        for value in (item if isinstance(item, list) else [item]):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                problems.add(f"expected numbers (bohr), got {_describe(value)}", path + (i,))
+    rows = [isinstance(item, list) for item in geometry]
+    if geometry and all(rows):
+        if len(geometry) != natom:
+            problems.add(f"{len(geometry)} rows for {natom} atoms (expected one [x, y, z] row per "
+                         f"atom, in bohr)", path)
+            return None
+        for i, row in enumerate(geometry):
+            if len(row) != 3:
+                problems.add(f"{_count(len(row), 'number')} in this row (expected 3: x, y, z "
+                             f"in bohr)", path + (i,))
                 return None
-            flat.append(float(value))
-    if len(flat) != 3 * natom:
-        problems.add(f"{len(flat)} coordinates for {natom} atoms (expected {3 * natom}: x, y, z "
-                     f"per atom, in bohr)", path)
+        cells = [((i, k), value) for i, row in enumerate(geometry) for k, value in enumerate(row)]
+    elif any(rows):
+        problems.add(f"mixes numbers and rows (expected {3 * natom} numbers, or {natom} rows "
+                     f"[x, y, z], in bohr)", path + (rows.index(True),))
         return None
+    else:
+        if len(geometry) != 3 * natom:
+            problems.add(f"{len(geometry)} coordinates for {natom} atoms (expected {3 * natom}: "
+                         f"x, y, z per atom, in bohr)", path)
+            return None
+        cells = [((i,), value) for i, value in enumerate(geometry)]
+    if not strict:
+        return None
+    for where, value in cells:
+        if not _is_number(value):
+            problems.add(f"expected finite numbers (bohr), got {_describe(value)}", path + where)
+            return None
+    flat = [float(value) for _, value in cells]
     return [flat[3 * i:3 * i + 3] for i in range(natom)]
 
 
-def _molecule(mol: dict, problems: _Problems, job: dict, renamed: dict, lines: dict) -> None:
-    for key in mol:
-        if key not in _MOLECULE:
-            problems.add(f"unknown key {key!r}{_suggest(key, _MOLECULE)}", ("molecule", key))
+#: the Molecule's per-atom arrays: field -> (what each entry must be, its check)
+_PER_ATOM = {
+    "masses": ("a mass in u (a number > 0)", lambda v: _is_number(v) and v > 0),
+    "real": ("true or false", lambda v: isinstance(v, bool)),
+    "atom_labels": ("a string", lambda v: isinstance(v, str)),
+    "atomic_numbers": ("an atomic number", lambda v: _is_whole(v) and v >= 1),
+    "mass_numbers": ("a mass number (or -1: none given)", lambda v: _is_whole(v) and v >= -1),
+}
+
+
+def _per_atom_arrays(mol: dict, symbols: list, problems: _Problems, strict: bool = True) -> None:
+    """Each of `_PER_ATOM` given: one entry per atom, each of its kind (strict False: the
+    number of entries alone); atomic numbers those of the symbols.  dm21 uses none of them
+    (ghost atoms are refused in `_molecule_checked`)."""
+    natom = len(symbols)
+    for name, (what, check) in _PER_ATOM.items():
+        key = _key(mol, name)
+        values = mol.get(key)
+        if values is None:
+            continue
+        path = ("molecule", key)
+        if not isinstance(values, list) or len(values) != natom:
+            got = _count(len(values), "entry") if isinstance(values, list) else _describe(values)
+            problems.add(f"expected one entry per atom ({natom}), got {got}", path)
+            continue
+        if not strict:
+            continue
+        bad = next((i for i, v in enumerate(values) if not check(v)), None)
+        if bad is not None:
+            problems.add(f"expected {what}, got {_describe(values[bad])}", path + (bad,))
+            continue
+        if name == "atomic_numbers":
+            for i, (z, symbol) in enumerate(zip(values, symbols)):
+                known = elements.normalise_symbol(symbol)
+                if known and not symbol.strip().isdigit() and int(z) != elements.atomic_number(known):
+                    problems.add(f"atomic number {int(z)} is not that of {symbol} "
+                                 f"({elements.atomic_number(known)})", path + (i,))
+                    break
+
+
+def _atom_index(value: Any, natom: int) -> str | None:
+    """None if `value` is the index of one of `natom` atoms (from 0), else the problem."""
+    if not _is_whole(value):
+        return f"expected an atom index (an integer from 0), got {_describe(value)}"
+    if not 0 <= value < natom:
+        return f"atom index {_show(value)} is out of range (atoms count from 0 to {natom - 1})"
+    return None
+
+
+def _fragments(mol: dict, natom: int, problems: _Problems) -> int | None:
+    """``fragments``: lists of atom indices, every atom in exactly one; their number (None if
+    not given or malformed)."""
+    key = _key(mol, "fragments")
+    fragments = mol.get(key)
+    if fragments is None:
+        return None
+    path = ("molecule", key)
+    if not isinstance(fragments, list) or not all(isinstance(f, list) for f in fragments):
+        problems.add(f"expected a list of fragments, each a list of atom indices, got "
+                     f"{_describe(fragments)}", path)
+        return None
+    owner: dict[int, int] = {}
+    for f, fragment in enumerate(fragments):
+        for k, index in enumerate(fragment):
+            problem = _atom_index(index, natom)
+            if problem is None and int(index) in owner:
+                problem = f"atom {int(index)} is in fragments {owner[int(index)]} and {f}"
+            if problem:
+                problems.add(problem, path + (f, k))
+                return None
+            owner[int(index)] = f
+    missing = [i for i in range(natom) if i not in owner]
+    if missing:
+        problems.add(f"atom{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing[:10]))}"
+                     f"{', ...' if len(missing) > 10 else ''} in no fragment (every atom belongs "
+                     f"to one)", path)
+        return None
+    return len(fragments)
+
+
+def _fragment_values(mol: dict, nfragment: int | None, problems: _Problems,
+                     strict: bool = True) -> None:
+    """``fragment_charges`` and ``fragment_multiplicities``: one number (or null) per fragment;
+    dm21 takes the charge and multiplicity from ``molecular_charge`` and
+    ``molecular_multiplicity``, so these must be given with them and the charges must add
+    up to ``molecular_charge``.  strict False: one value per fragment alone (qcelemental
+    derives the molecular values from them)."""
+    for name, low in (("fragment_charges", None), ("fragment_multiplicities", 1)):
+        key = _key(mol, name)
+        values = mol.get(key)
+        if values is None:
+            continue
+        path = ("molecule", key)
+        if not isinstance(values, list):
+            problems.add(f"expected a list, one value per fragment, got {_describe(values)}", path)
+            continue
+        if nfragment is None:
+            if _key(mol, "fragments") not in mol:
+                problems.add("given without molecule.fragments", path)
+            continue
+        if len(values) != nfragment:
+            problems.add(f"{_count(len(values), 'value')} for {_count(nfragment, 'fragment')} "
+                         f"(expected one per fragment)", path)
+            continue
+        if not strict:
+            continue
+        bad = next((i for i, v in enumerate(values) if v is not None and
+                    not (_is_number(v) and (low is None or v >= low))), None)
+        if bad is not None:
+            what = "a number" if low is None else f"a number >= {low}"
+            problems.add(f"expected {what} or null, got {_describe(values[bad])}", path + (bad,))
+            continue
+        molecular = "molecular_charge" if low is None else "molecular_multiplicity"
+        total = mol.get(molecular)
+        # without molecular_*, qcelemental would derive them from these, dm21 takes 0 and 1
+        implied = any(v not in (None, 0) for v in values) if low is None else \
+            any(v is not None and v > 1 for v in values)
+        if total is None and implied:
+            problems.add(f"given without molecule.{molecular}: dm21 takes the "
+                         f"{'charge' if low is None else 'multiplicity'} from {molecular} "
+                         f"(give it)", path)
+        elif low is None and None not in values and _is_number(total) and \
+                abs(sum(values) - total) > 1e-8:
+            problems.add(f"the fragment charges add up to {_show(sum(values))}, but "
+                         f"molecular_charge is {_show(total)}", path)
+
+
+def _connectivity(mol: dict, natom: int, problems: _Problems) -> None:
+    """``connectivity``: [atom, atom, bond order] triples, two different atoms in range and
+    a bond order from 0 to 5 (QCSchema's range)."""
+    key = _key(mol, "connectivity")
+    bonds = mol.get(key)
+    if bonds is None:
+        return
+    path = ("molecule", key)
+    if not isinstance(bonds, list):
+        problems.add(f"expected a list of [atom, atom, bond order], got {_describe(bonds)}", path)
+        return
+    for b, bond in enumerate(bonds):
+        if not isinstance(bond, list) or len(bond) != 3:
+            got = _count(len(bond), "value") if isinstance(bond, list) else _describe(bond)
+            problems.add(f"expected [atom, atom, bond order], got {got}", path + (b,))
+            return
+        for k in (0, 1):
+            problem = _atom_index(bond[k], natom)
+            if problem:
+                problems.add(problem, path + (b, k))
+                return
+        if int(bond[0]) == int(bond[1]):
+            problems.add(f"a bond of atom {int(bond[0])} with itself", path + (b,))
+            return
+        if not (_is_number(bond[2]) and 0 <= bond[2] <= 5):
+            problems.add(f"expected a bond order from 0 to 5, got {_describe(bond[2])}",
+                         path + (b, 2))
+            return
+
+
+def _molecule_checked(mol: dict, problems: _Problems, strict: bool = True) -> list | None:
+    """The geometry rows (bohr) of a QCSchema Molecule whose arrays all have their shapes
+    (`_geometry_rows`, `_per_atom_arrays`, `_fragments`, `_fragment_values`,
+    `_connectivity`); None when the symbols or the geometry are unusable.
+
+    strict: a Molecule as ``dm21 run input.json`` reads it (also unknown keys, the kinds
+    of entries, ghost atoms); False: the shapes and atom indices alone, what qcelemental
+    refuses too (or, for atom indices, does not check), before it reads the molecule.
+    """
+    if strict:
+        for key in mol:
+            if key not in _MOLECULE:
+                problems.add(f"unknown key {key!r}{_suggest(key, _MOLECULE)}", ("molecule", key))
     symbols = mol.get("symbols")
     if not isinstance(symbols, list) or not symbols or \
-            not all(isinstance(s, str) for s in symbols):
-        problems.add(f"expected a list of element symbols, got {_describe(symbols)}",
-                     ("molecule", "symbols"))
+            (strict and not all(isinstance(s, str) for s in symbols)):
+        if strict:
+            problems.add(f"expected a list of element symbols, got {_describe(symbols)}",
+                         ("molecule", "symbols"))
+        return None
+    natom = len(symbols)
+    _per_atom_arrays(mol, symbols, problems, strict)
+    real = mol.get(_key(mol, "real"))
+    if strict and isinstance(real, list) and len(real) == natom and \
+            all(isinstance(r, bool) for r in real) and not all(real):
+        problems.add("ghost atoms (real: false) are not supported", ("molecule", _key(mol, "real")))
+    _fragment_values(mol, _fragments(mol, natom, problems), problems, strict)
+    _connectivity(mol, natom, problems)
+    return _geometry_rows(mol.get("geometry"), natom, problems, strict)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy arrays (and tuples) in a Molecule dict as plain lists, as JSON has them."""
+    if hasattr(value, "tolist") and not isinstance(value, (bool, int, float, str)):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def check_molecule(molecule: Any, file: str | None = "AtomicInput") -> None:
+    """Raise `InputError` (every problem, naming ``molecule.<field>``) if a QCSchema Molecule
+    given as a dict has an array of the wrong shape: the geometry (3N numbers or N rows of
+    3, N = len(symbols)), the per-atom arrays, fragments (every atom in one, indices in
+    range) and one charge and multiplicity per fragment, connectivity ([atom, atom, bond
+    order], indices in range).  NumPy arrays are read as lists.  The rest (a Molecule
+    object, the kinds of entries, elements, charge and multiplicity) is qcelemental's to
+    check, and `atomic_input_job`'s after it.
+
+    The QCEngine harness calls it before qcelemental parses the molecule, so that a bad
+    shape is QCEngine's ``input_error`` naming the field (`dm21cli.integrations.qcengine`).
+    """
+    if not isinstance(molecule, dict):
         return
-    real = mol.get("real", mol.get("real_"))
-    if real is not None and (not isinstance(real, list) or not all(r is True for r in real)):
-        problems.add("ghost atoms (real: false) are not supported", ("molecule", "real"))
-    rows = _geometry_rows(mol.get("geometry"), len(symbols), problems)
+    problems = _Problems(file, {})
+    _molecule_checked({key: _plain(value) for key, value in molecule.items()}, problems,
+                      strict=False)
+    if problems.found:
+        raise InputError.several(problems.found)
+
+
+def _molecule(mol: dict, problems: _Problems, job: dict, renamed: dict, lines: dict) -> None:
+    rows = _molecule_checked(mol, problems)
     if rows is None:
         return
+    symbols = mol["symbols"]
     where = problems.where(("molecule", "geometry"))
     job["molecule"] = {
         # repr() round-trips every float exactly

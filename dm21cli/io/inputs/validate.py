@@ -172,6 +172,32 @@ def validate_job(spec: JobSpec) -> None:
     problems.raise_any()
 
 
+def validate_settings(spec: JobSpec) -> None:
+    """The checks of `validate_job` that need no atoms (a calculator's settings before it
+    has atoms): the functional's and the warm start's names (libxc), and that each basis
+    set is one PySCF knows; which elements it covers waits for the atoms.  Raises
+    `InputError` naming the field, every problem in ``.problems``.
+    """
+    meta: _Meta = spec._meta
+    problems = _Problems()
+    if not spec.is_dm21:
+        problem = _xc_problem(spec.functional)
+        if problem:
+            problems.add(InputError(problem, **meta.locate(("functional",))))
+    elif spec.scf.warm_start is not None:
+        problem = _xc_problem(spec.scf.warm_start)
+        if problem:
+            problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
+                                    **meta.locate(("scf", "warm_start"))))
+    entries = [(("basis",), spec.basis)] if isinstance(spec.basis, str) else \
+        [(_basis_key_path(meta, key), name) for key, name in spec.basis.items()]
+    for path, name in entries:
+        problem = _basis_problem(name, "H")  # a known set without H says "no functions for H"
+        if problem and problem.startswith("unknown basis set"):
+            problems.add(InputError(problem, **meta.locate(path)))
+    problems.raise_any()
+
+
 def _check_geometry(spec: JobSpec, problems: _Problems) -> None:
     """Elements, finite coordinates, and atoms closer than MIN_DISTANCE_ANGSTROM (each atom once)."""
     meta: _Meta = spec._meta
