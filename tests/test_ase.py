@@ -472,3 +472,22 @@ def test_dm21cli_ase_is_the_calculator():
 
     assert dm21cli.ase.DM21Calculator is DM21Calculator
     assert dm21cli.ase.DM21SCFError is DM21SCFError and dm21cli.ase.job_atoms is job_atoms
+
+
+def test_stretched_h2_energy_is_not_a_zero_xc_number(checkpoints_dir, monkeypatch):
+    """Issue 22: restricted DM21 H2 at 21 A (STO-3G) gave E = +0.59 Ha with E_xc = 0 through
+    ASE too.  Now a negative energy with a negative E_xc; and a density that fails the
+    final checks (the grid points' regrowth switched off: the old behaviour) raises
+    DM21SCFError instead of returning its number."""
+    from dm21cli.functional.xc import DM21XC
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 21.0]])
+    atoms.calc = _calc(checkpoints_dir, grid_level=1)
+    energy_hartree = atoms.get_potential_energy() / units.Hartree
+    final = atoms.calc.info["dm21_final_energy"]
+    assert energy_hartree < -0.2 and final["exc_final_hartree"] < -0.5 and final["problems"] == []
+    monkeypatch.setattr(DM21XC, "_regrow", lambda self, *args: 0)
+    atoms.calc = _calc(checkpoints_dir, grid_level=1)
+    with pytest.raises(DM21SCFError, match="fails the final checks"):
+        atoms.get_potential_energy()
+    assert atoms.calc.results == {}

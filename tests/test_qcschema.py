@@ -675,3 +675,14 @@ def test_geometric_optimises_h2_with_dm21_gradients(qcengine, tmp_path, monkeypa
     r0 = np.linalg.norm(np.subtract(*np.reshape(H2_GEOMETRY_BOHR, (2, 3))))
     r = np.linalg.norm(np.subtract(*result.final_molecule.geometry))
     assert abs(r - r0) > 1e-3, (r0, r)  # it moved (DM21/STO-3G's minimum is not 0.74 A)
+
+
+def test_harness_stretched_h2_is_not_a_zero_xc_success(qcengine, tmp_path):
+    """Issue 22: restricted DM21 H2 at 21 A (STO-3G) was a QCEngine success with E = +0.59 Ha
+    and E_xc = 0.  Now the energy is negative and the density passed the final checks."""
+    molecule = _h2_molecule(geometry=[0.0, 0.0, 0.0, 0.0, 0.0, 21.0 / BOHR_ANGSTROM])
+    result = qcengine.compute(atomic_input(molecule=molecule), "dm21",
+                              task_config={"ncores": 1, "scratch_directory": str(tmp_path)})
+    assert result.success, result.error
+    assert result.return_result < -0.2
+    assert result.extras["dm21cli"]["properties"]["dm21_final_energy"]["problems"] == []

@@ -461,6 +461,12 @@ class DM21Calculator(Calculator):
                                f"cycles) for {spec.molecule.formula()} "
                                f"({spec.functional}/{spec.basis_label()})")
         final = _final_dm21_energy(mf, log) if network is not None else None
+        if final is not None and final["problems"]:
+            self.info.update(converged=False, dm21_final_energy=final,
+                             wall_s=time.perf_counter() - t0)
+            raise DM21SCFError("the SCF converged to a density that fails the final checks: "
+                               + "; ".join(final["problems"]) + f" ({spec.molecule.formula()}, "
+                               f"{spec.functional}/{spec.basis_label()})")
         e_disp = dispersion_energy(mol, spec.functional) if spec.dispersion == "d3bj" else None
         energy = float(mf.e_tot) + (e_disp or 0.0)
         dipole_au = np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float)
