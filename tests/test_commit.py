@@ -241,7 +241,8 @@ def test_a_full_disk_at_any_stage_is_reported_and_leaves_nothing_false(tmp_path)
                 seen.add(re.search(r"writing (\S+):", last).group(1).rsplit("/", 1)[-1])
             else:
                 seen.add("nothing")
-            assert_consistent(out)
+            if out.exists():  # (a disk too full for the directory's markers: no directory)
+                assert_consistent(out)
     # the sizes did reach the stages they are meant to reach
     assert {"dm21.log", "density.cube", "nothing"} <= seen, seen
 

@@ -13,7 +13,7 @@ import pytest
 
 from dm21cli.io.outputs.atomic import _current_umask
 from dm21cli.io.outputs.orbitals import orbital_label
-from dm21cli.core.errors import OutputExistsError
+from dm21cli.core.errors import OutputExistsError, OutputLocationError
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.atomic import (
     atomic_write,
@@ -120,7 +120,8 @@ def test_jobdir_creates_directory_and_marker(tmp_path):
     write_json_atomic(jd.file("result.json"), {"ok": True})
     jd.finalize("success")
     assert not jd.marker.exists()
-    assert sorted(p.name for p in jd.path.iterdir()) == ["result.json"]
+    assert sorted(p.name for p in jd.path.iterdir()) == [".dm21-output", "result.json"]
+    assert json.loads((jd.path / ".dm21-output").read_text())["kind"] == "run"
 
 
 def test_jobdir_accepts_existing_empty_directory(tmp_path):
@@ -163,9 +164,11 @@ def test_jobdir_message_for_directory_without_result(tmp_path):
 
 
 def test_jobdir_refuses_file_in_place_of_directory(tmp_path):
+    """A file where the folder should be is exit 8 (README's table), not 5."""
     (tmp_path / "out").write_text("x")
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputLocationError, match="exists and is not a directory") as info:
         JobDirectory(tmp_path / "out", overwrite=True).prepare()
+    assert info.value.exit_status == 8
     assert (tmp_path / "out").read_text() == "x"
 
 
@@ -173,9 +176,10 @@ def test_jobdir_overwrite_keeps_old_until_finalize(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "result.json").write_text('{"old": true}')
+    (out / ".dm21-output").write_text("{}")
     jd = JobDirectory(out, overwrite=True).prepare()
-    # new directory holds only the marker; old results moved aside, intact
-    assert sorted(p.name for p in out.iterdir()) == [".running"]
+    # new directory holds only the markers; old results moved aside, intact
+    assert sorted(p.name for p in out.iterdir()) == [".dm21-output", ".running"]
     assert jd.old_path is not None and jd.old_path.parent == tmp_path
     assert jd.old_path.name.startswith(".out.old-")
     assert (jd.old_path / "result.json").read_text() == '{"old": true}'
@@ -191,6 +195,7 @@ def test_jobdir_abandon_restores_overwritten_results(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.txt").write_text("old")
+    (out / ".dm21-output").write_text("{}")
     jd = JobDirectory(out, overwrite=True).prepare()
     assert jd.abandon()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
