@@ -57,6 +57,34 @@ def use_rich(stream=None) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def print_if_it_fits(table) -> bool:
+    """Print a rich Table on stdout if the terminal is wide enough for it to lose nothing;
+    returns whether it did.
+
+    Rich squeezes a table into any width: it folds long words, and below the width of
+    its borders and padding it drops the cells' text (``COLUMNS=10`` once left the result
+    table of ``dm21 run`` without a single value).  So the table is first rendered
+    off-screen at the terminal's width and printed only if every character of its cells
+    and headers is there; else the caller prints plain text, which the terminal wraps.
+    """
+    import collections
+    import io
+
+    from rich.console import Console
+
+    console = Console()
+    probe = Console(file=io.StringIO(), width=console.width, color_system=None)
+    probe.print(table)
+    texts = [str(column.header) for column in table.columns]
+    texts += [str(cell) for column in table.columns for cell in column.cells]
+    needed = collections.Counter(c for text in texts for c in text if not c.isspace())
+    shown = collections.Counter(probe.file.getvalue())
+    if any(shown[c] < n for c, n in needed.items()):
+        return False
+    console.print(table)
+    return True
+
+
 def _clock_text(seconds: float) -> str:
     """Elapsed time as m:ss (h:mm:ss from an hour)."""
     minutes, secs = divmod(int(seconds), 60)
@@ -138,16 +166,8 @@ class Reporter:
         (the terminal wraps its lines, nothing is lost)."""
         from dm21cli.io.outputs.summary import render_summary, render_table
 
-        if use_rich(sys.stdout):
-            from rich.console import Console
-            from rich.measure import Measurement
-
-            console = Console()
-            table = render_table(result)
-            unlimited = console.options.update_width(1_000_000)  # (else clamped to the width)
-            if Measurement.get(console, unlimited, table).minimum <= console.width:
-                console.print(table)
-                return
+        if use_rich(sys.stdout) and print_if_it_fits(render_table(result)):
+            return
         click.echo(render_summary(result))
 
 
