@@ -356,3 +356,32 @@ def test_sigterm_after_the_final_line_is_130_or_comes_too_late(tmp_path, slow):
         assert rest.strip().splitlines() == ["dm21: error: interrupted by SIGTERM"], stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     finished_result("outputs/h2")(tmp_path, None)
+
+
+# ----------------------------------------------------------------------------
+# the guard on stdout, in process
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("target, status, reason", [
+    ("closed-pipe", 8, r"Broken pipe \(the program reading the output ended before it was all "
+                       r"written\)"),
+    ("/dev/full", 6, r"No space left on device \(stdout goes to a full disk or device\)")])
+def test_stdout_guard_names_stdout_and_stays_failed(target, status, reason):
+    """A failed write to stdout was an unclassified OSError (exit 1, or silence when it
+    came at exit); the guard makes it the error that says so, and raises it again at the
+    next write, so that a caller that swallowed it (click probes its streams) cannot lose it."""
+    from dm21cli.cli.common import StdoutGuard
+
+    if target == "closed-pipe":
+        read_end, fd = os.pipe()
+        os.close(read_end)
+    else:
+        fd = os.open(target, os.O_WRONLY)
+    stream = os.fdopen(fd, "w")
+    guard = StdoutGuard(stream)
+    with pytest.raises(Exception, match=rf"^writing stdout failed: {reason}$") as info:
+        guard.write("x" * 100_000)
+        guard.flush()
+    assert info.value.exit_status == status and info.value.stdout is True
+    with pytest.raises(type(info.value)):
+        guard.write("more")
+    stream.close()  # (descriptor 1 of the guard now goes to /dev/null: no second failure)
