@@ -351,7 +351,10 @@ def test_sigterm_after_the_final_line_is_130_or_comes_too_late(tmp_path, slow):
     rest = proc.stderr.read()
     status = proc.wait(timeout=60)
     stderr = "".join(lines) + rest
-    assert status == (130 if slow == "slow-atexit" else 0), f"exit {status}\n{stderr}"
+    # (a teardown cannot delay the end now: the process has normally ended before the signal;
+    # on a very busy machine the signal may still come first, which is 130)
+    expected = (130,) if slow == "slow-atexit" else (0, 130)
+    assert status in expected, f"exit {status}\n{stderr}"
     if status == 130:
         assert rest.strip().splitlines() == ["dm21: error: interrupted by SIGTERM"], stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
