@@ -653,6 +653,7 @@ def test_signal_during_scf(tmp_path, checkpoints_dir, signum, after_cycle):
     if after_cycle:  # an interrupted --overwrite must keep the results it was to replace
         out.mkdir(parents=True)
         (out / "result.json").write_text('{"previous": true}')
+        (out / ".dm21-output").write_text("{}")  # a folder of dm21's (else --overwrite refuses it)
         args.append("--overwrite")
     with open(tmp_path / "stdout.txt", "w") as so, open(tmp_path / "stderr.txt", "w") as se:
         proc = subprocess.Popen([sys.executable, "-m", "dm21cli", *args],

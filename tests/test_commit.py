@@ -241,7 +241,8 @@ def test_a_full_disk_at_any_stage_is_reported_and_leaves_nothing_false(tmp_path)
                 seen.add(re.search(r"writing (\S+):", last).group(1).rsplit("/", 1)[-1])
             else:
                 seen.add("nothing")
-            assert_consistent(out)
+            if out.exists():  # (a disk too full for the directory's markers: no directory)
+                assert_consistent(out)
     # the sizes did reach the stages they are meant to reach
     assert {"dm21.log", "density.cube", "nothing"} <= seen, seen
 
@@ -266,3 +267,46 @@ def test_an_output_path_below_a_file_is_exit_8(tmp_path):
     assert proc.returncode == 8, _show(proc)
     assert "afile is a file, not a directory" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "outputs").exists()
+
+
+# ----------------------------------------------------------------------------
+# a finished result that cannot be written (issue 22)
+# ----------------------------------------------------------------------------
+def test_a_finished_result_that_cannot_be_written_keeps_its_energy(tmp_path, monkeypatch):
+    """Writing result.json of a finished run failed (a path that is not valid UTF-8 once,
+    a full disk): the run said "calculation failed" (exit 7) and the energy was gone.
+    Now the error names the energy, and the failure record, written when the disk lets
+    it, is a FailedOperation that keeps it."""
+    from dm21cli.core.errors import ResourceError, output_error
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs import run as runner
+
+    job = write_job(tmp_path, "h2", basis="sto-3g", functional="b3lyp",
+                    extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
+    spec = load_job(job, {"output_dir": str(tmp_path / "out")})
+    real = runner.write_text_files_atomic
+    attempts = []
+
+    def full_at_the_first_commit(files):
+        attempts.append([Path(path).name for path, _ in files])
+        if len(attempts) == 1:
+            raise output_error(OSError(28, "No space left on device"), files[0][0])
+        return real(files)
+
+    monkeypatch.setattr(runner, "write_text_files_atomic", full_at_the_first_commit)
+    with pytest.raises(ResourceError) as info:
+        runner.run_job(spec)
+    message = str(info.value)
+    assert re.fullmatch(r"disk full while writing \S+/out/result\.json: No space left on device; "
+                        r"free some space or choose another output directory with -o; the SCF "
+                        r"converged \(E = (-1\.16\d+) Ha\), but this result could not be saved",
+                        message), message
+    energy = float(re.search(r"E = (\S+) Ha", message).group(1))
+    assert attempts == [["result.json", "summary.txt"]] * 2
+    document = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert document["success"] is False and "input_data" in document  # a FailedOperation
+    assert document["extras"]["dm21cli"]["status"] == "failed"
+    assert document["error"]["error_type"] == "resource_error"
+    assert document["extras"]["properties"]["return_energy"] == pytest.approx(energy, abs=1e-10)
+    assert "could not be saved" in (tmp_path / "out" / "dm21.log").read_text()
+    assert_consistent(tmp_path / "out")

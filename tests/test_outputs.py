@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,16 @@ import pytest
 
 from dm21cli.io.outputs.atomic import _current_umask
 from dm21cli.io.outputs.orbitals import orbital_label
-from dm21cli.core.errors import OutputExistsError
-from dm21cli.io.outputs.jobdir import JobDirectory
+from dm21cli.core.errors import OutputExistsError, OutputLocationError, output_error
+from dm21cli.io.outputs.jobdir import JobDirectory, RunningMarker, is_dm21_output
 from dm21cli.io.outputs.atomic import (
+    atomic_path,
     atomic_write,
+    open_log,
+    read_json_object,
     write_json_atomic,
     write_text_atomic,
+    write_text_files_atomic,
     write_yaml_atomic,
 )
 from dm21cli.io.outputs.qcschema import to_qcschema
@@ -120,7 +126,8 @@ def test_jobdir_creates_directory_and_marker(tmp_path):
     write_json_atomic(jd.file("result.json"), {"ok": True})
     jd.finalize("success")
     assert not jd.marker.exists()
-    assert sorted(p.name for p in jd.path.iterdir()) == ["result.json"]
+    assert sorted(p.name for p in jd.path.iterdir()) == [".dm21-output", "result.json"]
+    assert json.loads((jd.path / ".dm21-output").read_text())["kind"] == "run"
 
 
 def test_jobdir_accepts_existing_empty_directory(tmp_path):
@@ -163,9 +170,11 @@ def test_jobdir_message_for_directory_without_result(tmp_path):
 
 
 def test_jobdir_refuses_file_in_place_of_directory(tmp_path):
+    """A file where the folder should be is exit 8 (README's table), not 5."""
     (tmp_path / "out").write_text("x")
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputLocationError, match="exists and is not a directory") as info:
         JobDirectory(tmp_path / "out", overwrite=True).prepare()
+    assert info.value.exit_status == 8
     assert (tmp_path / "out").read_text() == "x"
 
 
@@ -173,9 +182,10 @@ def test_jobdir_overwrite_keeps_old_until_finalize(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "result.json").write_text('{"old": true}')
+    (out / ".dm21-output").write_text("{}")
     jd = JobDirectory(out, overwrite=True).prepare()
-    # new directory holds only the marker; old results moved aside, intact
-    assert sorted(p.name for p in out.iterdir()) == [".running"]
+    # new directory holds only the markers; old results moved aside, intact
+    assert sorted(p.name for p in out.iterdir()) == [".dm21-output", ".running"]
     assert jd.old_path is not None and jd.old_path.parent == tmp_path
     assert jd.old_path.name.startswith(".out.old-")
     assert (jd.old_path / "result.json").read_text() == '{"old": true}'
@@ -191,6 +201,7 @@ def test_jobdir_abandon_restores_overwritten_results(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.txt").write_text("old")
+    (out / ".dm21-output").write_text("{}")
     jd = JobDirectory(out, overwrite=True).prepare()
     assert jd.abandon()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -232,6 +243,197 @@ def test_jobdir_stale_marker_reports_unfinished_run(tmp_path):
     jd = JobDirectory(out, overwrite=True).prepare()
     jd.finalize("success")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# ----------------------------------------------------------------------------
+# issue 22: whose folder --overwrite replaces, what a name in it may be
+# ----------------------------------------------------------------------------
+def test_overwrite_refuses_a_folder_dm21_did_not_write(tmp_path):
+    """It used to move any folder aside and delete it (a user's input file included)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "h2.yaml").write_text("molecule: ...\n")
+    with pytest.raises(OutputExistsError, match=r"holds files that dm21 did not write \(no "
+                                                r"\.dm21-output marker\)") as info:
+        JobDirectory(out, overwrite=True).prepare()
+    assert info.value.exit_status == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert sorted(p.name for p in out.iterdir()) == ["h2.yaml"]
+
+
+@pytest.mark.parametrize("older", ["result.json", ".running", "scan.definition.json"])
+def test_overwrite_replaces_folders_of_older_versions(tmp_path, older):
+    """Folders written before the marker existed are dm21's by what dm21 always wrote."""
+    out = tmp_path / "out"
+    out.mkdir()
+    content = {"result.json": to_qcschema(full_record()),
+               ".running": {"pid": 2 ** 22 + 1, "host": "elsewhere", "start_time": "2024"},
+               "scan.definition.json": {"hash": "ab" * 32, "definition": {}}}[older]
+    (out / older).write_text(json.dumps(content))
+    jd = JobDirectory(out, overwrite=True).prepare()
+    jd.finalize("success")
+    assert sorted(p.name for p in out.iterdir()) == [".dm21-output"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("where", ["cwd", "above-cwd", "home", "input-folder", "above-input"])
+def test_overwrite_never_replaces_protected_folders(tmp_path, monkeypatch, where):
+    """Not even when they carry dm21's marker: the working directory, a folder above it,
+    the home folder, the folder of an input file and the folders above it."""
+    work = tmp_path / "work"
+    inputs = tmp_path / "proj" / "inputs"
+    for folder in (work, inputs, tmp_path / "home"):
+        folder.mkdir(parents=True)
+    for folder in (work, inputs, tmp_path / "proj", tmp_path / "home", tmp_path):
+        (folder / ".dm21-output").write_text("{}")
+    (inputs / "h2.yaml").write_text("x")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    target, what = {"cwd": (Path("."), "the working directory"),
+                    "above-cwd": (tmp_path, "a folder above the working directory"),
+                    "home": (tmp_path / "home", "the home folder"),
+                    "input-folder": (inputs, "the folder of the input file"),
+                    "above-input": (tmp_path / "proj", "a folder above the folder of the input")}[where]
+    before = sorted(p.name for p in Path(target).iterdir())
+    with pytest.raises(OutputExistsError, match=f"--overwrite never replaces {re.escape(str(target))}: "
+                                                f"it is {what}"):
+        JobDirectory(target, overwrite=True, inputs=[inputs / "h2.yaml"]).prepare()
+    assert sorted(p.name for p in Path(target).iterdir()) == before
+    assert Path.cwd() == work.resolve()
+
+
+def test_every_output_folder_carries_the_marker(tmp_path):
+    jd = JobDirectory(tmp_path / "a" / "b").prepare()
+    assert is_dm21_output(jd.path)
+    jd.finalize("success")
+    assert is_dm21_output(jd.path)
+    assert not is_dm21_output(tmp_path)
+
+
+def test_a_folder_that_cannot_be_made_is_exit_8_and_leaves_nothing(tmp_path):
+    """A 300-character name ended with exit 1 (an unclassified OSError); the folders made
+    on the way are removed again."""
+    target = tmp_path / "new" / "deeper" / ("a" * 300)
+    with pytest.raises(OutputLocationError, match="File name too long") as info:
+        JobDirectory(target).prepare()
+    assert info.value.exit_status == 8
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("errno_, status", [(errno.ENAMETOOLONG, 8), (errno.ENOENT, 8),
+                                            (errno.EISDIR, 8), (errno.EACCES, 8),
+                                            (errno.ENOSPC, 6), (errno.EDQUOT, 6)])
+def test_output_errors_are_6_or_8_never_unclassified(errno_, status):
+    exc = OSError(errno_, os.strerror(errno_), "out/x")
+    error = output_error(exc, "out/x")
+    assert error.exit_status == status and "out/x" in str(error)
+    assert os.strerror(errno_) in str(error)
+
+
+def _blocker(kind: str, path: Path) -> None:
+    if kind == "symlink":
+        path.symlink_to(path.parent / "elsewhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
+WRITERS = {
+    "text": lambda p: write_text_atomic(p, "x\n"),
+    "json": lambda p: write_json_atomic(p, {"x": 1}),
+    "several": lambda p: write_text_files_atomic([(p, "x\n")]),
+    "path": lambda p: atomic_path(p).__enter__(),
+    "log": lambda p: open_log(p, append=True),
+}
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_no_output_file_is_written_through_a_link_into_a_fifo_or_over_a_folder(tmp_path, writer,
+                                                                               kind):
+    """scan.log was appended to through a symbolic link and hung on a FIFO; now every
+    writer refuses the name, exit 8, naming it and what it is (the FIFO never opened)."""
+    target = tmp_path / "scan.log"
+    _blocker(kind, target)
+    name = {"symlink": "a symbolic link", "fifo": "a FIFO", "directory": "a directory"}[kind]
+    with pytest.raises(OutputLocationError, match=f"writing {re.escape(str(target))} failed: it "
+                                                  f"is {name}, not a regular file") as info:
+        WRITERS[writer](target)
+    assert info.value.exit_status == 8
+    assert not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.log"]
+
+
+def test_the_log_refuses_a_fifo_put_in_place_after_the_check(tmp_path, monkeypatch):
+    """The name is checked first, then opened with O_NOFOLLOW | O_NONBLOCK: a FIFO that
+    appears in between fails at once (no reader: ENXIO), never blocks."""
+    from dm21cli.io.outputs import atomic
+
+    target = tmp_path / "dm21.log"
+    monkeypatch.setattr(atomic, "check_output_name", lambda path: os.mkfifo(path))
+    with pytest.raises(OutputLocationError):
+        open_log(target)
+
+
+def test_read_json_object_reads_regular_files_only(tmp_path):
+    """scan.definition.json holding [] ended a scan with exit 1; a FIFO in place of a
+    result.json would block its reader."""
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    (tmp_path / "bad.json").write_text("{")
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "link.json").symlink_to(tmp_path / "ok.json")
+    assert read_json_object(tmp_path / "ok.json") == {"a": 1}
+    for name in ("list.json", "bad.json", "fifo.json", "link.json", "missing.json"):
+        assert read_json_object(tmp_path / name) is None, name
+
+
+def test_text_utf8_cannot_hold_is_written_as_its_escape(tmp_path):
+    """A path that is not valid UTF-8 (lone surrogates in Python) made result.json
+    unwritable after the SCF; JSON now holds the escape and reads back the same name."""
+    name = os.fsdecode(b"out\xff")
+    write_json_atomic(tmp_path / "r.json", {"output_dir": name})
+    write_text_atomic(tmp_path / "s.txt", f"results in {name}\n")
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8")) == {"output_dir": name}
+    assert (tmp_path / "s.txt").read_text(encoding="utf-8") == "results in out\\udcff\n"
+
+
+# ----------------------------------------------------------------------------
+# the .running marker: a lock
+# ----------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from dm21cli.io.outputs.jobdir import RunningMarker
+RunningMarker(Path(sys.argv[1])).claim()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_running_marker_is_held_by_a_lock_until_its_process_ends(tmp_path):
+    """Another process holding the folder is refused (exit 5); once that process is
+    killed (SIGKILL: its marker stays), the folder can be claimed again."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        marker = RunningMarker(tmp_path)
+        assert marker.holder()["pid"] == holder.pid
+        with pytest.raises(OutputExistsError, match=rf"is in use by a running job \(pid "
+                                                    rf"{holder.pid} on "):
+            marker.claim()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".running").exists()  # stale
+    marker = RunningMarker(tmp_path)
+    assert marker.holder() is None
+    marker.claim()
+    assert json.loads((tmp_path / ".running").read_text())["pid"] == os.getpid()
+    marker.release()
+    assert not (tmp_path / ".running").exists()
 
 
 # ----------------------------------------------------------------------------

@@ -863,3 +863,55 @@ def test_scan_dask_local_cluster_matches_serial(tmp_path):
     proc = dm21(["scan", "h2.yaml", "-o", "dask2", "--dask", "tcp://127.0.0.1:9", "--workers", "2"],
                 tmp_path)
     assert proc.returncode == ExitStatus.INPUT_ERROR and "--dask: --dask and --workers" in proc.stderr
+
+
+# ----------------------------------------------------------------------------
+# issue 22: a running scan holds its directory
+# ----------------------------------------------------------------------------
+#: run in the first scan's process: its first point waits for the file "go"
+WAIT_FOR_GO = """
+import time
+from pathlib import Path
+from dm21cli.jobs.scan import run as scan_run
+_real = scan_run._serial_point
+def _serial_point(*args, **kwargs):
+    while not Path("go").exists():
+        time.sleep(0.05)
+    return _real(*args, **kwargs)
+scan_run._serial_point = _serial_point
+"""
+
+
+def test_a_second_scan_into_the_folder_of_a_running_scan_is_refused(tmp_path):
+    """`dm21 scan --overwrite` into the folder of a running scan used to run along with it
+    (both computing the same points); now it is refused like `dm21 run`'s, exit 5, and so
+    is a --point task.  The running scan is not disturbed and ends as usual."""
+    _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.7,0.8"))
+    code = WAIT_FOR_GO + textwrap.dedent("""
+        import sys
+        sys.argv = ["dm21", "scan", "h2.yaml"]
+        from dm21cli.__main__ import main
+        main()
+        """)
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scan_dir = tmp_path / "outputs" / "h2"
+    try:
+        _wait_for(scan_dir / "scan.log", "scan of H2", first)
+        for extra in (["--overwrite"], ["--point", "0"]):
+            second = dm21(["scan", "h2.yaml", *extra], tmp_path)
+            assert second.returncode == ExitStatus.OUTPUT_EXISTS, _show(second)
+            assert second.stderr.strip() == (
+                f"dm21: error: output directory outputs/h2 is in use by a running job (pid "
+                f"{first.pid} on {os.uname().nodename}); wait for it, or remove "
+                f"outputs/h2/.running if that process is not dm21"), _show(second)
+        (tmp_path / "go").write_text("")
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert "2 points: 2 converged" in stderr
+    assert not (scan_dir / ".running").exists()
+    assert (scan_dir / ".dm21-output").is_file()

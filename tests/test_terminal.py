@@ -80,9 +80,9 @@ def terminal_env(checkpoints, no_color: bool) -> dict:
     return env
 
 
-def dm21_in_pty(args, checkpoints, cwd: Path, no_color: bool):
+def dm21_in_pty(args, checkpoints, cwd: Path, no_color: bool, columns: int = 60):
     return run_in_pty([sys.executable, "-m", "dm21cli", *map(str, args)],
-                      terminal_env(checkpoints, no_color), cwd)
+                      terminal_env(checkpoints, no_color), cwd, columns=columns)
 
 
 @pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
@@ -105,11 +105,13 @@ def test_run_on_a_terminal(tmp_path, checkpoints_dir, no_color):
 
 
 def test_tables_keep_colour_unless_no_color(tmp_path, checkpoints_dir):
+    # (wide enough for the table's paths: a narrower terminal gets plain columns, see
+    # test_a_narrow_terminal_keeps_every_value)
     args = ["weights", "list", "--checkpoints", checkpoints_dir]
-    status, coloured = dm21_in_pty(args, checkpoints_dir, tmp_path, no_color=False)
+    status, coloured = dm21_in_pty(args, checkpoints_dir, tmp_path, no_color=False, columns=250)
     assert status == 0, coloured
     assert "┏" in coloured and colour_codes(coloured)
-    status, plain = dm21_in_pty(args, checkpoints_dir, tmp_path, no_color=True)
+    status, plain = dm21_in_pty(args, checkpoints_dir, tmp_path, no_color=True, columns=250)
     assert status == 0, plain
     assert "┏" in plain and colour_codes(plain) == []
     assert SGR.sub("", plain).split() == SGR.sub("", coloured).split()
@@ -165,3 +167,39 @@ def test_plain_lines_keep_their_format(capsys, monkeypatch):
         reporter.status("DM21 evaluation 1: network, block 1 of 2")  # terminal only: prints nothing
         reporter("SCF attempt 1/4: diis")
     assert capsys.readouterr().err == "[dm21     0.0s] SCF attempt 1/4: diis\n"
+
+
+H2_B3LYP = ("molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 0.74\nbasis: sto-3g\nfunctional: b3lyp\n"
+            "scf: {grid_level: 1}\noutputs: {molden: false}\n")
+
+
+@pytest.mark.parametrize("command", ["run", "scan", "weights", "info"])
+def test_a_narrow_terminal_keeps_every_value(tmp_path, checkpoints_dir, command):
+    """COLUMNS=10 (issue 22): the result table of `dm21 run` was squeezed into 10 columns
+    and lost every value, the energy included (so were those of `dm21 weights list` and
+    `dm21 info`); now a table that does not fit is printed as plain text, which the
+    terminal wraps.  The scan's table is plain text and keeps its energy column."""
+    (tmp_path / "h2.yaml").write_text(H2_B3LYP + ("scan: {distances: '0.7,0.8'}\n"
+                                                  if command == "scan" else ""))
+    env = terminal_env(checkpoints_dir, no_color=True)
+    env["COLUMNS"] = "10"
+    args = {"run": ["run", "h2.yaml"], "scan": ["scan", "h2.yaml"], "weights": ["weights", "list"],
+            "info": ["info"]}[command]
+    status, out = run_in_pty([sys.executable, "-m", "dm21cli", *args], env, tmp_path)
+    assert status == 0, out[-3000:]
+    text = SGR.sub("", out)
+    expected = {"run": [r"Total energy +-1\.16\d+ +-31\.\d+"],
+                "scan": [r"functional +d/A +E/Ha +dE/mHa", r"b3lyp +0\.700 +-1\.16\d+ ",
+                         r"b3lyp +0\.800 +-1\.16\d+ "],
+                "weights": [rf"DM21 +yes +\S.* +{re.escape(str(checkpoints_dir))}/DM21\r\n"],
+                "info": [r"dm21cli +\d+\.\d+", r"pyscf +\d+\.\d+"]}[command]
+    for pattern in expected:
+        assert re.search(pattern, text), (pattern, text[-3000:])
+
+
+def test_a_table_that_fits_stays_a_table(tmp_path, checkpoints_dir):
+    (tmp_path / "h2.yaml").write_text(H2_B3LYP)
+    status, out = run_in_pty([sys.executable, "-m", "dm21cli", "run", "h2.yaml"],
+                             terminal_env(checkpoints_dir, no_color=True), tmp_path, columns=60)
+    assert status == 0, out[-3000:]
+    assert "┏" in out and re.search(r"│ total energy +│ -1\.16\d+ │ Ha +│", out), out[-3000:]

@@ -1,8 +1,10 @@
-"""Options and terminal output shared by the ``run`` (and later ``scan``) commands."""
+"""Options and terminal output shared by the ``run``, ``scan`` and ``opt`` commands, and the
+guard on stdout that every command writes through."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -53,6 +55,34 @@ def use_rich(stream=None) -> bool:
     """
     stream = stream or sys.stderr
     return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def print_if_it_fits(table) -> bool:
+    """Print a rich Table on stdout if the terminal is wide enough for it to lose nothing;
+    returns whether it did.
+
+    Rich squeezes a table into any width: it folds long words, and below the width of
+    its borders and padding it drops the cells' text (``COLUMNS=10`` once left the result
+    table of ``dm21 run`` without a single value).  So the table is first rendered
+    off-screen at the terminal's width and printed only if every character of its cells
+    and headers is there; else the caller prints plain text, which the terminal wraps.
+    """
+    import collections
+    import io
+
+    from rich.console import Console
+
+    console = Console()
+    probe = Console(file=io.StringIO(), width=console.width, color_system=None)
+    probe.print(table)
+    texts = [str(column.header) for column in table.columns]
+    texts += [str(cell) for column in table.columns for cell in column.cells]
+    needed = collections.Counter(c for text in texts for c in text if not c.isspace())
+    shown = collections.Counter(probe.file.getvalue())
+    if any(shown[c] < n for c, n in needed.items()):
+        return False
+    console.print(table)
+    return True
 
 
 def _clock_text(seconds: float) -> str:
@@ -131,15 +161,14 @@ class Reporter:
         self._phase = text
 
     def show_result(self, result: dict) -> None:
-        """The result summary on stdout: a rich table on a terminal, plain text otherwise."""
+        """The result summary on stdout: a rich table on a terminal wide enough to hold it
+        (no cell cut short: ``COLUMNS=10`` once dropped every value), plain text otherwise
+        (the terminal wraps its lines, nothing is lost)."""
         from dm21cli.io.outputs.summary import render_summary, render_table
 
-        if use_rich(sys.stdout):
-            from rich.console import Console
-
-            Console().print(render_table(result))
-        else:
-            click.echo(render_summary(result))
+        if use_rich(sys.stdout) and print_if_it_fits(render_table(result)):
+            return
+        click.echo(render_summary(result))
 
 
 def report_result(reporter: Reporter, result: dict, *, as_json: bool, what: str,
@@ -149,14 +178,97 @@ def report_result(reporter: Reporter, result: dict, *, as_json: bool, what: str,
     ("SCF", "geometry optimisation"), `result_path` where the result is."""
     import json
 
-    from dm21cli.core.errors import ConvergenceError
+    from dm21cli.core.errors import ConvergenceError, DM21Error
     from dm21cli.io.outputs.qcschema import fields
 
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        reporter.show_result(result)
+    try:
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            reporter.show_result(result)
+        sys.stdout.flush()
+    except DM21Error as exc:
+        results_named(exc, result_path)
+        raise
     if not fields(result)["converged"]:
         raise ConvergenceError(
             f"{what} did not converge ({result['error']['error_message']}); "
             f"results marked converged: false in {result_path}")
+
+
+class StdoutGuard:
+    """The command's stdout: a write or flush that fails becomes the dm21cli error that
+    says so, naming stdout, instead of an unclassified OSError (exit 1) or silence.
+
+    A closed pipe (``dm21 run x.yaml --json | head -1``) is an OutputLocationError
+    (exit 8), a full device (``> /dev/full``) a ResourceError (exit 6); both carry
+    ``stdout = True``.  After the first failure file descriptor 1 points at /dev/null
+    (what is still buffered is dropped instead of failing again at exit), and every
+    later write or flush raises the same error again: a caller that swallowed it (click
+    probes its streams) cannot make the failure silent.  Everything else is the
+    wrapped stream's (``isatty``, ``encoding``, ``fileno``).
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.error: Exception | None = None
+
+    def write(self, text):
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def flush(self) -> None:
+        if self.error is not None:
+            raise self.error
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _fail(self, exc: OSError) -> Exception:
+        from dm21cli.core.errors import DISK_FULL_ERRNOS, OutputLocationError, ResourceError
+
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EPIPE:
+            error = OutputLocationError(f"writing stdout failed: {reason} (the program reading "
+                                        f"the output ended before it was all written)")
+        elif exc.errno in DISK_FULL_ERRNOS:
+            error = ResourceError(f"writing stdout failed: {reason} (stdout goes to a full disk "
+                                  f"or device)")
+        else:
+            error = OutputLocationError(f"writing stdout failed: {reason}")
+        error.stdout = True
+        self.error = error
+        return error
+
+
+@contextlib.contextmanager
+def guarded_stdout():
+    """sys.stdout wrapped in a `StdoutGuard` while the command runs."""
+    saved = sys.stdout
+    if saved is None or isinstance(saved, StdoutGuard):
+        yield
+        return
+    sys.stdout = StdoutGuard(saved)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def results_named(exc: BaseException, where) -> None:
+    """Add to the message of `exc`, if it is a failure to write stdout, where the results
+    are (they are complete on disk)."""
+    if getattr(exc, "stdout", False):
+        exc.args = (f"{exc}; the results are in {where}",)

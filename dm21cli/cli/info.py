@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from dm21cli.cli.common import use_rich
+from dm21cli.cli.common import print_if_it_fits, use_rich
 
 #: distributions whose versions are reported (by their installed metadata).
 PACKAGES = ("pyscf", "numpy", "scipy", "click", "pydantic", "pyyaml", "rich", "pyscf-dispersion")
@@ -114,8 +114,8 @@ def _print_text(sections) -> None:
     click.echo("\n\n".join(blocks))
 
 
-def _print_rich(sections) -> None:
-    from rich.console import Console
+def _print_rich(sections) -> bool:
+    """The sections as a rich table, if the terminal is wide enough for it; whether it was."""
     from rich.table import Table
     from rich.text import Text
 
@@ -127,7 +127,7 @@ def _print_rich(sections) -> None:
         table.add_row(Text(title, style="bold"), "")
         for key, value, ok in rows:  # Text, not markup: paths may contain "[...]"
             table.add_row(Text(f"  {key}"), Text(value, style=styles[ok]))
-    Console().print(table)
+    return print_if_it_fits(table)
 
 
 @click.command("info")
@@ -142,7 +142,5 @@ def info(checkpoints: Path | None, as_json: bool) -> None:
     data = collect(checkpoints)
     if as_json:
         click.echo(json.dumps(data, indent=2))
-    elif use_rich(sys.stdout):
-        _print_rich(_sections(data))
-    else:
+    elif not (use_rich(sys.stdout) and _print_rich(_sections(data))):
         _print_text(_sections(data))

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     SIGINT and SIGTERM end the command with status 130 (`dm21cli.core.interrupts`),
     also when they arrive after the work is done.
     """
+    from dm21cli.cli import common
     from dm21cli.core import interrupts
     from dm21cli.core.errors import DM21Error, ExitStatus, exit_status_for
     from dm21cli.core.resources import settle_blas_threads
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     _state["traceback"] = "--traceback" in args or bool(os.environ.get("DM21_TRACEBACK"))
     try:
         settle_blas_threads()  # before anything imports NumPy
-        rv = cli.main(args=args, prog_name="dm21", standalone_mode=False)
+        with common.guarded_stdout():  # a closed pipe or a full disk on stdout: the error says so
+            rv = cli.main(args=args, prog_name="dm21", standalone_mode=False)
+            sys.stdout.flush()
     except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:  # click's wrapper of KeyboardInterrupt

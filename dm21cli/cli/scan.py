@@ -70,12 +70,11 @@ def scan(file: str, distance: str | None, electrons: str | None, fractional_spin
       dm21 scan inputs/h-fractional-spin.yaml --fractional-spin 0:1:0.125
     """
 
-    from dm21cli.core.errors import ComputeError, ConvergenceError, ExitStatus, InputError
+    from dm21cli.core.errors import ComputeError, ConvergenceError, DM21Error, ExitStatus, InputError
     from dm21cli.io.inputs.load import load_job
     from dm21cli.jobs.scan.records import FILES
     from dm21cli.jobs.scan.run import collect_scan, run_scan
     from dm21cli.jobs.scan.plan import plan_scan
-    from dm21cli.jobs.scan.curves import render_table_text
 
     if collect and (point is not None or workers != 1 or dask_address):
         raise InputError("--collect computes nothing; it cannot be combined with --point, --workers "
@@ -110,20 +109,33 @@ def scan(file: str, distance: str | None, electrons: str | None, fractional_spin
             report = run_scan(plan, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter,
                               detail=reporter if verbose else None, workers=workers, point=point,
                               dask=dask_address)
-    if point is not None:
-        click.echo(render_table_text(report, plan.coordinate))
-    elif as_json:
-        click.echo((plan.scan_dir / FILES["json"]).read_text(encoding="utf-8"), nl=False)
-    else:
-        import sys
-
-        lines = render_table_text(report, plan.coordinate).splitlines()
-        if common.use_rich(sys.stdout):  # a terminal: bold header, the rest as plain columns
-            lines[0] = click.style(lines[0], bold=True)
-        click.echo("\n".join(lines))
+    try:
+        _show_report(report, plan, point, as_json)
+    except DM21Error as exc:  # stdout cannot be written: say where the curve is
+        common.results_named(exc, plan.scan_dir / FILES["csv"])
+        raise
     line = f"{report.summary_line()}; curve in {plan.scan_dir / FILES['csv']}"
     if report.exit_status == ExitStatus.COMPUTE_ERROR:
         raise ComputeError(line)
     if report.exit_status == ExitStatus.NOT_CONVERGED:
         raise ConvergenceError(line)
     click.echo(f"dm21 scan: {line}", err=True)
+
+
+def _show_report(report, plan, point: int | None, as_json: bool) -> None:
+    """The scan's table on stdout (scan.json with --json; one point's rows with --point)."""
+    import sys
+
+    from dm21cli.jobs.scan.curves import render_table_text
+    from dm21cli.jobs.scan.records import FILES
+
+    if point is not None:
+        click.echo(render_table_text(report, plan.coordinate))
+    elif as_json:
+        click.echo((plan.scan_dir / FILES["json"]).read_text(encoding="utf-8"), nl=False)
+    else:
+        lines = render_table_text(report, plan.coordinate).splitlines()
+        if common.use_rich(sys.stdout):  # a terminal: bold header, the rest as plain columns
+            lines[0] = click.style(lines[0], bold=True)
+        click.echo("\n".join(lines))
+    sys.stdout.flush()

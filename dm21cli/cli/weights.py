@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from dm21cli.cli.common import use_rich
+from dm21cli.cli.common import print_if_it_fits, use_rich
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _CHECKPOINTS_HELP = ("Checkpoint root holding DM21/, DM21m/, DM21mc/, DM21mu/ "
@@ -24,9 +24,9 @@ def _progress(message: str) -> None:
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    """A rich table on a terminal (without colour under NO_COLOR), else plain aligned columns."""
+    """A rich table on a terminal wide enough for it (without colour under NO_COLOR), else
+    plain aligned columns."""
     if use_rich(sys.stdout):
-        from rich.console import Console
         from rich.table import Table
         from rich.text import Text
 
@@ -34,8 +34,8 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         table = Table(*header)
         for row in rows:  # Text, not markup: paths may contain "[...]"
             table.add_row(*(Text(cell, style=styles.get(cell, "")) for cell in row))
-        Console().print(table)
-        return
+        if print_if_it_fits(table):
+            return
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]

@@ -157,12 +157,25 @@ def from_os_error(exc: OSError, path=None, doing: str = "writing") -> DM21Error 
     return exc
 
 
-def reraise_os_error(exc: OSError, path=None, doing: str = "writing") -> NoReturn:
-    """Raise the `from_os_error` translation of `exc` (chained), or `exc` itself."""
+def output_error(exc: OSError, path=None, doing: str = "writing") -> DM21Error:
+    """The dm21cli error for an OSError met while `doing` ("writing", "creating") the output
+    file or folder `path`: never an unclassified one.
+
+    A full disk is a ResourceError (exit 6); anything else the file system refuses (no
+    permission, a read-only file system, a name too long, a folder that cannot be made, as
+    in /proc) an OutputLocationError (exit 8).  The message names the path and the reason.
+    """
     error = from_os_error(exc, path, doing)
     if error is exc:
-        raise exc
-    raise error from exc
+        target = path if path is not None else (exc.filename or "a file")
+        error = OutputLocationError(f"{doing} {target} failed: {exc.strerror or exc}; choose "
+                                    f"another output directory with -o")
+    return error
+
+
+def reraise_os_error(exc: OSError, path=None, doing: str = "writing") -> NoReturn:
+    """Raise the `output_error` translation of `exc` (chained): for output files and folders."""
+    raise output_error(exc, path, doing) from exc
 
 
 def exit_status_for(exc: BaseException) -> ExitStatus:

@@ -121,24 +121,45 @@ def deferred() -> Iterator[None]:
         raise KeyboardInterrupt(message())
 
 
-def exit_process(status: int) -> NoReturn:
+def exit_process(status: int, final: bool = False) -> NoReturn:
     """End the process with `status`, also 130 after a handled interruption.
 
     CPython kills its own process with SIGINT at exit (status -2, not 130)
     when a KeyboardInterrupt was raised inside code that an extension module
     ran through ``PyRun_String`` during an import, even if that
     KeyboardInterrupt was caught and handled afterwards: seen here in about
-    one run in four for SIGTERM during start-up.  So an interrupted command
-    runs the atexit functions, flushes its streams and leaves with
-    ``os._exit(130)``; every other status goes through ``sys.exit``.
+    one run in four for SIGTERM during start-up.  And the interpreter's
+    finalization first gives SIGINT and SIGTERM back their default action and
+    then takes 0.1-0.3 s (freeing NumPy's and PySCF's modules): a SIGTERM in
+    that time killed a finished ``dm21 run`` with 143 instead of 130.
+
+    So an interrupted command, and every command at its very end (`final`:
+    the ``dm21`` entry point), runs the atexit functions, flushes its streams
+    and leaves with ``os._exit``, never through the finalization.  A signal
+    while it does so is recorded (as in `deferred`); the signals are then
+    blocked, and one that arrived meanwhile makes the status 130, with the
+    one line that says so.  Other statuses, when not `final`, go through
+    ``sys.exit`` (library callers of the command line catch SystemExit).
     """
-    if status != EXIT_STATUS:
+    if status != EXIT_STATUS and not final:
         sys.exit(status)
     import atexit
 
+    _state["depth"] += 1  # from here on a signal is only recorded
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    pending: set = set()
+    if _state["installed"]:
+        with contextlib.suppress(Exception):
+            signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+            pending = signal.sigpending() & set(SIGNALS)
+    signum = _state["received"] or (min(pending) if pending else None)
+    if signum is not None and status != EXIT_STATUS:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"dm21: error: {message(signum)}\n")
+            sys.stderr.flush()
+        status = EXIT_STATUS
     os._exit(status)

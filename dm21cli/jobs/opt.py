@@ -61,6 +61,7 @@ from dm21cli.jobs.run import (
     _Run,
     _ScfCheckpoint,
     gradient_step,
+    input_files,
     log_gradient_table,
     scf_step,
 )
@@ -117,7 +118,8 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
             # copy first: it may live in the directory an overwrite (or restart) moves aside
             guess_chk = Path(scratch) / "guess.chk"
             shutil.copyfile(chk_source, guess_chk)
-        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite or previous is not None)
+        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite or previous is not None,
+                              inputs=input_files(spec))
         jobdir.prepare()
         run = _Run(spec, jobdir, res, network, reporter, t_start)
         run.routine = "dm21cli.jobs.opt.run_opt"

@@ -30,6 +30,7 @@ from dm21cli.io.outputs import qcschema
 from dm21cli.io.outputs.atomic import (
     _json_default,
     finite,
+    open_log,
     write_bytes_atomic,
     write_text_atomic,
     write_text_files_atomic,
@@ -199,7 +200,8 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
             # copy first: the chkfile may live in the directory an overwrite moves aside
             guess_chk = Path(scratch) / "guess.chk"
             shutil.copyfile(spec.guess_chkfile(), guess_chk)
-        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite).prepare()
+        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite,
+                              inputs=input_files(spec)).prepare()
         run = _Run(spec, jobdir, res, network, reporter, t_start)
 
         def compute() -> dict:
@@ -207,6 +209,24 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
                 return _compute(spec, run, mol, need, guess_chk)
 
         return run.execute(compute)
+
+
+def input_files(spec) -> list[Path]:
+    """The files the job was read from (its job file, an external .xyz file): an
+    --overwrite never replaces a folder that holds one (`JobDirectory`)."""
+    files = [spec.source_path]
+    if spec.molecule.file is not None and spec.molecule.source_file:
+        files.append(Path(spec.molecule.source_file))
+    return [Path(f).absolute() for f in files if f is not None]
+
+
+def unsaved_result_text(record: dict) -> str:
+    """What a finished run whose result.json could not be written says about its result:
+    'the SCF converged (E = -1.1654192614 Ha), but this result could not be saved'."""
+    energy = record.get("return_energy")
+    state = "converged" if record.get("converged") else "did not converge"
+    value = f" (E = {energy:.10f} Ha)" if isinstance(energy, (int, float)) else ""
+    return f"the SCF {state}{value}, but this result could not be saved"
 
 
 class _Run:
@@ -221,6 +241,9 @@ class _Run:
         self.checkpoint: _ScfCheckpoint | None = None
         #: result.json holds this run's finished result (success or not-converged)
         self.committed = False
+        #: the finished result (record) while its files are written: if writing them fails,
+        #: the failure record and the error message keep its energy
+        self.finished: dict | None = None
         self.status: str | None = None
         #: fields a failure record adds (a geometry optimisation: its history so far)
         self.failure_fields: Callable[[], dict] | None = None
@@ -231,10 +254,7 @@ class _Run:
 
     def start(self) -> None:
         path = self.jobdir.file(FILES["log"])
-        try:
-            self.log = _Log(open(path, "w", buffering=1, encoding="utf-8"), self.reporter, path)
-        except OSError as exc:
-            reraise_os_error(exc, path)
+        self.log = _Log(open_log(path), self.reporter, path)
         write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
 
     def commit(self, record: dict) -> dict:
@@ -244,6 +264,7 @@ class _Run:
         document (`qcschema.to_qcschema`), which is returned.
         """
         with interrupts.deferred():
+            self.finished = record
             document = self._write_result(record)
             self.committed = True
             self.status = record["status"]
@@ -304,13 +325,18 @@ class _Run:
                 return error
             self.status = "interrupted" if interrupted else "failed"
             self._safe_log(f"run {self.status}: {exc.__class__.__name__}: {exc}")
+            unsaved = "" if self.finished is None else f"; {unsaved_result_text(self.finished)}"
+            if unsaved:
+                self._safe_log(unsaved[2:])
             chk = self._save_checkpoint()
             self._write_failure(error, exc)
             if interrupted:
                 restart = (self.restart_hint if self.restart_hint else
                            f"the last SCF state is in {chk} (restart with scf.guess)" if chk
                            else "no SCF cycle had finished")
-                return KeyboardInterrupt(f"{interrupts.message()}; {restart}")
+                return KeyboardInterrupt(f"{interrupts.message()}; {restart}{unsaved}")
+            if unsaved and isinstance(error, DM21Error):
+                error.args = (f"{error}{unsaved}",)
             return error
 
     def close(self) -> None:
@@ -341,7 +367,10 @@ class _Run:
 
     def _write_failure(self, error: BaseException, exc: BaseException) -> None:
         try:
-            record = _base_result(self.spec, self.res, self.network)
+            if self.finished is not None:  # a finished result that could not be written: keep it
+                record = {**self.finished, "success": False, "converged": False}
+            else:
+                record = _base_result(self.spec, self.res, self.network)
             record["status"] = self.status
             record["error"] = {"error_type": qcschema.error_type(error),
                                "error_message": str(error) or str(exc) or self.status,
@@ -536,6 +565,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     result.update({"success": bool(converged), "converged": bool(converged),
                    "status": "success" if converged else "not-converged",
                    "return_energy": props["return_energy"], "properties": props})
+    run.finished = result  # from here on a failure to write the files keeps the energy
     if not converged:
         result["error"] = {"error_type": "convergence_error", "error_message": step.failure}
     # files that claim nothing by themselves come first, each complete under its name

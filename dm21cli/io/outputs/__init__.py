@@ -1,7 +1,9 @@
 """Writing results: atomically, never over results silently, in formats chemists open.
 
 Modules: `atomic` (atomic writes: a complete file under its final name, or
-none), `jobdir` (one job's output directory: refusal, overwrite, ``.running``),
+none; regular files only; the logs), `jobdir` (one job's output directory:
+refusal, overwrite of dm21's own folders only, the ``.dm21-output`` and
+``.running`` markers),
 `orbitals` (cube, Molden and PySCF chkfile), `summary` (``summary.txt`` and
 the terminal table).  Atomic units inside; Angstrom, eV and Debye only in the
 renderings.  Library code: no printing, no ``sys.exit``.
@@ -10,7 +12,10 @@ renderings.  Library code: no printing, no ``sys.exit``.
 from dm21cli.io.outputs.atomic import (
     atomic_path,
     atomic_write,
+    check_output_name,
     finite,
+    open_log,
+    read_json_object,
     to_builtin,
     write_bytes_atomic,
     write_json_atomic,
@@ -18,7 +23,7 @@ from dm21cli.io.outputs.atomic import (
     write_text_files_atomic,
     write_yaml_atomic,
 )
-from dm21cli.io.outputs.jobdir import MARKER_NAME, JobDirectory
+from dm21cli.io.outputs.jobdir import MARKER_NAME, OUTPUT_MARKER, JobDirectory, RunningMarker
 from dm21cli.io.outputs.orbitals import (
     CUBE_KINDS,
     chkfile_bytes,
@@ -30,7 +35,8 @@ from dm21cli.io.outputs.orbitals import (
 from dm21cli.io.outputs.summary import formula, render_summary, render_table
 
 __all__ = [
-    "MARKER_NAME", "CUBE_KINDS", "atomic_path", "atomic_write", "write_text_atomic",
+    "MARKER_NAME", "OUTPUT_MARKER", "RunningMarker", "check_output_name", "open_log",
+    "read_json_object", "CUBE_KINDS", "atomic_path", "atomic_write", "write_text_atomic",
     "write_json_atomic", "write_yaml_atomic", "write_bytes_atomic", "write_text_files_atomic",
     "chkfile_bytes", "to_builtin", "finite", "JobDirectory", "cube_grid_shape", "write_cube",
     "write_molden", "orbital_label", "formula", "render_summary", "render_table",

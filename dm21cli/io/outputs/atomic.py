@@ -5,6 +5,16 @@ Every file is written into a hidden temporary file in the same directory
 name with ``os.replace``.  A reader (or a crashed run) sees the old file, the
 complete new file, or no file -- never a half-written one.  A full disk or an
 unwritable location becomes the `dm21cli.core.errors` error that says so.
+
+Every file of an output directory goes through this module: the atomic
+writers, and `open_log` for the two logs (dm21.log, scan.log), written line by
+line.  They write regular files
+only: a symbolic link, a FIFO, a folder or a device in the place of an output
+file is refused (`check_output_name`, exit 8), never written through, replaced
+or waited on.  Text is UTF-8; a character UTF-8 cannot hold (a path that is
+not valid UTF-8 reaches Python as lone surrogates) is written as its escape
+``\\udcff``, which JSON reads back as the same character (`TEXT_ERRORS`).
+`read_json_object` reads dm21's own JSON files back, from regular files only.
 """
 
 from __future__ import annotations
@@ -13,11 +23,16 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from dm21cli.core.errors import reraise_os_error
+from dm21cli.core.errors import OutputLocationError, reraise_os_error
+
+#: how text files encode what UTF-8 cannot hold: only lone surrogates (the bytes of a
+#: path or argument that is not valid UTF-8), written as ``\udcff`` (a JSON escape)
+TEXT_ERRORS = "backslashreplace"
 
 _umask_cache: int | None = None
 
@@ -56,6 +71,94 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _kind(mode: int) -> str:
+    """What a file of this st_mode is, for messages ('a symbolic link', 'a FIFO', ...)."""
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _not_a_regular_file(path: Path, mode: int) -> OutputLocationError:
+    return OutputLocationError(
+        f"writing {path} failed: it is {_kind(mode)}, not a regular file (dm21 writes only "
+        f"regular files: never through a link, into a FIFO or over a folder); remove it or "
+        f"choose another output directory with -o")
+
+
+def check_output_name(path: Path) -> None:
+    """Raise OutputLocationError (exit 8) unless `path` is absent or a regular file.
+
+    Checked with ``lstat`` (a symbolic link is not followed), so that nothing is written
+    through a link, into a FIFO (which would block) or over a folder.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a file where a folder should be, a name too long, ...
+        reraise_os_error(exc, path)
+    if not stat.S_ISREG(mode):
+        raise _not_a_regular_file(path, mode)
+
+
+def open_log(path: Path, append: bool = False) -> IO[str]:
+    """Open the log file `path` for writing line by line (UTF-8, line-buffered); an existing
+    file is appended to if `append`, else emptied.
+
+    Only a regular file is opened: the name is checked with `check_output_name`, then
+    opened with O_NOFOLLOW and O_NONBLOCK (a FIFO put there meanwhile fails at once or is
+    found by fstat, never waited on).  Errors are the dm21cli errors that say so (6, 8).
+    """
+    path = Path(path)
+    check_output_name(path)
+    flags = (os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
+             | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        reraise_os_error(exc, path)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_regular_file(path, mode)
+        os.set_blocking(fd, True)
+        if not append:
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors=TEXT_ERRORS)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            reraise_os_error(exc, path)
+        raise
+
+
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object (a dict) in the regular file `path`; None if there is none: a
+    missing or unreadable file, a symbolic link, FIFO or folder (never opened, so never
+    waited on), text that is not JSON, or JSON that is not an object (``[]``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) else None
+
+
 def _new_temp_path(path: Path) -> Path:
     """Create (empty, exclusively) and return a hidden temp file next to `path`."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -85,6 +188,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     is removed, `path` is left untouched, and the exception propagates.
     """
     path = Path(path)
+    check_output_name(path)
     try:
         tmp = _new_temp_path(path)
     except OSError as exc:
@@ -113,7 +217,8 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', not {mode!r}")
     path = Path(path)
     with atomic_path(path) as tmp:
-        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "errors": TEXT_ERRORS,
+                                         "newline": "\n"}
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -145,12 +250,14 @@ def write_text_files_atomic(files: list[tuple[Path, str]]) -> None:
     """
     staged: list[tuple[Path, Path]] = []
     try:
+        for path, _ in files:
+            check_output_name(Path(path))
         for path, text in files:
             path = Path(path)
             try:
                 tmp = _new_temp_path(path)
                 staged.append((tmp, path))
-                with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                with open(tmp, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="\n") as f:
                     f.write(text)
                     f.flush()
                     os.fsync(f.fileno())

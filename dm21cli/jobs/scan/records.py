@@ -198,10 +198,10 @@ class ScanReport:
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The JSON object in `path` (a regular file), else None (`read_json_object`)."""
+    from dm21cli.io.outputs.atomic import read_json_object
+
+    return read_json_object(path)
 
 
 def _result_fields(document: dict | None) -> dict | None:

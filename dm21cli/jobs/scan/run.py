@@ -49,40 +49,115 @@ from dm21cli.jobs.scan.workers import _dask_points, _parallel_points
 
 
 class _ScanLog:
+    """scan.log: one timestamped line per event, also to the reporter.  The file is opened
+    on the first line (`open_log`: appended to, a regular file only) and kept open."""
+
     def __init__(self, path: Path, reporter: Reporter | None):
         self.path = path
         self.reporter = reporter
+        self.stream = None
 
     def __call__(self, message: str) -> None:
         import datetime
 
+        from dm21cli.io.outputs.atomic import open_log
+
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"[dm21 scan {stamp}] {message}\n")
+        if self.stream is None:
+            self.stream = open_log(self.path, append=True)
+        try:
+            self.stream.write(f"[dm21 scan {stamp}] {message}\n")
+        except OSError as exc:
+            reraise_os_error(exc, self.path)
         if self.reporter is not None:
             self.reporter(message)
 
+    def close(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None
+
 
 def _check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
+    """Refuse a scan directory this scan may not use: a file in its place (exit 8), a
+    directory in use by another running scan, one holding another scan (without
+    `overwrite`), an unreadable definition, or files that are not a scan's (exit 5)."""
+    from dm21cli.io.outputs.jobdir import RunningMarker, check_output_folder, is_dm21_output
+
     scan_dir = plan.scan_dir
-    if not scan_dir.exists():
-        return
+    check_output_folder(scan_dir)
     if not scan_dir.is_dir():
-        raise OutputExistsError(f"scan directory {scan_dir} exists and is not a directory")
-    stored = _read_json(scan_dir / FILES["definition"])
-    if stored is None:
+        return
+    definition = scan_dir / FILES["definition"]
+    try:
+        RunningMarker(scan_dir).check_free()
+        names = [p.name for p in scan_dir.iterdir()]
+    except OSError as exc:
+        reraise_os_error(exc, scan_dir, "reading")
+    stored = _read_json(definition)
+    if stored is None or not isinstance(stored.get("hash"), str):
+        if os.path.lexists(definition):
+            if not overwrite:
+                raise OutputExistsError(
+                    f"scan directory {scan_dir} holds a {FILES['definition']} that is not a "
+                    f"scan definition; use --overwrite to replace it (points with unchanged "
+                    f"inputs are kept), or -o for another directory")
+            return
         # another --point task may be creating the same scan right now: only foreign files count
         ours = set(FILES.values()) | {_safe_name(f) for f in plan.functionals}
-        foreign = [p for p in scan_dir.iterdir() if not p.name.startswith(".") and p.name not in ours]
+        foreign = [n for n in names if not n.startswith(".") and n not in ours]
         if foreign and not overwrite:
             raise OutputExistsError(f"output directory {scan_dir} already holds files that are not "
                                     f"from a scan (use --overwrite, or -o / --name for another directory)")
+        if foreign and not is_dm21_output(scan_dir):
+            raise OutputExistsError(
+                f"output directory {scan_dir} holds files that dm21 did not write: --overwrite "
+                f"uses only dm21's own output directories, and this one is left as it is; "
+                f"choose another with -o")
         return
     if stored.get("hash") != plan.definition_hash and not overwrite:
         raise OutputExistsError(
             f"scan directory {scan_dir} holds a scan of a different input (definition hash "
             f"{str(stored.get('hash'))[:12]} != {plan.definition_hash[:12]}); use --overwrite to "
             f"replace it (points with unchanged inputs are kept), or -o for another directory")
+
+
+def _open_scan_dir(plan: ScanPlan, overwrite: bool, hold: bool):
+    """Check (`_check_scan_dir`) and create the scan directory, mark it as dm21's and write
+    its definition; with `hold` (a whole scan, not one --point task) hold it
+    (`RunningMarker`) until the returned marker is released."""
+    from dm21cli.io.outputs.atomic import write_json_atomic
+    from dm21cli.io.outputs.jobdir import (
+        OUTPUT_MARKER,
+        RunningMarker,
+        make_folder,
+        mark_output_folder,
+        remove_folders,
+    )
+
+    _check_scan_dir(plan, overwrite)
+    created: list[Path] = []
+    running = None
+    try:
+        try:
+            created = make_folder(plan.scan_dir)
+            running = RunningMarker(plan.scan_dir).claim() if hold else None
+        except OSError as exc:  # read-only, no permission, a name too long, disk full
+            reraise_os_error(exc, plan.scan_dir, "creating")
+        mark_output_folder(plan.scan_dir, "scan")
+        write_json_atomic(plan.scan_dir / FILES["definition"],
+                          {"hash": plan.definition_hash, "definition": plan.definition})
+    except BaseException:
+        if running is not None:
+            running.release()
+        if created:
+            for name in (FILES["definition"], OUTPUT_MARKER):
+                with contextlib.suppress(OSError):
+                    (plan.scan_dir / name).unlink()
+            remove_folders(created)
+        raise
+    return running
 
 
 def _mixed_guess_chkfile(spec, path: Path, source: Path | None = None) -> None:
@@ -160,8 +235,6 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
     (SIGINT/SIGTERM) stops it: the curve files are written for the finished
     points and the exception propagates.
     """
-    from dm21cli.io.outputs.atomic import write_json_atomic
-
     if point is not None and not 0 <= point < len(plan.values):
         raise InputError(f"point {point} does not exist: the scan has {len(plan.values)} "
                          f"{plan.coordinate.key.replace('_', ' ')} values (indices 0 to "
@@ -171,14 +244,19 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
     if workers > 1 and point is None and not dask and not hasattr(os, "posix_spawn"):
         raise InputError("worker processes need os.posix_spawn (Linux, macOS); use --point or --dask",
                          field="--workers")
-    _check_scan_dir(plan, overwrite)
-    try:
-        plan.scan_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # read-only, no permission, a file in the way, disk full
-        reraise_os_error(exc, plan.scan_dir, "creating")
+    running = _open_scan_dir(plan, overwrite, hold=point is None)
     log = _ScanLog(plan.scan_dir / FILES["log"], reporter)
-    write_json_atomic(plan.scan_dir / FILES["definition"],
-                          {"hash": plan.definition_hash, "definition": plan.definition})
+    try:
+        return _run_points(plan, log, checkpoints, detail, plot, workers, point, dask)
+    finally:
+        log.close()
+        if running is not None:
+            running.release()
+
+
+def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, workers: int,
+                point: int | None, dask: str | None) -> ScanReport:
+    """`run_scan`'s work in the prepared scan directory."""
     if point is not None:
         targets = [(f, point, None) for f in plan.functionals]
     elif workers > 1 or dask:
