@@ -218,6 +218,11 @@ def test_maxiter_is_not_a_success_and_restart_continues(tmp_path):
     assert other.returncode == 5 and "another input" in other.stderr, _show(other)
     plain = dm21(["opt", "m.yaml"], tmp_path, env)  # as dm21 run: results are never replaced silently
     assert plain.returncode == 5, _show(plain)
+    nothing = dm21(["opt", "m.yaml", "--restart", "-o", "outputs/none"], tmp_path, env)
+    assert nothing.returncode == 2 and nothing.stderr.strip() == (  # it started afresh silently
+        "dm21: error: --restart: outputs/none does not exist: there is no optimisation to "
+        "continue; start one without --restart"), _show(nothing)
+    assert not (tmp_path / "outputs" / "none").exists()
 
 
 def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
@@ -282,8 +287,9 @@ def test_bad_opt_input_exits_2_naming_file_line_and_field(tmp_path, case):
              "coordsys": ("freeze: [xyz 1]\n  coordsys: cart", 13, "opt.coordsys", "delocalised internal"),
              "maxiter": (None, None, "--maxiter", "must be an integer >= 1"),
              "freeze-and-set": ("freeze: [distance 1 2]\n    set: [distance 2 1 1.2]", 13,
-                                "opt.constraints.set[0]", "already constrained by "
-                                "opt.constraints.freeze[0] on line 12 ('distance 1 2')"),
+                                "opt.constraints.set[0]",
+                                ("already constrained by opt.constraints.freeze[0] on line 12 "
+                                 "('distance 1 2')")),
              "huge-selection": ("freeze: [xyz 1-3000000000]", 12, "opt.constraints.freeze[0]",
                                 "atom 3000000000 does not exist (the molecule has 3 atoms)")}
     text, line, field, needle = lines[case]
@@ -318,51 +324,69 @@ def _constrained(tmp_path, body: str, atoms=WATER, name: str = "c", **extra_keys
     return load_job(tmp_path / f"{name}.yaml", {"task": "opt", **extra_keys})
 
 
-#: id: (constraint lines, atoms, line, field, what the message says); without
-#: `check_constraints` each of these loads as a valid job
+#: id: (constraint lines, atoms, line, field, what the message says).  Without
+#: `check_constraints` each of these loaded as a valid job, except atom-that-does-not-exist
+#: and distance-0 (refused before, kept here as members of the class) and huge-selection
+#: (the selection was expanded into 3e9 atom numbers before any check: MemoryError, or the
+#: kernel's OOM killer; not run against the old code for that reason)
 REFUSED = {
-    "freeze-and-set": ("    freeze:\n      - distance 1 2\n    set:\n      - distance 2 1 1.2\n", WATER,
-                       15, "opt.constraints.set[0]",
-                       "distance 2 1 is already constrained by opt.constraints.freeze[0] on line 13 "
-                       "('distance 1 2'): a coordinate cannot be frozen and set at once"),
-    "set-twice": ("    set:\n      - distance 1 2 1.2\n      - distance 2 1 1.0\n", WATER,
-                  14, "opt.constraints.set[1]",
-                  "already constrained by opt.constraints.set[0] on line 13 ('distance 1 2 1.2'): "
-                  "a coordinate cannot be set twice"),
-    "angle-reversed": ("    freeze:\n      - angle 3 1 2\n    set:\n      - angle 2 1 3 100\n", WATER,
-                       15, "opt.constraints.set[0]", "angle 2 1 3 is already constrained by "
-                                                     "opt.constraints.freeze[0] on line 13"),
-    "cartesian-twice": ("    freeze:\n      - xyz 1\n      - x 1\n", WATER, 14, "opt.constraints.freeze[1]",
-                        "x 1 is already constrained by opt.constraints.freeze[0] on line 13 ('xyz 1')"),
-    "atom-twice-in-selection": ("    freeze:\n      - xyz 1-3,2\n", WATER, 13, "opt.constraints.freeze[0]",
-                                "atom 2 appears twice in the selection 1-3,2"),
-    "atom-that-does-not-exist": ("    set:\n      - angle 2 1 4 100\n", WATER, 13, "opt.constraints.set[0]",
-                                 "atom 4 does not exist (the molecule has 3 atoms)"),
-    "huge-selection": ("    freeze:\n      - x 2-3000000000\n", WATER, 13, "opt.constraints.freeze[0]",
-                       "atom 3000000000 does not exist (the molecule has 3 atoms)"),
-    "fixed-by-frozen-atoms": ("    freeze:\n      - xyz 1,2\n    set:\n      - distance 1 2 1.2\n", WATER,
-                              15, "opt.constraints.set[0]",
-                              "distance 1 2 is already fixed by opt.constraints.freeze[0] on line 13"),
-    "fixed-by-a-triangle": ("    freeze:\n      - angle 2 1 3\n      - distance 1 2\n      - distance 1 3\n"
-                            "    set:\n      - distance 2 3 1.0\n", WATER, 17, "opt.constraints.set[0]",
-                            "distance 2 3 is already fixed by opt.constraints.freeze[0] on line 13, "
-                            "opt.constraints.freeze[1] on line 14 and opt.constraints.freeze[2] on line 15"),
-    "no-such-triangle": ("    set:\n      - distance 1 2 1.0\n      - distance 1 3 1.0\n"
-                         "      - distance 2 3 2.5\n", WATER, 15, "opt.constraints.set[2]",
-                         "no triangle of atoms 1, 2, 3 has sides 1, 1 and 2.5 Angstrom"),
-    "distance-0": ("    set:\n      - distance 1 2 0\n", WATER, 13, "opt.constraints.set[0]",
-                   "a distance must be positive"),
-    "distance-0.05": ("    set:\n      - distance 1 2 0.05\n", WATER, 13, "opt.constraints.set[0]",
-                      "a distance below 0.1 Angstrom puts two atoms on top of each other"),
-    "angle-180": ("    set:\n      - angle 2 1 3 180\n", WATER, 13, "opt.constraints.set[0]",
-                  "an angle must lie between 10 and 175 degrees"),
-    "angle-179": ("    set:\n      - angle 2 1 3 179\n", WATER, 13, "opt.constraints.set[0]",
-                  "an angle must lie between 10 and 175 degrees"),
-    "angle-0": ("    set:\n      - angle 2 1 3 0\n", WATER, 13, "opt.constraints.set[0]",
-                "an angle must lie between 10 and 175 degrees"),
-    "dihedral-over-a-line": ("    freeze:\n      - dihedral 3 1 2 4\n", LINEAR, 14, "opt.constraints.freeze[0]",
-                             "dihedral 3 1 2 4 is not defined: atoms 3-1-2 are nearly linear (180.0 "
-                             "degrees at the start)"),
+    "freeze-and-set": (
+        "    freeze:\n      - distance 1 2\n    set:\n      - distance 2 1 1.2\n", WATER,
+        15, "opt.constraints.set[0]",
+        ("distance 2 1 is already constrained by opt.constraints.freeze[0] on line 13 "
+         "('distance 1 2'): a coordinate cannot be frozen and set at once")),
+    "set-twice": (
+        "    set:\n      - distance 1 2 1.2\n      - distance 2 1 1.0\n", WATER,
+        14, "opt.constraints.set[1]",
+        ("already constrained by opt.constraints.set[0] on line 13 ('distance 1 2 1.2'): "
+         "a coordinate cannot be set twice")),
+    "angle-reversed": (
+        "    freeze:\n      - angle 3 1 2\n    set:\n      - angle 2 1 3 100\n", WATER,
+        15, "opt.constraints.set[0]",
+        "angle 2 1 3 is already constrained by opt.constraints.freeze[0] on line 13"),
+    "cartesian-twice": (
+        "    freeze:\n      - xyz 1\n      - x 1\n", WATER, 14, "opt.constraints.freeze[1]",
+        "x 1 is already constrained by opt.constraints.freeze[0] on line 13 ('xyz 1')"),
+    "atom-twice-in-selection": (
+        "    freeze:\n      - xyz 1-3,2\n", WATER, 13, "opt.constraints.freeze[0]",
+        "atom 2 appears twice in the selection 1-3,2"),
+    "atom-that-does-not-exist": (
+        "    set:\n      - angle 2 1 4 100\n", WATER, 13, "opt.constraints.set[0]",
+        "atom 4 does not exist (the molecule has 3 atoms)"),
+    "huge-selection": (
+        "    freeze:\n      - x 2-3000000000\n", WATER, 13, "opt.constraints.freeze[0]",
+        "atom 3000000000 does not exist (the molecule has 3 atoms)"),
+    "fixed-by-frozen-atoms": (
+        "    freeze:\n      - xyz 1,2\n    set:\n      - distance 1 2 1.2\n", WATER,
+        15, "opt.constraints.set[0]",
+        "distance 1 2 is already fixed by opt.constraints.freeze[0] on line 13"),
+    "fixed-by-a-triangle": (
+        ("    freeze:\n      - angle 2 1 3\n      - distance 1 2\n      - distance 1 3\n"
+         "    set:\n      - distance 2 3 1.0\n"), WATER, 17, "opt.constraints.set[0]",
+        ("distance 2 3 is already fixed by opt.constraints.freeze[0] on line 13, "
+         "opt.constraints.freeze[1] on line 14 and opt.constraints.freeze[2] on line 15")),
+    "no-such-triangle": (
+        "    set:\n      - distance 1 2 1.0\n      - distance 1 3 1.0\n      - distance 2 3 2.5\n",
+        WATER, 15, "opt.constraints.set[2]",
+        "no triangle of atoms 1, 2, 3 has sides 1, 1 and 2.5 Angstrom"),
+    "distance-0": (
+        "    set:\n      - distance 1 2 0\n", WATER, 13, "opt.constraints.set[0]",
+        "a distance must be positive"),
+    "distance-0.05": (
+        "    set:\n      - distance 1 2 0.05\n", WATER, 13, "opt.constraints.set[0]",
+        "a distance below 0.1 Angstrom puts two atoms on top of each other"),
+    "angle-180": (
+        "    set:\n      - angle 2 1 3 180\n", WATER, 13, "opt.constraints.set[0]",
+        "an angle must lie between 10 and 175 degrees"),
+    "angle-179": (
+        "    set:\n      - angle 2 1 3 179\n", WATER, 13, "opt.constraints.set[0]",
+        "an angle must lie between 10 and 175 degrees"),
+    "angle-0": (
+        "    set:\n      - angle 2 1 3 0\n", WATER, 13, "opt.constraints.set[0]",
+        "an angle must lie between 10 and 175 degrees"),
+    "dihedral-over-a-line": (
+        "    freeze:\n      - dihedral 3 1 2 4\n", LINEAR, 14, "opt.constraints.freeze[0]",
+        "dihedral 3 1 2 4 is not defined: atoms 3-1-2 are nearly linear (180.0 degrees at the start)"),
 }
 
 

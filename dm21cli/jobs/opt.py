@@ -427,7 +427,8 @@ class _Optimisation:
             self.message = f"converged in {len(self.history)} steps"
             if self.step_coords is None or not np.allclose(final, self.step_coords, atol=1e-10):
                 log("the converged geometry is not the last one computed: computing it again")
-                self.energy_gradient(final)
+                with self.ours():
+                    self.energy_gradient(final)
         except GeomOptNotConvergedError:
             self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); raise "
                             f"maxiter" + (f", or continue with '{self.resume_command}'"

@@ -48,10 +48,11 @@ _GEOMETRIC = {"distance": 2, "angle": 3, "dihedral": 4}
 _CARTESIAN = ("x", "y", "z", "xy", "xz", "yz", "xyz")
 _SELECTION = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
 
-#: the ``set`` targets geomeTRIC can hold: an angle within 5 degrees of 180 is what
-#: geomeTRIC itself calls nearly linear (`LINEAR_DEGREES`), and both there and below 10
-#: degrees its step back to Cartesian coordinates fails ("Cannot continue a constrained
-#: optimization"); a distance is at most MAX_SET_DISTANCE_ANGSTROM
+#: the ``set`` angles geomeTRIC can hold: above 175 degrees is what geomeTRIC itself calls
+#: nearly linear (`LINEAR_DEGREES`), and near 180 and near 0 its step back to Cartesian
+#: coordinates fails ("Cannot continue a constrained optimization": geomeTRIC 1.1.1 on
+#: water, driven from 104.5 degrees, failed for 178.5 and 179, and for 5.2 and below;
+#: 10 and 175 converge); a ``set`` distance is at most MAX_SET_DISTANCE_ANGSTROM
 SET_ANGLE_DEGREES = (10.0, 175.0)
 MAX_SET_DISTANCE_ANGSTROM = 1000.0
 #: geomeTRIC stops a constrained dihedral whose three consecutive atoms form an angle above
@@ -436,9 +437,9 @@ def _gradient(constraint: Constraint, coords_bohr) -> np.ndarray:
 def _dependent(entries: list[_Entry], coords) -> list[InputError]:
     """Constraints fixed by the others: a distance, angle or dihedral whose gradient at the
     start lies in the span of the frozen Cartesian coordinates and of the earlier ones'.
-    geomeTRIC cannot hold it apart from them, and silently holds only the others when a
-    ``set`` value disagrees.  (Cartesian lines are independent of each other once no atom
-    is frozen twice, `_distinct`.)"""
+    Redundant at best; when a ``set`` value disagrees, geomeTRIC holds the others and
+    "converges" without meeting it.  (Cartesian lines are independent of each other once
+    no atom is frozen twice, `_distinct`.)"""
     coords_bohr = coords * ANGSTROM_BOHR
     frozen: dict[int, _Entry] = {}  # Cartesian component (3 atom + axis) -> its line
     for entry in entries:
@@ -470,9 +471,9 @@ def _dependent(entries: list[_Entry], coords) -> list[InputError]:
             weights = np.linalg.lstsq(np.array(rows).T, free, rcond=None)[0]
             by += [o for o, w in zip(owners, weights) if abs(w) > DEPENDENT_TOLERANCE]
         names = list(dict.fromkeys(o.label for o in by))
-        problems.append(entry.error(f"is already fixed by {_and(names)}: geomeTRIC cannot "
-                                    f"hold it apart from {'that line' if len(names) == 1 else 'them'}"
-                                    f"; remove one"))
+        problems.append(entry.error(f"is already fixed by {_and(names)}: remove one (constraints "
+                                    f"that fix each other are redundant at best; a set value "
+                                    f"that disagrees is silently not met)"))
     return problems
 
 
