@@ -96,9 +96,18 @@ def test_relaxed_scan_holds_the_distance_relaxes_the_rest_and_resumes(tmp_path):
                                                            abs=1e-6)
 
 
-@pytest.mark.parametrize("case", ["diatomic", "electrons"])
+@pytest.mark.parametrize("case", ["diatomic", "electrons", "constraint"])
 def test_relax_errors_exit_2_before_computing(tmp_path, case):
-    if case == "diatomic":
+    """constraint: the job's opt.constraints.set drives the scanned distance (issue 22: the
+    points reported energies at distances they never computed)."""
+    if case == "constraint":
+        _write(tmp_path, "w.yaml", WATER.format(functional="b3lyp", distances="0.9,1.0")
+               + "  atoms: [1, 2]\nopt:\n  constraints:\n    set: [distance 2 1 1.5]\n")
+        args, needle = ["scan", "w.yaml", "--relax"], (
+            "w.yaml:17: opt.constraints.set[0]: distance 2 1 is the relaxed scan's own distance "
+            "(scan.atoms on line 14), which the scan holds at each of its distances: remove this "
+            "constraint")
+    elif case == "diatomic":
         _write(tmp_path, "w.yaml", "molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 0.74\nbasis: sto-3g\n"
                                    "functional: b3lyp\nscan:\n  distances: 0.7,0.8\n  relax: true\n")
         args, needle = ["scan", "w.yaml"], "w.yaml:9: scan.relax: a relaxed scan needs at least three atoms"
@@ -126,3 +135,52 @@ def test_relaxed_scan_workers_interrupted_while_both_busy(tmp_path, checkpoints_
     assert not list(scan_dir.glob("DM21/point-*1.300A"))  # the queued point never started
     for point in scan_dir.glob("DM21/point-*/result.json"):
         assert fields(json.loads(point.read_text()))["optimization"]  # its steps so far, recorded
+
+
+def _relaxed_plan(tmp_path, extra: str = "", distances: str = "0.9,1.0", out: str = "scan"):
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.jobs.scan import plan_scan
+
+    _write(tmp_path, "w.yaml", WATER.format(functional="b3lyp", distances=distances)
+           + "  relax: true\n" + extra)
+    return plan_scan(load_job(tmp_path / "w.yaml", {"output_dir": str(tmp_path / out)}))
+
+
+@pytest.mark.parametrize("constraint", ["set: [distance 2 1 1.5]", "freeze: [distance 1 2]"])
+def test_a_constraint_on_the_scanned_distance_is_refused(tmp_path, constraint):
+    """The relaxed scan holds its pair's distance itself (freeze distance i j at each point):
+    a job constraint on the same distance, in either atom order, is refused naming both
+    lines, also when scan.atoms is the default pair (located at the scan section)."""
+    from dm21cli.core.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        _relaxed_plan(tmp_path, f"opt:\n  constraints:\n    {constraint}\n")
+    first = info.value.problems[0]
+    assert (first.line, first.field) == (17, f"opt.constraints.{constraint[:constraint.index(':')]}[0]")
+    assert "is the relaxed scan's own distance (scan.atoms on line 12)" in first.message, first.message
+
+
+def test_interrupted_relaxed_scan_names_the_scans_own_resume_command(tmp_path, monkeypatch):
+    """An interruption inside a relaxed point's optimisation ended with 'continue with
+    dm21 opt FILE --restart' (the point's, which cannot continue a scan); it names the scan's
+    own way: the same dm21 scan command.  A point that reaches opt.maxiter names no dm21 opt
+    command either (rerunning the scan reads it from disk)."""
+    from dm21cli.jobs import opt as opt_module
+    from dm21cli.jobs.scan import run_scan
+
+    plan = _relaxed_plan(tmp_path, "opt:\n  maxiter: 1\n", distances="1.0")
+    run_scan(plan, plot=False)
+    point = fields(json.loads((tmp_path / "scan" / "b3lyp" / "point-01.000A" / "result.json").read_text()))
+    assert point["optimization"]["message"] == "geometry not converged in 1 steps (opt.maxiter); raise maxiter"
+
+    def interrupted(self, coords):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(opt_module._Optimisation, "energy_gradient", interrupted)
+    plan = _relaxed_plan(tmp_path, distances="0.9", out="stopped")
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_scan(plan, plot=False)
+    message = str(info.value)
+    assert message.endswith("; finished points are kept: run the same dm21 scan command again to "
+                            f"continue (in {tmp_path / 'stopped'})"), message
+    assert "dm21 opt" not in message

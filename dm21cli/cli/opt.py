@@ -14,8 +14,8 @@ from dm21cli.cli import common
               help="Output directory (default: outputs/<job name>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--restart", is_flag=True,
-              help="Continue the optimisation in the output directory from its last geometry "
-                   "(after an interruption, a failure or maxiter); starts afresh if there is none.")
+              help="Continue the optimisation in the output directory from its last complete "
+                   "step (after an interruption, a failure or maxiter); an error if there is none.")
 @click.option("--maxiter", type=int, default=None, metavar="N",
               help="Most optimisation steps (opt.maxiter, default 100).")
 @click.option("--convergence-set", default=None, metavar="NAME",
@@ -60,6 +60,30 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
     reporter = common.Reporter(quiet=False)
     with reporter.live(f"dm21 opt {file}"):
         result = run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
-                         reporter=reporter)
+                         reporter=reporter, resume_command=_resume_command(spec, file))
     common.report_result(reporter, result, as_json=as_json, what="geometry optimisation",
                          result_path=spec.output_path() / "result.json")
+
+
+#: options of the command that do not go into the command that continues it (-o is added)
+_NOT_REPEATED = ("output_dir", "overwrite", "restart", "as_json", "name", "gradient")
+
+
+def _resume_command(spec, file: str) -> str:
+    """``dm21 opt FILE [the options given] --restart -o DIR``: what continues this optimisation
+    (`dm21cli.jobs.opt.restart_command`), with the options of the command line that ran it
+    (``dm21 opt`` or ``dm21 run`` of a job with ``task: opt``) that ``dm21 opt`` has."""
+    from dm21cli.jobs.opt import restart_command
+
+    options: list[str] = []
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        known = {param.name for param in opt.params}
+        for param in ctx.command.params:
+            value = ctx.params.get(param.name)
+            if not isinstance(param, click.Option) or param.name in _NOT_REPEATED or \
+                    param.name not in known or value is None or value is False:
+                continue
+            flag = max(param.opts, key=len)
+            options += [flag] if param.is_flag else [flag, str(value)]
+    return restart_command(spec, file, options)

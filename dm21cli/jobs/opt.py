@@ -25,8 +25,10 @@ Files besides those of ``dm21 run``: ``trajectory.xyz`` (one frame per step,
 rewritten atomically after each), ``final.xyz`` (the last geometry), and in
 result.json the section ``optimization`` (criteria, constraints, the history
 of every step).  ``restart=True`` continues an interrupted, failed or
-unconverged optimisation from the last geometry of its history, with its
-``scf.chk`` as the first density.
+unconverged optimisation from the last geometry of its history (or, without
+result.json, of its trajectory.xyz), with its ``scf.chk`` as the first density:
+``scf.chk`` always holds the density at that geometry, since a step's SCF
+state replaces it only once the step is in the history.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -44,9 +48,9 @@ import numpy as np
 
 from dm21cli import __version__
 from dm21cli.core import interrupts, resources
-from dm21cli.core.errors import OutputExistsError
-from dm21cli.core.units import BOHR_ANGSTROM
-from dm21cli.io.outputs.atomic import finite, write_text_atomic
+from dm21cli.core.errors import ComputeError, InputError, OutputExistsError
+from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
+from dm21cli.io.outputs.atomic import finite, write_bytes_atomic, write_text_atomic
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import write_molden
 from dm21cli.io.outputs.qcschema import fields
@@ -88,17 +92,21 @@ class _Quiet:
 
 
 def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = False,
-            reporter: Reporter | None = None) -> dict:
+            reporter: Reporter | None = None, resume_command: str | None = None,
+            interrupted_hint: str | None = None) -> dict:
     """Optimise the geometry of `spec` (a validated JobSpec; its ``opt`` section or the
     defaults) and write the output directory; returns the result dict (result.json).
 
-    overwrite: replace an existing output directory; restart: continue the
-    optimisation in it from its last geometry (an output directory that does not
-    exist, or is empty, starts from the input geometry).  A run that does not
-    converge (an SCF, or the geometry within ``opt.maxiter`` steps) returns with
-    ``success: False``; the caller decides the exit status.  SIGINT/SIGTERM, disk
-    full and other failures are recorded in result.json as `dm21cli.jobs.run.run_job`
-    records them, with the steps finished so far.
+    overwrite: replace an existing output directory; restart: continue the optimisation
+    in it from its last complete step (`previous_optimisation`; InputError when there is
+    nothing to continue).  A run that does not converge (an SCF, the geometry within
+    ``opt.maxiter`` steps, or geomeTRIC giving up) returns with ``success: False``; the
+    caller decides the exit status.  SIGINT/SIGTERM, disk full and other failures are
+    recorded in result.json as `dm21cli.jobs.run.run_job` records them, with the steps
+    finished so far.  resume_command: the command that continues this optimisation, named
+    by the messages of an interruption and of maxiter (default `restart_command` of the
+    spec); interrupted_hint: what an interruption's message says instead, and then no
+    command is named (a relaxed scan's point: the scan's own way to continue).
     """
     t_start = time.perf_counter()
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
@@ -109,7 +117,11 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     mol0 = build_molecule(spec, max_memory_mb=res["memory_mb"])
     need = memory.estimate(spec, mol0, res["threads"])
     memory.check(res["memory_mb"], need, res["memory_source"])
-    previous = _previous_run(spec) if restart else None
+    previous = previous_optimisation(spec) if restart else None
+    if interrupted_hint is None:
+        resume_command = resume_command or restart_command(spec)
+    else:  # (a scan's point: no dm21 opt command continues it)
+        resume_command = None
 
     with tempfile.TemporaryDirectory(prefix="dm21-opt-") as scratch:
         guess_chk = None
@@ -123,17 +135,27 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
         jobdir.prepare()
         run = _Run(spec, jobdir, res, network, reporter, t_start)
         run.routine = "dm21cli.jobs.opt.run_opt"
-        opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch))
+        opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch),
+                            resume_command)
         run.failure_fields = opt.failure_fields
-        run.restart_hint = (f"the steps so far are in {jobdir.file(FILES['result'])} and "
-                            f"{jobdir.file(OPT_FILES['trajectory'])}; continue with "
-                            f"'dm21 opt FILE --restart'")
+        run.restart_hint = interrupted_hint or (
+            f"the steps so far are in {jobdir.file(FILES['result'])} and "
+            f"{jobdir.file(OPT_FILES['trajectory'])}; continue with '{resume_command}'")
 
         def compute() -> dict:
             with _pyscf_warnings_only_in_log(), opt.geometric_log():
                 return opt.execute()
 
         return run.execute(compute)
+
+
+def restart_command(spec, file: str | None = None, options: list[str] | None = None) -> str:
+    """``dm21 opt FILE [OPTIONS] --restart -o DIR``: the command that continues the optimisation
+    of `spec` in its output directory.  file: the input as the user named it (default: the
+    spec's source file); options: the command-line options that shaped the spec."""
+    name = file or (str(spec.source_path) if spec.source_path is not None else "FILE")
+    words = ["dm21", "opt", name, *(options or []), "--restart", "-o", str(spec.output_path())]
+    return shlex.join(words)
 
 
 def _restart_key(resolved: dict) -> dict:
@@ -148,56 +170,168 @@ def _restart_key(resolved: dict) -> dict:
     return json.loads(json.dumps(key))
 
 
-def _previous_run(spec) -> dict | None:
-    """The optimisation to continue in the output directory (``--restart``), or None when
-    there is nothing there.  OutputExistsError (exit 5) for a directory holding anything
-    else: a converged optimisation, another input's, or not an optimisation."""
+def previous_optimisation(spec) -> dict:
+    """The optimisation to continue in the output directory of `spec` (``--restart``).
+
+    From result.json when there is one (the history of every step, the initial geometry),
+    else, after SIGKILL or a full disk, from the last complete frame of trajectory.xyz
+    (`read_trajectory`) of a folder whose input.resolved.yaml is this input's.  Returns
+    {"path", "history", "geometry_bohr" (None: no step finished), "initial_geometry_bohr",
+    "chkfile" (None: none usable), "source"}.  InputError (exit 2) when there is nothing
+    to continue (no directory, an empty one); OutputExistsError (exit 5) for a directory
+    holding a converged optimisation, another input's, or no optimisation.
+    """
     path = spec.output_path()
     if not path.is_dir() or not any(p for p in path.iterdir() if not p.name.startswith(".")):
-        return None
+        what = "is empty" if path.is_dir() else "does not exist"
+        raise InputError(f"{path} {what}: there is no optimisation to continue; start one "
+                         f"without --restart", field="--restart")
     try:
         result = fields(json.loads((path / FILES["result"]).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         result = None
-    opt = (result or {}).get("optimization") if isinstance(result, dict) else None
-    if not isinstance(opt, dict):
-        raise OutputExistsError(f"output directory {path} holds no geometry optimisation to "
-                                f"restart; use --overwrite to replace it or -o to choose another")
-    if (result.get("molecule") or {}).get("symbols") != spec.molecule.symbols or \
-            _restart_key(result.get("input") or {}) != _restart_key(spec.to_resolved_dict()):
+    if isinstance(result, dict):
+        previous = _from_result(spec, path, result)
+    else:
+        previous = _from_trajectory(spec, path)
+    history = previous["history"]
+    previous["geometry_bohr"] = np.array(history[-1]["geometry_bohr"]) if history else None
+    chk = path / FILES["chkfile"]
+    previous["chkfile"] = chk if _readable_chkfile(chk) else None
+    return previous
+
+
+def _no_optimisation(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"output directory {path} holds no geometry optimisation to "
+                             f"restart; use --overwrite to replace it or -o to choose another")
+
+
+def _check_same_input(path: Path, resolved: dict, symbols, spec) -> None:
+    """OutputExistsError unless `resolved` (the folder's resolved input) and `symbols` (its
+    atoms) are those of `spec`, up to what a restart may change (`_restart_key`)."""
+    if symbols != spec.molecule.symbols or \
+            _restart_key(resolved) != _restart_key(spec.to_resolved_dict()):
         raise OutputExistsError(f"output directory {path} holds an optimisation of another input "
                                 f"(molecule, basis, functional, SCF or opt settings differ); use "
                                 f"--overwrite to replace it or -o to choose another")
+
+
+def _from_result(spec, path: Path, result: dict) -> dict:
+    opt = result.get("optimization")
+    if not isinstance(opt, dict):
+        raise _no_optimisation(path)
+    _check_same_input(path, result.get("input") or {}, (result.get("molecule") or {}).get("symbols"),
+                      spec)
     if result.get("status") == "success":
         raise OutputExistsError(f"output directory {path} holds a converged optimisation: nothing "
                                 f"to restart; use --overwrite to start again or -o for another "
                                 f"directory")
     history = [h for h in opt.get("history") or [] if h.get("geometry_bohr") is not None]
-    chk = path / FILES["chkfile"]
-    return {"path": path, "history": history,
-            "geometry_bohr": np.array(history[-1]["geometry_bohr"]) if history else None,
-            "chkfile": chk if chk.is_file() else None}
+    initial = opt.get("initial_geometry_bohr") or (history[0]["geometry_bohr"] if history else None)
+    return {"path": path, "history": history, "initial_geometry_bohr": initial,
+            "source": FILES["result"]}
+
+
+def _from_trajectory(spec, path: Path) -> dict:
+    """The steps of an optimisation that left no result.json (SIGKILL, a full disk)."""
+    import yaml
+
+    try:
+        resolved = yaml.safe_load((path / FILES["input"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        resolved = None
+    if not isinstance(resolved, dict) or (resolved.get("job") or {}).get("task") != "opt":
+        raise _no_optimisation(path)
+    xyz = str((resolved.get("molecule") or {}).get("xyz") or "")
+    _check_same_input(path, resolved, [line.split()[0] for line in xyz.splitlines() if line.split()],
+                      spec)
+    history = read_trajectory(path / OPT_FILES["trajectory"], spec.molecule.symbols)
+    initial = history[0]["geometry_bohr"] if history and history[0]["step"] == 1 else None
+    return {"path": path, "history": history, "initial_geometry_bohr": initial,
+            "source": OPT_FILES["trajectory"]}
+
+
+def _readable_chkfile(path: Path) -> bool:
+    """Whether `path` is a PySCF chkfile with orbitals (a restart's starting density)."""
+    if not path.is_file():
+        return False
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            return all(isinstance(h5.get(f"scf/{k}"), h5py.Dataset) for k in ("mo_coeff", "mo_occ"))
+    except Exception:  # noqa: BLE001 - h5py raises OSError, KeyError, ... for broken files
+        return False
+
+
+#: trajectory.xyz's comment line: step, energy (Ha), largest gradient component (Ha/bohr), run
+_FRAME_COMMENT = re.compile(r"step (\d+)\s+E = (\S+) Ha\s+max \|dE/dR\| = (\S+) Ha/bohr"
+                            r"(?:\s+run (\d+))?")
+
+
+def read_trajectory(path: Path, symbols: list[str]) -> list[dict]:
+    """The complete frames of a trajectory.xyz as history entries (geometry in bohr).
+
+    A frame is complete when it parses in full: the atom count and the symbols are those
+    of `symbols`, every coordinate is a finite number, and its comment line names the step,
+    its energy and its largest gradient component.  Reading stops at the first frame that
+    is not (a truncated last frame is dropped).  A missing file has no frames.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return []
+    natm = len(symbols)
+    history: list[dict] = []
+    k = 0
+    while k + 2 + natm <= len(lines):
+        match = _FRAME_COMMENT.match(lines[k + 1].strip())
+        if lines[k].strip() != str(natm) or match is None:
+            break
+        rows = [line.split() for line in lines[k + 2:k + 2 + natm]]
+        if any(len(row) != 4 for row in rows) or [row[0] for row in rows] != list(symbols):
+            break
+        try:
+            coords = np.array([[float(x) for x in row[1:]] for row in rows])
+            energy, gmax = float(match.group(2)), float(match.group(3))
+        except ValueError:
+            break
+        if not (np.isfinite(coords).all() and math.isfinite(energy) and math.isfinite(gmax)):
+            break
+        history.append({"step": int(match.group(1)), "run": int(match.group(4) or 1),
+                        "energy_hartree": energy, "gradient_max_hartree_per_bohr": gmax,
+                        "scf_converged": True, "geometry_bohr": (coords * ANGSTROM_BOHR).tolist(),
+                        "recovered_from": OPT_FILES["trajectory"]})
+        k += 2 + natm
+    return history
 
 
 class _Optimisation:
     """One optimisation: the engine geomeTRIC calls, the history, the files."""
 
     def __init__(self, spec, run: _Run, mol0, need: dict, guess_chk, previous: dict | None,
-                 scratch: Path):
+                 scratch: Path, resume_command: str):
         self.spec, self.run, self.mol0, self.need = spec, run, mol0, need
         self.settings = spec.opt_settings()
         self.scratch = scratch
         self.guess = guess_chk
         self.previous = previous
+        self.resume_command = resume_command
         self.history: list[dict] = [dict(h) for h in previous["history"]] if previous else []
         self.run_number = 1 + max((int(h.get("run", 1)) for h in self.history), default=0)
         start = previous["geometry_bohr"] if previous and previous["geometry_bohr"] is not None \
             else mol0.atom_coords(unit="Bohr")
         self.start_bohr = np.asarray(start, dtype=float).reshape(-1, 3)
+        #: where the optimisation began (its first run's input geometry), bohr
+        initial = previous["initial_geometry_bohr"] if previous else None
+        self.initial_bohr = np.asarray(initial if initial is not None else
+                                       mol0.atom_coords(unit="Bohr"), dtype=float).reshape(-1, 3)
         self.step = None  # the latest step's ScfStep (only the latest is kept: its caches are large)
         self.step_coords: np.ndarray | None = None
         self.detail: _Log | None = None
-        self.message = "interrupted"
+        self.message = ""
+        #: the exception our own code (the engine, the step hook) raised inside geomeTRIC
+        self.raised: BaseException | None = None
 
     # -- the record -----------------------------------------------------------------
     def record(self, converged: bool, message: str) -> dict:
@@ -209,21 +343,30 @@ class _Optimisation:
             "optimizer": f"geomeTRIC {geometric.__version__}", "converged": bool(converged),
             "message": message, "maxiter": opt.maxiter, "coordsys": opt.coordsys,
             "criteria": opt.criteria(),
-            "constraints": {"freeze": list(opt.constraints.freeze), "set": list(opt.constraints.set)},
+            "constraints": opt.constraints.listed(),
             "constraints_text": [f"{mode} {line}" for mode, line in opt.constraints.lines()],
             "steps": len(self.history),
             "steps_this_run": sum(1 for h in self.history if h.get("run") == self.run_number),
-            "initial_geometry_bohr": self.spec.molecule.coords_bohr().tolist(),
-            "restarted_from": (None if self.previous is None else
-                               f"step {len(self.previous['history'])} of {self.previous['path']}"),
+            "initial_geometry_bohr": self.initial_bohr.tolist(),
+            "restarted_from": None if self.previous is None else self._restarted_from(),
             "history": self.history,
         }
+
+    def _restarted_from(self) -> str:
+        """``step 3 of outputs/w`` (``..., from its trajectory.xyz`` without result.json)."""
+        history, path = self.previous["history"], self.previous["path"]
+        where = f"step {history[-1]['step']} of {path}" if history else f"{path} (no step finished)"
+        if self.previous["source"] != FILES["result"]:
+            where += f", from its {self.previous['source']}"
+        return where
 
     def failure_fields(self) -> dict:
         """What result.json adds when the run fails or is interrupted: the steps so far."""
         files = dict(FILES)
         files.update(OPT_FILES)
-        return {"optimization": self.record(False, self.message), "files": files}
+        message = self.message or ("interrupted" if self.run.status == "interrupted" else
+                                   "failed (see error)")
+        return {"optimization": self.record(False, message), "files": files}
 
     # -- geomeTRIC's log ------------------------------------------------------------
     @contextlib.contextmanager
@@ -276,9 +419,7 @@ class _Optimisation:
         for mode, line in opt.constraints.lines():
             log(f"constraint: {mode} {line}")
         if self.previous is not None:
-            log(f"restart from the last geometry of {self.previous['path']} (step "
-                f"{len(self.previous['history'])})"
-                + (f", density from its {FILES['chkfile']}" if self.guess else ""))
+            self._carry_over()
         elif self.guess is not None:
             log(f"initial guess from chkfile {spec.guess_chkfile()}")
         converged = False
@@ -288,13 +429,57 @@ class _Optimisation:
             self.message = f"converged in {len(self.history)} steps"
             if self.step_coords is None or not np.allclose(final, self.step_coords, atol=1e-10):
                 log("the converged geometry is not the last one computed: computing it again")
-                self.energy_gradient(final)
+                with self.ours():
+                    self.energy_gradient(final)
         except GeomOptNotConvergedError:
-            self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); continue "
-                            f"with 'dm21 opt FILE --restart' or raise maxiter")
+            self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); raise "
+                            f"maxiter" + (f", or continue with '{self.resume_command}'"
+                                          if self.resume_command else ""))
         except _ScfNotConverged as exc:
             self.message = str(exc)
+        except Exception as exc:
+            if exc is self.raised:  # ours (an SCF failure, a full disk, ...): the run fails
+                raise
+            self.message = self._geometric_stopped(exc)
+            log(self.message)
         return self._commit(converged)
+
+    def _carry_over(self) -> None:
+        """A restart: log where it continues from, and put the earlier steps' trajectory.xyz
+        and the density it starts from (scf.chk) into the new folder at once, so that an
+        interruption before its first step (SIGKILL included) leaves a folder that
+        restarts again, with its trajectory where the messages say."""
+        previous, log = self.previous, self.run.log
+        history = previous["history"]
+        if not history:
+            log(f"restart from the input geometry: {previous['path']} holds no finished step")
+        elif previous["source"] == FILES["result"]:
+            log(f"restart from the last geometry of {previous['path']} (step {history[-1]['step']})"
+                + (f", density from its {FILES['chkfile']}" if self.guess else ""))
+        else:
+            log(f"restart from the last complete frame of {previous['path'] / previous['source']} "
+                f"(step {history[-1]['step']}; the folder has no {FILES['result']})"
+                + (f", density from its {FILES['chkfile']}" if self.guess else ""))
+        if history:
+            self._write_trajectory()
+        if self.guess is not None:
+            write_bytes_atomic(self.run.jobdir.file(FILES["chkfile"]), Path(self.guess).read_bytes())
+
+    def _geometric_stopped(self, exc: Exception) -> str:
+        """The message of geomeTRIC's own failure (not converged); ComputeError before any step."""
+        from geometric.errors import GeomOptStructureError
+
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if "Cannot continue a constrained optimization" in text:
+            reason = ("it could not take a step that holds the constraints (its step back to "
+                      "Cartesian coordinates failed twice)")
+        elif isinstance(exc, GeomOptStructureError):
+            reason = f"{text} (a constrained dihedral became undefined)"
+        else:
+            reason = f"{exc.__class__.__name__}: {text}"
+        if self.step is None:
+            raise ComputeError(f"geomeTRIC stopped before the first step: {reason}") from exc
+        return f"geomeTRIC stopped after {len(self.history)} steps: {reason}"
 
     def _optimise(self) -> np.ndarray:
         """geomeTRIC's optimisation from the start geometry; the final geometry (bohr)."""
@@ -319,12 +504,14 @@ class _Optimisation:
 
         class _Engine(Engine):
             def calc_new(self, coords, dirname):
-                energy, gradient = owner.energy_gradient(np.asarray(coords).reshape(-1, 3))
+                with owner.ours():
+                    energy, gradient = owner.energy_gradient(np.asarray(coords).reshape(-1, 3))
                 return {"energy": energy, "gradient": gradient.ravel()}
 
         class _Optimizer(Optimizer):
             def evaluateStep(self):
-                owner.on_geometric_step(self, calc_drms_dmax)
+                with owner.ours():
+                    owner.on_geometric_step(self, calc_drms_dmax)
                 return super().evaluateStep()
 
         systems = {"cart": (CartesianCoordinates, False, False),
@@ -349,6 +536,16 @@ class _Optimisation:
         optimizer.optimizeGeometry()
         return np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
 
+    @contextlib.contextmanager
+    def ours(self):
+        """Code of ours called by geomeTRIC: what it raises is remembered (`raised`), so that
+        it is not taken for geomeTRIC's own failure."""
+        try:
+            yield
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
     def energy_gradient(self, coords_bohr: np.ndarray) -> tuple[float, np.ndarray]:
         """One step: the SCF and the nuclear gradient at `coords_bohr` (natm, 3)."""
         interrupts.check()
@@ -364,7 +561,12 @@ class _Optimisation:
         detail(f"step {n}: geometry (Angstrom) "
                + "; ".join(f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z)
                            in zip(spec.molecule.symbols, coords_bohr * BOHR_ANGSTROM)))
-        checkpoint = run.checkpoint = _ScfCheckpoint(run.jobdir.file(FILES["chkfile"]), mol)
+        # scf.chk holds the density a restart starts from, at the last geometry of the history:
+        # the first step of a run writes its states as they come (its geometry is that one);
+        # a later step's state replaces the file only once the step is in the history
+        interim = self.step_coords is None
+        checkpoint = _ScfCheckpoint(run.jobdir.file(FILES["chkfile"]), mol, interim=interim)
+        run.checkpoint = checkpoint if interim else None
         step = scf_step(spec, mol, detail, run.res, run.network, checkpoint, guess_chk=self.guess)
         self.step, self.step_coords = step, np.array(coords_bohr, dtype=float)
         props = step.props
@@ -374,6 +576,7 @@ class _Optimisation:
         if not step.converged:
             entry["wall_s"] = time.perf_counter() - t0
             self.history.append(entry)
+            checkpoint.write()  # (a restart continues from this geometry and state)
             run.log(f"step {n}: SCF NOT converged ({props['scf_iterations']} cycles): the "
                     f"optimisation stops")
             raise _ScfNotConverged(f"SCF not converged at step {n} ({len(step.attempts)} attempts, "
@@ -387,6 +590,7 @@ class _Optimisation:
         previous = self.history[-1]["energy_hartree"] if self.history else None
         self.history.append(entry)
         self._write_trajectory()
+        checkpoint.write()
         self.guess = run.jobdir.file(FILES["chkfile"])  # the next step starts from this density
         change = "" if previous is None else f" ({entry['energy_hartree'] - previous:+.2e})"
         run.log(f"step {n}: E = {entry['energy_hartree']:.10f} Ha{change}, gradient norm "
@@ -427,11 +631,13 @@ class _Optimisation:
                           for s, (x, y, z) in zip(symbols, coords)))
 
     def _write_trajectory(self) -> None:
-        """trajectory.xyz: one frame per step whose SCF converged (Angstrom), atomically."""
+        """trajectory.xyz: one frame per step whose SCF converged (Angstrom), atomically; the
+        comment line names the step, its energy, its largest gradient component and the run
+        that computed it (what `read_trajectory` reads back)."""
         frames = [self._frame(h["geometry_bohr"],
                               f"step {h['step']}  E = {h['energy_hartree']:.10f} Ha  max |dE/dR| = "
-                              f"{h['gradient_max_hartree_per_bohr']:.3e} Ha/bohr  "
-                              f"({self.spec.job.name}, dm21 opt)")
+                              f"{h['gradient_max_hartree_per_bohr']:.3e} Ha/bohr  run "
+                              f"{h.get('run', 1)}  ({self.spec.job.name}, dm21 opt)")
                   for h in self.history if h.get("gradient_max_hartree_per_bohr") is not None]
         write_text_atomic(self.run.jobdir.file(OPT_FILES["trajectory"]), "".join(frames))
 

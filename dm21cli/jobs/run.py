@@ -113,18 +113,22 @@ class _ScfCheckpoint:
     place, so ``scf.chk`` is always a complete restart file (or absent).
     """
 
-    def __init__(self, path: Path, mol):
+    def __init__(self, path: Path, mol, interim: bool = True):
         self.path = path
         self.mol = mol
+        #: write the states as they come; False: keep them in memory only, and the owner
+        #: writes the last one (`write`) once the work it belongs to is complete (a geometry
+        #: optimisation's step away from the geometry a restart starts from)
+        self.interim = interim
         self.state: tuple | None = None
         self.written = False  # the file holds the current state
         self._last_write = -float("inf")
 
     def update(self, e_tot, mo_energy, mo_coeff, mo_occ, final: bool = False) -> None:
-        """Keep this state; write it if `final` or CHECKPOINT_INTERVAL_S have passed."""
+        """Keep this state; write it if `interim` and `final` or CHECKPOINT_INTERVAL_S have passed."""
         self.state = (float(e_tot), mo_energy, mo_coeff, mo_occ)
         self.written = False
-        if final or time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S:
+        if self.interim and (final or time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S):
             self.write()
 
     def write(self) -> bool:

@@ -8,12 +8,18 @@ so that a relaxed scan's points (``task: opt``) run through the same machinery.
 from __future__ import annotations
 
 
-def run_task(spec, *, checkpoints=None, overwrite: bool = False, reporter=None) -> dict:
-    """Run `spec` as its task says; returns the result dict (result.json)."""
+def run_task(spec, *, checkpoints=None, overwrite: bool = False, reporter=None,
+             interrupted_hint: str | None = None) -> dict:
+    """Run `spec` as its task says; returns the result dict (result.json).
+
+    interrupted_hint: how the caller's user continues after an interruption (a scan: its
+    own command), for an optimisation's messages instead of its ``dm21 opt --restart``.
+    """
     if spec.job.task == "opt":
         from dm21cli.jobs.opt import run_opt
 
-        return run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)
+        return run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter,
+                       interrupted_hint=interrupted_hint)
     from dm21cli.jobs.run import run_job
 
     return run_job(spec, checkpoints=checkpoints, overwrite=overwrite, reporter=reporter)

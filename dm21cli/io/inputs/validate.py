@@ -414,8 +414,10 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
 
 def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
     """The ``opt`` section against the molecule: at least two atoms (geomeTRIC's minimum),
-    the constraints' atom numbers, and a coordinate system that takes constraints."""
-    from dm21cli.io.inputs.opt_model import CONSTRAINT_COORDSYS
+    a coordinate system that takes constraints, and the constraints themselves
+    (`dm21cli.io.inputs.opt_model.check_constraints`: atoms, conflicts, values), with the
+    distance a relaxed scan holds itself."""
+    from dm21cli.io.inputs.opt_model import CONSTRAINT_COORDSYS, check_constraints
 
     meta: _Meta = spec._meta
     opt = spec.opt_settings()
@@ -424,11 +426,14 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
         where = ("job", "task") if ("job", "task") in meta.lines else ("molecule",)
         raise InputError(f"a geometry optimisation needs at least two atoms; the molecule has {natm}",
                          **meta.locate(where))
-    for mode, k, atoms in opt.constraints.atoms():
-        missing = [n for n in atoms if n > natm]
-        if missing:
-            problems.add(InputError(f"atom {missing[0]} does not exist (the molecule has {natm} atoms)",
-                                    **meta.locate(("opt", "constraints", mode, k))))
+    scan = spec.scan
+    pair = None
+    if scan is not None and scan.relax and scan.kind == "distance" and \
+            len(set(scan.atoms)) == 2 and max(scan.atoms) <= natm:
+        pair = tuple(scan.atoms)
+    for problem in check_constraints(opt, spec.molecule.coords_angstrom(), meta.locate,
+                                     min_distance_angstrom=MIN_DISTANCE_ANGSTROM, scanned_pair=pair):
+        problems.add(problem)
     if opt.constraints.lines() and opt.coordsys not in CONSTRAINT_COORDSYS:
         raise InputError(f"constraints need geomeTRIC's delocalised internal coordinates "
                          f"({', '.join(CONSTRAINT_COORDSYS)}), not {opt.coordsys}",

@@ -24,6 +24,10 @@ BROKEN_SYMMETRY_STRETCH = 1.5
 #: a neighbour with a smaller <S^2> has collapsed to the symmetric solution: mix again.
 BROKEN_SYMMETRY_MIN_S2 = 0.1
 
+#: how an interrupted scan continues: its own command again (the message of an interruption,
+#: also inside a relaxed point's optimisation, whose own hint would be 'dm21 opt --restart')
+RESUME_HINT = "finished points are kept: run the same dm21 scan command again to continue"
+
 
 def displaced_coords(coords_angstrom: np.ndarray, pair: tuple[int, int], moving: list[int],
                      distance_angstrom: float) -> np.ndarray:

@@ -19,12 +19,18 @@ from typing import Any
 import numpy as np
 
 from dm21cli.core import interrupts
-from dm21cli.core.errors import ComputeError, InputError, OutputExistsError, reraise_os_error
+from dm21cli.core.errors import (
+    ComputeError,
+    InputError,
+    OutputExistsError,
+    reraise_os_error,
+)
 from dm21cli.jobs.run import Reporter
 from dm21cli.jobs.scan.curves import _write_curves
 from dm21cli.jobs.scan.plan import (
     BROKEN_SYMMETRY_MIN_S2,
     BROKEN_SYMMETRY_STRETCH,
+    RESUME_HINT,
     ScanPlan,
     ScanPoint,
     _build_spec,
@@ -39,8 +45,8 @@ from dm21cli.jobs.scan.records import (
     _Progress,
     _read_json,
     _read_result,
-    _result_fields,
     _record,
+    _result_fields,
     _store,
     empty_record,
     result_fields,
@@ -211,7 +217,7 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
         # geometry (always the case here); stdout must stay clean for --json.
         with contextlib.redirect_stdout(io.StringIO()):
             return _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
-                                           reporter=detail)), None
+                                           reporter=detail, interrupted_hint=RESUME_HINT)), None
     except ComputeError as exc:
         return _read_result(spec.output_path() / "result.json"), str(exc)
 
@@ -296,14 +302,17 @@ def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, 
         if point is None or point == 0:
             for functional in plan.functionals:
                 references[functional] = _run_references(plan, functional, checkpoints, detail, log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         with interrupts.deferred():  # a second signal waits for the curve files
             interrupts.acknowledge()
             log("interrupted: finished points are kept; run the same command again to continue")
             if point is None:
                 report = ScanReport(_ordered(plan, records), references)
                 _write_curves(plan, report, plot=False)
-        raise
+        # the scan's own way to continue, not that of the point it stopped in (a relaxed
+        # point's 'dm21 opt --restart')
+        what = str(exc).split(";")[0] if str(exc).startswith("interrupted") else "interrupted"
+        raise KeyboardInterrupt(f"{what}; {RESUME_HINT} (in {plan.scan_dir})") from exc
     report = ScanReport(_ordered(plan, records), references)
     if point is None:
         _write_curves(plan, report, plot=plot)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from dm21cli.core.errors import ComputeError, InputError
-from dm21cli.jobs.scan.plan import ScanPoint, _build_spec_from
+from dm21cli.jobs.scan.plan import RESUME_HINT, ScanPoint, _build_spec_from
 from dm21cli.jobs.scan.records import (
     FINISHED,
     POINT_FILE,
@@ -481,7 +481,7 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
         # (not in Dask's threaded workers: redirect_stdout is process-wide)
         with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
             result = _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
-                                             reporter=report))
+                                             reporter=report, interrupted_hint=RESUME_HINT))
             error = None
     except ComputeError as exc:
         result, error = _read_result(spec.output_path() / "result.json"), str(exc)
