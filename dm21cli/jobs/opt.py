@@ -577,10 +577,8 @@ class _Optimisation:
             entry["wall_s"] = time.perf_counter() - t0
             self.history.append(entry)
             checkpoint.write()  # (a restart continues from this geometry and state)
-            run.log(f"step {n}: SCF NOT converged ({props['scf_iterations']} cycles): the "
-                    f"optimisation stops")
-            raise _ScfNotConverged(f"SCF not converged at step {n} ({len(step.attempts)} attempts, "
-                                   f"{props['scf_iterations']} cycles)")
+            run.log(f"step {n}: {step.failure}: the optimisation stops")
+            raise _ScfNotConverged(f"step {n}: {step.failure}")
         gradient_step(step, spec, detail)
         g = np.asarray(props["gradient_hartree_per_bohr"], dtype=float)
         entry.update({"gradient_max_hartree_per_bohr": props["gradient_max_hartree_per_bohr"],
