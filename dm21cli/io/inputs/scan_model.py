@@ -218,8 +218,9 @@ class ScanSettings(_Section):
                           "the fixed fragment carries the molecule's charge.")
     reference_multiplicities: Annotated[list[Annotated[int, _int_range(lo=1)]] | None,
                                         BeforeValidator(_check_fragment_numbers)] = Field(
-        None, description="[fixed, moving] fragment multiplicities; null = the lowest fitting "
-                          "each fragment's electron count (1 or 2).")
+        None, description="[fixed, moving] fragment multiplicities; null = a single atom's "
+                          "ground state (Hund's rule), else the lowest fitting the fragment's "
+                          "electron count (1 or 2).")
     electrons: Annotated[list[float] | None, BeforeValidator(_check_electrons)] = Field(
         None, description="Electron numbers N (fractional charge): 'start:stop:step' (stop "
                           "included), a comma list or a YAML list; the integers around them are "

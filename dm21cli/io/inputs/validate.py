@@ -155,6 +155,8 @@ def validate_job(spec: JobSpec) -> None:
         nao = _count_orbitals(spec)
     except InputError as exc:
         problems.add(exc)
+    if nao is not None and spec.scan is not None and spec.scan.kind == "electrons":
+        problems.run(_check_scan_capacity, spec, nao)
     if nao is not None and electrons_ok:
         problems.run(_check_capacity, spec, nao)
         if spec.scf.occupations is not None:
@@ -415,6 +417,35 @@ _DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "
                   "reference_charges": None, "reference_multiplicities": None}
 
 
+def _check_electron_points(spec: JobSpec) -> None:
+    """An electron-number scan's points, with the integers around its values added, counted
+    (not listed) against MAX_POINTS: 0:1e308:1e307 is eleven values but 10^308 points."""
+    from dm21cli.io.inputs.scan_model import MAX_POINTS
+    from dm21cli.jobs.scan.fractional import electron_points
+
+    values = spec.scan.electrons
+    count = electron_points(values)
+    if count > MAX_POINTS:
+        raise InputError(f"electron numbers from {min(values):g} to {max(values):g} with the "
+                         f"integers between them give {count:.3g} points; at most {MAX_POINTS} "
+                         f"are allowed", **spec._meta.locate(("scan", "electrons")))
+
+
+def _check_scan_capacity(spec: JobSpec, nao: int) -> None:
+    """An electron-number scan's largest N against what the basis holds: `nao` orbitals of
+    each spin outside the ECP cores."""
+    values = spec.scan.electrons
+    ecp = ecp_map(spec)
+    mol = spec.molecule
+    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
+    capacity = core + 2 * nao
+    if max(values) > capacity:
+        outside = f" outside the {core} ECP core electrons" if core else ""
+        raise InputError(f"N = {max(values):g} is more electrons than {spec.basis_label()} holds "
+                         f"for {mol.formula()}: {nao} orbital{'s' if nao != 1 else ''} of each spin{outside}, at most "
+                         f"{capacity} electrons", **spec._meta.locate(("scan", "electrons")))
+
+
 def _validate_scan(spec: JobSpec) -> None:
     """The ``scan`` section against the molecule: atom numbers, fragment, functionals;
     for electron-number and fractional-spin scans, the keys they do not use."""
@@ -427,6 +458,8 @@ def _validate_scan(spec: JobSpec) -> None:
             if problem:
                 raise InputError(problem, **meta.locate(("scan", "functionals", k)))
     kind = scan.kind
+    if kind == "electrons":
+        _check_electron_points(spec)
     if kind in ("electrons", "fractional_spin"):
         key = "electrons" if kind == "electrons" else "fractional_spin"
         for other, default in _DISTANCE_ONLY.items():
