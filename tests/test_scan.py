@@ -259,6 +259,36 @@ def test_scan_errors_before_computing(tmp_path):
         plan_scan(load_job(path))
 
 
+def test_single_atom_reference_fragments_are_their_ground_states(tmp_path):
+    """Issue 22: a lone atom whose multiplicity the input does not give is its ground
+    state in every command, the separated atoms of a scan too: O2's O atoms are triplets
+    (before: singlets, "the lowest for their electron count"); a fragment of several atoms
+    keeps the lowest, and given ones are kept."""
+    path = _write(tmp_path, "o2.yaml", """
+        molecule:
+          xyz: |
+            O 0 0 0
+            O 0 0 1.21
+          multiplicity: 3
+        basis: sto-3g
+        functional: b3lyp
+        scan:
+          distances: 1.21,3
+          reference_atoms: true
+        """)
+    plan = plan_scan(load_job(path), output_dir=str(tmp_path / "o2"))
+    refs = plan.references["b3lyp"]
+    assert [(r.role, r.nelectron, r.multiplicity) for r in refs] == [("fixed", 8, 3), ("moving", 8, 3)]
+    assert all(r.data["molecule"]["multiplicity"] == 3 for r in refs)
+    # H2O+ with both H atoms moving: the fixed O+ is its ground state 4S (2p3; before: 2),
+    # the moving H2 (two atoms) the lowest, a singlet
+    plan = plan_scan(load_job(_write(tmp_path, "w.yaml", WATER.format(
+        scan="  distances: 1\n  reference_atoms: true\n  fragment: [2, 3]")),
+        {"charge": 1, "multiplicity": 2}), output_dir=str(tmp_path / "w"))
+    assert [(r.role, r.nelectron, r.multiplicity) for r in plan.references["b3lyp"]] == \
+        [("fixed", 7, 4), ("moving", 2, 1)]
+
+
 def test_scan_help_imports_no_heavy_modules():
     code = ("import sys\nfrom dm21cli.cli.main import main\ntry:\n    main(['scan', '--help'])\n"
             "except SystemExit:\n    pass\n"

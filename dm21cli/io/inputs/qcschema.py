@@ -28,8 +28,10 @@ import json
 from typing import Any
 
 from dm21cli.core.errors import InputError
+from dm21cli.core.units import BOHR_ANGSTROM
 from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
+from dm21cli.io.inputs.xyz import MAX_COORDINATE_ANGSTROM
 
 #: the drivers QCSchema defines; dm21 computes energies and gradients (`job_settings_for_driver`)
 DRIVERS = ("energy", "gradient", "hessian", "properties")
@@ -167,7 +169,13 @@ def _geometry_rows(geometry: Any, natom: int, problems: _Problems) -> list | Non
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problems.add(f"expected numbers (bohr), got {_describe(value)}", path + (i,))
                 return None
-            flat.append(float(value))
+            try:
+                flat.append(float(value))
+            except OverflowError:  # an integer beyond a float (10**400)
+                problems.add(f"coordinate {_show(value)} is too large (limit "
+                             f"{MAX_COORDINATE_ANGSTROM / BOHR_ANGSTROM:.6g} bohr = "
+                             f"{MAX_COORDINATE_ANGSTROM:g} Angstrom)", path + (i,))
+                return None
     if len(flat) != 3 * natom:
         problems.add(f"{len(flat)} coordinates for {natom} atoms (expected {3 * natom}: x, y, z "
                      f"per atom, in bohr)", path)

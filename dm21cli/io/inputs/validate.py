@@ -155,8 +155,6 @@ def validate_job(spec: JobSpec) -> None:
         nao = _count_orbitals(spec)
     except InputError as exc:
         problems.add(exc)
-    if nao is not None and spec.scan is not None and spec.scan.kind == "electrons":
-        problems.run(_check_scan_capacity, spec, nao)
     if nao is not None and electrons_ok:
         problems.run(_check_capacity, spec, nao)
         if spec.scf.occupations is not None:
@@ -429,21 +427,6 @@ def _check_electron_points(spec: JobSpec) -> None:
         raise InputError(f"electron numbers from {min(values):g} to {max(values):g} with the "
                          f"integers between them give {count:.3g} points; at most {MAX_POINTS} "
                          f"are allowed", **spec._meta.locate(("scan", "electrons")))
-
-
-def _check_scan_capacity(spec: JobSpec, nao: int) -> None:
-    """An electron-number scan's largest N against what the basis holds: `nao` orbitals of
-    each spin outside the ECP cores."""
-    values = spec.scan.electrons
-    ecp = ecp_map(spec)
-    mol = spec.molecule
-    core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
-    capacity = core + 2 * nao
-    if max(values) > capacity:
-        outside = f" outside the {core} ECP core electrons" if core else ""
-        raise InputError(f"N = {max(values):g} is more electrons than {spec.basis_label()} holds "
-                         f"for {mol.formula()}: {nao} orbital{'s' if nao != 1 else ''} of each spin{outside}, at most "
-                         f"{capacity} electrons", **spec._meta.locate(("scan", "electrons")))
 
 
 def _validate_scan(spec: JobSpec) -> None:
