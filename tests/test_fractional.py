@@ -22,7 +22,7 @@ from pyscf import dft, gto, scf
 from dm21cli.core import elements
 from dm21cli.core.errors import ExitStatus, InputError
 from dm21cli.io.inputs.load import load_job
-from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, parse_values
+from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, electron_points, parse_values
 from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan import fractional
 from dm21cli.jobs.scan.plan import plan_scan
@@ -419,8 +419,8 @@ def test_electron_ranges_are_counted_before_anything_is_listed(tmp_path):
         with pytest.raises(ValueError, match="at most 200 are allowed"):
             fractional.electron_values(parse_values(text, ELECTRONS))
     # 0:199:1 is 200 points; 0.5:199.5:1 adds the 201 integers around its 200 values
-    assert fractional.electron_points(parse_values("0:199:1", ELECTRONS)) == 200
-    assert fractional.electron_points(parse_values("0.5:199.5:1", ELECTRONS)) == 401
+    assert electron_points(parse_values("0:199:1", ELECTRONS)) == 200
+    assert electron_points(parse_values("0.5:199.5:1", ELECTRONS)) == 401
     for args in (["--electrons", "0:1e308:1e307"], ["--electrons", "5e307,1e308"]):
         proc = dm21(["scan", "h.yaml", *args], tmp_path, timeout=60)
         assert proc.returncode == ExitStatus.INPUT_ERROR, _show(proc)

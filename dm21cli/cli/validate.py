@@ -26,9 +26,9 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
 
     Prints a summary line (and, for a lone atom whose multiplicity FILE does not
     give, the ground state chosen) and the job's memory estimate, the numbers
-    'dm21 run' prints for the same job, and exits 0 when the input is valid; otherwise prints every problem found, one line each
-    naming the file, line and field, and exits 2 (6 if the memory budget
-    cannot hold the job).
+    'dm21 run' prints for the same job, and exits 0 when the input is valid;
+    otherwise prints every problem found, one line each naming the file, line
+    and field, and exits 2 (6 if the memory budget cannot hold the job).
     """
     from dm21cli.core import resources
     from dm21cli.core.errors import InputError

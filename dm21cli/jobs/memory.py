@@ -8,7 +8,7 @@ it.  `estimate` says what a job needs at least and what would let it cache
 every exchange integral: the one estimate, a function of the job alone (its
 molecule, basis, grid, functional, task and threads), so that ``dm21 validate``,
 the first log line of ``dm21 run`` / ``dm21 opt`` and a scan's worker check print
-the same numbers (`summary`).  `check` refuses a budget below the minimum, or
+the same numbers (`describe`, `summary`).  `check` refuses a budget below the minimum, or
 above the machine's memory, with `ResourceError` (exit status 6) before the
 output directory exists; in a process that already holds more than a fresh
 ``dm21`` process (`PROCESS_MB`: a script, QCEngine, ASE) it counts the
@@ -108,9 +108,9 @@ def source_text(source: str) -> str:
 
 
 def summary(need: dict, budget_mb: float, source: str) -> str:
-    """The estimate and the budget in one sentence, as ``dm21 validate`` and the first log
-    line of ``dm21 run`` print it: 'the job needs at least 319 MB (578 MB to cache every
-    exchange integral); the budget is 12,638 MB (50% of physical memory)'."""
+    """The estimate and the budget in one sentence, as ``dm21 validate`` prints it: 'the job
+    needs at least 355 MB (620 MB to cache every exchange integral); the budget is 12,638 MB
+    (50% of physical memory)' (``dm21 run``'s first log line has the same `describe`)."""
     return (f"the job {describe(need)}; the budget is {budget_mb:,.0f} MB "
             f"({source_text(source)})")
 

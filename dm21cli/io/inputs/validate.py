@@ -418,15 +418,11 @@ _DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "
 def _check_electron_points(spec: JobSpec) -> None:
     """An electron-number scan's points, with the integers around its values added, counted
     (not listed) against MAX_POINTS: 0:1e308:1e307 is eleven values but 10^308 points."""
-    from dm21cli.io.inputs.scan_model import MAX_POINTS
-    from dm21cli.jobs.scan.fractional import electron_points
+    from dm21cli.io.inputs.scan_model import electron_points_problem
 
-    values = spec.scan.electrons
-    count = electron_points(values)
-    if count > MAX_POINTS:
-        raise InputError(f"electron numbers from {min(values):g} to {max(values):g} with the "
-                         f"integers between them give {count:.3g} points; at most {MAX_POINTS} "
-                         f"are allowed", **spec._meta.locate(("scan", "electrons")))
+    problem = electron_points_problem(spec.scan.electrons)
+    if problem:
+        raise InputError(problem, **spec._meta.locate(("scan", "electrons")))
 
 
 def _validate_scan(spec: JobSpec) -> None:

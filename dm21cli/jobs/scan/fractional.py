@@ -93,27 +93,18 @@ def integer_states(numbers: list[int], *, job_electrons: int, job_multiplicity: 
     return states
 
 
-def electron_points(values: list[float]) -> int:
-    """How many points `electron_values` gives: the values and the integers from the one
-    at or below the smallest to the one at or above the largest (counted, not listed)."""
-    lo, hi = math.floor(min(values) + 1e-9), math.ceil(max(values) - 1e-9)
-    fractions = {round(v, DECIMALS) for v in values if _split(v)[1] != 0.0}
-    return (hi - lo + 1) + len(fractions)
-
-
 def electron_values(values: list[float]) -> list[float]:
     """The electron numbers of the scan and the integers that bracket them, sorted.
 
-    Raises ValueError (one line) when they would be more than `MAX_POINTS` (the
-    integers are counted before any is listed: 0:1e308:1e307 is refused at once).
+    Raises ValueError (one line) when they would be more than `MAX_POINTS`
+    (`dm21cli.io.inputs.scan_model.electron_points_problem`: the integers are counted
+    before any is listed, so 0:1e308:1e307 is refused at once).
     """
-    from dm21cli.io.inputs.scan_model import MAX_POINTS
+    from dm21cli.io.inputs.scan_model import electron_points_problem
 
-    count = electron_points(values)
-    if count > MAX_POINTS:
-        raise ValueError(f"electron numbers from {min(values):g} to {max(values):g} with the "
-                         f"integers between them give {count:.3g} points; at most {MAX_POINTS} "
-                         f"are allowed")
+    problem = electron_points_problem(values)
+    if problem:
+        raise ValueError(problem)
     lo, hi = math.floor(min(values) + 1e-9), math.ceil(max(values) - 1e-9)
     out = set(round(v, DECIMALS) for v in values) | {float(n) for n in range(lo, hi + 1)}
     return sorted(out)
