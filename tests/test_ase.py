@@ -285,7 +285,7 @@ BAD_KEYWORDS = {
     "warm-start": ({"functional": "DM21", "scf": {"warm_start": "no-such-xc"}}, "scf.warm_start",
                    "unknown warm-start functional"),
     "memory": ({"memory": "lots"}, "memory", "expected a size like 4000 (MB)"),
-    "threads": ({"threads": 0}, "threads", "must be an integer >= 1"),
+    "threads": ({"threads": 0}, "threads", "must be an integer from 1 to 1024"),
     "checkpoints-type": ({"checkpoints": 3}, "checkpoints", "expected the DM21 weights folder"),
 }
 

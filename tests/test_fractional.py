@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from pyscf import dft, gto, scf
 
+from dm21cli.core import elements
 from dm21cli.core.errors import ExitStatus, InputError
 from dm21cli.io.inputs.load import load_job
-from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, parse_values
+from dm21cli.io.inputs.scan_model import ELECTRONS, FRACTIONS, electron_points, parse_values
 from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs.scan import fractional
 from dm21cli.jobs.scan.plan import plan_scan
@@ -85,15 +86,33 @@ def test_parse_electron_numbers_and_fractions_errors(text, grammar, message):
         parse_values(text, grammar)
 
 
-def test_hund_multiplicities_of_atoms():
-    # H, He, B, C, N, O, Ne, Cr (3d5 4s1), Cu (3d10 4s1)
-    assert [fractional.hund_multiplicity(n) for n in (0, 1, 2, 5, 6, 7, 8, 10, 24, 29)] == \
-        [1, 2, 1, 2, 3, 4, 3, 1, 7, 2]
+def test_ground_state_multiplicities_of_atoms_and_ions():
+    """Issue 22: Hund's rule by element and electron count, on PySCF's ground-state
+    configurations (`elements.ground_state_multiplicity`; before: only the isoelectronic
+    neutral atom's, which made Fe2+ a septet like Cr and Cu+ a triplet like Ni)."""
+    g = elements.ground_state_multiplicity
+    # H, He, B, C, N, O, Ne, Cr (3d5 4s1), Cu (3d10 4s1), Fe (3d6 4s2), Gd (4f7 5d1 6s2)
+    assert [g(z, z) for z in (1, 2, 5, 6, 7, 8, 10, 24, 29, 26, 64)] == \
+        [2, 1, 2, 3, 4, 3, 1, 7, 2, 5, 9]
+    # O+ 2p3, O- 2p5, C+ 2p1, C- 2p3, H- 1s2, H+ (no electrons)
+    assert [g(8, 7), g(8, 9), g(6, 5), g(6, 7), g(1, 2), g(1, 0)] == [4, 2, 2, 4, 1, 1]
+    # cations lose their outermost electrons first: Fe+ 3d6 4s1, Fe2+ 3d6, Fe3+ 3d5, Cu+ 3d10,
+    # Cu2+ 3d9
+    assert [g(26, 25), g(26, 24), g(26, 23), g(29, 28), g(29, 27)] == [6, 5, 6, 1, 2]
+    assert elements.configuration_text(elements.ground_state_configuration(26, 24)) == "3d6"
+    # every element PySCF has a configuration for, and each of its cations: a multiplicity
+    # that fits its electrons
+    for z in range(1, elements.MAX_Z + 1):
+        for n in range(z + 1):
+            m = g(z, n)
+            assert 1 <= m <= n + 1 and (n - m + 1) % 2 == 0, (z, n, m)
+    with pytest.raises(ValueError, match="119 electrons"):
+        g(118, 119)
 
 
 def test_carbon_states_and_occupations():
     states = fractional.integer_states([5, 6, 7], job_electrons=6, job_multiplicity=3,
-                                       single_atom=True, given=None)
+                                       atom_z=6, given=None)
     assert states == {5: 2, 6: 3, 7: 4}   # C+ 2P, C 3P, C- 4S: each step adds an alpha electron
     p = fractional.electron_point(5.5, states, 6)
     assert (p["charge"], p["multiplicity"], p["spin"]) == (0, 3, "alpha")
@@ -101,7 +120,7 @@ def test_carbon_states_and_occupations():
     p = fractional.electron_point(6.0, states, 6)
     assert p["occupations"] is None and p["used_occupations"] == {"alpha": [1.0] * 4, "beta": [1.0] * 2}
     # H: 0 -> 1 fills alpha, 1 -> 2 (H-, singlet) fills beta
-    h = fractional.integer_states([0, 1, 2], job_electrons=1, job_multiplicity=2, single_atom=True,
+    h = fractional.integer_states([0, 1, 2], job_electrons=1, job_multiplicity=2, atom_z=1,
                                   given=None)
     assert fractional.electron_point(0.25, h, 1)["occupations"] == {"alpha": [0.25], "beta": []}
     assert fractional.electron_point(1.75, h, 1)["occupations"] == {"alpha": [1.0], "beta": [0.75]}
@@ -111,7 +130,7 @@ def test_carbon_states_and_occupations():
     assert fractional.spin_point(0.5, 1, 0) == {"alpha": [0.5], "beta": [0.5]}
     assert fractional.spin_point(0.0, 1, 0) is None
     with pytest.raises(ValueError, match="do not differ by one electron of one spin"):
-        fractional.integer_states([6, 7], job_electrons=6, job_multiplicity=1, single_atom=True,
+        fractional.integer_states([6, 7], job_electrons=6, job_multiplicity=1, atom_z=6,
                                   given={7: 4})
 
 
@@ -344,6 +363,75 @@ def test_fractional_scan_section_errors(tmp_path, scan, message):
     with pytest.raises(InputError) as info:
         plan_scan(load_job(path), output_dir=str(tmp_path / "out"))
     assert str(info.value).startswith(f"{path}:") and message in str(info.value), str(info.value)
+
+
+def test_lone_o_atom_scans_from_its_ground_state(tmp_path):
+    """Issue 22: `dm21 scan o.xyz --electrons 7.5,8` was refused with a message about
+    multiplicities: the O atom without a multiplicity was a singlet, which is not one
+    electron away from O+.  It is the triplet (Hund's rule) and O+ the quartet (2p3) now:
+    the half electron is a beta one."""
+    path = _write(tmp_path, "o.xyz", "1\noxygen\nO 0 0 0\n")
+    spec = load_job(path, {"electrons": "7.5,8", "basis": "sto-3g", "functional": "b3lyp"})
+    assert spec.molecule.multiplicity == 3
+    plan = plan_scan(spec, output_dir=str(tmp_path / "out"))
+    assert plan.states == {7: 4, 8: 3}
+    assert plan.state_reasons == {7: "Hund's rule, 2p3", 8: "the job's"}
+    half = plan.points["b3lyp"][1]
+    assert (half.value, half.data["molecule"]["charge"], half.data["molecule"]["multiplicity"]) == \
+        (7.5, 0, 3)
+    assert half.data["scf"]["occupations"] == {"alpha": [1.0] * 5, "beta": [1.0, 1.0, 0.5]}
+    # every integer state of a lone atom is its ion's ground state: C+ 2P, C 3P, C- 4S
+    carbon = _write(tmp_path, "c.xyz", "1\ncarbon\nC 0 0 0\n")
+    plan = plan_scan(load_job(carbon, {"electrons": "5:7:0.5", "basis": "sto-3g",
+                                       "functional": "b3lyp"}), output_dir=str(tmp_path / "c"))
+    assert plan.states == {5: 2, 6: 3, 7: 4}
+    # a multiplicity the input gives is kept (and a singlet O is not one electron from O+)
+    with pytest.raises(InputError, match="do not differ by one electron of one spin"):
+        plan_scan(load_job(path, {"electrons": "7.5,8", "multiplicity": 1, "basis": "sto-3g"}),
+                  output_dir=str(tmp_path / "s"))
+    # fractional spin of the lone atom: the triplet's two unpaired electrons share f
+    plan = plan_scan(load_job(path, {"fractional_spin": "0.5", "basis": "sto-3g"}),
+                     output_dir=str(tmp_path / "f"))
+    assert plan.points["DM21"][1].data["scf"]["occupations"] == {
+        "alpha": [1.0, 1.0, 1.0, 0.75, 0.75], "beta": [1.0, 1.0, 1.0, 0.25, 0.25]}
+
+
+def test_lone_atom_scan_logs_the_states_it_chose(tmp_path):
+    """The scan's log says which multiplicity Hund's rule gave the atom, and each integer
+    state's (B3LYP, STO-3G, grid level 0: a few seconds)."""
+    _write(tmp_path, "o.xyz", "1\noxygen\nO 0 0 0\n")
+    proc = dm21(["scan", "o.xyz", "--electrons", "7.5,8", "--basis", "sto-3g", "--functional",
+                 "b3lyp", "--grid-level", "0"], tmp_path)
+    assert proc.returncode == 0, _show(proc)
+    assert ("multiplicity 3 for the lone O atom (Hund's rule; set --multiplicity to choose "
+            "another)") in proc.stderr
+    assert ("integer electron numbers: N = 7: multiplicity 4 (Hund's rule, 2p3); N = 8: "
+            "multiplicity 3 (the job's)") in proc.stderr
+    assert "3 points: 3 converged" in proc.stderr
+
+
+def test_electron_ranges_are_counted_before_anything_is_listed(tmp_path):
+    """Issue 22: `--electrons 0:1e308:1e307` (eleven values) was killed by the kernel at
+    23.8 GB listing the integers between them, and `--electrons 5e307,1e308` hung: the
+    points, integers included, are counted against the limit of 200 first, in the job's
+    checks (exit 2 naming the option) and again where the plan lists them."""
+    _h_atom(tmp_path, "functionals: [b3lyp]", basis="sto-3g")
+    for text, count in (("0:1e308:1e307", "1e+308"), ("5e307,1e308", "5e+307")):
+        with pytest.raises(InputError) as info:
+            load_job(tmp_path / "h.yaml", {"electrons": text})
+        assert info.value.field == "--electrons"
+        assert f"give {count} points; at most 200 are allowed" in info.value.message
+        with pytest.raises(ValueError, match="at most 200 are allowed"):
+            fractional.electron_values(parse_values(text, ELECTRONS))
+    # 0:199:1 is 200 points; 0.5:199.5:1 adds the 201 integers around its 200 values
+    assert electron_points(parse_values("0:199:1", ELECTRONS)) == 200
+    assert electron_points(parse_values("0.5:199.5:1", ELECTRONS)) == 401
+    for args in (["--electrons", "0:1e308:1e307"], ["--electrons", "5e307,1e308"]):
+        proc = dm21(["scan", "h.yaml", *args], tmp_path, timeout=60)
+        assert proc.returncode == ExitStatus.INPUT_ERROR, _show(proc)
+        assert proc.stderr.startswith("dm21: error: --electrons: electron numbers from ")
+        assert "at most 200 are allowed" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_fractional_ranges_exit_2_before_computing(tmp_path):

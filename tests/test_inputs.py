@@ -65,12 +65,13 @@ ERROR_CASES = [
     ("conv-tol-nan", WATER + "scf:\n  conv_tol: .nan\n", 7, "scf.conv_tol", "finite", {}, None),
     ("conv-tol-grad-neg", WATER + "scf:\n  conv_tol_grad: -1\n", 7, "scf.conv_tol_grad", "greater than 0", {}, None),
     ("conv-tol-bool", WATER + "scf:\n  conv_tol: true\n", 7, "scf.conv_tol", "expected a number", {}, None),
-    ("max-cycle-zero", WATER + "scf:\n  max_cycle: 0\n", 7, "scf.max_cycle", ">= 1", {}, None),
+    ("max-cycle-zero", WATER + "scf:\n  max_cycle: 0\n", 7, "scf.max_cycle", "from 1 to 10000", {}, None),
     ("max-cycle-float", WATER + "scf:\n  max_cycle: 2.5\n", 7, "scf.max_cycle", "integer", {}, None),
-    ("max-attempts", WATER + "scf:\n  max_attempts: 0\n", 7, "scf.max_attempts", ">= 1", {}, None),
+    ("max-attempts", WATER + "scf:\n  max_attempts: 0\n", 7, "scf.max_attempts", "from 1 to 100", {}, None),
     ("grid-level", WATER + "scf:\n  conv_tol: 1e-8\n  grid_level: 12\n", 8, "scf.grid_level", "0 to 9", {}, None),
     ("legacy-grids", WATER + "scf:\n  legacy_grids: maybe\n", 7, "scf.legacy_grids", "true or false", {}, None),
-    ("small-rho", WATER + "scf:\n  small_rho_cutoff: -1\n", 7, "scf.small_rho_cutoff", ">= 0", {}, None),
+    ("small-rho", WATER + "scf:\n  small_rho_cutoff: -1\n", 7, "scf.small_rho_cutoff", "from 0 to 0.001",
+     {}, None),
     ("precision", WATER + "scf:\n  precision: float16\n", 7, "scf.precision", "mixed, float64, float32", {}, None),
     ("guess-missing", WATER + "scf:\n  guess: nothere.chk\n", 7, "scf.guess", "chkfile not found", {}, None),
     ("warm-start-dm21", WATER + "scf:\n  warm_start: DM21\n", 7, "scf.warm_start", "conventional", {}, None),
@@ -107,7 +108,17 @@ ERROR_CASES = [
     ("molden", WATER + "outputs:\n  molden: 1\n", 7, "outputs.molden", "true or false", {}, None),
     ("job-task", WATER + "job:\n  task: forces\n", 7, "job.task",
      "expected one of energy, gradient, opt; got 'forces'", {}, None),
-    ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", ">= 1", {}, None),
+    ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", "from 1 to 1024", {}, None),
+    # issue 22: counts with an upper limit (threads 1e9 ended in libgomp's "Out of memory
+    # allocating 216000001344 bytes", exit 1; small_rho_cutoff 1e10 dropped every grid point)
+    ("threads-too-many", WATER + "resources:\n  threads: 1e9\n", 7, "resources.threads",
+     "from 1 to 1024, got 1000000000", {}, None),
+    ("max-cycle-too-many", WATER + "scf:\n  max_cycle: 1e15\n", 7, "scf.max_cycle",
+     "from 1 to 10000", {}, None),
+    ("max-attempts-too-many", WATER + "scf:\n  max_attempts: 1e15\n", 7, "scf.max_attempts",
+     "from 1 to 100,", {}, None),
+    ("small-rho-too-large", WATER + "scf:\n  small_rho_cutoff: 1e10\n", 7, "scf.small_rho_cutoff",
+     "must be from 0 to 0.001, got 1e+10", {}, None),
     ("memory-text", WATER + "resources:\n  memory: 4 parsec\n", 7, "resources.memory", "4GB", {}, None),
     ("memory-zero", WATER + "resources:\n  memory: 0\n", 7, "resources.memory", "at least 1 MB", {}, None),
     ("section-not-mapping", WATER + "scf: [1, 2]\n", 6, "scf", "expected a mapping", {}, None),
@@ -467,7 +478,8 @@ OVERRIDE_ERRORS = [
     ({"basis": "nonsense-basis"}, "--basis", "unknown basis"),
     ({"functional": "b3lpy"}, "--functional", "unknown functional"),
     ({"grid_level": 12}, "--grid-level", "0 to 9"),
-    ({"threads": 0}, "--threads", ">= 1"),
+    ({"threads": 0}, "--threads", "from 1 to 1024"),
+    ({"threads": 100000000}, "--threads", "from 1 to 1024"),  # issue 22: libgomp OOM, exit 1
     ({"memory": "lots"}, "--memory", "4GB"),
     ({"name": "a/b"}, "--name", "letters"),
     ({"dispersion": "d4"}, "--dispersion", "d3bj"),
@@ -947,7 +959,7 @@ def test_cli_validate_lists_every_problem_run_prints_one_line(tmp_path):
         "dm21: error: multi.yaml:4: molecule.xyz: atom 2: unknown element 'Q' (ghost and dummy atoms "
         "are not supported)",
         "dm21: error: multi.yaml:6: scf.conv_tol: must be greater than 0, got -1",
-        "dm21: error: multi.yaml:7: scf.max_cycle: must be an integer >= 1, got 0",
+        "dm21: error: multi.yaml:7: scf.max_cycle: must be an integer from 1 to 10000, got 0",
         "dm21: error: multi.yaml:9: outputs.molden: expected true or false, got 1",
     ], proc.stderr
     assert proc.stdout == ""
@@ -1037,3 +1049,177 @@ def test_cli_usage_errors_are_one_line(tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [expected], proc.stderr
     assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------
+# issue 22: what the input means (a lone atom's multiplicity, limits, the environment)
+# ---------------------------------------------------------------------------
+O_ATOM = "molecule:\n  xyz: O 0 0 0\nbasis: sto-3g\nfunctional: b3lyp\n"
+
+
+def _qcschema_atom(symbol: str, **molecule) -> str:
+    return json.dumps({"schema_name": "qcschema_input", "schema_version": 1,
+                       "molecule": {"symbols": [symbol], "geometry": [0, 0, 0], **molecule},
+                       "driver": "energy", "model": {"method": "b3lyp", "basis": "sto-3g"}})
+
+
+def test_a_lone_atom_without_multiplicity_is_its_ground_state(tmp_path):
+    """Issue 22: the O atom run without a multiplicity was a singlet.  A lone atom (or atomic
+    ion) whose input gives no multiplicity gets its ground state by Hund's rule, from a job
+    file, a bare .xyz and a QCSchema AtomicInput without molecular_multiplicity alike; a
+    given one is kept, and molecules keep the default 1."""
+    spec = load_job(write(tmp_path, O_ATOM))
+    assert spec.molecule.multiplicity == 3 and not spec.resolved_restricted()
+    assert spec.multiplicity_note() == ("multiplicity 3 for the lone O atom (Hund's rule; set "
+                                        "molecule.multiplicity to choose another)")
+    null = O_ATOM.replace("O 0 0 0", "O 0 0 0\n  multiplicity: null")  # null: the default
+    assert load_job(write(tmp_path, null, "null.yaml")).molecule.multiplicity == 3
+    xyz = write(tmp_path, "1\nnitrogen\nN 0 0 0\n", "n.xyz")
+    assert load_job(xyz).molecule.multiplicity == 4
+    assert load_job(xyz).multiplicity_note().endswith("(Hund's rule; set --multiplicity to choose "
+                                                       "another)")
+    # ions: the ground state of the ion; the note names its configuration
+    ion = load_job(write(tmp_path, O_ATOM.replace("xyz: O 0 0 0", "xyz: Fe 0 0 0\n  charge: 2")))
+    assert ion.molecule.multiplicity == 5
+    assert ion.multiplicity_note() == ("multiplicity 5 for the lone Fe2+ ion (Hund's rule on 3d6; "
+                                       "set molecule.multiplicity to choose another)")
+    assert load_job(xyz, {"charge": 1}).molecule.multiplicity == 3  # N+ 2p2
+    # given: kept, no note
+    given = load_job(write(tmp_path, O_ATOM.replace("O 0 0 0", "O 0 0 0\n  multiplicity: 1")))
+    assert given.molecule.multiplicity == 1 and given.multiplicity_note() is None
+    assert load_job(xyz, {"multiplicity": 2}).molecule.multiplicity == 2
+    # molecules: 1, as before
+    assert load_job(write(tmp_path, WATER)).molecule.multiplicity == 1
+    # the resolved input states it, so that a rerun (or a scan point) computes the same state
+    again = write(tmp_path, yaml.safe_dump(spec.to_resolved_dict()), "again.yaml")
+    assert load_job(again).molecule.multiplicity == 3 and load_job(again).multiplicity_note() is None
+    # QCSchema: a missing molecular_multiplicity is Hund's; a given one is respected
+    qc = load_job(write(tmp_path, _qcschema_atom("O"), "o.json"))
+    assert qc.molecule.multiplicity == 3
+    assert "set molecule.molecular_multiplicity to choose another" in qc.multiplicity_note()
+    qc = load_job(write(tmp_path, _qcschema_atom("O", molecular_multiplicity=1), "o1.json"))
+    assert qc.molecule.multiplicity == 1 and qc.multiplicity_note() is None
+
+
+def test_validate_and_run_say_which_multiplicity_a_lone_atom_got(tmp_path, checkpoints_dir):
+    """The commands print the note: `dm21 validate` a line, `dm21 run` a log line (B3LYP,
+    STO-3G, grid level 0: about a second), and the result is the triplet."""
+    write(tmp_path, "1\noxygen\nO 0 0 0\n", "o.xyz")
+    note = "multiplicity 3 for the lone O atom (Hund's rule; set --multiplicity to choose another)"
+    proc = _dm21("o.xyz", "--basis", "sto-3g", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"o.xyz: ok (1 atom, O, charge 0, multiplicity 3, DM21, sto-3g, unrestricted)" in proc.stdout
+    assert f"o.xyz: {note}" in proc.stdout.splitlines()
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "run", "o.xyz", "--basis", "sto-3g",
+                           "--functional", "b3lyp", "--grid-level", "0", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert note in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["molecule"]["molecular_multiplicity"] == 3
+    assert result["properties"]["calcinfo_nalpha"] - result["properties"]["calcinfo_nbeta"] == 2
+
+
+def test_the_ase_calculator_gives_a_lone_atom_its_ground_state(tmp_path):
+    """The ASE calculator's default multiplicity is a job file's: a lone O atom is the
+    triplet (before: 1, a singlet), a given one is kept, molecules get 1."""
+    pytest.importorskip("ase")
+    from dm21cli.integrations.ase import DM21Calculator
+
+    o_atom = (np.array([8]), np.zeros((1, 3)))
+    water = (np.array([8, 1, 1]), np.array([[0, 0, 0.117], [0, 0.757, -0.469], [0, -0.757, -0.469]]))
+    calc = DM21Calculator(functional="b3lyp", basis="sto-3g")
+    spec = calc._spec(o_atom)
+    assert spec.molecule.multiplicity == 3
+    assert spec.multiplicity_note() == ("multiplicity 3 for the lone O atom (Hund's rule; set "
+                                        "multiplicity to choose another)")
+    assert calc._spec(water).molecule.multiplicity == 1
+    assert DM21Calculator(functional="b3lyp", basis="sto-3g", multiplicity=1)._spec(o_atom) \
+        .molecule.multiplicity == 1
+    # a job file's settings: a multiplicity it does not give is chosen for ASE's atoms
+    assert DM21Calculator(write(tmp_path, O_ATOM))._spec(water).molecule.multiplicity == 1
+
+
+def test_small_rho_cutoff_prunes_the_grid_of_pyscf_functionals(tmp_path):
+    """Issue 22: scf.small_rho_cutoff was ignored for PySCF's functionals (the grid was
+    built before the SCF, so PySCF never pruned it).  Now it prunes as PySCF's own SCF
+    does at its first Fock build: the same grid points and energy as plain PySCF."""
+    from pyscf import dft, gto
+
+    from dm21cli.io.outputs.qcschema import fields
+    from dm21cli.jobs.run import run_job
+
+    text = (WATER + "basis: sto-3g\nfunctional: b3lyp\nscf:\n  grid_level: 1\n"
+            "  small_rho_cutoff: {}\noutputs:\n  molden: false\n")
+    runs = {}
+    for cutoff in ("null", "1e-3"):
+        spec = load_job(write(tmp_path, text.format(cutoff), f"w{cutoff}.yaml"),
+                        {"output_dir": str(tmp_path / f"out-{cutoff}")})
+        runs[cutoff] = fields(run_job(spec))["properties"]
+    mol = gto.M(atom="O 0 0 0.117; H 0 0.757 -0.469; H 0 -0.757 -0.469", basis="sto-3g", verbose=0)
+    mf = dft.RKS(mol, xc="b3lyp")
+    mf.grids.level = 1
+    mf.small_rho_cutoff = 1e-3
+    mf.conv_tol = 1e-9
+    mf.kernel()
+    assert runs["1e-3"]["grid_points"] == mf.grids.weights.size < runs["null"]["grid_points"]
+    assert runs["1e-3"]["return_energy"] == pytest.approx(mf.e_tot, abs=1e-8)
+
+
+def test_a_coordinate_beyond_a_float_is_an_input_error(tmp_path):
+    """Issue 22: a coordinate of 10**400 ended with exit 1 (OverflowError) in a QCSchema
+    AtomicInput; it is refused naming file, line and field.  In a job file (text) it was
+    refused already, as are NaN and infinity in both."""
+    big = "1" + "0" * 400
+    document = _qcschema_atom("H").replace('"symbols": ["H"], "geometry": [0, 0, 0]',
+                                           f'"symbols": ["H", "H"],\n "geometry": [0, 0, 0, 0, 0, {big}]')
+    path = write(tmp_path, document, "big.json")
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    assert (info.value.file, info.value.line, info.value.field) == (path, 2, "molecule.geometry[5]")
+    assert "is too large (limit 188973 bohr = 100000 Angstrom)" in info.value.message
+    for token in (big, "nan", "1e400"):
+        with pytest.raises(InputError) as info:
+            load_job(write(tmp_path, f"molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 {token}\n"))
+        assert (info.value.line, info.value.field) == (4, "molecule.xyz"), info.value.render()
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("PYSCF_MAX_MEMORY", "lots"), ("PYSCF_MAX_MEMORY", ""), ("PYSCF_MAX_MEMORY", "4e3"),
+    ("PYSCF_MAX_MEMORY", "0"), ("SLURM_MEM_PER_NODE", "lots"), ("OMP_NUM_THREADS", "lots"),
+    ("OMP_NUM_THREADS", "100000000"), ("OMP_NUM_THREADS", "0"), ("SLURM_CPUS_PER_TASK", "-2"),
+])
+def test_environment_variables_dm21_reads_are_checked(variable, value):
+    """Issue 22: PYSCF_MAX_MEMORY=lots ended with exit 1 (PySCF's int() when it is imported),
+    OMP_NUM_THREADS=100000000 with libgomp's out-of-memory abort: each variable dm21 reads
+    is an input error naming it; good values (OpenMP's list 4,2 too) pass."""
+    from dm21cli.core import resources
+
+    problem = resources.environment_problem({variable: value})
+    assert isinstance(problem, InputError) and problem.field == variable
+    assert problem.render().startswith(f"{variable}: expected a whole number of ")
+    good = {"PYSCF_MAX_MEMORY": "4000", "SLURM_MEM_PER_NODE": "16000", "OMP_NUM_THREADS": "4,2",
+            "SLURM_CPUS_PER_TASK": "8"}
+    assert resources.environment_problem(good) is None
+
+
+def test_a_bad_environment_variable_exits_2_before_pyscf_reads_it(tmp_path):
+    """The command line: one line naming the variable, exit 2 (before: exit 1); `dm21
+    info` still reports, naming the problem."""
+    import os
+
+    write(tmp_path, WATER + "basis: sto-3g\nfunctional: b3lyp\n", "water.yaml")
+    for variable, value in (("PYSCF_MAX_MEMORY", "lots"), ("OMP_NUM_THREADS", "100000000")):
+        env = {**os.environ, variable: value}
+        for command in (["validate", "water.yaml"], ["run", "water.yaml"]):
+            proc = subprocess.run([sys.executable, "-m", "dm21cli", *command], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.splitlines() == [
+                f"dm21: error: {variable}: expected a whole number of "
+                + proc.stderr.split("expected a whole number of ", 1)[1].rstrip("\n")]
+        assert not (tmp_path / "outputs").exists()
+    env = {**os.environ, "PYSCF_MAX_MEMORY": "lots"}
+    proc = subprocess.run([sys.executable, "-m", "dm21cli", "info"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "PYSCF_MAX_MEMORY: expected a whole number" in proc.stdout

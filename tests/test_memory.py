@@ -116,3 +116,51 @@ def test_scan_workers_share_the_budget(tmp_path, checkpoints_dir):
     assert proc.returncode == 6, _show(proc)
     assert "2 worker processes would get" in proc.stderr.strip().splitlines()[-1]
     assert not list((tmp_path / "outputs").glob("h2/*/point-*"))
+
+
+_ESTIMATE = re.compile(r"needs at least ([0-9,]+) MB \(([0-9,]+) MB to cache")
+
+
+def test_validate_and_run_print_the_same_estimate(tmp_path, checkpoints_dir):
+    """Issue 22: `dm21 validate` and `dm21 run` printed different memory estimates for the
+    same job (the estimate counted the resident memory of the process that made it, and
+    run had loaded the network).  One function, `dm21cli.jobs.memory.estimate`, of the job
+    alone: the same minimum, cache size and budget in both (DM21 H2/STO-3G, grid level 0)."""
+    write_job(tmp_path, "h2", basis="sto-3g", extra="scf: {grid_level: 0}\noutputs: {molden: false}\n")
+    env = _env(checkpoints_dir)
+    env["PYSCF_MAX_MEMORY"] = "3000"
+    validate = subprocess.run([sys.executable, "-m", "dm21cli", "validate", "h2.yaml"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert validate.returncode == 0, _show(validate)
+    run = subprocess.run([sys.executable, "-m", "dm21cli", "run", "h2.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, _show(run)
+    said = _ESTIMATE.search(validate.stdout).groups()
+    logged = _ESTIMATE.search(run.stderr).groups()
+    assert said == logged, (validate.stdout, run.stderr.splitlines()[0])
+    assert "the budget is 3,000 MB (PYSCF_MAX_MEMORY)" in validate.stdout
+    assert "3000 MB (PYSCF_MAX_MEMORY); the job needs at least" in run.stderr
+
+
+def test_the_estimate_is_the_jobs_and_the_check_counts_what_a_process_holds(monkeypatch):
+    """The estimate does not change with the memory of the process that makes it (a script,
+    QCEngine or ASE holding gigabytes gets the numbers `dm21 validate` prints); the check
+    adds what such a process holds beyond a fresh dm21 process (`PROCESS_MB`)."""
+    from dm21cli.core.errors import ResourceError
+    from dm21cli.io.inputs.load import load_atomic_input
+    from dm21cli.jobs import memory
+    from dm21cli.jobs.build import build_molecule
+
+    spec = load_atomic_input({"molecule": {"symbols": ["H", "H"], "geometry": [0, 0, 0, 0, 0, 1.4]},
+                              "driver": "energy", "model": {"method": "DM21", "basis": "sto-3g"}})
+    mol = build_molecule(spec)
+    monkeypatch.setattr(memory, "current_rss_mb", lambda: 100.0)
+    need = memory.estimate(spec, mol, 2)
+    assert need["process_mb"] == memory.PROCESS_MB
+    memory.check(need["minimum_mb"], need)  # a fresh process: the minimum is enough
+    monkeypatch.setattr(memory, "current_rss_mb", lambda: 5000.0)
+    assert memory.estimate(spec, mol, 2) == need
+    with pytest.raises(ResourceError, match=r"and this process holds 5,000 MB, 4,850 MB more than the "
+                                            r"150 MB of a fresh dm21 process"):
+        memory.check(need["minimum_mb"] + 4000, need)
+    memory.check(need["minimum_mb"] + 4850, need)

@@ -259,6 +259,50 @@ def test_scan_errors_before_computing(tmp_path):
         plan_scan(load_job(path))
 
 
+def test_distance_ranges_and_values_beyond_meaning_are_refused_before_planning(tmp_path):
+    """Issue 22 asks that every range be checked before anything is allocated.  Distance
+    scans were already (kept here as a guard; these pass without the issue's changes): a
+    range is counted, not listed, against the 200 points, and a distance that puts an atom
+    beyond the coordinate limit is refused while the points are planned, naming the option."""
+    path = _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.74"))
+    for text in ("0.5:1e308:1e300", "0:1e308:1e-308"):
+        with pytest.raises(InputError, match=r"--distance: .* at most 200 are allowed"):
+            load_job(path, {"distance": text})
+    with pytest.raises(InputError, match=r"--distance: b3lyp at 1e\+300 Angstrom: atom 2 \(H\): z "
+                                         r"coordinate '1e\+300' is too large \(limit 100000 Angstrom\)"):
+        plan_scan(load_job(path, {"distance": "1,1e300"}), output_dir=str(tmp_path / "out"))
+
+
+def test_single_atom_reference_fragments_are_their_ground_states(tmp_path):
+    """Issue 22: a lone atom whose multiplicity the input does not give is its ground
+    state in every command, the separated atoms of a scan too: O2's O atoms are triplets
+    (before: singlets, "the lowest for their electron count"); a fragment of several atoms
+    keeps the lowest, and given ones are kept."""
+    path = _write(tmp_path, "o2.yaml", """
+        molecule:
+          xyz: |
+            O 0 0 0
+            O 0 0 1.21
+          multiplicity: 3
+        basis: sto-3g
+        functional: b3lyp
+        scan:
+          distances: 1.21,3
+          reference_atoms: true
+        """)
+    plan = plan_scan(load_job(path), output_dir=str(tmp_path / "o2"))
+    refs = plan.references["b3lyp"]
+    assert [(r.role, r.nelectron, r.multiplicity) for r in refs] == [("fixed", 8, 3), ("moving", 8, 3)]
+    assert all(r.data["molecule"]["multiplicity"] == 3 for r in refs)
+    # H2O+ with both H atoms moving: the fixed O+ is its ground state 4S (2p3; before: 2),
+    # the moving H2 (two atoms) the lowest, a singlet
+    plan = plan_scan(load_job(_write(tmp_path, "w.yaml", WATER.format(
+        scan="  distances: 1\n  reference_atoms: true\n  fragment: [2, 3]")),
+        {"charge": 1, "multiplicity": 2}), output_dir=str(tmp_path / "w"))
+    assert [(r.role, r.nelectron, r.multiplicity) for r in plan.references["b3lyp"]] == \
+        [("fixed", 7, 4), ("moving", 2, 1)]
+
+
 def test_scan_help_imports_no_heavy_modules():
     code = ("import sys\nfrom dm21cli.cli.main import main\ntry:\n    main(['scan', '--help'])\n"
             "except SystemExit:\n    pass\n"

@@ -46,6 +46,18 @@ def _tensorflow() -> dict | None:
     return None
 
 
+def _resources() -> dict:
+    """What a run would use (`dm21cli.core.resources.resolve`), or {'problem': ...} when an
+    environment variable it reads holds something it cannot mean (a run exits 2)."""
+    from dm21cli.core import resources
+    from dm21cli.core.errors import InputError
+
+    try:
+        return resources.resolve(None, None)
+    except InputError as exc:
+        return {"problem": f"{exc} (dm21 run, scan, opt and validate exit with status 2)"}
+
+
 def collect(checkpoints: str | os.PathLike | None = None) -> dict:
     """Everything ``dm21 info`` reports, as a JSON-ready dict."""
     from dm21cli import __version__
@@ -68,7 +80,7 @@ def collect(checkpoints: str | os.PathLike | None = None) -> dict:
             "hint": None if all(s.verified for s in states) else weights.fix_hint(checkpoints),
         },
         "user_data_dir": str(weights.user_checkpoints_dir()),
-        "resources": resources.resolve(None, None),
+        "resources": _resources(),
         "kernels": kernels.available(),
         "environment": {var: os.environ[var] for var in ENVIRONMENT if var in os.environ},
     }
@@ -95,10 +107,11 @@ def _sections(info: dict) -> list[tuple[str, list[tuple[str, str, bool | None]]]
     weights_rows.append(("user data dir", info["user_data_dir"], None))
 
     r = info["resources"]
-    resource_rows = [("threads", f"{r['threads']} ({r['threads_source']})", None),
-                     ("memory", f"{r['memory_mb']} MB ({r['memory_source']}), the whole process's "
-                                f"budget; 'dm21 validate FILE' shows what a job needs", None),
-                     ("compiled kernels", "yes" if info["kernels"] else
+    resource_rows = [("problem", r["problem"], False)] if "problem" in r else [
+        ("threads", f"{r['threads']} ({r['threads_source']})", None),
+        ("memory", f"{r['memory_mb']} MB ({r['memory_source']}), the whole process's "
+                   f"budget; 'dm21 validate FILE' shows what a job needs", None)]
+    resource_rows += [("compiled kernels", "yes" if info["kernels"] else
                       "no: NumPy does their work, slower (reinstall with a C compiler)", info["kernels"])]
     env_rows = [(var, value, None) for var, value in info["environment"].items()] or [("(none set)", "", None)]
     return [("versions", versions), ("weights", weights_rows),

@@ -15,16 +15,20 @@ import click
               help="DM21, DM21m, DM21mc, DM21mu or a PySCF/libxc name, overriding the file's.")
 @click.option("--charge", type=int, default=None, help="Total charge, overriding the file's.")
 @click.option("--multiplicity", type=int, default=None, help="Spin multiplicity 2S+1, overriding the file's.")
+@click.option("--threads", type=int, default=None,
+              help="Threads the job would run with (the memory estimate grows with them; "
+                   "default: as dm21 run).")
 @click.option("--memory", default=None, metavar="SIZE",
               help="Memory budget to check the job against, e.g. 4GB (default: as dm21 run).")
 def validate(file: str, basis: str | None, functional: str | None, charge: int | None,
-             multiplicity: int | None, memory: str | None) -> None:
+             multiplicity: int | None, threads: int | None, memory: str | None) -> None:
     """Check FILE (.yaml/.yml job file or .xyz geometry) without computing anything.
 
-    Prints a summary line and the job's memory estimate and exits 0 when the
-    input is valid; otherwise prints every problem found, one line each
-    naming the file, line and field, and exits 2 (6 if the memory budget
-    cannot hold the job).
+    Prints a summary line (and, for a lone atom whose multiplicity FILE does not
+    give, the ground state chosen) and the job's memory estimate, the numbers
+    'dm21 run' prints for the same job, and exits 0 when the input is valid;
+    otherwise prints every problem found, one line each naming the file, line
+    and field, and exits 2 (6 if the memory budget cannot hold the job).
     """
     from dm21cli.core import resources
     from dm21cli.core.errors import InputError
@@ -36,7 +40,8 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
 
     try:
         spec = load_job(file, {"basis": basis, "functional": functional, "charge": charge,
-                               "multiplicity": multiplicity, "memory": memory})
+                               "multiplicity": multiplicity, "threads": threads,
+                               "memory": memory})
     except InputError as exc:
         # every problem on its own line; the last one goes the way of every error
         *others, last = exc.problems
@@ -55,9 +60,10 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
     click.echo(f"{file}: ok ({mol.natm} atom{'s' if mol.natm != 1 else ''}, {mol.formula()}, "
                f"charge {mol.charge}, multiplicity {mol.multiplicity}, {spec.functional}, "
                f"{spec.basis_label()}, {kind}{extra})")
+    note = spec.multiplicity_note()
+    if note:
+        click.echo(f"{file}: {note}")
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
     need = job_memory.estimate(spec, build_molecule(spec), res["threads"])
-    source = "--memory or resources.memory" if res["memory_source"] == "input" else res["memory_source"]
-    click.echo(f"{file}: memory: the job {job_memory.describe(need)}; the budget is "
-               f"{res['memory_mb']:,} MB ({source})")
+    click.echo(f"{file}: memory: {job_memory.summary(need, res['memory_mb'], res['memory_source'])}")
     job_memory.check(res["memory_mb"], need, res["memory_source"])

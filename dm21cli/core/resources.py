@@ -3,17 +3,32 @@
 Defaults follow what batch systems and users already set:
 threads from ``OMP_NUM_THREADS``, then ``SLURM_CPUS_PER_TASK``, then all cores;
 memory (MB) from ``PYSCF_MAX_MEMORY``, then ``SLURM_MEM_PER_NODE``, then
-DEFAULT_MEMORY_FRACTION of the machine's physical memory.
+DEFAULT_MEMORY_FRACTION of the machine's physical memory.  A variable that is set
+to something it cannot mean is an input error (`check_environment`), found before
+PySCF (which reads PYSCF_MAX_MEMORY when it is imported) or OpenMP reads it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+
+from dm21cli.core.errors import InputError
 
 #: Fraction of physical memory used when nothing says otherwise.
 DEFAULT_MEMORY_FRACTION = 0.5
 #: Fallback when physical memory cannot be read (MB).
 FALLBACK_MEMORY_MB = 4000
+#: The most threads a job may ask for (``--threads``, ``resources.threads``,
+#: ``OMP_NUM_THREADS``, ``SLURM_CPUS_PER_TASK``): OpenMP allocates per thread up
+#: front (OMP_NUM_THREADS=100000000 ended in "libgomp: Out of memory allocating
+#: 21600001344 bytes"), and no node has more cores.
+MAX_THREADS = 1024
+#: The largest memory budget (MB) a setting may give: 10^12 MB, an exabyte.
+MAX_MEMORY_MB = 10**12
+#: the environment variables dm21 reads for threads and memory, and what each must hold
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")
+MEMORY_VARIABLES = ("PYSCF_MAX_MEMORY", "SLURM_MEM_PER_NODE")
 
 
 def _positive_int(value: str | None) -> int | None:
@@ -24,10 +39,52 @@ def _positive_int(value: str | None) -> int | None:
     return number if number > 0 else None
 
 
+def environment_problem(environ=None) -> InputError | None:
+    """The first of dm21's environment variables set to a value it cannot mean, as an
+    `InputError` naming the variable (exit status 2), or None.
+
+    ``OMP_NUM_THREADS`` (a whole number of threads from 1 to MAX_THREADS, or OpenMP's
+    list ``4,2``, whose first entry counts) and ``SLURM_CPUS_PER_TASK`` (1 to
+    MAX_THREADS); ``PYSCF_MAX_MEMORY`` and ``SLURM_MEM_PER_NODE`` (whole MB, 1 to
+    MAX_MEMORY_MB; PySCF itself fails on anything else when it is imported).  Unset
+    variables are fine; set to an empty string, only the thread counts are.
+    """
+    env = os.environ if environ is None else environ
+    for var in THREAD_VARIABLES:
+        text = env.get(var)
+        if text is None or (not text.strip()):
+            continue
+        first = text.split(",")[0] if var == "OMP_NUM_THREADS" else text
+        if not re.fullmatch(r"\s*[0-9]+\s*", first) or not 1 <= int(first) <= MAX_THREADS:
+            return InputError(f"expected a whole number of threads from 1 to {MAX_THREADS}, got "
+                              f"{_shown(text)}; set it to the threads the job may use, or unset it",
+                              field=var)
+    for var in MEMORY_VARIABLES:
+        text = env.get(var)
+        if text is None:
+            continue
+        if not re.fullmatch(r"\s*[0-9]+\s*", text) or not 1 <= int(text) <= MAX_MEMORY_MB:
+            return InputError(f"expected a whole number of MB from 1 to {MAX_MEMORY_MB:,}, got "
+                              f"{_shown(text)} (e.g. {var}=4000); unset it or use --memory",
+                              field=var)
+    return None
+
+
+def check_environment() -> None:
+    """Raise `environment_problem`'s InputError, if any."""
+    problem = environment_problem()
+    if problem is not None:
+        raise problem
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
 def default_threads() -> tuple[int, str]:
     """(threads, where the number came from)."""
-    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
-        n = _positive_int(os.environ.get(var))
+    for var in THREAD_VARIABLES:
+        n = _positive_int((os.environ.get(var) or "").split(",")[0])
         if n:
             return n, var
     try:
@@ -72,7 +129,12 @@ def current_rss_mb() -> float:
 
 
 def resolve(threads: int | None, memory_mb: int | None) -> dict:
-    """The effective resources: {'threads', 'threads_source', 'memory_mb', 'memory_source'}."""
+    """The effective resources: {'threads', 'threads_source', 'memory_mb', 'memory_source'}.
+
+    Raises `InputError` for an environment variable it would read that holds
+    something it cannot mean (`environment_problem`).
+    """
+    check_environment()
     if threads:
         t, t_src = threads, "input"
     else:

@@ -78,7 +78,7 @@ DEFAULT_PARAMETERS = {
     "functional": "DM21",
     "basis": "def2-svp",
     "charge": 0,
-    "multiplicity": 1,
+    "multiplicity": None,  # as in a job file: 1, or a lone atom's ground state (Hund's rule)
     "dispersion": None,
     "grid_level": 3,
     "scf": None,
@@ -137,7 +137,9 @@ def _settings_from_job(job) -> dict:
     grid_level = scf.pop("grid_level")
     return {"functional": spec.functional,
             "basis": spec.basis if isinstance(spec.basis, str) else dict(spec.basis),
-            "charge": spec.molecule.charge, "multiplicity": spec.molecule.multiplicity,
+            "charge": spec.molecule.charge,
+            # a multiplicity the job file did not give is chosen anew for the atoms ASE gives
+            "multiplicity": spec.molecule.multiplicity if spec.molecule.multiplicity_given else None,
             "dispersion": spec.dispersion, "grid_level": grid_level, "scf": scf,
             "memory": spec.resources.memory, "threads": spec.resources.threads}
 
@@ -278,7 +280,8 @@ class DM21Calculator(Calculator):
     point (its molecule is ignored: the atoms come from ASE).  Keyword
     parameters, the job file's settings: functional ('DM21', 'DM21m',
     'DM21mc', 'DM21mu' or a PySCF/libxc name), basis (a name or {element:
-    name}), charge, multiplicity, dispersion (None or 'd3bj'), grid_level
+    name}), charge, multiplicity (None: 1, or for a lone atom its ground state by
+    Hund's rule, as in a job file), dispersion (None or 'd3bj'), grid_level
     (0-9), scf (a dict of the job file's other ``scf`` keys, e.g.
     ``{"conv_tol": 1e-8, "precision": "float64"}``; merged into the job's),
     memory (MB, or a string like '4GB': the whole process's budget, as
@@ -395,12 +398,23 @@ class DM21Calculator(Calculator):
         """`check_atoms` with this calculator's charge and multiplicity (as validated:
         None is the default)."""
         molecule = calculator_spec(self.parameters).molecule
-        check_atoms(atoms, molecule.charge, molecule.multiplicity)
+        multiplicity = molecule.multiplicity
+        numbers = getattr(atoms, "numbers", ())
+        if self.parameters.get("multiplicity") is None and len(numbers) == 1 and 0 < numbers[0] < 119:
+            from dm21cli.core.elements import ground_state_multiplicity
+
+            # a lone atom's ground state, not the placeholder atom's of the settings' check
+            multiplicity = ground_state_multiplicity(int(numbers[0]),
+                                                     int(numbers[0]) - int(molecule.charge))
+        check_atoms(atoms, molecule.charge, multiplicity)
 
     def _spec(self, geometry):
         """The `JobSpec` of these parameters at `geometry` (numbers, positions in
         Angstrom), validated as a job file is (`calculator_spec`); geometry None:
         the settings alone."""
+        from dm21cli.core.resources import check_environment
+
+        check_environment()  # before PySCF is imported
         return calculator_spec(self.parameters, geometry)
 
     def _load_network(self, spec):
@@ -418,7 +432,13 @@ class DM21Calculator(Calculator):
         so DM21 keeps its last exchange features for them."""
         from dm21cli.core import resources
         from dm21cli.jobs import memory
-        from dm21cli.jobs.build import build_grids, build_molecule, build_scf, dispersion_energy
+        from dm21cli.jobs.build import (
+            build_grids,
+            build_molecule,
+            build_scf,
+            dispersion_energy,
+            prepare_grids,
+        )
         from dm21cli.jobs.result import _final_dm21_energy
         from dm21cli.scf.escalation import run_with_escalation
 
@@ -431,6 +451,9 @@ class DM21Calculator(Calculator):
         log = lines.append
         res = resources.resolve(spec.resources.threads, spec.memory_mb())
         resources.apply_threads(res["threads"])
+        note = spec.multiplicity_note()
+        if note:
+            log(note)
         network = self._load_network(spec)
         if network is not None:
             network.workers = res["threads"]
@@ -445,8 +468,7 @@ class DM21Calculator(Calculator):
 
         dm0, warm, guess = self._guess(mol, mf, spec, grids, res, network, geometry, log)
         warm_orbitals = warm.pop("orbitals", None) if warm else None
-        if grids.coords is None:
-            grids.build(with_non0tab=True)
+        prepare_grids(mf, spec, dm0)
         converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
                                                   log=log)
         cycles = int(sum(a.cycles for a in attempts))

@@ -66,6 +66,25 @@ def build_grids(mol, spec, level: int | None = None):
     return grids
 
 
+def prepare_grids(mf, spec, dm0=None) -> None:
+    """Build the SCF's grid (unless built) before its first cycle, as PySCF would at its
+    first Fock build: with ``scf.small_rho_cutoff`` set, PySCF's pruning at the starting
+    density `dm0` (or the SCF's own initial guess) drops the points whose share
+    rho * weight is below small_rho_cutoff / (number of points), which hold at most
+    small_rho_cutoff electrons in all.  For every functional, DM21's included (DM21
+    also leaves out points below `dm21cli.functional.xc.RHO_SCREEN` on its own).
+    """
+    if mf.grids.coords is not None:
+        return
+    cutoff = spec.scf.small_rho_cutoff
+    if cutoff is None or cutoff <= 1e-20:  # PySCF's own test: no pruning
+        mf.grids.build(with_non0tab=True)
+        return
+    mf.small_rho_cutoff = cutoff
+    dm = dm0 if dm0 is not None else mf.get_init_guess(mf.mol, mf.init_guess)
+    mf.initialize_grids(mf.mol, dm)
+
+
 def integral_dtype(spec):
     """Storage precision of the cached exchange integrals for this job: float32
     halves their memory (measured 1.8e-8 Ha on benzene/def2-SVP); precision

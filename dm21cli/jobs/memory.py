@@ -5,10 +5,15 @@ memory, or half the RAM; see `dm21cli.core.resources`) is the whole process's:
 its resident memory (Python, NumPy, PySCF, the network), the SCF's matrices
 and in-core integrals, and DM21's working arrays and caches all come out of
 it.  `estimate` says what a job needs at least and what would let it cache
-every exchange integral; `check` refuses a budget below the minimum, or
+every exchange integral: the one estimate, a function of the job alone (its
+molecule, basis, grid, functional, task and threads), so that ``dm21 validate``,
+the first log line of ``dm21 run`` / ``dm21 opt`` and a scan's worker check print
+the same numbers (`describe`, `summary`).  `check` refuses a budget below the minimum, or
 above the machine's memory, with `ResourceError` (exit status 6) before the
-output directory exists.  Inside the run, PySCF and `DM21XC` size their
-blocks and caches from what is left of the budget at the time they allocate.
+output directory exists; in a process that already holds more than a fresh
+``dm21`` process (`PROCESS_MB`: a script, QCEngine, ASE) it counts the
+difference too.  Inside the run, PySCF and `DM21XC` size their blocks and
+caches from what is left of the budget at the time they allocate.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ import numpy as np
 from dm21cli.core.errors import ResourceError
 from dm21cli.core.resources import current_rss_mb, physical_memory_mb
 
+#: The resident memory of a ``dm21`` process when its job starts (MB): Python, NumPy,
+#: SciPy, PySCF, dm21cli, click and, for DM21, the network.  Measured on this
+#: project's machine: 132 MB in ``dm21 run`` of a DM21 job, 110-120 MB in other
+#: commands and jobs.  The estimate counts this, not the memory of the process that
+#: makes it, so that every command gives the same numbers; `check` adds what a
+#: process holds beyond it.
+PROCESS_MB = 150.0
 #: Added to every minimum (MB): allocator slack, PySCF's small temporaries.
 SAFETY_MB = 64.0
 #: What the process grows by between this check and the first DM21 evaluation
@@ -42,15 +54,16 @@ def grid_points_estimate(mol, spec) -> int:
 def estimate(spec, mol, threads: int = 1) -> dict:
     """What the job of `spec` on the built molecule `mol` needs, in MB.
 
-    Returns {'process_mb' (this process's resident memory now), 'minimum_mb'
+    Returns {'process_mb' (`PROCESS_MB`, the dm21 process itself), 'minimum_mb'
     (the least budget it runs in: exchange integrals recomputed in every SCF
     cycle), 'cached_mb' (a budget that caches every exchange integral and AO
     value, and for a gradient keeps the SCF's last exchange features: the
-    fastest), 'grid_points', 'nao'}.
+    fastest), 'grid_points', 'nao'}.  A function of the job and `threads` alone:
+    every command that estimates the same job gets the same numbers.
     """
     nao = mol.nao_nr()
     ngrids = grid_points_estimate(mol, spec)
-    process = current_rss_mb()
+    process = PROCESS_MB
     nspin = 1 if spec.resolved_restricted() else 2
     matrices = 8.0 * SCF_MATRICES * nspin * nao * nao
     grid_arrays = 8.0 * 6 * ngrids  # coordinates, weights, masks
@@ -88,17 +101,37 @@ def describe(need: dict) -> str:
     return text
 
 
+def source_text(source: str) -> str:
+    """Where a budget came from, as the messages name it (`dm21cli.core.resources.resolve`'s
+    memory_source; "input" is ``--memory`` or ``resources.memory``)."""
+    return "--memory or resources.memory" if source == "input" else source
+
+
+def summary(need: dict, budget_mb: float, source: str) -> str:
+    """The estimate and the budget in one sentence, as ``dm21 validate`` prints it: 'the job
+    needs at least 355 MB (620 MB to cache every exchange integral); the budget is 12,638 MB
+    (50% of physical memory)' (``dm21 run``'s first log line has the same `describe`)."""
+    return (f"the job {describe(need)}; the budget is {budget_mb:,.0f} MB "
+            f"({source_text(source)})")
+
+
 def check(budget_mb: float, need: dict, source: str = "input") -> None:
     """Refuse (ResourceError, exit 6) a budget the job cannot run in, or one the machine lacks.
 
     source: where the budget came from (`dm21cli.core.resources.resolve`'s memory_source).
+    A process that holds more than `PROCESS_MB` already (a script, QCEngine's harness, an
+    ASE calculator) needs the difference too.
     """
-    source = "--memory or resources.memory" if source == "input" else source
+    source = source_text(source)
     physical = physical_memory_mb()
     if physical is not None and budget_mb > physical:
         raise ResourceError(f"the memory budget of {budget_mb:,.0f} MB ({source}) is more than this "
                             f"machine's {physical:,} MB of memory; the job {describe(need)}")
-    if budget_mb < need["minimum_mb"]:
+    held = current_rss_mb()
+    extra = max(0.0, held - need["process_mb"])
+    if budget_mb < need["minimum_mb"] + extra:
+        also = (f", and this process holds {held:,.0f} MB, {extra:,.0f} MB more than the "
+                f"{need['process_mb']:,} MB of a fresh dm21 process the estimate counts"
+                if extra >= 1 else "")
         raise ResourceError(f"the memory budget of {budget_mb:,.0f} MB ({source}) is too small: the "
-                            f"job {describe(need)} (this process already holds "
-                            f"{need['process_mb']:,} MB); give more with --memory")
+                            f"job {describe(need)}{also}; give more with --memory")

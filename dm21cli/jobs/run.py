@@ -46,6 +46,7 @@ from dm21cli.jobs.build import (
     build_scf,
     dispersion_energy,
     load_network,
+    prepare_grids,
 )
 from dm21cli.jobs.result import (
     _base_result,
@@ -471,8 +472,8 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
         dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
                                 checkpoint=checkpoint)
         timings["warm_start"] = warm["wall_s"]
-    if grids.coords is None:
-        grids.build(with_non0tab=True)
+    prepare_grids(mf, spec, dm0)
+    grids = mf.grids  # (pruned by scf.small_rho_cutoff, if set)
     log(f"{len(grids.weights)} grid points")
 
     t0 = time.perf_counter()
@@ -549,6 +550,9 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
         f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
         f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
         f"{memory.describe(need)}")
+    note = spec.multiplicity_note()
+    if note:
+        log(note)
     mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
     checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
     log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "

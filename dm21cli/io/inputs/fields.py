@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from dm21cli.core.errors import InputError
+from dm21cli.core.resources import MAX_MEMORY_MB
 from dm21cli.functional import VARIANTS
 
 #: canonical spellings of the DM21 family (input is case-insensitive).
@@ -132,15 +133,20 @@ def _int_range(lo: int | None = None, hi: int | None = None, optional: bool = Fa
     return BeforeValidator(check)
 
 
-def _float_range(gt: float | None = None, ge: float | None = None, optional: bool = False):
+def _float_range(gt: float | None = None, ge: float | None = None, le: float | None = None,
+                 optional: bool = False):
     def check(value):
         if value is None and optional:
             return None
         x = _to_float(value)
         if gt is not None and not x > gt:
             raise ValueError(f"must be greater than {gt:g}, got {x:g}")
+        if ge is not None and le is not None and not ge <= x <= le:
+            raise ValueError(f"must be from {ge:g} to {le:g}, got {x:g}")
         if ge is not None and not x >= ge:
             raise ValueError(f"must be >= {ge:g}, got {x:g}")
+        if le is not None and not x <= le:
+            raise ValueError(f"must be at most {le:g}, got {x:g}")
         return x
     return BeforeValidator(check)
 
@@ -184,8 +190,8 @@ def parse_memory(value: Any) -> int:
     else:
         raise ValueError(f"expected a size like 4000 (MB) or '4GB', got {_describe(value)}")
     mb = number * scale[unit]
-    if not math.isfinite(mb) or mb > 1e12:
-        raise ValueError(f"memory too large: {_show(value)}")
+    if not math.isfinite(mb) or mb > MAX_MEMORY_MB:
+        raise ValueError(f"memory too large: {_show(value)} (at most {MAX_MEMORY_MB:,} MB)")
     if mb < 1:
         raise ValueError(f"memory must be at least 1 MB, got {_show(value)}")
     return int(mb)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dm21cli.core.errors import InputError
+from dm21cli.core.resources import check_environment
 from dm21cli.io.inputs.fields import _describe, _Located
 from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES, _load_yaml, _read_text, _stat_regular
 from dm21cli.io.inputs.models import (
@@ -138,6 +139,7 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
     same way; errors about them name the option (``--charge``).
     Raises `InputError` for every problem; the returned spec is fully valid.
     """
+    check_environment()  # before anything imports PySCF, which reads PYSCF_MAX_MEMORY
     path = Path(path)
     display = str(path)
     suffix = path.suffix.lower()
@@ -182,6 +184,7 @@ def load_atomic_input(document: dict, overrides: dict | None = None, *,
     Errors name `label` as the file, and the AtomicInput's field.  `overrides`
     as for `load_job`.
     """
+    check_environment()
     meta = _Meta(file=label)
     ctx: dict[str, Any] = {"base_dir": Path("."), "file": label, "default_name": name,
                            "collect": True}

@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, model_
 
 from dm21cli.core import elements
 from dm21cli.core.errors import InputError
+from dm21cli.core.resources import MAX_THREADS
 from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
 from dm21cli.io.inputs.fields import (
     _DM21_BY_LOWER,
@@ -64,6 +65,17 @@ TASKS = ("energy", "gradient", "opt")
 #: (three times the cycles): 1e-5 keeps it 400 times below geomeTRIC's default
 #: gmax (4.5e-4 Ha/bohr) and below GAU_TIGHT's (1.5e-5).
 GRADIENT_CONV_TOL_GRAD = 1e-5
+
+#: the most SCF iterations per attempt (``scf.max_cycle``) and attempts (``scf.max_attempts``)
+#: a job may ask for: beyond the ladder's five rungs an attempt repeats the last one, and
+#: an SCF that has not converged in 10,000 iterations will not.
+MAX_SCF_CYCLES = 10_000
+MAX_SCF_ATTEMPTS = 100
+#: the largest ``scf.small_rho_cutoff``: the points PySCF's pruning drops hold at most
+#: this many electrons in all.  Measured on B3LYP water/def2-SVP: the energy moves by
+#: 1.6e-8 Ha at 1e-5, 5.8e-6 Ha at 1e-3, 5e-5 Ha at 1e-2 and 1e-2 Ha at 1; 1e10 dropped
+#: every point (an IndexError).
+MAX_SMALL_RHO_CUTOFF = 1e-3
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -124,12 +136,16 @@ class Molecule(_Section):
         ("angstrom", "bohr"), {"ang": "angstrom", "a": "angstrom", "au": "bohr", "a.u.": "bohr"})] = Field(
         "angstrom", description="Length unit of the coordinates: angstrom | bohr.")
     charge: Annotated[int, _int_range()] = Field(0, description="Total charge (elementary charges).")
-    multiplicity: Annotated[int, _int_range(lo=1)] = Field(
-        1, description="Spin multiplicity 2S+1 (>= 1).")
+    multiplicity: Annotated[int | None, _int_range(lo=1, optional=True)] = Field(
+        None, description="Spin multiplicity 2S+1 (>= 1); null = 1, or for a lone atom (or "
+                          "atomic ion) its ground state by Hund's rule.")
 
     _atoms: list[Atom] = PrivateAttr(default_factory=list)
     _source_file: str | None = PrivateAttr(default=None)
     _source_field: str | None = PrivateAttr(default=None)
+    #: how the multiplicity was chosen when the input did not give it: "hund" (a lone
+    #: atom), "default" (1); None: given
+    _multiplicity_rule: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _read_atoms(self, info: ValidationInfo) -> Molecule:
@@ -137,11 +153,30 @@ class Molecule(_Section):
             raise ValueError("give exactly one of 'xyz' (inline atom lines) or 'file' (an .xyz file)")
         ctx = info.context or {}
         try:
-            return self._parse_atoms(ctx)
+            self._parse_atoms(ctx)
         except InputError as exc:
             if ctx.get("collect"):  # load_job: one problem among those of the other sections
                 raise _Located(exc) from None
             raise
+        self._default_multiplicity()
+        return self
+
+    def _default_multiplicity(self) -> None:
+        """A multiplicity the input did not give: for a lone atom its ground state
+        (`dm21cli.core.elements.ground_state_multiplicity`, also for an atomic ion),
+        else 1."""
+        if self.multiplicity is not None:
+            return
+        if len(self._atoms) == 1:
+            z = elements.atomic_number(self._atoms[0].symbol)
+            try:
+                self.multiplicity = elements.ground_state_multiplicity(z, z - self.charge)
+                self._multiplicity_rule = "hund"
+                return
+            except ValueError:  # no configuration known (more than 118 electrons)
+                pass
+        self.multiplicity = 1
+        self._multiplicity_rule = "default"
 
     def _parse_atoms(self, ctx: dict) -> Molecule:
         if self.xyz is not None:
@@ -211,6 +246,27 @@ class Molecule(_Section):
     def formula(self) -> str:
         return elements.hill_formula(self.symbols)
 
+    @property
+    def multiplicity_given(self) -> bool:
+        """Whether the input gave the multiplicity (else: 1, or a lone atom's ground state)."""
+        return self._multiplicity_rule is None
+
+    @property
+    def multiplicity_by_hund(self) -> bool:
+        """Whether the multiplicity is the lone atom's ground state, chosen because the
+        input did not give one."""
+        return self._multiplicity_rule == "hund"
+
+    def species(self) -> str:
+        """``O atom``, ``O+ ion``, ``Fe2+ ion`` for one atom; the formula otherwise."""
+        if self.natm != 1:
+            return self.formula()
+        charge = self.charge
+        if charge == 0:
+            return f"{self.symbols[0]} atom"
+        sign = "+" if charge > 0 else "-"
+        return f"{self.symbols[0]}{abs(charge) if abs(charge) > 1 else ''}{sign} ion"
+
     def xyz_block(self) -> str:
         """Atom lines ``El x y z`` in the input units, exactly round-tripping the floats."""
         return "".join(f"{a.symbol} {a.position[0]!r} {a.position[1]!r} {a.position[2]!r}\n"
@@ -275,13 +331,18 @@ class ScfSettings(_Section):
     conv_tol_grad: Annotated[float | None, _float_range(gt=0, optional=True)] = Field(
         None, description="Orbital-gradient convergence threshold [Ha]; null = 1e-3 for DM21, "
                           "sqrt(conv_tol) otherwise.")
-    max_cycle: Annotated[int, _int_range(lo=1)] = Field(50, description="SCF iterations per attempt (>= 1).")
-    max_attempts: Annotated[int, _int_range(lo=1)] = Field(
-        4, description="Attempts with escalating settings if the SCF does not converge (>= 1).")
+    max_cycle: Annotated[int, _int_range(1, MAX_SCF_CYCLES)] = Field(
+        50, description=f"SCF iterations per attempt (1 to {MAX_SCF_CYCLES:,}).")
+    max_attempts: Annotated[int, _int_range(1, MAX_SCF_ATTEMPTS)] = Field(
+        4, description=f"Attempts with escalating settings if the SCF does not converge "
+                       f"(1 to {MAX_SCF_ATTEMPTS}).")
     grid_level: Annotated[int, _int_range(0, 9)] = Field(3, description="PySCF grid level 0..9.")
     legacy_grids: _Bool = Field(False, description="Reproduce the radial grids of PySCF <= 2.6.")
-    small_rho_cutoff: Annotated[float | None, _float_range(ge=0, optional=True)] = Field(
-        None, description="Drop grid points with density below this [electrons/bohr^3]; null = PySCF default.")
+    small_rho_cutoff: Annotated[float | None, _float_range(ge=0, le=MAX_SMALL_RHO_CUTOFF,
+                                                           optional=True)] = Field(
+        None, description=f"PySCF's grid pruning at the starting density: points holding at most "
+                          f"this many electrons in all are dropped [electrons, 0 to "
+                          f"{MAX_SMALL_RHO_CUTOFF:g}]; null = PySCF's default (0: none).")
     guess: Annotated[str, BeforeValidator(_check_guess)] = Field(
         "auto", description="auto | minao | atom | huckel | vsap | 1e | path of a PySCF chkfile "
                             "(relative to the YAML file).")
@@ -351,8 +412,9 @@ class OutputSettings(_Section):
 class ResourceSettings(_Section):
     """Section ``resources``: threads and memory."""
 
-    threads: Annotated[int | None, _int_range(lo=1, optional=True)] = Field(
-        None, description="Threads (>= 1); null = OMP_NUM_THREADS / SLURM_CPUS_PER_TASK / all cores.")
+    threads: Annotated[int | None, _int_range(1, MAX_THREADS, optional=True)] = Field(
+        None, description=f"Threads (1 to {MAX_THREADS}); null = OMP_NUM_THREADS / "
+                          f"SLURM_CPUS_PER_TASK / all cores.")
     memory: Annotated[int | None, BeforeValidator(_optional(parse_memory))] = Field(
         None, description="Memory limit [MB], or a string like '4GB', '500MB', '2 GiB'; "
                           "null = PYSCF_MAX_MEMORY or a default.")
@@ -485,6 +547,24 @@ class JobSpec(_Section):
         if self.computes_gradient:
             return min(default, GRADIENT_CONV_TOL_GRAD)
         return default
+
+    def multiplicity_note(self) -> str | None:
+        """The log line saying that a lone atom's multiplicity was chosen by Hund's rule
+        (``multiplicity 3 for the lone O atom (Hund's rule; set molecule.multiplicity to
+        choose another)``); None when the input gave it, or for molecules."""
+        mol = self.molecule
+        if not mol.multiplicity_by_hund:
+            return None
+        field = self._meta.renamed.get(("molecule", "multiplicity"), "molecule.multiplicity")
+        if mol._source_field is None:  # a bare .xyz file
+            field = "--multiplicity"
+        basis = ""
+        if mol.charge != 0:
+            z = elements.atomic_number(mol.symbols[0])
+            basis = " on " + elements.configuration_text(
+                elements.ground_state_configuration(z, z - mol.charge))
+        return (f"multiplicity {mol.multiplicity} for the lone {mol.species()} (Hund's "
+                f"rule{basis}; set {field} to choose another)")
 
     def opt_settings(self) -> OptSettings:
         """The ``opt`` section, or its defaults."""

@@ -31,8 +31,10 @@ from typing import Any
 
 from dm21cli.core import elements
 from dm21cli.core.errors import InputError
+from dm21cli.core.units import BOHR_ANGSTROM
 from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
+from dm21cli.io.inputs.xyz import MAX_COORDINATE_ANGSTROM
 
 #: the drivers QCSchema defines; dm21 computes energies and gradients (`job_settings_for_driver`)
 DRIVERS = ("energy", "gradient", "hessian", "properties")
@@ -223,6 +225,11 @@ def _geometry_rows(geometry: Any, natom: int, problems: _Problems,
     if not strict:
         return None
     for where, value in cells:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
+            problems.add(f"coordinate {_show(value)} is too large (limit "
+                         f"{MAX_COORDINATE_ANGSTROM / BOHR_ANGSTROM:.6g} bohr = "
+                         f"{MAX_COORDINATE_ANGSTROM:g} Angstrom)", path + where)
+            return None
         if not _is_number(value):
             problems.add(f"expected finite numbers (bohr), got {_describe(value)}", path + where)
             return None

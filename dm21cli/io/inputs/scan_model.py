@@ -112,6 +112,25 @@ def parse_values(value: Any, grammar: _Grammar) -> list[float]:
     return out
 
 
+def electron_points(values: list[float]) -> int:
+    """How many points an electron-number scan of `values` has: its fractional values and
+    the integers from the one at or below the smallest to the one at or above the largest
+    (counted, never listed: 0:1e308:1e307 is eleven values but 10^308 points)."""
+    lo, hi = math.floor(min(values) + 1e-9), math.ceil(max(values) - 1e-9)
+    fractions = {round(v, 9) for v in values if abs(v - round(v)) > 1e-9}
+    return (hi - lo + 1) + len(fractions)
+
+
+def electron_points_problem(values: list[float]) -> str | None:
+    """The message when an electron-number scan of `values` has more than MAX_POINTS
+    points, integers included (`electron_points`), else None."""
+    count = electron_points(values)
+    if count <= MAX_POINTS:
+        return None
+    return (f"electron numbers from {min(values):g} to {max(values):g} with the integers "
+            f"between them give {count:.3g} points; at most {MAX_POINTS} are allowed")
+
+
 def parse_distances(value: Any) -> list[float]:
     """Distances in Angstrom (`parse_values` with the distances' grammar: all > 0)."""
     return parse_values(value, DISTANCES)
@@ -218,8 +237,9 @@ class ScanSettings(_Section):
                           "the fixed fragment carries the molecule's charge.")
     reference_multiplicities: Annotated[list[Annotated[int, _int_range(lo=1)]] | None,
                                         BeforeValidator(_check_fragment_numbers)] = Field(
-        None, description="[fixed, moving] fragment multiplicities; null = the lowest fitting "
-                          "each fragment's electron count (1 or 2).")
+        None, description="[fixed, moving] fragment multiplicities; null = a single atom's "
+                          "ground state (Hund's rule), else the lowest fitting the fragment's "
+                          "electron count (1 or 2).")
     electrons: Annotated[list[float] | None, BeforeValidator(_check_electrons)] = Field(
         None, description="Electron numbers N (fractional charge): 'start:stop:step' (stop "
                           "included), a comma list or a YAML list; the integers around them are "

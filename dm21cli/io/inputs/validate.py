@@ -446,6 +446,16 @@ _DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "
                   "reference_charges": None, "reference_multiplicities": None}
 
 
+def _check_electron_points(spec: JobSpec) -> None:
+    """An electron-number scan's points, with the integers around its values added, counted
+    (not listed) against MAX_POINTS: 0:1e308:1e307 is eleven values but 10^308 points."""
+    from dm21cli.io.inputs.scan_model import electron_points_problem
+
+    problem = electron_points_problem(spec.scan.electrons)
+    if problem:
+        raise InputError(problem, **spec._meta.locate(("scan", "electrons")))
+
+
 def _validate_scan(spec: JobSpec) -> None:
     """The ``scan`` section against the molecule: atom numbers, fragment, functionals;
     for electron-number and fractional-spin scans, the keys they do not use."""
@@ -458,6 +468,8 @@ def _validate_scan(spec: JobSpec) -> None:
             if problem:
                 raise InputError(problem, **meta.locate(("scan", "functionals", k)))
     kind = scan.kind
+    if kind == "electrons":
+        _check_electron_points(spec)
     if kind in ("electrons", "fractional_spin"):
         key = "electrons" if kind == "electrons" else "fractional_spin"
         for other, default in _DISTANCE_ONLY.items():

@@ -90,8 +90,11 @@ def parse_xyz(text: str, *, file: str | None = None, field: str | None = None,
                 raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is not a finite number",
                                  **where(i))
             if abs(value * scale) > MAX_COORDINATE_ANGSTROM:
+                limit = (f"{MAX_COORDINATE_ANGSTROM:g} Angstrom" if units == "angstrom" else
+                         f"{MAX_COORDINATE_ANGSTROM / BOHR_ANGSTROM:.6g} bohr = "
+                         f"{MAX_COORDINATE_ANGSTROM:g} Angstrom")
                 raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is too large "
-                                 f"(limit {MAX_COORDINATE_ANGSTROM:g} Angstrom)", **where(i))
+                                 f"(limit {limit})", **where(i))
             xyz.append(value)
         atoms.append(Atom(symbol, (xyz[0], xyz[1], xyz[2]), line_of(i)))
     return atoms

@@ -65,7 +65,8 @@ Rules (of distance scans; the others share order, resume and workers):
 * **Reference fragments** (``scan.reference_atoms: true``): the fixed part
   (every atom not in the moving fragment) and the moving fragment are computed
   alone.  By default the moving fragment is neutral and the fixed part carries
-  the molecule's charge; each takes the lowest multiplicity its electron count
+  the molecule's charge; a single atom takes its ground state (Hund's rule: an O
+  atom is a triplet), a larger fragment the lowest multiplicity its electron count
   allows (1 for even, 2 for odd).  ``scan.reference_charges`` and
   ``scan.reference_multiplicities`` (``[fixed, moving]``) override that.  A
   fragment without electrons (a bare proton) has energy 0 and is not computed.

@@ -37,29 +37,6 @@ import math
 DECIMALS = 9
 
 
-def hund_multiplicity(n_electrons: int) -> int:
-    """Ground-state multiplicity of the neutral atom with `n_electrons` electrons.
-
-    Hund's rule on PySCF's ground-state configurations (s, p, d, f electron
-    counts per element): each open subshell contributes min(r, capacity - r)
-    unpaired electrons.  An atomic ion is given the multiplicity of the
-    neutral atom with as many electrons (C+ like B: 2, C- like N: 4), which
-    holds for the main-group elements, not for every transition-metal ion.
-    """
-    from pyscf.data.elements import CONFIGURATION
-
-    if n_electrons == 0:
-        return 1
-    if not 0 < n_electrons < len(CONFIGURATION):
-        raise ValueError(f"no ground-state configuration for {n_electrons} electrons")
-    unpaired = 0
-    for l, count in enumerate(CONFIGURATION[n_electrons]):
-        capacity = 2 * (2 * l + 1)
-        r = count % capacity
-        unpaired += min(r, capacity - r)
-    return unpaired + 1
-
-
 def spins(n_electrons: int, multiplicity: int, core: int = 0) -> tuple[int, int]:
     """(alpha, beta) electrons outside `core` ECP core electrons."""
     n = n_electrons - core
@@ -67,16 +44,24 @@ def spins(n_electrons: int, multiplicity: int, core: int = 0) -> tuple[int, int]
 
 
 def integer_states(numbers: list[int], *, job_electrons: int, job_multiplicity: int,
-                   single_atom: bool, given: dict[int, int] | None, core: int = 0) -> dict[int, int]:
+                   atom_z: int | None, given: dict[int, int] | None, core: int = 0,
+                   reasons: dict[int, str] | None = None) -> dict[int, int]:
     """Multiplicity of each integer electron number of an electron-number scan.
 
     In this order: `given` (``scan.multiplicities``); the job's own
-    multiplicity at its own electron count; for a single atom
-    `hund_multiplicity`; otherwise the lowest (1 or 2).  Raises ValueError
-    (one line) when a multiplicity does not fit its electrons, a given one
-    is for an electron number outside the scan, or two neighbouring states do
-    not differ by one electron of one spin.
+    multiplicity at its own electron count (for a lone atom whose input gave none,
+    its ground state already); for a single atom of element `atom_z` the ground
+    state of the atom or ion with that many electrons
+    (`dm21cli.core.elements.ground_state_multiplicity`: O+ 4, O 3, O- 2); otherwise
+    the lowest (1 or 2).  Raises ValueError (one line) when a multiplicity does not
+    fit its electrons, a given one is for an electron number outside the scan, or
+    two neighbouring states do not differ by one electron of one spin.  `reasons`,
+    if given, receives for each electron number where its multiplicity came from.
     """
+    from dm21cli.core import elements
+
+    reasons = {} if reasons is None else reasons
+
     given = dict(given or {})
     outside = sorted(set(given) - set(numbers))
     if outside:
@@ -85,13 +70,15 @@ def integer_states(numbers: list[int], *, job_electrons: int, job_multiplicity: 
     states = {}
     for n in numbers:
         if n in given:
-            m = given[n]
+            m, reasons[n] = given[n], "scan.multiplicities"
         elif n == job_electrons:
-            m = job_multiplicity
-        elif single_atom:
-            m = hund_multiplicity(n)
+            m, reasons[n] = job_multiplicity, "the job's"
+        elif atom_z is not None and n <= elements.MAX_Z:
+            m = elements.ground_state_multiplicity(atom_z, n)
+            reasons[n] = ("Hund's rule, " + elements.configuration_text(
+                elements.ground_state_configuration(atom_z, n)))
         else:
-            m = 1 + (n - core) % 2
+            m, reasons[n] = 1 + (n - core) % 2, "the lowest"
         valence = n - core
         if m - 1 > valence or (valence - m + 1) % 2:
             raise ValueError(f"multiplicity {m} does not fit {n} electrons"
@@ -107,7 +94,17 @@ def integer_states(numbers: list[int], *, job_electrons: int, job_multiplicity: 
 
 
 def electron_values(values: list[float]) -> list[float]:
-    """The electron numbers of the scan and the integers that bracket them, sorted."""
+    """The electron numbers of the scan and the integers that bracket them, sorted.
+
+    Raises ValueError (one line) when they would be more than `MAX_POINTS`
+    (`dm21cli.io.inputs.scan_model.electron_points_problem`: the integers are counted
+    before any is listed, so 0:1e308:1e307 is refused at once).
+    """
+    from dm21cli.io.inputs.scan_model import electron_points_problem
+
+    problem = electron_points_problem(values)
+    if problem:
+        raise ValueError(problem)
     lo, hi = math.floor(min(values) + 1e-9), math.ceil(max(values) - 1e-9)
     out = set(round(v, DECIMALS) for v in values) | {float(n) for n in range(lo, hi + 1)}
     return sorted(out)

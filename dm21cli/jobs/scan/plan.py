@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dm21cli.core import elements
 from dm21cli.core.errors import InputError
 
 #: broken-symmetry guesses beyond this multiple of the equilibrium estimate.
@@ -50,7 +51,6 @@ def equilibrium_estimate_angstrom(symbol_a: str, symbol_b: str) -> float:
     """Sum of the two atoms' covalent radii (PySCF's table), in Angstrom."""
     from pyscf.data import radii
 
-    from dm21cli.core import elements
     from dm21cli.core.units import BOHR_ANGSTROM
 
     return float((radii.COVALENT[elements.atomic_number(symbol_a)]
@@ -188,6 +188,9 @@ class ScanPlan:
     coordinate: Coordinate = COORDINATES["distance"]
     #: electron-number scans: the multiplicity of each integer electron number
     states: dict[int, int] | None = None
+    #: electron-number scans: where each integer state's multiplicity came from
+    #: ("scan.multiplicities", "the job's", "Hund's rule, 2p3", "the lowest")
+    state_reasons: dict[int, str] | None = None
     #: a relaxed distance scan: every point (and fragment of two atoms or more) a geometry
     #: optimisation with the pair's distance frozen
     relax: bool = False
@@ -211,6 +214,15 @@ class ScanPlan:
 
     def all_points(self) -> list[ScanPoint]:
         return [p for f in self.functionals for p in self.points[f]]
+
+
+def default_multiplicity(symbols: list[str], n_electrons: int) -> int:
+    """The multiplicity of a fragment the input gave none for: a lone atom's (or atomic
+    ion's) ground state (`dm21cli.core.elements.ground_state_multiplicity`: an O atom is
+    a triplet), else the lowest for its electron count (1 or 2)."""
+    if len(symbols) == 1 and 0 <= n_electrons <= elements.MAX_Z:
+        return elements.ground_state_multiplicity(elements.atomic_number(symbols[0]), n_electrons)
+    return 1 + n_electrons % 2 if n_electrons >= 0 else 1
 
 
 def _safe_name(text: str) -> str:
@@ -390,8 +402,6 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     references: dict[str, list[Reference]] = {}
     if scan.reference_atoms:
         fixed = [k for k in range(len(symbols)) if k not in moving]
-        from dm21cli.core import elements
-
         for name, dirname in zip(names, dirnames):
             refs = []
             for slot, (role, atoms) in enumerate((("fixed", fixed), ("moving", moving))):
@@ -404,7 +414,7 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                 if scan.reference_multiplicities is not None:
                     mult = scan.reference_multiplicities[slot]
                 else:
-                    mult = 1 + nelec % 2 if nelec >= 0 else 1
+                    mult = default_multiplicity([symbols[k] for k in atoms], nelec)
                 field = ("scan", "reference_charges" if scan.reference_charges is not None
                          else "reference_atoms")
                 if nelec < 0:
@@ -443,8 +453,6 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
 
 def _nuclear_repulsion_hartree(spec) -> float:
     """Sum over atom pairs of Z_A Z_B / R_AB (bohr): the energy without electrons."""
-    from dm21cli.core import elements
-
     coords = spec.molecule.coords_bohr()
     charges = [elements.atomic_number(s) for s in spec.molecule.symbols]
     return float(sum(charges[a] * charges[b] / np.linalg.norm(coords[a] - coords[b])
@@ -465,8 +473,12 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
     core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
     job_n = mol.nelectron()
     states = None
+    reasons: dict[int, str] = {}
     if kind == "electrons":
-        values = fractional.electron_values(scan.electrons)
+        try:
+            values = fractional.electron_values(scan.electrons)
+        except ValueError as exc:  # (validate_job refuses these first)
+            raise InputError(str(exc), **where) from None
         if core and values[0] <= core:  # (with the integer below the range added)
             raise InputError(f"N = {values[0]:g} leaves no electrons outside the ECP cores "
                              f"({core} core electrons)", **where)
@@ -474,7 +486,8 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
         try:
             states = fractional.integer_states(
                 numbers, job_electrons=job_n, job_multiplicity=mol.multiplicity,
-                single_atom=mol.natm == 1, given=scan.multiplicities, core=core)
+                atom_z=elements.atomic_number(mol.symbols[0]) if mol.natm == 1 else None,
+                given=scan.multiplicities, core=core, reasons=reasons)
         except ValueError as exc:
             field = ("scan", "multiplicities") if scan.multiplicities else ("scan", coordinate.key)
             raise InputError(str(exc), **meta.locate(field)) from None
@@ -532,5 +545,6 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
                     functionals=names, equilibrium_angstrom=None,
                     order=walk_order(values, start_near), points=points, references={},
                     broken_symmetry=False, definition=definition,
-                    definition_hash=_digest(definition), coordinate=coordinate, states=states)
+                    definition_hash=_digest(definition), coordinate=coordinate, states=states,
+                    state_reasons=reasons or None)
 

@@ -279,6 +279,14 @@ def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, 
            f"; {workers} workers" if workers > 1 else
            f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
            if plan.kind == "distance" else f"; starting at {plan.coordinate.text(start)}"))
+    note = plan.spec.multiplicity_note()
+    if note:
+        log(note)
+    if plan.states:
+        reasons = plan.state_reasons or {}
+        log("integer electron numbers: " + "; ".join(
+            f"N = {n}: multiplicity {m}" + (f" ({reasons[n]})" if n in reasons else "")
+            for n, m in plan.states.items()))
     records: dict[tuple[str, int], dict] = {}
     references: dict[str, dict] = {}
     progress = _Progress(len(targets), log)

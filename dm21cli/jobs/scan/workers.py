@@ -116,8 +116,8 @@ def _check_share(plan, pt: ScanPoint, memory_mb: int, workers: int, res: dict,
                  threads: int) -> None:
     """Refuse (ResourceError, exit 6) worker shares too small for a point, before any starts.
 
-    A worker process holds about what this one does before its job (the same
-    imports), so this process's resident memory stands in for it.
+    A worker process is a fresh dm21 process: the estimate (`dm21cli.jobs.memory.estimate`,
+    the numbers `dm21 validate` prints for the point) counts one (`memory.PROCESS_MB`).
     """
     from dm21cli.core.errors import ResourceError
     from dm21cli.jobs import memory
