@@ -391,7 +391,8 @@ def test_non_aufbau_detection_names_the_spin_and_the_orbitals():
     """An occupied orbital above an empty one of the same spin, by NON_AUFBAU_TOL_HARTREE
     or more, is found per spin (fractional occupations count as occupied); degenerate
     orbitals within the tolerance are not."""
-    from dm21cli.scf.aufbau import NON_AUFBAU_TOL_HARTREE, non_aufbau, non_aufbau_text
+    from dm21cli.io.outputs.summary import non_aufbau_text
+    from dm21cli.scf.aufbau import NON_AUFBAU_TOL_HARTREE, non_aufbau
 
     assert non_aufbau(np.array([-1.0, -0.5, 0.2]), np.array([2.0, 2.0, 0.0])) == []
     found = non_aufbau(np.array([-1.0, -0.3, -0.4]), np.array([2.0, 2.0, 0.0]))

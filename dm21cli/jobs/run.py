@@ -37,7 +37,7 @@ from dm21cli.io.outputs.atomic import (
 )
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import chkfile_bytes, write_molden
-from dm21cli.io.outputs.summary import render_summary
+from dm21cli.io.outputs.summary import non_aufbau_text, render_summary
 from dm21cli.jobs import memory
 from dm21cli.jobs.build import (
     _warm_start,
@@ -54,7 +54,6 @@ from dm21cli.jobs.result import (
     properties,
     write_cube_files,
 )
-from dm21cli.scf import aufbau
 
 #: File names inside the job directory.
 FILES = {
@@ -489,7 +488,7 @@ def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoin
 
     props = properties(mf, spec, e_disp)
     if props["non_aufbau"] and converged:
-        log(f"WARNING: {aufbau.non_aufbau_text(props['non_aufbau'])}")
+        log(f"WARNING: {non_aufbau_text(props['non_aufbau'])}")
     props["scf_iterations"] = int(sum(a.cycles for a in attempts))
     props["scf_attempts"] = [a.to_dict() for a in attempts]
     props["warm_start"] = warm

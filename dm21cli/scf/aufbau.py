@@ -1,9 +1,9 @@
 """Whether a solution is aufbau: no occupied orbital above an empty one of the same spin.
 
 A converged SCF can be an excited (non-aufbau) state, with a lower one nearby;
-`non_aufbau` finds it from the orbital energies and occupations, and
-`non_aufbau_text` says it in one line with what to try (the log, summary.txt
-and result.json's ``non_aufbau`` property report it; the run still succeeds).
+`non_aufbau` finds it from the orbital energies and occupations (the log,
+summary.txt and result.json's ``non_aufbau`` property report it, worded by
+`dm21cli.io.outputs.summary.non_aufbau_text`; the run still succeeds).
 """
 
 from __future__ import annotations
@@ -15,10 +15,6 @@ import numpy as np
 #: resolves: DM21 converges the orbital gradient to 1e-3 (scf.conv_tol_grad's default),
 #: and degenerate open-shell orbitals then differ by up to about that much.
 NON_AUFBAU_TOL_HARTREE = 1e-3
-#: What to try when a solution is not aufbau (summary, log and result.json).
-NON_AUFBAU_ADVICE = ("a state of lower energy may exist: try another starting density "
-                     "(scf.guess: atom, huckel or minao, or scf.warm_start: null), scf.restricted: "
-                     "false, or another multiplicity")
 
 
 def non_aufbau(mo_energy, mo_occ) -> list[dict]:
@@ -40,10 +36,3 @@ def non_aufbau(mo_energy, mo_occ) -> list[dict]:
             found.append({"spin": spin or "both", "highest_occupied_hartree": float(occupied.max()),
                           "lowest_empty_hartree": float(empty.min()), "gap_hartree": gap})
     return found
-
-
-def non_aufbau_text(found: list[dict]) -> str:
-    """One line for `non_aufbau`'s findings (non-empty), with what to try."""
-    where = "; ".join(f"{f['spin']}: occupied {f['highest_occupied_hartree']:.4f} Ha above empty "
-                      f"{f['lowest_empty_hartree']:.4f} Ha" for f in found)
-    return f"non-aufbau solution, an occupied orbital above an empty one ({where}); {NON_AUFBAU_ADVICE}"

@@ -12,7 +12,6 @@ from typing import Any
 
 from dm21cli.core.units import AU_DEBYE, BOHR_ANGSTROM, HARTREE_EV
 from dm21cli.io.outputs.qcschema import fields
-from dm21cli.scf import aufbau
 
 
 def _get(d: Any, *keys: str, default: Any = None) -> Any:
@@ -42,6 +41,19 @@ def _scale(x: Any, factor: float) -> float | None:
 def _fmt(x: Any, spec: str, missing: str = "n/a") -> str:
     v = _num(x)
     return missing if v is None else format(v, spec)
+
+
+#: What to try when a solution is not aufbau (summary, log and result.json).
+NON_AUFBAU_ADVICE = ("a state of lower energy may exist: try another starting density "
+                     "(scf.guess: atom, huckel or minao, or scf.warm_start: null), scf.restricted: "
+                     "false, or another multiplicity")
+
+
+def non_aufbau_text(found: list[dict]) -> str:
+    """One line for `non_aufbau`'s findings (non-empty), with what to try."""
+    where = "; ".join(f"{f['spin']}: occupied {f['highest_occupied_hartree']:.4f} Ha above empty "
+                      f"{f['lowest_empty_hartree']:.4f} Ha" for f in found)
+    return f"non-aufbau solution, an occupied orbital above an empty one ({where}); {NON_AUFBAU_ADVICE}"
 
 
 def formula(symbols: list[str]) -> str:
@@ -105,7 +117,7 @@ def render_summary(result: dict) -> str:
         conv_text = "NO -- NOT CONVERGED (energies are from the last SCF iteration)"
     row("Converged", conv_text)
     if props.get("non_aufbau"):
-        row("WARNING", aufbau.non_aufbau_text(props["non_aufbau"]))
+        row("WARNING", non_aufbau_text(props["non_aufbau"]))
     method = model.get("method") or "?"
     basis = model.get("basis") or "?"
     row("Method / basis", f"{method} / {basis}")
