@@ -57,8 +57,8 @@ def measure(case: str, threads: int, memory: str | None = None, checkpoints=None
     import tempfile
 
     from dm21cli.core import resources
-    from dm21cli.jobs.result import _final_dm21_energy
-    from dm21cli.jobs.build import _warm_start, build_grids, build_molecule, build_scf, load_network
+    from dm21cli.jobs.result import final_dm21_energy
+    from dm21cli.jobs.build import build_grids, build_molecule, build_scf, load_network, warm_start
     from dm21cli.io.inputs.load import load_job
     from dm21cli.scf.escalation import run_with_escalation
 
@@ -83,10 +83,10 @@ def measure(case: str, threads: int, memory: str | None = None, checkpoints=None
     # evaluation's exchange features.  The SCF stays the energy job's (its convergence
     # criteria, which gradient jobs tighten): the cheaper single point to compare with.
     mf.dm21.keep_features = True
-    dm0, _ = _warm_start(mol, spec, grids, res["memory_mb"], lambda msg: None, main=mf)
+    dm0, _ = warm_start(mol, spec, grids, res["memory_mb"], lambda msg: None, main=mf)
     converged, _ = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
                                        log=lambda msg: None)
-    _final_dm21_energy(mf, lambda msg: None)
+    final_dm21_energy(mf, lambda msg: None)
     out["single_point_wall_s"], out["single_point_cpu_s"] = _since(t0)
     out.update(converged=bool(converged), nao=mol.nao_nr(), grid_points=len(grids.weights),
                points_evaluated=mf.dm21.integrals_summary()["points_evaluated"],

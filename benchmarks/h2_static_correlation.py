@@ -181,7 +181,7 @@ def main(argv=None):
             orbital = "gerade" if g > 0.99 else "ungerade" if g < -0.99 else f"mixed parity {g:+.2f}"
             print(f"  start {name:10s} {MHA * (e - 2 * h_dm21):+9.2f}  {kind}, {orbital}"
                   f"{'' if conv else ', NOT converged'}")
-        print(f"  DM21 on densities: " + ", ".join(f"{k} {MHA * (v - 2 * h_dm21):+.2f}" for k, v in on.items())
+        print("  DM21 on densities: " + ", ".join(f"{k} {MHA * (v - 2 * h_dm21):+.2f}" for k, v in on.items())
               + f"; sigma_g^1 sigma_u^1 ensemble SCF {MHA * (e_ens - 2 * h_dm21):+.2f} "
               f"[{MHA * (e_ens - 2 * frac_dm21):+.2f}]")
 

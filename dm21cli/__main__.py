@@ -17,7 +17,7 @@ def main() -> None:
     interrupts.install()
     try:
         from dm21cli.cli.main import main as cli_main
-    except Exception as exc:  # noqa: BLE001
+    except Exception:  # noqa: BLE001
         # a signal while the command line loads; its KeyboardInterrupt may come out of an
         # extension module's import as another error ("ImportError: initialization failed")
         if interrupts.received() is None:

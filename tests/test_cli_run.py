@@ -712,7 +712,7 @@ def test_peak_memory_stays_under_the_memory_option(tmp_path, checkpoints_dir):
     write_job(tmp_path, "water", atoms=("O 0.0 0.0 0.1173", "H 0.0 0.7572 -0.4692",
                                         "H 0.0 -0.7572 -0.4692"), basis="def2-tzvp",
               extra="outputs: {molden: false}\n")
-    code = textwrap.dedent(f"""\
+    code = textwrap.dedent("""\
         import resource, subprocess, sys
         proc = subprocess.run([sys.executable, "-m", "dm21cli", "run", "water.yaml",
                                "--memory", "800"], capture_output=True, text=True)

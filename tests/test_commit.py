@@ -92,13 +92,13 @@ def test_a_signal_lost_after_the_warm_start_still_ends_the_run(tmp_path, checkpo
     the warm start's state for a restart (there was no DM21 evaluation yet)."""
     write_job(tmp_path, "h2", basis="sto-3g", extra="scf: {grid_level: 1}\n")
     patch = LOST_SIGNAL + """
-from dm21cli.jobs import run as runner
-_real = runner._warm_start
+from dm21cli.jobs import point as point_module
+_real = point_module.warm_start
 def _warm_start(*args, **kwargs):
     result = _real(*args, **kwargs)
     lose_a_signal()
     return result
-runner._warm_start = _warm_start
+point_module.warm_start = _warm_start
 """
     proc = run_patched(tmp_path, _env(checkpoints_dir), patch, ["run", "h2.yaml"])
     assert proc.returncode == 130, _show(proc)
@@ -118,13 +118,13 @@ def test_a_signal_lost_during_a_scan_ends_the_scan(tmp_path, checkpoints_dir):
     write_job(tmp_path, "h2", basis="sto-3g",
               extra="scf: {grid_level: 1}\nscan: {distances: '0.7,0.8,0.9'}\n")
     patch = LOST_SIGNAL + """
-from dm21cli.jobs import run as runner
-_real = runner._warm_start
+from dm21cli.jobs import point as point_module
+_real = point_module.warm_start
 def _warm_start(*args, **kwargs):
     result = _real(*args, **kwargs)
     lose_a_signal()
     return result
-runner._warm_start = _warm_start
+point_module.warm_start = _warm_start
 """
     proc = run_patched(tmp_path, _env(checkpoints_dir), patch, ["scan", "h2.yaml"])
     assert proc.returncode == 130, _show(proc)

@@ -1108,7 +1108,7 @@ def test_validate_and_run_say_which_multiplicity_a_lone_atom_got(tmp_path, check
     note = "multiplicity 3 for the lone O atom (Hund's rule; set --multiplicity to choose another)"
     proc = _dm21("o.xyz", "--basis", "sto-3g", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert f"o.xyz: ok (1 atom, O, charge 0, multiplicity 3, DM21, sto-3g, unrestricted)" in proc.stdout
+    assert "o.xyz: ok (1 atom, O, charge 0, multiplicity 3, DM21, sto-3g, unrestricted)" in proc.stdout
     assert f"o.xyz: {note}" in proc.stdout.splitlines()
     proc = subprocess.run([sys.executable, "-m", "dm21cli", "run", "o.xyz", "--basis", "sto-3g",
                            "--functional", "b3lyp", "--grid-level", "0", "--json"], cwd=tmp_path,

@@ -473,7 +473,7 @@ def test_harness_energy_is_dm21_runs_and_honours_the_task_config(qcengine, h2_ru
     from pyscf import lib
     from threadpoolctl import threadpool_info
 
-    from dm21cli.jobs import run as runner
+    from dm21cli.jobs import point as runner
 
     seen = {}
     real_build_scf = runner.build_scf

@@ -309,7 +309,7 @@ def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, chec
 
     def job(name):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(textwrap.dedent(f"""\
+        path.write_text(textwrap.dedent("""\
             molecule:
               xyz: |
                 O 0 0 0.1173
@@ -317,8 +317,8 @@ def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, chec
                 H 0 -0.7572 -0.4692
             basis: def2-svp
             functional: DM21
-            scf: {{grid_level: 3, conv_tol: 1.0e-8}}
-            outputs: {{molden: false}}
+            scf: {grid_level: 3, conv_tol: 1.0e-8}
+            outputs: {molden: false}
             """))
         return load_job(path, {"output_dir": str(tmp_path / name)})
 

@@ -62,7 +62,6 @@ def collect(checkpoints: str | os.PathLike | None = None) -> dict:
     """Everything ``dm21 info`` reports, as a JSON-ready dict."""
     from dm21cli import __version__
     from dm21cli.functional import kernels, weights
-    from dm21cli.core import resources
 
     root, source = weights.resolve_root(checkpoints)
     states = weights.status(checkpoints)

@@ -644,7 +644,7 @@ def _network_inputs_of(rho: np.ndarray, hfx: np.ndarray, restricted: bool) -> np
     ])
 
 
-def _split_spin(dm: np.ndarray):
+def split_spin(dm: np.ndarray):
     """(restricted, dm_spin (2, nao, nao), dm_total (nao, nao))."""
     dm = np.asarray(dm)
     if dm.ndim == 2:

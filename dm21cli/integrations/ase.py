@@ -317,6 +317,8 @@ class DM21Calculator(Calculator):
         check_parameter_names(kwargs)
         self.checkpoints = checkpoints
         self.mf = None
+        #: the current geometry's `dm21cli.jobs.point.Point` (its SCF, properties, gradient)
+        self.point = None
         self.spec = None
         self.info: dict = {}
         self.counts = {"scf": 0, "gradient": 0}
@@ -371,7 +373,7 @@ class DM21Calculator(Calculator):
         ``calc.get_potential_energy()`` computes them again."""
         self.results = {}
         self._computed = {}
-        self.mf = self.spec = None
+        self.mf = self.spec = self.point = None
         self._geometry = self._previous = None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -428,23 +430,20 @@ class DM21Calculator(Calculator):
         return self._network[1]
 
     def _run_scf(self, geometry, gradient: bool = False) -> None:
-        """The SCF at geometry (numbers, positions in Angstrom); gradient: forces follow,
-        so DM21 keeps its last exchange features for them."""
+        """The SCF at geometry (numbers, positions in Angstrom), through the one path every
+        job takes at a geometry (`dm21cli.jobs.point.compute_point`); gradient: forces
+        follow, so DM21 keeps its last exchange features for them.  After a converged
+        geometry of the same atoms (elements and order) the SCF starts from its orbitals
+        (`Guess.from_point`: with DM21's warm start, from the warm start plus the carried
+        DM21 - warm start difference); otherwise as `run_job` starts."""
         from dm21cli.core import resources
         from dm21cli.jobs import memory
-        from dm21cli.jobs.build import (
-            build_grids,
-            build_molecule,
-            build_scf,
-            dispersion_energy,
-            prepare_grids,
-        )
-        from dm21cli.jobs.result import _final_dm21_energy
-        from dm21cli.scf.escalation import run_with_escalation
+        from dm21cli.jobs.build import build_molecule
+        from dm21cli.jobs.point import Guess, compute_point
 
         t0 = time.perf_counter()
         # the previous geometry's SCF (and its DM21 caches) goes before anything new is built
-        self.mf = self.spec = self._geometry = None
+        self.mf = self.spec = self._geometry = self.point = None
         self.results, self._computed = {}, {}
         spec = self._spec(geometry)
         lines: list[str] = []
@@ -460,128 +459,41 @@ class DM21Calculator(Calculator):
         mol = build_molecule(spec, max_memory_mb=res["memory_mb"])
         memory.check(res["memory_mb"], memory.estimate(spec, mol, res["threads"]),
                      res["memory_source"])
-        grids = build_grids(mol, spec)
-        mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
-        mf.chkfile = None  # no files
-        if network is not None:
-            mf.dm21.keep_features = gradient
-
-        dm0, warm, guess = self._guess(mol, mf, spec, grids, res, network, geometry, log)
-        warm_orbitals = warm.pop("orbitals", None) if warm else None
-        prepare_grids(mf, spec, dm0)
-        converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
-                                                  log=log)
-        cycles = int(sum(a.cycles for a in attempts))
+        previous = self._previous
+        if previous is not None and np.array_equal(previous["numbers"], geometry[0]):
+            guess = previous["guess"]
+        else:
+            guess = Guess(chkfile=spec.guess_chkfile() if spec.scf.guess_is_chkfile() else None)
+        point = compute_point(spec, mol, network=network, memory_mb=res["memory_mb"], log=log,
+                              guess=guess, gradient=gradient)
+        mf = point.mf
+        cycles = int(point.props["scf_iterations"])
         self.counts["scf"] += 1
-        self.info = {"guess": guess, "converged": bool(converged), "scf_cycles": cycles,
-                     "scf_attempts": [a.to_dict() for a in attempts], "warm_start": warm,
-                     "dm21_evaluations": int(mf.dm21.n_evaluations) if network is not None else None,
-                     "log": lines}
-        if not converged:
+        self.info = {"guess": point.guess, "converged": point.converged, "scf_cycles": cycles,
+                     "scf_attempts": point.props["scf_attempts"], "warm_start": point.warm,
+                     "dm21_evaluations": point.props.get("dm21_evaluations"), "log": lines,
+                     "dm21_final_energy": point.final_energy}
+        if not point.converged:
             self.info["wall_s"] = time.perf_counter() - t0
-            raise DM21SCFError(f"SCF not converged after {len(attempts)} attempts ({cycles} "
-                               f"cycles) for {spec.molecule.formula()} "
+            raise DM21SCFError(f"{point.failure} for {spec.molecule.formula()} "
                                f"({spec.functional}/{spec.basis_label()})")
-        final = _final_dm21_energy(mf, log) if network is not None else None
-        if final is not None and final["problems"]:
-            self.info.update(converged=False, dm21_final_energy=final,
-                             wall_s=time.perf_counter() - t0)
-            raise DM21SCFError("the SCF converged to a density that fails the final checks: "
-                               + "; ".join(final["problems"]) + f" ({spec.molecule.formula()}, "
-                               f"{spec.functional}/{spec.basis_label()})")
-        e_disp = dispersion_energy(mol, spec.functional) if spec.dispersion == "d3bj" else None
-        energy = float(mf.e_tot) + (e_disp or 0.0)
-        dipole_au = np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float)
-        self.mf, self.spec, self._geometry = mf, spec, geometry
-        self._previous = {"numbers": geometry[0], "orbitals": (mf.mo_coeff, mf.mo_occ),
-                          "warm": warm_orbitals}
+        energy = point.energy_hartree
+        dipole_au = np.asarray(point.props["dipole_moment_au"], dtype=float)
+        self.mf, self.spec, self._geometry, self.point = mf, spec, geometry, point
+        self._previous = {"numbers": geometry[0], "guess": Guess.from_point(point)}
         self.results = {"energy": energy * _units.Hartree, "dipole": dipole_au * _units.Bohr}
         self._computed = dict(self.results)
         self.info.update({"energy_hartree": energy, "scf_energy_hartree": float(mf.e_tot),
-                          "dispersion_energy_hartree": e_disp, "dm21_final_energy": final,
+                          "dispersion_energy_hartree": point.props["dispersion_energy"],
                           "dipole_au": dipole_au.tolist(), "wall_s": time.perf_counter() - t0})
 
-    def _guess(self, mol, mf, spec, grids, res, network, geometry, log):
-        """(initial density, warm-start info or None, what it is) for this geometry.
-
-        After a converged geometry with the same atoms (elements and order),
-        its orbitals are carried over (`carried_density`).  For DM21 with a
-        warm start, the warm start still runs here, from its own carried
-        orbitals (a few cycles), and DM21 starts from it plus the difference
-        between DM21's and the warm start's densities at the previous geometry
-        (both carried): that difference changes slowly with the geometry,
-        while the density itself does not.  Measured (water, def2-SVP and
-        STO-3G, grid level 1, default thresholds; one H moved by d, the other
-        by d/2): DM21 evaluations with this start / with DM21's carried density
-        alone / cold (warm start from scratch): d = 0.0002 A 2 / 2 / 3; 0.005
-        and 0.02 A 3 / 3 / 3; 0.2 A 3 / 4 / 3.  Without a previous geometry:
-        a chkfile guess, the warm start, or PySCF's default guess, as
-        `run_job` chooses.
-        """
-        from dm21cli.jobs.build import _warm_start
-        from dm21cli.scf.occupations import guess_from_chkfile
-
-        previous = self._previous
-        if previous is None or not np.array_equal(previous["numbers"], geometry[0]):
-            if spec.scf.guess_is_chkfile():
-                return guess_from_chkfile(mf, str(spec.guess_chkfile())), None, "chkfile"
-            if network is not None and spec.scf.warm_start:
-                dm, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf)
-                warm["orbitals"] = _orbitals(dm)
-                return dm, warm, "warm start"
-            return None, None, "default"
-        carried = carried_density(mf, *previous["orbitals"])
-        if network is None or not spec.scf.warm_start or previous["warm"] is None:
-            log("initial guess: the previous geometry's orbitals")
-            return carried, None, "previous orbitals"
-        warm_before = carried_density(mf, *previous["warm"])
-        dm, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
-                               dm0=warm_before)
-        warm["orbitals"] = _orbitals(dm)
-        if np.shape(dm) != np.shape(carried):
-            return dm, warm, "warm start"
-        log("initial guess: the warm start plus the previous geometry's DM21 - warm start "
-            "density difference")
-        return np.asarray(dm) + carried - warm_before, warm, "warm start + previous difference"
-
     def _run_gradient(self) -> None:
-        from dm21cli.jobs.gradient import nuclear_gradient
-
-        out = nuclear_gradient(self.mf, self.spec, grid_response=True)
+        out = self.point.nuclear_gradient(grid_response=True)
         self.counts["gradient"] += 1
         gradient = out["gradient_hartree_per_bohr"]
         self.results["forces"] = self._computed["forces"] = -gradient * (_units.Hartree / _units.Bohr)
         self.info["gradient_hartree_per_bohr"] = gradient.tolist()
         self.info["gradient_wall_s"] = out["wall_s"]
-
-
-def carried_density(mf, mo_coeff, mo_occ) -> np.ndarray:
-    """The density matrix, for the SCF `mf` at a new geometry, of the orbitals
-    `mo_coeff` (with occupations `mo_occ`) converged at the previous one.
-
-    The coefficients belong to basis functions that have moved with the atoms:
-    used as they are, the old density matrix holds the wrong number of
-    electrons in the new overlap metric (water/STO-3G, H moved by 0.01 A: its
-    first DM21 energy was 2 mHa above the warm start's).  The occupied orbitals
-    of each spin are orthonormalised in the new overlap S symmetrically
-    (Loewdin: C (C^T S C)^(-1/2)), the smallest change that makes them
-    orthonormal again, and occupied as before.
-    """
-    s = mf.get_ovlp()
-    coeff = np.array(mo_coeff, dtype=float, copy=True)
-    occ = np.asarray(mo_occ)
-    for c, n in ([(coeff, occ)] if occ.ndim == 1 else zip(coeff, occ)):
-        idx = np.flatnonzero(n > 0)
-        if idx.size:
-            w, v = np.linalg.eigh(c[:, idx].T @ s @ c[:, idx])
-            c[:, idx] = c[:, idx] @ (v * w**-0.5) @ v.T
-    return mf.make_rdm1(coeff, occ)
-
-
-def _orbitals(dm):
-    """(mo_coeff, mo_occ) a PySCF density matrix is tagged with, or None."""
-    coeff, occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
-    return None if coeff is None or occ is None else (np.asarray(coeff), np.asarray(occ))
 
 
 def _check_checkpoints(checkpoints) -> None:

@@ -141,7 +141,7 @@ def _share_settings(mf, spec, grids, max_memory_mb) -> None:
         mf.init_guess = spec.scf.guess
 
 
-def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None, dm0=None):
+def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None, dm0=None):
     """Converge spec.scf.warm_start (e.g. B3LYP) on grid level WARM_START_GRID_LEVEL (the
     job's, if coarser); returns (dm, info dict).
 
@@ -151,7 +151,7 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
 
     main: the SCF that follows; it is handed the in-core two-electron
     integrals the warm start computed, so they are computed once.
-    checkpoint: a `_ScfCheckpoint` that receives every cycle's state, and the
+    checkpoint: a `dm21cli.io.outputs.checkpoint.ScfCheckpoint` that receives every cycle's state, and the
     converged one for writing, so an interruption before the first DM21
     evaluation leaves a restart file.
     """
@@ -170,7 +170,7 @@ def _warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None
     mf0.conv_tol = WARM_START_CONV_TOL
     mf0.conv_check = False  # a starting density needs no confirming extra cycle
     mf0.max_cycle = max(spec.scf.max_cycle, 50)
-    mf0.chkfile = None  # the run keeps its own restart file (_ScfCheckpoint)
+    mf0.chkfile = None  # the run keeps its own restart file (ScfCheckpoint)
 
     def each_cycle(envs):
         interrupts.check()

@@ -1,8 +1,8 @@
 """Geometry optimisation: `run_opt(spec)` minimises a job's energy with geomeTRIC (``dm21 opt``).
 
 Each step is a whole single point with its nuclear gradient, computed by the
-same code as ``dm21 run --gradient`` (`dm21cli.jobs.run.scf_step` and
-`gradient_step`) at the geometry geomeTRIC asks for: a new molecule, a new
+same code as ``dm21 run --gradient`` (`dm21cli.jobs.point.compute_point`) at the
+geometry geomeTRIC asks for: a new molecule, a new
 grid and a new DM21XC (the exchange integrals of that geometry; nothing of
 the previous geometry's caches is reused), started from the previous step's
 density (the run's ``scf.chk``).  The first step starts as ``dm21 run`` does
@@ -56,18 +56,17 @@ from dm21cli.io.outputs.orbitals import write_molden
 from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs import memory
 from dm21cli.jobs.build import build_molecule, load_network
-from dm21cli.jobs.result import _base_result, write_cube_files
+from dm21cli.io.outputs.checkpoint import ScfCheckpoint
+from dm21cli.jobs.point import Guess, compute_point
+from dm21cli.jobs.result import base_result, write_cube_files
 from dm21cli.jobs.run import (
     FILES,
     Reporter,
-    _Log,
-    _pyscf_warnings_only_in_log,
-    _Run,
-    _ScfCheckpoint,
-    gradient_step,
+    Run,
+    RunLog,
     input_files,
     log_gradient_table,
-    scf_step,
+    pyscf_warnings_only_in_log,
 )
 
 #: files of an optimisation besides those of a single point
@@ -133,7 +132,7 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
         jobdir = JobDirectory(spec.output_path(), overwrite=overwrite or previous is not None,
                               inputs=input_files(spec))
         jobdir.prepare()
-        run = _Run(spec, jobdir, res, network, reporter, t_start)
+        run = Run(spec, jobdir, res, network, reporter, t_start)
         run.routine = "dm21cli.jobs.opt.run_opt"
         opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch),
                             resume_command)
@@ -143,7 +142,7 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
             f"{jobdir.file(OPT_FILES['trajectory'])}; continue with '{resume_command}'")
 
         def compute() -> dict:
-            with _pyscf_warnings_only_in_log(), opt.geometric_log():
+            with pyscf_warnings_only_in_log(), opt.geometric_log():
                 return opt.execute()
 
         return run.execute(compute)
@@ -309,7 +308,7 @@ def read_trajectory(path: Path, symbols: list[str]) -> list[dict]:
 class _Optimisation:
     """One optimisation: the engine geomeTRIC calls, the history, the files."""
 
-    def __init__(self, spec, run: _Run, mol0, need: dict, guess_chk, previous: dict | None,
+    def __init__(self, spec, run: Run, mol0, need: dict, guess_chk, previous: dict | None,
                  scratch: Path, resume_command: str):
         self.spec, self.run, self.mol0, self.need = spec, run, mol0, need
         self.settings = spec.opt_settings()
@@ -326,9 +325,9 @@ class _Optimisation:
         initial = previous["initial_geometry_bohr"] if previous else None
         self.initial_bohr = np.asarray(initial if initial is not None else
                                        mol0.atom_coords(unit="Bohr"), dtype=float).reshape(-1, 3)
-        self.step = None  # the latest step's ScfStep (only the latest is kept: its caches are large)
+        self.step = None  # the latest step's Point (only the latest is kept: its caches are large)
         self.step_coords: np.ndarray | None = None
-        self.detail: _Log | None = None
+        self.detail: RunLog | None = None
         self.message = ""
         #: the exception our own code (the engine, the step hook) raised inside geomeTRIC
         self.raised: BaseException | None = None
@@ -403,7 +402,7 @@ class _Optimisation:
 
         spec, run = self.spec, self.run
         log, res = run.log, run.res
-        self.detail = _Log(log.stream, _Quiet(log.reporter), log.path)
+        self.detail = RunLog(log.stream, _Quiet(log.reporter), log.path)
         log(f"dm21cli {__version__}: geometry optimisation of {spec.molecule.formula()} with "
             f"{spec.functional}/{spec.basis_label()} (charge {spec.molecule.charge}, multiplicity "
             f"{spec.molecule.multiplicity}); {res['threads']} threads ({res['threads_source']}), "
@@ -565,9 +564,11 @@ class _Optimisation:
         # the first step of a run writes its states as they come (its geometry is that one);
         # a later step's state replaces the file only once the step is in the history
         interim = self.step_coords is None
-        checkpoint = _ScfCheckpoint(run.jobdir.file(FILES["chkfile"]), mol, interim=interim)
+        checkpoint = ScfCheckpoint(run.jobdir.file(FILES["chkfile"]), mol, interim=interim)
         run.checkpoint = checkpoint if interim else None
-        step = scf_step(spec, mol, detail, run.res, run.network, checkpoint, guess_chk=self.guess)
+        step = compute_point(spec, mol, network=run.network, memory_mb=run.res["memory_mb"],
+                             log=detail, checkpoint=checkpoint, guess=Guess(chkfile=self.guess),
+                             gradient=True)
         self.step, self.step_coords = step, np.array(coords_bohr, dtype=float)
         props = step.props
         entry = {"step": n, "run": self.run_number, "energy_hartree": props["return_energy"],
@@ -579,7 +580,6 @@ class _Optimisation:
             checkpoint.write()  # (a restart continues from this geometry and state)
             run.log(f"step {n}: {step.failure}: the optimisation stops")
             raise _ScfNotConverged(f"step {n}: {step.failure}")
-        gradient_step(step, spec, detail)
         g = np.asarray(props["gradient_hartree_per_bohr"], dtype=float)
         entry.update({"gradient_max_hartree_per_bohr": props["gradient_max_hartree_per_bohr"],
                       "gradient_rms_hartree_per_bohr": props["gradient_rms_hartree_per_bohr"],
@@ -644,7 +644,7 @@ class _Optimisation:
         jobdir, log = run.jobdir, run.log
         step = self.step
         t0 = time.perf_counter()
-        result = _base_result(spec, run.res, run.network)
+        result = base_result(spec, run.res, run.network)
         result["driver"] = "gradient"
         result["provenance"]["routine"] = run.routine
         if step is None:  # (cannot happen: geomeTRIC computes the first step before anything)

@@ -216,7 +216,7 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
     converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
                                               log=log, on_state=on_state)
     failure = None
-    if converged and network is None and _prunes(spec):
+    if converged and _prunes(spec):
         converged, failure = _settle_pruned_grid(mf, spec, log, attempts, on_state)
     final_energy = final_dm21_energy(mf, log) if network is not None and converged else None
     timings["scf"] = time.perf_counter() - t0

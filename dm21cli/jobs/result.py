@@ -88,7 +88,7 @@ def properties(mf, spec, e_disp: float | None) -> dict:
     return props
 
 
-def _final_dm21_energy(mf, log) -> dict:
+def final_dm21_energy(mf, log) -> dict:
     """The DM21 energy of the converged density on the full grid, and its checks.
 
     E_xc is evaluated again (`DM21XC.final_correction`): in float64 where the SCF
@@ -97,11 +97,11 @@ def _final_dm21_energy(mf, log) -> dict:
     record, with the wall time and 'problems': the checks the density failed
     (empty when it passed them; a density that fails is not a result).
     """
-    from dm21cli.functional.xc import _split_spin
+    from dm21cli.functional.xc import split_spin
     from dm21cli.scf.occupations import electron_count
 
     t0 = time.perf_counter()
-    restricted, dm_spin, _ = _split_spin(mf.make_rdm1())
+    restricted, dm_spin, _ = split_spin(mf.make_rdm1())
     info = mf.dm21.final_correction(mf.mol, mf.grids, dm_spin, restricted,
                                     nelec_expected=electron_count(mf))
     mf.e_tot = float(mf.e_tot) + info["correction_hartree"]
@@ -241,7 +241,7 @@ def _ecp_record(spec) -> dict:
     return record
 
 
-def _base_result(spec, res, network) -> dict:
+def base_result(spec, res, network) -> dict:
     """A run's record in dm21cli's layout, before the SCF (`dm21cli.io.outputs.qcschema.
     to_qcschema` turns it into result.json)."""
     from dm21cli.io.inputs.qcschema import driver_of

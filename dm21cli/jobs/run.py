@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from dm21cli import __version__
 from dm21cli.core import interrupts, resources
@@ -31,29 +30,17 @@ from dm21cli.io.outputs.atomic import (
     _json_default,
     finite,
     open_log,
-    write_bytes_atomic,
     write_text_atomic,
     write_text_files_atomic,
 )
+from dm21cli.io.outputs.checkpoint import ScfCheckpoint
 from dm21cli.io.outputs.jobdir import JobDirectory
-from dm21cli.io.outputs.orbitals import chkfile_bytes, write_molden
-from dm21cli.io.outputs.summary import non_aufbau_text, render_summary
+from dm21cli.io.outputs.orbitals import write_molden
+from dm21cli.io.outputs.summary import render_summary
 from dm21cli.jobs import memory
-from dm21cli.jobs.build import (
-    _warm_start,
-    build_grids,
-    build_molecule,
-    build_scf,
-    dispersion_energy,
-    load_network,
-    prepare_grids,
-)
-from dm21cli.jobs.result import (
-    _base_result,
-    _final_dm21_energy,
-    properties,
-    write_cube_files,
-)
+from dm21cli.jobs.build import build_molecule, load_network
+from dm21cli.jobs.point import Guess, compute_point
+from dm21cli.jobs.result import base_result, write_cube_files
 
 #: File names inside the job directory.
 FILES = {
@@ -66,16 +53,10 @@ FILES = {
 }
 
 
-#: The SCF state is written to scf.chk at most this often while it changes
-#: (every state is kept in memory; the last one is always written when an
-#: attempt, the warm start or the run ends, also when it is interrupted).
-CHECKPOINT_INTERVAL_S = 10.0
-
-
 Reporter = Callable[[str], None]
 
 
-class _Log:
+class RunLog:
     """Writes timestamped lines to the job log and forwards them to a reporter.
 
     Every line is also a safe point for a lost SIGINT/SIGTERM
@@ -101,68 +82,6 @@ class _Log:
                 reraise_os_error(exc, self.path)
         if self.reporter is not None:
             self.reporter(message)
-
-
-class _ScfCheckpoint:
-    """The run's last SCF state: kept in memory, written to scf.chk atomically.
-
-    PySCF's own chkfile writing is switched off (``mf.chkfile = None``): it
-    updates an HDF5 file in place, so an interruption or a full disk could
-    leave half a file, and HDF5 itself crashed on a full disk.  Here the file
-    is built in memory (`dm21cli.io.outputs.orbitals.chkfile_bytes`) and renamed into
-    place, so ``scf.chk`` is always a complete restart file (or absent).
-    """
-
-    def __init__(self, path: Path, mol, interim: bool = True):
-        self.path = path
-        self.mol = mol
-        #: write the states as they come; False: keep them in memory only, and the owner
-        #: writes the last one (`write`) once the work it belongs to is complete (a geometry
-        #: optimisation's step away from the geometry a restart starts from)
-        self.interim = interim
-        self.state: tuple | None = None
-        self.written = False  # the file holds the current state
-        self._last_write = -float("inf")
-
-    def update(self, e_tot, mo_energy, mo_coeff, mo_occ, final: bool = False) -> None:
-        """Keep this state; write it if `interim` and `final` or CHECKPOINT_INTERVAL_S have passed."""
-        self.state = (float(e_tot), mo_energy, mo_coeff, mo_occ)
-        self.written = False
-        if self.interim and (final or time.monotonic() - self._last_write >= CHECKPOINT_INTERVAL_S):
-            self.write()
-
-    def write(self) -> bool:
-        """Write the current state unless the file already holds it; returns whether a file exists."""
-        if self.state is not None and not self.written:
-            e_tot, mo_energy, mo_coeff, mo_occ = self.state
-            write_bytes_atomic(self.path, chkfile_bytes(self.mol, e_tot, mo_energy,
-                                                                 mo_coeff, mo_occ))
-            self.written = True
-            self._last_write = time.monotonic()
-        return self.written
-
-
-#: DM21 phases that get a log line when an evaluation starts them (the long ones).
-_LOGGED_PHASES = {"integral memory": "mapping the memory of the exchange-integral cache",
-                  "exchange integrals": "computing the exchange integrals (grid points in {blocks})"}
-
-
-def _dm21_progress(log: _Log):
-    """A `DM21XC.progress` hook: a log line when an evaluation starts one of
-    _LOGGED_PHASES, and every phase to the reporter's live status line if the
-    reporter has one (``reporter.status(text)``, see `dm21cli.cli.common`)."""
-    status = getattr(log.reporter, "status", None)
-    logged: set = set()
-
-    def progress(step: str, phase: str, block: int, nblocks: int) -> None:
-        if phase in _LOGGED_PHASES and (step, phase) not in logged:
-            logged.add((step, phase))
-            blocks = f"{nblocks} block{'s' if nblocks > 1 else ''}"
-            log(f"  DM21 {step}: " + _LOGGED_PHASES[phase].format(blocks=blocks))
-        if status is not None:
-            status(f"DM21 {step}: {phase}, block {block + 1} of {nblocks}")
-
-    return progress
 
 
 def run_job(spec, *, checkpoints=None, overwrite: bool = False,
@@ -206,10 +125,10 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
             shutil.copyfile(spec.guess_chkfile(), guess_chk)
         jobdir = JobDirectory(spec.output_path(), overwrite=overwrite,
                               inputs=input_files(spec)).prepare()
-        run = _Run(spec, jobdir, res, network, reporter, t_start)
+        run = Run(spec, jobdir, res, network, reporter, t_start)
 
         def compute() -> dict:
-            with _pyscf_warnings_only_in_log():
+            with pyscf_warnings_only_in_log():
                 return _compute(spec, run, mol, need, guess_chk)
 
         return run.execute(compute)
@@ -233,7 +152,7 @@ def unsaved_result_text(record: dict) -> str:
     return f"the SCF {state}{value}, but this result could not be saved"
 
 
-class _Run:
+class Run:
     """One run's output directory, log, restart file and commit state."""
 
     def __init__(self, spec, jobdir, res: dict, network, reporter: Reporter | None,
@@ -241,8 +160,8 @@ class _Run:
         self.spec, self.jobdir, self.res, self.network = spec, jobdir, res, network
         self.reporter = reporter
         self.t_start = t_start
-        self.log = _Log(None, reporter)
-        self.checkpoint: _ScfCheckpoint | None = None
+        self.log = RunLog(None, reporter)
+        self.checkpoint: ScfCheckpoint | None = None
         #: result.json holds this run's finished result (success or not-converged)
         self.committed = False
         #: the finished result (record) while its files are written: if writing them fails,
@@ -258,7 +177,7 @@ class _Run:
 
     def start(self) -> None:
         path = self.jobdir.file(FILES["log"])
-        self.log = _Log(open_log(path), self.reporter, path)
+        self.log = RunLog(open_log(path), self.reporter, path)
         write_text_atomic(self.jobdir.file(FILES["input"]), self.spec.to_resolved_yaml())
 
     def commit(self, record: dict) -> dict:
@@ -374,7 +293,7 @@ class _Run:
             if self.finished is not None:  # a finished result that could not be written: keep it
                 record = {**self.finished, "success": False, "converged": False}
             else:
-                record = _base_result(self.spec, self.res, self.network)
+                record = base_result(self.spec, self.res, self.network)
             record["status"] = self.status
             record["error"] = {"error_type": qcschema.error_type(error),
                                "error_message": str(error) or str(exc) or self.status,
@@ -420,7 +339,7 @@ class _DropPySCFWarnings:
 
 
 @contextlib.contextmanager
-def _pyscf_warnings_only_in_log():
+def pyscf_warnings_only_in_log():
     saved = sys.stderr
     sys.stderr = _DropPySCFWarnings(saved)
     try:
@@ -429,120 +348,7 @@ def _pyscf_warnings_only_in_log():
         sys.stderr = saved
 
 
-class ScfStep:
-    """One converged (or not) SCF of a job at one geometry: what `scf_step` returns.
-
-    converged is True only for an SCF that converged and whose density passed the
-    final checks (`DM21XC.final_correction`); failure says why not, in words
-    (None when converged).
-    """
-
-    def __init__(self, mf, converged: bool, attempts: list, props: dict, warm: dict | None,
-                 final_energy: dict | None, timings: dict, failure: str | None = None):
-        self.mf, self.converged, self.attempts = mf, converged, attempts
-        self.props, self.warm, self.final_energy, self.timings = props, warm, final_energy, timings
-        self.failure = failure
-
-
-def scf_step(spec, mol, log: _Log, res: dict, network, checkpoint: _ScfCheckpoint, *,
-             guess_chk=None) -> ScfStep:
-    """The SCF of `spec` on the built molecule `mol` (its geometry may differ from the spec's):
-    grid, SCF object (a fresh DM21XC: the exchange integrals of this geometry), starting
-    density (a chkfile `guess_chk`, else for DM21 the warm start, else the SCF's own
-    guess), the escalation ladder, the float64 final DM21 energy, D3(BJ), and the properties.
-
-    Every SCF state goes to `checkpoint` (the last one written, final=True).  Used by the
-    single point and by every step of a geometry optimisation (`dm21cli.jobs.opt`).
-    """
-    from dm21cli.scf.escalation import run_with_escalation
-    from dm21cli.scf.occupations import guess_from_chkfile
-
-    timings: dict = {}
-    grids = build_grids(mol, spec)
-    mf = build_scf(mol, spec, grids, network, max_memory_mb=res["memory_mb"])
-    mf.chkfile = None  # the run keeps its own restart file
-    if network is not None:
-        mf.dm21.progress = _dm21_progress(log)
-    dm0 = None
-    warm = None
-    if guess_chk is not None:
-        dm0 = guess_from_chkfile(mf, str(guess_chk))
-    elif network is not None and spec.scf.warm_start:
-        dm0, warm = _warm_start(mol, spec, grids, res["memory_mb"], log, main=mf,
-                                checkpoint=checkpoint)
-        timings["warm_start"] = warm["wall_s"]
-    prepare_grids(mf, spec, dm0)
-    grids = mf.grids  # (pruned by scf.small_rho_cutoff, if set)
-    log(f"{len(grids.weights)} grid points")
-
-    t0 = time.perf_counter()
-    converged, attempts = run_with_escalation(mf, dm0, max_attempts=spec.scf.max_attempts,
-                                              log=log, on_state=checkpoint.update)
-    final_energy = (_final_dm21_energy(mf, log) if network is not None and converged else None)
-    timings["scf"] = time.perf_counter() - t0
-
-    e_disp = None
-    if spec.dispersion == "d3bj":
-        e_disp = dispersion_energy(mol, spec.functional)
-        log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
-
-    props = properties(mf, spec, e_disp)
-    if props["non_aufbau"] and converged:
-        log(f"WARNING: {non_aufbau_text(props['non_aufbau'])}")
-    props["scf_iterations"] = int(sum(a.cycles for a in attempts))
-    props["scf_attempts"] = [a.to_dict() for a in attempts]
-    props["warm_start"] = warm
-    if network is not None:
-        props["dm21_evaluations"] = int(mf.dm21.n_evaluations)
-        props["dm21_timings_s"] = dict(mf.dm21.timings_s)
-        props["dm21_exchange_integrals"] = mf.dm21.integrals_summary()
-        props["dm21_network_points"] = int(network.points_evaluated
-                                           + mf.dm21.scf_network.points_evaluated * mf.dm21.mixed)
-        props["dm21_final_energy"] = final_energy
-    checkpoint.update(mf.e_tot, mf.mo_energy, mf.mo_coeff, mf.mo_occ, final=True)
-    failure = None
-    if not converged:
-        failure = (f"SCF not converged after {len(attempts)} attempts "
-                   f"({props['scf_iterations']} cycles)")
-    elif final_energy is not None and final_energy["problems"]:
-        failure = ("the SCF converged to a density that fails the final checks: "
-                   + "; ".join(final_energy["problems"]))
-        converged = False
-    return ScfStep(mf, bool(converged), attempts, props, warm, final_energy, timings, failure)
-
-
-def gradient_step(step: ScfStep, spec, log: _Log) -> dict | None:
-    """The nuclear gradient (`dm21cli.jobs.gradient.nuclear_gradient`) of a converged SCF
-    step, put into its properties (Hartree/bohr: the gradient, its maximum and RMS); None,
-    and nothing put, when the SCF did not converge: an unconverged density has no gradient
-    worth reporting."""
-    from dm21cli.jobs.gradient import nuclear_gradient, summary
-
-    if not step.converged:
-        log("no nuclear gradient: the SCF did not converge")
-        return None
-    t0 = time.perf_counter()
-    grad = nuclear_gradient(step.mf, spec)
-    g = grad["gradient_hartree_per_bohr"]
-    stats = summary(g)
-    step.props.update({
-        "gradient_hartree_per_bohr": g.tolist(),
-        "gradient_max_hartree_per_bohr": stats["max_hartree_per_bohr"],
-        "gradient_rms_hartree_per_bohr": stats["rms_hartree_per_bohr"],
-        "gradient_norm_hartree_per_bohr": float(np.linalg.norm(g)),
-        "gradient_grid_response": grad["grid_response"],
-        "scf_gradient_hartree_per_bohr": grad["scf_gradient_hartree_per_bohr"].tolist(),
-        "dispersion_gradient_hartree_per_bohr": (
-            None if grad["dispersion_gradient_hartree_per_bohr"] is None
-            else grad["dispersion_gradient_hartree_per_bohr"].tolist()),
-    })  # result.json: the gradient is QCSchema's return_gradient, the rest under extras
-    step.timings["gradient"] = time.perf_counter() - t0
-    log(f"nuclear gradient: max {stats['max_hartree_per_bohr']:.3e}, RMS "
-        f"{stats['rms_hartree_per_bohr']:.3e} Ha/bohr ({step.timings['gradient']:.1f} s)")
-    return grad
-
-
-def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
+def _compute(spec, run: Run, mol, need: dict, guess_chk=None) -> dict:
     jobdir, network, res, log = run.jobdir, run.network, run.res, run.log
     log(f"dm21cli {__version__}: {spec.functional}/{spec.basis_label()} on "
         f"{spec.molecule.formula()} (charge {spec.molecule.charge}, "
@@ -553,19 +359,20 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     if note:
         log(note)
     mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
-    checkpoint = run.checkpoint = _ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
+    checkpoint = run.checkpoint = ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)
     log(f"{'restricted' if spec.resolved_restricted() else 'unrestricted'} "
         f"{'DM21 network (' + spec.scf.precision + ')' if network else 'PySCF/libxc'}, "
         f"{mol.nao_nr()} basis functions, grid level {spec.scf.grid_level}"
         f"{' (legacy radial grids)' if spec.scf.legacy_grids else ''}")
     if guess_chk is not None:
         log(f"initial guess from chkfile {spec.guess_chkfile()}")
-    step = scf_step(spec, mol, log, res, network, checkpoint, guess_chk=guess_chk)
-    mf, converged, props, timings = step.mf, step.converged, step.props, step.timings
-    result = _base_result(spec, run.res, network)
+    point = compute_point(spec, mol, network=network, memory_mb=res["memory_mb"], log=log,
+                          checkpoint=checkpoint, guess=Guess(chkfile=guess_chk),
+                          gradient=spec.job.task == "gradient")
+    mf, converged, props, timings = point.mf, point.converged, point.props, point.timings
+    result = base_result(spec, run.res, network)
     if spec.job.task == "gradient":
         result["driver"] = "gradient"
-        gradient_step(step, spec, log)
         if converged:
             log_gradient_table(log, spec.molecule.symbols, props["gradient_hartree_per_bohr"])
     t0 = time.perf_counter()
@@ -574,7 +381,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
                    "return_energy": props["return_energy"], "properties": props})
     run.finished = result  # from here on a failure to write the files keeps the energy
     if not converged:
-        result["error"] = {"error_type": "convergence_error", "error_message": step.failure}
+        result["error"] = {"error_type": "convergence_error", "error_message": point.failure}
     # files that claim nothing by themselves come first, each complete under its name
     files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
              "log": FILES["log"], "chkfile": FILES["chkfile"]}
@@ -600,7 +407,7 @@ def _compute(spec, run: _Run, mol, need: dict, guess_chk=None) -> dict:
     return finite(document)
 
 
-def log_gradient_table(log: _Log, symbols, gradient_hartree_per_bohr) -> None:
+def log_gradient_table(log: RunLog, symbols, gradient_hartree_per_bohr) -> None:
     """The gradient, one log line per atom (Hartree/bohr)."""
     log(f"  {'atom':<8}{'dE/dx':>14}{'dE/dy':>14}{'dE/dz':>14}   Hartree/bohr")
     for k, (symbol, row) in enumerate(zip(symbols, gradient_hartree_per_bohr), start=1):

@@ -59,7 +59,7 @@ class _DM21GradMixin:
 
     def xc_force(self, mol=None, dm=None) -> np.ndarray:
         """dE_xc/dR (natm, 3) at the density matrix dm (the SCF's by default)."""
-        from dm21cli.functional.xc import _split_spin
+        from dm21cli.functional.xc import split_spin
 
         mf = self.base
         if mol is None:
@@ -70,7 +70,7 @@ class _DM21GradMixin:
             raise ValueError("DM21 gradients are taken on the SCF's own grid (leave .grids unset)")
         if mf.grids.coords is None:
             raise ValueError("the SCF has not run: its grid is not built")
-        restricted, dm_spin, _ = _split_spin(dm)
+        restricted, dm_spin, _ = split_spin(dm)
         t0 = (logger.process_clock(), logger.perf_counter())
         timings: dict = {}
         exc, force = xc_nuc_grad(mf.dm21, mol, mf.grids, dm_spin, restricted,

@@ -17,7 +17,7 @@ from pyscf import lib
 from pyscf.dft import radi, rks, uks
 from pyscf.lib import logger
 
-from dm21cli.functional.xc import DM21XC, _split_spin
+from dm21cli.functional.xc import DM21XC, split_spin
 
 
 def get_veff(ks, mol=None, dm=None, dm_last=None, vhf_last=None, hermi=1):
@@ -32,7 +32,7 @@ def get_veff(ks, mol=None, dm=None, dm_last=None, vhf_last=None, hermi=1):
     if ks.grids.coords is None:
         ks.initialize_grids(mol, dm)
     t0 = (logger.process_clock(), logger.perf_counter())
-    restricted, dm_spin, dm_total = _split_spin(dm)
+    restricted, dm_spin, dm_total = split_spin(dm)
     nelec, exc, vxc = ks.dm21.evaluate(mol, ks.grids, dm_spin, restricted)
     logger.debug(ks, "nelec by numeric integration = %s", nelec)
     t0 = logger.timer(ks, "vxc (DM21)", *t0)

@@ -324,7 +324,7 @@ def _check_occupations(spec: JobSpec, nao: int) -> None:
     nelec = mol.nelectron() - core
     total = occ.total()
     if not nelec - 1 < total <= nelec + 1e-9:
-        outside = f" outside the ECP cores" if core else ""
+        outside = " outside the ECP cores" if core else ""
         raise InputError(f"the occupation numbers add up to {total:g} electrons, but {mol.formula()} "
                          f"with charge {mol.charge} has {nelec} electrons{outside}: the molecule's "
                          f"charge must be that of the integer electron count at or just above "
