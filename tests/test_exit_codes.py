@@ -215,6 +215,23 @@ CASES = [
          r"another with -o$",
          files={"h2s.yaml": H2_SCAN}, setup=folder_with("mine", {"notes.txt": "mine\n"}),
          check=unchanged("mine", ["notes.txt"])),
+    # cases of issue 22 that other parts fixed (input, constraints): exit 2 with the field,
+    # or exit 0 where the input means nothing wrong
+    Case("coordinate-beyond-a-float", ["run", "big.json"], 2,
+         r"^dm21: error: big\.json:1: molecule\.geometry\[5\]: coordinate 1000+\.\.\. is too "
+         r"large \(limit 188973 bohr = 100000 Angstrom\)$",
+         files={"big.json": json.dumps({
+             "schema_name": "qcschema_input", "schema_version": 1, "driver": "energy",
+             "molecule": {"symbols": ["H", "H"], "geometry": [0, 0, 0, 0, 0, 10**400]},
+             "model": {"method": "b3lyp", "basis": "sto-3g"}})},
+         check=lambda cwd, proc: not (cwd / "outputs").exists() or pytest.fail("outputs/")),
+    Case("pyscf-max-memory-not-a-number", ["run", "h2.yaml"], 2,
+         r"^dm21: error: PYSCF_MAX_MEMORY: expected a whole number of MB .*, got 'lots' .*$",
+         env={"PYSCF_MAX_MEMORY": "lots"}, check=nothing_created),
+    Case("comment-only-constraint-line", ["validate", "w.yaml"], 0,
+         r"^w\.yaml: memory: the job needs at least \d+ MB",
+         files={"w.yaml": H2_JOB.replace("H 0 0 0\n", "O 0 0 0\n    H 0 0.76 0.59\n")
+                + "opt:\n  constraints:\n    freeze: ['# only a comment', distance 1 2]\n"}),
     *[Case(f"scan-log-is-a-{kind}", ["scan", "h2s.yaml"], 8,
            rf"^dm21: error: writing outputs/h2s/scan\.log failed: it is a {name}, not a regular "
            r"file \(dm21 writes only regular files: never through a link, into a FIFO or over a "
@@ -278,7 +295,9 @@ def test_exit_status_and_error_line(tmp_path, case):
         case.setup(tmp_path)
     proc = run_case(case, tmp_path)
     assert proc.returncode == case.status, show(proc)
-    lines = proc.stderr.strip().splitlines()
+    # (a success that says nothing on stderr, as dm21 validate: its last line on stdout)
+    lines = proc.stderr.strip().splitlines() or (proc.stdout.strip().splitlines()
+                                                 if case.status == 0 else [])
     assert lines and re.search(case.line, lines[-1]), show(proc)
     errors = [line for line in lines if line.startswith("dm21:")]
     assert errors == ([] if case.status == 0 else [lines[-1]]), show(proc)
