@@ -335,18 +335,26 @@ def test_grid_points_grow_where_a_later_density_reaches_them(network):
     assert network.points_evaluated - before == grown and xc.points_added == grown - first
 
 
+def _stretched_h2():
+    """H2 at 21 A (STO-3G, grid level 1) and two of its restricted densities: both electrons
+    in the 1s function of atom A (on_a), or of atom B (on_b), as (2, nao, nao) D/2 pairs."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 21", basis="sto-3g", verbose=0)
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 1
+    grids.build()
+    s = mol.intor("int1e_ovlp")
+    on_a = np.stack([np.outer([1.0, 0.0], [1.0, 0.0])] * 2) / s[0, 0]
+    on_b = np.stack([np.outer([0.0, 1.0], [0.0, 1.0])] * 2) / s[1, 1]
+    return mol, grids, on_a, on_b
+
+
 def test_electrons_moving_onto_left_out_points_are_evaluated_there(network):
     """Issue 22's wrong number: restricted DM21 H2 at 21 A in STO-3G reported E_xc = 0
     and E = +0.59 Ha as a success.  The first density (both electrons on atom A)
     left atom B's points out; the electrons then moved to B, where nothing was
     evaluated.  Now the second density's E_xc is that of a grid screened at it
     (the H- ion on B: equal to the one on A by symmetry), not zero."""
-    mol = gto.M(atom="H 0 0 0; H 0 0 21", basis="sto-3g", verbose=0)
-    grids = dft.gen_grid.Grids(mol)
-    grids.level = 1
-    grids.build()
-    on_a = np.stack([np.outer([1.0, 0.0], [1.0, 0.0])] * 2) / mol.intor("int1e_ovlp")[0, 0]
-    on_b = np.stack([np.outer([0.0, 1.0], [0.0, 1.0])] * 2) / mol.intor("int1e_ovlp")[1, 1]
+    mol, grids, on_a, on_b = _stretched_h2()
     xc = DM21XC(network)
     _, e_a, _ = xc.evaluate(mol, grids, on_a, restricted=True)
     _, e_b, v_b = xc.evaluate(mol, grids, on_b, restricted=True)
@@ -362,14 +370,10 @@ def test_electrons_moving_onto_left_out_points_are_evaluated_there(network):
 def test_final_checks_catch_a_density_on_points_never_evaluated(network):
     """The final checks cannot be fooled by the screening: with the regrowth switched
     off (the old behaviour), the density on atom B integrates to ~0 electrons on the
-    evaluated points, E_xc is 0 there and the full-grid E_xc differs: all three
-    checks fail; the full-grid energy is still right."""
-    mol = gto.M(atom="H 0 0 0; H 0 0 21", basis="sto-3g", verbose=0)
-    grids = dft.gen_grid.Grids(mol)
-    grids.level = 1
-    grids.build()
-    on_a = np.stack([np.outer([1.0, 0.0], [1.0, 0.0])] * 2) / mol.intor("int1e_ovlp")[0, 0]
-    on_b = np.stack([np.outer([0.0, 1.0], [0.0, 1.0])] * 2) / mol.intor("int1e_ovlp")[1, 1]
+    evaluated points and the full-grid E_xc differs: those two checks fail (E_xc's sign
+    is checked on the full-grid value, which is right, so it passes here; on its own
+    it refuses a zero E_xc)."""
+    mol, grids, on_a, on_b = _stretched_h2()
     xc = DM21XC(network)
     xc._regrow = lambda *args: 0
     xc.evaluate(mol, grids, on_a, restricted=True)

@@ -130,15 +130,7 @@ def validate_job(spec: JobSpec) -> None:
     problems.run(_check_cube_size, spec)
 
     # -- names PySCF must know ------------------------------------------------
-    if not spec.is_dm21:
-        problem = _xc_problem(spec.functional)
-        if problem:
-            problems.add(InputError(problem, **meta.locate(("functional",))))
-    elif spec.scf.warm_start is not None:
-        problem = _xc_problem(spec.scf.warm_start)
-        if problem:
-            problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
-                                    **meta.locate(("scf", "warm_start"))))
+    _functional_problems(spec, problems)
     for symbol in covered:
         problem = _basis_problem(spec.basis_for(symbol), symbol)
         if problem:
@@ -172,14 +164,9 @@ def validate_job(spec: JobSpec) -> None:
     problems.raise_any()
 
 
-def validate_settings(spec: JobSpec) -> None:
-    """The checks of `validate_job` that need no atoms (a calculator's settings before it
-    has atoms): the functional's and the warm start's names (libxc), and that each basis
-    set is one PySCF knows; which elements it covers waits for the atoms.  Raises
-    `InputError` naming the field, every problem in ``.problems``.
-    """
+def _functional_problems(spec, problems: _Problems) -> None:
+    """The functional (or DM21's warm-start functional) must be a name PySCF knows."""
     meta: _Meta = spec._meta
-    problems = _Problems()
     if not spec.is_dm21:
         problem = _xc_problem(spec.functional)
         if problem:
@@ -189,6 +176,17 @@ def validate_settings(spec: JobSpec) -> None:
         if problem:
             problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
                                     **meta.locate(("scf", "warm_start"))))
+
+
+def validate_settings(spec: JobSpec) -> None:
+    """The checks of `validate_job` that need no atoms (a calculator's settings before it
+    has atoms): the functional's and the warm start's names (libxc), and that each basis
+    set is one PySCF knows; which elements it covers waits for the atoms.  Raises
+    `InputError` naming the field, every problem in ``.problems``.
+    """
+    meta: _Meta = spec._meta
+    problems = _Problems()
+    _functional_problems(spec, problems)
     entries = [(("basis",), spec.basis)] if isinstance(spec.basis, str) else \
         [(_basis_key_path(meta, key), name) for key, name in spec.basis.items()]
     for path, name in entries:
