@@ -290,6 +290,7 @@ def test_masses_default_isotopes_and_labels():
     for label, mass in ISOTOPE_MASSES_AMU.items():
         number, symbol = label[:-len(label.lstrip("0123456789"))], label.lstrip("0123456789")
         assert mass == pytest.approx(qcel.periodictable.to_mass(symbol + number), abs=1e-9)
+    assert atomic_masses(["O", "H", "H"], {"2": "D"})[1] == pytest.approx(2.01410177812)
     got = atomic_masses(["O", "H", "H", "C", "C"], ["18O", "T", "1H", "13c", 12.5])
     assert got[0] == pytest.approx(17.99915961286)
     assert got[1] == pytest.approx(3.0160492779)
@@ -572,6 +573,8 @@ def test_bad_inputs_are_input_errors_naming_the_field(water, water_result):
         (lambda: thermochemistry(water_result, water.coords, water.masses, 1, -76.0,
                                  temperatures_K=[]), "temperatures"),
         (lambda: thermochemistry(water_result, water.coords, water.masses, 1, -76.0,
+                                 temperatures_K="298"), "temperatures"),
+        (lambda: thermochemistry(water_result, water.coords, water.masses, 1, -76.0,
                                  pressure_Pa=0), "pressure"),
         (lambda: thermochemistry(water_result, water.coords, water.masses, 1, -76.0,
                                  symmetry_number=0), "symmetry_number"),
@@ -591,7 +594,7 @@ def test_input_error_carries_file_and_line_for_masses():
     """The caller's file and line (the job file) are carried into the one-line message."""
     with pytest.raises(InputError) as info:
         atomic_masses(["O", "H"], [1.0], field="freq.masses", file="w.yaml", line=7)
-    assert str(info.value).startswith("w.yaml:7: freq.masses: 1 masses given for 2 atoms")
+    assert str(info.value).startswith("w.yaml:7: freq.masses: 1 mass given for 2 atoms")
 
 
 # --- output files ---------------------------------------------------------------------------

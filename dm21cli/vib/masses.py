@@ -141,6 +141,8 @@ def atomic_masses(symbols: Sequence[str], overrides=None, *, field: str = "masse
     if isinstance(overrides, Mapping):
         items = []
         for key, entry in overrides.items():
+            if isinstance(key, str) and key.strip().isdigit():
+                key = int(key)
             if isinstance(key, bool) or not isinstance(key, (int, np.integer)) \
                     or not 1 <= int(key) <= n:
                 raise InputError(f"atom {key!r} does not exist (atoms are numbered from 1; the "
@@ -148,9 +150,9 @@ def atomic_masses(symbols: Sequence[str], overrides=None, *, field: str = "masse
             items.append((int(key) - 1, entry, f"{field}[{int(key)}]"))
     elif isinstance(overrides, Sequence) and not isinstance(overrides, str):
         if len(overrides) != n:
-            raise InputError(f"{len(overrides)} masses given for {n} atoms (give one per atom, "
-                             f"or a mapping from atom numbers)", file=file, line=line,
-                             field=field)
+            given = f"{len(overrides)} mass{'es' if len(overrides) != 1 else ''}"
+            raise InputError(f"{given} given for {n} atoms (give one per atom, or a mapping "
+                             f"from atom numbers)", file=file, line=line, field=field)
         items = [(i, entry, f"{field}[{i + 1}]") for i, entry in enumerate(overrides)]
     else:
         raise InputError(f"masses must be a list (one per atom) or a mapping from atom numbers, "

@@ -14,11 +14,11 @@ Cs, an ammonia C1.  So the operations are found here first, with a tolerance of
 2. each candidate is refitted to all the atoms it pairs (orthogonal Procrustes with
    the determinant kept) and kept if every atom lands within the tolerance of its
    partner;
-3. the geometry is symmetrised over the operations found (the average of g^-1 r_g(i)),
-   and PySCF names the point group of that exactly symmetric geometry; sigma is
-   the table value of that name (`SYMMETRY_NUMBERS`), the same as the number of
-   proper operations found (checked: if they disagree, the count is used, as it is
-   the definition).
+3. the operations are closed into a group (`group_operations`); sigma is the number of
+   proper ones (the definition); the geometry is symmetrised over them (the average of
+   g^-1 r_g(i)) and PySCF names the point group of that exactly symmetric geometry.
+   The table `symmetry_number_of` (sigma per group) gives the same sigma for every group
+   ``tests/test_vib.py`` tries (C2, C2v, C3v, D2d, D3d, D3h, D6h, Td, Oh, noisy or not).
 
 Linear molecules are D_inf_h (sigma 2) if an inversion through the centre of mass
 maps them onto themselves within the tolerance, else C_inf_v (sigma 1); a single
@@ -119,10 +119,7 @@ def point_group(coords_bohr, masses_amu,
     operations = group_operations(r, kinds, tolerance_bohr)
     n_proper = sum(1 for rot, _ in operations if np.linalg.det(rot) > 0)
     name = _pyscf_group_name(symmetrised(r, operations), kinds)
-    sigma = symmetry_number_of(name)
-    if sigma != n_proper:
-        sigma = n_proper
-    return PointGroup(name, sigma, len(operations))
+    return PointGroup(name, n_proper, len(operations))
 
 
 def group_operations(r: np.ndarray, kinds: np.ndarray, tolerance_bohr: float):

@@ -78,7 +78,9 @@ def check_conditions(temperatures_K, pressure_Pa, multiplicity, symmetry_number,
     InputError naming the field otherwise (``temperatures``, ``pressure``, ...)."""
     temps = [temperatures_K] if isinstance(temperatures_K, (int, float)) else temperatures_K
     try:
-        temps = [float(t) for t in temps if not isinstance(t, bool)]
+        if isinstance(temps, (str, bytes)) or any(isinstance(t, bool) for t in temps):
+            raise TypeError
+        temps = [float(t) for t in temps]
     except (TypeError, ValueError):
         raise InputError(f"temperatures must be numbers (K), not {temperatures_K!r}",
                          field="temperatures") from None
@@ -149,7 +151,8 @@ def rotational_constants_cm1(moments_amu_bohr2, linear: bool) -> list[float]:
 def damping(wavenumbers_cm1, cutoff_cm1: float) -> np.ndarray:
     """Grimme's weight of the harmonic oscillator, 1 / (1 + (w0/w)^4), per mode."""
     w = np.asarray(wavenumbers_cm1, dtype=float)
-    return 1.0 / (1.0 + (cutoff_cm1 / w) ** QRRHO_ALPHA)
+    with np.errstate(over="ignore", divide="ignore"):
+        return 1.0 / (1.0 + (cutoff_cm1 / w) ** QRRHO_ALPHA)
 
 
 def harmonic_parts(wavenumbers_cm1, temperature_K: float):
@@ -237,7 +240,7 @@ def thermochemistry(result, coords_bohr, masses_amu, multiplicity: int,
     group = point_group(coords, masses)
     sigma = group.symmetry_number if sigma_given is None else int(sigma_given)
     moments = moments_of_inertia_amu_bohr2(coords, masses)
-    real = result.wavenumbers_cm1[~result.imaginary]
+    real = result.wavenumbers_cm1[result.wavenumbers_cm1 > 0]  # imaginary modes left out
     common = {
         "pressure_Pa": pressure, "multiplicity": mult, "point_group": group.name,
         "symmetry_number": sigma,
