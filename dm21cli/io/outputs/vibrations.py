@@ -7,8 +7,8 @@ functions (``import dm21cli.io.outputs`` stays light).
 
 The Molden file (format: https://www.theochem.ru.nl/molden/molden_format.html) has
 ``[Molden Format]``, ``[Atoms] AU`` (``symbol number Z x y z``, bohr), ``[FREQ]``
-(cm^-1, one per line; an imaginary frequency as a negative number, as Psi4, ORCA and
-Gaussian's converters write it), ``[FR-COORD]`` (``symbol x y z``, bohr),
+(cm^-1, one per line; an imaginary frequency as a negative number, as Psi4's
+``print_molden_vibs`` writes it), ``[FR-COORD]`` (``symbol x y z``, bohr),
 ``[FR-NORM-COORD]`` (``vibration k`` and then one ``dx dy dz`` line per atom: the
 Cartesian displacement of the mode normalised to length 1 over all atoms, as Psi4
 writes it) and ``[INT]`` (IR intensities, km/mol, one per line) when they are known.
