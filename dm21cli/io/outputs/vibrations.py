@@ -2,8 +2,8 @@
 
 The data come as plain arrays and dicts (`dm21cli.vib.harmonic.HarmonicResult.to_dict`,
 `dm21cli.vib.thermo.thermochemistry`), as result.json holds them, so this module needs
-nothing of `dm21cli.vib`.  Files are written atomically (`dm21cli.io.outputs.atomic`); NumPy is imported inside the
-functions (``import dm21cli.io.outputs`` stays light).
+nothing of `dm21cli.vib`.  Files are written atomically (`dm21cli.io.outputs.atomic`);
+NumPy is imported inside the functions (``import dm21cli.io.outputs`` stays light).
 
 The Molden file (format: https://www.theochem.ru.nl/molden/molden_format.html) has
 ``[Molden Format]``, ``[Atoms] AU`` (``symbol number Z x y z``, bohr), ``[FREQ]``
@@ -13,7 +13,8 @@ The Molden file (format: https://www.theochem.ru.nl/molden/molden_format.html) h
 Cartesian displacement of the mode normalised to length 1 over all atoms, as Psi4
 writes it) and ``[INT]`` (IR intensities, km/mol, one per line) when they are known.
 Jmol reads it (``tests/test_vib.py`` loads it in JmolData 14 and gets every frequency
-and displacement back); Molden and Avogadro read the same sections.
+and displacement back, displacements read as bohr); Molden and Avogadro were not at hand
+to try (no Debian package of Molden; Avogadro 2 is a GUI).
 """
 
 from __future__ import annotations
