@@ -15,12 +15,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dm21cli"
 #: upper ones; nothing imports the command line.
 ALLOWED = {
     "core": set(),
+    "vib": {"core"},
     "functional": {"core"},
     "scf": {"core", "functional"},
     "io": {"core", "functional"},
-    "jobs": {"core", "functional", "scf", "io"},
-    "integrations": {"core", "functional", "scf", "io", "jobs"},
-    "cli": {"core", "functional", "scf", "io", "jobs", "integrations"},
+    "jobs": {"core", "functional", "scf", "io", "vib"},
+    "integrations": {"core", "functional", "scf", "io", "jobs", "vib"},
+    "cli": {"core", "functional", "scf", "io", "jobs", "integrations", "vib"},
 }
 #: modules at the package's top level and what they may import; `qcengine` is the shim
 #: that makes ``import dm21cli.qcengine`` register the QCEngine harness (issue 13), `ase`

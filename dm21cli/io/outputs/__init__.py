@@ -5,7 +5,8 @@ none; regular files only; the logs), `jobdir` (one job's output directory:
 refusal, overwrite of dm21's own folders only, the ``.dm21-output`` and
 ``.running`` markers),
 `orbitals` (cube, Molden and PySCF chkfile), `summary` (``summary.txt`` and
-the terminal table).  Atomic units inside; Angstrom, eV and Debye only in the
+the terminal table), `vibrations` (a vibrational analysis: Molden file, .xyz movies,
+the summary's tables of modes and thermochemistry).  Atomic units inside; Angstrom, eV and Debye only in the
 renderings.  Library code: no printing, no ``sys.exit``.
 """
 
@@ -33,6 +34,12 @@ from dm21cli.io.outputs.orbitals import (
     write_molden,
 )
 from dm21cli.io.outputs.summary import formula, render_summary, render_table
+from dm21cli.io.outputs.vibrations import (
+    modes_table_lines,
+    thermo_table_lines,
+    write_mode_movies,
+    write_molden_vibrations,
+)
 
 __all__ = [
     "MARKER_NAME", "OUTPUT_MARKER", "RunningMarker", "check_output_name", "open_log",
@@ -40,4 +47,5 @@ __all__ = [
     "write_json_atomic", "write_yaml_atomic", "write_bytes_atomic", "write_text_files_atomic",
     "chkfile_bytes", "to_builtin", "finite", "JobDirectory", "cube_grid_shape", "write_cube",
     "write_molden", "orbital_label", "formula", "render_summary", "render_table",
+    "write_molden_vibrations", "write_mode_movies", "modes_table_lines", "thermo_table_lines",
 ]
