@@ -18,7 +18,7 @@ ALLOWED = {
     "vib": {"core"},
     "functional": {"core"},
     "scf": {"core", "functional"},
-    "io": {"core", "functional"},
+    "io": {"core", "functional", "vib"},  # (vib: the freq section's checks of masses, qrrho)
     "jobs": {"core", "functional", "scf", "io", "vib"},
     "integrations": {"core", "functional", "scf", "io", "jobs", "vib"},
     "cli": {"core", "functional", "scf", "io", "jobs", "integrations", "vib"},

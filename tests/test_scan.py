@@ -917,12 +917,12 @@ WAIT_FOR_GO = """
 import time
 from pathlib import Path
 from dm21cli.jobs.scan import run as scan_run
-_real = scan_run._serial_point
-def _serial_point(*args, **kwargs):
+_real = scan_run.serial_point
+def serial_point(*args, **kwargs):
     while not Path("go").exists():
         time.sleep(0.05)
     return _real(*args, **kwargs)
-scan_run._serial_point = _serial_point
+scan_run.serial_point = serial_point
 """
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "run": ("dm21cli.cli.run:run", "Run a single-point calculation (YAML, XYZ or QCSchema JSON input)."),
     "scan": ("dm21cli.cli.scan:scan", "Scan a bond distance, the electron number or a fractional spin."),
     "opt": ("dm21cli.cli.opt:opt", "Optimise a geometry (geomeTRIC)."),
+    "freq": ("dm21cli.cli.freq:freq", "Harmonic frequencies, IR intensities and thermochemistry."),
     "validate": ("dm21cli.cli.validate:validate", "Check an input file without computing."),
     "weights": ("dm21cli.cli.weights:weights", "Find, install, download and verify the DM21 weights."),
     "info": ("dm21cli.cli.info:info", "Versions, weights status, threads and memory."),

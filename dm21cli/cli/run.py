@@ -29,7 +29,8 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
       dm21 run inputs/water-qcschema.json
       dm21 run inputs/water.yaml --gradient -o outputs/water-gradient
 
-    A job file with job.task: opt is optimised as by 'dm21 opt FILE'.
+    A job file with job.task: opt is optimised as by 'dm21 opt FILE', one with
+    job.task: freq gets its frequencies as by 'dm21 freq FILE'.
     """
     from dm21cli.core.resources import tune_allocator
     from dm21cli.io.inputs.load import load_job
@@ -37,6 +38,11 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir,
                                            task="gradient" if gradient else None))
+    if spec.job.task == "freq":  # the job file asks for frequencies: as dm21 freq FILE
+        from dm21cli.cli.freq import frequencies
+
+        frequencies(spec, file, checkpoints=checkpoints, overwrite=overwrite, as_json=as_json)
+        return
     if spec.job.task == "opt":  # the job file asks for an optimisation: as dm21 opt FILE
         from dm21cli.cli.opt import optimise
 

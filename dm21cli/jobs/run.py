@@ -196,7 +196,7 @@ class Run:
     def _write_result(self, record: dict) -> dict:
         document = qcschema.to_qcschema(record, self.spec.atomic_input)
         write_text_files_atomic([
-            (self.jobdir.file(FILES["result"]), _json_text(document)),
+            (self.jobdir.file(FILES["result"]), json_text(document)),
             (self.jobdir.file(FILES["summary"]), render_summary(document)),
         ])
         return document
@@ -309,7 +309,7 @@ class Run:
             self._safe_log(f"could not record the failure in {FILES['result']}: {write_error}")
 
 
-def _json_text(result: dict) -> str:
+def json_text(result: dict) -> str:
     """result.json's text (NaN and infinities become null)."""
     import json
 

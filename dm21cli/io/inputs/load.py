@@ -32,6 +32,7 @@ from dm21cli.io.inputs.models import (
     _dotted,
     _Meta,
 )
+from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import Constraints, OptSettings
 from dm21cli.io.inputs.qcschema import atomic_input_job, read_json
 from dm21cli.io.inputs.scan_model import ScanSettings
@@ -54,6 +55,12 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     # `dm21 opt` only
     "maxiter": ("opt", "maxiter"),
     "convergence_set": ("opt", "convergence_set"),
+    # `dm21 freq` only
+    "step": ("freq", "step"),
+    "temperature": ("freq", "temperatures"),
+    "pressure": ("freq", "pressure"),
+    "symmetry_number": ("freq", "symmetry_number"),
+    "qrrho": ("freq", "qrrho"),
     # `dm21 scan` only
     "distance": ("scan", "distances"),
     "electrons": ("scan", "electrons"),
@@ -71,6 +78,7 @@ _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
     ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
     ("scf", "occupations"): Occupations, ("opt",): OptSettings, ("opt", "constraints"): Constraints,
+    ("freq",): FreqSettings,
 }
 
 

@@ -44,6 +44,7 @@ from dm21cli.io.inputs.fields import (
     parse_memory,
 )
 from dm21cli.io.inputs.files import _read_text
+from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import OptSettings
 from dm21cli.io.inputs.scan_model import ScanSettings
 from dm21cli.io.inputs.xyz import Atom, parse_xyz
@@ -55,7 +56,7 @@ CUBE_KINDS = ("density", "spin_density", "homo", "lumo")
 
 #: what a job computes (``job.task``): the energy, the energy and its nuclear
 #: gradient, or a geometry optimisation (``dm21 opt``)
-TASKS = ("energy", "gradient", "opt")
+TASKS = ("energy", "gradient", "opt", "freq")
 
 #: orbital-gradient threshold (Ha) of the SCF when a nuclear gradient is wanted
 #: (``task: gradient`` or ``opt``) and ``scf.conv_tol_grad`` is not set.  The
@@ -110,10 +111,11 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
-    task: Annotated[Literal["energy", "gradient", "opt"], _choice(TASKS)] = Field(
+    task: Annotated[Literal["energy", "gradient", "opt", "freq"], _choice(TASKS)] = Field(
         "energy", description="What dm21 run computes: energy | gradient (the energy and its "
                               "nuclear gradient, Hartree/bohr) | opt (a geometry optimisation, "
-                              "as dm21 opt).")
+                              "as dm21 opt) | freq (harmonic frequencies and thermochemistry, "
+                              "as dm21 freq).")
 
 
 def _check_xyz(value: Any) -> str | None:
@@ -495,6 +497,8 @@ class JobSpec(_Section):
     scan: ScanSettings | None = Field(None, description="Distance scan (dm21 scan only).")
     opt: OptSettings | None = Field(
         None, description="Geometry optimisation (dm21 opt, job.task: opt): geomeTRIC's options.")
+    freq: FreqSettings | None = Field(
+        None, description="Frequencies and thermochemistry (dm21 freq, job.task: freq).")
 
     _source_path: Path | None = PrivateAttr(default=None)
     _meta: _Meta = PrivateAttr(default_factory=_Meta)
@@ -570,6 +574,10 @@ class JobSpec(_Section):
         """The ``opt`` section, or its defaults."""
         return self.opt if self.opt is not None else OptSettings()
 
+    def freq_settings(self) -> FreqSettings:
+        """The ``freq`` section, or its defaults."""
+        return self.freq if self.freq is not None else FreqSettings()
+
     def memory_mb(self) -> int | None:
         return self.resources.memory
 
@@ -640,6 +648,8 @@ class JobSpec(_Section):
             **({"scan": self.scan.model_dump()} if self.scan is not None else {}),
             **({"opt": self.opt_settings().resolved()}
                if self.opt is not None or self.job.task == "opt" else {}),
+            **({"freq": self.freq_settings().resolved()}
+               if self.freq is not None or self.job.task == "freq" else {}),
         }
 
     def to_resolved_yaml(self) -> str:

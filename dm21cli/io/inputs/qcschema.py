@@ -36,7 +36,8 @@ from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
 from dm21cli.io.inputs.xyz import MAX_COORDINATE_ANGSTROM
 
-#: the drivers QCSchema defines; dm21 computes energies and gradients (`job_settings_for_driver`)
+#: the drivers QCSchema defines; dm21 computes energies, gradients and Hessians
+#: (`job_settings_for_driver`)
 DRIVERS = ("energy", "gradient", "hessian", "properties")
 
 #: keyword -> (job file section or None for the top level, key)
@@ -77,14 +78,17 @@ def job_settings_for_driver(driver: Any, where: dict | None = None) -> dict:
     ``energy`` is the job file's default; ``gradient`` is ``job: {task: gradient}``
     (the energy and its nuclear gradient), which `driver_of` reads back; the
     result's ``return_result`` is then ``properties.return_gradient``
-    (`dm21cli.io.outputs.qcschema.to_qcschema`).
+    (`dm21cli.io.outputs.qcschema.to_qcschema`); ``hessian`` is ``job: {task: freq}``
+    (`dm21cli.jobs.freq`: ``return_result`` the Hessian).
     """
     where = where or {}
     if driver == "energy":
         return {}
     if driver == "gradient":
         return {"job": {"task": "gradient"}}
-    raise InputError(f"{_show(driver)} is not supported (dm21 computes: energy, gradient)"
+    if driver == "hessian":  # central differences of gradients: dm21 freq's Hessian
+        return {"job": {"task": "freq"}}
+    raise InputError(f"{_show(driver)} is not supported (dm21 computes: energy, gradient, hessian)"
                      if driver in DRIVERS else
                      f"unknown driver {_describe(driver)} (QCSchema drivers: {', '.join(DRIVERS)})",
                      **where)
@@ -93,8 +97,8 @@ def job_settings_for_driver(driver: Any, where: dict | None = None) -> dict:
 def driver_of(spec) -> str:
     """The QCSchema driver of a job's result.json: its ``job.task`` (``energy`` or
     ``gradient``); an optimisation (``opt``) records its final geometry's energy and
-    gradient, so ``gradient``."""
-    return "gradient" if spec.job.task == "opt" else spec.job.task
+    gradient, so ``gradient``; a frequency calculation (``freq``) its Hessian."""
+    return {"opt": "gradient", "freq": "hessian"}.get(spec.job.task, spec.job.task)
 
 
 def read_json(text: str, file: str) -> tuple[Any, dict[tuple, int]]:

@@ -127,6 +127,8 @@ def validate_job(spec: JobSpec) -> None:
         problems.run(_validate_scan, spec)
     if spec.opt is not None or spec.job.task == "opt":
         problems.run(_validate_opt, spec, problems)
+    if spec.freq is not None or spec.job.task == "freq":
+        problems.run(_validate_freq, spec)
     problems.run(_check_cube_size, spec)
 
     # -- names PySCF must know ------------------------------------------------
@@ -408,6 +410,23 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
     if not (len(coeff) in (2, 3) and len(occ) == len(coeff) - 1 and coeff[-1] == occ[-1]
             and coeff[:-2] == occ[:-1]):
         raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
+
+
+def _validate_freq(spec: JobSpec) -> None:
+    """The ``freq`` section against the molecule: at least two atoms (an atom has no
+    vibrations), and the masses (`dm21cli.vib.masses.atomic_masses`: one per atom, or atom
+    numbers that exist; masses > 0; isotope labels of the atom's element)."""
+    from dm21cli.vib.masses import atomic_masses
+
+    meta: _Meta = spec._meta
+    natm = spec.molecule.natm
+    if natm < 2:
+        where = ("job", "task") if ("job", "task") in meta.lines else ("molecule",)
+        raise InputError(f"a frequency calculation needs at least two atoms; the molecule has "
+                         f"{natm} (an atom has no vibrations)", **meta.locate(where))
+    where = meta.locate(("freq", "masses"))
+    atomic_masses(spec.molecule.symbols, spec.freq_settings().masses, field="freq.masses",
+                  file=where.get("file"), line=where.get("line"))
 
 
 def _validate_opt(spec: JobSpec, problems: _Problems) -> None:

@@ -48,6 +48,7 @@ OLD_SCHEMA_NAME = "dm21cli_result"
 STANDARD_PROPERTIES = {
     "return_energy": "return_energy",
     "gradient_hartree_per_bohr": "return_gradient",
+    "hessian_hartree_per_bohr2": "return_hessian",
     "scf_total_energy": "scf_total_energy",
     "nuclear_repulsion_energy": "nuclear_repulsion_energy",
     "scf_one_electron_energy": "scf_one_electron_energy",
@@ -64,10 +65,14 @@ STANDARD_PROPERTIES = {
 }
 
 #: QCSchema driver -> dm21cli's property that is the result's ``return_result``
-RETURN_PROPERTY = {"energy": "return_energy", "gradient": "gradient_hartree_per_bohr"}
+RETURN_PROPERTY = {"energy": "return_energy", "gradient": "gradient_hartree_per_bohr",
+                   "hessian": "hessian_hartree_per_bohr2"}
 
 #: top-level fields of dm21cli's layout kept under ``extras.dm21cli``
-_EXTRA_TOP = ("status", "converged", "timings_s", "files", "input", "optimization")
+_EXTRA_TOP = ("status", "converged", "timings_s", "files", "input", "optimization",
+              "vibrations", "thermochemistry", "hessian_points")
+#: of those, the ones a run has only when it made them (an optimisation, a Hessian)
+_EXTRA_OPTIONAL = ("optimization", "vibrations", "thermochemistry", "hessian_points")
 #: ``model`` fields of dm21cli's layout that QCSchema's Model does not have
 _EXTRA_MODEL = ("dispersion", "ecp", "ecp_note")
 
@@ -135,11 +140,13 @@ def to_qcschema(record: dict, atomic_input: dict | None = None) -> dict:
     atomic_input = atomic_input or {}
     model = dict(record.get("model") or {})
     ours: dict[str, Any] = {key: record.get(key) for key in _EXTRA_TOP
-                            if key != "optimization" or record.get(key) is not None}
+                            if key not in _EXTRA_OPTIONAL or record.get(key) is not None}
     ours["model"] = {key: model.pop(key) for key in _EXTRA_MODEL if key in model}
     standard, rest = _split_properties(record.get("properties") or {})
     ours["properties"] = rest
     extras = {**(atomic_input.get("extras") or {}), EXTRAS_KEY: ours}
+    if record.get("qcvars"):  # Psi4's names (a Hessian's thermochemistry), as QCEngine's harnesses
+        extras["qcvars"] = record["qcvars"]
     input_record = {
         "schema_name": SCHEMA_INPUT, "schema_version": 1,
         "molecule": molecule_record(record.get("molecule") or {}),
@@ -197,7 +204,8 @@ def fields(document: dict | None) -> dict:
     ours = extras.get(EXTRAS_KEY) or {}
     standard = (extras.get("properties") if failed else document.get("properties")) or {}
     props = {name: standard.get(field) for name, field in STANDARD_PROPERTIES.items()
-             if name not in ("gradient_hartree_per_bohr", "dipole_moment_au") or field in standard}
+             if name not in ("gradient_hartree_per_bohr", "dipole_moment_au",
+                             "hessian_hartree_per_bohr2") or field in standard}
     props.update(ours.get("properties") or {})
     mol = base.get("molecule") or {}
     symbols = list(mol.get("symbols") or [])
@@ -221,6 +229,8 @@ def fields(document: dict | None) -> dict:
         "provenance": (ours.get("provenance") if failed else document.get("provenance")) or {},
         "input": ours.get("input"),
         "optimization": ours.get("optimization"),
+        **{key: ours[key] for key in _EXTRA_OPTIONAL[1:] if key in ours},
+        "qcvars": extras.get("qcvars"),
         "error": document.get("error"),
     }
     return out

@@ -266,6 +266,7 @@ def render_summary(result: dict) -> str:
 
     # --- geometry optimisation
     lines.extend(_optimization_lines(result.get("optimization")))
+    lines.extend(_vibration_lines(result))
 
     # --- dipole
     dip = props.get("dipole_moment_debye")
@@ -379,6 +380,24 @@ def render_table(result: dict):
     if gmax is not None:
         table.add_row("gradient max / RMS", f"{gmax:.2e} / "
                       f"{_fmt(props.get('gradient_rms_hartree_per_bohr'), '.2e')}", "Ha/bohr")
+    vib = result.get("vibrations")
+    if isinstance(vib, dict):
+        waves = vib.get("wavenumbers_cm1") or []
+        if waves:
+            shown = ", ".join(f"{abs(w):.1f}{'i' if w < 0 else ''}" for w in waves[:3])
+            table.add_row("wavenumbers", shown + (" ..." if len(waves) > 3 else ""), "cm^-1")
+        verdict = vib.get("classification") or {}
+        if verdict.get("message"):
+            style = None if verdict.get("ok") else "bold red"
+            table.add_row("stationary point", Text(str(verdict["message"]), style=style), "")
+        if not (vib.get("stationarity") or {}).get("ok", True):
+            table.add_row("gradient", Text("NOT stationary: optimise first", style="bold red"), "")
+    thermo = result.get("thermochemistry")
+    if isinstance(thermo, list) and thermo:
+        first = thermo[0]
+        table.add_row("ZPVE", _fmt(first.get("zpve_hartree"), ".6f"), "Ha")
+        table.add_row(f"G ({_fmt(first.get('temperature_K'), 'g')} K)",
+                      _fmt(first.get("gibbs_free_energy_hartree"), ".8f"), "Ha")
     opt = result.get("optimization")
     if isinstance(opt, dict):
         state = "yes" if opt.get("converged") else Text("NO", style="bold red")
@@ -392,6 +411,38 @@ def render_table(result: dict):
         table.add_row("error", Text(f"{error.get('error_type') or '?'}: "
                                     f"{error.get('error_message') or ''}", style="red"), "")
     return table
+
+
+def _vibration_lines(result: dict) -> list[str]:
+    """summary.txt's sections of a Hessian (``result.json``'s ``vibrations``,
+    ``thermochemistry`` and ``hessian_points``): how it was computed, the classification,
+    the table of modes and the thermochemistry table, units in the headers."""
+    from dm21cli.io.outputs.vibrations import modes_table_lines, thermo_table_lines
+
+    vib = result.get("vibrations")
+    if not isinstance(vib, dict):
+        return []
+    out = ["", "Vibrations (harmonic)"]
+    points = result.get("hessian_points") or {}
+    if points:
+        out.append(f"  Hessian by {points.get('method', '?')}: {points.get('points', '?')} "
+                   f"geometries, step {_fmt(points.get('step_bohr'), 'g')} bohr, SCF conv_tol "
+                   f"{_fmt(points.get('scf_conv_tol'), 'g')} and conv_tol_grad "
+                   f"{_fmt(points.get('scf_conv_tol_grad'), 'g')}; Hessian asymmetry "
+                   f"{_fmt(vib.get('hessian_asymmetry_hartree_bohr2'), '.1e')} Eh/bohr^2")
+    for key in ("classification", "stationarity"):
+        entry = vib.get(key) or {}
+        if entry.get("message"):
+            out.append(("  " if entry.get("ok", True) else "  WARNING: ") + str(entry["message"]))
+    out.append(f"  {vib.get('n_vibrations', '?')} vibrations"
+               f"{' (linear molecule)' if vib.get('linear') else ''}, masses (u): "
+               + " ".join(f"{m:.5f}" for m in vib.get("masses_amu") or []))
+    out += modes_table_lines(vib)
+    thermo = result.get("thermochemistry")
+    if isinstance(thermo, list) and thermo:
+        out += ["", "Thermochemistry"]
+        out += thermo_table_lines(thermo)
+    return out
 
 
 def _optimization_lines(opt: Any) -> list[str]:

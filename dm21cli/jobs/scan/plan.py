@@ -25,6 +25,16 @@ BROKEN_SYMMETRY_STRETCH = 1.5
 #: a neighbour with a smaller <S^2> has collapsed to the symmetric solution: mix again.
 BROKEN_SYMMETRY_MIN_S2 = 0.1
 
+#: files in the scan directory (`ScanPlan.files`: another campaign of points, a Hessian's
+#: displacements, names its own).
+FILES = {
+    "definition": "scan.definition.json",
+    "csv": "scan.csv",
+    "json": "scan.json",
+    "png": "scan.png",
+    "log": "scan.log",
+}
+
 #: how an interrupted scan continues: its own command again (the message of an interruption,
 #: also inside a relaxed point's optimisation, whose own hint would be 'dm21 opt --restart')
 RESUME_HINT = "finished points are kept: run the same dm21 scan command again to continue"
@@ -104,9 +114,11 @@ class Coordinate:
     option: str  # the command-line option
 
     def text(self, value: float) -> str:
-        """``2.500 A``, ``N = 5.500``, ``f = 0.250``."""
+        """``2.500 A``, ``N = 5.500``, ``f = 0.250``; a Hessian's ``displacement 7``."""
         if self.kind == "distance":
             return f"{value:.3f} A"
+        if self.kind == "displacement":
+            return "reference geometry" if value == 0 else f"displacement {int(value)}"
         return f"{'N' if self.kind == 'electrons' else 'f'} = {value:.3f}"
 
     def dirname(self, value: float) -> str:
@@ -126,6 +138,9 @@ COORDINATES = {
     "fractional_spin": Coordinate("fractional_spin", "fractional_spin", "fractional_spin", "f",
                                   "fraction f of an electron moved from alpha to beta",
                                   "--fractional-spin"),
+    # a Hessian's displaced geometries (`dm21cli.jobs.freq`): 0 the reference, 1 .. 6N
+    "displacement": Coordinate("displacement", "displacements", "displacement", "disp",
+                               "displaced geometry", "--point"),
 }
 
 
@@ -194,6 +209,10 @@ class ScanPlan:
     #: a relaxed distance scan: every point (and fragment of two atoms or more) a geometry
     #: optimisation with the pair's distance frozen
     relax: bool = False
+    #: the names of the files in the scan directory (`FILES`)
+    files: dict = dataclasses.field(default_factory=lambda: dict(FILES))
+    #: the folders the scan writes in its directory (None: one per functional)
+    folders: list[str] | None = None
 
     @property
     def distances(self) -> list[float]:

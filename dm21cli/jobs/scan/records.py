@@ -7,16 +7,8 @@ from pathlib import Path
 
 from dm21cli.core.errors import ExitStatus
 from dm21cli.io.outputs.qcschema import fields
-from dm21cli.jobs.scan.plan import ScanPlan, ScanPoint
+from dm21cli.jobs.scan.plan import FILES, ScanPlan, ScanPoint  # noqa: F401 (FILES: re-exported)
 
-#: files in the scan directory.
-FILES = {
-    "definition": "scan.definition.json",
-    "csv": "scan.csv",
-    "json": "scan.json",
-    "png": "scan.png",
-    "log": "scan.log",
-}
 
 
 #: file in each point directory: the point's input hash and where it sits in the scan.
@@ -84,7 +76,7 @@ def result_fields(result: dict | None) -> dict:
     }
 
 
-def _record(point: ScanPoint, result: dict | None, moving: list[int], *, reused: bool,
+def make_record(point: ScanPoint, result: dict | None, moving: list[int], *, reused: bool,
             guess: str | None, status: str | None = None, error: str | None = None) -> dict:
     f = result_fields(result)
     charges = f["mulliken_charges"]
@@ -134,7 +126,7 @@ def _state_fields(point: ScanPoint) -> dict:
 
 def empty_record(point: ScanPoint) -> dict:
     """The record of a point without electrons: its energy is the nuclei's repulsion."""
-    rec = _record(point, None, [], reused=False, guess="none (no electrons)", status="success")
+    rec = make_record(point, None, [], reused=False, guess="none (no electrons)", status="success")
     rec.update(converged=True, energy_hartree=point.state["energy_hartree"],
                nuclear_repulsion_energy_hartree=point.state["energy_hartree"], directory=None,
                error=None, one_electron_energy_hartree=0.0, coulomb_energy_hartree=0.0,
@@ -196,35 +188,35 @@ class ScanReport:
         return text
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     """The JSON object in `path` (a regular file), else None (`read_json_object`)."""
     from dm21cli.io.outputs.atomic import read_json_object
 
     return read_json_object(path)
 
 
-def _result_fields(document: dict | None) -> dict | None:
+def result_document_fields(document: dict | None) -> dict | None:
     """A point's result.json document (QCSchema) in dm21cli's layout, which the scan reads."""
     return fields(document) if document else None
 
 
-def _read_result(path: Path) -> dict | None:
+def read_result(path: Path) -> dict | None:
     """A point's result.json in dm21cli's layout, or None."""
-    return _result_fields(_read_json(path))
+    return result_document_fields(read_json(path))
 
 
-def _finished(directory: Path, expected_hash: str) -> dict | None:
+def finished_result(directory: Path, expected_hash: str) -> dict | None:
     """The stored result of a finished point with this input hash, else None."""
-    info = _read_json(directory / POINT_FILE)
+    info = read_json(directory / POINT_FILE)
     if not info or info.get("hash") != expected_hash or (directory / ".running").exists():
         return None
-    result = _read_result(directory / "result.json")
+    result = read_result(directory / "result.json")
     if not result or result_fields(result)["status"] not in FINISHED:
         return None
     return result
 
 
-def _point_info(pt: ScanPoint, guess: str) -> dict:
+def point_info(pt: ScanPoint, guess: str) -> dict:
     """The `POINT_FILE` of a point, without its status.
 
     No index: the same directory serves every scan definition that holds
@@ -234,20 +226,20 @@ def _point_info(pt: ScanPoint, guess: str) -> dict:
             "guess": guess}
 
 
-def _store(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None, guess: str,
-           records: dict, progress: _Progress, seconds: float) -> None:
+def store_point(plan: ScanPlan, pt: ScanPoint, result: dict | None, error: str | None, guess: str,
+           records: dict, progress: Progress, seconds: float) -> None:
     from dm21cli.io.outputs.atomic import write_json_atomic
 
-    rec = _record(pt, result, plan.moving, reused=False, guess=guess,
+    rec = make_record(pt, result, plan.moving, reused=False, guess=guess,
                   status=None if error is None else "failed", error=error)
     records[(pt.functional, pt.index)] = rec
     if pt.directory.is_dir():  # (not when a worker died before run_job made it)
-        write_json_atomic(pt.directory / POINT_FILE, {**_point_info(pt, guess), "status": rec["status"]})
+        write_json_atomic(pt.directory / POINT_FILE, {**point_info(pt, guess), "status": rec["status"]})
     energy = "n/a" if rec["energy_hartree"] is None else f"{rec['energy_hartree']:.8f} Ha"
     progress(pt.label, f"{rec['status']}, E = {energy} ({seconds:.1f} s)")
 
 
-class _Progress:
+class Progress:
     def __init__(self, total: int, log):
         self.total, self.done, self.log = total, 0, log
 

@@ -41,26 +41,27 @@ from dm21cli.jobs.scan.records import (
     FILES,
     POINT_FILE,
     ScanReport,
-    _finished,
-    _Progress,
-    _read_json,
-    _read_result,
-    _record,
-    _result_fields,
-    _store,
+    finished_result,
+    Progress,
+    read_json,
+    read_result,
+    make_record,
+    result_document_fields,
+    store_point,
     empty_record,
     result_fields,
 )
-from dm21cli.jobs.scan.workers import _dask_points, _parallel_points
+from dm21cli.jobs.scan.workers import dask_points, parallel_points
 
 
-class _ScanLog:
-    """scan.log: one timestamped line per event, also to the reporter.  The file is opened
+class ScanLog:
+    """scan.log (a Hessian's freq.log): one timestamped line per event, also to the reporter.  The file is opened
     on the first line (`open_log`: appended to, a regular file only) and kept open."""
 
-    def __init__(self, path: Path, reporter: Reporter | None):
+    def __init__(self, path: Path, reporter: Reporter | None, name: str = "scan"):
         self.path = path
         self.reporter = reporter
+        self.name = name  # the command, in each line's stamp
         self.stream = None
 
     def __call__(self, message: str) -> None:
@@ -72,7 +73,7 @@ class _ScanLog:
         if self.stream is None:
             self.stream = open_log(self.path, append=True)
         try:
-            self.stream.write(f"[dm21 scan {stamp}] {message}\n")
+            self.stream.write(f"[dm21 {self.name} {stamp}] {message}\n")
         except OSError as exc:
             reraise_os_error(exc, self.path)
         if self.reporter is not None:
@@ -85,7 +86,7 @@ class _ScanLog:
             self.stream = None
 
 
-def _check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
+def check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
     """Refuse a scan directory this scan may not use: a file in its place (exit 8), a
     directory in use by another running scan, one holding another scan (without
     `overwrite`), an unreadable definition, or files that are not a scan's (exit 5)."""
@@ -95,23 +96,24 @@ def _check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
     check_output_folder(scan_dir)
     if not scan_dir.is_dir():
         return
-    definition = scan_dir / FILES["definition"]
+    definition = scan_dir / plan.files["definition"]
     try:
         RunningMarker(scan_dir).check_free()
         names = [p.name for p in scan_dir.iterdir()]
     except OSError as exc:
         reraise_os_error(exc, scan_dir, "reading")
-    stored = _read_json(definition)
+    stored = read_json(definition)
     if stored is None or not isinstance(stored.get("hash"), str):
         if os.path.lexists(definition):
             if not overwrite:
                 raise OutputExistsError(
-                    f"scan directory {scan_dir} holds a {FILES['definition']} that is not a "
+                    f"scan directory {scan_dir} holds a {plan.files['definition']} that is not a "
                     f"scan definition; use --overwrite to replace it (points with unchanged "
                     f"inputs are kept), or -o for another directory")
             return
         # another --point task may be creating the same scan right now: only foreign files count
-        ours = set(FILES.values()) | {_safe_name(f) for f in plan.functionals}
+        ours = set(plan.files.values()) | set(plan.folders if plan.folders is not None
+                                               else [_safe_name(f) for f in plan.functionals])
         foreign = [n for n in names if not n.startswith(".") and n not in ours]
         if foreign and not overwrite:
             raise OutputExistsError(f"output directory {scan_dir} already holds files that are not "
@@ -129,8 +131,8 @@ def _check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
             f"replace it (points with unchanged inputs are kept), or -o for another directory")
 
 
-def _open_scan_dir(plan: ScanPlan, overwrite: bool, hold: bool):
-    """Check (`_check_scan_dir`) and create the scan directory, mark it as dm21's and write
+def open_scan_dir(plan: ScanPlan, overwrite: bool, hold: bool):
+    """Check (`check_scan_dir`) and create the scan directory, mark it as dm21's and write
     its definition; with `hold` (a whole scan, not one --point task) hold it
     (`RunningMarker`) until the returned marker is released."""
     from dm21cli.io.outputs.atomic import write_json_atomic
@@ -142,7 +144,7 @@ def _open_scan_dir(plan: ScanPlan, overwrite: bool, hold: bool):
         remove_folders,
     )
 
-    _check_scan_dir(plan, overwrite)
+    check_scan_dir(plan, overwrite)
     created: list[Path] = []
     running = None
     try:
@@ -152,13 +154,13 @@ def _open_scan_dir(plan: ScanPlan, overwrite: bool, hold: bool):
         except OSError as exc:  # read-only, no permission, a name too long, disk full
             reraise_os_error(exc, plan.scan_dir, "creating")
         mark_output_folder(plan.scan_dir, "scan")
-        write_json_atomic(plan.scan_dir / FILES["definition"],
+        write_json_atomic(plan.scan_dir / plan.files["definition"],
                           {"hash": plan.definition_hash, "definition": plan.definition})
     except BaseException:
         if running is not None:
             running.release()
         if created:
-            for name in (FILES["definition"], OUTPUT_MARKER):
+            for name in (plan.files["definition"], OUTPUT_MARKER):
                 with contextlib.suppress(OSError):
                     (plan.scan_dir / name).unlink()
             remove_folders(created)
@@ -216,10 +218,10 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
         # PySCF prints a warning to stdout when a chkfile guess comes from another
         # geometry (always the case here); stdout must stay clean for --json.
         with contextlib.redirect_stdout(io.StringIO()):
-            return _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
+            return result_document_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
                                            reporter=detail, interrupted_hint=RESUME_HINT)), None
     except ComputeError as exc:
-        return _read_result(spec.output_path() / "result.json"), str(exc)
+        return read_result(spec.output_path() / "result.json"), str(exc)
 
 
 def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
@@ -250,8 +252,8 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
     if workers > 1 and point is None and not dask and not hasattr(os, "posix_spawn"):
         raise InputError("worker processes need os.posix_spawn (Linux, macOS); use --point or --dask",
                          field="--workers")
-    running = _open_scan_dir(plan, overwrite, hold=point is None)
-    log = _ScanLog(plan.scan_dir / FILES["log"], reporter)
+    running = open_scan_dir(plan, overwrite, hold=point is None)
+    log = ScanLog(plan.scan_dir / plan.files["log"], reporter)
     try:
         return _run_points(plan, log, checkpoints, detail, plot, workers, point, dask)
     finally:
@@ -260,7 +262,7 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
             running.release()
 
 
-def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, workers: int,
+def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, workers: int,
                 point: int | None, dask: str | None) -> ScanReport:
     """`run_scan`'s work in the prepared scan directory."""
     if point is not None:
@@ -289,7 +291,7 @@ def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, 
             for n, m in plan.states.items()))
     records: dict[tuple[str, int], dict] = {}
     references: dict[str, dict] = {}
-    progress = _Progress(len(targets), log)
+    progress = Progress(len(targets), log)
     try:
         pending = []
         for functional, index, neighbour in targets:
@@ -298,15 +300,15 @@ def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, 
                 records[(pt.functional, pt.index)] = empty_record(pt)
                 progress(pt.label, "no electrons: the energy is the nuclear repulsion")
                 continue
-            if _reuse(plan, pt, records, progress):
+            if reuse_point(plan, pt, records, progress):
                 continue
             pending.append((pt, neighbour))
             if workers == 1 and not dask:
-                _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress)
+                serial_point(plan, pt, neighbour, records, checkpoints, detail, progress)
         if dask and pending:
-            _dask_points(plan, [p for p, _ in pending], records, dask, checkpoints, progress)
+            dask_points(plan, [p for p, _ in pending], records, dask, checkpoints, progress)
         elif workers > 1 and pending:
-            _parallel_points(plan, [p for p, _ in pending], records, workers, checkpoints, progress)
+            parallel_points(plan, [p for p, _ in pending], records, workers, checkpoints, progress)
         if point is None or point == 0:
             for functional in plan.functionals:
                 references[functional] = _run_references(plan, functional, checkpoints, detail, log)
@@ -328,25 +330,25 @@ def _run_points(plan: ScanPlan, log: _ScanLog, checkpoints, detail, plot: bool, 
     return report
 
 
-def _reuse(plan: ScanPlan, pt: ScanPoint, records: dict, progress: _Progress) -> bool:
-    stored = _finished(pt.directory, pt.hash)
+def reuse_point(plan: ScanPlan, pt: ScanPoint, records: dict, progress: Progress) -> bool:
+    stored = finished_result(pt.directory, pt.hash)
     if stored is None:
         return False
-    info = _read_json(pt.directory / POINT_FILE) or {}
-    records[(pt.functional, pt.index)] = _record(pt, stored, plan.moving, reused=True,
+    info = read_json(pt.directory / POINT_FILE) or {}
+    records[(pt.functional, pt.index)] = make_record(pt, stored, plan.moving, reused=True,
                                                  guess=info.get("guess"))
     converged = result_fields(stored)["converged"]
     progress(pt.label, f"read from disk ({'converged' if converged else 'NOT converged'})")
     return True
 
 
-def _serial_point(plan, pt, neighbour, records, checkpoints, detail, progress) -> None:
+def serial_point(plan, pt, neighbour, records, checkpoints, detail, progress) -> None:
     guess_path, guess = _choose_guess(plan, pt, neighbour, records)
     progress(pt.label, f"computing (guess: {guess})", count=False)
     t0 = time.perf_counter()
     with _scratch_guess(plan, pt, guess_path, guess) as usable:
         result, error = _run_one(pt.data, plan, usable, pt.label, checkpoints, detail)
-    _store(plan, pt, result, error, guess, records, progress, time.perf_counter() - t0)
+    store_point(plan, pt, result, error, guess, records, progress, time.perf_counter() - t0)
 
 
 def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
@@ -408,7 +410,7 @@ def _run_references(plan: ScanPlan, functional: str, checkpoints, detail, log) -
                  "energy_hartree": 0.0, "converged": True, "directory": None, "reused": False}
         if ref.data is not None:
             entry["directory"] = str(ref.directory)
-            stored = _finished(ref.directory, ref.hash)
+            stored = finished_result(ref.directory, ref.hash)
             if stored is not None:
                 result, entry["reused"] = stored, True
             else:
@@ -445,23 +447,23 @@ def collect_scan(plan: ScanPlan, *, plot: bool = True) -> ScanReport:
     if not (plan.scan_dir / FILES["definition"]).is_file():
         raise InputError(f"nothing to collect: {plan.scan_dir} holds no scan (run the points first)",
                          field="--collect")
-    _check_scan_dir(plan, overwrite=False)
+    check_scan_dir(plan, overwrite=False)
     records = {}
     for pt in plan.all_points():
         if pt.data is None:
             records[(pt.functional, pt.index)] = empty_record(pt)
             continue
-        stored = _finished(pt.directory, pt.hash)
+        stored = finished_result(pt.directory, pt.hash)
         if stored is not None:
-            info = _read_json(pt.directory / POINT_FILE) or {}
-            records[(pt.functional, pt.index)] = _record(pt, stored, plan.moving, reused=True,
+            info = read_json(pt.directory / POINT_FILE) or {}
+            records[(pt.functional, pt.index)] = make_record(pt, stored, plan.moving, reused=True,
                                                          guess=info.get("guess"))
     references = {}
     for functional, refs in plan.references.items():
         entry: dict[str, Any] = {}
         limit: float | None = 0.0
         for ref in refs:
-            stored = None if ref.data is None else _finished(ref.directory, ref.hash)
+            stored = None if ref.data is None else finished_result(ref.directory, ref.hash)
             fields = result_fields(stored)
             energy = 0.0 if ref.data is None else fields["energy"]
             entry[ref.role] = {"atoms": [k + 1 for k in ref.atoms], "charge": ref.charge,

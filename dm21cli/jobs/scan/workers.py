@@ -22,10 +22,10 @@ from dm21cli.jobs.scan.plan import RESUME_HINT, ScanPoint, _build_spec_from
 from dm21cli.jobs.scan.records import (
     FINISHED,
     POINT_FILE,
-    _point_info,
-    _read_result,
-    _result_fields,
-    _store,
+    point_info,
+    read_result,
+    result_document_fields,
+    store_point,
     result_fields,
 )
 
@@ -33,7 +33,7 @@ from dm21cli.jobs.scan.records import (
 WORKER_GRACE_S = 5.0
 
 
-def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> None:
+def parallel_points(plan, pending, records, workers, checkpoints, progress) -> None:
     """Run `pending` points in `workers` processes of our own, each from its default guess.
 
     Each worker process (`_WorkerProcess`, running `_worker_main`) takes one
@@ -62,7 +62,7 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
         pt, t0 = proc.point, proc.started
         proc.point = None
         if reply[0] == "done":
-            _store(plan, pt, reply[1], reply[2], "default", records, progress, time.monotonic() - t0)
+            store_point(plan, pt, reply[1], reply[2], "default", records, progress, time.monotonic() - t0)
 
     def next_point(proc: _WorkerProcess) -> None:
         if not queue:
@@ -71,7 +71,7 @@ def _parallel_points(plan, pending, records, workers, checkpoints, progress) -> 
         pt = queue.pop(0)
         data = json.loads(json.dumps(pt.data))
         data["resources"] = {"threads": threads, "memory": memory}
-        proc.give(pt, (data, source, plan.spec.job.name, pt.label, checkpoints, _point_info(pt, "default")))
+        proc.give(pt, (data, source, plan.spec.job.name, pt.label, checkpoints, point_info(pt, "default")))
         progress.log(f"{pt.label}: computing in worker process {proc.slot} (pid {proc.pid})")
 
     def start(slot: int) -> None:
@@ -178,7 +178,7 @@ def _stop_workers(procs: list, store) -> None:
 
 
 class _WorkerProcess:
-    """One worker process of `_parallel_points`, as seen from the scan's process.
+    """One worker process of `parallel_points`, as seen from the scan's process.
 
     Started with ``os.posix_spawn`` (a fresh Python running `_worker_main`,
     SIGINT and SIGTERM blocked until the worker's own handler is installed),
@@ -305,10 +305,10 @@ def _store_finished(plan, futures: dict, finished, records, progress, who: str) 
         result, error = future.result()
         if error == "interrupted":
             raise KeyboardInterrupt(f"{who} was interrupted")
-        _store(plan, pt, result, error, "default", records, progress, time.perf_counter() - t0)
+        store_point(plan, pt, result, error, "default", records, progress, time.perf_counter() - t0)
 
 
-def _dask_points(plan, pending, records, address, checkpoints, progress) -> None:
+def dask_points(plan, pending, records, address, checkpoints, progress) -> None:
     """Send `pending` points to the Dask scheduler at `address`; each from its default guess."""
     try:
         from distributed import Client, as_completed
@@ -330,7 +330,7 @@ def _dask_points(plan, pending, records, address, checkpoints, progress) -> None
             data = json.loads(json.dumps(pt.data))
             data["job"]["output_dir"] = str(pt.directory.absolute())  # workers have their own cwd
             future = client.submit(_worker_run, data, source, plan.spec.job.name, pt.label, chk, False,
-                                   _point_info(pt, "default"), pure=False,
+                                   point_info(pt, "default"), pure=False,
                                    key=f"dm21-scan-{pt.functional}-{pt.index}-{pt.hash[:16]}")
             futures[future] = (pt, time.perf_counter())
         _store_finished(plan, futures, as_completed(list(futures)), records, progress, "a Dask worker")
@@ -392,7 +392,7 @@ def _worker_check(message: str) -> None:
 
 
 def _worker_main(task_fd: int, reply_fd: int, scan_pid: int) -> int:
-    """A worker process of `_parallel_points`: points from `task_fd`, replies to `reply_fd`.
+    """A worker process of `parallel_points`: points from `task_fd`, replies to `reply_fd`.
 
     Replies: ("ready", pid) once; then per point ("done", result, error)
     or ("interrupted",), or ("raise", exception) for an error that stops
@@ -480,14 +480,14 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     try:
         # (not in Dask's threaded workers: redirect_stdout is process-wide)
         with contextlib.redirect_stdout(io.StringIO()) if quiet_stdout else contextlib.nullcontext():
-            result = _result_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
+            result = result_document_fields(run_task(spec, checkpoints=checkpoints, overwrite=True,
                                              reporter=report, interrupted_hint=RESUME_HINT))
             error = None
     except ComputeError as exc:
-        result, error = _read_result(spec.output_path() / "result.json"), str(exc)
+        result, error = read_result(spec.output_path() / "result.json"), str(exc)
     except (KeyboardInterrupt, Interrupted):
         # interrupted after run_job had finished the point (on its way out): keep the point
-        result = _read_result(spec.output_path() / "result.json") if began[0] else None
+        result = read_result(spec.output_path() / "result.json") if began[0] else None
         if not result or result_fields(result)["status"] not in FINISHED or \
                 (spec.output_path() / ".running").exists():
             return None, "interrupted"

@@ -1,0 +1,214 @@
+"""``dm21 freq`` (issue 23): the Hessian by central differences of analytic gradients, its
+points run as a resumable campaign, the analysis and the files.
+
+Reference values: PySCF 2.14's analytic RKS Hessian (``mf.Hessian()``) of B3LYP/def2-SVP water
+at the same geometry and grid level 3, put through the same harmonic analysis
+(`dm21cli.vib`).  Measured when this test was written: the central-difference wavenumbers
+agree to 0.09 cm^-1 and the Hessian to 3.6e-4 Eh/bohr^2 (the analytic Hessian leaves out
+the grid's response, which dm21cli's gradients include).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dm21cli.core.errors import ConvergenceError, InputError
+from dm21cli.io.inputs.load import load_job
+from dm21cli.jobs.freq import collect_freq, plan_freq, run_freq
+from dm21cli.jobs.freq.plan import DISPLACEMENTS_DIR, displacement_index
+from dm21cli.vib import atomic_masses, harmonic_analysis
+from dm21proc import dm21, dm21_env, show, write
+
+WATER = """\
+    molecule:
+      xyz: |
+        O 0 0 0.1173
+        H 0 0.7572 -0.4692
+        H 0 -0.7572 -0.4692
+    basis: {basis}
+    functional: b3lyp
+    scf: {{grid_level: {grid}}}
+    outputs: {{molden: false}}
+    """
+
+
+def _spec(tmp_path: Path, basis="sto-3g", grid=1, name="w.yaml", **overrides):
+    job = write(tmp_path, name, WATER.format(basis=basis, grid=grid))
+    return load_job(job, {"output_dir": str(tmp_path / "out"), "task": "freq", **overrides})
+
+
+def _log(tmp_path: Path) -> str:
+    return (tmp_path / "out" / "freq.log").read_text()
+
+
+def test_b3lyp_water_hessian_is_pyscfs_analytic_one(tmp_path):
+    """The central-difference Hessian of B3LYP/def2-SVP water against PySCF's analytic one:
+    wavenumbers within 0.5 cm^-1 (measured 0.09), the Hessian within 1e-3 Eh/bohr^2."""
+    from pyscf import dft, gto
+
+    document = run_freq(plan_freq(_spec(tmp_path, basis="def2-svp", grid=3)))
+    assert document["success"] and document["driver"] == "hessian"
+    hessian = np.asarray(document["return_result"])
+    assert hessian.shape == (9, 9)
+    mol = gto.M(atom="O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692",
+                basis="def2-svp", verbose=0)
+    mf = dft.RKS(mol, xc="b3lyp")
+    mf.grids.level = 3
+    mf.conv_tol = 1e-10
+    mf.kernel()
+    analytic = mf.Hessian().kernel().transpose(0, 2, 1, 3).reshape(9, 9)
+    np.testing.assert_allclose(hessian, analytic, atol=1e-3)
+    masses = atomic_masses(["O", "H", "H"])
+    expected = harmonic_analysis(analytic, mol.atom_coords(), masses).wavenumbers_cm1
+    vib = document["extras"]["dm21cli"]["vibrations"]
+    np.testing.assert_allclose(vib["wavenumbers_cm1"], expected, atol=0.5)
+    assert vib["classification"]["ok"] and vib["n_imaginary"] == 0
+    assert len(vib["ir_intensities_km_mol"]) == 3 and min(vib["ir_intensities_km_mol"]) > 0
+
+
+def test_the_folder_holds_the_result_summary_molden_and_movies(tmp_path):
+    """result.json (a QCSchema AtomicResult qcelemental accepts, driver hessian, Psi4's
+    qcvars), summary.txt with the modes and thermochemistry tables, the Molden file, a
+    movie per mode; the input's geometry is not stationary, and everything says so."""
+    document = run_freq(plan_freq(_spec(tmp_path)))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "displacements", "freq.definition.json", "freq.log", "modes", "reference",
+        "result.json", "summary.txt", "vibrations.molden"]
+    assert len(list((out / DISPLACEMENTS_DIR).iterdir())) == 18
+    assert sorted(p.name for p in (out / "modes").iterdir()) == [
+        "mode_01.xyz", "mode_02.xyz", "mode_03.xyz"]
+    qcvars = document["extras"]["qcvars"]
+    assert set(qcvars) >= {"ZPVE", "THERMAL ENERGY", "ENTHALPY", "GIBBS FREE ENERGY"}
+    assert qcvars["GIBBS FREE ENERGY"] < qcvars["ENTHALPY"] < document["properties"]["return_energy"] + 0.1
+    from qcelemental.models import AtomicResult
+
+    AtomicResult(**document)
+    summary = (out / "summary.txt").read_text()
+    for needle in ("Vibrations (harmonic)", "wavenumber", "(cm^-1)", "IR intensity", "(km/mol)",
+                   "Thermochemistry", "Gibbs free energy G (Eh)", "WARNING: the geometry is not "
+                   "stationary"):
+        assert needle in summary, needle
+    molden = (out / "vibrations.molden").read_text()
+    assert all(section in molden for section in ("[FREQ]", "[FR-COORD]", "[FR-NORM-COORD]", "[INT]"))
+    assert "WARNING: the geometry is not stationary" in _log(tmp_path)
+
+
+def test_an_interrupted_or_changed_hessian_recomputes_only_what_is_missing(tmp_path):
+    """Run again: every point is read from disk.  A point whose result is gone is the only
+    one computed; new temperatures change no point (the analysis only); a new step is a
+    new input: without --overwrite the folder is refused, with it every point is new."""
+    spec = _spec(tmp_path)
+    first = run_freq(plan_freq(spec))
+    (tmp_path / "out" / DISPLACEMENTS_DIR / "004-O1-y-" / "result.json").unlink()
+    (tmp_path / "out" / "freq.log").unlink()
+    again = run_freq(plan_freq(spec))
+    log = _log(tmp_path)
+    assert log.count("read from disk") == 18 and "O1 y-: success" in log
+    np.testing.assert_allclose(again["return_result"], first["return_result"], atol=1e-7)
+    warmer = run_freq(plan_freq(_spec(tmp_path, temperature=[298.15, 500.0])))
+    assert _log(tmp_path).count("read from disk") == 18 + 19
+    thermo = warmer["extras"]["dm21cli"]["thermochemistry"]
+    assert [t["temperature_K"] for t in thermo] == [298.15, 500.0]
+    from dm21cli.core.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match="different input"):
+        run_freq(plan_freq(_spec(tmp_path, step=0.01)))
+
+
+def test_workers_and_job_array_give_the_serial_hessian(tmp_path):
+    """--workers 2, and --point 0 .. 6N then --collect (a job array), compute the same
+    Hessian as the serial run (1e-6 Eh/bohr^2), every displaced point from the reference's
+    density."""
+    serial = run_freq(plan_freq(_spec(tmp_path)))
+    spec = load_job(tmp_path / "w.yaml", {"output_dir": str(tmp_path / "workers"), "task": "freq"})
+    workers = run_freq(plan_freq(spec), workers=2)
+    np.testing.assert_allclose(workers["return_result"], serial["return_result"], atol=1e-6)
+    spec = load_job(tmp_path / "w.yaml", {"output_dir": str(tmp_path / "array"), "task": "freq"})
+    plan = plan_freq(spec)
+    for index in range(19):
+        assert run_freq(plan, point=index) is None
+    collected = collect_freq(plan)
+    np.testing.assert_allclose(collected["return_result"], serial["return_result"], atol=1e-6)
+    info = json.loads((tmp_path / "array" / DISPLACEMENTS_DIR / "001-O1-x+" /
+                       "scan-point.json").read_text())
+    assert info["guess"] == "point at reference geometry"
+
+
+def test_a_point_that_fails_is_named_and_the_rerun_computes_only_it(tmp_path, monkeypatch):
+    """The SCF of one displaced geometry fails: the Hessian is not a result (exit 4 on the
+    command line, result.json a FailedOperation naming the point and what to do), the other
+    points are kept; the same command again computes that point alone and succeeds."""
+    from dm21cli.jobs import point as point_module
+
+    real = point_module.compute_point
+    bad = displacement_index(1, 2, +1)  # H2 z+
+
+    def failing(spec, mol, **kwargs):
+        result = real(spec, mol, **kwargs)
+        if spec.job.name.endswith(f"-{bad:03d}"):
+            result.converged, result.failure = False, "SCF not converged (made to fail)"
+        return result
+
+    monkeypatch.setattr(point_module, "compute_point", failing)
+    monkeypatch.setattr("dm21cli.jobs.run.compute_point", failing)
+    spec = _spec(tmp_path)
+    with pytest.raises(ConvergenceError, match=r"1 of 19 points .* H2 z\+ \(not-converged"):
+        run_freq(plan_freq(spec))
+    document = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert document["success"] is False and document["error"]["error_type"] == "convergence_error"
+    assert "run the same dm21 freq command again" in document["error"]["error_message"]
+    monkeypatch.setattr("dm21cli.jobs.run.compute_point", real)
+    (tmp_path / "out" / "freq.log").unlink()
+    assert run_freq(plan_freq(spec))["success"]
+    log = _log(tmp_path)
+    assert log.count("read from disk") == 18 and "H2 z+: success" in log
+
+
+WATER_STO = textwrap.dedent(WATER.format(basis="sto-3g", grid=1))
+
+
+@pytest.mark.parametrize("text, args, field, message", [
+    ("molecule:\n  xyz: O 0 0 0\n", [], "molecule",
+     "a frequency calculation needs at least two atoms; the molecule has 1"),
+    (WATER_STO + "freq:\n  masses: [16, 1]\n", [], "freq.masses",
+     "2 masses given for 3 atoms"),
+    (WATER_STO, ["--temperature", "-10"], "--temperature",
+     "temperatures are in K, above 0"),
+    (WATER_STO, ["--step", "0.5"], "--step", "must be at most 0.1"),
+    (WATER_STO + "freq:\n  qrrho: {entropy: nope}\n", [],
+     "freq.qrrho", "unknown scheme 'nope'"),
+])
+def test_bad_freq_input_exits_2_before_anything_is_computed(tmp_path, text, args, field, message):
+    write(tmp_path, "bad.yaml", textwrap.dedent(text))
+    proc = dm21(["freq", "bad.yaml", *args], tmp_path, env=dm21_env())
+    assert proc.returncode == 2, show(proc)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("dm21: error: ") and field in line and message in line, line
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_single_atom_freq_is_refused_by_the_library_too(tmp_path):
+    job = write(tmp_path, "ne.yaml", "molecule:\n  xyz: Ne 0 0 0\nfunctional: b3lyp\n")
+    with pytest.raises(InputError, match="at least two atoms"):
+        load_job(job, {"task": "freq"})
+
+
+def test_dm21_freq_command_and_a_job_file_task(tmp_path):
+    """``dm21 freq FILE`` prints the summary and exits 0; ``job.task: freq`` under ``dm21 run``
+    does the same calculation (the same folder, read from disk)."""
+    write(tmp_path, "w.yaml", textwrap.dedent(WATER.format(basis="sto-3g", grid=1)))
+    proc = dm21(["freq", "w.yaml", "-o", "fq"], tmp_path, env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    assert "Vibrations (harmonic)" in proc.stdout and "ZPVE" in proc.stdout
+    write(tmp_path, "t.yaml", textwrap.dedent(WATER.format(basis="sto-3g", grid=1))
+          + "job: {task: freq, output_dir: fq}\n")
+    proc = dm21(["run", "t.yaml", "--json"], tmp_path, env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    document = json.loads(proc.stdout)
+    assert document["driver"] == "hessian" and len(document["return_result"]) == 9
