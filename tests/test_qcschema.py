@@ -258,8 +258,9 @@ BAD_INPUTS = {
                           "keywords.basis: set this in model.basis, not in keywords"),
     "bad-method": ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, '"method"',
                    "model.method: unknown functional 'no-such-xc'"),
-    "driver-hessian": ({"driver": "hessian"}, '"driver"',
-                       "driver: 'hessian' is not supported (dm21 computes: energy, gradient)"),
+    "driver-properties": ({"driver": "properties"}, '"driver"',
+                          "driver: 'properties' is not supported (dm21 computes: energy, "
+                          "gradient, hessian)"),
     "driver-unknown": ({"driver": "forces"}, '"driver"',
                        "driver: unknown driver 'forces' (QCSchema drivers: energy, gradient, "
                        "hessian, properties)"),
@@ -304,11 +305,11 @@ def test_bad_atomic_input_exits_2_one_line_no_output(tmp_path, case):
 
 def test_validate_lists_every_problem_of_an_atomic_input(tmp_path):
     (tmp_path / "h2.json").write_text(json.dumps(atomic_input(
-        driver="hessian", keywords={"conv_tl": 1, "grid_level": 99}), indent=2))
+        driver="properties", keywords={"conv_tl": 1, "grid_level": 99}), indent=2))
     proc = dm21(["validate", "h2.json"], tmp_path, _env(None))
     assert proc.returncode == 2, _show(proc)
     text = proc.stderr
-    assert "driver: 'hessian'" in text and "keywords.conv_tl" in text, text
+    assert "driver: 'properties'" in text and "keywords.conv_tl" in text, text
 
 
 def _h2_molecule(**changes) -> dict:
@@ -546,7 +547,7 @@ def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
 @pytest.mark.parametrize("changes, needle", [
     ({"keywords": {"conv_tl": 1e-8}}, "keywords.conv_tl: unknown keyword 'conv_tl'"),
     ({"model": {"method": "no-such-xc", "basis": "sto-3g"}}, "model.method: unknown functional"),
-    ({"driver": "hessian"}, "driver: 'hessian' is not supported"),
+    ({"driver": "properties"}, "driver: 'properties' is not supported"),
     ({"keywords": {"task": "gradient"}}, "keywords.task: set this in driver, not in keywords"),
     ({"keywords": {"threads": 4}}, "keywords.threads: under QCEngine, set the threads"),
     # issue 22: shapes, before qcelemental (which flattened nothing, but raised its own errors:
@@ -568,7 +569,7 @@ def test_harness_gradient_is_dm21_runs(qcengine, h2_gradient, tmp_path):
      "AtomicInput: molecule: Atom identifier (Xx) uninterpretable"),
     ({"molecule": _h2_molecule(molecular_multiplicity=2)},
      "AtomicInput: molecule: Input Error: Inconsistent or unspecified chg/mult"),
-], ids=["unknown-keyword", "bad-method", "hessian", "task-keyword", "threads-keyword",
+], ids=["unknown-keyword", "bad-method", "properties", "task-keyword", "threads-keyword",
         "geometry-ragged", "masses", "fragment-charges", "fragment-index", "connectivity-index",
         "geometry-string", "element", "multiplicity"])
 def test_harness_bad_input_is_a_failed_operation(qcengine, changes, needle, tmp_path):
@@ -686,3 +687,20 @@ def test_harness_stretched_h2_is_not_a_zero_xc_success(qcengine, tmp_path):
     assert result.success, result.error
     assert result.return_result < -0.2
     assert result.extras["dm21cli"]["properties"]["dm21_final_energy"]["problems"] == []
+
+
+def test_harness_hessian_driver_is_dm21_freqs(qcengine, tmp_path):
+    """driver hessian through QCEngine: the Hessian of ``dm21 freq`` (central differences of
+    analytic gradients; B3LYP/STO-3G H2, grid level 1) as return_result (3N x 3N, Eh/bohr^2),
+    symmetric to its finite-difference noise, with Psi4's thermochemistry qcvars, and the one
+    vibration equal to the one ``dm21 freq`` prints for the same input."""
+    result = qcengine.compute(atomic_input(driver="hessian", model={"method": "b3lyp",
+                                                                    "basis": "sto-3g"}),
+                              "dm21", task_config={"ncores": 1,
+                                                   "scratch_directory": str(tmp_path)})
+    assert result.success, result.error
+    hessian = np.asarray(result.return_result).reshape(6, 6)
+    assert np.abs(hessian - hessian.T).max() < 1e-4 and hessian[2, 2] > 0.3
+    assert {"ZPVE", "GIBBS FREE ENERGY"} <= set(result.extras["qcvars"])
+    vib = result.extras["dm21cli"]["vibrations"]
+    assert vib["n_vibrations"] == 1 and vib["linear"] and 4000 < vib["wavenumbers_cm1"][0] < 6000

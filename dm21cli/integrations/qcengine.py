@@ -120,7 +120,7 @@ def run_atomic_input(document: dict, *, ncores: int | None = None, memory_gib: f
     `dm21cli.core.errors.DM21Error` like `run_job`.
     """
     from dm21cli.io.inputs.load import load_atomic_input
-    from dm21cli.jobs.run import run_job
+    from dm21cli.jobs.task import run_task
 
     keywords = document.get("keywords") or {}
     for key, setting in (("threads", "ncores"), ("memory", "memory")):
@@ -143,7 +143,7 @@ def run_atomic_input(document: dict, *, ncores: int | None = None, memory_gib: f
         out = spec.output_path()
         with _process_settings(ncores, scratch):
             try:
-                result = run_job(spec, checkpoints=checkpoints)
+                result = run_task(spec, checkpoints=checkpoints)
             except DM21Error as exc:
                 exc.document = _read_json(out / "result.json")
                 raise
