@@ -212,3 +212,20 @@ def test_dm21_freq_command_and_a_job_file_task(tmp_path):
     assert proc.returncode == 0, show(proc)
     document = json.loads(proc.stdout)
     assert document["driver"] == "hessian" and len(document["return_result"]) == 9
+
+
+def test_opt_freq_optimises_then_computes_the_frequencies_there(tmp_path):
+    """``dm21 opt FILE --freq``: the optimisation, then ``dm21 freq`` at its final geometry in
+    the folder's freq/: a stationary point (the optimiser's criterion), a minimum, and
+    --json prints the frequency calculation's result.json."""
+    write(tmp_path, "w.yaml", textwrap.dedent(WATER.format(basis="sto-3g", grid=1)))
+    proc = dm21(["opt", "w.yaml", "--freq", "-o", "o", "--json"], tmp_path, env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    document = json.loads(proc.stdout)
+    assert document["driver"] == "hessian"
+    vib = document["extras"]["dm21cli"]["vibrations"]
+    assert vib["stationarity"]["ok"] and vib["classification"]["ok"], vib["stationarity"]
+    optimised = json.loads((tmp_path / "o" / "result.json").read_text())
+    np.testing.assert_allclose(document["molecule"]["geometry"],
+                               optimised["molecule"]["geometry"], atol=1e-9)
+    assert (tmp_path / "o" / "freq" / "vibrations.molden").is_file()

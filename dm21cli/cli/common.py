@@ -172,17 +172,20 @@ class Reporter:
 
 
 def report_result(reporter: Reporter, result: dict, *, as_json: bool, what: str,
-                  result_path) -> None:
-    """Print a finished run's result.json (``--json``) or its summary, then raise
-    ConvergenceError (exit 4) when it did not converge: `what` names what did not
-    ("SCF", "geometry optimisation"), `result_path` where the result is."""
+                  result_path, show: bool = True) -> None:
+    """Print a finished run's result.json (``--json``) or its summary (nothing unless
+    `show`: a step of a command that prints another result), then raise ConvergenceError
+    (exit 4) when it did not converge: `what` names what did not ("SCF", "geometry
+    optimisation"), `result_path` where the result is."""
     import json
 
     from dm21cli.core.errors import ConvergenceError, DM21Error
     from dm21cli.io.outputs.qcschema import fields
 
     try:
-        if as_json:
+        if not show:
+            pass
+        elif as_json:
             click.echo(json.dumps(result, indent=2))
         else:
             reporter.show_result(result)

@@ -21,10 +21,15 @@ from dm21cli.cli import common
 @click.option("--convergence-set", default=None, metavar="NAME",
               help="geomeTRIC's criteria: GAU (default), GAU_LOOSE, GAU_TIGHT, GAU_VERYTIGHT, "
                    "NWCHEM_LOOSE, TURBOMOLE, INTERFRAG_TIGHT (opt.convergence_set).")
+@click.option("--freq", "with_freq", is_flag=True,
+              help="Then the harmonic frequencies and thermochemistry at the optimised geometry "
+                   "(as dm21 freq, the job's freq: settings), in the folder's freq/.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print result.json to stdout (and nothing else there).")
+              help="Print result.json to stdout (and nothing else there; with --freq, the "
+                   "frequency calculation's).")
 def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxiter: int | None,
-        convergence_set: str | None, as_json: bool, checkpoints: str | None, **options) -> None:
+        convergence_set: str | None, with_freq: bool, as_json: bool, checkpoints: str | None,
+        **options) -> None:
     """Optimise the geometry of FILE (.yaml job file, its opt: section, or .xyz) with geomeTRIC.
 
     Each step is a single point with its nuclear gradient, started from the previous
@@ -36,17 +41,33 @@ def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxit
       dm21 opt inputs/water-opt.yaml
       dm21 opt h2o.xyz --basis def2-svp --convergence-set GAU_TIGHT
       dm21 opt inputs/water-opt.yaml --restart      # after an interruption
+      dm21 opt inputs/water-opt.yaml --freq         # then the frequencies there
     """
     from dm21cli.io.inputs.load import load_job
 
     spec = load_job(file, common.overrides(options, output_dir=output_dir, task="opt",
                                            maxiter=maxiter, convergence_set=convergence_set))
-    optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
-             as_json=as_json)
+    if with_freq:  # (the freq: section checked before the optimisation starts)
+        from dm21cli.io.inputs.validate import validate_freq
+
+        validate_freq(spec)
+    result = optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
+                      as_json=as_json, show=not (as_json and with_freq))
+    if with_freq:
+        from dm21cli.cli.freq import frequencies
+        from dm21cli.io.outputs.qcschema import fields
+        from dm21cli.jobs.freq.plan import freq_spec_at
+
+        final = fields(result)["molecule"]["geometry_bohr"]
+        freq_spec = freq_spec_at(spec, final, spec.output_path() / "freq")
+        click.echo(f"dm21 opt: the frequencies at the optimised geometry, in "
+                   f"{freq_spec.output_path()}", err=True)
+        frequencies(freq_spec, file, checkpoints=checkpoints, overwrite=overwrite,
+                    as_json=as_json)
 
 
 def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,
-             as_json: bool) -> None:
+             as_json: bool, show: bool = True) -> dict:
     """Run the optimisation of `spec` (task opt) as ``dm21 opt`` does: progress on stderr,
     the result on stdout, exit status 4 when it did not converge."""
     from dm21cli.core.errors import InputError
@@ -62,7 +83,8 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
         result = run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
                          reporter=reporter, resume_command=_resume_command(spec, file))
     common.report_result(reporter, result, as_json=as_json, what="geometry optimisation",
-                         result_path=spec.output_path() / "result.json")
+                         result_path=spec.output_path() / "result.json", show=show)
+    return result
 
 
 #: options of the command that do not go into the command that continues it (-o is added)

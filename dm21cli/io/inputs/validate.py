@@ -128,7 +128,7 @@ def validate_job(spec: JobSpec) -> None:
     if spec.opt is not None or spec.job.task == "opt":
         problems.run(_validate_opt, spec, problems)
     if spec.freq is not None or spec.job.task == "freq":
-        problems.run(_validate_freq, spec)
+        problems.run(validate_freq, spec)
     problems.run(_check_cube_size, spec)
 
     # -- names PySCF must know ------------------------------------------------
@@ -412,7 +412,7 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
         raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
 
 
-def _validate_freq(spec: JobSpec) -> None:
+def validate_freq(spec: JobSpec) -> None:
     """The ``freq`` section against the molecule: at least two atoms (an atom has no
     vibrations), and the masses (`dm21cli.vib.masses.atomic_masses`: one per atom, or atom
     numbers that exist; masses > 0; isotope labels of the atom's element)."""

@@ -125,6 +125,19 @@ def plan_freq(spec, *, output_dir: str | None = None) -> ScanPlan:
                     folders=[REFERENCE_DIR, DISPLACEMENTS_DIR, FILES["modes"]])
 
 
+def freq_spec_at(spec, coords_bohr, output_dir: Path):
+    """The job of `spec` as a frequency calculation (``job.task: freq``, its ``freq``
+    settings) at the geometry `coords_bohr` (N, 3), in `output_dir`: what ``dm21 opt --freq``
+    runs at the optimised geometry."""
+    coords = np.asarray(coords_bohr, dtype=float).reshape(-1, 3)
+    data = _point_data(spec, spec.functional, coords * BOHR_ANGSTROM, f"{spec.job.name}-freq",
+                       Path(output_dir), False)
+    data["job"]["task"] = "freq"
+    data["freq"] = spec.freq_settings().resolved()
+    return _build_spec(data, spec, spec._meta.locate(("molecule",)),
+                       "the frequency calculation at the optimised geometry")
+
+
 def _point(spec, index: int, atom, axis, sign: int, symbols, coords_bohr, directory: Path,
            where: dict) -> DisplacedPoint:
     """One point: a gradient job at `coords_bohr` (N, 3), converged to the Hessian's
