@@ -72,10 +72,11 @@ def section_commands(heading: str) -> list[str]:
 
 
 def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
-    """For a `dm21 run/opt/scan/validate ...` command: (subcommand, the directory it
+    """For a `dm21 run/opt/scan/freq/validate ...` command: (subcommand, the directory it
     writes or None, whether it may replace existing results), parsed by dm21's
     own options and resolved as dm21 resolves it."""
     from dm21cli.cli import common
+    from dm21cli.cli.freq import freq
     from dm21cli.cli.opt import opt
     from dm21cli.cli.run import run
     from dm21cli.cli.scan import scan
@@ -83,13 +84,13 @@ def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
     from dm21cli.jobs.scan.plan import plan_scan
 
     sub, args = words[1], words[2:]
-    if sub not in ("run", "scan", "opt"):
+    if sub not in ("run", "scan", "opt", "freq"):
         return sub, None, False
-    command = {"run": run, "scan": scan, "opt": opt}[sub]
+    command = {"run": run, "scan": scan, "opt": opt, "freq": freq}[sub]
     params = command.make_context(sub, list(args)).params
     path = REPO_ROOT / params["file"]
     assert path.is_file(), f"{' '.join(words)}: {params['file']} does not exist in a clone"
-    if sub in ("run", "opt"):
+    if sub in ("run", "opt", "freq"):
         spec = load_job(path, common.overrides(params, output_dir=params["output_dir"]))
         return sub, spec.output_path(), params["overwrite"] or params.get("restart", False)
     functional, functionals = params.get("functional"), None
@@ -126,6 +127,9 @@ def test_readme_command_sequences_run_in_order_on_a_fresh_clone(monkeypatch):
                 continue
             key = target.resolve()
             clash = [w for w in written if w == key or key in w.parents or w in key.parents]
+            # the same frequency calculation again (other temperatures, say) resumes its folder
+            clash = [w for w in clash if not (sub == "freq" and w == key and
+                                              written[w].split()[:3] == words[:3])]
             assert overwrite or not clash, (f"README '{heading}': `{line}` writes {target}, which "
                                            f"`{written[clash[0]] if clash else ''}` already wrote: exit 5")
             written[key] = line

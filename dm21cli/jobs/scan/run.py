@@ -8,6 +8,7 @@ a broken-symmetry mix of it); finished points are read back, not recomputed;
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import math
@@ -222,6 +223,10 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
                                            reporter=detail, interrupted_hint=RESUME_HINT)), None
     except ComputeError as exc:
         return read_result(spec.output_path() / "result.json"), str(exc)
+    finally:
+        # the point's SCF, with its exchange-integral caches, is held in reference cycles:
+        # freed now, before the next point sizes its caches against the budget
+        gc.collect()
 
 
 def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
