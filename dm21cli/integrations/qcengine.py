@@ -143,7 +143,12 @@ def run_atomic_input(document: dict, *, ncores: int | None = None, memory_gib: f
         out = spec.output_path()
         with _process_settings(ncores, scratch):
             try:
-                result = run_task(spec, checkpoints=checkpoints)
+                if spec.job.task == "freq":  # driver hessian
+                    from dm21cli.jobs.freq import plan_freq, run_freq
+
+                    result = run_freq(plan_freq(spec), checkpoints=checkpoints)
+                else:
+                    result = run_task(spec, checkpoints=checkpoints)
             except DM21Error as exc:
                 exc.document = _read_json(out / "result.json")
                 raise
