@@ -317,11 +317,11 @@ class ExchangeIntegrals:
                     pack_lower(full[w], slot[w, :, q0:q1])
         return slot
 
-    def forget(self, p0: int, p1: int) -> None:
-        """Drop the cached integrals of block p0:p1 (its points changed): the next
-        `features` call computes them at its new points.  The cache's memory they took
-        is not reused."""
-        self._cache.pop((p0, p1), None)
+    def forget(self, *key) -> None:
+        """Drop the cached integrals of the block `key` ((p0, p1), or a caller's own key): its
+        points changed, and the next `features` call computes them at its new points.  The
+        cache's memory they took is not reused."""
+        self._cache.pop(tuple(key), None)
 
     def features_at(self, coords: np.ndarray, e_mat: np.ndarray):
         """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) at the n points `coords`
@@ -343,19 +343,21 @@ class ExchangeIntegrals:
         self.timings_s["exchange_integrals"] += time.perf_counter() - t0
         return f, hfx
 
-    def features(self, p0: int, p1: int, e_mat: np.ndarray, points: np.ndarray | None = None):
+    def features(self, p0: int, p1: int, e_mat: np.ndarray, points: np.ndarray | None = None,
+                 key: tuple | None = None):
         """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) at grid points p0:p1.
 
         points: the block-relative indices of the n points to use (None: all of
         p0:p1); a block changes its points only after `forget`.  e_mat: (nspin,
-        nao, n) E_b(r) per spin at those points.
+        nao, n) E_b(r) per spin at those points.  key: what the points are cached
+        under (default (p0, p1)): another set of points of the same block needs its own.
         """
         if not self._arenas or (self.passes >= LATE_CACHE_PASS and not self._late_mapped):
             self._late_mapped = self.passes >= LATE_CACHE_PASS
             self._prepare_arena()  # before the clock starts: not integral time
         clock = time.perf_counter
         t0 = clock()
-        key = (p0, p1)
+        key = (p0, p1) if key is None else key
         coords = self.coords[p0:p1] if points is None else self.coords[p0:p1][points]
         n = len(coords)
         if e_mat.shape[-1] != n:

@@ -169,6 +169,9 @@ class DM21XC:
         self._ao_bytes = 0
         #: per block (p0, p1): the block-relative points evaluated (None: all)
         self._points: dict[tuple[int, int], np.ndarray | None] = {}
+        #: per block: the left-out points a later density reached (block-relative, sorted),
+        #: evaluated beside the block's first set, whose cached AO values and integrals stay
+        self._added: dict[tuple[int, int], np.ndarray] = {}
         #: per block: the AO values (n, nao) at its left-out points, when the budget has room
         self._ao_out: dict[tuple[int, int], np.ndarray] = {}
         #: the density whose left-out points were last checked (`_regrow`)
@@ -208,7 +211,7 @@ class DM21XC:
                coords[0].tobytes(), coords[-1].tobytes(), float(np.sum(coords)))
         if self._integrals is None or self._grid_key != key:
             self._integrals, self._ao, self._ao_bytes, self._points = None, {}, 0, {}
-            self._ao_out, self._checked_dm, self.points_added = {}, None, 0
+            self._ao_out, self._checked_dm, self.points_added, self._added = {}, None, 0, {}
             self._kept = None
             nao, ngrids = mol.nao_nr(), len(coords)
             if self.cache_bytes is None:
@@ -293,13 +296,22 @@ class DM21XC:
             self._ao_out[key] = ao_out
             self._ao_bytes += ao_out.nbytes
 
+    def _left_out(self, key) -> np.ndarray:
+        """The block-relative points of block `key` that are not evaluated (sorted)."""
+        p0, p1 = key
+        points = self._points[key]
+        evaluated = points if key not in self._added else np.union1d(points, self._added[key])
+        return np.setdiff1d(np.arange(p1 - p0), evaluated, assume_unique=True)
+
     def _regrow(self, mol, coords: np.ndarray, dm_spin: np.ndarray, nspin_eff: int) -> int:
         """Add to each block's evaluated points the left-out ones where the density
         `dm_spin` has reached rho_screen; returns how many were added.
 
-        A block whose set grows drops its cached AO values and exchange integrals
-        (they are computed again at its new points).  Called by `blocks` once per
-        new density, so no density is ever evaluated on a set chosen for another.
+        The points added are evaluated beside the block's first set (`_added`), so
+        that set keeps its cached AO values and exchange integrals; the added ones are
+        computed at every evaluation (`blocks`), usually a handful.  Called by `blocks`
+        once per new density, so no density is ever evaluated on a set chosen for
+        another.
         """
         from pyscf.dft import numint
 
@@ -308,7 +320,9 @@ class DM21XC:
             if points is None:
                 continue
             p0, p1 = key
-            out = np.setdiff1d(np.arange(p1 - p0), points, assume_unique=True)
+            out = self._left_out(key)
+            if len(out) == 0:
+                continue
             ao_out = self._ao_out.get(key)
             if ao_out is None:
                 ao_out = numint.eval_ao(mol, coords[p0:p1][out], deriv=0)
@@ -317,17 +331,13 @@ class DM21XC:
             if not grow.any():
                 continue
             added += int(np.count_nonzero(grow))
-            points = np.union1d(points, out[grow])
-            self._points[key] = None if len(points) == p1 - p0 else points
-            old = self._ao.pop(key, None)
-            if old is not None:
-                self._ao_bytes -= old.nbytes
+            self._added[key] = np.union1d(self._added.get(key, np.zeros(0, dtype=int)), out[grow])
             old = self._ao_out.pop(key, None)
             if old is not None:
                 self._ao_bytes -= old.nbytes
                 if not grow.all():
                     self._keep_ao_out(key, old[~grow])
-            self._integrals.forget(p0, p1)
+            self._integrals.forget(p0, p1, "added")
         self.points_added += added
         return added
 
@@ -340,6 +350,7 @@ class DM21XC:
         if ints is None:
             return None
         evaluated = sum(p1 - p0 if pts is None else len(pts) for (p0, p1), pts in self._points.items())
+        evaluated += sum(len(added) for added in self._added.values())
         return {"storage": ints.dtype.name, "grid_points": len(ints.coords),
                 "points_evaluated": int(evaluated),
                 "points_cached": int(ints.cached_bytes // ints.bytes_per_point),
@@ -417,6 +428,30 @@ class DM21XC:
                 store[(p0, p1)] = (f_mat, hfx)
             x = _network_inputs_of(rho, hfx, restricted)
             yield (slice(p0, p1) if points is None else p0 + points), ao, rho, x, f_mat, e_mat
+            if (p0, p1) in self._added:  # the points a later density reached (see _regrow)
+                yield self._added_chunk(mol, coords, p0, p1, dm_spin, restricted, kept, store)
+
+    def _added_chunk(self, mol, coords, p0: int, p1: int, dm_spin, restricted: bool, kept, store):
+        """`blocks`' tuple for the points block p0:p1 gained after its set was chosen: their AO
+        values computed anew, their integrals cached as their own block when there is room."""
+        from pyscf.dft import numint
+
+        nspin_eff = 1 if restricted else 2
+        added = self._added[(p0, p1)]
+        t0 = time.perf_counter()
+        ao = numint.eval_ao(mol, coords[p0:p1][added], deriv=1)
+        rho, e_mat = _density(ao, dm_spin[:nspin_eff])
+        if restricted:
+            rho = np.concatenate([rho, rho])
+        self.timings_s["ao_density"] += time.perf_counter() - t0
+        key = (p0, p1, "added")
+        if kept is not None and key in kept:
+            f_mat, hfx = kept[key]
+        else:
+            f_mat, hfx = self._integrals.features(p0, p1, e_mat, added, key=key)
+        if store is not None:
+            store[key] = (f_mat, hfx)
+        return p0 + added, ao, rho, _network_inputs_of(rho, hfx, restricted), f_mat, e_mat
 
     def _network_screened(self, network: DM21Network, x: np.ndarray, keep: np.ndarray | None,
                           with_grad: bool):
@@ -527,8 +562,8 @@ class DM21XC:
         nspin_eff = 1 if restricted else 2
         self._prepare(mol, grids, nspin_eff)
         coords, weights = grids.coords, grids.weights
-        out = [p0 + np.setdiff1d(np.arange(p1 - p0), points, assume_unique=True)
-               for (p0, p1), points in sorted(self._points.items()) if points is not None]
+        out = [key[0] + self._left_out(key)
+               for key, points in sorted(self._points.items()) if points is not None]
         out = np.concatenate(out) if out else np.zeros(0, dtype=int)
         blk = self.block_points(mol.nao_nr(), len(weights))
         nblocks = -(-len(out) // blk)
