@@ -27,10 +27,10 @@ from dm21cli.jobs.scan.plan import (
     COORDINATES,
     ScanPlan,
     ScanPoint,
-    _build_spec,
-    _digest,
-    _physics,
-    _point_data,
+    build_spec,
+    input_digest,
+    physics_of,
+    point_data,
 )
 
 #: files in a frequency calculation's folder (the campaign's log and definition; the results)
@@ -73,10 +73,10 @@ def freq_hash(resolved: dict) -> str:
     """SHA-256 of what decides a Hessian point's result: its resolved input without names,
     folders, resources, output files, the starting guess, and the SCF's cycle and attempt
     limits (raising max_cycle for a point that did not converge keeps every other one)."""
-    key = _physics(resolved)
+    key = physics_of(resolved)
     key.pop("outputs", None)
     key["scf"] = {k: v for k, v in key["scf"].items() if k not in ("max_cycle", "max_attempts")}
-    return _digest(key)
+    return input_digest(key)
 
 
 def displacement_index(atom: int, axis: int, sign: int) -> int:
@@ -120,7 +120,7 @@ def plan_freq(spec, *, output_dir: str | None = None) -> ScanPlan:
                     pair=None, moving=[], functionals=[functional], equilibrium_angstrom=None,
                     order=[(0, None)] + [(k, 0) for k in range(1, len(points))],
                     points={functional: points}, references={}, broken_symmetry=False,
-                    definition=definition, definition_hash=_digest(definition),
+                    definition=definition, definition_hash=input_digest(definition),
                     coordinate=COORDINATES["displacement"], files=dict(FILES),
                     folders=[REFERENCE_DIR, DISPLACEMENTS_DIR, FILES["modes"]])
 
@@ -130,11 +130,11 @@ def freq_spec_at(spec, coords_bohr, output_dir: Path):
     settings) at the geometry `coords_bohr` (N, 3), in `output_dir`: what ``dm21 opt --freq``
     runs at the optimised geometry."""
     coords = np.asarray(coords_bohr, dtype=float).reshape(-1, 3)
-    data = _point_data(spec, spec.functional, coords * BOHR_ANGSTROM, f"{spec.job.name}-freq",
+    data = point_data(spec, spec.functional, coords * BOHR_ANGSTROM, f"{spec.job.name}-freq",
                        Path(output_dir), False)
     data["job"]["task"] = "freq"
     data["freq"] = spec.freq_settings().resolved()
-    return _build_spec(data, spec, spec._meta.locate(("molecule",)),
+    return build_spec(data, spec, spec._meta.locate(("molecule",)),
                        "the frequency calculation at the optimised geometry")
 
 
@@ -143,7 +143,7 @@ def _point(spec, index: int, atom, axis, sign: int, symbols, coords_bohr, direct
     """One point: a gradient job at `coords_bohr` (N, 3), converged to the Hessian's
     thresholds, in `directory`."""
     label = "reference" if atom is None else f"{symbols[atom]}{atom + 1}{AXES[axis]}{sign:+d}"
-    data = _point_data(spec, spec.functional, coords_bohr * BOHR_ANGSTROM,
+    data = point_data(spec, spec.functional, coords_bohr * BOHR_ANGSTROM,
                        f"{spec.job.name}-freq-{index:03d}", directory, False)
     data.pop("freq", None)  # (the analysis's settings: changing them recomputes no point)
     data["job"]["task"] = "gradient"
@@ -151,7 +151,7 @@ def _point(spec, index: int, atom, axis, sign: int, symbols, coords_bohr, direct
     data["scf"]["conv_tol_grad"] = DISPLACED_CONV_TOL_GRAD
     if atom is not None:  # the reference's files are the user's; the displaced ones write no extras
         data["outputs"] = {**data["outputs"], "cubes": [], "orbitals": [], "molden": False}
-    pspec = _build_spec(data, spec, where, f"the Hessian's point {label}")
+    pspec = build_spec(data, spec, where, f"the Hessian's point {label}")
     return DisplacedPoint(spec.functional, index, float(index), directory, data,
                           freq_hash(pspec.to_resolved_dict()),
                           COORDINATES["displacement"], atom=atom, axis=axis, sign=sign,

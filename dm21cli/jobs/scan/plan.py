@@ -78,14 +78,14 @@ def walk_order(distances: list[float], start_near: float) -> list[tuple[int, int
     return order
 
 
-def _digest(obj: Any) -> str:
+def input_digest(obj: Any) -> str:
     from dm21cli.io.outputs.atomic import to_builtin
 
     text = json.dumps(to_builtin(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _physics(resolved: dict) -> dict:
+def physics_of(resolved: dict) -> dict:
     """The parts of a resolved input that decide a result (no names, folders, resources, guess).
 
     ``scf.occupations: null`` (aufbau) is left out, so that integer points
@@ -99,7 +99,7 @@ def _physics(resolved: dict) -> dict:
 
 def point_hash(spec) -> str:
     """SHA-256 of a point's resolved input, as stored in its `POINT_FILE`."""
-    return _digest(_physics(spec.to_resolved_dict()))
+    return input_digest(physics_of(spec.to_resolved_dict()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,12 +264,12 @@ def _neighbour_text(value: float, coordinate: Coordinate = COORDINATES["distance
     return f"point at {coordinate.text(value)}"
 
 
-def _build_spec(data: dict, base, where: dict, context: str):
+def build_spec(data: dict, base, where: dict, context: str):
     """A validated JobSpec from a resolved-input dict; errors are located at `where`."""
-    return _build_spec_from(data, base.source_path, base.job.name, where, context)
+    return build_spec_from(data, base.source_path, base.job.name, where, context)
 
 
-def _build_spec_from(data: dict, source_path: Path | None, default_name: str, where: dict,
+def build_spec_from(data: dict, source_path: Path | None, default_name: str, where: dict,
                      context: str):
     from pydantic import ValidationError
 
@@ -291,7 +291,7 @@ def _build_spec_from(data: dict, source_path: Path | None, default_name: str, wh
     return spec
 
 
-def _point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, directory: Path,
+def point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, directory: Path,
                 broken_symmetry: bool, atoms: list[int] | None = None,
                 charge: int | None = None, multiplicity: int | None = None,
                 relax: tuple[int, int] | bool | None = None) -> dict:
@@ -411,9 +411,9 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
         for index, dist in enumerate(distances):
             directory = scan_dir / dirname / point_dirname(dist)
             new = displaced_coords(coords, pair, moving, dist)
-            data = _point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
+            data = point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
                                scan.broken_symmetry, relax=pair if scan.relax else None)
-            pspec = _build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
+            pspec = build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
             row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec),
                                  COORDINATES["distance"]))
         points[name] = row
@@ -445,16 +445,16 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                 if nelec == 0:
                     refs.append(Reference(name, role, atoms, charge, mult, 0, directory, None, None))
                     continue
-                data = _point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}", directory,
+                data = point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}", directory,
                                    False, atoms=atoms, charge=charge, multiplicity=mult,
                                    relax=scan.relax and len(atoms) >= 2)
-                rspec = _build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
+                rspec = build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
                 refs.append(Reference(name, role, atoms, charge, mult, nelec, directory, data,
                                       point_hash(rspec)))
             references[name] = refs
 
     definition = {
-        "input": _physics({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
+        "input": physics_of({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
         "distances_angstrom": distances, "atoms": [pair[0] + 1, pair[1] + 1],
         "fragment": [k + 1 for k in moving], "functionals": names,
         "broken_symmetry": scan.broken_symmetry, "reference_atoms": scan.reference_atoms,
@@ -466,7 +466,7 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     return ScanPlan(spec=spec, scan_dir=scan_dir, values=distances, pair=pair, moving=moving,
                     functionals=names, equilibrium_angstrom=r_eq, order=order, points=points,
                     references=references, broken_symmetry=scan.broken_symmetry,
-                    definition=definition, definition_hash=_digest(definition),
+                    definition=definition, definition_hash=input_digest(definition),
                     coordinate=COORDINATES["distance"], relax=scan.relax)
 
 
@@ -545,18 +545,18 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
                 state = {**state, "energy_hartree": _nuclear_repulsion_hartree(spec)}
                 row.append(ScanPoint(name, index, value, directory, None, None, coordinate, state))
                 continue
-            data = _point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{coordinate.dirname(value)}",
+            data = point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{coordinate.dirname(value)}",
                                directory, False, charge=state["charge"],
                                multiplicity=state["multiplicity"])
             data["scf"]["restricted"] = False
             data["scf"]["occupations"] = state["occupations"]
-            pspec = _build_spec(data, spec, where, f"{name} at {coordinate.text(value)}")
+            pspec = build_spec(data, spec, where, f"{name} at {coordinate.text(value)}")
             row.append(ScanPoint(name, index, value, directory, data, point_hash(pspec), coordinate,
                                  state))
         points[name] = row
     definition = {
         "kind": kind,
-        "input": _physics({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
+        "input": physics_of({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
         coordinate.key: values, "functionals": names,
         **({"multiplicities": {str(n): m for n, m in states.items()}} if states else {}),
     }
@@ -564,6 +564,6 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
                     functionals=names, equilibrium_angstrom=None,
                     order=walk_order(values, start_near), points=points, references={},
                     broken_symmetry=False, definition=definition,
-                    definition_hash=_digest(definition), coordinate=coordinate, states=states,
+                    definition_hash=input_digest(definition), coordinate=coordinate, states=states,
                     state_reasons=reasons or None)
 

@@ -34,7 +34,7 @@ from dm21cli.jobs.scan.plan import (
     RESUME_HINT,
     ScanPlan,
     ScanPoint,
-    _build_spec,
+    build_spec,
     _neighbour_text,
     _safe_name,
 )
@@ -214,7 +214,7 @@ def _run_one(data: dict, plan: ScanPlan, guess: Path | None, label: str, checkpo
     data = json.loads(json.dumps(data))
     if guess is not None:  # absolute: relative guess paths are read against the input's folder
         data["scf"]["guess"] = str(Path(guess).resolve())
-    spec = _build_spec(data, plan.spec, plan.spec._meta.locate(plan.field), label)
+    spec = build_spec(data, plan.spec, plan.spec._meta.locate(plan.field), label)
     try:
         # PySCF prints a warning to stdout when a chkfile guess comes from another
         # geometry (always the case here); stdout must stay clean for --json.
@@ -393,7 +393,7 @@ class _scratch_guess:
         self._tmp = tempfile.TemporaryDirectory(prefix="dm21-scan-")
         path = Path(self._tmp.name) / "mixed.chk"
         data = json.loads(json.dumps(self.point.data))
-        spec = _build_spec(data, self.plan.spec, {}, self.point.label)
+        spec = build_spec(data, self.plan.spec, {}, self.point.label)
         _mixed_guess_chkfile(spec, path, source=self.guess_path)
         return path
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from dm21cli.core.errors import ComputeError, InputError
-from dm21cli.jobs.scan.plan import RESUME_HINT, ScanPoint, _build_spec_from
+from dm21cli.jobs.scan.plan import RESUME_HINT, ScanPoint, build_spec_from
 from dm21cli.jobs.scan.records import (
     FINISHED,
     POINT_FILE,
@@ -123,7 +123,7 @@ def _check_share(plan, pt: ScanPoint, memory_mb: int, workers: int, res: dict,
     from dm21cli.jobs import memory
     from dm21cli.jobs.build import build_molecule
 
-    spec = _build_spec_from(pt.data, plan.spec.source_path, plan.spec.job.name, {}, pt.label)
+    spec = build_spec_from(pt.data, plan.spec.source_path, plan.spec.job.name, {}, pt.label)
     need = memory.estimate(spec, build_molecule(spec), threads)
     if memory_mb < need["minimum_mb"]:
         raise ResourceError(
@@ -469,7 +469,7 @@ def _worker_run(data: dict, source: str | None, default_name: str, label: str, c
     from dm21cli.core.errors import Interrupted
     from dm21cli.jobs.task import run_task
 
-    spec = _build_spec_from(data, Path(source) if source else None, default_name, {}, label)
+    spec = build_spec_from(data, Path(source) if source else None, default_name, {}, label)
     began = [False]  # run_job logged a line: the point directory is this run's (an old one moved aside)
 
     def report(message: str) -> None:
