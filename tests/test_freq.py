@@ -247,3 +247,50 @@ def test_dm21_diatomic_wavenumber_agrees_with_a_fit_of_single_points(molecule, c
     assert row["stationary"]
     difference = abs(row["freq_wavenumber_cm1"] - row["fit_wavenumber_cm1"])
     assert difference <= max(row["fit_uncertainty_cm1"], 0.5), row
+
+
+PLANAR_NH3 = """\
+    molecule:
+      xyz: |
+        N  0.0000  0.0000  0.0000
+        H  1.0000  0.0000  0.0500
+        H -0.5000  0.8660  0.0000
+        H -0.5000 -0.8660  0.0000
+    basis: sto-3g
+    functional: b3lyp
+    scf: {grid_level: 1}
+    outputs: {molden: false}
+    """
+
+
+def test_opt_ts_finds_the_ammonia_inversion_saddle_point(tmp_path):
+    """``dm21 opt --ts`` (geomeTRIC's transition-state search, started from dm21's Hessian at
+    the start) on a nearly planar ammonia: it converges to the planar saddle point, whose
+    frequencies (freq/) show exactly one imaginary mode, the umbrella motion of the N atom
+    out of the plane; the minimum (``dm21 opt``) lies below it (B3LYP/STO-3G)."""
+    write(tmp_path, "nh3.yaml", textwrap.dedent(PLANAR_NH3))
+    proc = dm21(["opt", "nh3.yaml", "--ts", "-o", "ts", "--json"], tmp_path, env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    document = json.loads(proc.stdout)
+    vib = document["extras"]["dm21cli"]["vibrations"]
+    assert vib["classification"]["kind"] == "ts" and vib["classification"]["ok"]
+    assert vib["n_imaginary"] == 1 and vib["stationarity"]["ok"]
+    mode = np.asarray(vib["normal_modes"][0])  # the imaginary one comes first
+    coords = np.asarray(document["molecule"]["geometry"]).reshape(-1, 3)
+    normal = np.cross(coords[2] - coords[1], coords[3] - coords[1])
+    normal /= np.linalg.norm(normal)
+    assert abs(mode[0] @ normal) > 0.9 * np.linalg.norm(mode[0])  # N moves out of the plane
+    optimised = json.loads((tmp_path / "ts" / "result.json").read_text())
+    assert optimised["extras"]["dm21cli"]["optimization"]["transition"] is True
+    assert (tmp_path / "ts" / "start-hessian" / "result.json").is_file()
+    proc = dm21(["opt", "nh3.yaml", "-o", "min", "--json"], tmp_path, env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    barrier = document["properties"]["return_energy"] - json.loads(proc.stdout)["properties"]["return_energy"]
+    assert 0.001 < barrier < 0.05
+
+
+def test_a_job_file_with_task_ts_is_a_transition_state_search(tmp_path):
+    job = write(tmp_path, "nh3.yaml", textwrap.dedent(PLANAR_NH3) + "job: {task: ts}\n")
+    spec = load_job(job)
+    assert spec.job.task == "opt" and spec.opt.transition
+    assert spec.to_resolved_dict()["opt"]["transition"] is True

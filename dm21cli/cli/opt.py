@@ -21,6 +21,9 @@ from dm21cli.cli import common
 @click.option("--convergence-set", default=None, metavar="NAME",
               help="geomeTRIC's criteria: GAU (default), GAU_LOOSE, GAU_TIGHT, GAU_VERYTIGHT, "
                    "NWCHEM_LOOSE, TURBOMOLE, INTERFRAG_TIGHT (opt.convergence_set).")
+@click.option("--ts", is_flag=True,
+              help="Search for a transition state (opt.transition; job.task: ts): from the "
+                   "Hessian at the start, then the frequencies at the end (one imaginary mode).")
 @click.option("--freq", "with_freq", is_flag=True,
               help="Then the harmonic frequencies and thermochemistry at the optimised geometry "
                    "(as dm21 freq, the job's freq: settings), in the folder's freq/.")
@@ -28,8 +31,8 @@ from dm21cli.cli import common
               help="Print result.json to stdout (and nothing else there; with --freq, the "
                    "frequency calculation's).")
 def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxiter: int | None,
-        convergence_set: str | None, with_freq: bool, as_json: bool, checkpoints: str | None,
-        **options) -> None:
+        convergence_set: str | None, ts: bool, with_freq: bool, as_json: bool,
+        checkpoints: str | None, **options) -> None:
     """Optimise the geometry of FILE (.yaml job file, its opt: section, or .xyz) with geomeTRIC.
 
     Each step is a single point with its nuclear gradient, started from the previous
@@ -42,11 +45,30 @@ def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxit
       dm21 opt h2o.xyz --basis def2-svp --convergence-set GAU_TIGHT
       dm21 opt inputs/water-opt.yaml --restart      # after an interruption
       dm21 opt inputs/water-opt.yaml --freq         # then the frequencies there
+      dm21 opt inputs/nh3-ts.yaml --ts              # a transition state, then its frequencies
     """
     from dm21cli.io.inputs.load import load_job
 
-    spec = load_job(file, common.overrides(options, output_dir=output_dir, task="opt",
-                                           maxiter=maxiter, convergence_set=convergence_set))
+    def load(task):
+        return load_job(file, common.overrides(options, output_dir=output_dir, task=task,
+                                               maxiter=maxiter, convergence_set=convergence_set))
+
+    # a job file's task ts stays a transition-state search; any other task becomes opt
+    spec = load("ts" if ts else None)
+    if spec.job.task != "opt":
+        spec = load("opt")
+    optimise_then(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
+                  as_json=as_json, with_freq=with_freq)
+
+
+def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,
+                  as_json: bool, with_freq: bool = False) -> None:
+    """`optimise`, then (with_freq, and always after a transition-state search) the
+    frequencies at the final geometry in the folder's freq/, as ``dm21 freq`` computes them:
+    a transition state's classification expects exactly one imaginary mode.  --json prints
+    the last result."""
+    ts = spec.opt_settings().transition
+    with_freq = with_freq or ts
     if with_freq:  # (the freq: section checked before the optimisation starts)
         from dm21cli.io.inputs.validate import validate_freq
 
@@ -60,10 +82,10 @@ def opt(file: str, output_dir: str | None, overwrite: bool, restart: bool, maxit
 
         final = fields(result)["molecule"]["geometry_bohr"]
         freq_spec = freq_spec_at(spec, final, spec.output_path() / "freq")
-        click.echo(f"dm21 opt: the frequencies at the optimised geometry, in "
-                   f"{freq_spec.output_path()}", err=True)
+        click.echo(f"dm21 opt: the frequencies at the {'transition state' if ts else 'optimised geometry'}"
+                   f", in {freq_spec.output_path()}", err=True)
         frequencies(freq_spec, file, checkpoints=checkpoints, overwrite=overwrite,
-                    as_json=as_json)
+                    as_json=as_json, kind="ts" if ts else "minimum")
 
 
 def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,

@@ -44,10 +44,10 @@ def run(file: str, output_dir: str | None, overwrite: bool, gradient: bool, as_j
         frequencies(spec, file, checkpoints=checkpoints, overwrite=overwrite, as_json=as_json)
         return
     if spec.job.task == "opt":  # the job file asks for an optimisation: as dm21 opt FILE
-        from dm21cli.cli.opt import optimise
+        from dm21cli.cli.opt import optimise_then
 
-        optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=False,
-                 as_json=as_json)
+        optimise_then(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=False,
+                      as_json=as_json)
         return
     tune_allocator()
     reporter = common.Reporter(quiet=False)

@@ -71,6 +71,8 @@ from dm21cli.jobs.run import (
 
 #: files of an optimisation besides those of a single point
 OPT_FILES = {"trajectory": "trajectory.xyz", "final": "final.xyz"}
+#: a transition-state search's folders: the Hessian it starts from, the final frequencies
+TS_HESSIAN_DIR = "start-hessian"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -136,6 +138,7 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
         run.routine = "dm21cli.jobs.opt.run_opt"
         opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch),
                             resume_command)
+        opt.checkpoints = checkpoints
         run.failure_fields = opt.failure_fields
         run.restart_hint = interrupted_hint or (
             f"the steps so far are in {jobdir.file(FILES['result'])} and "
@@ -326,6 +329,8 @@ class _Optimisation:
         self.initial_bohr = np.asarray(initial if initial is not None else
                                        mol0.atom_coords(unit="Bohr"), dtype=float).reshape(-1, 3)
         self.step = None  # the latest step's Point (only the latest is kept: its caches are large)
+        #: the DM21 weights' folder (the start Hessian's points load them as any job does)
+        self.checkpoints = None
         self.step_coords: np.ndarray | None = None
         self.detail: RunLog | None = None
         self.message = ""
@@ -341,6 +346,7 @@ class _Optimisation:
         return {
             "optimizer": f"geomeTRIC {geometric.__version__}", "converged": bool(converged),
             "message": message, "maxiter": opt.maxiter, "coordsys": opt.coordsys,
+            "transition": bool(opt.transition),
             "criteria": opt.criteria(),
             "constraints": opt.constraints.listed(),
             "constraints_text": [f"{mode} {line}" for mode, line in opt.constraints.lines()],
@@ -527,13 +533,38 @@ class _Optimisation:
             cvals = values[0]
         ic = cls(molecule, build=True, connect=connect, addcart=addcart, constraints=constraints,
                  cvals=cvals)
+        extra = {}
+        if self.settings.transition:  # from dm21's Hessian at the start; geomeTRIC updates it
+            # (dm21 freq analyses the Hessian; geomeTRIC's own analysis writes files)
+            extra = {"transition": True, "hessian": f"file:{self.start_hessian()}",
+                     "frequency": False}
         params = OptParams(maxiter=self.settings.maxiter,
-                           **{k: v for k, v in self.settings.criteria().items()})
+                           **{k: v for k, v in self.settings.criteria().items()}, **extra)
         engine = _Engine(molecule)
         optimizer = _Optimizer(self.start_bohr.ravel().copy(), molecule, ic, engine,
                                str(self.scratch), params)
         optimizer.optimizeGeometry()
         return np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
+
+    def start_hessian(self) -> Path:
+        """A transition-state search's first Hessian: `dm21cli.jobs.freq` at the starting
+        geometry, in the folder's TS_HESSIAN_DIR (its points resumed like any Hessian's);
+        written for geomeTRIC as text (3N x 3N, Eh/bohr^2); returns the file."""
+        from dm21cli.jobs.freq import plan_freq, run_freq
+        from dm21cli.jobs.freq.plan import freq_spec_at
+
+        folder = self.run.jobdir.path / TS_HESSIAN_DIR
+        self.run.log(f"transition-state search (geomeTRIC's transition): its first Hessian by "
+                     f"central differences of gradients at the starting geometry, in {folder}")
+        with self.ours():
+            spec = freq_spec_at(self.spec, self.start_bohr, folder)
+            document = run_freq(plan_freq(spec), checkpoints=self.checkpoints,
+                                reporter=self.detail, kind="ts")
+        vib = document["extras"]["dm21cli"]["vibrations"]
+        self.run.log(f"  at the start: {vib['classification']['message']}")
+        path = self.scratch / "hessian.txt"
+        np.savetxt(path, np.asarray(document["return_result"], dtype=float))
+        return path
 
     @contextlib.contextmanager
     def ours(self):

@@ -56,7 +56,7 @@ CUBE_KINDS = ("density", "spin_density", "homo", "lumo")
 
 #: what a job computes (``job.task``): the energy, the energy and its nuclear
 #: gradient, or a geometry optimisation (``dm21 opt``)
-TASKS = ("energy", "gradient", "opt", "freq")
+TASKS = ("energy", "gradient", "opt", "freq", "ts")
 
 #: orbital-gradient threshold (Ha) of the SCF when a nuclear gradient is wanted
 #: (``task: gradient`` or ``opt``) and ``scf.conv_tol_grad`` is not set.  The
@@ -111,11 +111,12 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
-    task: Annotated[Literal["energy", "gradient", "opt", "freq"], _choice(TASKS)] = Field(
+    task: Annotated[Literal["energy", "gradient", "opt", "freq", "ts"], _choice(TASKS)] = Field(
         "energy", description="What dm21 run computes: energy | gradient (the energy and its "
                               "nuclear gradient, Hartree/bohr) | opt (a geometry optimisation, "
                               "as dm21 opt) | freq (harmonic frequencies and thermochemistry, "
-                              "as dm21 freq).")
+                              "as dm21 freq) | ts (a transition-state search, as dm21 opt --ts: "
+                              "task opt with opt.transition).")
 
 
 def _check_xyz(value: Any) -> str | None:
@@ -510,6 +511,10 @@ class JobSpec(_Section):
     def _defaults(self, info: ValidationInfo) -> JobSpec:
         if self.job.name is None:
             self.job.name = (info.context or {}).get("default_name") or "job"
+        if self.job.task == "ts":  # a transition-state search is an optimisation
+            self.job.task = "opt"
+            self.opt = self.opt if self.opt is not None else OptSettings()
+            self.opt.transition = True
         return self
 
     # -- derived values -----------------------------------------------------

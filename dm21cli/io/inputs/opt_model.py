@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field
 
 from dm21cli.core.errors import InputError
 from dm21cli.core.units import ANGSTROM_BOHR
-from dm21cli.io.inputs.fields import _describe, _float_range, _int_range, _Section
+from dm21cli.io.inputs.fields import _Bool, _describe, _float_range, _int_range, _Section
 
 #: geomeTRIC's named convergence sets (`geometric.params.OptParams.convergence_criteria`):
 #: energy (Ha), RMS and max gradient (Ha/bohr), RMS and max displacement (Angstrom)
@@ -515,6 +515,9 @@ class OptSettings(_Section):
                             f"need {', '.join(CONSTRAINT_COORDSYS)}).")
     constraints: Constraints = Field(
         default_factory=Constraints, description="geomeTRIC's freeze and set constraints.")
+    transition: _Bool = Field(
+        False, description="Search for a transition state (a first-order saddle point) instead "
+                           "of a minimum: geomeTRIC's transition; dm21 opt --ts, job.task: ts.")
 
     def criteria(self) -> dict[str, float | str]:
         """The effective criteria: the set's, replaced by the ones given (geomeTRIC's names)."""
@@ -527,6 +530,9 @@ class OptSettings(_Section):
 
     def resolved(self) -> dict:
         """The section with the criteria filled in (for input.resolved.yaml)."""
-        return {"maxiter": self.maxiter, **self.criteria(), "coordsys": self.coordsys,
-                "constraints": self.constraints.listed()}
+        out = {"maxiter": self.maxiter, **self.criteria(), "coordsys": self.coordsys,
+               "constraints": self.constraints.listed()}
+        if self.transition:  # (only then: the restart keys of minimisations stay as they were)
+            out["transition"] = True
+        return out
 
