@@ -294,3 +294,28 @@ def test_a_job_file_with_task_ts_is_a_transition_state_search(tmp_path):
     spec = load_job(job)
     assert spec.job.task == "opt" and spec.opt.transition
     assert spec.to_resolved_dict()["opt"]["transition"] is True
+
+
+@pytest.mark.slow
+def test_dm21_ammonia_inversion_saddle_point_and_barrier(tmp_path, checkpoints_dir):
+    """Issue 23: DM21/def2-SVP ``dm21 opt inputs/nh3-ts.yaml`` finds the planar saddle point with
+    one imaginary mode, and the barrier above ``inputs/nh3.yaml``'s minimum is B3LYP's within
+    1 kcal/mol (measured: DM21 6.13, B3LYP 5.92 kcal/mol; the experiment's about 5.8)."""
+    inputs = Path(__file__).resolve().parent.parent / "inputs"
+    env = dm21_env(checkpoints_dir)
+    energies = {}
+    for name, extra in (("nh3-ts.yaml", []), ("nh3.yaml", [])):
+        for functional in ("DM21", "b3lyp"):
+            out = f"{name}-{functional}"
+            proc = dm21(["opt", str(inputs / name), "--functional", functional, "-o", out,
+                         "--json"], tmp_path, env=env, timeout=1800)
+            assert proc.returncode == 0, show(proc)
+            document = json.loads(proc.stdout)
+            energies[(name, functional)] = json.loads(
+                (tmp_path / out / "result.json").read_text())["properties"]["return_energy"]
+            if name == "nh3-ts.yaml":
+                vib = document["extras"]["dm21cli"]["vibrations"]
+                assert vib["classification"]["ok"] and vib["n_imaginary"] == 1
+    barrier = {f: (energies[("nh3-ts.yaml", f)] - energies[("nh3.yaml", f)]) * 627.5095
+               for f in ("DM21", "b3lyp")}
+    assert 3 < barrier["DM21"] < 9 and abs(barrier["DM21"] - barrier["b3lyp"]) < 1.0, barrier

@@ -96,11 +96,18 @@ def test_relaxed_scan_holds_the_distance_relaxes_the_rest_and_resumes(tmp_path):
                                                            abs=1e-6)
 
 
-@pytest.mark.parametrize("case", ["diatomic", "electrons", "constraint"])
+@pytest.mark.parametrize("case", ["diatomic", "electrons", "constraint", "transition"])
 def test_relax_errors_exit_2_before_computing(tmp_path, case):
     """constraint: the job's opt.constraints.set drives the scanned distance (issue 22: the
-    points reported energies at distances they never computed)."""
-    if case == "constraint":
+    points reported energies at distances they never computed); transition: a relaxed scan's
+    points are minimisations, not transition-state searches."""
+    if case == "transition":
+        _write(tmp_path, "w.yaml", WATER.format(functional="b3lyp", distances="0.9,1.0")
+               + "  atoms: [1, 2]\nopt:\n  transition: true\n")
+        args, needle = ["scan", "w.yaml", "--relax"], (
+            "w.yaml:16: opt.transition: a relaxed scan's points are minimisations with the "
+            "distance held")
+    elif case == "constraint":
         _write(tmp_path, "w.yaml", WATER.format(functional="b3lyp", distances="0.9,1.0")
                + "  atoms: [1, 2]\nopt:\n  constraints:\n    set: [distance 2 1 1.5]\n")
         args, needle = ["scan", "w.yaml", "--relax"], (

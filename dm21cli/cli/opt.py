@@ -94,6 +94,7 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
     the result on stdout, exit status 4 when it did not converge."""
     from dm21cli.core.errors import InputError
     from dm21cli.core.resources import tune_allocator
+    from dm21cli.jobs.freq.ts import run_ts
     from dm21cli.jobs.opt import run_opt
 
     if overwrite and restart:
@@ -102,8 +103,9 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
     tune_allocator()
     reporter = common.Reporter(quiet=False)
     with reporter.live(f"dm21 opt {file}"):
-        result = run_opt(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
-                         reporter=reporter, resume_command=_resume_command(spec, file))
+        runner = run_ts if spec.opt_settings().transition else run_opt
+        result = runner(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
+                        reporter=reporter, resume_command=_resume_command(spec, file))
     common.report_result(reporter, result, as_json=as_json, what="geometry optimisation",
                          result_path=spec.output_path() / "result.json", show=show)
     return result

@@ -94,7 +94,7 @@ class _Quiet:
 
 def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = False,
             reporter: Reporter | None = None, resume_command: str | None = None,
-            interrupted_hint: str | None = None) -> dict:
+            interrupted_hint: str | None = None, start_hessian=None) -> dict:
     """Optimise the geometry of `spec` (a validated JobSpec; its ``opt`` section or the
     defaults) and write the output directory; returns the result dict (result.json).
 
@@ -108,6 +108,9 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     by the messages of an interruption and of maxiter (default `restart_command` of the
     spec); interrupted_hint: what an interruption's message says instead, and then no
     command is named (a relaxed scan's point: the scan's own way to continue).
+    start_hessian: a transition-state search's (``opt.transition``) first Hessian, a callable
+    (spec, coords_bohr (N, 3), folder, log) -> (Hessian (3N, 3N) Eh/bohr^2, its
+    classification in words); `dm21cli.jobs.freq.ts.run_ts` passes dm21 freq's.
     """
     t_start = time.perf_counter()
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
@@ -138,7 +141,7 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
         run.routine = "dm21cli.jobs.opt.run_opt"
         opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch),
                             resume_command)
-        opt.checkpoints = checkpoints
+        opt.start_hessian_provider = start_hessian
         run.failure_fields = opt.failure_fields
         run.restart_hint = interrupted_hint or (
             f"the steps so far are in {jobdir.file(FILES['result'])} and "
@@ -329,8 +332,9 @@ class _Optimisation:
         self.initial_bohr = np.asarray(initial if initial is not None else
                                        mol0.atom_coords(unit="Bohr"), dtype=float).reshape(-1, 3)
         self.step = None  # the latest step's Point (only the latest is kept: its caches are large)
-        #: the DM21 weights' folder (the start Hessian's points load them as any job does)
-        self.checkpoints = None
+        #: a transition-state search's first Hessian: (spec, coords_bohr, folder, log) ->
+        #: (3N x 3N Hessian in Eh/bohr^2, its classification in words) (`run_opt`)
+        self.start_hessian_provider = None
         self.step_coords: np.ndarray | None = None
         self.detail: RunLog | None = None
         self.message = ""
@@ -547,23 +551,21 @@ class _Optimisation:
         return np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
 
     def start_hessian(self) -> Path:
-        """A transition-state search's first Hessian: `dm21cli.jobs.freq` at the starting
-        geometry, in the folder's TS_HESSIAN_DIR (its points resumed like any Hessian's);
+        """A transition-state search's first Hessian, from `start_hessian_provider` (`run_opt`'s
+        start_hessian) at the starting geometry, its files in the folder's TS_HESSIAN_DIR;
         written for geomeTRIC as text (3N x 3N, Eh/bohr^2); returns the file."""
-        from dm21cli.jobs.freq import plan_freq, run_freq
-        from dm21cli.jobs.freq.plan import freq_spec_at
-
+        if self.start_hessian_provider is None:
+            raise InputError("a transition-state search needs its first Hessian: run it with "
+                             "dm21cli.jobs.freq.ts.run_ts (dm21 opt --ts)", field="opt.transition")
         folder = self.run.jobdir.path / TS_HESSIAN_DIR
         self.run.log(f"transition-state search (geomeTRIC's transition): its first Hessian by "
                      f"central differences of gradients at the starting geometry, in {folder}")
         with self.ours():
-            spec = freq_spec_at(self.spec, self.start_bohr, folder)
-            document = run_freq(plan_freq(spec), checkpoints=self.checkpoints,
-                                reporter=self.detail, kind="ts")
-        vib = document["extras"]["dm21cli"]["vibrations"]
-        self.run.log(f"  at the start: {vib['classification']['message']}")
+            hessian, verdict = self.start_hessian_provider(self.spec, self.start_bohr, folder,
+                                                           self.detail)
+        self.run.log(f"  at the start: {verdict}")
         path = self.scratch / "hessian.txt"
-        np.savetxt(path, np.asarray(document["return_result"], dtype=float))
+        np.savetxt(path, np.asarray(hessian, dtype=float))
         return path
 
     @contextlib.contextmanager

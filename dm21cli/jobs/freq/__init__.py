@@ -5,7 +5,8 @@
 - `run`: `run_freq`, the reference geometry first, then the displaced ones (serially,
   worker processes, Dask, job-array tasks), resumable;
 - `hessian`: the Hessian and dipole derivatives from the points' gradients and dipoles;
-- `report`: `collect_freq`, the analysis (`dm21cli.vib`) and the files.
+- `report`: `collect_freq`, the analysis (`dm21cli.vib`) and the files;
+- `ts`: `run_ts`, a transition-state search (``dm21 opt --ts``) from the Hessian at the start.
 """
 
 from dm21cli.jobs.freq.plan import plan_freq
