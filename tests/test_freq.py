@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dm21proc import dm21, dm21_env, show, write
 
 from dm21cli.core.errors import ConvergenceError, InputError
 from dm21cli.io.inputs.load import load_job
 from dm21cli.jobs.freq import collect_freq, plan_freq, run_freq
 from dm21cli.jobs.freq.plan import DISPLACEMENTS_DIR, displacement_index
 from dm21cli.vib import atomic_masses, harmonic_analysis
-from dm21proc import dm21, dm21_env, show, write
 
 WATER = """\
     molecule:
@@ -287,6 +287,45 @@ def test_opt_ts_finds_the_ammonia_inversion_saddle_point(tmp_path):
     assert proc.returncode == 0, show(proc)
     barrier = document["properties"]["return_energy"] - json.loads(proc.stdout)["properties"]["return_energy"]
     assert 0.001 < barrier < 0.05
+
+
+def test_ts_hessian_every_n_steps_is_dm21s_and_geometric_uses_it(tmp_path):
+    """``--hessian-every 2``: after every second accepted step the Hessian is computed again
+    (dm21 freq's, in hessians/step-NNN/) and geomeTRIC takes it in place of its updated one
+    (its log: read from our file, then "Recomputed the Hessian"); B3LYP/STO-3G ammonia."""
+    write(tmp_path, "nh3.yaml", textwrap.dedent(PLANAR_NH3))
+    proc = dm21(["opt", "nh3.yaml", "--ts", "--hessian-every", "2", "-o", "ts"], tmp_path,
+                env=dm21_env())
+    assert proc.returncode == 0, show(proc)
+    record = json.loads((tmp_path / "ts" / "result.json").read_text())["extras"]["dm21cli"]["optimization"]
+    assert record["hessian_every"] == 2 and record["steps"] >= 3
+    first, *again = record["hessians"]
+    assert first["step"] == 1 and first["folder"] == "start-hessian" and again
+    for k, entry in enumerate(again):
+        assert entry["step"] == 1 + 2 * (k + 1) and "one imaginary mode" in entry["verdict"]
+        point = json.loads((tmp_path / "ts" / entry["folder"] / "result.json").read_text())
+        assert point["driver"] == "hessian" and point["success"]
+        geometry = record["history"][entry["step"] - 1]["geometry_bohr"]
+        assert np.allclose(point["molecule"]["geometry"], np.ravel(geometry), atol=1e-8)
+    log = (tmp_path / "ts" / "dm21.log").read_text()
+    assert log.count("Recomputed the Hessian from scratch") == len(again)
+    assert log.count("Using Hessian matrix read from file") == len(again)
+    assert "Valid Hessian data not found" not in log  # (geomeTRIC computed none of its own)
+    vib = json.loads((tmp_path / "ts" / "freq" / "result.json").read_text())["extras"]["dm21cli"]["vibrations"]
+    assert vib["classification"]["ok"] and vib["n_imaginary"] == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--hessian-every", "2"], "--hessian-every: hessian_every is a transition-state search's"),
+    (["--ts", "--hessian-every", "-1"], "--hessian-every: must be an integer >= 0, got -1"),
+])
+def test_hessian_every_is_refused_where_it_means_nothing(tmp_path, args, needle):
+    write(tmp_path, "nh3.yaml", textwrap.dedent(PLANAR_NH3))
+    proc = dm21(["opt", "nh3.yaml", *args], tmp_path)
+    assert proc.returncode == 2, show(proc)
+    (line,) = proc.stderr.strip().splitlines()
+    assert needle in line, line
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_a_job_file_with_task_ts_is_a_transition_state_search(tmp_path):

@@ -107,7 +107,7 @@ ERROR_CASES = [
     ("cube-margin", WATER + "outputs:\n  cube_margin: -1\n", 7, "outputs.cube_margin", ">= 0", {}, None),
     ("molden", WATER + "outputs:\n  molden: 1\n", 7, "outputs.molden", "true or false", {}, None),
     ("job-task", WATER + "job:\n  task: forces\n", 7, "job.task",
-     "expected one of energy, gradient, opt, freq, ts; got 'forces'", {}, None),
+     "expected one of energy, gradient, opt, freq, ts, irc; got 'forces'", {}, None),
     ("threads", WATER + "resources:\n  threads: 0\n", 7, "resources.threads", "from 1 to 1024", {}, None),
     # issue 22: counts with an upper limit (threads 1e9 ended in libgomp's "Out of memory
     # allocating 216000001344 bytes", exit 1; small_rho_cutoff 1e10 dropped every grid point)

@@ -509,7 +509,8 @@ def test_restart_without_result_json_resumes_from_the_last_complete_frame(tmp_pa
     true initial geometry."""
     import socket
 
-    from dm21cli.jobs.opt import read_trajectory, run_opt
+    from dm21cli.jobs.opt import run_opt
+    from dm21cli.jobs.opt_restart import read_trajectory
 
     first = fields(run_opt(_water_opt(tmp_path, maxiter=2)))
     done = first["optimization"]["history"]

@@ -89,9 +89,11 @@ def freq(file: str, output_dir: str | None, step: float | None, temperatures: st
 
 def frequencies(spec, file: str, *, checkpoints: str | None, overwrite: bool, as_json: bool,
                 workers: int = 1, point: int | None = None, dask: str | None = None,
-                collect: bool = False, verbose: bool = False, kind: str = "minimum") -> None:
+                collect: bool = False, verbose: bool = False, kind: str = "minimum",
+                show: bool = True) -> None:
     """Run (or collect) the Hessian of `spec` as ``dm21 freq`` does: progress on stderr, the
-    result on stdout, exit status 4 when a point did not converge."""
+    result on stdout (unless not `show`: a step of a command that prints another result),
+    exit status 4 when a point did not converge."""
     from dm21cli.core.resources import tune_allocator
     from dm21cli.jobs.freq import collect_freq, plan_freq, run_freq
 
@@ -111,4 +113,4 @@ def frequencies(spec, file: str, *, checkpoints: str | None, overwrite: bool, as
                    f"run the same command with --collect", err=True)
         return
     common.report_result(reporter, result, as_json=as_json, what="frequency calculation",
-                         result_path=result_path)
+                         result_path=result_path, show=show)

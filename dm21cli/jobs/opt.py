@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import math
 import re
-import shlex
 import shutil
 import tempfile
 import time
@@ -48,15 +45,15 @@ import numpy as np
 
 from dm21cli import __version__
 from dm21cli.core import interrupts, resources
-from dm21cli.core.errors import ComputeError, InputError, OutputExistsError
-from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
+from dm21cli.core.errors import ComputeError, InputError
+from dm21cli.core.units import BOHR_ANGSTROM
 from dm21cli.io.outputs.atomic import finite, write_bytes_atomic, write_text_atomic
+from dm21cli.io.outputs.checkpoint import ScfCheckpoint
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import write_molden
-from dm21cli.io.outputs.qcschema import fields
 from dm21cli.jobs import memory
 from dm21cli.jobs.build import build_molecule, load_network
-from dm21cli.io.outputs.checkpoint import ScfCheckpoint
+from dm21cli.jobs.opt_restart import OPT_FILES, previous_optimisation, restart_command
 from dm21cli.jobs.point import Guess, compute_point
 from dm21cli.jobs.result import base_result, write_cube_files
 from dm21cli.jobs.run import (
@@ -69,10 +66,10 @@ from dm21cli.jobs.run import (
     pyscf_warnings_only_in_log,
 )
 
-#: files of an optimisation besides those of a single point
-OPT_FILES = {"trajectory": "trajectory.xyz", "final": "final.xyz"}
-#: a transition-state search's folders: the Hessian it starts from, the final frequencies
+#: a transition-state search's folders: the Hessian it starts from, and those recomputed
+#: every opt.hessian_every steps (one folder per step, named by it: step-007)
 TS_HESSIAN_DIR = "start-hessian"
+TS_HESSIANS_DIR = "hessians"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -108,9 +105,11 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     by the messages of an interruption and of maxiter (default `restart_command` of the
     spec); interrupted_hint: what an interruption's message says instead, and then no
     command is named (a relaxed scan's point: the scan's own way to continue).
-    start_hessian: a transition-state search's (``opt.transition``) first Hessian, a callable
-    (spec, coords_bohr (N, 3), folder, log) -> (Hessian (3N, 3N) Eh/bohr^2, its
-    classification in words); `dm21cli.jobs.freq.ts.run_ts` passes dm21 freq's.
+    start_hessian: the first Hessian of a transition-state search (``opt.transition``) or a
+    reaction path (``opt.irc``), a callable (spec, coords_bohr (N, 3), folder, log) ->
+    (Hessian (3N, 3N) Eh/bohr^2, its classification as a transition state's: the
+    ``vibrations.classification`` dict of dm21 freq); `dm21cli.jobs.freq.ts.run_ts` passes
+    dm21 freq's.
     """
     t_start = time.perf_counter()
     res = resources.resolve(spec.resources.threads, spec.memory_mb())
@@ -122,6 +121,11 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     need = memory.estimate(spec, mol0, res["threads"])
     memory.check(res["memory_mb"], need, res["memory_source"])
     previous = previous_optimisation(spec) if restart else None
+    # a reaction path walks again from its transition state (the input's geometry), with the
+    # Hessian there from the folder it continues (its start-hessian/, resumed, not recomputed)
+    irc_again = previous is not None and spec.opt_settings().irc
+    if irc_again:
+        previous = None
     if interrupted_hint is None:
         resume_command = resume_command or restart_command(spec)
     else:  # (a scan's point: no dm21 opt command continues it)
@@ -134,9 +138,14 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
             # copy first: it may live in the directory an overwrite (or restart) moves aside
             guess_chk = Path(scratch) / "guess.chk"
             shutil.copyfile(chk_source, guess_chk)
-        jobdir = JobDirectory(spec.output_path(), overwrite=overwrite or previous is not None,
+        jobdir = JobDirectory(spec.output_path(),
+                              overwrite=overwrite or previous is not None or irc_again,
                               inputs=input_files(spec))
         jobdir.prepare()
+        kept = jobdir.old_path / TS_HESSIAN_DIR if irc_again and jobdir.old_path else None
+        if kept is not None and kept.is_dir():
+            shutil.copytree(kept, jobdir.path / TS_HESSIAN_DIR,
+                            ignore=shutil.ignore_patterns(".running*"))
         run = Run(spec, jobdir, res, network, reporter, t_start)
         run.routine = "dm21cli.jobs.opt.run_opt"
         opt = _Optimisation(spec, run, mol0, need, guess_chk, previous, Path(scratch),
@@ -152,163 +161,6 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
                 return opt.execute()
 
         return run.execute(compute)
-
-
-def restart_command(spec, file: str | None = None, options: list[str] | None = None) -> str:
-    """``dm21 opt FILE [OPTIONS] --restart -o DIR``: the command that continues the optimisation
-    of `spec` in its output directory.  file: the input as the user named it (default: the
-    spec's source file); options: the command-line options that shaped the spec."""
-    name = file or (str(spec.source_path) if spec.source_path is not None else "FILE")
-    words = ["dm21", "opt", name, *(options or []), "--restart", "-o", str(spec.output_path())]
-    return shlex.join(words)
-
-
-def _restart_key(resolved: dict) -> dict:
-    """What must not change for a restart: the resolved input without names, folders,
-    resources, output files, the geometry, the starting guess and the limits on cycles,
-    attempts and iterations (none of which changes a converged result)."""
-    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs")}
-    key["molecule"] = {k: v for k, v in (key.get("molecule") or {}).items() if k != "xyz"}
-    key["scf"] = {k: v for k, v in (key.get("scf") or {}).items()
-                  if k not in ("guess", "max_cycle", "max_attempts")}
-    key["opt"] = {k: v for k, v in (key.get("opt") or {}).items() if k != "maxiter"}
-    return json.loads(json.dumps(key))
-
-
-def previous_optimisation(spec) -> dict:
-    """The optimisation to continue in the output directory of `spec` (``--restart``).
-
-    From result.json when there is one (the history of every step, the initial geometry),
-    else, after SIGKILL or a full disk, from the last complete frame of trajectory.xyz
-    (`read_trajectory`) of a folder whose input.resolved.yaml is this input's.  Returns
-    {"path", "history", "geometry_bohr" (None: no step finished), "initial_geometry_bohr",
-    "chkfile" (None: none usable), "source"}.  InputError (exit 2) when there is nothing
-    to continue (no directory, an empty one); OutputExistsError (exit 5) for a directory
-    holding a converged optimisation, another input's, or no optimisation.
-    """
-    path = spec.output_path()
-    if not path.is_dir() or not any(p for p in path.iterdir() if not p.name.startswith(".")):
-        what = "is empty" if path.is_dir() else "does not exist"
-        raise InputError(f"{path} {what}: there is no optimisation to continue; start one "
-                         f"without --restart", field="--restart")
-    try:
-        result = fields(json.loads((path / FILES["result"]).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        result = None
-    if isinstance(result, dict):
-        previous = _from_result(spec, path, result)
-    else:
-        previous = _from_trajectory(spec, path)
-    history = previous["history"]
-    previous["geometry_bohr"] = np.array(history[-1]["geometry_bohr"]) if history else None
-    chk = path / FILES["chkfile"]
-    previous["chkfile"] = chk if _readable_chkfile(chk) else None
-    return previous
-
-
-def _no_optimisation(path: Path) -> OutputExistsError:
-    return OutputExistsError(f"output directory {path} holds no geometry optimisation to "
-                             f"restart; use --overwrite to replace it or -o to choose another")
-
-
-def _check_same_input(path: Path, resolved: dict, symbols, spec) -> None:
-    """OutputExistsError unless `resolved` (the folder's resolved input) and `symbols` (its
-    atoms) are those of `spec`, up to what a restart may change (`_restart_key`)."""
-    if symbols != spec.molecule.symbols or \
-            _restart_key(resolved) != _restart_key(spec.to_resolved_dict()):
-        raise OutputExistsError(f"output directory {path} holds an optimisation of another input "
-                                f"(molecule, basis, functional, SCF or opt settings differ); use "
-                                f"--overwrite to replace it or -o to choose another")
-
-
-def _from_result(spec, path: Path, result: dict) -> dict:
-    opt = result.get("optimization")
-    if not isinstance(opt, dict):
-        raise _no_optimisation(path)
-    _check_same_input(path, result.get("input") or {}, (result.get("molecule") or {}).get("symbols"),
-                      spec)
-    if result.get("status") == "success":
-        raise OutputExistsError(f"output directory {path} holds a converged optimisation: nothing "
-                                f"to restart; use --overwrite to start again or -o for another "
-                                f"directory")
-    history = [h for h in opt.get("history") or [] if h.get("geometry_bohr") is not None]
-    initial = opt.get("initial_geometry_bohr") or (history[0]["geometry_bohr"] if history else None)
-    return {"path": path, "history": history, "initial_geometry_bohr": initial,
-            "source": FILES["result"]}
-
-
-def _from_trajectory(spec, path: Path) -> dict:
-    """The steps of an optimisation that left no result.json (SIGKILL, a full disk)."""
-    import yaml
-
-    try:
-        resolved = yaml.safe_load((path / FILES["input"]).read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        resolved = None
-    if not isinstance(resolved, dict) or (resolved.get("job") or {}).get("task") != "opt":
-        raise _no_optimisation(path)
-    xyz = str((resolved.get("molecule") or {}).get("xyz") or "")
-    _check_same_input(path, resolved, [line.split()[0] for line in xyz.splitlines() if line.split()],
-                      spec)
-    history = read_trajectory(path / OPT_FILES["trajectory"], spec.molecule.symbols)
-    initial = history[0]["geometry_bohr"] if history and history[0]["step"] == 1 else None
-    return {"path": path, "history": history, "initial_geometry_bohr": initial,
-            "source": OPT_FILES["trajectory"]}
-
-
-def _readable_chkfile(path: Path) -> bool:
-    """Whether `path` is a PySCF chkfile with orbitals (a restart's starting density)."""
-    if not path.is_file():
-        return False
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            return all(isinstance(h5.get(f"scf/{k}"), h5py.Dataset) for k in ("mo_coeff", "mo_occ"))
-    except Exception:  # noqa: BLE001 - h5py raises OSError, KeyError, ... for broken files
-        return False
-
-
-#: trajectory.xyz's comment line: step, energy (Ha), largest gradient component (Ha/bohr), run
-_FRAME_COMMENT = re.compile(r"step (\d+)\s+E = (\S+) Ha\s+max \|dE/dR\| = (\S+) Ha/bohr"
-                            r"(?:\s+run (\d+))?")
-
-
-def read_trajectory(path: Path, symbols: list[str]) -> list[dict]:
-    """The complete frames of a trajectory.xyz as history entries (geometry in bohr).
-
-    A frame is complete when it parses in full: the atom count and the symbols are those
-    of `symbols`, every coordinate is a finite number, and its comment line names the step,
-    its energy and its largest gradient component.  Reading stops at the first frame that
-    is not (a truncated last frame is dropped).  A missing file has no frames.
-    """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError):
-        return []
-    natm = len(symbols)
-    history: list[dict] = []
-    k = 0
-    while k + 2 + natm <= len(lines):
-        match = _FRAME_COMMENT.match(lines[k + 1].strip())
-        if lines[k].strip() != str(natm) or match is None:
-            break
-        rows = [line.split() for line in lines[k + 2:k + 2 + natm]]
-        if any(len(row) != 4 for row in rows) or [row[0] for row in rows] != list(symbols):
-            break
-        try:
-            coords = np.array([[float(x) for x in row[1:]] for row in rows])
-            energy, gmax = float(match.group(2)), float(match.group(3))
-        except ValueError:
-            break
-        if not (np.isfinite(coords).all() and math.isfinite(energy) and math.isfinite(gmax)):
-            break
-        history.append({"step": int(match.group(1)), "run": int(match.group(4) or 1),
-                        "energy_hartree": energy, "gradient_max_hartree_per_bohr": gmax,
-                        "scf_converged": True, "geometry_bohr": (coords * ANGSTROM_BOHR).tolist(),
-                        "recovered_from": OPT_FILES["trajectory"]})
-        k += 2 + natm
-    return history
 
 
 class _Optimisation:
@@ -332,9 +184,15 @@ class _Optimisation:
         self.initial_bohr = np.asarray(initial if initial is not None else
                                        mol0.atom_coords(unit="Bohr"), dtype=float).reshape(-1, 3)
         self.step = None  # the latest step's Point (only the latest is kept: its caches are large)
-        #: a transition-state search's first Hessian: (spec, coords_bohr, folder, log) ->
-        #: (3N x 3N Hessian in Eh/bohr^2, its classification in words) (`run_opt`)
+        #: the first Hessian of a transition-state search or a reaction path: (spec,
+        #: coords_bohr, folder, log) -> (3N x 3N Hessian in Eh/bohr^2, its classification)
         self.start_hessian_provider = None
+        #: geomeTRIC's optimiser, once made (an IRC labels each step with its leg)
+        self.optimizer = None
+        #: a reaction path: leg -> whether it converged to its minimum
+        self.irc_legs: dict[str, bool] = {}
+        #: the exact Hessians of a transition-state search: {"step", "folder", "verdict"}
+        self.hessians: list[dict] = []
         self.step_coords: np.ndarray | None = None
         self.detail: RunLog | None = None
         self.message = ""
@@ -351,6 +209,9 @@ class _Optimisation:
             "optimizer": f"geomeTRIC {geometric.__version__}", "converged": bool(converged),
             "message": message, "maxiter": opt.maxiter, "coordsys": opt.coordsys,
             "transition": bool(opt.transition),
+            **({"hessian_every": opt.hessian_every} if opt.transition else {}),
+            **({"irc": True} if opt.irc else {}),
+            **({"hessians": self.hessians} if opt.transition or opt.irc else {}),
             "criteria": opt.criteria(),
             "constraints": opt.constraints.listed(),
             "constraints_text": [f"{mode} {line}" for mode, line in opt.constraints.lines()],
@@ -436,14 +297,20 @@ class _Optimisation:
             final = self._optimise()
             converged = True
             self.message = f"converged in {len(self.history)} steps"
+            if opt.irc:
+                converged = self.irc_legs.get("forward", False)
+                self.message = self._irc_message()
             if self.step_coords is None or not np.allclose(final, self.step_coords, atol=1e-10):
                 log("the converged geometry is not the last one computed: computing it again")
                 with self.ours():
                     self.energy_gradient(final)
         except GeomOptNotConvergedError:
-            self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); raise "
-                            f"maxiter" + (f", or continue with '{self.resume_command}'"
-                                          if self.resume_command else ""))
+            if opt.irc:
+                self.message = self._irc_message()
+            else:
+                self.message = (f"geometry not converged in {opt.maxiter} steps (opt.maxiter); "
+                                f"raise maxiter" + (f", or continue with '{self.resume_command}'"
+                                                    if self.resume_command else ""))
         except _ScfNotConverged as exc:
             self.message = str(exc)
         except Exception as exc:
@@ -452,6 +319,22 @@ class _Optimisation:
             self.message = self._geometric_stopped(exc)
             log(self.message)
         return self._commit(converged)
+
+    def _irc_message(self) -> str:
+        """How a reaction path ended: each leg's points and whether it reached its minimum."""
+        parts = []
+        for leg in ("forward", "backward"):
+            n = sum(1 for h in self.history if h.get("leg") == leg and h.get("accepted"))
+            done = self.irc_legs.get(leg, False)
+            parts.append(f"the {leg} leg {'reached its minimum' if done else 'did NOT reach its minimum'} "
+                         f"({n} points)")
+        message = "reaction path from the transition state: " + "; ".join(parts)
+        if not all(self.irc_legs.get(leg, False) for leg in ("forward", "backward")):
+            message += (f"; each leg has at most opt.maxiter ({self.settings.maxiter}) steps: raise "
+                        f"it" + (f" and walk the path again with '{self.resume_command}' (the "
+                                 f"Hessian at the transition state is kept)"
+                                 if self.resume_command else ""))
+        return message
 
     def _carry_over(self) -> None:
         """A restart: log where it continues from, and put the earlier steps' trajectory.xyz
@@ -521,7 +404,15 @@ class _Optimisation:
             def evaluateStep(self):
                 with owner.ours():
                     owner.on_geometric_step(self, calc_drms_dmax)
-                return super().evaluateStep()
+                accepted, leg = len(self.X_hist), self.IRC_info.get("direction")
+                out = super().evaluateStep()
+                with owner.ours():
+                    if len(self.X_hist) > accepted:  # (geomeTRIC keeps the steps it accepts)
+                        owner.history[-1]["accepted"] = True
+                        owner.on_accepted_step(self)
+                    if owner.settings.irc:
+                        owner.on_irc_step(self, leg)
+                return out
 
         systems = {"cart": (CartesianCoordinates, False, False),
                    "prim": (PrimitiveInternalCoordinates, True, False),
@@ -529,7 +420,12 @@ class _Optimisation:
                    "hdlc": (DelocalizedInternalCoordinates, False, True),
                    "tric-p": (PrimitiveInternalCoordinates, False, False),
                    "tric": (DelocalizedInternalCoordinates, False, False)}
-        cls, connect, addcart = systems[self.settings.coordsys]
+        coordsys = self.settings.coordsys
+        if self.settings.irc and coordsys == "tric" and len(molecule.molecules) == 1:
+            coordsys = "dlc"  # (as geomeTRIC's own IRC: TRIC's small eigenvalues fail it)
+            self.run.log("reaction path of one molecule: geomeTRIC's dlc coordinates, as its "
+                         "own IRC does (tric fails there)")
+        cls, connect, addcart = systems[coordsys]
         text = self.settings.constraints.geometric_text()
         constraints = cvals = None
         if text:
@@ -542,28 +438,99 @@ class _Optimisation:
             # (dm21 freq analyses the Hessian; geomeTRIC's own analysis writes files)
             extra = {"transition": True, "hessian": f"file:{self.start_hessian()}",
                      "frequency": False}
+        elif self.settings.irc:  # both legs from the transition state, from dm21's Hessian
+            # there (geomeTRIC analyses it for the imaginary mode: its files go to scratch)
+            extra = {"irc": True, "irc_direction": "both",
+                     "hessian": f"file:{self.start_hessian()}",
+                     "xyzout": str(self.scratch / "geometric_irc.xyz")}
         params = OptParams(maxiter=self.settings.maxiter,
                            **{k: v for k, v in self.settings.criteria().items()}, **extra)
         engine = _Engine(molecule)
         optimizer = _Optimizer(self.start_bohr.ravel().copy(), molecule, ic, engine,
                                str(self.scratch), params)
+        self.optimizer = optimizer
         optimizer.optimizeGeometry()
+        if self.settings.irc:  # the backward leg ended the run: it converged
+            self.irc_legs["backward"] = True
         return np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
 
+    def on_irc_step(self, optimizer, leg_before) -> None:
+        """A reaction path: when geomeTRIC turns from the forward leg to the backward one,
+        whether the forward leg converged to its minimum (every criterion met at its last
+        step; else it ran out of steps, opt.maxiter per leg)."""
+        if leg_before == 1 and optimizer.IRC_info.get("direction") == -1:
+            met = self.history[-1].get("geometric", {}).get("criteria_met", [])
+            self.irc_legs["forward"] = len(met) == 5
+            ended = ("reached its minimum" if len(met) == 5 else
+                     "ran out of steps (opt.maxiter per leg) before its minimum")
+            steps = sum(1 for h in self.history if h.get("leg") == "forward")
+            self.run.log(f"reaction path: the forward leg {ended} after {steps} steps; the "
+                         f"backward leg starts at the transition state")
+
+    def on_accepted_step(self, optimizer) -> None:
+        """A transition-state search with opt.hessian_every N: after every N-th accepted step
+        (counted from the last exact Hessian), the Hessian at that geometry from
+        `start_hessian_provider`, handed to geomeTRIC as its own recomputation would be: the
+        files it reads before computing one (``hessian/hessian.txt`` and ``coords.xyz`` in its
+        folder), and its ``recalcHess``, which makes it replace its updated Hessian."""
+        every = self.settings.hessian_every
+        if not (self.settings.transition and every):
+            return
+        from geometric.optimize import OPT_STATE
+
+        if optimizer.state in (OPT_STATE.CONVERGED, OPT_STATE.FAILED):
+            return
+        last = self.hessians[-1]["step"]
+        step = self.history[-1]["step"]
+        if step - last < every:
+            return
+        coords = np.asarray(optimizer.X, dtype=float).reshape(-1, 3)
+        folder = self.run.jobdir.path / TS_HESSIANS_DIR / f"step-{step:03d}"
+        self.run.log(f"transition-state search: the Hessian again after {step - last} steps "
+                     f"(opt.hessian_every {every}), at the geometry of step {step}, in {folder}")
+        hessian, verdict = self.start_hessian_provider(self.spec, coords, folder, self.detail)
+        verdict = verdict["message"]
+        self.run.log(f"  at step {step}: {verdict}")
+        self.hessians.append({"step": step, "folder": str(folder.relative_to(self.run.jobdir.path)),
+                              "verdict": verdict})
+        target = self.scratch / "hessian"
+        target.mkdir(exist_ok=True)
+        np.savetxt(target / "hessian.txt", np.asarray(hessian, dtype=float))
+        write_text_atomic(target / "coords.xyz", self._frame(coords, f"step {step}"))
+        optimizer.recalcHess = True
+
     def start_hessian(self) -> Path:
-        """A transition-state search's first Hessian, from `start_hessian_provider` (`run_opt`'s
-        start_hessian) at the starting geometry, its files in the folder's TS_HESSIAN_DIR;
-        written for geomeTRIC as text (3N x 3N, Eh/bohr^2); returns the file."""
+        """The first Hessian of a transition-state search or a reaction path, from
+        `start_hessian_provider` (`run_opt`'s start_hessian) at the starting geometry, its files
+        in the folder's TS_HESSIAN_DIR; written for geomeTRIC as text (3N x 3N, Eh/bohr^2);
+        returns the file.  A reaction path must start at a transition state (exactly one
+        imaginary mode): else ComputeError, before any step."""
+        irc = self.settings.irc
         if self.start_hessian_provider is None:
-            raise InputError("a transition-state search needs its first Hessian: run it with "
-                             "dm21cli.jobs.freq.ts.run_ts (dm21 opt --ts)", field="opt.transition")
+            raise InputError(f"a {'reaction path' if irc else 'transition-state search'} needs "
+                             f"its first Hessian: run it with dm21cli.jobs.freq.ts.run_ts "
+                             f"(dm21 opt {'--irc' if irc else '--ts'})",
+                             field="opt.irc" if irc else "opt.transition")
         folder = self.run.jobdir.path / TS_HESSIAN_DIR
-        self.run.log(f"transition-state search (geomeTRIC's transition): its first Hessian by "
-                     f"central differences of gradients at the starting geometry, in {folder}")
+        what = ("reaction path (geomeTRIC's IRC): the Hessian at the transition state it starts "
+                "from" if irc else "transition-state search (geomeTRIC's transition): its first "
+                "Hessian")
+        self.run.log(f"{what}, by central differences of gradients at the starting geometry")
         with self.ours():
             hessian, verdict = self.start_hessian_provider(self.spec, self.start_bohr, folder,
                                                            self.detail)
-        self.run.log(f"  at the start: {verdict}")
+        where = Path(verdict.get("folder", folder))
+        self.run.log(f"  at the start: {verdict['message']} (the Hessian's files: {where})")
+        if where.resolve().is_relative_to(self.run.jobdir.path.resolve()):
+            where = where.resolve().relative_to(self.run.jobdir.path.resolve())
+        self.hessians.append({"step": len(self.history) + 1, "folder": str(where),
+                              "verdict": verdict["message"]})
+        if irc and not verdict.get("ok"):
+            self.raised = ComputeError(
+                f"a reaction path starts at a transition state, and the starting geometry is "
+                f"{verdict['message']}: find the transition state first (dm21 opt --ts, or "
+                f"--ts --irc for both); its Hessian is in {folder}")
+            raise self.raised
         path = self.scratch / "hessian.txt"
         np.savetxt(path, np.asarray(hessian, dtype=float))
         return path
@@ -607,6 +574,10 @@ class _Optimisation:
         entry = {"step": n, "run": self.run_number, "energy_hartree": props["return_energy"],
                  "scf_converged": step.converged, "scf_iterations": props["scf_iterations"],
                  "scf_attempts": len(step.attempts), "geometry_bohr": coords_bohr.tolist()}
+        if self.settings.irc:  # which leg of the reaction path (the first point: the TS)
+            leg = "ts" if not any(h.get("leg") for h in self.history) else (
+                "forward" if self.optimizer.IRC_info.get("direction") == 1 else "backward")
+            entry.update({"leg": leg, "accepted": leg == "ts"})
         if not step.converged:
             entry["wall_s"] = time.perf_counter() - t0
             self.history.append(entry)
@@ -672,6 +643,34 @@ class _Optimisation:
                   for h in self.history if h.get("gradient_max_hartree_per_bohr") is not None]
         write_text_atomic(self.run.jobdir.file(OPT_FILES["trajectory"]), "".join(frames))
 
+    def _write_irc(self, result: dict) -> dict:
+        """A reaction path's files (`dm21cli.jobs.irc`: irc.xyz, irc.csv) and result.json's
+        ``optimization.irc``; returns the files written."""
+        from dm21cli.jobs.irc import (
+            IRC_FILES,
+            path_csv,
+            path_points,
+            path_record,
+            path_xyz,
+        )
+
+        symbols = list(self.spec.molecule.symbols)
+        points = path_points(self.history, symbols)
+        record = path_record(points, self.irc_legs)
+        result["optimization"]["irc"] = record
+        if not points:
+            return {}
+        jobdir = self.run.jobdir
+        write_text_atomic(jobdir.file(IRC_FILES["path"]), path_xyz(points, symbols, self.spec.job.name))
+        write_text_atomic(jobdir.file(IRC_FILES["table"]), path_csv(points))
+        for leg, end in record["legs"].items():
+            if end["end_step"] is not None:
+                self.run.log(f"reaction path, {leg} leg: {end['points']} points, its end "
+                             f"(step {end['end_step']}) {end['barrier_kcal_mol']:.3f} kcal/mol "
+                             f"below the transition state"
+                             + ("" if end["converged"] else " (NOT at its minimum)"))
+        return dict(IRC_FILES)
+
     def _commit(self, converged: bool) -> dict:
         spec, run = self.spec, self.run
         jobdir, log = run.jobdir, run.log
@@ -695,12 +694,14 @@ class _Optimisation:
         if step.converged:
             log_gradient_table(self.detail, spec.molecule.symbols, props["gradient_hartree_per_bohr"])
         self._write_trajectory()
+        files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
+                 "log": FILES["log"], "chkfile": FILES["chkfile"], **OPT_FILES}
+        if self.settings.irc:
+            files.update(self._write_irc(result))
         write_text_atomic(jobdir.file(OPT_FILES["final"]), self._frame(
             coords, f"{'optimised' if converged else 'last (NOT converged)'} geometry, step "
                     f"{self.history[-1]['step']}  E = {props['return_energy']:.10f} Ha  "
                     f"({spec.job.name}, dm21 opt)"))
-        files = {"result": FILES["result"], "summary": FILES["summary"], "input": FILES["input"],
-                 "log": FILES["log"], "chkfile": FILES["chkfile"], **OPT_FILES}
         if spec.outputs.molden:
             write_molden(jobdir.file(FILES["molden"]), step.mf.mol, step.mf.mo_energy,
                          step.mf.mo_coeff, step.mf.mo_occ)

@@ -55,6 +55,8 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     # `dm21 opt` only
     "maxiter": ("opt", "maxiter"),
     "convergence_set": ("opt", "convergence_set"),
+    "hessian_every": ("opt", "hessian_every"),
+    "irc": ("opt", "irc"),
     # `dm21 freq` only
     "step": ("freq", "step"),
     "temperature": ("freq", "temperatures"),

@@ -56,7 +56,7 @@ CUBE_KINDS = ("density", "spin_density", "homo", "lumo")
 
 #: what a job computes (``job.task``): the energy, the energy and its nuclear
 #: gradient, or a geometry optimisation (``dm21 opt``)
-TASKS = ("energy", "gradient", "opt", "freq", "ts")
+TASKS = ("energy", "gradient", "opt", "freq", "ts", "irc")
 
 #: orbital-gradient threshold (Ha) of the SCF when a nuclear gradient is wanted
 #: (``task: gradient`` or ``opt``) and ``scf.conv_tol_grad`` is not set.  The
@@ -111,12 +111,13 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
-    task: Annotated[Literal["energy", "gradient", "opt", "freq", "ts"], _choice(TASKS)] = Field(
+    task: Annotated[Literal["energy", "gradient", "opt", "freq", "ts", "irc"], _choice(TASKS)] = Field(
         "energy", description="What dm21 run computes: energy | gradient (the energy and its "
                               "nuclear gradient, Hartree/bohr) | opt (a geometry optimisation, "
                               "as dm21 opt) | freq (harmonic frequencies and thermochemistry, "
                               "as dm21 freq) | ts (a transition-state search, as dm21 opt --ts: "
-                              "task opt with opt.transition).")
+                              "task opt with opt.transition) | irc (the reaction path down from "
+                              "a transition state, as dm21 opt --irc: task opt with opt.irc).")
 
 
 def _check_xyz(value: Any) -> str | None:
@@ -511,10 +512,14 @@ class JobSpec(_Section):
     def _defaults(self, info: ValidationInfo) -> JobSpec:
         if self.job.name is None:
             self.job.name = (info.context or {}).get("default_name") or "job"
-        if self.job.task == "ts":  # a transition-state search is an optimisation
+        if self.job.task in ("ts", "irc"):  # a transition-state search, a reaction path:
+            task = self.job.task            # optimisations of geomeTRIC's
             self.job.task = "opt"
             self.opt = self.opt if self.opt is not None else OptSettings()
-            self.opt.transition = True
+            if task == "ts":
+                self.opt.transition = True
+            else:
+                self.opt.irc = True
         return self
 
     # -- derived values -----------------------------------------------------

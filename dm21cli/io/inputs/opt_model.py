@@ -518,6 +518,16 @@ class OptSettings(_Section):
     transition: _Bool = Field(
         False, description="Search for a transition state (a first-order saddle point) instead "
                            "of a minimum: geomeTRIC's transition; dm21 opt --ts, job.task: ts.")
+    irc: _Bool = Field(
+        False, description="Follow the intrinsic reaction coordinate (geomeTRIC's IRC) down from "
+                           "a transition state to the minimum on each side, from the Hessian "
+                           "there; with transition: true, from the transition state the search "
+                           "finds. dm21 opt --irc, job.task: irc.")
+    hessian_every: Annotated[int, _int_range(lo=0)] = Field(
+        0, description="A transition-state search's Hessian (computed as dm21 freq computes it): "
+                       "at the start, and again every N accepted steps at the current geometry "
+                       "(N > 0; geomeTRIC updates it in between); 0: at the start only. The "
+                       "frequencies at the end are always computed. dm21 opt --hessian-every N.")
 
     def criteria(self) -> dict[str, float | str]:
         """The effective criteria: the set's, replaced by the ones given (geomeTRIC's names)."""
@@ -534,5 +544,9 @@ class OptSettings(_Section):
                "constraints": self.constraints.listed()}
         if self.transition:  # (only then: the restart keys of minimisations stay as they were)
             out["transition"] = True
+            if self.hessian_every:
+                out["hessian_every"] = self.hessian_every
+        if self.irc:
+            out["irc"] = True
         return out
 

@@ -451,6 +451,15 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
     for problem in check_constraints(opt, spec.molecule.coords_angstrom(), meta.locate,
                                      min_distance_angstrom=MIN_DISTANCE_ANGSTROM, scanned_pair=pair):
         problems.add(problem)
+    if opt.hessian_every and not opt.transition:
+        problems.add(InputError(
+            "hessian_every is a transition-state search's (dm21 opt --ts, job.task: ts, "
+            "opt.transition): a minimisation's Hessian is geomeTRIC's own guess, updated",
+            **meta.locate(("opt", "hessian_every"))))
+    if opt.irc and opt.constraints.lines():
+        problems.add(InputError(
+            "a reaction path (opt.irc) follows every coordinate: it takes no constraints",
+            **meta.locate(("opt", "constraints"))))
     if opt.constraints.lines() and opt.coordsys not in CONSTRAINT_COORDSYS:
         raise InputError(f"constraints need geomeTRIC's delocalised internal coordinates "
                          f"({', '.join(CONSTRAINT_COORDSYS)}), not {opt.coordsys}",

@@ -266,6 +266,7 @@ def render_summary(result: dict) -> str:
 
     # --- geometry optimisation
     lines.extend(_optimization_lines(result.get("optimization")))
+    lines.extend(_irc_lines(result.get("optimization")))
     lines.extend(_vibration_lines(result))
 
     # --- dipole
@@ -445,11 +446,38 @@ def _vibration_lines(result: dict) -> list[str]:
     return out
 
 
+def _irc_lines(opt: Any) -> list[str]:
+    """summary.txt's section of a reaction path (``optimization.irc``): each leg's end and
+    the path, from the backward leg's end through the transition state to the forward's."""
+    irc = opt.get("irc") if isinstance(opt, dict) else None
+    if not isinstance(irc, dict) or not irc.get("path"):
+        return []
+    out = ["", "Reaction path (IRC, geomeTRIC)"]
+    out.append(f"  {'Transition state energy':<28} {_fmt(_num(irc.get('ts_energy_hartree')), '.10f')} hartree")
+    for leg, end in (irc.get("legs") or {}).items():
+        if not isinstance(end, dict):
+            continue
+        state = "its minimum" if end.get("converged") else "NOT at its minimum"
+        out.append(f"  {leg.capitalize() + ' leg':<28} {end.get('points')} points, end (step "
+                   f"{end.get('end_step')}) {_fmt(_num(end.get('barrier_kcal_mol')), '.3f')} "
+                   f"kcal/mol below the TS, {state}")
+    out.append(f"    {'leg':<8}  {'step':>4}  {'s / amu^1/2 bohr':>16}  {'energy / hartree':>18}  "
+               f"{'rel. / kcal/mol':>15}")
+    for p in irc["path"]:
+        out.append(f"    {p.get('leg')!s:<8}  {p.get('step', '?'):>4}  "
+                   f"{_fmt(_num(p.get('s_amu_half_bohr')), '16.4f'):>16}  "
+                   f"{_fmt(_num(p.get('energy_hartree')), '18.10f'):>18}  "
+                   f"{_fmt(_num(p.get('relative_kcal_mol')), '15.3f'):>15}")
+    return out
+
+
 def _optimization_lines(opt: Any) -> list[str]:
     """summary.txt's section of a geometry optimisation (``result.json``'s ``optimization``)."""
     if not isinstance(opt, dict):
         return []
-    out = ["", "Geometry optimisation (geomeTRIC)"]
+    kind = ("Reaction path steps" if opt.get("irc") else "Transition-state search"
+            if opt.get("transition") else "Geometry optimisation")
+    out = ["", f"{kind} (geomeTRIC)"]
 
     def row(label: str, value: str) -> None:
         out.append(f"  {label:<28} {value}")

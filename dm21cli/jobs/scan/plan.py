@@ -384,11 +384,15 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
         raise InputError(f"a scan needs at least two atoms; the molecule has {spec.molecule.natm} "
                          f"(or scan electron numbers or fractional spins: --electrons, "
                          f"--fractional-spin)", **meta.locate(("molecule",)))
-    if scan.relax and spec.opt_settings().transition:
-        raise InputError("a relaxed scan's points are minimisations with the distance held; "
-                         "opt.transition (job.task ts) is dm21 opt --ts's: leave it out of a "
-                         "relaxed scan", **meta.locate(("opt", "transition") if ("opt", "transition") in meta.lines
-                                      else ("job", "task")))
+    settings = spec.opt_settings()
+    if scan.relax and (settings.transition or settings.irc):
+        key = "transition" if settings.transition else "irc"
+        raise InputError(f"a relaxed scan's points are minimisations with the distance held; "
+                         f"opt.{key} (job.task {'ts' if key == 'transition' else 'irc'}) is "
+                         f"dm21 opt --{'ts' if key == 'transition' else 'irc'}'s: leave it out "
+                         f"of a relaxed scan",
+                         **meta.locate(("opt", key) if ("opt", key) in meta.lines
+                                       else ("job", "task")))
     if scan.distances is None:
         raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
                          "scan.distances in the job file (or --electrons / --fractional-spin)",
