@@ -155,3 +155,38 @@ def test_path_orders_the_accepted_points_backward_ts_forward():
     assert points[0]["relative_kcal_mol"] == pytest.approx(-0.3 * 627.5094740631)
     assert path_csv(points).count("\n") == 6
     assert path_xyz(points, symbols, "h2").count("\n") == 5 * 4
+
+
+#: the B3LYP/STO-3G (grid level 1) saddle point of ammonia's inversion, from dm21 opt --ts
+TS_NH3 = """\
+molecule:
+  xyz: |
+    N     -0.0000644551    -0.0000086833     0.0177669427
+    H      1.0221298574     0.0000081486     0.0250714375
+    H     -0.5111658108     0.8853151050     0.0140037033
+    H     -0.5111960484    -0.8853161158     0.0140100433
+basis: sto-3g
+functional: b3lyp
+scf: {grid_level: 1}
+outputs: {molden: false}
+"""
+
+
+def test_a_path_out_of_steps_is_no_success_and_restart_walks_it_again_keeping_the_hessian(tmp_path):
+    """``--maxiter 3``: neither leg reaches its minimum: exit 4, the message says so and how to
+    go on; ``--restart`` walks the path again from the transition state with the Hessian the
+    first run computed (its 25 gradients read from disk), and both legs arrive."""
+    write(tmp_path, "ts.yaml", TS_NH3)
+    env = dm21_env()
+    proc = dm21(["opt", "ts.yaml", "--irc", "-o", "p", "--maxiter", "3"], tmp_path, env=env)
+    assert proc.returncode == 4, show(proc)
+    assert "the forward leg did NOT reach its minimum (3 points)" in proc.stderr
+    assert "--irc --restart -o p' (the Hessian at the transition state is kept)" in proc.stderr
+    first = json.loads((tmp_path / "p" / "result.json").read_text())
+    assert first["success"] is False and not first["extras"]["dm21cli"]["optimization"]["irc"]["legs"]["forward"]["converged"]
+    proc = dm21(["opt", "ts.yaml", "--irc", "-o", "p", "--restart"], tmp_path, env=env)
+    assert proc.returncode == 0, show(proc)
+    assert (tmp_path / "p" / "dm21.log").read_text().count("read from disk") == 25
+    legs = json.loads((tmp_path / "p" / "result.json").read_text())["extras"]["dm21cli"]["optimization"]["irc"]["legs"]
+    assert legs["forward"]["converged"] and legs["backward"]["converged"]
+    assert abs(legs["forward"]["end_energy_hartree"] - legs["backward"]["end_energy_hartree"]) < 1e-5
