@@ -64,10 +64,10 @@ DISTANCES = _Grammar("distances", "distance", "2.0,2.5,3", " Angstrom",
                      lambda x: None if x > 0 else f"distances must be positive (Angstrom), got {x:g}")
 ANGLES = _Grammar("angles", "angle", "90,104.5,120", " degrees",
                   lambda x: None if 0 < x < 180 else f"angles must lie between 0 and 180 degrees "
-                                                     f"(both excluded), got {x:g}")
+                                                     f"(both excluded), got {x:.10g}")
 DIHEDRALS = _Grammar("dihedrals", "dihedral", "0,60,120,180", " degrees",
                      lambda x: None if -180 <= x <= 360 else f"dihedrals must lie between -180 and "
-                                                             f"360 degrees, got {x:g}",
+                                                             f"360 degrees, got {x:.10g}",
                      normalise_dihedral)
 ELECTRONS = _Grammar("electron numbers", "electron number", "5,5.5,6", " electrons",
                      lambda x: None if x >= 0 else f"electron numbers must be at least 0, got {x:g}")
@@ -135,9 +135,12 @@ def parse_values(value: Any, grammar: _Grammar) -> list[float]:
         out = sorted({g.normalise(x) for x in out})
         for a, b in itertools.pairwise(out):
             if b - a < MIN_SPACING:
-                raise ValueError(f"{g.plural} {a:g} and {b:g} (in 0 to 360; given as "
-                                 f"{', '.join(f'{x:g}' for x in given if g.normalise(x) in (a, b))}) "
+                raise ValueError(f"{g.plural} {a:.10g} and {b:.10g} (in 0 to 360; given as "
+                                 f"{', '.join(f'{x:.10g}' for x in given if g.normalise(x) in (a, b))}) "
                                  f"are closer than {MIN_SPACING:g}{g.unit}")
+        if len(out) > 1 and out[0] + 360 - out[-1] < MIN_SPACING:  # (around the circle)
+            raise ValueError(f"{g.plural} {out[-1]:.10g} and {out[0]:.10g} are closer than "
+                             f"{MIN_SPACING:g}{g.unit} (360 degrees on, the same dihedral)")
     return out
 
 
