@@ -420,3 +420,19 @@ def test_relaxed_hooh_dihedral_scan_holds_the_dihedral(tmp_path):
         oo.append(np.linalg.norm(x[1] - x[2]))
         assert float(r["energy_hartree"]) < float(rigid_row["energy_hartree"]) - 1e-4
     assert all(abs(d - 1.45) > 1e-3 for d in oo) and abs(oo[0] - oo[1]) > 1e-3  # O-O relaxed
+
+
+def test_angle_scan_on_dask_matches_serial(tmp_path):
+    distributed = pytest.importorskip("distributed")
+
+    _job(tmp_path, WATER, "  atoms: [2, 1, 3]\n  angles: 95,115", functional="hf")
+    serial = dm21(["scan", "w.yaml", "-o", "serial"], tmp_path)
+    assert serial.returncode == 0, _show(serial)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        proc = dm21(["scan", "w.yaml", "-o", "dask", "--dask", cluster.scheduler_address], tmp_path)
+        assert proc.returncode == 0 and "2 points: 2 converged" in proc.stderr, _show(proc)
+    reference = [(r["angle_degree"], float(r["energy_hartree"])) for r in _rows(tmp_path / "serial")]
+    got = [(r["angle_degree"], float(r["energy_hartree"])) for r in _rows(tmp_path / "dask")]
+    assert [a for a, _ in got] == [a for a, _ in reference] == ["95.0", "115.0"]
+    assert [e for _, e in got] == pytest.approx([e for _, e in reference], abs=1e-8)
