@@ -136,8 +136,8 @@ def test_parse_angles_and_dihedrals(grammar, text, expected):
     (DIHEDRALS, "-180.5", "got -180.5"),
     (DIHEDRALS, "10,370", "got 370"),
     (DIHEDRALS, "359.9996,0", "dihedrals 359.9996 and 0 are closer than 0.001 degrees (360 degrees on"),
-    (DIHEDRALS, "-60.0004,300", "dihedrals 299.9996 and 300 (in 0 to 360; given as -60.0004, 300) "
-                                "are closer than 0.001"),
+    (DIHEDRALS, "-60.0004,300", ("dihedrals 299.9996 and 300 (in 0 to 360; given as -60.0004, 300) "
+                                 "are closer than 0.001")),
 ])
 def test_parse_angles_and_dihedrals_errors(grammar, text, message):
     with pytest.raises(ValueError) as info:
@@ -263,39 +263,39 @@ SCAN4 = _scan_line(4)
     (WATER, "  atoms: [2, 1, 2]\n  angles: 100", [],
      f"w.yaml:{SCAN}: scan.atoms[2]: atom 2 appears twice in scan.atoms"),
     (WATER, "  atoms: [2, 1, 3]\n  angles: 90,180", [],
-     f"w.yaml:{SCAN + 1}: scan.angles: angles must lie between 0 and 180 degrees (both "
-     f"excluded), got 180"),
+     (f"w.yaml:{SCAN + 1}: scan.angles: angles must lie between 0 and 180 degrees (both "
+      f"excluded), got 180")),
     (WATER, "  angles: 100", [],
-     f"w.yaml:{SCAN}: scan.angles: an angle scan needs its 3 atoms I J K (J the vertex) in "
-     f"scan.atoms"),
+     (f"w.yaml:{SCAN}: scan.angles: an angle scan needs its 3 atoms I J K (J the vertex) in "
+      f"scan.atoms")),
     (WATER, "  atoms: [2, 1, 3]\n  fragment: [1, 3]\n  angles: 100", [],
-     f"w.yaml:{SCAN + 1}: scan.fragment[0]: the moving fragment must not contain atom 1 (J of "
-     f"the angle 2-1-3)"),
+     (f"w.yaml:{SCAN + 1}: scan.fragment[0]: the moving fragment must not contain atom 1 (J of "
+      f"the angle 2-1-3)")),
     (WATER, "  atoms: [2, 1, 3]\n  angles: 100\n  reference_atoms: true", [],
-     f"w.yaml:{SCAN + 2}: scan.reference_atoms: reference_atoms is for distance scans, not with "
-     f"scan.angles"),
+     (f"w.yaml:{SCAN + 2}: scan.reference_atoms: reference_atoms is for distance scans, not with "
+      f"scan.angles")),
     (WATER, "  distances: 1,2", ["--angle", "2", "1", "3", "100", "--distance", "1"],
      "--distance: --distance and --angle exclude each other (one kind of scan)"),
     (WATER, "  distances: 1,2", ["--angle", "2", "1", "4", "100"],
      "--angle: atom 4 does not exist (the molecule has 3 atoms)"),
     (WATER, "  distances: 1,2", ["--angle", "2", "1", "3", "100,178", "--relax"],
-     "--angle: a relaxed scan holds its angle in geomeTRIC, which cannot hold one below 10 or "
-     "above 175 degrees (nearly linear): 178"),
+     ("--angle: a relaxed scan holds its angle in geomeTRIC, which cannot hold one below 10 or "
+      "above 175 degrees (nearly linear): 178")),
     (HOOH, "  atoms: [1, 2, 3, 4]\n  dihedrals: 60", ["--dihedral", "1", "2", "3", "4", "-60",
                                                       "--electrons", "17,18"],
      "--dihedral: --dihedral and --electrons exclude each other (one kind of scan)"),
-    (HOOH, "  atoms: [1, 2, 3, 4]\n  dihedrals: 60\n  relax: true\nopt:\n  constraints:\n"
-           "    freeze: [dihedral 4 3 2 1]", [],
-     f"w.yaml:{SCAN4 + 5}: opt.constraints.freeze[0]: dihedral 4 3 2 1 is the relaxed scan's "
-     f"own dihedral (scan.atoms on line {SCAN4}), which the scan holds at each of its "
-     f"dihedrals: remove this constraint"),
+    (HOOH, ("  atoms: [1, 2, 3, 4]\n  dihedrals: 60\n  relax: true\nopt:\n  constraints:\n"
+            "    freeze: [dihedral 4 3 2 1]"), [],
+     (f"w.yaml:{SCAN4 + 5}: opt.constraints.freeze[0]: dihedral 4 3 2 1 is the relaxed scan's "
+      f"own dihedral (scan.atoms on line {SCAN4}), which the scan holds at each of its "
+      f"dihedrals: remove this constraint")),
     (ACETYLENE, "  atoms: [1, 2, 3, 4]\n  dihedrals: 0,90", [],
-     f"w.yaml:{SCAN4}: scan.atoms: the dihedral 1-2-3-4 is not defined: atoms 1-2-3 are "
-     f"collinear (180.00 degrees"),
+     (f"w.yaml:{SCAN4}: scan.atoms: the dihedral 1-2-3-4 is not defined: atoms 1-2-3 are "
+      f"collinear (180.00 degrees")),
     (RING, "  atoms: [4, 1, 2, 5]\n  dihedrals: 0,90", [],
-     f"w.yaml:{_scan_line(5)}: scan.atoms: atom 2 reaches atom 1 through other atoms (the bond "
-     f"1-2 is in a ring, or the two are not bonded): no side of it can be rotated alone; list "
-     f"the atoms to move in scan.fragment"),
+     (f"w.yaml:{_scan_line(5)}: scan.atoms: atom 2 reaches atom 1 through other atoms (the bond "
+      f"1-2 is in a ring, or the two are not bonded): no side of it can be rotated alone; list "
+      f"the atoms to move in scan.fragment")),
 ])
 def test_bad_angle_and_dihedral_scans_exit_2_before_computing(tmp_path, xyz, scan, args, needle):
     _job(tmp_path, xyz, scan)

@@ -74,7 +74,7 @@ def scan(file: str, distance: str | None, angle: tuple[str, ...] | None,
       dm21 scan h2.xyz --distance 0.5,0.74,1,2,3 --basis def2-svp --reference-atoms
       dm21 scan water.yaml --distance 0.8:1.4:0.1 --relax   # the other O-H and the angle relax
       dm21 scan water.yaml --angle 2 1 3 90:130:10
-      dm21 scan inputs/h2o2-dihedral.yaml --dihedral 1 2 3 4 0:180:30 --relax
+      dm21 scan inputs/h2o2-dihedral.yaml --dihedral 1 2 3 4 0:180:30 --relax -o h2o2-relaxed
       dm21 scan inputs/h2.yaml --workers 2
       dm21 scan inputs/h2.yaml --point $SLURM_ARRAY_TASK_ID   # one point per array task
       dm21 scan inputs/h2.yaml --collect                      # then assemble the curve
