@@ -99,6 +99,7 @@ def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
         params["functional"] = functionals[0]
     spec = load_job(path, common.overrides(params, output_dir=params["output_dir"],
                                            distance=params["distance"],
+                                           angle=params["angle"], dihedral=params["dihedral"],
                                            electrons=params["electrons"],
                                            fractional_spin=params["fractional_spin"],
                                            reference_atoms=params["reference_atoms"],

@@ -65,6 +65,9 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "qrrho": ("freq", "qrrho"),
     # `dm21 scan` only
     "distance": ("scan", "distances"),
+    # (--angle I J K VALUES, --dihedral I J K L VALUES: the atoms go to scan.atoms, `_finish`)
+    "angle": ("scan", "angles"),
+    "dihedral": ("scan", "dihedrals"),
     "electrons": ("scan", "electrons"),
     "fractional_spin": ("scan", "fractional_spin"),
     "reference_atoms": ("scan", "reference_atoms"),
@@ -72,7 +75,10 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 #: the options that choose the kind of scan; one given replaces the file's kind
-_SCAN_KIND_OPTIONS = ("distance", "electrons", "fractional_spin")
+_SCAN_KIND_OPTIONS = ("distance", "angle", "dihedral", "electrons", "fractional_spin")
+
+#: the options that give the scanned coordinate's atoms with its values (I J K VALUES)
+_ATOMS_AND_VALUES = ("angle", "dihedral")
 
 
 #: section path -> model class (for unknown-key suggestions).
@@ -146,7 +152,9 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
 
     `overrides` holds command-line options (keys of `OVERRIDE_KEYS`; value
     None = not given).  They replace the file's values and are validated the
-    same way; errors about them name the option (``--charge``).
+    same way; errors about them name the option (``--charge``).  ``angle`` and
+    ``dihedral`` take the atoms and the values (``('2', '1', '3', '90:120:10')``) and
+    set ``scan.atoms`` too.
     Raises `InputError` for every problem; the returned spec is fully valid.
     """
     check_environment()  # before anything imports PySCF, which reads PYSCF_MAX_MEMORY
@@ -165,7 +173,7 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
             ctx["xyz_lines"] = (start + 1, 1) if xyz_node.style == "|" else (start, 0)
             ctx["xyz_key_line"] = meta.lines.get(("molecule", "xyz"))
         ctx["file_key_line"] = meta.lines.get(("molecule", "file"))
-        for key in ("distances", "electrons", "fractional_spin"):
+        for key in ("distances", "angles", "dihedrals", "electrons", "fractional_spin"):
             node = nodes.get(("scan", key))
             if isinstance(node, yaml.ScalarNode) and ":" in node.value \
                     and isinstance(data.get("scan"), dict):
@@ -251,6 +259,11 @@ def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: 
             raise TypeError(f"load_job: unknown override {key!r}")
         if value is None:
             continue
+        if key in _ATOMS_AND_VALUES:  # I J K [L] VALUES: the atoms to scan.atoms
+            *atoms, value = value
+            if isinstance(data.get("scan"), dict) or data.get("scan") is None:
+                data["scan"] = {**(data.get("scan") or {}), "atoms": list(atoms)}
+                meta.overridden[("scan", "atoms")] = "--" + key
         target = OVERRIDE_KEYS[key]
         node: Any = data
         for part in target[:-1]:

@@ -282,16 +282,17 @@ class Constraints(_Section):
 
 
 def check_constraints(opt: OptSettings, coords_angstrom, locate, *, min_distance_angstrom: float,
-                      scanned_pair: tuple[int, int] | None = None,
+                      scanned_atoms: tuple[int, ...] | None = None,
                       scanned_where: tuple = ("scan", "atoms")) -> list[InputError]:
     """The constraints of `opt` against the molecule: every problem, each an InputError
     located by ``locate(path)`` (`dm21cli.io.inputs.models._Meta.locate`).
 
-    coords_angstrom: (natm, 3) starting geometry.  scanned_pair: the 1-based pair whose
-    distance a relaxed scan holds itself (``freeze distance i j`` at each point), located at
+    coords_angstrom: (natm, 3) starting geometry.  scanned_atoms: the 1-based atoms (two, three
+    or four) whose distance, angle or dihedral a relaxed scan holds itself (``freeze distance
+    i j``, ``freeze angle i j k``, ``freeze dihedral i j k l`` at each point), located at
     `scanned_where`.  Refused: atoms that do not exist (checked before any selection is
     expanded); two constraints on the same coordinate (freeze and set, set twice, any order
-    of the atoms, the scanned distance); a constraint already fixed by the others (its
+    of the atoms, the scanned coordinate); a constraint already fixed by the others (its
     gradient in the span of theirs: frozen atoms, the three distances of a triangle and its
     angle, ...), which geomeTRIC would silently give up; ``set`` distances shorter than
     `min_distance_angstrom` or no triangle can have; and a dihedral with three consecutive
@@ -301,10 +302,11 @@ def check_constraints(opt: OptSettings, coords_angstrom, locate, *, min_distance
     natm = len(coords)
     problems: list[InputError] = []
     entries: list[_Entry] = []
-    if scanned_pair is not None:
+    if scanned_atoms is not None:
         where = locate(scanned_where)
-        pair = Constraint("freeze", "distance", tuple((a, a) for a in scanned_pair))
-        entries.append(_Entry(pair, where, _name(where), scanned=True))
+        kind = {2: "distance", 3: "angle", 4: "dihedral"}[len(scanned_atoms)]
+        scanned = Constraint("freeze", kind, tuple((a, a) for a in scanned_atoms))
+        entries.append(_Entry(scanned, where, _name(where), scanned=True))
     for mode, k, constraint in opt.constraints.parsed():
         where = locate(("opt", "constraints", mode, k))
         if constraint.highest_atom > natm:
@@ -332,7 +334,7 @@ class _Entry:
     constraint: Constraint
     where: dict  # file / line / field
     label: str  # how another line's message names it
-    scanned: bool = False  # the distance a relaxed scan holds itself
+    scanned: bool = False  # the distance, angle or dihedral a relaxed scan holds itself
 
     def error(self, message: str) -> InputError:
         """A problem of this line: ``<coordinate> <message>``."""
@@ -362,8 +364,9 @@ def _distinct(entries: list[_Entry], problems: list[InputError]) -> list[_Entry]
             kept.append(entry)
             continue
         if first.scanned:
-            problems.append(entry.error(f"is the relaxed scan's own distance ({first.label}), "
-                                        f"which the scan holds at each of its distances: remove "
+            kind = first.constraint.kind
+            problems.append(entry.error(f"is the relaxed scan's own {kind} ({first.label}), "
+                                        f"which the scan holds at each of its {kind}s: remove "
                                         f"this constraint"))
             continue
         modes = {first.constraint.mode, entry.constraint.mode}

@@ -1,9 +1,10 @@
-"""The ``scan:`` section of a job file and the grammar of its values (distances,
-electron numbers, fractions of an electron)."""
+"""The ``scan:`` section of a job file and the grammar of its values (distances, angles,
+dihedrals, electron numbers, fractions of an electron)."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Annotated, Any, Callable
 
@@ -23,8 +24,17 @@ from dm21cli.io.inputs.fields import (
 #: more points than this is almost certainly a typo in the range.
 MAX_POINTS = 200
 
-#: two values closer than this (Angstrom, electrons, fractions) would share a directory name.
+#: two values closer than this (Angstrom, degrees, electrons, fractions) would share a
+#: directory name.
 MIN_SPACING = 1e-3
+
+
+def normalise_dihedral(value_degree: float) -> float:
+    """A dihedral in [0, 360), the range of a dihedral scan's values (-120 -> 240, 360 -> 0;
+    no sign, so that point names sort by value), rounded to 1e-9 degrees: 359.9999999999
+    is 0, and no value is -0.0."""
+    value = round(float(value_degree) % 360.0, 9) + 0.0
+    return 0.0 if value >= 360.0 else value
 
 
 def _number(token: Any, what: str) -> float:
@@ -45,10 +55,20 @@ class _Grammar:
     example: str  # "2.0,2.5,3"
     unit: str  # " Angstrom"
     bound: Callable[[float], str | None]  # message for a value out of range, else None
+    #: the canonical form of a value (dihedrals: in [0, 360)); values that become equal
+    #: are one point (0 and 360, -180 and 180)
+    normalise: Callable[[float], float] | None = None
 
 
 DISTANCES = _Grammar("distances", "distance", "2.0,2.5,3", " Angstrom",
                      lambda x: None if x > 0 else f"distances must be positive (Angstrom), got {x:g}")
+ANGLES = _Grammar("angles", "angle", "90,104.5,120", " degrees",
+                  lambda x: None if 0 < x < 180 else f"angles must lie between 0 and 180 degrees "
+                                                     f"(both excluded), got {x:.10g}")
+DIHEDRALS = _Grammar("dihedrals", "dihedral", "0,60,120,180", " degrees",
+                     lambda x: None if -180 <= x <= 360 else f"dihedrals must lie between -180 and "
+                                                             f"360 degrees, got {x:.10g}",
+                     normalise_dihedral)
 ELECTRONS = _Grammar("electron numbers", "electron number", "5,5.5,6", " electrons",
                      lambda x: None if x >= 0 else f"electron numbers must be at least 0, got {x:g}")
 FRACTIONS = _Grammar("fractions", "fraction", "0,0.25,0.5", "",
@@ -59,7 +79,8 @@ FRACTIONS = _Grammar("fractions", "fraction", "0,0.25,0.5", "",
 def parse_values(value: Any, grammar: _Grammar) -> list[float]:
     """Scan values from ``'start:stop:step'`` (stop included), ``'2,2.5,3'``, a number or a list.
 
-    Returns them sorted ascending.  Raises ValueError (one line) for a zero
+    Returns them sorted ascending (dihedrals: normalised to [0, 360) first, values that
+    name the same dihedral kept once).  Raises ValueError (one line) for a zero
     or wrong-sign step, values outside the grammar's range, no points, more
     than `MAX_POINTS`, or two values closer than `MIN_SPACING` (0.001).
     """
@@ -109,6 +130,17 @@ def parse_values(value: Any, grammar: _Grammar) -> list[float]:
     for a, b in zip(out, out[1:]):
         if b - a < MIN_SPACING:
             raise ValueError(f"{g.plural} {a:g} and {b:g} are closer than {MIN_SPACING:g}{g.unit}")
+    if g.normalise is not None:
+        given = out
+        out = sorted({g.normalise(x) for x in out})
+        for a, b in itertools.pairwise(out):
+            if b - a < MIN_SPACING:
+                raise ValueError(f"{g.plural} {a:.10g} and {b:.10g} (in 0 to 360; given as "
+                                 f"{', '.join(f'{x:.10g}' for x in given if g.normalise(x) in (a, b))}) "
+                                 f"are closer than {MIN_SPACING:g}{g.unit}")
+        if len(out) > 1 and out[0] + 360 - out[-1] < MIN_SPACING:  # (around the circle)
+            raise ValueError(f"{g.plural} {out[-1]:.10g} and {out[0]:.10g} are closer than "
+                             f"{MIN_SPACING:g}{g.unit} (360 degrees on, the same dihedral)")
     return out
 
 
@@ -142,6 +174,14 @@ def _check_distances(value: Any) -> list[float] | None:
     from dm21cli.io.inputs.scan_model import parse_distances
 
     return parse_distances(value)
+
+
+def _check_angles(value: Any) -> list[float] | None:
+    return None if value is None else parse_values(value, ANGLES)
+
+
+def _check_dihedrals(value: Any) -> list[float] | None:
+    return None if value is None else parse_values(value, DIHEDRALS)
 
 
 def _check_electrons(value: Any) -> list[float] | None:
@@ -180,9 +220,10 @@ def _check_atom_index(value: Any) -> int:
     return n
 
 
-def _check_pair(value: Any) -> Any:
-    if isinstance(value, list) and len(value) != 2:
-        raise ValueError(f"expected two atom numbers (1-based), got {len(value)}")
+def _check_atoms(value: Any) -> Any:
+    if isinstance(value, list) and not 2 <= len(value) <= 4:
+        raise ValueError(f"expected two atom numbers (1-based; a distance), three (an angle) or "
+                         f"four (a dihedral), got {len(value)}")
     return value
 
 
@@ -202,35 +243,52 @@ def _check_fragment_numbers(value: Any) -> Any:
 
 
 #: the kinds of scan: the key of the ``scan:`` section that gives the values, per kind
-KINDS = {"distance": "distances", "electrons": "electrons", "fractional_spin": "fractional_spin"}
+KINDS = {"distance": "distances", "angle": "angles", "dihedral": "dihedrals", "electrons": "electrons",
+         "fractional_spin": "fractional_spin"}
+
+#: the kinds of scan that move atoms, and how many atoms (``scan.atoms``) their coordinate has
+ATOMS_OF = {"distance": 2, "angle": 3, "dihedral": 4}
 
 
 class ScanSettings(_Section):
-    """Section ``scan``: a distance, electron-number or fractional-spin scan (``dm21 scan``);
-    ignored by ``dm21 run``."""
+    """Section ``scan``: a distance, angle, dihedral, electron-number or fractional-spin scan
+    (``dm21 scan``); ignored by ``dm21 run``."""
 
     distances: Annotated[list[float] | None, BeforeValidator(_check_distances)] = Field(
         None, description="Distances [Angstrom]: 'start:stop:step' (stop included), a comma "
                           "list '2.0,2.5,3' or a YAML list; null = give --distance.")
+    angles: Annotated[list[float] | None, BeforeValidator(_check_angles)] = Field(
+        None, description="Angles I-J-K [degrees] of the three scan.atoms (J the vertex), "
+                          "between 0 and 180 excluded: 'start:stop:step' (stop included), a comma "
+                          "list or a YAML list; null = give --angle I J K VALUES.")
+    dihedrals: Annotated[list[float] | None, BeforeValidator(_check_dihedrals)] = Field(
+        None, description="Dihedrals I-J-K-L [degrees] of the four scan.atoms (IUPAC's sign), "
+                          "-180 to 360, kept as their value in [0, 360) (-120 is 240; 0 and 360 "
+                          "are one point); null = give --dihedral I J K L VALUES.")
     atoms: Annotated[list[Annotated[int, BeforeValidator(_check_atom_index)]],
-                     BeforeValidator(_check_pair)] = Field(
+                     BeforeValidator(_check_atoms)] = Field(
         default_factory=lambda: [1, 2],
-        description="The pair of atoms (1-based) whose distance is scanned.")
+        description="The atoms (1-based) of the scanned coordinate: the pair of a distance "
+                    "(default [1, 2]), I J K of an angle, I J K L of a dihedral (no default).")
     fragment: Annotated[list[Annotated[int, BeforeValidator(_check_atom_index)]] | None,
                         BeforeValidator(_optional(_as_list))] = Field(
-        None, description="Atoms (1-based) moved rigidly along the pair's axis; must contain the "
-                          "second atom of the pair, not the first; null = the second atom alone.")
+        None, description="Atoms (1-based) moved rigidly: a distance along the pair's axis (with "
+                          "the second atom, not the first; null = the second atom alone); an "
+                          "angle I-J-K rotated about J in the plane (with K, not I or J), a "
+                          "dihedral I-J-K-L about the J-K axis (with L, not I or J); null = the "
+                          "atoms bonded to K once the J-K bond is cut.")
     functionals: Annotated[list[Annotated[str, BeforeValidator(_check_functional)]] | None,
                            BeforeValidator(_optional(_check_functional_list))] = Field(
         None, description="Functionals computing the same curve; null = the job's functional.")
     broken_symmetry: _Bool = Field(
-        False, description="Unrestricted singlet with a spin-flipped atomic guess beyond 1.5x "
-                           "the equilibrium estimate.")
+        False, description="Distance scans: unrestricted singlet with a spin-flipped atomic guess "
+                           "beyond 1.5x the equilibrium estimate.")
     reference_atoms: _Bool = Field(
-        False, description="Also compute the separated fragments (the dissociation limit).")
+        False, description="Distance scans: also compute the separated fragments (the "
+                           "dissociation limit).")
     relax: _Bool = Field(
-        False, description="Relaxed scan: at each distance optimise everything else (dm21 opt, "
-                           "the pair's distance frozen); needs three atoms or more.")
+        False, description="Relaxed scan: at each value optimise everything else (dm21 opt, the "
+                           "scanned distance, angle or dihedral frozen); needs three atoms or more.")
     reference_charges: Annotated[list[Annotated[int, _int_range()]] | None,
                                  BeforeValidator(_check_fragment_numbers)] = Field(
         None, description="[fixed, moving] fragment charges; null = moving fragment neutral, "
@@ -257,12 +315,13 @@ class ScanSettings(_Section):
         given = [key for key in KINDS.values() if getattr(self, key) is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)} exclude each other: one kind of scan per job "
-                             f"(distances, electrons or fractional_spin)")
+                             f"({', '.join(KINDS.values())})")
         return self
 
     @property
     def kind(self) -> str | None:
-        """'distance', 'electrons', 'fractional_spin', or None when no values are given."""
+        """'distance', 'angle', 'dihedral', 'electrons', 'fractional_spin', or None when no
+        values are given."""
         for kind, key in KINDS.items():
             if getattr(self, key) is not None:
                 return kind

@@ -25,6 +25,7 @@ from dm21cli.io.inputs.basis import (
 from dm21cli.io.inputs.fields import DM21_FUNCTIONALS
 from dm21cli.io.inputs.files import MAX_CHKFILE_BYTES, _stat_regular
 from dm21cli.io.inputs.models import GUESS_KEYWORDS, JobSpec, _Meta
+from dm21cli.io.inputs.scan_model import ATOMS_OF
 from dm21cli.io.inputs.xyz import Atom
 
 #: atoms closer than this (Angstrom) are an input error.
@@ -433,7 +434,7 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
     """The ``opt`` section against the molecule: at least two atoms (geomeTRIC's minimum),
     a coordinate system that takes constraints, and the constraints themselves
     (`dm21cli.io.inputs.opt_model.check_constraints`: atoms, conflicts, values), with the
-    distance a relaxed scan holds itself."""
+    distance, angle or dihedral a relaxed scan holds itself."""
     from dm21cli.io.inputs.opt_model import CONSTRAINT_COORDSYS, check_constraints
 
     meta: _Meta = spec._meta
@@ -444,12 +445,14 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
         raise InputError(f"a geometry optimisation needs at least two atoms; the molecule has {natm}",
                          **meta.locate(where))
     scan = spec.scan
-    pair = None
-    if scan is not None and scan.relax and scan.kind == "distance" and \
-            len(set(scan.atoms)) == 2 and max(scan.atoms) <= natm:
-        pair = tuple(scan.atoms)
+    scanned = None
+    if scan is not None and scan.relax and (scan.kind or "distance") in ATOMS_OF and \
+            len(set(scan.atoms)) == len(scan.atoms) == ATOMS_OF[scan.kind or "distance"] and \
+            max(scan.atoms) <= natm:
+        scanned = tuple(scan.atoms)
     for problem in check_constraints(opt, spec.molecule.coords_angstrom(), meta.locate,
-                                     min_distance_angstrom=MIN_DISTANCE_ANGSTROM, scanned_pair=pair):
+                                     min_distance_angstrom=MIN_DISTANCE_ANGSTROM,
+                                     scanned_atoms=scanned):
         problems.add(problem)
     if opt.hessian_every and not opt.transition:
         problems.add(InputError(
@@ -466,9 +469,10 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
                          **meta.locate(("opt", "coordsys")))
 
 
+#: keys of the scan section that only scans moving atoms use, with their defaults
+_GEOMETRY_ONLY = {"atoms": [1, 2], "fragment": None, "relax": False}
 #: keys of the scan section that only distance scans use, with their defaults
-_DISTANCE_ONLY = {"atoms": [1, 2], "fragment": None, "broken_symmetry": False, "reference_atoms": False,
-                  "relax": False,
+_DISTANCE_ONLY = {"broken_symmetry": False, "reference_atoms": False,
                   "reference_charges": None, "reference_multiplicities": None}
 
 
@@ -484,7 +488,7 @@ def _check_electron_points(spec: JobSpec) -> None:
 
 def _validate_scan(spec: JobSpec) -> None:
     """The ``scan`` section against the molecule: atom numbers, fragment, functionals;
-    for electron-number and fractional-spin scans, the keys they do not use."""
+    for each kind of scan, the keys it does not use."""
     meta: _Meta = spec._meta
     scan = spec.scan
     natm = spec.molecule.natm
@@ -498,9 +502,11 @@ def _validate_scan(spec: JobSpec) -> None:
         _check_electron_points(spec)
     if kind in ("electrons", "fractional_spin"):
         key = "electrons" if kind == "electrons" else "fractional_spin"
-        for other, default in _DISTANCE_ONLY.items():
+        for other, default in {**_GEOMETRY_ONLY, **_DISTANCE_ONLY}.items():
             if getattr(scan, other) != default:
-                raise InputError(f"{other} is for distance scans, not with scan.{key}",
+                what = ("distance scans" if other in _DISTANCE_ONLY else
+                        "distance scans and scans of an angle or dihedral")
+                raise InputError(f"{other} is for {what}, not with scan.{key}",
                                  **meta.locate(("scan", other)))
         if kind == "fractional_spin" and scan.multiplicities is not None:
             raise InputError("multiplicities are for electron-number scans (scan.electrons)",
@@ -519,6 +525,13 @@ def _validate_scan(spec: JobSpec) -> None:
         raise InputError(f"a relaxed scan needs at least three atoms: with the scanned distance "
                          f"fixed, {natm} atoms have nothing left to relax (scan them without relax)",
                          **meta.locate(("scan", "relax")))
+    if kind in ("angle", "dihedral"):
+        _validate_rotation_scan(spec)
+        return
+    if len(scan.atoms) != 2:
+        raise InputError(f"expected two atom numbers for a distance scan, got {len(scan.atoms)} "
+                         f"(three are an angle's: scan.angles or --angle; four a dihedral's: "
+                         f"scan.dihedrals or --dihedral)", **meta.locate(("scan", "atoms")))
     for k, n in enumerate(scan.atoms):
         if n > natm:
             raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)",
@@ -547,3 +560,72 @@ def _validate_scan(spec: JobSpec) -> None:
         raise InputError("broken_symmetry needs a singlet (multiplicity 1) that may be computed "
                          "unrestricted (scf.restricted not true)",
                          **meta.locate(("scan", "broken_symmetry")))
+
+
+def _validate_rotation_scan(spec: JobSpec) -> None:
+    """An angle or dihedral scan (``scan.angles`` / ``scan.dihedrals``): its atoms given, as
+    many as the coordinate has, distinct and existing; a moving fragment with K (an angle) or
+    L (a dihedral) and without I and J; no keys of distance scans; a relaxed angle that
+    geomeTRIC can hold.  (The geometry itself: collinear atoms, a J-K bond in a ring, is
+    `dm21cli.jobs.scan.plan`'s.)"""
+    from dm21cli.io.inputs.opt_model import SET_ANGLE_DEGREES
+
+    meta: _Meta = spec._meta
+    scan = spec.scan
+    natm = spec.molecule.natm
+    kind = scan.kind
+    key = "angles" if kind == "angle" else "dihedrals"
+    n = ATOMS_OF[kind]
+    names = "I J K (J the vertex)" if kind == "angle" else "I J K L (J-K the axis)"
+    for other, default in _DISTANCE_ONLY.items():
+        if getattr(scan, other) != default:
+            raise InputError(f"{other} is for distance scans, not with scan.{key}",
+                             **meta.locate(("scan", other)))
+    if "atoms" not in scan.model_fields_set:
+        raise InputError(f"{'an' if kind == 'angle' else 'a'} {kind} scan needs its {n} atoms "
+                         f"{names} in scan.atoms (1-based), "
+                         f"or on the command line: --{kind} {' '.join('IJKL'[:n])} VALUES",
+                         **meta.locate(("scan", key)))
+    if len(scan.atoms) != n:
+        raise InputError(f"expected {'three' if n == 3 else 'four'} atom numbers {names} for "
+                         f"scan.{key}, got {len(scan.atoms)}", **meta.locate(("scan", "atoms")))
+    for k, atom in enumerate(scan.atoms):
+        if atom > natm:
+            raise InputError(f"atom {atom} does not exist (the molecule has {natm} atoms)",
+                             **meta.locate(("scan", "atoms", k)))
+        if atom in scan.atoms[:k]:
+            raise InputError(f"atom {atom} appears twice in scan.atoms: the {n} atoms of the "
+                             f"{kind} must differ", **meta.locate(("scan", "atoms", k)))
+    i, j = scan.atoms[:2]
+    carried = scan.atoms[-1]  # K of an angle, L of a dihedral
+    if scan.fragment is not None:
+        seen: set[int] = set()
+        for k, atom in enumerate(scan.fragment):
+            where = meta.locate(("scan", "fragment", k))
+            if atom > natm:
+                raise InputError(f"atom {atom} does not exist (the molecule has {natm} atoms)", **where)
+            if atom in seen:
+                raise InputError(f"atom {atom} appears twice in the fragment", **where)
+            if atom in (i, j):
+                raise InputError(f"the moving fragment must not contain atom {atom} ("
+                                 f"{'I' if atom == i else 'J'} of the {kind} {_dashed(scan.atoms)}): "
+                                 f"it is rotated about "
+                                 f"{'J' if kind == 'angle' else 'the J-K axis'}", **where)
+            seen.add(atom)
+        if carried not in seen:
+            raise InputError(f"the moving fragment must contain atom {carried} "
+                             f"({'K' if kind == 'angle' else 'L'} of the {kind} "
+                             f"{_dashed(scan.atoms)})", **meta.locate(("scan", "fragment")))
+    if kind == "angle" and scan.relax:
+        low, high = SET_ANGLE_DEGREES
+        outside = [a for a in scan.angles if not low <= a <= high]
+        if outside:
+            raise InputError(f"a relaxed scan holds its angle in geomeTRIC, which cannot hold one "
+                             f"below {low:g} or above {high:g} degrees (nearly linear): "
+                             f"{', '.join(f'{a:g}' for a in outside)} (scan it rigidly, without "
+                             f"relax)", **meta.locate(("scan", key)))
+
+
+def _dashed(atoms) -> str:
+    """``2-1-3``."""
+    return "-".join(str(a) for a in atoms)

@@ -1,18 +1,18 @@
 """Scans: ``dm21 scan`` as a library.
 
-Three kinds, one machinery: a bond distance (dissociation curves), the
-electron number N at fixed geometry (fractional charge, ``scan.electrons``)
-and a fraction f of one electron moved from alpha to beta (fractional spin,
-``scan.fractional_spin``).  A point's `Coordinate` (`plan.COORDINATES`) says
+Five kinds, one machinery: a bond distance (dissociation curves), an angle or
+a dihedral (``scan.angles``, ``scan.dihedrals``), the electron number N at fixed
+geometry (fractional charge, ``scan.electrons``) and a fraction f of one electron
+moved from alpha to beta (fractional spin, ``scan.fractional_spin``).  A point's `Coordinate` (`plan.COORDINATES`) says
 what it varies, in which unit, and how its directory is named.
 
 `plan_scan(spec)` turns a validated job with a ``scan:`` section into a
-`ScanPlan`: the sorted values, (distance scans) the atoms that move, the
+`ScanPlan`: the sorted values, (distance, angle, dihedral scans) the atoms that move, the
 functionals, and one fully validated single-point `JobSpec` per point and
 functional.  `run_scan` computes the points one after another through
 `dm21cli.jobs.run.run_job`, each in its own directory
-``<scan dir>/<functional>/point-02.500A/`` (``N-05.500/``, ``f-0.250/``:
-named by its value), and writes the curve files ``scan.csv``, ``scan.json``
+``<scan dir>/<functional>/point-02.500A/`` (``point-104.500deg/``, ``N-05.500/``,
+``f-0.250/``: named by its value), and writes the curve files ``scan.csv``, ``scan.json``
 and ``scan.png`` into the scan directory.  It returns a `ScanReport` that
 counts converged, unconverged and failed points and decides the exit status.
 
@@ -71,6 +71,18 @@ Rules (of distance scans; the others share order, resume and workers):
   ``scan.reference_multiplicities`` (``[fixed, moving]``) override that.  A
   fragment without electrons (a bare proton) has energy 0 and is not computed.
   The sum of the two energies is the dissociation limit.
+
+Angle and dihedral scans (`plan._plan_rotation`, `geometry`): ``scan.atoms`` gives I J K
+(J the vertex) or I J K L; the moving fragment (``scan.fragment``, default: the atoms
+bonded to K once the J-K bond is cut, bonds from covalent radii) is rotated rigidly, for
+an angle about the normal of the plane I-J-K through J, for a dihedral about the J-K
+axis, so that the coordinate takes each value exactly.  Dihedrals are kept in [0, 360)
+(-60 is 300), so that point directories (``point-300.000deg``) carry no sign and sort by
+value.  The walk starts at the value nearest the job's own geometry's.  No broken
+symmetry and no reference fragments; relative energies are to the lowest point.  A
+relaxed point freezes ``angle i j k`` / ``dihedral i j k l`` in geomeTRIC, from the
+rigidly rotated geometry.  Each record's ``angle_degree`` / ``dihedral_degree`` is
+measured in the geometry the point was computed at (relaxed: the optimised one).
 
 Modules: `plan` (`plan_scan`), `fractional` (the states and errors of
 fractional charge and spin), `run` (`run_scan`, `collect_scan`, the serial

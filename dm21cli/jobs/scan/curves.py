@@ -27,7 +27,9 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
         limit = (report.references.get(rec["functional"]) or {}).get("limit_energy_hartree")
         if limit is not None and rec["energy_hartree"] is not None:
             rec["relative_energy_hartree"] = rec["energy_hartree"] - limit
-    if coordinate.kind != "distance":
+    if coordinate.kind in ("angle", "dihedral"):
+        _relative_to_lowest(report.records)
+    if not coordinate.moves_atoms:
         fractional.deviations(report.records, coordinate.kind, coordinate.column)
         report.curves = fractional.curves(report.records, coordinate.kind, coordinate.column)
     columns = csv_columns(coordinate, plan.relax)
@@ -52,6 +54,14 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
             "references": report.references})
         if plan.relax:
             doc["relax"] = True
+    elif coordinate.moves_atoms:  # an angle or dihedral
+        doc.update({
+            "atoms": [a + 1 for a in plan.atoms], "fragment": [k + 1 for k in plan.moving],
+            "functionals": plan.functionals, f"{coordinate.key}_degree": plan.values,
+            "start_degree": plan.start_degree,
+            "relative_energy": "to the lowest converged point of each functional's curve"})
+        if plan.relax:
+            doc["relax"] = True
     else:
         doc.update({"functionals": plan.functionals, coordinate.key: plan.values})
         if plan.states:
@@ -67,10 +77,21 @@ def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None
     })
     write_json_atomic(plan.scan_dir / FILES["json"], finite(doc))
     if plot and report.records:
-        if coordinate.kind == "distance":
-            write_plot(plan.scan_dir / FILES["png"], report, plan.functionals)
+        if coordinate.moves_atoms:
+            write_plot(plan.scan_dir / FILES["png"], report, plan.functionals, coordinate)
         else:
             write_fractional_plot(plan.scan_dir / FILES["png"], report, plan.functionals, coordinate)
+
+
+def _relative_to_lowest(records: list[dict]) -> None:
+    """Angle and dihedral scans (no dissociation limit): each energy relative to the lowest
+    converged point of the same functional."""
+    for name in dict.fromkeys(r["functional"] for r in records):
+        energies = [r["energy_hartree"] for r in records if r["functional"] == name
+                    and r["converged"] and r["energy_hartree"] is not None]
+        for r in records:
+            if r["functional"] == name and energies and r["energy_hartree"] is not None:
+                r["relative_energy_hartree"] = r["energy_hartree"] - min(energies)
 
 
 def write_fractional_plot(path: Path, report: ScanReport, functionals: list[str],
@@ -119,8 +140,11 @@ def write_fractional_plot(path: Path, report: ScanReport, functionals: list[str]
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
-    """Energy (relative to the dissociation limit if known) and fragment charge vs distance."""
+def write_plot(path: Path, report: ScanReport, functionals: list[str],
+               coordinate: Coordinate = COORDINATES["distance"]) -> None:
+    """Energy (relative to the dissociation limit if known; of an angle or dihedral scan, to
+    the lowest point) and the moving fragment's charge against the distance, angle or
+    dihedral."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -135,7 +159,7 @@ def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
         rows = [r for r in report.records if r["functional"] == name and r["energy_hartree"] is not None]
         if not rows:
             continue
-        x = [r["distance_angstrom"] for r in rows]
+        x = [r[coordinate.column] for r in rows]
         if relative:
             y = [r["relative_energy_hartree"] * 1000 for r in rows]
         else:
@@ -144,10 +168,12 @@ def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
         bad = [(xi, yi) for xi, yi, r in zip(x, y, rows) if not r["converged"]]
         if bad:
             ax_e.plot(*zip(*bad), "x", color="red", markersize=10)
-        qx = [r["distance_angstrom"] for r in rows if r["charge_moving_fragment"] is not None]
+        qx = [r[coordinate.column] for r in rows if r["charge_moving_fragment"] is not None]
         qy = [r["charge_moving_fragment"] for r in rows if r["charge_moving_fragment"] is not None]
         ax_q.plot(qx, qy, "o-", color=line.get_color(), label=name)
-    if relative:
+    if relative and coordinate.kind != "distance":
+        ax_e.set_ylabel("E - E(lowest point) / mHa")
+    elif relative:
         ax_e.axhline(0.0, color="grey", linestyle="--", linewidth=1, label="separated fragments")
         ax_e.set_ylabel("E - E(fragments) / mHa")
     else:
@@ -155,7 +181,7 @@ def write_plot(path: Path, report: ScanReport, functionals: list[str]) -> None:
     ax_e.legend()
     ax_e.set_title("dm21 scan" + ("" if not any(not r["converged"] for r in report.records)
                                   else " (x: not converged)"))
-    ax_q.set_xlabel("distance / Angstrom")
+    ax_q.set_xlabel(coordinate.axis)
     ax_q.set_ylabel("Mulliken charge of the moving fragment / e")
     ax_q.axhline(0.0, color="grey", linewidth=0.5)
     fig.tight_layout()
@@ -167,10 +193,10 @@ def render_table_text(report: ScanReport, coordinate: Coordinate = COORDINATES["
     """The curve as aligned plain text (one row per point and functional)."""
     from dm21cli.core.units import HARTREE_EV
 
-    if coordinate.kind != "distance":
+    if not coordinate.moves_atoms:
         return _fractional_table(report, coordinate)
 
-    head = ["functional", "d/A", "E/Ha", "dE/mHa", "q(moving)", "<S^2>", "gap/eV", "cycles", "status"]
+    head = ["functional", coordinate.short, "E/Ha", "dE/mHa", "q(moving)", "<S^2>", "gap/eV", "cycles", "status"]
     rows = [head]
     for name in dict.fromkeys(r["functional"] for r in report.records):
         rows_f = [r for r in report.records if r["functional"] == name]
@@ -183,7 +209,7 @@ def render_table_text(report: ScanReport, coordinate: Coordinate = COORDINATES["
             def f(x, spec):
                 return "-" if x is None else format(x, spec)
 
-            rows.append([name, f"{r['distance_angstrom']:.3f}", f(e, ".8f"),
+            rows.append([name, f"{r[coordinate.column]:.3f}", f(e, ".8f"),
                          f(None if e is None or zero is None else (e - zero) * 1000, ".2f"),
                          f(r["charge_moving_fragment"], "+.3f"), f(r["s_squared"], ".3f"),
                          f(None if r["homo_lumo_gap_hartree"] is None

@@ -1,8 +1,8 @@
 """`plan_scan`: a job with a ``scan:`` section -> a `ScanPlan`, every point validated.
 
-The plan holds the sorted distances, the moving fragment, the functionals,
-one resolved single-point input per point and functional (with its input
-hash, which decides reuse) and the reference fragments.
+The plan holds the sorted values (distances, angles, dihedrals, electron numbers or
+fractions), the moving fragment, the functionals, one resolved single-point input per
+point and functional (with its input hash, which decides reuse) and the reference fragments.
 """
 
 from __future__ import annotations
@@ -106,25 +106,36 @@ def point_hash(spec) -> str:
 class Coordinate:
     """What a scan varies: its name in the records, its unit, how points are named."""
 
-    kind: str  # "distance" | "electrons" | "fractional_spin"
-    key: str  # the key of the scan: section ("distances", "electrons", "fractional_spin")
-    column: str  # the record's field ("distance_angstrom", "electrons", "fractional_spin")
+    kind: str  # "distance" | "angle" | "dihedral" | "electrons" | "fractional_spin"
+    key: str  # the key of the scan: section ("distances", "angles", "dihedrals", ...)
+    column: str  # the record's field ("distance_angstrom", "angle_degree", "electrons", ...)
     short: str  # table header
     axis: str  # plot axis
     option: str  # the command-line option
 
+    @property
+    def moves_atoms(self) -> bool:
+        """A distance, angle or dihedral scan (each point its own geometry)."""
+        return self.kind in ("distance", "angle", "dihedral")
+
     def text(self, value: float) -> str:
-        """``2.500 A``, ``N = 5.500``, ``f = 0.250``; a Hessian's ``displacement 7``."""
+        """``2.500 A``, ``104.500 deg``, ``N = 5.500``, ``f = 0.250``; a Hessian's
+        ``displacement 7``."""
         if self.kind == "distance":
             return f"{value:.3f} A"
+        if self.kind in ("angle", "dihedral"):
+            return f"{value:.3f} deg"
         if self.kind == "displacement":
             return "reference geometry" if value == 0 else f"displacement {int(value)}"
         return f"{'N' if self.kind == 'electrons' else 'f'} = {value:.3f}"
 
     def dirname(self, value: float) -> str:
-        """The point directory: ``point-02.500A``, ``N-05.500``, ``f-0.250``."""
+        """The point directory: ``point-02.500A``, ``point-104.500deg``, ``N-05.500``,
+        ``f-0.250``."""
         if self.kind == "distance":
             return point_dirname(value)
+        if self.kind in ("angle", "dihedral"):
+            return degree_dirname(value)
         if self.kind == "electrons":
             return f"N-{value:06.3f}"
         return f"f-{value:.3f}"
@@ -133,6 +144,9 @@ class Coordinate:
 COORDINATES = {
     "distance": Coordinate("distance", "distances", "distance_angstrom", "d/A", "distance / Angstrom",
                            "--distance"),
+    "angle": Coordinate("angle", "angles", "angle_degree", "angle/deg", "angle / degree", "--angle"),
+    "dihedral": Coordinate("dihedral", "dihedrals", "dihedral_degree", "dihedral/deg",
+                           "dihedral / degree", "--dihedral"),
     "electrons": Coordinate("electrons", "electrons", "electrons", "N", "electron number N",
                             "--electrons"),
     "fractional_spin": Coordinate("fractional_spin", "fractional_spin", "fractional_spin", "f",
@@ -150,7 +164,7 @@ class ScanPoint:
 
     functional: str
     index: int
-    value: float  # the scan coordinate (Angstrom, electrons, fraction)
+    value: float  # the scan coordinate (Angstrom, degrees, electrons, fraction)
     directory: Path
     data: dict | None  # resolved input of the point, without scf.guess; None: no electrons
     hash: str | None
@@ -158,6 +172,9 @@ class ScanPoint:
     #: electron-number and fractional-spin points: electrons, charge, multiplicity,
     #: occupations (None: aufbau), and for a point without electrons its energy
     state: dict | None = None
+    #: angle and dihedral points: the coordinate's atoms (0-based), measured in the computed
+    #: geometry for the record (`dm21cli.jobs.scan.records.make_record`)
+    atoms: tuple[int, ...] | None = None
 
     @property
     def distance_angstrom(self) -> float:
@@ -191,7 +208,7 @@ class ScanPlan:
     scan_dir: Path
     values: list[float]  # the scan coordinate of each point, sorted
     pair: tuple[int, int] | None  # 0-based (distance scans)
-    moving: list[int]  # 0-based (distance scans; else empty)
+    moving: list[int]  # 0-based (distance, angle and dihedral scans; else empty)
     functionals: list[str]
     equilibrium_angstrom: float | None  # distance scans
     order: list[tuple[int, int | None]]
@@ -206,9 +223,14 @@ class ScanPlan:
     #: electron-number scans: where each integer state's multiplicity came from
     #: ("scan.multiplicities", "the job's", "Hund's rule, 2p3", "the lowest")
     state_reasons: dict[int, str] | None = None
-    #: a relaxed distance scan: every point (and fragment of two atoms or more) a geometry
-    #: optimisation with the pair's distance frozen
+    #: a relaxed scan: every point (and fragment of two atoms or more) a geometry
+    #: optimisation with the scanned distance, angle or dihedral frozen
     relax: bool = False
+    #: angle and dihedral scans: the coordinate's atoms (0-based: I J K, I J K L)
+    atoms: tuple[int, ...] | None = None
+    #: angle and dihedral scans: the coordinate's value in the job's geometry, where the
+    #: walk starts (degrees)
+    start_degree: float | None = None
     #: the names of the files in the scan directory (`FILES`)
     files: dict = dataclasses.field(default_factory=lambda: dict(FILES))
     #: the folders the scan writes in its directory (None: one per functional)
@@ -260,6 +282,16 @@ def point_dirname(distance_angstrom: float) -> str:
     return f"point-{distance_angstrom:06.3f}A"
 
 
+def degree_dirname(value_degree: float) -> str:
+    """The directory name of an angle or dihedral point, e.g. ``point-104.500deg``.
+
+    Three decimals keep values at least `MIN_SPACING` (0.001 degrees) apart on distinct
+    names; three integer digits and no sign (angles lie in (0, 180), dihedrals in
+    [0, 360)) make a listing sort by value.
+    """
+    return f"point-{value_degree:07.3f}deg"
+
+
 def _neighbour_text(value: float, coordinate: Coordinate = COORDINATES["distance"]) -> str:
     return f"point at {coordinate.text(value)}"
 
@@ -294,13 +326,14 @@ def build_spec_from(data: dict, source_path: Path | None, default_name: str, whe
 def point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, directory: Path,
                 broken_symmetry: bool, atoms: list[int] | None = None,
                 charge: int | None = None, multiplicity: int | None = None,
-                relax: tuple[int, int] | bool | None = None) -> dict:
+                relax: tuple[int, ...] | bool | None = None) -> dict:
     """Resolved input of one point (or fragment) derived from the base job.
 
-    relax: a relaxed point: the 0-based pair whose distance geomeTRIC keeps frozen
-    (``task: opt``, the job's ``opt`` settings and constraints plus ``distance i j``);
-    True for a fragment optimised whole (the job's criteria, no constraints); else a
-    single point (no ``opt`` section).
+    relax: a relaxed point: the 0-based atoms whose distance (two), angle (three) or
+    dihedral (four) geomeTRIC keeps frozen (``task: opt``, the job's ``opt`` settings and
+    constraints plus ``distance i j``, ``angle i j k`` or ``dihedral i j k l``); True for a
+    fragment optimised whole (the job's criteria, no constraints); else a single point (no
+    ``opt`` section).
     """
     d = base.to_resolved_dict()
     d.pop("scan", None)
@@ -314,7 +347,8 @@ def point_data(base, functional: str, coords_angstrom: np.ndarray, name: str, di
         if relax is True:
             d["opt"]["constraints"] = {"freeze": [], "set": []}
         else:
-            d["opt"]["constraints"]["freeze"].append(f"distance {relax[0] + 1} {relax[1] + 1}")
+            kind = {2: "distance", 3: "angle", 4: "dihedral"}[len(relax)]
+            d["opt"]["constraints"]["freeze"].append(f"{kind} {' '.join(str(a + 1) for a in relax)}")
     d["molecule"] = {
         "xyz": "".join(f"{symbols[k]} {float(coords_angstrom[k][0])!r} "
                        f"{float(coords_angstrom[k][1])!r} {float(coords_angstrom[k][2])!r}\n"
@@ -366,7 +400,8 @@ def _functional_names(spec, scan, functionals: list[str] | None) -> tuple[list[s
 def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | None = None) -> ScanPlan:
     """Validate the scan of `spec` (a JobSpec with a ``scan`` section) and build its plan.
 
-    A distance scan, an electron-number scan (``scan.electrons``) or a
+    A distance scan, an angle or dihedral scan (``scan.angles``, ``scan.dihedrals``:
+    `_plan_rotation`), an electron-number scan (``scan.electrons``) or a
     fractional-spin scan (``scan.fractional_spin``).  functionals: overrides
     ``scan.functionals`` / ``functional``; output_dir: the scan directory
     (default: the job's output path).  Raises InputError (naming file, line
@@ -387,15 +422,19 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     settings = spec.opt_settings()
     if scan.relax and (settings.transition or settings.irc):
         key = "transition" if settings.transition else "irc"
-        raise InputError(f"a relaxed scan's points are minimisations with the distance held; "
+        raise InputError(f"a relaxed scan's points are minimisations with the "
+                         f"{scan.kind or 'distance'} held; "
                          f"opt.{key} (job.task {'ts' if key == 'transition' else 'irc'}) is "
                          f"dm21 opt --{'ts' if key == 'transition' else 'irc'}'s: leave it out "
                          f"of a relaxed scan",
                          **meta.locate(("opt", key) if ("opt", key) in meta.lines
                                        else ("job", "task")))
+    if scan.kind in ("angle", "dihedral"):
+        return _plan_rotation(spec, scan, names, dirnames, scan_dir)
     if scan.distances is None:
         raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
-                         "scan.distances in the job file (or --electrons / --fractional-spin)",
+                         "scan.distances in the job file (or --angle, --dihedral, --electrons, "
+                         "--fractional-spin)",
                          **meta.locate(("scan", "distances")))
 
     pair = (scan.atoms[0] - 1, scan.atoms[1] - 1)
@@ -477,6 +516,91 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                     references=references, broken_symmetry=scan.broken_symmetry,
                     definition=definition, definition_hash=input_digest(definition),
                     coordinate=COORDINATES["distance"], relax=scan.relax)
+
+
+def _plan_rotation(spec, scan, names: list[str], dirnames: list[str], scan_dir: Path) -> ScanPlan:
+    """The plan of an angle or dihedral scan (``scan.angles``, ``scan.dihedrals``).
+
+    The moving fragment (``scan.fragment``, else the atoms bonded to K once the J-K bond is
+    cut, `geometry.side_of`) is rotated rigidly so that the coordinate takes each value
+    exactly (`geometry.rotated_coords`); the walk starts at the value nearest the job's own
+    geometry's (for dihedrals the short way round).  Refused, located at ``scan.atoms``: a
+    dihedral over collinear atoms, and a default fragment that holds J (the J-K bond in a
+    ring) or I, or (a dihedral) lacks L.
+    """
+    from dm21cli.jobs.scan import geometry
+
+    meta = spec._meta
+    kind = scan.kind
+    coordinate = COORDINATES[kind]
+    where = meta.locate(("scan", coordinate.key))
+    atoms_where = meta.locate(("scan", "atoms"))
+    atoms = tuple(a - 1 for a in scan.atoms)
+    symbols = spec.molecule.symbols
+    coords = spec.molecule.coords_angstrom()
+    dashed = "-".join(str(a) for a in scan.atoms)
+    if kind == "dihedral":
+        for first, vertex, last in (atoms[:3], atoms[1:]):
+            angle = geometry.angle_degrees(coords, first, vertex, last)
+            if min(angle, 180.0 - angle) < geometry.COLLINEAR_DEGREES:
+                raise InputError(f"the dihedral {dashed} is not defined: atoms {first + 1}-{vertex + 1}-"
+                                 f"{last + 1} are collinear ({angle:.2f} degrees; both angles of a "
+                                 f"dihedral must lie at least {geometry.COLLINEAR_DEGREES:g} degree "
+                                 f"from 0 and 180)", **atoms_where)
+    if scan.fragment is not None:
+        moving = sorted(a - 1 for a in scan.fragment)
+    else:
+        i, j, k = atoms[:3]
+        moving = geometry.side_of(geometry.bonds(symbols, coords), len(symbols), (j, k), k)
+        hint = "; list the atoms to move in scan.fragment"
+        if j in moving:
+            raise InputError(f"atom {k + 1} reaches atom {j + 1} through other atoms (the bond "
+                             f"{j + 1}-{k + 1} is in a ring, or the two are not bonded): no side "
+                             f"of it can be rotated alone{hint}", **atoms_where)
+        if i in moving:
+            raise InputError(f"atom {i + 1} is bonded to atom {k + 1}'s side of the {j + 1}-{k + 1} "
+                             f"bond: rotating that side would carry it along{hint}", **atoms_where)
+        if atoms[-1] not in moving:
+            raise InputError(f"atom {atoms[-1] + 1} is not bonded to atom {k + 1}'s side of the "
+                             f"{j + 1}-{k + 1} bond, which would be rotated without it{hint}",
+                             **atoms_where)
+    start = geometry.measure_degrees(coords, atoms)
+    values = list(scan.angles if kind == "angle" else scan.dihedrals)
+    if kind == "dihedral":  # the value nearest the start, the short way round
+        nearest = min(values, key=lambda v: abs(geometry.turn_between(start, v)))
+    else:
+        nearest = min(values, key=lambda v: abs(v - start))
+    order = walk_order(values, nearest)
+    names_seen: dict[str, float] = {}
+    for value in values:  # (values at least 0.001 apart never share one)
+        other = names_seen.setdefault(coordinate.dirname(value), value)
+        if other != value:
+            raise InputError(f"{other:g} and {value:g} would share the point directory "
+                             f"{coordinate.dirname(value)}", **where)
+    points: dict[str, list[ScanPoint]] = {}
+    for name, dirname in zip(names, dirnames):
+        row = []
+        for index, value in enumerate(values):
+            directory = scan_dir / dirname / coordinate.dirname(value)
+            new = geometry.rotated_coords(coords, atoms, moving, value)
+            data = point_data(spec, name, new, f"{spec.job.name}-{dirname}-{value:.3f}deg",
+                              directory, False, relax=atoms if scan.relax else None)
+            pspec = build_spec(data, spec, where, f"{name} at {value:g} degrees")
+            row.append(ScanPoint(name, index, value, directory, data, point_hash(pspec), coordinate,
+                                 atoms=atoms))
+        points[name] = row
+    definition = {
+        "kind": kind,
+        "input": physics_of({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
+        f"{coordinate.key}_degree": values, "atoms": list(scan.atoms),
+        "fragment": [a + 1 for a in moving], "functionals": names,
+        **({"relax": True} if scan.relax else {}),
+    }
+    return ScanPlan(spec=spec, scan_dir=scan_dir, values=values, pair=None, moving=moving,
+                    functionals=names, equilibrium_angstrom=None, order=order, points=points,
+                    references={}, broken_symmetry=False, definition=definition,
+                    definition_hash=input_digest(definition), coordinate=coordinate,
+                    relax=scan.relax, atoms=atoms, start_degree=start)
 
 
 def _nuclear_repulsion_hartree(spec) -> float:

@@ -40,9 +40,11 @@ CSV_COLUMNS_FRACTIONAL = [
 
 def csv_columns(coordinate, relax: bool = False) -> list[str]:
     """The columns of scan.csv for a scan of this `Coordinate` (a relaxed scan adds the
-    optimisation steps of each point)."""
-    if coordinate.kind == "distance":
-        return CSV_COLUMNS + (["opt_steps"] if relax else [])
+    optimisation steps of each point; an angle or dihedral scan has ``angle_degree`` or
+    ``dihedral_degree`` where a distance scan has ``distance_angstrom``)."""
+    if coordinate.moves_atoms:
+        return [coordinate.column if c == "distance_angstrom" else c for c in CSV_COLUMNS] + \
+            (["opt_steps"] if relax else [])
     return [c.format(coordinate=coordinate.column) for c in CSV_COLUMNS_FRACTIONAL]
 
 
@@ -51,7 +53,8 @@ def result_fields(result: dict | None) -> dict:
 
     Keys: status, converged, energy, the energy terms, mulliken_charges,
     s_squared, gap, scf_cycles, scf_attempts (their number), wall_time_s,
-    error (the error message of an unconverged or failed point).
+    error (the error message of an unconverged or failed point), opt_steps (a relaxed
+    point's), geometry_bohr (the computed geometry: a relaxed point's optimised one).
     """
     result = result or {}
     props = result.get("properties") or {}
@@ -73,6 +76,7 @@ def result_fields(result: dict | None) -> dict:
         "error": (None if result.get("converged") else
                   (result.get("error") or {}).get("error_message")),
         "opt_steps": (result.get("optimization") or {}).get("steps"),
+        "geometry_bohr": (result.get("molecule") or {}).get("geometry_bohr"),
     }
 
 
@@ -86,7 +90,7 @@ def make_record(point: ScanPoint, result: dict | None, moving: list[int], *, reu
         q_fixed = float(sum(c for k, c in enumerate(charges) if k not in moving))
     rec = {
         "functional": point.functional, "index": point.index,
-        point.coordinate.column: point.value,
+        point.coordinate.column: measured_value(point, f["geometry_bohr"]),
         "status": status or f["status"] or "failed",
         "converged": f["converged"],
         "energy_hartree": f["energy"],
@@ -111,6 +115,25 @@ def make_record(point: ScanPoint, result: dict | None, moving: list[int], *, reu
     if point.state is not None:
         rec.update(_state_fields(point))
     return rec
+
+
+def measured_value(point: ScanPoint, geometry_bohr) -> float:
+    """The point's value as recorded: an angle or dihedral measured in the geometry it was
+    computed at (a relaxed point's optimised one; a dihedral as the representative nearest
+    the point's own value, so 359.9996 for 0 is -0.0004); else, or without a geometry (a
+    point that failed before it had one), the point's own value."""
+    if point.atoms is None or not geometry_bohr:
+        return point.value
+    import numpy as np
+
+    from dm21cli.core.units import BOHR_ANGSTROM
+    from dm21cli.jobs.scan import geometry
+
+    coords = np.asarray(geometry_bohr, dtype=float) * BOHR_ANGSTROM
+    value = geometry.measure_degrees(coords, point.atoms)
+    if len(point.atoms) == 4:
+        return geometry.nearest_turn(value, point.value)
+    return round(value, 9)  # (the precision of the values: 104.5, not 104.50000000000001)
 
 
 def _state_fields(point: ScanPoint) -> dict:

@@ -276,16 +276,22 @@ def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, w
         targets = [(f, k, None) for f in plan.functionals for k, _ in plan.order]
     else:
         targets = [(f, k, nb) for f in plan.functionals for k, nb in plan.order]
-    what = {"distance": "distances", "electrons": "electron numbers",
-            "fractional_spin": "fractional spins"}[plan.kind]
+    what = {"distance": "distances", "angle": "angles", "dihedral": "dihedrals",
+            "electrons": "electron numbers", "fractional_spin": "fractional spins"}[plan.kind]
     start = plan.values[plan.order[0][0]]
+    if plan.kind == "distance":
+        first = f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
+    elif plan.start_degree is not None:
+        first = (f"; starting at {plan.coordinate.text(start)} (the job's geometry: "
+                 f"{plan.coordinate.text(plan.start_degree)}; atoms moved: "
+                 f"{', '.join(str(k + 1) for k in plan.moving)})")
+    else:
+        first = f"; starting at {plan.coordinate.text(start)}"
     log(f"scan of {plan.spec.molecule.formula()}: {len(plan.values)} {what} x "
         f"{len(plan.functionals)} functional(s) in {plan.scan_dir}"
         + (f"; point {point} only" if point is not None else
            f"; Dask scheduler {dask}" if dask else
-           f"; {workers} workers" if workers > 1 else
-           f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
-           if plan.kind == "distance" else f"; starting at {plan.coordinate.text(start)}"))
+           f"; {workers} workers" if workers > 1 else first))
     note = plan.spec.multiplicity_note()
     if note:
         log(note)
