@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "opt": ("dm21cli.cli.opt:opt", "Optimise a geometry (geomeTRIC)."),
     "freq": ("dm21cli.cli.freq:freq", "Harmonic frequencies, IR intensities and thermochemistry."),
     "validate": ("dm21cli.cli.validate:validate", "Check an input file without computing."),
+    "schema": ("dm21cli.cli.schema:schema", "Print the JSON Schema of job files, for editors."),
     "weights": ("dm21cli.cli.weights:weights", "Find, install, download and verify the DM21 weights."),
     "info": ("dm21cli.cli.info:info", "Versions, weights status, threads and memory."),
 }

@@ -46,6 +46,10 @@ CONSTRAINT_COORDSYS = ("tric", "dlc", "hdlc")
 #: constraint keyword -> number of atoms (Cartesian ones: one atom selection)
 _GEOMETRIC = {"distance": 2, "angle": 3, "dihedral": 4}
 _CARTESIAN = ("x", "y", "z", "xy", "xz", "yz", "xyz")
+#: the same, for other modules: the keywords of ``freeze`` (all) and ``set`` (the
+#: geometric ones) (`dm21cli.io.inputs.schema` spells the lines out for editors)
+GEOMETRIC_CONSTRAINTS = _GEOMETRIC
+CARTESIAN_CONSTRAINTS = _CARTESIAN
 _SELECTION = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
 
 #: the ``set`` angles geomeTRIC can hold: above 175 degrees is what geomeTRIC itself calls
