@@ -250,7 +250,7 @@ MISTAKES = [
     ("scan list with a gap", {"molecule": H2, "scan": {"distances": "1,,2"}}),
     ("negative distance", {"molecule": H2, "scan": {"distances": [-1.0, 2.0]}}),
     ("empty distance list", {"molecule": H2, "scan": {"distances": []}}),
-    ("three scanned atoms", {"molecule": H2, "scan": {"atoms": [1, 2, 3]}}),
+    ("five scanned atoms", {"molecule": H2, "scan": {"atoms": [1, 2, 3, 4, 5]}}),
     ("fraction above 1", {"molecule": H2, "scan": {"fractional_spin": 1.5}}),
     ("unknown constraint", {"molecule": H2, "opt": {"constraints": {"freeze": ["bond 1 2"]}}}),
     ("set without a value", {"molecule": H2, "opt": {"constraints": {"set": ["distance 1 2"]}}}),

@@ -218,7 +218,9 @@ def input_forms() -> dict[str, dict[str, dict]]:
         },
         "ScanSettings": {
             "distances": _values(exclusiveMinimum=0),
-            "atoms": {"type": "array", "items": integer(1), "minItems": 2, "maxItems": 2},
+            "angles": _values(exclusiveMinimum=0, exclusiveMaximum=180),
+            "dihedrals": _values(minimum=-180, maximum=360),
+            "atoms": {"type": "array", "items": integer(1), "minItems": 2, "maxItems": 4},
             "fragment": one_or_list(integer(1)),
             "functionals": one_or_list(functional, minItems=1),
             "broken_symmetry": BOOLEAN,
