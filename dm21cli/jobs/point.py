@@ -200,6 +200,11 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=memory_mb)
     mf.chkfile = None  # the caller keeps its own restart file
+    if spec.solvent is not None:
+        from dm21cli.scf import solvent as solvation
+
+        log(f"implicit solvent {spec.solvent.label()}: "
+            f"{solvation.describe(solvation.parameters(mf.with_solvent))}; PySCF's defaults")
     if network is not None:
         mf.dm21.progress = dm21_progress(log)
         mf.dm21.keep_features = bool(gradient)
@@ -227,6 +232,12 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
         log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
 
     props = properties(mf, spec, e_disp)
+    if spec.solvent is not None:
+        cds = props["solvent_cds_energy"]
+        log(f"solvation: polarisation energy {props['solvent_polarization_energy']:.10f} Ha"
+            + ("" if cds is None else f", SMD cavity-dispersion-solvent-structure {cds:.10f} Ha")
+            + f"; the solute's own energy (gas-phase-like) {props['solute_energy']:.10f} Ha "
+            f"({props['solvent_surface_points']} surface points)")
     if props["non_aufbau"] and converged:
         from dm21cli.io.outputs.summary import non_aufbau_text
 
