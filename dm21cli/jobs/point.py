@@ -150,8 +150,8 @@ class Point:
 
     def nuclear_gradient(self, log: Log | None = None, *, grid_response: bool = True) -> dict:
         """dE/dR of the converged point (`dm21cli.jobs.gradient.nuclear_gradient`), put
-        into props (Hartree/bohr: the gradient, its maximum, RMS and norm, and its SCF
-        and dispersion parts) and kept (a second call returns it); ValueError for a
+        into props (Hartree/bohr: the gradient, its maximum, RMS and norm, and its SCF,
+        dispersion and implicit solvent's parts) and kept (a second call returns it); ValueError for a
         point that did not converge: an unconverged density has no gradient worth
         reporting."""
         from dm21cli.jobs.gradient import nuclear_gradient, summary
@@ -174,6 +174,9 @@ class Point:
             "scf_gradient_hartree_per_bohr": grad["scf_gradient_hartree_per_bohr"].tolist(),
             "dispersion_gradient_hartree_per_bohr": None if disp is None else disp.tolist(),
         })  # result.json: the gradient is QCSchema's return_gradient, the rest under extras
+        if grad["solvent_gradient_hartree_per_bohr"] is not None:
+            self.props["solvent_gradient_hartree_per_bohr"] = \
+                grad["solvent_gradient_hartree_per_bohr"].tolist()
         self.timings["gradient"] = time.perf_counter() - t0
         if log is not None:
             log(f"nuclear gradient: max {stats['max_hartree_per_bohr']:.3e}, RMS "
