@@ -319,3 +319,62 @@ def test_scan_points_and_reference_ions_are_in_the_solvent(tmp_path):
         document = json.loads(path.read_text())
         assert document["keywords"]["solvent"]["name"] == "water", path
         assert document["extras"]["dm21cli"]["properties"]["solvent_polarization_energy"] < 0
+
+
+# ----------------------------------------------------------------------
+# QCSchema: keywords.solvent
+# ----------------------------------------------------------------------
+def _atomic_input(keywords: dict) -> dict:
+    from dm21cli.core.units import ANGSTROM_BOHR
+
+    rows = [line.split() for line in WATER.splitlines()]
+    return {"schema_name": "qcschema_input", "schema_version": 1,
+            "molecule": {"symbols": [r[0] for r in rows],
+                         "geometry": [float(x) * ANGSTROM_BOHR for r in rows for x in r[1:]]},
+            "driver": "gradient", "model": {"method": "b3lyp", "basis": "sto-3g"},
+            "keywords": {"grid_level": 1, "molden": False, **keywords}}
+
+
+@pytest.mark.parametrize("solvent, expected", [
+    ("water", {"model": "IEF-PCM", "name": "water", "eps": 78.355}),
+    (20.5, {"model": "IEF-PCM", "name": None, "eps": 20.5}),
+    ({"model": "smd", "name": "Methanol"}, {"model": "SMD", "name": "methanol", "eps": 32.613}),
+], ids=["name", "eps", "section"])
+def test_atomic_input_asks_for_a_solvent_through_keywords(tmp_path, solvent, expected):
+    path = tmp_path / "water.json"
+    path.write_text(json.dumps(_atomic_input({"solvent": solvent})))
+    assert load_job(path).solvent.resolved() == expected
+
+
+def test_atomic_input_in_water_runs_and_its_result_repeats_it(tmp_path):
+    path = tmp_path / "water.json"
+    path.write_text(json.dumps(_atomic_input({"solvent": {"model": "C-PCM", "name": "water"}}),
+                               indent=2))
+    proc = _dm21(tmp_path, "run", path.name, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["keywords"]["solvent"] == {"model": "C-PCM", "name": "water", "eps": 78.355}
+    assert result["extras"]["dm21cli"]["properties"]["solvent_gradient_hartree_per_bohr"]
+    # the result's input, run again, is the same job
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps({key: result[key] for key in
+                                 ("schema_name", "molecule", "driver", "model", "keywords")
+                                 } | {"schema_name": "qcschema_input"}))
+    assert load_job(again).solvent.resolved() == result["keywords"]["solvent"]
+
+
+@pytest.mark.parametrize("solvent, field, needle", [
+    ("watr", "keywords.solvent.name", "unknown solvent 'watr'; closest known: water"),
+    ({"model": "GBSA", "name": "water"}, "keywords.solvent.model", "unknown solvent model"),
+    ({"eps": 0.9}, "keywords.solvent.eps", "greater than 1"),
+    ({"model": "SMD", "eps": 30}, "keywords.solvent", "SMD needs a named solvent"),
+])
+def test_bad_solvent_keyword_names_the_keyword(tmp_path, solvent, field, needle):
+    from dm21cli.core.errors import InputError
+
+    path = tmp_path / "water.json"
+    path.write_text(json.dumps(_atomic_input({"solvent": solvent}), indent=2))
+    with pytest.raises(InputError) as info:
+        load_job(path)
+    assert info.value.field == field and needle in info.value.message, info.value.render()
+    assert info.value.line is not None
