@@ -58,9 +58,9 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     (the least budget it runs in: exchange integrals recomputed in every SCF
     cycle), 'cached_mb' (a budget that caches every exchange integral and AO
     value, and for a gradient keeps the SCF's last exchange features: the
-    fastest), 'grid_points', 'nao', 'solvent_mb' (an implicit solvent's part of both, 0 in
-    the gas phase: `dm21cli.jobs.build.solvent_mb`)}.  A function of the job and `threads` alone:
-    every command that estimates the same job gets the same numbers.
+    fastest), 'grid_points', 'nao', 'solvent_mb' (an implicit solvent's part of both, 0
+    in the gas phase: `dm21cli.jobs.build.solvent_mb`)}.  A function of the job and
+    `threads` alone: every command that estimates the same job gets the same numbers.
     """
     nao = mol.nao_nr()
     ngrids = grid_points_estimate(mol, spec)
@@ -96,7 +96,6 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     return {"process_mb": round(process), "minimum_mb": round(minimum),
             "cached_mb": round(max(cached, minimum)), "grid_points": ngrids, "nao": nao,
             "solvent_mb": round(solvent)}
-
 
 
 def describe(need: dict) -> str:

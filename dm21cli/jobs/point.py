@@ -151,9 +151,9 @@ class Point:
     def nuclear_gradient(self, log: Log | None = None, *, grid_response: bool = True) -> dict:
         """dE/dR of the converged point (`dm21cli.jobs.gradient.nuclear_gradient`), put
         into props (Hartree/bohr: the gradient, its maximum, RMS and norm, and its SCF,
-        dispersion and implicit solvent's parts) and kept (a second call returns it); ValueError for a
-        point that did not converge: an unconverged density has no gradient worth
-        reporting."""
+        dispersion and implicit solvent's parts) and kept (a second call returns it);
+        ValueError for a point that did not converge: an unconverged density has no
+        gradient worth reporting."""
         from dm21cli.jobs.gradient import nuclear_gradient, summary
 
         if self.gradient is not None:
@@ -239,8 +239,9 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
         cds = props["solvent_cds_energy"]
         log(f"solvation: polarisation energy {props['solvent_polarization_energy']:.10f} Ha"
             + ("" if cds is None else f", SMD cavity-dispersion-solvent-structure {cds:.10f} Ha")
-            + f"; the solute's own energy (gas-phase-like) {props['solute_energy']:.10f} Ha "
-            f"({props['solvent_surface_points']} surface points)")
+            + f"; the solute's own energy (gas-phase-like) {props['solute_energy']:.10f} Ha"
+            + ("" if props["solvent_surface_points"] is None else
+               f" ({props['solvent_surface_points']} surface points)"))
     if props["non_aufbau"] and converged:
         from dm21cli.io.outputs.summary import non_aufbau_text
 

@@ -94,7 +94,8 @@ def solvation_properties(mf, total_hartree: float) -> dict:
     'solvent_polarization_energy' (1/2 q.V, the surface charges' energy in the solute's
     field), 'solvent_cds_energy' (SMD's cavity-dispersion-solvent-structure term, else
     None), 'solute_energy' (the total without them: the gas-phase-like energy of the
-    solute at its polarised density) and 'solvent_surface_points'; {} in the gas phase."""
+    solute at its polarised density) and 'solvent_surface_points' (the PCM family's and
+    SMD's cavity; None for ddCOSMO); {} in the gas phase."""
     from dm21cli.scf import solvent as solvation
 
     model = solvation.solvent_of(mf)
