@@ -178,6 +178,23 @@ ERROR_CASES = [
     ("merge-key2", WATER + "scf:\n  <<: {max_cycle: 3}\n", 7, "scf", "merge keys", {}, None),
     ("python-tag", WATER + "functional: !!python/name:os.system b3lyp\n", 6, "functional", "invalid value", {}, None),
     ("not-utf8", b"molecule:\n  xyz: |\n    O 0 0 \xff\n", 3, None, "UTF-8", {}, None),
+    # solvent (issue 26): checked before any SCF
+    ("solvent-unknown-name", WATER + "solvent:\n  name: watr\n", 7, "solvent.name",
+     "unknown solvent 'watr'; closest known: water", {}, None),
+    ("solvent-eps-1", WATER + "solvent:\n  eps: 1\n", 7, "solvent.eps", "greater than 1", {}, None),
+    ("solvent-eps-negative", WATER + "solvent: {eps: -3}\n", 6, "solvent.eps", "greater than 1", {}, None),
+    ("solvent-eps-text", WATER + "solvent: {eps: lots}\n", 6, "solvent.eps", "expected a number", {},
+     None),
+    ("solvent-model", WATER + "solvent:\n  model: ddPCM\n  name: water\n", 7, "solvent.model",
+     "unknown solvent model 'ddPCM'", {}, None),
+    ("solvent-model-list", WATER + "solvent:\n  model: GBSA\n  name: water\n", 7, "solvent.model",
+     "IEF-PCM, C-PCM, SS(V)PE, COSMO, ddCOSMO, SMD", {}, None),
+    ("solvent-nothing", WATER + "solvent:\n  model: C-PCM\n", 6, "solvent", "name", {}, None),
+    ("solvent-smd-eps-only", WATER + "solvent:\n  model: SMD\n  eps: 4\n", 6, "solvent",
+     "SMD needs a named solvent", {}, None),
+    ("solvent-unknown-key", WATER + "solvent:\n  name: water\n  radii: bondi\n", 8,
+     "solvent.radii", "unknown key", {}, None),
+    ("solvent-not-mapping", WATER + "solvent: water\n", 6, "solvent", "mapping", {}, None),
 ]
 
 
@@ -464,6 +481,44 @@ def test_overrides_replace_file_values(tmp_path):
     assert spec.basis == "sto-3g" and spec.molecule.charge == 0
 
 
+SOLVENT_FILE = WATER + "solvent:\n  model: C-PCM\n  eps: 4.5\n"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("water", ("C-PCM", "water", 78.355)),  # PySCF's table (pyscf.solvent.smd.solvent_db)
+    ("Methanol", ("C-PCM", "methanol", 32.613)),
+    ("DMSO", ("C-PCM", "dimethylsulfoxide", 46.826)),  # an abbreviation
+    ("20.5", ("C-PCM", None, 20.5)),  # a number is the dielectric constant
+    ("none", None),  # the gas phase
+], ids=["name", "any-case", "abbreviation", "eps", "none"])
+def test_solvent_option_replaces_the_files_solvent(tmp_path, value, expected):
+    spec = load_job(write(tmp_path, SOLVENT_FILE), {"solvent": value})
+    if expected is None:
+        assert spec.solvent is None and "solvent" not in spec.to_resolved_dict()
+        return
+    solvent = spec.solvent
+    assert (solvent.model, solvent.name, solvent.dielectric()) == expected
+    # on a bare .xyz file: the default model
+    spec = load_job(write(tmp_path, WATER_XYZ, "w.xyz"), {"solvent": value})
+    assert spec.solvent.model == "IEF-PCM"
+
+
+def test_solvent_section_resolves_and_round_trips(tmp_path):
+    spec = load_job(write(tmp_path, WATER + "solvent:\n  model: iefpcm\n  name: WATER\n"))
+    assert spec.solvent.resolved() == {"model": "IEF-PCM", "name": "water", "eps": 78.355}
+    assert spec.solvent.label() == "IEF-PCM, water (eps 78.355)"
+    again = load_job(write(tmp_path, spec.to_resolved_yaml(), "again.yaml"))
+    assert again.to_resolved_dict()["solvent"] == spec.to_resolved_dict()["solvent"]
+    # a name and eps: the name's descriptors with another dielectric constant
+    spec = load_job(write(tmp_path, WATER + "solvent: {model: smd, name: water, eps: 80}\n"))
+    assert (spec.solvent.model, spec.solvent.name, spec.solvent.dielectric()) == ("SMD", "water", 80)
+    for model in ("cpcm", "C-PCM", "ss(v)pe", "SSVPE", "cosmo", "ddcosmo", "DDCOSMO", "smd"):
+        spec = load_job(write(tmp_path, WATER + f"solvent: {{model: {model}, name: water}}\n"))
+        assert spec.solvent.model in ("C-PCM", "SS(V)PE", "COSMO", "ddCOSMO", "SMD")
+    # gas phase: no solvent key in the resolved input (gas-phase scan points keep their hashes)
+    assert "solvent" not in load_job(write(tmp_path, WATER)).to_resolved_dict()
+
+
 def test_overrides_on_bare_xyz(tmp_path):
     spec = load_job(write(tmp_path, WATER_XYZ, "w.xyz"), {"charge": 1, "multiplicity": 2, "basis": "sto-3g"})
     assert spec.molecule.charge == 1 and spec.basis == "sto-3g" and not spec.resolved_restricted()
@@ -484,6 +539,8 @@ OVERRIDE_ERRORS = [
     ({"name": "a/b"}, "--name", "letters"),
     ({"dispersion": "d4"}, "--dispersion", "d3bj"),
     ({"output_dir": ""}, "--output-dir", "empty"),
+    ({"solvent": "watr"}, "--solvent", "closest known: water"),
+    ({"solvent": "0.5"}, "--solvent", "greater than 1"),
 ]
 
 

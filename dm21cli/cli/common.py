@@ -26,6 +26,10 @@ def job_options(func):
         click.option("--legacy-grids", is_flag=True, default=None,
                      help="Radial grids of PySCF <= 2.6 (reproduces published DM21 values)."),
         click.option("--dispersion", default=None, metavar="d3bj|none", help="Dispersion correction."),
+        click.option("--solvent", default=None, metavar="NAME|EPS|none",
+                     help="Implicit solvent: a name from PySCF's table (water, methanol, ...; "
+                          "solvent.name), a dielectric constant (solvent.eps), or none for the "
+                          "gas phase; the model is solvent.model (default IEF-PCM)."),
         click.option("--threads", type=int, default=None,
                      help="Threads (default: OMP_NUM_THREADS, SLURM_CPUS_PER_TASK or all cores)."),
         click.option("--memory", default=None, metavar="SIZE",
@@ -42,7 +46,7 @@ def overrides(options: dict, **extra) -> dict:
     """CLI option values as `dm21cli.io.inputs.load.load_job` overrides (None = not given)."""
     result = {key: options.get(key) for key in
               ("basis", "functional", "charge", "multiplicity", "name", "grid_level", "legacy_grids",
-               "dispersion", "threads", "memory")}
+               "dispersion", "solvent", "threads", "memory")}
     result.update(extra)
     return result
 

@@ -15,13 +15,17 @@ import click
               help="DM21, DM21m, DM21mc, DM21mu or a PySCF/libxc name, overriding the file's.")
 @click.option("--charge", type=int, default=None, help="Total charge, overriding the file's.")
 @click.option("--multiplicity", type=int, default=None, help="Spin multiplicity 2S+1, overriding the file's.")
+@click.option("--solvent", default=None, metavar="NAME|EPS|none",
+              help="Implicit solvent (a name, a dielectric constant, or none), overriding the "
+                   "file's.")
 @click.option("--threads", type=int, default=None,
               help="Threads the job would run with (the memory estimate grows with them; "
                    "default: as dm21 run).")
 @click.option("--memory", default=None, metavar="SIZE",
               help="Memory budget to check the job against, e.g. 4GB (default: as dm21 run).")
 def validate(file: str, basis: str | None, functional: str | None, charge: int | None,
-             multiplicity: int | None, threads: int | None, memory: str | None) -> None:
+             multiplicity: int | None, solvent: str | None, threads: int | None,
+             memory: str | None) -> None:
     """Check FILE (.yaml/.yml job file or .xyz geometry) without computing anything.
 
     Prints a summary line (and, for a lone atom whose multiplicity FILE does not
@@ -40,8 +44,8 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
 
     try:
         spec = load_job(file, {"basis": basis, "functional": functional, "charge": charge,
-                               "multiplicity": multiplicity, "threads": threads,
-                               "memory": memory})
+                               "multiplicity": multiplicity, "solvent": solvent,
+                               "threads": threads, "memory": memory})
     except InputError as exc:
         # every problem on its own line; the last one goes the way of every error
         *others, last = exc.problems
@@ -57,6 +61,8 @@ def validate(file: str, basis: str | None, functional: str | None, charge: int |
         functionals = [spec.functional, *((spec.scan.functionals or []) if spec.scan else [])]
         if any(f in DM21_FUNCTIONALS for f in functionals):
             extra += f"; {ECP_DM21_NOTE}"
+    if spec.solvent is not None:
+        extra += f"; solvent {spec.solvent.label()}"
     click.echo(f"{file}: ok ({mol.natm} atom{'s' if mol.natm != 1 else ''}, {mol.formula()}, "
                f"charge {mol.charge}, multiplicity {mol.multiplicity}, {spec.functional}, "
                f"{spec.basis_label()}, {kind}{extra})")

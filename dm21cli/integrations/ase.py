@@ -80,6 +80,7 @@ DEFAULT_PARAMETERS = {
     "charge": 0,
     "multiplicity": None,  # as in a job file: 1, or a lone atom's ground state (Hund's rule)
     "dispersion": None,
+    "solvent": None,  # a name, a dielectric constant, or the job file's section as a dict
     "grid_level": 3,
     "scf": None,
     "memory": None,
@@ -94,7 +95,7 @@ HARMLESS_PARAMETERS = frozenset({"threads", "memory"})
 LABEL = "DM21Calculator"
 
 #: job-file paths -> the calculator keyword (or ``atoms``) that errors about them name
-KEYWORD_FIELDS = {("molecule",): "atoms", ("molecule", "charge"): "charge",
+KEYWORD_FIELDS = {("molecule",): "atoms", ("molecule", "charge"): "charge", ("solvent",): "solvent",
                   ("molecule", "multiplicity"): "multiplicity",
                   ("scf", "grid_level"): "grid_level", ("resources", "threads"): "threads",
                   ("resources", "memory"): "memory"}
@@ -141,6 +142,7 @@ def _settings_from_job(job) -> dict:
             # a multiplicity the job file did not give is chosen anew for the atoms ASE gives
             "multiplicity": spec.molecule.multiplicity if spec.molecule.multiplicity_given else None,
             "dispersion": spec.dispersion, "grid_level": grid_level, "scf": scf,
+            "solvent": None if spec.solvent is None else spec.solvent.resolved(),
             "memory": spec.resources.memory, "threads": spec.resources.threads}
 
 
@@ -208,7 +210,19 @@ def settings_job_data(parameters: dict, geometry=None) -> dict:
             "molecule": {"xyz": xyz, "units": "bohr", "charge": p["charge"],
                          "multiplicity": p["multiplicity"]},
             "basis": p["basis"], "functional": p["functional"], "dispersion": p["dispersion"],
+            "solvent": solvent_section(p.get("solvent")),
             "scf": scf, "resources": {"threads": p["threads"], "memory": p["memory"]}}
+
+
+def solvent_section(solvent):
+    """The job file's ``solvent`` section of the ``solvent`` parameter: a dict is the section
+    itself; a name, a dielectric constant or 'none' is what ``--solvent`` takes
+    (`dm21cli.io.inputs.solvent_model.solvent_override`); None: the gas phase."""
+    from dm21cli.io.inputs.solvent_model import solvent_override
+
+    if solvent is None or isinstance(solvent, Mapping):
+        return None if solvent is None else dict(solvent)
+    return solvent_override(solvent)
 
 
 def calculator_spec(parameters: dict, geometry=None):
@@ -281,7 +295,9 @@ class DM21Calculator(Calculator):
     parameters, the job file's settings: functional ('DM21', 'DM21m',
     'DM21mc', 'DM21mu' or a PySCF/libxc name), basis (a name or {element:
     name}), charge, multiplicity (None: 1, or for a lone atom its ground state by
-    Hund's rule, as in a job file), dispersion (None or 'd3bj'), grid_level
+    Hund's rule, as in a job file), dispersion (None or 'd3bj'), solvent (None: gas phase;
+    a name such as 'water', a dielectric constant, or the job file's section as a dict,
+    e.g. ``{"model": "SMD", "name": "water"}``), grid_level
     (0-9), scf (a dict of the job file's other ``scf`` keys, e.g.
     ``{"conv_tol": 1e-8, "precision": "float64"}``; merged into the job's),
     memory (MB, or a string like '4GB': the whole process's budget, as

@@ -1,4 +1,5 @@
-"""From a `JobSpec` to PySCF objects: molecule, grid, SCF (DM21 or any functional), warm start."""
+"""From a `JobSpec` to PySCF objects: molecule, grid, SCF (DM21 or any functional, in the
+job's implicit solvent if it has one), warm start."""
 
 from __future__ import annotations
 
@@ -102,8 +103,9 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
         from dm21cli.scf.ks import DM21RKS, DM21UKS
 
         scf_network = network.astype(np.float32) if spec.scf.precision == "mixed" else None
-        xc = DM21XC(network, max_memory_mb=max_memory_mb, scf_network=scf_network,
-                    integral_dtype=integral_dtype(spec))
+        # DM21's caches leave room for the solvent's dense matrices (allocated after them)
+        xc = DM21XC(network, max_memory_mb=max_memory_mb - solvent_mb(spec, mol),
+                    scf_network=scf_network, integral_dtype=integral_dtype(spec))
         # a gradient follows the SCF: it reuses the last evaluation's exchange features
         xc.keep_features = spec.computes_gradient
         mf = DM21RKS(mol, xc) if restricted else DM21UKS(mol, xc)
@@ -116,11 +118,35 @@ def build_scf(mol, spec, grids, network=None, max_memory_mb: float = 4000.0):
         mf = dft.ROKS(mol, xc=spec.functional)
     else:
         mf = dft.UKS(mol, xc=spec.functional)
+    mf = in_solvent(mf, spec)
     _share_settings(mf, spec, grids, max_memory_mb)
     mf.conv_tol = spec.effective_conv_tol()
     mf.conv_tol_grad = spec.effective_conv_tol_grad()
     mf.max_cycle = spec.scf.max_cycle
     return mf
+
+
+def in_solvent(mf, spec):
+    """`mf` in the job's implicit solvent (``solvent:``, `dm21cli.scf.solvent.attach`), or
+    `mf` itself in the gas phase.  Before `_share_settings`: the methods it sets on the
+    instance must belong to the object that runs."""
+    if spec.solvent is None:
+        return mf
+    from dm21cli.scf import solvent
+
+    return solvent.attach(mf, spec.solvent.model, spec.solvent.dielectric(), spec.solvent.name)
+
+
+def solvent_mb(spec, mol) -> float:
+    """What the job's implicit solvent takes at its peak (MB; 0 in the gas phase): PySCF's
+    dense surface matrices, more of them for a nuclear gradient (`dm21cli.scf.solvent.
+    peak_mb`).  DM21's caches leave room for it (`build_scf`); `dm21cli.jobs.memory` counts it."""
+    if spec.solvent is None:
+        return 0.0
+    from dm21cli.scf.solvent import peak_mb
+
+    gradient = spec.computes_gradient or spec.job.task == "freq"
+    return peak_mb(mol, spec.solvent.model, spec.solvent.name, gradient=gradient)
 
 
 def _share_settings(mf, spec, grids, max_memory_mb) -> None:
@@ -163,6 +189,7 @@ def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None,
         mf0 = dft.RKS(mol, xc=spec.scf.warm_start)
     else:
         mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
+    mf0 = in_solvent(mf0, spec)  # the starting density polarised as DM21's will be
     _share_settings(mf0, spec, grids, max_memory_mb)
     level = min(WARM_START_GRID_LEVEL, spec.scf.grid_level)
     if level < spec.scf.grid_level:  # a starting density needs no fine grid

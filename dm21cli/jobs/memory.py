@@ -58,8 +58,9 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     (the least budget it runs in: exchange integrals recomputed in every SCF
     cycle), 'cached_mb' (a budget that caches every exchange integral and AO
     value, and for a gradient keeps the SCF's last exchange features: the
-    fastest), 'grid_points', 'nao'}.  A function of the job and `threads` alone:
-    every command that estimates the same job gets the same numbers.
+    fastest), 'grid_points', 'nao', 'solvent_mb' (an implicit solvent's part of both, 0
+    in the gas phase: `dm21cli.jobs.build.solvent_mb`)}.  A function of the job and
+    `threads` alone: every command that estimates the same job gets the same numbers.
     """
     nao = mol.nao_nr()
     ngrids = grid_points_estimate(mol, spec)
@@ -67,7 +68,10 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     nspin = 1 if spec.resolved_restricted() else 2
     matrices = 8.0 * SCF_MATRICES * nspin * nao * nao
     grid_arrays = 8.0 * 6 * ngrids  # coordinates, weights, masks
-    held = process + RUN_GROWTH_MB + (matrices + grid_arrays) / 1e6 + SAFETY_MB
+    from dm21cli.jobs.build import solvent_mb
+
+    solvent = solvent_mb(spec, mol)
+    held = process + RUN_GROWTH_MB + (matrices + grid_arrays) / 1e6 + SAFETY_MB + solvent
     if spec.is_dm21:
         from dm21cli.functional import features, xc
         from dm21cli.jobs.build import integral_dtype
@@ -90,15 +94,21 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     else:  # PySCF's numerical integration: blocks of at least 128 points
         minimum = cached = held + 8.0 * 128 * nao * 10 / 1e6
     return {"process_mb": round(process), "minimum_mb": round(minimum),
-            "cached_mb": round(max(cached, minimum)), "grid_points": ngrids, "nao": nao}
+            "cached_mb": round(max(cached, minimum)), "grid_points": ngrids, "nao": nao,
+            "solvent_mb": round(solvent)}
 
 
 def describe(need: dict) -> str:
-    """One line: 'needs at least 420 MB (4,210 MB to cache every exchange integral)'."""
+    """One line: 'needs at least 420 MB (4,210 MB to cache every exchange integral)'; in
+    an implicit solvent '...; the solvent's surface matrices take 128 MB of either)'."""
     text = f"needs at least {need['minimum_mb']:,} MB"
+    notes = []
     if need["cached_mb"] > need["minimum_mb"]:
-        text += f" ({need['cached_mb']:,} MB to cache every exchange integral)"
-    return text
+        notes.append(f"{need['cached_mb']:,} MB to cache every exchange integral")
+    if need.get("solvent_mb"):
+        notes.append(f"the solvent's surface matrices take {need['solvent_mb']:,} MB of "
+                     f"{'either' if notes else 'this'}")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def source_text(source: str) -> str:

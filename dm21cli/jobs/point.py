@@ -150,10 +150,10 @@ class Point:
 
     def nuclear_gradient(self, log: Log | None = None, *, grid_response: bool = True) -> dict:
         """dE/dR of the converged point (`dm21cli.jobs.gradient.nuclear_gradient`), put
-        into props (Hartree/bohr: the gradient, its maximum, RMS and norm, and its SCF
-        and dispersion parts) and kept (a second call returns it); ValueError for a
-        point that did not converge: an unconverged density has no gradient worth
-        reporting."""
+        into props (Hartree/bohr: the gradient, its maximum, RMS and norm, and its SCF,
+        dispersion and implicit solvent's parts) and kept (a second call returns it);
+        ValueError for a point that did not converge: an unconverged density has no
+        gradient worth reporting."""
         from dm21cli.jobs.gradient import nuclear_gradient, summary
 
         if self.gradient is not None:
@@ -174,6 +174,9 @@ class Point:
             "scf_gradient_hartree_per_bohr": grad["scf_gradient_hartree_per_bohr"].tolist(),
             "dispersion_gradient_hartree_per_bohr": None if disp is None else disp.tolist(),
         })  # result.json: the gradient is QCSchema's return_gradient, the rest under extras
+        if grad["solvent_gradient_hartree_per_bohr"] is not None:
+            self.props["solvent_gradient_hartree_per_bohr"] = \
+                grad["solvent_gradient_hartree_per_bohr"].tolist()
         self.timings["gradient"] = time.perf_counter() - t0
         if log is not None:
             log(f"nuclear gradient: max {stats['max_hartree_per_bohr']:.3e}, RMS "
@@ -200,6 +203,11 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
     grids = build_grids(mol, spec)
     mf = build_scf(mol, spec, grids, network, max_memory_mb=memory_mb)
     mf.chkfile = None  # the caller keeps its own restart file
+    if spec.solvent is not None:
+        from dm21cli.scf import solvent as solvation
+
+        log(f"implicit solvent {spec.solvent.label()}: "
+            f"{solvation.describe(solvation.parameters(mf.with_solvent))}; PySCF's defaults")
     if network is not None:
         mf.dm21.progress = dm21_progress(log)
         mf.dm21.keep_features = bool(gradient)
@@ -227,6 +235,13 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
         log(f"D3(BJ) dispersion energy {e_disp:.10f} Ha")
 
     props = properties(mf, spec, e_disp)
+    if spec.solvent is not None:
+        cds = props["solvent_cds_energy"]
+        log(f"solvation: polarisation energy {props['solvent_polarization_energy']:.10f} Ha"
+            + ("" if cds is None else f", SMD cavity-dispersion-solvent-structure {cds:.10f} Ha")
+            + f"; the solute's own energy (gas-phase-like) {props['solute_energy']:.10f} Ha"
+            + ("" if props["solvent_surface_points"] is None else
+               f" ({props['solvent_surface_points']} surface points)"))
     if props["non_aufbau"] and converged:
         from dm21cli.io.outputs.summary import non_aufbau_text
 

@@ -85,7 +85,28 @@ def properties(mf, spec, e_disp: float | None) -> dict:
         "grid_points": int(len(mf.grids.weights)) if getattr(mf.grids, "weights", None) is not None else None,
         "non_aufbau": aufbau.non_aufbau(mf.mo_energy, mf.mo_occ) or None,
     }
+    props.update(solvation_properties(mf, props["return_energy"]))
     return props
+
+
+def solvation_properties(mf, total_hartree: float) -> dict:
+    """The split of the total energy `total_hartree` of an SCF in an implicit solvent (Ha):
+    'solvent_polarization_energy' (1/2 q.V, the surface charges' energy in the solute's
+    field), 'solvent_cds_energy' (SMD's cavity-dispersion-solvent-structure term, else
+    None), 'solute_energy' (the total without them: the gas-phase-like energy of the
+    solute at its polarised density) and 'solvent_surface_points' (the PCM family's and
+    SMD's cavity; None for ddCOSMO); {} in the gas phase."""
+    from dm21cli.scf import solvent as solvation
+
+    model = solvation.solvent_of(mf)
+    if model is None:
+        return {}
+    terms = solvation.terms(mf)
+    solvation_hartree = terms["polarization"] + (terms["cds"] or 0.0)
+    return {"solvent_polarization_energy": terms["polarization"],
+            "solvent_cds_energy": terms["cds"],
+            "solute_energy": total_hartree - solvation_hartree,
+            "solvent_surface_points": solvation.parameters(model).get("surface_points")}
 
 
 def final_dm21_energy(mf, log) -> dict:
@@ -241,6 +262,18 @@ def _ecp_record(spec) -> dict:
     return record
 
 
+def _solvent_record(spec) -> dict:
+    """``model.solvent``: the job's solvent (model, name, eps) and PySCF's settings of its
+    model (`dm21cli.scf.solvent.parameters`); nothing in the gas phase."""
+    if spec.solvent is None:
+        return {}
+    from dm21cli.scf import solvent as solvation
+
+    settings = spec.solvent
+    record = solvation.default_parameters(settings.model, settings.dielectric(), settings.name)
+    return {"solvent": {**settings.resolved(), **record}}
+
+
 def base_result(spec, res, network) -> dict:
     """A run's record in dm21cli's layout, before the SCF (`dm21cli.io.outputs.qcschema.
     to_qcschema` turns it into result.json)."""
@@ -250,7 +283,7 @@ def base_result(spec, res, network) -> dict:
     return {
         "success": False, "converged": False, "driver": driver_of(spec),
         "model": {"method": spec.functional, "basis": spec.basis_label(),
-                  "dispersion": spec.dispersion, **_ecp_record(spec)},
+                  "dispersion": spec.dispersion, **_ecp_record(spec), **_solvent_record(spec)},
         "molecule": {"symbols": list(mol.symbols),
                      "geometry_bohr": np.asarray(mol.coords_bohr()).tolist(),
                      "molecular_charge": mol.charge, "molecular_multiplicity": mol.multiplicity},

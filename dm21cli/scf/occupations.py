@@ -112,7 +112,7 @@ def apply(mf, occupations: FixedOccupations) -> None:
     def get_grad(mo_coeff, mo_occ, fock=None):
         if fock is None:
             dm1 = mf.make_rdm1(mo_coeff, mo_occ)
-            fock = mf.get_hcore(mf.mol) + mf.get_veff(mf.mol, dm1)
+            fock = mf.get_fock(dm=dm1)  # (with a solvent's reaction field, if any)
         return orbital_gradient(mo_coeff, mo_occ, fock)
 
     mf.get_occ = get_occ

@@ -36,6 +36,7 @@ from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import Constraints, OptSettings
 from dm21cli.io.inputs.qcschema import atomic_input_job, read_json
 from dm21cli.io.inputs.scan_model import ScanSettings
+from dm21cli.io.inputs.solvent_model import SolventSettings, solvent_override
 from dm21cli.io.inputs.validate import validate_job
 
 #: command-line override key -> path in the job file.
@@ -52,6 +53,8 @@ OVERRIDE_KEYS: dict[str, tuple[str, ...]] = {
     "threads": ("resources", "threads"),
     "memory": ("resources", "memory"),
     "dispersion": ("dispersion",),
+    # a name (solvent.name), a number (solvent.eps) or none (no solvent section): `_solvent`
+    "solvent": ("solvent",),
     # `dm21 opt` only
     "maxiter": ("opt", "maxiter"),
     "convergence_set": ("opt", "convergence_set"),
@@ -86,7 +89,7 @@ _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): JobSpec, ("job",): JobSettings, ("molecule",): Molecule, ("scf",): ScfSettings,
     ("outputs",): OutputSettings, ("resources",): ResourceSettings, ("scan",): ScanSettings,
     ("scf", "occupations"): Occupations, ("opt",): OptSettings, ("opt", "constraints"): Constraints,
-    ("freq",): FreqSettings,
+    ("freq",): FreqSettings, ("solvent",): SolventSettings,
 }
 
 
@@ -243,6 +246,26 @@ def _atomic_context(ctx: dict, meta: _Meta) -> None:
     ctx["xyz_field"] = "molecule.geometry"
 
 
+def _solvent(data: dict, meta: _Meta, value: Any) -> None:
+    """``--solvent VALUE``: the solvent of the file's section replaced (its name and eps;
+    its model kept), or the section dropped for ``none``; errors name --solvent."""
+    try:
+        solvent = solvent_override(value)
+    except ValueError as exc:
+        raise InputError(str(exc), field="--solvent") from None
+    if solvent is None:
+        data["solvent"] = None
+        return
+    section = data.get("solvent")
+    section = dict(section) if isinstance(section, dict) else {}
+    section.pop("name", None)
+    section.pop("eps", None)
+    section.update(solvent)
+    data["solvent"] = section
+    for key in solvent:
+        meta.overridden[("solvent", key)] = "--solvent"
+
+
 def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: Path | None,
             atomic: dict | None = None) -> JobSpec:
     """Overrides, the schema, the chemistry: the validated JobSpec of job-file data."""
@@ -258,6 +281,9 @@ def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: 
         if key not in OVERRIDE_KEYS:
             raise TypeError(f"load_job: unknown override {key!r}")
         if value is None:
+            continue
+        if key == "solvent":
+            _solvent(data, meta, value)
             continue
         if key in _ATOMS_AND_VALUES:  # I J K [L] VALUES: the atoms to scan.atoms
             *atoms, value = value

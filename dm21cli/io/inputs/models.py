@@ -47,6 +47,7 @@ from dm21cli.io.inputs.files import _read_text
 from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import OptSettings
 from dm21cli.io.inputs.scan_model import ScanSettings
+from dm21cli.io.inputs.solvent_model import SolventSettings
 from dm21cli.io.inputs.xyz import Atom, parse_xyz
 
 #: PySCF initial-guess keywords; anything else is a chkfile path.
@@ -493,6 +494,9 @@ class JobSpec(_Section):
         "DM21", description="DM21 | DM21m | DM21mc | DM21mu, or any PySCF/libxc functional name.")
     dispersion: Annotated[Literal["d3bj"] | None, BeforeValidator(_check_dispersion)] = Field(
         None, description="Dispersion correction: null | d3bj.")
+    solvent: SolventSettings | None = Field(
+        None, description="Implicit solvent (PySCF's continuum models): {model, name, eps}; "
+                          "null = gas phase.")
     scf: ScfSettings = Field(default_factory=ScfSettings, description="SCF settings.")
     outputs: OutputSettings = Field(default_factory=OutputSettings, description="Extra output files.")
     resources: ResourceSettings = Field(default_factory=ResourceSettings, description="Threads and memory.")
@@ -631,6 +635,8 @@ class JobSpec(_Section):
             "basis": self.basis if isinstance(self.basis, str) else dict(self.basis),
             "functional": self.functional,
             "dispersion": self.dispersion,
+            # (only when given: the hashes of gas-phase scan points stay what they were)
+            **({"solvent": self.solvent.resolved()} if self.solvent is not None else {}),
             "scf": {
                 "restricted": self.resolved_restricted(),
                 "conv_tol": self.effective_conv_tol(),

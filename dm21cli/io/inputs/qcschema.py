@@ -17,8 +17,9 @@ The mapping (README, "QCSchema input"):
 - ``model``: ``method`` -> ``functional``, ``basis`` -> ``basis``.
 - ``keywords``: the job file's keys of the sections ``scf``, ``outputs``,
   ``resources`` and ``job`` by their plain name (``conv_tol``, ``grid_level``,
-  ``cubes``, ``threads``, ``name``, ...), and ``dispersion``; anything else is
-  an error.
+  ``cubes``, ``threads``, ``name``, ...), ``dispersion``, and ``solvent`` (the job
+  file's section ``{model, name, eps}``, or a solvent's name or dielectric constant as
+  ``--solvent`` takes them); anything else is an error.
 - ``protocols``, ``extras`` and ``id`` are carried into the result.
 """
 
@@ -34,6 +35,7 @@ from dm21cli.core.errors import InputError
 from dm21cli.core.units import BOHR_ANGSTROM
 from dm21cli.io.inputs.fields import _describe, _show
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
+from dm21cli.io.inputs.solvent_model import solvent_override
 from dm21cli.io.inputs.xyz import MAX_COORDINATE_ANGSTROM
 
 #: the drivers QCSchema defines; dm21 computes energies, gradients and Hessians
@@ -47,6 +49,8 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     **{key: ("resources", key) for key in ResourceSettings.model_fields},
     **{key: ("job", key) for key in JobSettings.model_fields},
     "dispersion": (None, "dispersion"),
+    # the job file's section {model, name, eps}, or what --solvent takes (a name, a number)
+    "solvent": (None, "solvent"),
 }
 
 #: keywords that are set elsewhere in an AtomicInput
@@ -555,6 +559,8 @@ def atomic_input_job(document: Any, file: str | None = None,
             continue
         section, name = KEYWORDS[key]
         path = (name,) if section is None else (section, name)
+        if name == "solvent" and value is not None and not isinstance(value, dict):
+            value = solvent_override(value)  # 'water', 78.4, 'none'
         if section is None:
             job[name] = value
         else:

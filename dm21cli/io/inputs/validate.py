@@ -124,6 +124,8 @@ def validate_job(spec: JobSpec) -> None:
                                     **meta.locate(("outputs", "cubes", i))))
 
     problems.run(_check_guess_chkfile, spec)
+    if spec.solvent is not None:
+        problems.run(_check_solvent_model, spec)
     if spec.scan is not None:
         problems.run(_validate_scan, spec)
     if spec.opt is not None or spec.job.task == "opt":
@@ -411,6 +413,26 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
     if not (len(coeff) in (2, 3) and len(occ) == len(coeff) - 1 and coeff[-1] == occ[-1]
             and coeff[:-2] == occ[:-1]):
         raise fail(f"not a PySCF chkfile (scf/mo_coeff has shape {coeff}, scf/mo_occ {occ})")
+
+
+def _check_solvent_model(spec: JobSpec) -> None:
+    """The solvent model must be one this PySCF has: its module, and for SMD the compiled
+    library of its cavity-dispersion-solvent-structure term (``libsolvent``, built with
+    PySCF's cmake option ENABLE_SMD)."""
+    import importlib
+
+    model = spec.solvent.model
+    module = {"ddCOSMO": "ddcosmo", "SMD": "smd"}.get(model, "pcm")
+    try:
+        found = importlib.import_module(f"pyscf.solvent.{module}")
+    except ImportError as exc:
+        raise InputError(f"this PySCF has no {model} (pyscf.solvent.{module}: {exc})",
+                         **spec._meta.locate(("solvent", "model"))) from None
+    if model == "SMD" and getattr(found, "libsolvent", None) is None:
+        raise InputError("this PySCF has SMD without its compiled library libsolvent (the "
+                         "cavity-dispersion-solvent-structure term; PySCF's cmake option "
+                         "ENABLE_SMD); choose another model",
+                         **spec._meta.locate(("solvent", "model")))
 
 
 def validate_freq(spec: JobSpec) -> None:

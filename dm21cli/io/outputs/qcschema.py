@@ -74,7 +74,7 @@ _EXTRA_TOP = ("status", "converged", "timings_s", "files", "input", "optimizatio
 #: of those, the ones a run has only when it made them (an optimisation, a Hessian)
 _EXTRA_OPTIONAL = ("optimization", "vibrations", "thermochemistry", "hessian_points")
 #: ``model`` fields of dm21cli's layout that QCSchema's Model does not have
-_EXTRA_MODEL = ("dispersion", "ecp", "ecp_note")
+_EXTRA_MODEL = ("dispersion", "solvent", "ecp", "ecp_note")
 
 
 def error_type(exc: BaseException) -> str:
@@ -106,10 +106,13 @@ def molecule_record(mol: dict) -> dict:
 
 
 def keywords_of(resolved_input: dict | None) -> dict:
-    """The AtomicInput keywords that repeat a run: its SCF settings and dispersion, resolved."""
+    """The AtomicInput keywords that repeat a run: its SCF settings, dispersion and (in an
+    implicit solvent) solvent, resolved."""
     resolved_input = resolved_input or {}
     keywords = dict(resolved_input.get("scf") or {})
     keywords["dispersion"] = resolved_input.get("dispersion")
+    if resolved_input.get("solvent") is not None:
+        keywords["solvent"] = dict(resolved_input["solvent"])
     return keywords
 
 

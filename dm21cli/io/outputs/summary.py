@@ -94,6 +94,17 @@ def _ecp_text(ecp: dict) -> str:
                      for symbol, entry in ecp.items())
 
 
+def solvent_text(solvent: dict) -> str:
+    """``IEF-PCM, water, eps 78.355 (PySCF pyscf.solvent.pcm.PCM: radii 1.2 x modified
+    Bondi, Lebedev order 29)`` from ``model.solvent``."""
+    what = ", ".join(str(x) for x in (solvent.get("model"), solvent.get("name")) if x)
+    text = f"{what}, eps {_fmt(solvent.get('eps'), 'g', '?')}"
+    if solvent.get("pyscf_class"):
+        text += (f" (PySCF {solvent['pyscf_class']}: radii {solvent.get('radii', '?')}, "
+                 f"Lebedev order {solvent.get('lebedev_order', '?')})")
+    return text
+
+
 def render_summary(result: dict) -> str:
     """The text of ``summary.txt`` for a result.json document (missing keys are tolerated)."""
     result = fields(result)
@@ -125,6 +136,8 @@ def render_summary(result: dict) -> str:
         row("ECP", _ecp_text(model["ecp"]))
         if model.get("ecp_note"):
             row("Note", str(model["ecp_note"]))
+    if isinstance(model.get("solvent"), dict):
+        row("Solvent", solvent_text(model["solvent"]))
     if result.get("driver"):
         row("Driver", str(result["driver"]))
     if symbols:
@@ -169,6 +182,9 @@ def render_summary(result: dict) -> str:
         ("Coulomb", "scf_coulomb_energy"),
         ("Exchange-correlation", "scf_xc_energy"),
         ("Dispersion", "dispersion_energy"),
+        ("Solvent polarisation", "solvent_polarization_energy"),
+        ("SMD cavity-disp.-structure", "solvent_cds_energy"),
+        ("Solute (without solvation)", "solute_energy"),
     ]
     for label, key in components:
         v = _num(props.get(key))
@@ -362,6 +378,9 @@ def render_table(result: dict):
     table.add_row("total energy", _fmt(energy, ".10f"), "Ha")
     if _num(props.get("dispersion_energy")):
         table.add_row("  of which dispersion", _fmt(props["dispersion_energy"], ".10f"), "Ha")
+    if _num(props.get("solvent_polarization_energy")) is not None:
+        table.add_row("  of which solvent polarisation",
+                      _fmt(props["solvent_polarization_energy"], ".10f"), "Ha")
     if props.get("scf_iterations") is not None:
         attempts = props.get("scf_attempts") or []
         extra = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
