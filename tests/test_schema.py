@@ -92,6 +92,8 @@ def schema_accepts(data) -> bool:
 def job_with(path: tuple, value) -> dict:
     """A valid job (H2) with the field at `path` (``("scf", "conv_tol")``, ``("basis",)``) set."""
     data: dict = {"molecule": dict(H2)}
+    if path[0] == "solvent":  # (a solvent section names its solvent: the field beside it)
+        data["solvent"] = {"eps": 78.4} if path[-1] == "name" else {"name": "water"}
     node = data
     for key in path[:-1]:
         node = node.setdefault(key, {})
@@ -314,7 +316,8 @@ def _fields() -> list[tuple]:
                    "ScfSettings": ("scf",), "Occupations": ("scf", "occupations"),
                    "OutputSettings": ("outputs",), "ResourceSettings": ("resources",),
                    "ScanSettings": ("scan",), "OptSettings": ("opt",),
-                   "Constraints": ("opt", "constraints"), "FreqSettings": ("freq",)}[model]
+                   "Constraints": ("opt", "constraints"), "FreqSettings": ("freq",),
+                   "SolventSettings": ("solvent",)}[model]
         out += [(*section, key) for key in forms if (model, key) not in
                 (("Molecule", "xyz"), ("Molecule", "file"))]
     return out

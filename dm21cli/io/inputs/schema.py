@@ -42,6 +42,8 @@ from dm21cli.io.inputs.opt_model import (
     GEOMETRIC_CONSTRAINTS,
 )
 from dm21cli.io.inputs.scan_model import MAX_POINTS
+from dm21cli.io.inputs.solvent_model import MODEL_SPELLINGS as SOLVENT_SPELLINGS
+from dm21cli.io.inputs.solvent_model import MODELS as SOLVENT_MODELS
 
 #: the JSON Schema draft of the schema (see the module docstring)
 DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -248,6 +250,16 @@ def input_forms() -> dict[str, dict[str, dict]]:
             "freeze": _constraint_lines((*CARTESIAN_CONSTRAINTS, *GEOMETRIC_CONSTRAINTS),
                                         target=False),
             "set": _constraint_lines(tuple(GEOMETRIC_CONSTRAINTS), target=True),
+        },
+        "SolventSettings": {
+            # (compared without case, blanks, '-', '(' and ')': iefpcm, IEF PCM, ss(v)pe)
+            "model": {"anyOf": [{"enum": list(SOLVENT_MODELS)}, {
+                "type": "string", "pattern": r"^[\s()_-]*(" + "|".join(
+                    _anycase(k, r"[\s()_-]*") for k in SOLVENT_SPELLINGS) + r")[\s()_-]*$"}]},
+            # (a name of PySCF's solvent table, any case, or an abbreviation: dm21 validate
+            # checks it; the table is PySCF's, which dm21 schema does not import)
+            "name": NAME,
+            "eps": number(exclusiveMinimum=1),
         },
         "FreqSettings": {
             "step": number(exclusiveMinimum=STEP_RANGE_BOHR[0] * 0.999, maximum=STEP_RANGE_BOHR[1]),

@@ -32,7 +32,7 @@ DEFAULT_MODEL = "IEF-PCM"
 #: the models of `pyscf.solvent.pcm.PCM` (its ``method``), the rest have their own classes
 PCM_METHODS = ("IEF-PCM", "C-PCM", "SS(V)PE", "COSMO")
 #: other spellings of the models (compared without case, spaces, '-', '(' and ')')
-_MODEL_SPELLINGS = {"iefpcm": "IEF-PCM", "cpcm": "C-PCM", "ssvpe": "SS(V)PE", "cosmo": "COSMO",
+MODEL_SPELLINGS = {"iefpcm": "IEF-PCM", "cpcm": "C-PCM", "ssvpe": "SS(V)PE", "cosmo": "COSMO",
                     "ddcosmo": "ddCOSMO", "smd": "SMD"}
 #: common abbreviations of solvents in the table (the table has none)
 ABBREVIATIONS = {"h2o": "water", "meoh": "methanol", "etoh": "ethanol", "mecn": "acetonitrile",
@@ -59,8 +59,8 @@ def canonical_model(value: Any) -> str:
     closest ones otherwise."""
     text = _to_name(value, f"a solvent model ({', '.join(MODELS)})")
     key = re.sub(r"[\s()_-]", "", text.lower())
-    if key in _MODEL_SPELLINGS:
-        return _MODEL_SPELLINGS[key]
+    if key in MODEL_SPELLINGS:
+        return MODEL_SPELLINGS[key]
     close = difflib.get_close_matches(text.upper(), [m.upper() for m in MODELS], n=2, cutoff=0.5)
     hint = (f"; did you mean {' or '.join(repr(MODELS[[m.upper() for m in MODELS].index(c)]) for c in close)}?"
             if close else "")
