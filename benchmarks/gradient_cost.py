@@ -16,7 +16,7 @@ this density), the float64 network, the AO second derivatives, the meta-GGA
 contractions, the derivative integrals (computed and summed to forces by the
 compiled kernel), the other exchange terms, the Becke weight derivatives;
 "PySCF terms" is the rest (one-electron, Coulomb, overlap).  Single runs: on
-a shared machine they scatter (see README, Benchmarks).
+a shared machine they scatter (see docs/explanation/performance.md).
 """
 
 from __future__ import annotations

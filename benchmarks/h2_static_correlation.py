@@ -1,6 +1,6 @@
 """Restricted DM21 on stretched H2: the lowest restricted solution and the H + H limit.
 
-Reproduces the key table of issue 10's measurement (README "Measured: H2"):
+Reproduces the key table of issue 10's measurement (docs/tutorials/dissociation.md, "Measured: H2"):
 
     python benchmarks/h2_static_correlation.py                 # 0.74, 1.5, 2, 3, 4, 6 A
     python benchmarks/h2_static_correlation.py --distance 3,6 --starts 3

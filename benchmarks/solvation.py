@@ -1,4 +1,4 @@
-"""Solvation energies in water, DM21 and B3LYP side by side (README "Implicit solvent").
+"""Solvation energies in water, DM21 and B3LYP side by side (docs/howto/solvent.md).
 
     python benchmarks/solvation.py                     # the five molecules, IEF-PCM and SMD
     python benchmarks/solvation.py --molecules water,acetate --models IEF-PCM

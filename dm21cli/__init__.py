@@ -1,7 +1,7 @@
 """dm21cli: DeepMind's DM21 neural density functionals from the command line.
 
 A library first, with a thin click command line on top.  The layers, each a
-subpackage that imports only the ones listed before it (README, "Architecture"):
+subpackage that imports only the ones listed before it (docs/explanation/architecture.md):
 
 - `dm21cli.core`: errors and exit statuses, units, elements, threads and
   memory, signal handling; imports nothing of dm21cli;

@@ -1,7 +1,7 @@
 """``import dm21cli.qcengine`` registers DM21 with QCEngine as program ``dm21``.
 
-A shim: the harness lives in `dm21cli.integrations.qcengine` (README,
-"QCEngine").  Needs the ``qc`` extra (``pip install 'dm21cli[qc]'``).
+A shim: the harness lives in `dm21cli.integrations.qcengine` (the manual:
+docs/howto/qcengine.md).  Needs the ``qc`` extra (``pip install -e '.[qc]'`` in a clone).
 """
 
 from dm21cli.integrations.qcengine import DM21Harness, register, run_atomic_input

@@ -1,7 +1,7 @@
 """Water relaxed by ASE's BFGS optimiser with DM21/def2-SVP forces (dm21cli's ASE calculator).
 
 Run from the repository root:   python inputs/ase_water_bfgs.py
-It needs ASE (pip install 'dm21cli[ase]') and the DM21 weights.  The settings
+It needs ASE (pip install -e '.[ase]') and the DM21 weights.  The settings
 (functional, basis, SCF) and the starting geometry are those of
 inputs/water.yaml; the calculator writes no files, so its outputs section
 does not apply.  ASE prints one line per step (energy in eV, largest force

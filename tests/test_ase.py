@@ -427,7 +427,7 @@ def test_without_ase_the_import_says_how_to_install():
             "except ImportError as exc:\n    print(exc)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "pip install 'dm21cli[ase]'" in proc.stdout
+    assert "pip install -e '.[ase]'" in proc.stdout
 
 
 @pytest.mark.slow
@@ -448,7 +448,7 @@ def test_open_shell_forces_are_the_library_gradient_and_sum_to_zero(checkpoints_
 
 @pytest.mark.slow
 def test_the_readme_example_relaxes_water(tmp_path, checkpoints_dir):
-    """inputs/ase_water_bfgs.py as README shows it (DM21/def2-SVP, grid level 3).
+    """inputs/ase_water_bfgs.py as the manual shows it (docs/howto/ase.md; DM21/def2-SVP, grid level 3).
     Measured: 5 BFGS steps, r(OH) 0.9660 A, HOH 103.05 deg."""
     import os
     import re

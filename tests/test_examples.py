@@ -1,4 +1,4 @@
-"""The examples in inputs/: every file is a valid job, and the README's commands name real files."""
+"""The examples in inputs/: every file is a valid job, and inputs/README.md's commands name real files."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_example_runs_end_to_end(name, tmp_path, checkpoints_dir):
         assert abs(result["return_result"] - (-126.898521)) < 2e-4
 
 
-#: The optimisation examples and README's measured DM21/def2-SVP geometries ("Measured: water
+#: The optimisation examples and the manual's measured DM21/def2-SVP geometries (docs/tutorials/optimisation.md, "Measured: water
 #: and NaCl", this repository's runs): Angstrom and degrees, tolerance 0.002 A and 0.2 deg
 #: (the GAU criteria stop within 1.8e-3 A of the minimum).
 OPTIMISED = {"water-opt.yaml": {"r": 0.9661, "angle": 103.05}, "nacl-opt.yaml": {"r": 2.3316}}
@@ -104,7 +104,7 @@ def test_optimisation_examples_say_what_they_promise():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OPTIMISED))
 def test_optimisation_example_gives_readmes_geometry(name, tmp_path, checkpoints_dir):
-    """`dm21 opt` on each example converges to README's geometry (slow: 2 to 7 minutes each)."""
+    """`dm21 opt` on each example converges to the manual's geometry (slow: 2 to 7 minutes each)."""
     import json
     import os
     import subprocess

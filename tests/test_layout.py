@@ -1,4 +1,4 @@
-"""The package's layers (README, "Architecture"): who may import whom, no cycles, small modules.
+"""The package's layers (docs/explanation/architecture.md): who may import whom, no cycles, small modules.
 
 Read from the source with `ast` (nothing is imported), so the rules hold for
 imports inside functions too, where the heavy ones live.

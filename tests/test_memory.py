@@ -2,7 +2,7 @@
 
 Through the command line in subprocesses; peaks are the child's maximum
 resident set (getrusage), compared with the budget in MB (10^6 bytes) with
-the 10% slack the README promises.
+the 10% slack the manual promises (docs/tutorials/cluster.md).
 """
 
 from __future__ import annotations

@@ -268,7 +268,7 @@ def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
     assert result["converged"] and result["optimization"]["history"][:len(steps)] == steps
     first = result["optimization"]["history"][len(steps)]
     assert first["geometry_bohr"] == steps[-1]["geometry_bohr"]
-    # from the converged density of that geometry (README: one or two SCF cycles); it took
+    # from the converged density of that geometry (docs/howto/restart.md: one or two SCF cycles); it took
     # 4 (11 in the issue) when scf.chk held the interrupted step's state, at another geometry
     assert first["scf_iterations"] <= 2, first
 
@@ -584,7 +584,7 @@ def test_interrupted_restart_keeps_its_trajectory_where_its_message_says(tmp_pat
     earlier steps' trajectory.xyz and the density to continue from (the message names them;
     they were in the folder moved aside), the message names the command with -o DIR, and the
     next restart's first step starts from the converged density of that geometry (one or
-    two SCF cycles, README)."""
+    two SCF cycles, docs/howto/restart.md)."""
     from dm21cli.core import interrupts
     from dm21cli.jobs import opt as opt_module
 

@@ -208,22 +208,28 @@ def test_fields_read_back_what_the_record_held():
         assert back["error"] == (None if converged else {**record["error"], "extras": None})
 
 
+#: the manual's page on the output directory and result.json (it was README's section)
+OUTPUTS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "outputs.md"
+
+
 def test_where_each_property_moved_is_documented():
-    """README's table names every standard property of `STANDARD_PROPERTIES`."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    """The manual's outputs page names every standard property of `STANDARD_PROPERTIES`."""
+    page = OUTPUTS_PAGE.read_text(encoding="utf-8")
     for name, field in STANDARD_PROPERTIES.items():
-        assert f"`properties.{field}`" in readme, field
+        assert f"`properties.{field}`" in page, field
 
 
 def _where_each_field_moved() -> str:
-    """README's table 'Where each field moved'."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("#### Where each field moved"):]
+    """The manual's table 'Where each field moved' (docs/reference/outputs.md)."""
+    page = OUTPUTS_PAGE.read_text(encoding="utf-8")
+    heading = re.search(r"^#+ Where each field moved$", page, re.M)
+    assert heading, f"{OUTPUTS_PAGE} has no heading 'Where each field moved'"
+    table = page[heading.start():]
     return table[:table.index("\n\n", table.index("| before"))]
 
 
 def test_every_extras_property_is_in_the_where_each_field_moved_table(h2_runs, h2_gradient):
-    """README's table 'Where each field moved' names each property a run keeps under
+    """The manual's table 'Where each field moved' names each property a run keeps under
     extras.dm21cli.properties (energy and gradient runs)."""
     table = _where_each_field_moved()
     for document in [*h2_runs.values(), h2_gradient["dm21 run"]]:

@@ -506,7 +506,8 @@ def test_dm21_schema_imports_neither_pyscf_nor_tensorflow(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8")) == SCHEMA
 
 
-def test_readme_shows_the_command_and_the_modeline():
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert "dm21 schema -o dm21-input.schema.json" in readme
-    assert MODELINE.format("dm21-input.schema.json") in readme
+def test_the_manual_shows_the_command_and_the_modeline():
+    """The how-to page "In the editor" (it was README's section)."""
+    page = (REPO_ROOT / "docs" / "howto" / "editor-schema.md").read_text(encoding="utf-8")
+    assert "dm21 schema -o dm21-input.schema.json" in page
+    assert MODELINE.format("dm21-input.schema.json") in page

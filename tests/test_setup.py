@@ -1,5 +1,6 @@
-"""A newcomer's route: README's command sequences, CI running exactly README's test
-commands, and the checks a test session makes (compiled kernels, where the weights are).
+"""A newcomer's route: the command sequences of README and of the manual (docs/, read in the
+order of its table of contents), CI running exactly README's test commands, and the checks
+a test session makes (compiled kernels, where the weights are).
 
 Some tests run pytest itself in a subprocess, on a copy of this repository in a
 temporary folder: there ``../shared/dm21-checkpoints`` does not exist, as on a
@@ -23,22 +24,59 @@ from dm21cli.functional import weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+DOCS = REPO_ROOT / "docs"
+TOCTREE = re.compile(r"^```\{toctree\}\n(.*?)^```", re.S | re.M)
 
 
-# ---------------------------------------------------------------- README
-def readme_blocks(text: str = README) -> list[tuple[str, str]]:
-    """(section heading, body) of every shell code block from "Install" on, in order:
-    fences without a language or marked bash/sh, except batch-job templates
-    (#SBATCH).  (The block under the title shows the Quick start's first command.)"""
-    blocks = []
-    for match in FENCE.finditer(text):
-        lang, body = match.groups()
-        headings = re.findall(r"^##+ (.+)$", text[:match.start()], re.M)
-        if lang not in ("", "bash", "sh") or "#SBATCH" in body or not headings:
-            continue
-        blocks.append((headings[-1], body))
+# ---------------------------------------------------------------- README and the manual
+def manual_pages(page: Path = DOCS / "index.md") -> list[Path]:
+    """The manual's pages in reading order: `page`, then the pages of its toctrees, each
+    followed by its own (depth first, as Sphinx numbers them)."""
+    pages = [page]
+    for toctree in TOCTREE.findall(page.read_text(encoding="utf-8")):
+        for line in toctree.splitlines():
+            entry = line.strip()
+            if entry and not entry.startswith(":"):
+                pages += manual_pages(page.parent / f"{entry}.md")
+    return pages
+
+
+def shell_blocks(text: str, level: int = 2) -> list[tuple[str, str]]:
+    """(section heading, body) of every shell code block under a heading of `level` or
+    deeper, in order: fences at the start of a line without a language or marked bash/sh,
+    except batch-job templates (#SBATCH).  Headings are read outside fences only.
+    (README is read with level 2: the block under its title shows the Quick start's first
+    command; a page of the manual with level 1, its title.)"""
+    blocks, heading, fence, body = [], None, None, []
+    for line in text.splitlines(keepends=True):
+        if fence is None:
+            if line.startswith("```"):
+                fence, body = line[3:].strip(), []
+            elif re.match(rf"^#{{{level},}} ", line):
+                heading = line.lstrip("#").strip()
+        elif line.startswith("```"):
+            if fence in ("", "bash", "sh") and heading is not None and "#SBATCH" not in "".join(body):
+                blocks.append((heading, "".join(body)))
+            fence = None
+        else:
+            body.append(line)
     return blocks
+
+
+def readme_blocks(text: str = README) -> list[tuple[str, str]]:
+    """(section heading, body) of every shell code block of README from "Install" on."""
+    return shell_blocks(text, level=2)
+
+
+def documented_blocks() -> list[tuple[str, str, str]]:
+    """(file, section heading, body) of README's shell code blocks, then the manual's, in
+    reading order: what a newcomer runs in one clone."""
+    out = [("README.md", heading, body) for heading, body in readme_blocks()]
+    for page in manual_pages():
+        text = page.read_text(encoding="utf-8")
+        name = page.relative_to(REPO_ROOT).as_posix()
+        out += [(name, heading, body) for heading, body in shell_blocks(text, level=1)]
+    return out
 
 
 def commands(body: str) -> list[list[str]]:
@@ -107,23 +145,24 @@ def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
     return sub, plan_scan(spec, functionals=functionals).scan_dir, params["overwrite"]
 
 
-def test_readme_command_sequences_run_in_order_on_a_fresh_clone(monkeypatch):
-    """Every dm21 command in README's code blocks, in the order a newcomer runs them
-    in one clone: the files it names exist, and no run or scan writes a directory an
-    earlier one wrote (that exits 5), unless it says --overwrite.  A scan's directory
-    holds its points: no single-point run may write there either."""
+def test_readme_and_manual_command_sequences_run_in_order_on_a_fresh_clone(monkeypatch):
+    """Every dm21 command in the code blocks of README and then of the manual's pages, in
+    the order a newcomer runs them in one clone: the files it names exist, and no run or
+    scan writes a directory an earlier one wrote (that exits 5), unless it says
+    --overwrite.  A scan's directory holds its points: no single-point run may write
+    there either."""
     monkeypatch.chdir(REPO_ROOT)
     written: dict[Path, str] = {}
-    seen = 0
-    for heading, body in readme_blocks():
+    seen: dict[str, int] = {}
+    for source, heading, body in documented_blocks():
         for words in commands(body):
             if words[0] != "dm21" or len(words) < 2:
                 continue
-            seen += 1
+            seen[source] = seen.get(source, 0) + 1
             line = " ".join(words)
             sub, target, overwrite = dm21_target(words)
             if sub == "validate":
-                assert (REPO_ROOT / words[2]).is_file(), f"{heading}: {line}: no such file"
+                assert (REPO_ROOT / words[2]).is_file(), f"{source} '{heading}': {line}: no such file"
             if target is None:
                 continue
             key = target.resolve()
@@ -131,10 +170,30 @@ def test_readme_command_sequences_run_in_order_on_a_fresh_clone(monkeypatch):
             # the same frequency calculation again (other temperatures, say) resumes its folder
             clash = [w for w in clash if not (sub == "freq" and w == key and
                                               written[w].split()[:3] == words[:3])]
-            assert overwrite or not clash, (f"README '{heading}': `{line}` writes {target}, which "
+            assert overwrite or not clash, (f"{source} '{heading}': `{line}` writes {target}, which "
                                            f"`{written[clash[0]] if clash else ''}` already wrote: exit 5")
             written[key] = line
-    assert seen >= 10, "README's dm21 commands were not found"
+    assert seen.get("README.md", 0) >= 5, f"README's dm21 commands were not found: {seen}"
+    tutorials = {s: n for s, n in seen.items() if s.startswith("docs/tutorials/")}
+    assert len(tutorials) == 5 and sum(tutorials.values()) >= 25, f"the tutorials' commands: {seen}"
+
+
+def test_every_page_of_the_manual_is_read():
+    """Every page under docs/ is in the table of contents, once: its commands are
+    checked above, and Sphinx builds it."""
+    pages = manual_pages()
+    assert len(pages) == len(set(pages)), pages
+    on_disk = {p for p in DOCS.rglob("*.md") if "_build" not in p.parts}
+    assert set(pages) == on_disk, sorted(on_disk ^ set(pages))
+
+
+def test_the_shell_block_reader_skips_directives_and_reads_indented_headings_never():
+    """A MyST directive (```{toctree}) is not a shell block, and what follows its closing
+    fence is not one either; a comment line inside a block is not a heading."""
+    text = ("# Page\n\n```{toctree}\nfirst\n```\n\nprose\n\n```bash\n# a comment\n"
+            "dm21 run a.yaml\n```\n\n## Next\n\n```\ndm21 run b.yaml\n```\n")
+    assert shell_blocks(text, level=1) == [("Page", "# a comment\ndm21 run a.yaml\n"),
+                                           ("Next", "dm21 run b.yaml\n")]
 
 
 def test_quick_start_commands_name_files_of_the_repository():
@@ -184,11 +243,11 @@ def test_ci_runs_exactly_the_readme_test_commands():
 
 # ------------------------------------------------------------ test sessions
 def copy_repository(tmp_path: Path, kernels: bool = True) -> Path:
-    """A copy of what a clone holds (package, tests, inputs, pyproject, README), with or
+    """A copy of what a clone holds (package, tests, inputs, manual, pyproject, README), with or
     without the compiled kernels; in tmp_path, where no ../shared folder exists."""
     repo = tmp_path / "repo"
-    ignore = ["__pycache__", ".hypothesis", ".pytest_cache", "outputs"] + ([] if kernels else ["*.so"])
-    for name in ("dm21cli", "tests", "inputs", "benchmarks"):
+    ignore = ["__pycache__", ".hypothesis", ".pytest_cache", "outputs", "_build"] + ([] if kernels else ["*.so"])
+    for name in ("dm21cli", "tests", "inputs", "benchmarks", "docs"):
         shutil.copytree(REPO_ROOT / name, repo / name, ignore=shutil.ignore_patterns(*ignore))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, repo / name)

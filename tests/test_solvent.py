@@ -390,7 +390,7 @@ def test_bad_solvent_keyword_names_the_keyword(tmp_path, solvent, field, needle)
 @pytest.mark.slow
 def test_nacl_bond_lengthens_in_water(tmp_path, checkpoints_dir):
     """DM21/def2-SVP NaCl optimised in the gas phase and in water (IEF-PCM), grid level 1:
-    the bond is longer in water (README, grid level 3: 2.3316 and 2.4156 Angstrom)."""
+    the bond is longer in water (docs/howto/solvent.md, grid level 3: 2.3316 and 2.4156 Angstrom)."""
     job = tmp_path / "nacl.yaml"
     job.write_text("molecule:\n  xyz: |\n    Na 0 0 0\n    Cl 0 0 2.5\nbasis: def2-svp\n"
                    "scf: {grid_level: 1}\noutputs: {molden: false}\n")

@@ -1,6 +1,6 @@
 """Static correlation: what restricted DM21 gives for stretched H2 (issue 10).
 
-The README says what dm21cli measures for H2; these tests pin it.  Source of
+The manual (docs/tutorials/dissociation.md) says what dm21cli measures for H2; these tests pin it.  Source of
 the numbers: the measurement in /work/notes/h2-report.md (DM21 float64,
 def2-SVP and STO-3G, PySCF grids), reproduced here on coarser grids.
 

@@ -4,7 +4,7 @@
   (`dm21cli.jobs.gradient.nuclear_gradient` on the same job, converged again from the
   run's scf.chk in float64 to an orbital gradient of 1e-7).  The run stops at the
   gradient tasks' orbital-gradient threshold 1e-5, where the gradient is off by about
-  1e-6 Ha/bohr (README, "Nuclear gradients"); tolerance 5e-6 Ha/bohr.
+  1e-6 Ha/bohr (docs/tutorials/optimisation.md, "Nuclear gradients"); tolerance 5e-6 Ha/bohr.
 * An SCF that does not converge reports no gradient and is no success (exit 4).
 * A bad ``job.task`` exits 2 naming file, line and field, before any output exists.
 """

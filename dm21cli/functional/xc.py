@@ -36,8 +36,8 @@ from dm21cli.functional.network import DM21Network
 #: onto points that are not evaluated.  The final energy adds the left-out
 #: points' contribution (`DM21XC.final_correction`): no reported E_xc is screened.
 RHO_SCREEN = 1e-10
-#: The final checks of a converged density (`DM21XC.final_correction`, README "SCF
-#: that converges").  The density integrated on the points the SCF evaluated must
+#: The final checks of a converged density (`DM21XC.final_correction`; the manual,
+#: docs/explanation/dm21.md "Final energy and checks").  The density integrated on the points the SCF evaluated must
 #: equal the electron count to NELEC_RTOL relative: the integration grid's own error
 #: in the integral of rho, measured with B3LYP densities of water, CH3, NaCl, Ar and
 #: Kr (def2-SVP/TZVP) and stretched H2, is at most 4.1e-4 N at grid level 0 and

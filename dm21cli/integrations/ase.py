@@ -38,7 +38,7 @@ cycles, DM21 evaluations, energies in hartree, the log lines), ``calc.counts``
 how many SCFs and gradients the calculator ran, ``calc.mf`` and ``calc.spec``
 are the converged PySCF SCF object and the `JobSpec` of the current geometry.
 
-ASE is an optional dependency: ``pip install 'dm21cli[ase]'``.
+ASE is an optional dependency: ``pip install -e '.[ase]'`` in a clone of dm21cli.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ try:
     from ase.calculators.calculator import Calculator, SCFError, all_changes
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("dm21cli.integrations.ase needs ASE, an optional dependency of dm21cli: "
-                      "pip install 'dm21cli[ase]'") from _exc
+                      "pip install -e '.[ase]' in a clone of dm21cli") from _exc
 
 from dm21cli.core.errors import ConvergenceError, InputError
 

@@ -95,7 +95,7 @@ def run_job(spec, *, checkpoints=None, overwrite: bool = False,
     evaluation as it starts (for a live status line, not for logs).
     Returns the QCSchema document (also written to result.json).
 
-    Order of writes (README, "The output directory"): ``input.resolved.yaml``
+    Order of writes (docs/reference/outputs.md): ``input.resolved.yaml``
     and ``dm21.log`` first; ``scf.chk`` whenever the SCF state is saved;
     then ``orbitals.molden``; then ``result.json``, the commit point of the
     run, with ``summary.txt`` (rendered from it) renamed into place right

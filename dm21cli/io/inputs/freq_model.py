@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field
 from dm21cli.io.inputs.fields import _as_list, _describe, _float_range, _Section, _to_float
 
 #: the default step (bohr) of the central differences: chosen from measurements of DM21/def2-SVP
-#: water (README, "Frequencies"); the range a step may take
+#: water (docs/tutorials/optimisation.md, "Frequencies"); the range a step may take
 DEFAULT_STEP_BOHR = 0.005
 STEP_RANGE_BOHR = (1e-4, 0.1)
 #: the most temperatures one job computes its thermochemistry at

@@ -5,7 +5,7 @@ is then validated exactly as a YAML job file is (`dm21cli.io.inputs.load`), and
 every problem names the AtomicInput's own field (``keywords.conv_tol``,
 ``model.method``, ``molecule.geometry``) and, in a file, its line.
 
-The mapping (README, "QCSchema input"):
+The mapping (docs/reference/inputs.md, "QCSchema AtomicInput"):
 
 - ``molecule``: ``symbols`` and ``geometry`` (bohr, 3N numbers or N rows of
   3), ``molecular_charge``, ``molecular_multiplicity``; the fields qcelemental

@@ -3,7 +3,7 @@
 The layout is that of QCSchema version 1 as ``qcelemental.models`` validates
 it by default (``qcschema_output``, molecule ``qcschema_molecule`` version 2):
 standard fields where the schema has them, everything else under
-``extras.dm21cli`` with the name it had before (README, "Where each field
+``extras.dm21cli`` with the name it had before (docs/reference/outputs.md, "Where each field
 moved").  qcelemental itself is not needed to write or read these files; the
 tests validate them with it (`validate`).
 

@@ -45,8 +45,8 @@ FILES = {
 #: the folders of the points
 REFERENCE_DIR = "reference"
 DISPLACEMENTS_DIR = "displacements"
-#: SCF thresholds of every point of a Hessian (energy, Ha; orbital gradient): see README,
-#: "Frequencies" for the measurements they come from
+#: SCF thresholds of every point of a Hessian (energy, Ha; orbital gradient): see the manual,
+#: docs/tutorials/optimisation.md "Frequencies", for the measurements they come from
 DISPLACED_CONV_TOL = 1e-8
 DISPLACED_CONV_TOL_GRAD = 1e-5
 AXES = "xyz"
