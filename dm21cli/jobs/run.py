@@ -27,7 +27,7 @@ from dm21cli.core import interrupts, resources
 from dm21cli.core.errors import ComputeError, DM21Error, from_os_error, reraise_os_error
 from dm21cli.io.outputs import qcschema
 from dm21cli.io.outputs.atomic import (
-    _json_default,
+    json_default,
     finite,
     open_log,
     write_text_atomic,
@@ -313,7 +313,7 @@ def json_text(result: dict) -> str:
     """result.json's text (NaN and infinities become null)."""
     import json
 
-    return json.dumps(finite(result), indent=2, allow_nan=False, default=_json_default,
+    return json.dumps(finite(result), indent=2, allow_nan=False, default=json_default,
                       ensure_ascii=False) + "\n"
 
 

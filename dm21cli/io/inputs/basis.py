@@ -16,10 +16,10 @@ import numpy as np
 
 from dm21cli.core import elements
 from dm21cli.core.errors import InputError
-from dm21cli.io.inputs.fields import _DM21_BY_LOWER, DM21_FUNCTIONALS, _show
+from dm21cli.io.inputs.fields import DM21_BY_LOWER, DM21_FUNCTIONALS, show_value
 
 if TYPE_CHECKING:  # annotations only: the model imports nothing from here
-    from dm21cli.io.inputs.models import JobSpec, _Meta
+    from dm21cli.io.inputs.models import JobSpec, SpecMeta
 
 #: said wherever a DM21 job uses an effective core potential.
 ECP_DM21_NOTE = ("DM21 was trained on all-electron calculations: DM21 energies with "
@@ -36,7 +36,7 @@ def _quiet():
 
 
 @functools.lru_cache(maxsize=256)
-def _xc_problem(name: str) -> str | None:
+def xc_problem(name: str) -> str | None:
     """None if PySCF/libxc understands `name`, else a message."""
     from pyscf.dft import libxc
 
@@ -48,12 +48,12 @@ def _xc_problem(name: str) -> str | None:
         pass
     known = [n.lower() for n in (*libxc.XC_ALIAS, *libxc.XC_CODES)] + [f.lower() for f in DM21_FUNCTIONALS]
     close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75)
-    hint = f" (did you mean {_DM21_BY_LOWER.get(close[0], close[0])!r}?)" if close else ""
-    return f"unknown functional {_show(name)}{hint}; use DM21, DM21m, DM21mc, DM21mu or a PySCF/libxc name"
+    hint = f" (did you mean {DM21_BY_LOWER.get(close[0], close[0])!r}?)" if close else ""
+    return f"unknown functional {show_value(name)}{hint}; use DM21, DM21m, DM21mc, DM21mu or a PySCF/libxc name"
 
 
 @functools.lru_cache(maxsize=1024)
-def _basis_problem(name: str, symbol: str) -> str | None:
+def basis_problem(name: str, symbol: str) -> str | None:
     """None if basis `name` has functions for `symbol`, else a message."""
     from pyscf import gto
 
@@ -63,7 +63,7 @@ def _basis_problem(name: str, symbol: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - BasisNotFoundError, parse errors of files, ...
         text = str(exc)
         if "not found for" in text:
-            return f"basis {_show(name)} has no functions for {symbol}"
+            return f"basis {show_value(name)} has no functions for {symbol}"
         hint = ""
         try:
             from pyscf.gto.basis import ALIAS, _format_basis_name
@@ -73,13 +73,14 @@ def _basis_problem(name: str, symbol: str) -> str | None:
                 hint = f" (did you mean {close[0]!r}?)"
         except Exception:  # noqa: BLE001 - suggestions are best effort
             pass
-        return f"unknown basis set {_show(name)}{hint}"
+        return f"unknown basis set {show_value(name)}{hint}"
     if not shells:
-        return f"basis {_show(name)} has no functions for {symbol}"
+        return f"basis {show_value(name)} has no functions for {symbol}"
     return None
 
 
-def _basis_key_path(meta: _Meta, key: str) -> tuple:
+def basis_key_path(meta: SpecMeta, key: str) -> tuple:
+    """The key path (``("basis", "O")``) of the basis entry for element or ``default`` `key`, as written."""
     for path in meta.lines:
         if len(path) == 2 and path[0] == "basis" and isinstance(path[1], str):
             raw = path[1].strip()
@@ -89,12 +90,12 @@ def _basis_key_path(meta: _Meta, key: str) -> tuple:
     return ("basis", key)
 
 
-def _basis_location(spec: JobSpec, symbol: str) -> dict:
+def basis_location(spec: JobSpec, symbol: str) -> dict:
     """file / line / field of the basis entry that covers `symbol`."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     if isinstance(spec.basis, dict):
         key = symbol if symbol in spec.basis else "default"
-        return meta.locate(_basis_key_path(meta, key))
+        return meta.locate(basis_key_path(meta, key))
     return meta.locate(("basis",))
 
 
@@ -118,7 +119,7 @@ def _ecp_lookup(name: str, symbol: str) -> tuple[int | None, str | None]:
     from pyscf.gto import basis as pyscf_basis
     from pyscf.lib.exceptions import BasisNotFoundError
 
-    cannot = f"cannot tell whether basis {_show(name)} has an effective core potential for {symbol}"
+    cannot = f"cannot tell whether basis {show_value(name)} has an effective core potential for {symbol}"
     try:
         with _quiet():
             data = pyscf_basis.load_ecp(name, symbol)
@@ -156,7 +157,7 @@ def ecp_map(spec: JobSpec) -> dict[str, EcpEntry]:
             continue  # validate_job reports the missing basis
         ncore, problem = _ecp_lookup(name, symbol)
         if problem:
-            raise InputError(problem, **_basis_location(spec, symbol))
+            raise InputError(problem, **basis_location(spec, symbol))
         if ncore is not None:
             found[symbol] = EcpEntry(name, ncore)
     return found
@@ -174,7 +175,7 @@ def pyscf_ecp(spec: JobSpec) -> dict[str, str]:
     return {symbol: entry.basis for symbol, entry in ecp_map(spec).items()}
 
 
-def _count_orbitals(spec: JobSpec) -> int:
+def count_orbitals(spec: JobSpec) -> int:
     """Number of orbitals (spherical AOs) the basis gives the molecule, with its ECPs attached.
 
     The Mole is built neutral with the spin PySCF derives, so that an absurd

@@ -22,16 +22,18 @@ from dm21cli.functional import VARIANTS
 #: canonical spellings of the DM21 family (input is case-insensitive).
 DM21_FUNCTIONALS = VARIANTS
 
-_DM21_BY_LOWER = {f.lower(): f for f in DM21_FUNCTIONALS}
+#: lower-case spelling -> canonical spelling of the DM21 family ("dm21mc" -> "DM21mc").
+DM21_BY_LOWER = {f.lower(): f for f in DM21_FUNCTIONALS}
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A YAML value as an error message names it: ``null``, ``true``, ``'text'``, ``a list``, ``a mapping``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float, str)):
-        return _show(value)
+        return show_value(value)
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
@@ -39,20 +41,21 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A scalar for an error message: strings quoted (repr), at most 60 characters."""
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _to_float(value: Any) -> float:
+def to_float(value: Any) -> float:
     """Numbers and numeric strings (YAML reads ``1e-6`` as a string) -> finite float."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"expected a number, got {_describe(value)}")
+        raise ValueError(f"expected a number, got {describe_value(value)}")
     if isinstance(value, (int, float)):
         try:
             x = float(value)
         except OverflowError:
-            raise ValueError(f"number too large: {_show(value)}") from None
+            raise ValueError(f"number too large: {show_value(value)}") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -61,17 +64,18 @@ def _to_float(value: Any) -> float:
             try:  # Fortran style 1.0d-6
                 x = float(text.replace("d", "e").replace("D", "E"))
             except ValueError:
-                raise ValueError(f"expected a number, got {_show(value)}") from None
+                raise ValueError(f"expected a number, got {show_value(value)}") from None
     else:
-        raise ValueError(f"expected a number, got {_describe(value)}")
+        raise ValueError(f"expected a number, got {describe_value(value)}")
     if not math.isfinite(x):
-        raise ValueError(f"expected a finite number, got {_show(value)}")
+        raise ValueError(f"expected a finite number, got {show_value(value)}")
     return x
 
 
-def _to_int(value: Any) -> int:
+def to_int(value: Any) -> int:
+    """Integers, integral floats and decimal strings (``"4"``, ``4.0``) -> int; booleans are refused."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"expected an integer, got {_describe(value)}")
+        raise ValueError(f"expected an integer, got {describe_value(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -81,15 +85,16 @@ def _to_int(value: Any) -> int:
         except ValueError:
             pass
     try:
-        x = _to_float(value)
+        x = to_float(value)
     except ValueError:
-        raise ValueError(f"expected an integer, got {_describe(value)}") from None
+        raise ValueError(f"expected an integer, got {describe_value(value)}") from None
     if x != int(x):
-        raise ValueError(f"expected an integer, got {_show(value)}")
+        raise ValueError(f"expected an integer, got {show_value(value)}")
     return int(x)
 
 
-def _to_bool(value: Any) -> bool:
+def to_bool(value: Any) -> bool:
+    """A YAML boolean or the strings true/yes/on, false/no/off (any case) -> bool."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -98,33 +103,36 @@ def _to_bool(value: Any) -> bool:
             return True
         if low in ("false", "no", "off"):
             return False
-    raise ValueError(f"expected true or false, got {_describe(value)}")
+    raise ValueError(f"expected true or false, got {describe_value(value)}")
 
 
-def _to_name(value: Any, what: str = "a name") -> str:
+def to_name(value: Any, what: str = "a name") -> str:
+    """A non-empty name, stripped (numbers become text: basis ``631g``); `what` says what was expected."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"expected {what}, got {_describe(value)}")
+        raise ValueError(f"expected {what}, got {describe_value(value)}")
     if isinstance(value, (int, float)):
         value = str(value)
     if not isinstance(value, str):
-        raise ValueError(f"expected {what}, got {_describe(value)}")
+        raise ValueError(f"expected {what}, got {describe_value(value)}")
     text = value.strip()
     if not text:
         raise ValueError(f"expected {what}, got an empty string")
     return text
 
 
-def _optional(fn):
+def or_none(fn):
+    """The coercion `fn` (value -> value), letting None through unchanged."""
     def check(value):
         return None if value is None else fn(value)
     return check
 
 
-def _int_range(lo: int | None = None, hi: int | None = None, optional: bool = False):
+def int_range(lo: int | None = None, hi: int | None = None, optional: bool = False):
+    """A pydantic BeforeValidator: `to_int`, then lo <= n (<= hi) (inclusive); None passes if `optional`."""
     def check(value):
         if value is None and optional:
             return None
-        n = _to_int(value)
+        n = to_int(value)
         if lo is not None and hi is not None and not lo <= n <= hi:
             raise ValueError(f"must be an integer from {lo} to {hi}, got {n}")
         if lo is not None and n < lo:
@@ -133,12 +141,16 @@ def _int_range(lo: int | None = None, hi: int | None = None, optional: bool = Fa
     return BeforeValidator(check)
 
 
-def _float_range(gt: float | None = None, ge: float | None = None, le: float | None = None,
+def float_range(gt: float | None = None, ge: float | None = None, le: float | None = None,
                  optional: bool = False):
+    """A pydantic BeforeValidator: `to_float`, then x > gt, x >= ge, x <= le (each if given).
+
+    The bounds are in the field's own unit; None passes if `optional`.
+    """
     def check(value):
         if value is None and optional:
             return None
-        x = _to_float(value)
+        x = to_float(value)
         if gt is not None and not x > gt:
             raise ValueError(f"must be greater than {gt:g}, got {x:g}")
         if ge is not None and le is not None and not ge <= x <= le:
@@ -151,7 +163,8 @@ def _float_range(gt: float | None = None, ge: float | None = None, le: float | N
     return BeforeValidator(check)
 
 
-def _choice(options: tuple[str, ...], aliases: dict[str, str] | None = None):
+def one_of(options: tuple[str, ...], aliases: dict[str, str] | None = None):
+    """A pydantic BeforeValidator: a case-insensitive keyword among `options` (lower case), after `aliases`."""
     aliases = aliases or {}
 
     def check(value):
@@ -160,11 +173,12 @@ def _choice(options: tuple[str, ...], aliases: dict[str, str] | None = None):
             low = aliases.get(low, low)
             if low in options:
                 return low
-        raise ValueError(f"expected one of {', '.join(options)}; got {_describe(value)}")
+        raise ValueError(f"expected one of {', '.join(options)}; got {describe_value(value)}")
     return BeforeValidator(check)
 
 
-_Bool = Annotated[bool, BeforeValidator(_to_bool)]
+#: a bool field that also takes yes/no, on/off and "true"/"false" strings (`to_bool`)
+YamlBool = Annotated[bool, BeforeValidator(to_bool)]
 
 
 def parse_memory(value: Any) -> int:
@@ -178,26 +192,28 @@ def parse_memory(value: Any) -> int:
              "kib": 1024 / 1e6, "mib": 1024**2 / 1e6, "gib": 1024**3 / 1e6,
              "tib": 1024**4 / 1e6}
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"expected a size like 4000 (MB) or '4GB', got {_describe(value)}")
+        raise ValueError(f"expected a size like 4000 (MB) or '4GB', got {describe_value(value)}")
     if isinstance(value, (int, float)):
-        number, unit = _to_float(value), ""
+        number, unit = to_float(value), ""
     elif isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if not m or m.group(2).lower() not in scale:
             raise ValueError(
-                f"expected a size like 4000 (MB), '500MB', '4GB' or '2 GiB', got {_show(value)}")
+                f"expected a size like 4000 (MB), '500MB', '4GB' or '2 GiB', got {show_value(value)}")
         number, unit = float(m.group(1)), m.group(2).lower()
     else:
-        raise ValueError(f"expected a size like 4000 (MB) or '4GB', got {_describe(value)}")
+        raise ValueError(f"expected a size like 4000 (MB) or '4GB', got {describe_value(value)}")
     mb = number * scale[unit]
     if not math.isfinite(mb) or mb > MAX_MEMORY_MB:
-        raise ValueError(f"memory too large: {_show(value)} (at most {MAX_MEMORY_MB:,} MB)")
+        raise ValueError(f"memory too large: {show_value(value)} (at most {MAX_MEMORY_MB:,} MB)")
     if mb < 1:
-        raise ValueError(f"memory must be at least 1 MB, got {_show(value)}")
+        raise ValueError(f"memory must be at least 1 MB, got {show_value(value)}")
     return int(mb)
 
 
-class _Section(BaseModel):
+class SectionModel(BaseModel):
+    """The base of every input section: unknown keys are errors, ``key: null`` means the default."""
+
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -213,22 +229,25 @@ class _Section(BaseModel):
         return data
 
 
-def _as_list(value: Any) -> Any:
+def as_list(value: Any) -> Any:
+    """None -> [], a scalar -> [scalar], a list unchanged (anything else is an error)."""
     if value is None:
         return []
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return [value]
     if not isinstance(value, list):
-        raise ValueError(f"expected a list, got {_describe(value)}")
+        raise ValueError(f"expected a list, got {describe_value(value)}")
     return value
 
 
-def _check_functional(value: Any) -> str:
-    name = _to_name(value, "a functional name (DM21, DM21m, DM21mc, DM21mu, or a PySCF name like b3lyp)")
-    return _DM21_BY_LOWER.get(name.lower(), name)
+def check_functional(value: Any) -> str:
+    """A functional name: the DM21 family in its canonical case, any other name as given (stripped)."""
+    name = to_name(value, "a functional name (DM21, DM21m, DM21mc, DM21mu, or a PySCF name like b3lyp)")
+    return DM21_BY_LOWER.get(name.lower(), name)
 
 
-def _dotted(path: tuple) -> str:
+def dotted_path(path: tuple) -> str:
+    """A key path as the user reads it: ``("scan", "points", 2)`` -> ``scan.points[2]``."""
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -238,7 +257,7 @@ def _dotted(path: tuple) -> str:
     return out
 
 
-class _Located(ValueError):
+class LocatedError(ValueError):
     """An InputError raised inside a pydantic validator, kept with its own file and line."""
 
     def __init__(self, error: InputError):

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from dm21cli.core.errors import InputError
-from dm21cli.io.inputs.fields import _dotted, _show
+from dm21cli.io.inputs.fields import dotted_path, show_value
 
 #: job files and .xyz files larger than this (bytes) are refused; more is never read.
 MAX_TEXT_FILE_BYTES = 16_000_000
@@ -33,7 +33,7 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _stat_regular(path: Path, fail, limit: int) -> int:
+def stat_regular(path: Path, fail, limit: int) -> int:
     """Size in bytes of `path`, a regular file of at most `limit` bytes.
 
     The file is only stat'ed (a FIFO or a device is never opened, so nothing
@@ -58,7 +58,7 @@ def _stat_regular(path: Path, fail, limit: int) -> int:
     return info.st_size
 
 
-def _read_text(path: Path, display: str, key: dict | None = None) -> str:
+def read_text_file(path: Path, display: str, key: dict | None = None) -> str:
     """File contents as text; `key` (file/line/field of the key naming the file) locates errors.
 
     Only regular files of at most `MAX_TEXT_FILE_BYTES` are read, and never
@@ -71,7 +71,7 @@ def _read_text(path: Path, display: str, key: dict | None = None) -> str:
             return InputError(f"{message}: {display}", **key)
         return InputError(message, **where)
 
-    _stat_regular(path, fail, MAX_TEXT_FILE_BYTES)
+    stat_regular(path, fail, MAX_TEXT_FILE_BYTES)
     try:
         # O_NONBLOCK: should the path have become a FIFO since the stat, open does not wait
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -116,7 +116,7 @@ class _Walker:
 
     def _error(self, message: str, node: yaml.Node, path: tuple) -> InputError:
         return InputError(message, file=self.file, line=node.start_mark.line + 1,
-                          field=_dotted(path) or None)
+                          field=dotted_path(path) or None)
 
     def value(self, node: yaml.Node, path: tuple, depth: int = 0) -> Any:
         self._count += 1
@@ -166,10 +166,15 @@ class _Walker:
             raise self._error(f"invalid value: {exc.problem or exc}", node, path) from None
         except Exception as exc:  # noqa: BLE001 - any constructor failure is bad input
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise self._error(f"invalid value {_show(node.value)} ({reason[:80]})", node, path) from None
+            raise self._error(f"invalid value {show_value(node.value)} ({reason[:80]})", node, path) from None
 
 
-def _load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple, yaml.Node]]:
+def load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple, yaml.Node]]:
+    """Parse a job file's text: (data, key path -> 1-based line, key path -> YAML node).
+
+    Key paths are tuples like ``("scf", "conv_tol")`` or ``("scan", "points", 2)``;
+    errors are InputError with `file` and the line.
+    """
     loader = None
     try:
         try:
@@ -196,7 +201,7 @@ def _load_yaml(text: str, file: str) -> tuple[dict, dict[tuple, int], dict[tuple
             raise InputError("the file is empty (expected a YAML mapping with at least a 'molecule' section)",
                              file=file)
         if not isinstance(root, yaml.MappingNode):
-            kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the value {_show(root.value)}"
+            kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the value {show_value(root.value)}"
             raise InputError(f"expected a mapping of sections (job, molecule, basis, ...) at the top level, "
                              f"found {kind}", file=file, line=root.start_mark.line + 1)
         walker = _Walker(loader, file)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from dm21cli.io.inputs.fields import _as_list, _describe, _float_range, _Section, _to_float
+from dm21cli.io.inputs.fields import as_list, describe_value, float_range, SectionModel, to_float
 
 #: the default step (bohr) of the central differences: chosen from measurements of DM21/def2-SVP
 #: water (docs/tutorials/optimisation.md, "Frequencies"); the range a step may take
@@ -27,14 +27,14 @@ ATM_PA = 101325.0
 
 
 def _check_temperature(value: Any) -> float:
-    t = _to_float(value)
+    t = to_float(value)
     if not 0.0 < t <= 1e5:
         raise ValueError(f"temperatures are in K, above 0 and at most 100000, got {t:g}")
     return t
 
 
 def _check_temperatures(value: Any) -> list:
-    values = _as_list(value)
+    values = as_list(value)
     if isinstance(values, list) and len(values) > MAX_TEMPERATURES:
         raise ValueError(f"{len(values)} temperatures; at most {MAX_TEMPERATURES}")
     return values
@@ -46,7 +46,7 @@ def _check_masses(value: Any) -> Any:
     if value is None or isinstance(value, (list, dict)):
         return value
     raise ValueError(f"expected a list (one mass in u or isotope label per atom) or a mapping "
-                     f"from atom numbers (from 1), got {_describe(value)}")
+                     f"from atom numbers (from 1), got {describe_value(value)}")
 
 
 def _check_qrrho(value: Any) -> Any:
@@ -60,7 +60,7 @@ def _check_qrrho(value: Any) -> Any:
         value = {"entropy": "grimme", "enthalpy": "head-gordon", "cutoff_cm1": QRRHO_CUTOFF_CM1}
     if not isinstance(value, dict):
         raise ValueError(f"expected true, false or a mapping (entropy, enthalpy, cutoff_cm1), "
-                         f"got {_describe(value)}")
+                         f"got {describe_value(value)}")
     from dm21cli.core.errors import InputError
 
     try:
@@ -74,14 +74,14 @@ def _check_symmetry_number(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 60:
         raise ValueError(f"expected an integer from 1 to 60 (or null: from the point group), "
-                         f"got {_describe(value)}")
+                         f"got {describe_value(value)}")
     return value
 
 
-class FreqSettings(_Section):
+class FreqSettings(SectionModel):
     """Section ``freq``: the Hessian's step and the harmonic analysis (``dm21 freq``)."""
 
-    step: Annotated[float, _float_range(gt=STEP_RANGE_BOHR[0] * 0.999,
+    step: Annotated[float, float_range(gt=STEP_RANGE_BOHR[0] * 0.999,
                                         le=STEP_RANGE_BOHR[1])] = Field(
         DEFAULT_STEP_BOHR, description=f"Displacement of each atom along x, y and z for the "
                                        f"central differences [bohr] ({STEP_RANGE_BOHR[0]:g} to "
@@ -90,7 +90,7 @@ class FreqSettings(_Section):
                             BeforeValidator(_check_temperatures)] = Field(
         default_factory=lambda: [298.15],
         description="Temperatures of the thermochemistry [K]; result.json's qcvars are at the first.")
-    pressure: Annotated[float, _float_range(gt=0, le=1e6)] = Field(
+    pressure: Annotated[float, float_range(gt=0, le=1e6)] = Field(
         1.0, description="Pressure of the thermochemistry [atm].")
     symmetry_number: Annotated[int | None, BeforeValidator(_check_symmetry_number)] = Field(
         None, description="Rotational symmetry number; null = from the point group.")
@@ -102,7 +102,7 @@ class FreqSettings(_Section):
         None, description="Atomic masses [u] or isotope labels (D, 13C, ...): a list, one per "
                           "atom, or a mapping from atom numbers (from 1); null = the most "
                           "abundant isotopes.")
-    imaginary_threshold: Annotated[float | None, _float_range(ge=0, le=1000,
+    imaginary_threshold: Annotated[float | None, float_range(ge=0, le=1000,
                                                               optional=True)] = Field(
         None, description="Imaginary modes up to this size [cm^-1] are taken for numerical "
                           "noise; null = dm21cli.vib's default (50).")

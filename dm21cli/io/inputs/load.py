@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from dm21cli.core.errors import InputError
 from dm21cli.core.resources import check_environment
-from dm21cli.io.inputs.fields import _describe, _Located
-from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES, _load_yaml, _read_text, _stat_regular
+from dm21cli.io.inputs.fields import describe_value, LocatedError
+from dm21cli.io.inputs.files import MAX_TEXT_FILE_BYTES, load_yaml, read_text_file, stat_regular
 from dm21cli.io.inputs.models import (
     JobSettings,
     JobSpec,
@@ -29,8 +29,8 @@ from dm21cli.io.inputs.models import (
     ResourceSettings,
     Occupations,
     ScfSettings,
-    _dotted,
-    _Meta,
+    dotted_path,
+    SpecMeta,
 )
 from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import Constraints, OptSettings
@@ -105,7 +105,7 @@ def _unknown_key_message(path: tuple) -> str:
         return f"unknown key {key!r} (did you mean {close[0]!r}?)"
     for other_path, model in _SECTIONS.items():
         if other_path != tuple(path[:-1]) and key.lower() in model.model_fields:
-            return f"unknown key {key!r} (did you mean '{_dotted(other_path + (key.lower(),))}'?)"
+            return f"unknown key {key!r} (did you mean '{dotted_path(other_path + (key.lower(),))}'?)"
     return f"unknown key {key!r} (valid keys: {', '.join(allowed)})"
 
 
@@ -117,23 +117,23 @@ def _error_message(err: dict) -> str:
     if kind == "extra_forbidden":
         return _unknown_key_message(loc)
     if kind in ("model_type", "model_attributes_type", "dict_type", "mapping_type"):
-        return f"expected a mapping of keys, got {_describe(err.get('input'))}"
+        return f"expected a mapping of keys, got {describe_value(err.get('input'))}"
     if kind in ("list_type",):
-        return f"expected a list, got {_describe(err.get('input'))}"
+        return f"expected a list, got {describe_value(err.get('input'))}"
     msg = str(err.get("msg", "invalid value"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             return msg[len(prefix):]
-    return f"{msg[:1].lower()}{msg[1:]} (got {_describe(err.get('input'))})"
+    return f"{msg[:1].lower()}{msg[1:]} (got {describe_value(err.get('input'))})"
 
 
-def _translate(exc: ValidationError, meta: _Meta) -> InputError:
+def _translate(exc: ValidationError, meta: SpecMeta) -> InputError:
     """Every schema problem as one InputError (`InputError.problems`), in line order:
     the job file's first, then other files' (an external .xyz), then the options'."""
     problems: list[InputError] = []
     for err in exc.errors(include_url=False):
         located = (err.get("ctx") or {}).get("error")
-        if isinstance(located, _Located):
+        if isinstance(located, LocatedError):
             problem = located.error
         else:
             problem = InputError(_error_message(err), **meta.locate(tuple(err["loc"])))
@@ -164,12 +164,12 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
     path = Path(path)
     display = str(path)
     suffix = path.suffix.lower()
-    meta = _Meta(file=display)
+    meta = SpecMeta(file=display)
     ctx: dict[str, Any] = {"base_dir": path.parent, "file": display, "default_name": _default_name(path),
                            "collect": True}
     if suffix in (".yaml", ".yml"):
-        text = _read_text(path, display)
-        data, meta.lines, nodes = _load_yaml(text, display)
+        text = read_text_file(path, display)
+        data, meta.lines, nodes = load_yaml(text, display)
         xyz_node = nodes.get(("molecule", "xyz"))
         if isinstance(xyz_node, yaml.ScalarNode):
             start = xyz_node.start_mark.line + 1
@@ -183,11 +183,11 @@ def load_job(path: str | os.PathLike, overrides: dict | None = None) -> JobSpec:
                 # YAML 1.1 reads 2:10:0.5 as a base-60 number: keep the range as written
                 data["scan"][key] = node.value
     elif suffix == ".xyz":
-        _stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
+        stat_regular(path, lambda message: InputError(message, file=display), MAX_TEXT_FILE_BYTES)
         data = {"molecule": {"file": path.name}}
         ctx["bare_xyz"] = True
     elif suffix == ".json":
-        document, lines = read_json(_read_text(path, display), display)
+        document, lines = read_json(read_text_file(path, display), display)
         data, meta.lines, meta.renamed, atomic = atomic_input_job(document, display, lines)
         _atomic_context(ctx, meta)
         return _finish(data, meta, ctx, overrides, path.absolute(), atomic)
@@ -206,7 +206,7 @@ def load_atomic_input(document: dict, overrides: dict | None = None, *,
     as for `load_job`.
     """
     check_environment()
-    meta = _Meta(file=label)
+    meta = SpecMeta(file=label)
     ctx: dict[str, Any] = {"base_dir": Path("."), "file": label, "default_name": name,
                            "collect": True}
     data, meta.lines, meta.renamed, atomic = atomic_input_job(document, label)
@@ -220,11 +220,11 @@ def load_job_data(data: dict, *, label: str | None = None, renamed: dict | None 
     """A validated `JobSpec` from job-file data given as a dict (the ASE calculator's settings).
 
     Errors name `label` as the file and each job path's field, or the name
-    `renamed` gives it ({job path: name}, as `_Meta.renamed`); errors about the
+    `renamed` gives it ({job path: name}, as `SpecMeta.renamed`); errors about the
     atoms of ``molecule.xyz`` name `atoms_field` (no line).  chemistry: the
     checks of `validate_job` too; False: the schema alone.
     """
-    meta = _Meta(file=label, renamed=dict(renamed or {}))
+    meta = SpecMeta(file=label, renamed=dict(renamed or {}))
     ctx: dict[str, Any] = {"base_dir": Path("."), "file": label, "default_name": name,
                            "collect": True, "xyz_lines": (None, 0), "xyz_key_line": None,
                            "xyz_field": atoms_field}
@@ -238,7 +238,7 @@ def load_job_data(data: dict, *, label: str | None = None, renamed: dict | None 
     return spec
 
 
-def _atomic_context(ctx: dict, meta: _Meta) -> None:
+def _atomic_context(ctx: dict, meta: SpecMeta) -> None:
     """Atom errors of an AtomicInput name molecule.geometry and its line."""
     line = meta.lines.get(("molecule", "xyz"))
     ctx["xyz_lines"] = (line, 0) if line else (None, 0)
@@ -246,7 +246,7 @@ def _atomic_context(ctx: dict, meta: _Meta) -> None:
     ctx["xyz_field"] = "molecule.geometry"
 
 
-def _solvent(data: dict, meta: _Meta, value: Any) -> None:
+def _solvent(data: dict, meta: SpecMeta, value: Any) -> None:
     """``--solvent VALUE``: the solvent of the file's section replaced (its name and eps;
     its model kept), or the section dropped for ``none``; errors name --solvent."""
     try:
@@ -266,7 +266,7 @@ def _solvent(data: dict, meta: _Meta, value: Any) -> None:
         meta.overridden[("solvent", key)] = "--solvent"
 
 
-def _finish(data: dict, meta: _Meta, ctx: dict, overrides: dict | None, source: Path | None,
+def _finish(data: dict, meta: SpecMeta, ctx: dict, overrides: dict | None, source: Path | None,
             atomic: dict | None = None) -> JobSpec:
     """Overrides, the schema, the chemistry: the validated JobSpec of job-file data."""
     kinds = [k for k in _SCAN_KIND_OPTIONS if (overrides or {}).get(k) is not None]

@@ -24,26 +24,26 @@ from dm21cli.core.errors import InputError
 from dm21cli.core.resources import MAX_THREADS
 from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
 from dm21cli.io.inputs.fields import (
-    _DM21_BY_LOWER,
+    DM21_BY_LOWER,
     DM21_FUNCTIONALS,
-    _as_list,
-    _Bool,
-    _check_functional,
-    _choice,
-    _describe,
-    _dotted,
-    _float_range,
-    _int_range,
-    _Located,
-    _optional,
-    _Section,
-    _show,
-    _to_bool,
-    _to_int,
-    _to_name,
+    as_list,
+    YamlBool,
+    check_functional,
+    one_of,
+    describe_value,
+    dotted_path,
+    float_range,
+    int_range,
+    LocatedError,
+    or_none,
+    SectionModel,
+    show_value,
+    to_bool,
+    to_int,
+    to_name,
     parse_memory,
 )
-from dm21cli.io.inputs.files import _read_text
+from dm21cli.io.inputs.files import read_text_file
 from dm21cli.io.inputs.freq_model import FreqSettings
 from dm21cli.io.inputs.opt_model import OptSettings
 from dm21cli.io.inputs.scan_model import ScanSettings
@@ -85,9 +85,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 def _check_job_name(value: Any) -> str | None:
     if value is None:
         return None
-    name = _to_name(value, "a job name")
+    name = to_name(value, "a job name")
     if not _NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"job name {_show(name)} may contain only letters, digits, '.', '_' and '-'")
+        raise ValueError(f"job name {show_value(name)} may contain only letters, digits, '.', '_' and '-'")
     if len(name) > 200:
         raise ValueError("job name is longer than 200 characters")
     return name
@@ -98,13 +98,13 @@ def _check_path(value: Any) -> str | None:
         return None
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    text = _to_name(value, "a path")
+    text = to_name(value, "a path")
     if any(ord(c) < 32 for c in text):
-        raise ValueError(f"path {_show(text)} contains control characters")
+        raise ValueError(f"path {show_value(text)} contains control characters")
     return text
 
 
-class JobSettings(_Section):
+class JobSettings(SectionModel):
     """Section ``job``: naming and where results go."""
 
     name: Annotated[str | None, BeforeValidator(_check_job_name)] = Field(
@@ -112,7 +112,7 @@ class JobSettings(_Section):
     output_dir: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Output folder, relative to the working directory at run time; "
                           "default: outputs/<name>.")
-    task: Annotated[Literal["energy", "gradient", "opt", "freq", "ts", "irc"], _choice(TASKS)] = Field(
+    task: Annotated[Literal["energy", "gradient", "opt", "freq", "ts", "irc"], one_of(TASKS)] = Field(
         "energy", description="What dm21 run computes: energy | gradient (the energy and its "
                               "nuclear gradient, Hartree/bohr) | opt (a geometry optimisation, "
                               "as dm21 opt) | freq (harmonic frequencies and thermochemistry, "
@@ -125,11 +125,11 @@ def _check_xyz(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected a block of atom lines 'El x y z', got {_describe(value)}")
+        raise ValueError(f"expected a block of atom lines 'El x y z', got {describe_value(value)}")
     return value
 
 
-class Molecule(_Section):
+class Molecule(SectionModel):
     """Section ``molecule``: geometry (inline or from a file), charge and spin."""
 
     xyz: Annotated[str | None, BeforeValidator(_check_xyz)] = Field(
@@ -137,11 +137,11 @@ class Molecule(_Section):
                           "line is accepted too), in `units`.")
     file: Annotated[str | None, BeforeValidator(_check_path)] = Field(
         None, description="Path of an .xyz file, relative to the YAML file's folder.")
-    units: Annotated[Literal["angstrom", "bohr"], _choice(
+    units: Annotated[Literal["angstrom", "bohr"], one_of(
         ("angstrom", "bohr"), {"ang": "angstrom", "a": "angstrom", "au": "bohr", "a.u.": "bohr"})] = Field(
         "angstrom", description="Length unit of the coordinates: angstrom | bohr.")
-    charge: Annotated[int, _int_range()] = Field(0, description="Total charge (elementary charges).")
-    multiplicity: Annotated[int | None, _int_range(lo=1, optional=True)] = Field(
+    charge: Annotated[int, int_range()] = Field(0, description="Total charge (elementary charges).")
+    multiplicity: Annotated[int | None, int_range(lo=1, optional=True)] = Field(
         None, description="Spin multiplicity 2S+1 (>= 1); null = 1, or for a lone atom (or "
                           "atomic ion) its ground state by Hund's rule.")
 
@@ -161,7 +161,7 @@ class Molecule(_Section):
             self._parse_atoms(ctx)
         except InputError as exc:
             if ctx.get("collect"):  # load_job: one problem among those of the other sections
-                raise _Located(exc) from None
+                raise LocatedError(exc) from None
             raise
         self._default_multiplicity()
         return self
@@ -198,7 +198,7 @@ class Molecule(_Section):
         bare = ctx.get("bare_xyz", False)
         key = {"file": ctx.get("file"), "line": ctx.get("file_key_line"),
                "field": None if bare else "molecule.file"}
-        text = _read_text(path, display if not bare else ctx.get("file", display),
+        text = read_text_file(path, display if not bare else ctx.get("file", display),
                           key if not bare else None)
         self._source_file = display if not bare else ctx.get("file", display)
         self._source_field = None if bare else "molecule.file"
@@ -279,7 +279,7 @@ class Molecule(_Section):
 
 
 def _check_guess(value: Any, info: ValidationInfo) -> str:
-    text = _to_name(value, "a guess keyword or a chkfile path")
+    text = to_name(value, "a guess keyword or a chkfile path")
     if text.lower() in GUESS_KEYWORDS:
         return text.lower()
     text = _check_path(text)
@@ -294,26 +294,26 @@ def _check_warm_start(value: Any) -> str | None:
         return "b3lyp"
     if isinstance(value, str) and value.strip().lower() in ("", "none", "null", "false", "off", "no"):
         return None
-    name = _to_name(value, "a functional name or null")
-    if name.lower() in _DM21_BY_LOWER:
+    name = to_name(value, "a functional name or null")
+    if name.lower() in DM21_BY_LOWER:
         raise ValueError(f"warm_start must be a conventional functional (e.g. b3lyp), not {name}")
     return name
 
 
 def _check_occupation(value: Any) -> float:
-    from dm21cli.io.inputs.fields import _to_float
+    from dm21cli.io.inputs.fields import to_float
 
-    x = _to_float(value)
+    x = to_float(value)
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"occupation numbers are from 0 to 1 (one spin orbital), got {x:g}")
     return x
 
 
 _OccupationList = Annotated[list[Annotated[float, BeforeValidator(_check_occupation)]],
-                            BeforeValidator(_as_list)]
+                            BeforeValidator(as_list)]
 
 
-class Occupations(_Section):
+class Occupations(SectionModel):
     """``scf.occupations``: fixed occupation numbers (fractional charge and spin)."""
 
     alpha: _OccupationList = Field(
@@ -326,24 +326,24 @@ class Occupations(_Section):
         return float(sum(self.alpha) + sum(self.beta))
 
 
-class ScfSettings(_Section):
+class ScfSettings(SectionModel):
     """Section ``scf``: self-consistent-field settings."""
 
-    restricted: Annotated[bool | None, BeforeValidator(_optional(_to_bool))] = Field(
+    restricted: Annotated[bool | None, BeforeValidator(or_none(to_bool))] = Field(
         None, description="null = auto (restricted for multiplicity 1, unrestricted otherwise) | true | false.")
-    conv_tol: Annotated[float | None, _float_range(gt=0, optional=True)] = Field(
+    conv_tol: Annotated[float | None, float_range(gt=0, optional=True)] = Field(
         None, description="Energy convergence threshold [Ha]; null = 1e-6 for DM21, 1e-9 otherwise.")
-    conv_tol_grad: Annotated[float | None, _float_range(gt=0, optional=True)] = Field(
+    conv_tol_grad: Annotated[float | None, float_range(gt=0, optional=True)] = Field(
         None, description="Orbital-gradient convergence threshold [Ha]; null = 1e-3 for DM21, "
                           "sqrt(conv_tol) otherwise.")
-    max_cycle: Annotated[int, _int_range(1, MAX_SCF_CYCLES)] = Field(
+    max_cycle: Annotated[int, int_range(1, MAX_SCF_CYCLES)] = Field(
         50, description=f"SCF iterations per attempt (1 to {MAX_SCF_CYCLES:,}).")
-    max_attempts: Annotated[int, _int_range(1, MAX_SCF_ATTEMPTS)] = Field(
+    max_attempts: Annotated[int, int_range(1, MAX_SCF_ATTEMPTS)] = Field(
         4, description=f"Attempts with escalating settings if the SCF does not converge "
                        f"(1 to {MAX_SCF_ATTEMPTS}).")
-    grid_level: Annotated[int, _int_range(0, 9)] = Field(3, description="PySCF grid level 0..9.")
-    legacy_grids: _Bool = Field(False, description="Reproduce the radial grids of PySCF <= 2.6.")
-    small_rho_cutoff: Annotated[float | None, _float_range(ge=0, le=MAX_SMALL_RHO_CUTOFF,
+    grid_level: Annotated[int, int_range(0, 9)] = Field(3, description="PySCF grid level 0..9.")
+    legacy_grids: YamlBool = Field(False, description="Reproduce the radial grids of PySCF <= 2.6.")
+    small_rho_cutoff: Annotated[float | None, float_range(ge=0, le=MAX_SMALL_RHO_CUTOFF,
                                                            optional=True)] = Field(
         None, description=f"PySCF's grid pruning at the starting density: points holding at most "
                           f"this many electrons in all are dropped [electrons, 0 to "
@@ -353,7 +353,7 @@ class ScfSettings(_Section):
                             "(relative to the YAML file).")
     warm_start: Annotated[str | None, BeforeValidator(_check_warm_start)] = Field(
         "b3lyp", description="Functional converged first for DM21 (its density starts DM21); null = none.")
-    precision: Annotated[Literal["mixed", "float64", "float32"], _choice(
+    precision: Annotated[Literal["mixed", "float64", "float32"], one_of(
         ("mixed", "float64", "float32"), {"double": "float64", "single": "float32"})] = Field(
         "mixed", description="DM21 network arithmetic: mixed (float32 SCF cycles, float64 "
                              "final energy) | float64 | float32.")
@@ -378,32 +378,32 @@ def _check_cube(value: Any) -> str:
         if m:
             n = int(m.group(1))
             if n < 1:
-                raise ValueError(f"orbital indices start at 1, got {_show(value)}")
+                raise ValueError(f"orbital indices start at 1, got {show_value(value)}")
             return f"orbital:{n}{m.group(2)}"
-    raise ValueError(f"unknown cube {_describe(value)} (expected density, spin_density, homo, lumo "
+    raise ValueError(f"unknown cube {describe_value(value)} (expected density, spin_density, homo, lumo "
                      f"or orbital:N with an optional spin a/b, e.g. orbital:5 or orbital:5a)")
 
 
 def _check_orbital(value: Any) -> int:
-    n = _to_int(value)
+    n = to_int(value)
     if n < 1:
         raise ValueError(f"orbital indices start at 1, got {n}")
     return n
 
 
-class OutputSettings(_Section):
+class OutputSettings(SectionModel):
     """Section ``outputs``: which files to write besides the results."""
 
-    cubes: Annotated[list[Annotated[str, BeforeValidator(_check_cube)]], BeforeValidator(_as_list)] = Field(
+    cubes: Annotated[list[Annotated[str, BeforeValidator(_check_cube)]], BeforeValidator(as_list)] = Field(
         default_factory=list,
         description="Cube files: density, spin_density, homo, lumo, orbital:N (1-based; "
                     "orbital:Na / orbital:Nb for alpha / beta of unrestricted runs).")
-    orbitals: Annotated[list[Annotated[int, BeforeValidator(_check_orbital)]], BeforeValidator(_as_list)] = Field(
+    orbitals: Annotated[list[Annotated[int, BeforeValidator(_check_orbital)]], BeforeValidator(as_list)] = Field(
         default_factory=list, description="1-based MO indices to write as cubes (same as orbital:N).")
-    cube_spacing: Annotated[float, _float_range(gt=0)] = Field(0.2, description="Cube grid spacing [Angstrom] (> 0).")
-    cube_margin: Annotated[float, _float_range(ge=0)] = Field(
+    cube_spacing: Annotated[float, float_range(gt=0)] = Field(0.2, description="Cube grid spacing [Angstrom] (> 0).")
+    cube_margin: Annotated[float, float_range(ge=0)] = Field(
         3.0, description="Cube box margin around the atoms [Angstrom] (>= 0).")
-    molden: _Bool = Field(True, description="Write orbitals.molden.")
+    molden: YamlBool = Field(True, description="Write orbitals.molden.")
 
     def cube_requests(self) -> list[str]:
         """``cubes`` plus ``orbitals`` as ``orbital:N``, without duplicates, in order."""
@@ -414,13 +414,13 @@ class OutputSettings(_Section):
         return out
 
 
-class ResourceSettings(_Section):
+class ResourceSettings(SectionModel):
     """Section ``resources``: threads and memory."""
 
-    threads: Annotated[int | None, _int_range(1, MAX_THREADS, optional=True)] = Field(
+    threads: Annotated[int | None, int_range(1, MAX_THREADS, optional=True)] = Field(
         None, description=f"Threads (1 to {MAX_THREADS}); null = OMP_NUM_THREADS / "
                           f"SLURM_CPUS_PER_TASK / all cores.")
-    memory: Annotated[int | None, BeforeValidator(_optional(parse_memory))] = Field(
+    memory: Annotated[int | None, BeforeValidator(or_none(parse_memory))] = Field(
         None, description="Memory limit [MB], or a string like '4GB', '500MB', '2 GiB'; "
                           "null = PYSCF_MAX_MEMORY or a default.")
 
@@ -435,9 +435,9 @@ def _check_basis(value: Any) -> str | dict[str, str]:
             norm = "default" if raw.lower() == "default" else (elements.normalise_symbol(raw) or raw)
             if norm in out:
                 raise ValueError(f"element {norm!r} appears twice in the basis mapping")
-            out[norm] = _to_name(name, f"a basis-set name for {raw!r}")
+            out[norm] = to_name(name, f"a basis-set name for {raw!r}")
         return out
-    return _to_name(value, "a basis-set name (e.g. def2-svp) or a mapping element: basis-name")
+    return to_name(value, "a basis-set name (e.g. def2-svp) or a mapping element: basis-name")
 
 
 def _check_dispersion(value: Any) -> str | None:
@@ -449,11 +449,11 @@ def _check_dispersion(value: Any) -> str | None:
             return None
         if low == "d3bj":
             return "d3bj"
-    raise ValueError(f"unknown dispersion correction {_describe(value)} (supported: d3bj, or null for none)")
+    raise ValueError(f"unknown dispersion correction {describe_value(value)} (supported: d3bj, or null for none)")
 
 
 @dataclasses.dataclass
-class _Meta:
+class SpecMeta:
     """Where each field came from, for error messages."""
 
     file: str | None = None
@@ -473,24 +473,24 @@ class _Meta:
             if path[:n] in self.lines:
                 line = self.lines[path[:n]]
                 break
-        field = _dotted(path) or None
+        field = dotted_path(path) or None
         for n in range(len(path), 0, -1):
             if path[:n] in self.renamed:
-                rest = _dotted(path[n:])
+                rest = dotted_path(path[n:])
                 field = self.renamed[path[:n]] + ("" if not rest else
                                                   rest if rest.startswith("[") else "." + rest)
                 break
         return {"file": self.file, "line": line, "field": field}
 
 
-class JobSpec(_Section):
+class JobSpec(SectionModel):
     """A complete, validated job: what `load_job` returns and the runner consumes."""
 
     job: JobSettings = Field(default_factory=JobSettings, description="Naming and output location.")
     molecule: Molecule = Field(description="Geometry, charge and multiplicity.")
     basis: Annotated[str | dict[str, str], BeforeValidator(_check_basis)] = Field(
         "def2-svp", description="Basis-set name, or a mapping element -> basis name with optional 'default'.")
-    functional: Annotated[str, BeforeValidator(_check_functional)] = Field(
+    functional: Annotated[str, BeforeValidator(check_functional)] = Field(
         "DM21", description="DM21 | DM21m | DM21mc | DM21mu, or any PySCF/libxc functional name.")
     dispersion: Annotated[Literal["d3bj"] | None, BeforeValidator(_check_dispersion)] = Field(
         None, description="Dispersion correction: null | d3bj.")
@@ -507,7 +507,7 @@ class JobSpec(_Section):
         None, description="Frequencies and thermochemistry (dm21 freq, job.task: freq).")
 
     _source_path: Path | None = PrivateAttr(default=None)
-    _meta: _Meta = PrivateAttr(default_factory=_Meta)
+    _meta: SpecMeta = PrivateAttr(default_factory=SpecMeta)
     #: a job read from a QCSchema AtomicInput: its ``id``, ``protocols`` and ``extras``,
     #: which the AtomicResult carries on (`dm21cli.io.inputs.qcschema`)
     _atomic_input: dict | None = PrivateAttr(default=None)

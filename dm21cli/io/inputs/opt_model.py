@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field
 
 from dm21cli.core.errors import InputError
 from dm21cli.core.units import ANGSTROM_BOHR
-from dm21cli.io.inputs.fields import _Bool, _describe, _float_range, _int_range, _Section
+from dm21cli.io.inputs.fields import YamlBool, describe_value, float_range, int_range, SectionModel
 
 #: geomeTRIC's named convergence sets (`geometric.params.OptParams.convergence_criteria`):
 #: energy (Ha), RMS and max gradient (Ha/bohr), RMS and max displacement (Angstrom)
@@ -166,7 +166,7 @@ def parse_constraint(value: Any, mode: str) -> Constraint:
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a constraint line such as 'distance 1 2', got {_describe(value)}")
+        raise ValueError(f"expected a constraint line such as 'distance 1 2', got {describe_value(value)}")
     words = value.split("#")[0].split()
     if not words:
         return Constraint(mode, "", comment=value.strip())
@@ -237,11 +237,11 @@ def _line_list(value: Any) -> Any:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of constraint lines, got {_describe(value)}")
+        raise ValueError(f"expected a list of constraint lines, got {describe_value(value)}")
     return value
 
 
-class Constraints(_Section):
+class Constraints(SectionModel):
     """``opt.constraints``: geomeTRIC's ``$freeze`` and ``$set`` blocks, one line per item."""
 
     freeze: Annotated[list[Annotated[str, BeforeValidator(_freeze)]], BeforeValidator(_line_list)] = Field(
@@ -289,7 +289,7 @@ def check_constraints(opt: OptSettings, coords_angstrom, locate, *, min_distance
                       scanned_atoms: tuple[int, ...] | None = None,
                       scanned_where: tuple = ("scan", "atoms")) -> list[InputError]:
     """The constraints of `opt` against the molecule: every problem, each an InputError
-    located by ``locate(path)`` (`dm21cli.io.inputs.models._Meta.locate`).
+    located by ``locate(path)`` (`dm21cli.io.inputs.models.SpecMeta.locate`).
 
     coords_angstrom: (natm, 3) starting geometry.  scanned_atoms: the 1-based atoms (two, three
     or four) whose distance, angle or dihedral a relaxed scan holds itself (``freeze distance
@@ -487,23 +487,23 @@ def _dependent(entries: list[_Entry], coords) -> list[InputError]:
 def _convergence_set(value: Any) -> str:
     if isinstance(value, str) and value.strip().upper() in CONVERGENCE_SETS:
         return value.strip().upper()
-    raise ValueError(f"unknown convergence set {_describe(value)} (geomeTRIC's sets: "
+    raise ValueError(f"unknown convergence set {describe_value(value)} (geomeTRIC's sets: "
                      f"{', '.join(CONVERGENCE_SETS)})")
 
 
 def _coordsys(value: Any) -> str:
     if isinstance(value, str) and value.strip().lower() in COORDSYS:
         return value.strip().lower()
-    raise ValueError(f"unknown coordinate system {_describe(value)} (geomeTRIC's: {', '.join(COORDSYS)})")
+    raise ValueError(f"unknown coordinate system {describe_value(value)} (geomeTRIC's: {', '.join(COORDSYS)})")
 
 
-_Criterion = Annotated[float | None, _float_range(gt=0, optional=True)]
+_Criterion = Annotated[float | None, float_range(gt=0, optional=True)]
 
 
-class OptSettings(_Section):
+class OptSettings(SectionModel):
     """Section ``opt``: the geometry optimisation of ``dm21 opt`` (geomeTRIC's option names)."""
 
-    maxiter: Annotated[int, _int_range(lo=1)] = Field(
+    maxiter: Annotated[int, int_range(lo=1)] = Field(
         100, description="Most optimisation steps (geomeTRIC's maxiter); not converged by then "
                          "= not a success.")
     convergence_set: Annotated[str, BeforeValidator(_convergence_set)] = Field(
@@ -522,15 +522,15 @@ class OptSettings(_Section):
                             f"need {', '.join(CONSTRAINT_COORDSYS)}).")
     constraints: Constraints = Field(
         default_factory=Constraints, description="geomeTRIC's freeze and set constraints.")
-    transition: _Bool = Field(
+    transition: YamlBool = Field(
         False, description="Search for a transition state (a first-order saddle point) instead "
                            "of a minimum: geomeTRIC's transition; dm21 opt --ts, job.task: ts.")
-    irc: _Bool = Field(
+    irc: YamlBool = Field(
         False, description="Follow the intrinsic reaction coordinate (geomeTRIC's IRC) down from "
                            "a transition state to the minimum on each side, from the Hessian "
                            "there; with transition: true, from the transition state the search "
                            "finds. dm21 opt --irc, job.task: irc.")
-    hessian_every: Annotated[int, _int_range(lo=0)] = Field(
+    hessian_every: Annotated[int, int_range(lo=0)] = Field(
         0, description="A transition-state search's Hessian (computed as dm21 freq computes it): "
                        "at the start, and again every N accepted steps at the current geometry "
                        "(N > 0; geomeTRIC updates it in between); 0: at the start only. The "

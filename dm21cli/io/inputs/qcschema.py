@@ -33,7 +33,7 @@ from typing import Any
 from dm21cli.core import elements
 from dm21cli.core.errors import InputError
 from dm21cli.core.units import BOHR_ANGSTROM
-from dm21cli.io.inputs.fields import _describe, _show
+from dm21cli.io.inputs.fields import describe_value, show_value
 from dm21cli.io.inputs.models import JobSettings, OutputSettings, ResourceSettings, ScfSettings
 from dm21cli.io.inputs.solvent_model import solvent_override
 from dm21cli.io.inputs.xyz import MAX_COORDINATE_ANGSTROM
@@ -92,9 +92,9 @@ def job_settings_for_driver(driver: Any, where: dict | None = None) -> dict:
         return {"job": {"task": "gradient"}}
     if driver == "hessian":  # central differences of gradients: dm21 freq's Hessian
         return {"job": {"task": "freq"}}
-    raise InputError(f"{_show(driver)} is not supported (dm21 computes: energy, gradient, hessian)"
+    raise InputError(f"{show_value(driver)} is not supported (dm21 computes: energy, gradient, hessian)"
                      if driver in DRIVERS else
-                     f"unknown driver {_describe(driver)} (QCSchema drivers: {', '.join(DRIVERS)})",
+                     f"unknown driver {describe_value(driver)} (QCSchema drivers: {', '.join(DRIVERS)})",
                      **where)
 
 
@@ -107,7 +107,7 @@ def driver_of(spec) -> str:
 
 def read_json(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     """(data, {path: line}) of a JSON text; duplicate keys are errors, as in job files."""
-    from dm21cli.io.inputs.files import _load_yaml
+    from dm21cli.io.inputs.files import load_yaml
 
     def no_duplicates(pairs):
         out: dict = {}
@@ -126,7 +126,7 @@ def read_json(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     except RecursionError:
         raise InputError("invalid JSON: nested too deeply", file=file) from None
     try:  # JSON is YAML: its node tree gives every key its line (values come from json)
-        _, lines, _ = _load_yaml(text, file)
+        _, lines, _ = load_yaml(text, file)
     except InputError:
         lines = {}
     return data, lines
@@ -164,7 +164,7 @@ def _mapping(value: Any, path: tuple, problems: _Problems) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        problems.add(f"expected a mapping of keys, got {_describe(value)}", path)
+        problems.add(f"expected a mapping of keys, got {describe_value(value)}", path)
         return None
     return value
 
@@ -205,7 +205,7 @@ def _geometry_rows(geometry: Any, natom: int, problems: _Problems,
     path = ("molecule", "geometry")
     if not isinstance(geometry, list):
         if strict or geometry is not None:
-            problems.add(f"expected a list of coordinates in bohr, got {_describe(geometry)}",
+            problems.add(f"expected a list of coordinates in bohr, got {describe_value(geometry)}",
                          path)
         return None
     rows = [isinstance(item, list) for item in geometry]
@@ -234,12 +234,12 @@ def _geometry_rows(geometry: Any, natom: int, problems: _Problems,
         return None
     for where, value in cells:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
-            problems.add(f"coordinate {_show(value)} is too large (limit "
+            problems.add(f"coordinate {show_value(value)} is too large (limit "
                          f"{MAX_COORDINATE_ANGSTROM / BOHR_ANGSTROM:.6g} bohr = "
                          f"{MAX_COORDINATE_ANGSTROM:g} Angstrom)", path + where)
             return None
         if not _is_number(value):
-            problems.add(f"expected finite numbers (bohr), got {_describe(value)}", path + where)
+            problems.add(f"expected finite numbers (bohr), got {describe_value(value)}", path + where)
             return None
     flat = [float(value) for _, value in cells]
     return [flat[3 * i:3 * i + 3] for i in range(natom)]
@@ -267,14 +267,14 @@ def _per_atom_arrays(mol: dict, symbols: list, problems: _Problems, strict: bool
             continue
         path = ("molecule", key)
         if not isinstance(values, list) or len(values) != natom:
-            got = _count(len(values), "entry") if isinstance(values, list) else _describe(values)
+            got = _count(len(values), "entry") if isinstance(values, list) else describe_value(values)
             problems.add(f"expected one entry per atom ({natom}), got {got}", path)
             continue
         if not strict:
             continue
         bad = next((i for i, v in enumerate(values) if not check(v)), None)
         if bad is not None:
-            problems.add(f"expected {what}, got {_describe(values[bad])}", path + (bad,))
+            problems.add(f"expected {what}, got {describe_value(values[bad])}", path + (bad,))
             continue
         if name == "atomic_numbers":
             for i, (z, symbol) in enumerate(zip(values, symbols)):
@@ -288,9 +288,9 @@ def _per_atom_arrays(mol: dict, symbols: list, problems: _Problems, strict: bool
 def _atom_index(value: Any, natom: int) -> str | None:
     """None if `value` is the index of one of `natom` atoms (from 0), else the problem."""
     if not _is_whole(value):
-        return f"expected an atom index (an integer from 0), got {_describe(value)}"
+        return f"expected an atom index (an integer from 0), got {describe_value(value)}"
     if not 0 <= value < natom:
-        return f"atom index {_show(value)} is out of range (atoms count from 0 to {natom - 1})"
+        return f"atom index {show_value(value)} is out of range (atoms count from 0 to {natom - 1})"
     return None
 
 
@@ -304,7 +304,7 @@ def _fragments(mol: dict, natom: int, problems: _Problems) -> int | None:
     path = ("molecule", key)
     if not isinstance(fragments, list) or not all(isinstance(f, list) for f in fragments):
         problems.add(f"expected a list of fragments, each a list of atom indices, got "
-                     f"{_describe(fragments)}", path)
+                     f"{describe_value(fragments)}", path)
         return None
     owner: dict[int, int] = {}
     for f, fragment in enumerate(fragments):
@@ -339,7 +339,7 @@ def _fragment_values(mol: dict, nfragment: int | None, problems: _Problems,
             continue
         path = ("molecule", key)
         if not isinstance(values, list):
-            problems.add(f"expected a list, one value per fragment, got {_describe(values)}", path)
+            problems.add(f"expected a list, one value per fragment, got {describe_value(values)}", path)
             continue
         if nfragment is None:
             if _key(mol, "fragments") not in mol:
@@ -355,7 +355,7 @@ def _fragment_values(mol: dict, nfragment: int | None, problems: _Problems,
                     not (_is_number(v) and (low is None or v >= low))), None)
         if bad is not None:
             what = "a number" if low is None else f"a number >= {low}"
-            problems.add(f"expected {what} or null, got {_describe(values[bad])}", path + (bad,))
+            problems.add(f"expected {what} or null, got {describe_value(values[bad])}", path + (bad,))
             continue
         molecular = "molecular_charge" if low is None else "molecular_multiplicity"
         total = mol.get(molecular)
@@ -368,8 +368,8 @@ def _fragment_values(mol: dict, nfragment: int | None, problems: _Problems,
                          f"(give it)", path)
         elif low is None and None not in values and _is_number(total) and \
                 abs(sum(values) - total) > 1e-8:
-            problems.add(f"the fragment charges add up to {_show(sum(values))}, but "
-                         f"molecular_charge is {_show(total)}", path)
+            problems.add(f"the fragment charges add up to {show_value(sum(values))}, but "
+                         f"molecular_charge is {show_value(total)}", path)
 
 
 def _connectivity(mol: dict, natom: int, problems: _Problems) -> None:
@@ -381,11 +381,11 @@ def _connectivity(mol: dict, natom: int, problems: _Problems) -> None:
         return
     path = ("molecule", key)
     if not isinstance(bonds, list):
-        problems.add(f"expected a list of [atom, atom, bond order], got {_describe(bonds)}", path)
+        problems.add(f"expected a list of [atom, atom, bond order], got {describe_value(bonds)}", path)
         return
     for b, bond in enumerate(bonds):
         if not isinstance(bond, list) or len(bond) != 3:
-            got = _count(len(bond), "value") if isinstance(bond, list) else _describe(bond)
+            got = _count(len(bond), "value") if isinstance(bond, list) else describe_value(bond)
             problems.add(f"expected [atom, atom, bond order], got {got}", path + (b,))
             return
         for k in (0, 1):
@@ -397,7 +397,7 @@ def _connectivity(mol: dict, natom: int, problems: _Problems) -> None:
             problems.add(f"a bond of atom {int(bond[0])} with itself", path + (b,))
             return
         if not (_is_number(bond[2]) and 0 <= bond[2] <= 5):
-            problems.add(f"expected a bond order from 0 to 5, got {_describe(bond[2])}",
+            problems.add(f"expected a bond order from 0 to 5, got {describe_value(bond[2])}",
                          path + (b, 2))
             return
 
@@ -419,7 +419,7 @@ def _molecule_checked(mol: dict, problems: _Problems, strict: bool = True) -> li
     if not isinstance(symbols, list) or not symbols or \
             (strict and not all(isinstance(s, str) for s in symbols)):
         if strict:
-            problems.add(f"expected a list of element symbols, got {_describe(symbols)}",
+            problems.add(f"expected a list of element symbols, got {describe_value(symbols)}",
                          ("molecule", "symbols"))
         return None
     natom = len(symbols)
@@ -498,7 +498,7 @@ def atomic_input_job(document: Any, file: str | None = None,
     problems = _Problems(file, lines or {})
     if not isinstance(document, dict):
         raise InputError(f"expected a QCSchema AtomicInput (a JSON object with molecule, driver, "
-                         f"model, keywords), got {_describe(document)}", file=file, line=1)
+                         f"model, keywords), got {describe_value(document)}", file=file, line=1)
     if "specification" in document:
         raise InputError("this is a QCSchema version 2 AtomicInput (it has 'specification'); dm21 "
                          "reads version 1 (schema_name qcschema_input: molecule, driver, model, "
@@ -508,11 +508,11 @@ def atomic_input_job(document: Any, file: str | None = None,
             problems.add(f"unknown key {key!r}{_suggest(key, _TOP)} (an AtomicInput has: "
                          f"{', '.join(_TOP)})", (key,))
     if document.get("schema_name", "qcschema_input") not in ("qcschema_input", "qc_schema_input"):
-        problems.add(f"expected 'qcschema_input', got {_describe(document.get('schema_name'))}",
+        problems.add(f"expected 'qcschema_input', got {describe_value(document.get('schema_name'))}",
                      ("schema_name",))
     if document.get("schema_version", 1) != 1:
         problems.add(f"dm21 reads QCSchema AtomicInput version 1, got "
-                     f"{_describe(document.get('schema_version'))}", ("schema_version",))
+                     f"{describe_value(document.get('schema_version'))}", ("schema_version",))
 
     job: dict[str, Any] = {}
     renamed: dict[tuple, str] = {}
@@ -542,7 +542,7 @@ def atomic_input_job(document: Any, file: str | None = None,
             if not isinstance(value, str):
                 problems.add(f"expected a {'functional' if key == 'method' else 'basis-set'} name"
                              f"{' (a BasisSet object is not supported)' if isinstance(value, dict) else ''}"
-                             f", got {_describe(value)}", ("model", key))
+                             f", got {describe_value(value)}", ("model", key))
                 continue
             job[job_key] = value
             renamed[(job_key,)] = f"model.{key}"
@@ -573,14 +573,14 @@ def atomic_input_job(document: Any, file: str | None = None,
         if key not in _PROTOCOLS:
             problems.add(f"unknown protocol {key!r}{_suggest(key, _PROTOCOLS)}", ("protocols", key))
         elif _PROTOCOLS[key] is not None and value not in _PROTOCOLS[key]:
-            problems.add(f"{_describe(value)} is not supported (dm21: "
+            problems.add(f"{describe_value(value)} is not supported (dm21: "
                          f"{', '.join(map(str, _PROTOCOLS[key]))})", ("protocols", key))
     extras = _mapping(document.get("extras"), ("extras",), problems) or {}
     if "dm21cli" in extras:
         problems.add("the key 'dm21cli' is dm21's own in the result's extras", ("extras", "dm21cli"))
     _mapping(document.get("provenance"), ("provenance",), problems)
     if document.get("id") is not None and not isinstance(document["id"], str):
-        problems.add(f"expected a string, got {_describe(document['id'])}", ("id",))
+        problems.add(f"expected a string, got {describe_value(document['id'])}", ("id",))
     if problems.found:
         raise InputError.several(problems.found)
     if () in problems.lines:

@@ -11,14 +11,14 @@ from typing import Annotated, Any, Callable
 from pydantic import BeforeValidator, Field, model_validator
 
 from dm21cli.io.inputs.fields import (
-    _as_list,
-    _Bool,
-    _check_functional,
-    _describe,
-    _int_range,
-    _optional,
-    _Section,
-    _to_int,
+    SectionModel,
+    YamlBool,
+    as_list,
+    check_functional,
+    describe_value,
+    int_range,
+    or_none,
+    to_int,
 )
 
 #: more points than this is almost certainly a typo in the range.
@@ -38,10 +38,10 @@ def normalise_dihedral(value_degree: float) -> float:
 
 
 def _number(token: Any, what: str) -> float:
-    from dm21cli.io.inputs.fields import _to_float
+    from dm21cli.io.inputs.fields import to_float
 
     try:
-        return _to_float(token.strip() if isinstance(token, str) else token)
+        return to_float(token.strip() if isinstance(token, str) else token)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
 
@@ -197,16 +197,16 @@ def _check_multiplicities(value: Any) -> dict[int, int] | None:
         return None
     if not isinstance(value, dict) or not value:
         raise ValueError(f"expected a mapping electron number: multiplicity (e.g. {{5: 2, 6: 3, 7: 4}}), "
-                         f"got {_describe(value)}")
+                         f"got {describe_value(value)}")
     out: dict[int, int] = {}
     for key, mult in value.items():
         try:
-            n = _to_int(key)
+            n = to_int(key)
         except ValueError:
-            raise ValueError(f"electron numbers (the keys) are integers, got {_describe(key)}") from None
+            raise ValueError(f"electron numbers (the keys) are integers, got {describe_value(key)}") from None
         if n < 0:
             raise ValueError(f"electron numbers (the keys) are at least 0, got {n}")
-        m = _to_int(mult)
+        m = to_int(mult)
         if m < 1:
             raise ValueError(f"the multiplicity of {n} electrons must be at least 1, got {m}")
         out[n] = m
@@ -214,7 +214,7 @@ def _check_multiplicities(value: Any) -> dict[int, int] | None:
 
 
 def _check_atom_index(value: Any) -> int:
-    n = _to_int(value)
+    n = to_int(value)
     if n < 1:
         raise ValueError(f"atom numbers start at 1, got {n}")
     return n
@@ -228,7 +228,7 @@ def _check_atoms(value: Any) -> Any:
 
 
 def _check_functional_list(value: Any) -> Any:
-    value = _as_list(value)
+    value = as_list(value)
     if not value:
         raise ValueError("the list of functionals is empty")
     return value
@@ -238,7 +238,7 @@ def _check_fragment_numbers(value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, list) or len(value) != 2:
-        raise ValueError(f"expected a list of two values [fixed, moving], got {_describe(value)}")
+        raise ValueError(f"expected a list of two values [fixed, moving], got {describe_value(value)}")
     return value
 
 
@@ -250,7 +250,7 @@ KINDS = {"distance": "distances", "angle": "angles", "dihedral": "dihedrals", "e
 ATOMS_OF = {"distance": 2, "angle": 3, "dihedral": 4}
 
 
-class ScanSettings(_Section):
+class ScanSettings(SectionModel):
     """Section ``scan``: a distance, angle, dihedral, electron-number or fractional-spin scan
     (``dm21 scan``); ignored by ``dm21 run``."""
 
@@ -271,29 +271,29 @@ class ScanSettings(_Section):
         description="The atoms (1-based) of the scanned coordinate: the pair of a distance "
                     "(default [1, 2]), I J K of an angle, I J K L of a dihedral (no default).")
     fragment: Annotated[list[Annotated[int, BeforeValidator(_check_atom_index)]] | None,
-                        BeforeValidator(_optional(_as_list))] = Field(
+                        BeforeValidator(or_none(as_list))] = Field(
         None, description="Atoms (1-based) moved rigidly: a distance along the pair's axis (with "
                           "the second atom, not the first; null = the second atom alone); an "
                           "angle I-J-K rotated about J in the plane (with K, not I or J), a "
                           "dihedral I-J-K-L about the J-K axis (with L, not I or J); null = the "
                           "atoms bonded to K once the J-K bond is cut.")
-    functionals: Annotated[list[Annotated[str, BeforeValidator(_check_functional)]] | None,
-                           BeforeValidator(_optional(_check_functional_list))] = Field(
+    functionals: Annotated[list[Annotated[str, BeforeValidator(check_functional)]] | None,
+                           BeforeValidator(or_none(_check_functional_list))] = Field(
         None, description="Functionals computing the same curve; null = the job's functional.")
-    broken_symmetry: _Bool = Field(
+    broken_symmetry: YamlBool = Field(
         False, description="Distance scans: unrestricted singlet with a spin-flipped atomic guess "
                            "beyond 1.5x the equilibrium estimate.")
-    reference_atoms: _Bool = Field(
+    reference_atoms: YamlBool = Field(
         False, description="Distance scans: also compute the separated fragments (the "
                            "dissociation limit).")
-    relax: _Bool = Field(
+    relax: YamlBool = Field(
         False, description="Relaxed scan: at each value optimise everything else (dm21 opt, the "
                            "scanned distance, angle or dihedral frozen); needs three atoms or more.")
-    reference_charges: Annotated[list[Annotated[int, _int_range()]] | None,
+    reference_charges: Annotated[list[Annotated[int, int_range()]] | None,
                                  BeforeValidator(_check_fragment_numbers)] = Field(
         None, description="[fixed, moving] fragment charges; null = moving fragment neutral, "
                           "the fixed fragment carries the molecule's charge.")
-    reference_multiplicities: Annotated[list[Annotated[int, _int_range(lo=1)]] | None,
+    reference_multiplicities: Annotated[list[Annotated[int, int_range(lo=1)]] | None,
                                         BeforeValidator(_check_fragment_numbers)] = Field(
         None, description="[fixed, moving] fragment multiplicities; null = a single atom's "
                           "ground state (Hund's rule), else the lowest fitting the fragment's "

@@ -89,7 +89,7 @@ _DIGITS = r"[0-9](_?[0-9])*"
 #: a number as Python's float() reads it (underscores between digits), or Fortran's 1.0d-6
 _NUMBER = rf"[-+]?({_DIGITS}(\.({_DIGITS})?)?|\.{_DIGITS})([eEdD][-+]?{_DIGITS})?"
 NUMBER_TEXT = {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*$"}
-#: a name (`dm21cli.io.inputs.fields._to_name`): text that is not blank, or a number
+#: a name (`dm21cli.io.inputs.fields.to_name`): text that is not blank, or a number
 NAME = {"anyOf": [{"type": "string", "pattern": r"\S"}, {"type": "number"}]}
 BOOLEAN = {"anyOf": [{"type": "boolean"},
                      {"type": "string", "pattern": _words("true", "yes", "on", "false", "no", "off")}]}

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from dm21cli.io.inputs.fields import _Section, _show, _to_float, _to_name
+from dm21cli.io.inputs.fields import SectionModel, show_value, to_float, to_name
 
 #: dm21's names of PySCF's models, in the order the messages list them
 MODELS = ("IEF-PCM", "C-PCM", "SS(V)PE", "COSMO", "ddCOSMO", "SMD")
@@ -57,21 +57,21 @@ def solvent_table() -> dict[str, tuple[str, float]]:
 def canonical_model(value: Any) -> str:
     """dm21's name of a solvent model (`MODELS`) from any spelling; ValueError naming the
     closest ones otherwise."""
-    text = _to_name(value, f"a solvent model ({', '.join(MODELS)})")
+    text = to_name(value, f"a solvent model ({', '.join(MODELS)})")
     key = re.sub(r"[\s()_-]", "", text.lower())
     if key in MODEL_SPELLINGS:
         return MODEL_SPELLINGS[key]
     close = difflib.get_close_matches(text.upper(), [m.upper() for m in MODELS], n=2, cutoff=0.5)
     hint = (f"; did you mean {' or '.join(repr(MODELS[[m.upper() for m in MODELS].index(c)]) for c in close)}?"
             if close else "")
-    raise ValueError(f"unknown solvent model {_show(text)}{hint} (dm21 offers PySCF's "
+    raise ValueError(f"unknown solvent model {show_value(text)}{hint} (dm21 offers PySCF's "
                      f"{', '.join(MODELS)})")
 
 
 def canonical_solvent(value: Any) -> str:
     """PySCF's name of a solvent in its table (any case; `ABBREVIATIONS` too); ValueError
     naming the closest known names otherwise."""
-    text = _to_name(value, "a solvent name (e.g. water) or give eps")
+    text = to_name(value, "a solvent name (e.g. water) or give eps")
     table = solvent_table()
     key = text.lower()
     key = ABBREVIATIONS.get(key, key).lower()
@@ -82,7 +82,7 @@ def canonical_solvent(value: Any) -> str:
     names = [table[ABBREVIATIONS.get(c, c).lower()][0] for c in close]
     names = list(dict.fromkeys(names))
     hint = f"; closest known: {', '.join(names)}" if names else ""
-    raise ValueError(f"unknown solvent {_show(text)}{hint} (PySCF's table "
+    raise ValueError(f"unknown solvent {show_value(text)}{hint} (PySCF's table "
                      f"pyscf.solvent.smd.solvent_db has {len(table)} solvents; or give its "
                      f"dielectric constant as eps)")
 
@@ -94,14 +94,14 @@ def _check_name(value: Any) -> str | None:
 def _check_eps(value: Any) -> float | None:
     if value is None:
         return None
-    eps = _to_float(value)
+    eps = to_float(value)
     if not eps > 1.0:
         raise ValueError(f"the dielectric constant must be greater than 1 (1 is vacuum), "
                          f"got {eps:g}")
     return eps
 
 
-class SolventSettings(_Section):
+class SolventSettings(SectionModel):
     """Section ``solvent``: an implicit solvent (PySCF's continuum models)."""
 
     model: Annotated[str, BeforeValidator(canonical_model)] = Field(

@@ -15,16 +15,16 @@ from dm21cli.core import elements
 from dm21cli.core.errors import InputError
 from dm21cli.core.units import ANGSTROM_BOHR, BOHR_ANGSTROM
 from dm21cli.io.inputs.basis import (
-    _basis_key_path,
-    _basis_location,
-    _basis_problem,
-    _count_orbitals,
-    _xc_problem,
+    basis_key_path,
+    basis_location,
+    basis_problem,
+    count_orbitals,
     ecp_map,
+    xc_problem,
 )
 from dm21cli.io.inputs.fields import DM21_FUNCTIONALS
-from dm21cli.io.inputs.files import MAX_CHKFILE_BYTES, _stat_regular
-from dm21cli.io.inputs.models import GUESS_KEYWORDS, JobSpec, _Meta
+from dm21cli.io.inputs.files import MAX_CHKFILE_BYTES, stat_regular
+from dm21cli.io.inputs.models import GUESS_KEYWORDS, JobSpec, SpecMeta
 from dm21cli.io.inputs.scan_model import ATOMS_OF
 from dm21cli.io.inputs.xyz import Atom
 
@@ -85,7 +85,7 @@ def validate_job(spec: JobSpec) -> None:
     problem is reported: the InputError raised is the first one and carries
     all of them in ``.problems``.
     """
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     mol = spec.molecule
     problems = _Problems()
 
@@ -99,7 +99,7 @@ def validate_job(spec: JobSpec) -> None:
             if key != "default" and elements.normalise_symbol(key) != key:
                 problems.add(InputError(f"{elements.unknown_element_message(key)}; basis mapping keys are "
                                         f"element symbols or 'default'",
-                                        **meta.locate(_basis_key_path(meta, key))))
+                                        **meta.locate(basis_key_path(meta, key))))
         for symbol in list(covered):
             if spec.basis_for(symbol) is None:
                 covered.remove(symbol)
@@ -137,10 +137,10 @@ def validate_job(spec: JobSpec) -> None:
     # -- names PySCF must know ------------------------------------------------
     _functional_problems(spec, problems)
     for symbol in covered:
-        problem = _basis_problem(spec.basis_for(symbol), symbol)
+        problem = basis_problem(spec.basis_for(symbol), symbol)
         if problem:
             basis_ok = False
-            problems.add(InputError(problem, **_basis_location(spec, symbol)))
+            problems.add(InputError(problem, **basis_location(spec, symbol)))
     if not basis_ok:
         problems.raise_any()
 
@@ -149,7 +149,7 @@ def validate_job(spec: JobSpec) -> None:
         problems.raise_any()
     nao = None
     try:
-        nao = _count_orbitals(spec)
+        nao = count_orbitals(spec)
     except InputError as exc:
         problems.add(exc)
     if nao is not None and electrons_ok:
@@ -171,13 +171,13 @@ def validate_job(spec: JobSpec) -> None:
 
 def _functional_problems(spec, problems: _Problems) -> None:
     """The functional (or DM21's warm-start functional) must be a name PySCF knows."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     if not spec.is_dm21:
-        problem = _xc_problem(spec.functional)
+        problem = xc_problem(spec.functional)
         if problem:
             problems.add(InputError(problem, **meta.locate(("functional",))))
     elif spec.scf.warm_start is not None:
-        problem = _xc_problem(spec.scf.warm_start)
+        problem = xc_problem(spec.scf.warm_start)
         if problem:
             problems.add(InputError(problem.replace("unknown functional", "unknown warm-start functional"),
                                     **meta.locate(("scf", "warm_start"))))
@@ -189,13 +189,13 @@ def validate_settings(spec: JobSpec) -> None:
     set is one PySCF knows; which elements it covers waits for the atoms.  Raises
     `InputError` naming the field, every problem in ``.problems``.
     """
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     problems = _Problems()
     _functional_problems(spec, problems)
     entries = [(("basis",), spec.basis)] if isinstance(spec.basis, str) else \
-        [(_basis_key_path(meta, key), name) for key, name in spec.basis.items()]
+        [(basis_key_path(meta, key), name) for key, name in spec.basis.items()]
     for path, name in entries:
-        problem = _basis_problem(name, "H")  # a known set without H says "no functions for H"
+        problem = basis_problem(name, "H")  # a known set without H says "no functions for H"
         if problem and problem.startswith("unknown basis set"):
             problems.add(InputError(problem, **meta.locate(path)))
     problems.raise_any()
@@ -203,7 +203,7 @@ def validate_settings(spec: JobSpec) -> None:
 
 def _check_geometry(spec: JobSpec, problems: _Problems) -> None:
     """Elements, finite coordinates, and atoms closer than MIN_DISTANCE_ANGSTROM (each atom once)."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     mol = spec.molecule
     atoms = mol.atoms
 
@@ -236,7 +236,7 @@ def _check_geometry(spec: JobSpec, problems: _Problems) -> None:
 
 def _charge_blame(spec: JobSpec) -> tuple:
     """The field to name for an electron-count problem: an option first, then a key in the file."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     charge_path, mult_path = ("molecule", "charge"), ("molecule", "multiplicity")
 
     def given(path: tuple) -> bool:
@@ -253,7 +253,7 @@ def _charge_blame(spec: JobSpec) -> tuple:
 
 def _check_electrons(spec: JobSpec) -> None:
     """Electron count (all electrons) against charge and multiplicity."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     mol = spec.molecule
     nelec = mol.nelectron()
     formula = mol.formula()
@@ -275,7 +275,7 @@ def _check_electrons(spec: JobSpec) -> None:
 
 def _check_capacity(spec: JobSpec, nao: int) -> None:
     """The electrons outside the ECP cores against the spin and the `nao` orbitals of the basis."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     mol = spec.molecule
     ecp = ecp_map(spec)
     core = sum(ecp[s].core_electrons for s in mol.symbols if s in ecp)
@@ -314,7 +314,7 @@ def _check_occupations(spec: JobSpec, nao: int) -> None:
     the molecule's charge is that of the integer state whose electrons they hold
     (for N between two integers, the upper one).
     """
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     occ = spec.scf.occupations
     for spin in ("alpha", "beta"):
         values = getattr(occ, spin)
@@ -350,7 +350,7 @@ def _check_cube_size(spec: JobSpec) -> None:
 
     if not spec.outputs.cube_requests():
         return
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     out = spec.outputs
     coords = spec.molecule.coords_bohr()
     with np.errstate(over="ignore", invalid="ignore"):
@@ -386,7 +386,7 @@ def _check_guess_chkfile(spec: JobSpec) -> None:
                               f"{', '.join(GUESS_KEYWORDS)})", **where)
         return InputError(f"guess chkfile {chk}: {message}", **where)
 
-    _stat_regular(chk, fail, MAX_CHKFILE_BYTES)
+    stat_regular(chk, fail, MAX_CHKFILE_BYTES)
     import h5py
 
     try:
@@ -441,7 +441,7 @@ def validate_freq(spec: JobSpec) -> None:
     numbers that exist; masses > 0; isotope labels of the atom's element)."""
     from dm21cli.vib.masses import atomic_masses
 
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     natm = spec.molecule.natm
     if natm < 2:
         where = ("job", "task") if ("job", "task") in meta.lines else ("molecule",)
@@ -459,7 +459,7 @@ def _validate_opt(spec: JobSpec, problems: _Problems) -> None:
     distance, angle or dihedral a relaxed scan holds itself."""
     from dm21cli.io.inputs.opt_model import CONSTRAINT_COORDSYS, check_constraints
 
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     opt = spec.opt_settings()
     natm = spec.molecule.natm
     if natm < 2:
@@ -511,12 +511,12 @@ def _check_electron_points(spec: JobSpec) -> None:
 def _validate_scan(spec: JobSpec) -> None:
     """The ``scan`` section against the molecule: atom numbers, fragment, functionals;
     for each kind of scan, the keys it does not use."""
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     scan = spec.scan
     natm = spec.molecule.natm
     for k, name in enumerate(scan.functionals or []):
         if name not in DM21_FUNCTIONALS:
-            problem = _xc_problem(name)
+            problem = xc_problem(name)
             if problem:
                 raise InputError(problem, **meta.locate(("scan", "functionals", k)))
     kind = scan.kind
@@ -592,7 +592,7 @@ def _validate_rotation_scan(spec: JobSpec) -> None:
     `dm21cli.jobs.scan.plan`'s.)"""
     from dm21cli.io.inputs.opt_model import SET_ANGLE_DEGREES
 
-    meta: _Meta = spec._meta
+    meta: SpecMeta = spec._meta
     scan = spec.scan
     natm = spec.molecule.natm
     kind = scan.kind

@@ -9,7 +9,7 @@ from typing import NamedTuple
 from dm21cli.core import elements
 from dm21cli.core.errors import InputError
 from dm21cli.core.units import BOHR_ANGSTROM
-from dm21cli.io.inputs.fields import _show
+from dm21cli.io.inputs.fields import show_value
 
 #: coordinates larger than this (Angstrom) are an input error (typo guard).
 MAX_COORDINATE_ANGSTROM = 1.0e5
@@ -75,7 +75,7 @@ def parse_xyz(text: str, *, file: str | None = None, field: str | None = None,
         tokens = lines[i].replace(",", " ").split()
         if len(tokens) != 4:
             raise InputError(f"atom {n}: expected 'Element x y z', got {len(tokens)} fields: "
-                             f"{_show(lines[i].strip())}", **where(i))
+                             f"{show_value(lines[i].strip())}", **where(i))
         symbol = elements.normalise_symbol(tokens[0])
         if symbol is None:
             raise InputError(f"atom {n}: {elements.unknown_element_message(tokens[0])}", **where(i))
@@ -84,16 +84,16 @@ def parse_xyz(text: str, *, file: str | None = None, field: str | None = None,
             try:
                 value = float(token.replace("d", "e").replace("D", "E"))
             except ValueError:
-                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is not a number",
+                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {show_value(token)} is not a number",
                                  **where(i)) from None
             if not math.isfinite(value):
-                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is not a finite number",
+                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {show_value(token)} is not a finite number",
                                  **where(i))
             if abs(value * scale) > MAX_COORDINATE_ANGSTROM:
                 limit = (f"{MAX_COORDINATE_ANGSTROM:g} Angstrom" if units == "angstrom" else
                          f"{MAX_COORDINATE_ANGSTROM / BOHR_ANGSTROM:.6g} bohr = "
                          f"{MAX_COORDINATE_ANGSTROM:g} Angstrom")
-                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {_show(token)} is too large "
+                raise InputError(f"atom {n} ({symbol}): {axis} coordinate {show_value(token)} is too large "
                                  f"(limit {limit})", **where(i))
             xyz.append(value)
         atoms.append(Atom(symbol, (xyz[0], xyz[1], xyz[2]), line_of(i)))

@@ -57,7 +57,7 @@ def _current_umask() -> int:
     return _umask_cache
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """fsync a directory so that a rename in it is durable (best effort)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -176,7 +176,7 @@ def _commit(tmp: Path, path: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -270,7 +270,7 @@ def write_text_files_atomic(files: list[tuple[Path, str]]) -> None:
             except OSError as exc:
                 reraise_os_error(exc, path)
         for directory in dict.fromkeys(path.parent for _, path in staged):
-            _fsync_dir(directory)
+            fsync_dir(directory)
     except BaseException:
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
@@ -288,11 +288,11 @@ def to_builtin(obj: Any) -> Any:
         return {str(k) if not isinstance(k, str) else k: to_builtin(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_builtin(v) for v in obj]
-    converted = _json_default(obj)
+    converted = json_default(obj)
     return to_builtin(converted)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     """`json.dumps` hook: numpy types, Paths, dates, sets -> JSON-able values."""
     module = type(obj).__module__ or ""
     if module == "numpy" or module.startswith("numpy."):
@@ -328,7 +328,7 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     numpy scalars and arrays are converted to plain Python.  A NaN or infinite
     float raises ValueError *before* anything is written.
     """
-    text = json.dumps(obj, indent=2, allow_nan=False, default=_json_default,
+    text = json.dumps(obj, indent=2, allow_nan=False, default=json_default,
                       ensure_ascii=False)
     return write_text_atomic(path, text + "\n")
 

@@ -32,8 +32,8 @@ from typing import Iterable
 
 from dm21cli.core.errors import OutputExistsError, OutputLocationError, reraise_os_error
 from dm21cli.io.outputs.atomic import (
-    _fsync_dir,
     check_output_name,
+    fsync_dir,
     read_json_object,
     write_text_atomic,
 )
@@ -395,7 +395,7 @@ class JobDirectory:
             self.old_path = Path(tempfile.mkdtemp(prefix=f".{p.name}.old-", dir=p.parent))
             # mkdtemp reserved a unique name; rename p onto it (an empty dir may be replaced).
             os.replace(p, self.old_path)
-            _fsync_dir(p.parent)
+            fsync_dir(p.parent)
         created: list[Path] = []
         try:
             created = make_folder(p)
@@ -427,7 +427,7 @@ class JobDirectory:
         """
         self.status = status
         self._running.release()
-        _fsync_dir(self._path)
+        fsync_dir(self._path)
         kept = None
         if self.old_path is not None:
             if keep_old:
@@ -437,7 +437,7 @@ class JobDirectory:
                     n += 1
                     kept = self._path.with_name(f"{self._path.name}.previous-{n}")
                 os.replace(self.old_path, kept)
-                _fsync_dir(self._path.parent)
+                fsync_dir(self._path.parent)
             else:
                 shutil.rmtree(self.old_path, ignore_errors=True)
             self.old_path = None
@@ -475,7 +475,7 @@ class JobDirectory:
                 p.rmdir()
         if self.old_path is not None:
             os.replace(self.old_path, p)
-            _fsync_dir(p.parent)
+            fsync_dir(p.parent)
             self.old_path = None
         self._prepared = False
         self.status = "abandoned"

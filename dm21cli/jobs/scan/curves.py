@@ -19,7 +19,12 @@ def _csv_cell(value):
     return value
 
 
-def _write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None:
+def write_curves(plan: ScanPlan, report: ScanReport, plot: bool = True) -> None:
+    """Write ``scan.csv``, ``scan.json``, the text table and (if `plot`) ``scan.png``.
+
+    Energies are in hartree, the coordinate in the plan's unit (angstrom or degrees,
+    or electrons for the fractional scans); adds the relative energies to the records.
+    """
     from dm21cli.io.outputs.atomic import finite, write_json_atomic, write_text_atomic
 
     coordinate = plan.coordinate

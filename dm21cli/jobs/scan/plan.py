@@ -266,7 +266,8 @@ def default_multiplicity(symbols: list[str], n_electrons: int) -> int:
     return 1 + n_electrons % 2 if n_electrons >= 0 else 1
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
+    """`text` as a folder name: runs of characters outside ``A-Za-z0-9._-`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "functional"
 
 
@@ -292,7 +293,8 @@ def degree_dirname(value_degree: float) -> str:
     return f"point-{value_degree:07.3f}deg"
 
 
-def _neighbour_text(value: float, coordinate: Coordinate = COORDINATES["distance"]) -> str:
+def neighbour_text(value: float, coordinate: Coordinate = COORDINATES["distance"]) -> str:
+    """How a log names the scan point at `value` (in the coordinate's unit): ``point at 1.200 A``."""
     return f"point at {coordinate.text(value)}"
 
 
@@ -305,7 +307,7 @@ def build_spec_from(data: dict, source_path: Path | None, default_name: str, whe
                      context: str):
     from pydantic import ValidationError
 
-    from dm21cli.io.inputs.models import JobSpec, _Meta
+    from dm21cli.io.inputs.models import JobSpec, SpecMeta
     from dm21cli.io.inputs.validate import validate_job
 
     ctx = {"base_dir": source_path.parent if source_path else Path("."),
@@ -313,7 +315,7 @@ def build_spec_from(data: dict, source_path: Path | None, default_name: str, whe
     try:
         spec = JobSpec.model_validate(data, context=ctx)
         spec._source_path = source_path
-        spec._meta = _Meta(file=None)
+        spec._meta = SpecMeta(file=None)
         validate_job(spec)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
@@ -375,22 +377,22 @@ def _functional_names(spec, scan, functionals: list[str] | None) -> tuple[list[s
     """(names, directory names) of the scan's functionals, checked."""
     meta = spec._meta
     if functionals:
-        from dm21cli.io.inputs.basis import _xc_problem
-        from dm21cli.io.inputs.fields import DM21_FUNCTIONALS, _check_functional
+        from dm21cli.io.inputs.basis import xc_problem
+        from dm21cli.io.inputs.fields import DM21_FUNCTIONALS, check_functional
 
         names = []
         for name in functionals:
             try:
-                name = _check_functional(name)
+                name = check_functional(name)
             except ValueError as exc:
                 raise InputError(str(exc), field="--functional") from None
-            if name not in DM21_FUNCTIONALS and _xc_problem(name):
-                raise InputError(_xc_problem(name), field="--functional")
+            if name not in DM21_FUNCTIONALS and xc_problem(name):
+                raise InputError(xc_problem(name), field="--functional")
             names.append(name)
     else:
         names = list(scan.functionals or [spec.functional])
     names = list(dict.fromkeys(names))
-    dirnames = [_safe_name(n) for n in names]
+    dirnames = [safe_name(n) for n in names]
     if len(set(d.lower() for d in dirnames)) != len(dirnames):
         raise InputError(f"functionals {', '.join(names)} would share a directory name",
                          **meta.locate(("scan", "functionals")))

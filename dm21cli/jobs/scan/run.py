@@ -27,7 +27,7 @@ from dm21cli.core.errors import (
     reraise_os_error,
 )
 from dm21cli.jobs.run import Reporter
-from dm21cli.jobs.scan.curves import _write_curves
+from dm21cli.jobs.scan.curves import write_curves
 from dm21cli.jobs.scan.plan import (
     BROKEN_SYMMETRY_MIN_S2,
     BROKEN_SYMMETRY_STRETCH,
@@ -35,8 +35,8 @@ from dm21cli.jobs.scan.plan import (
     ScanPlan,
     ScanPoint,
     build_spec,
-    _neighbour_text,
-    _safe_name,
+    neighbour_text,
+    safe_name,
 )
 from dm21cli.jobs.scan.records import (
     FILES,
@@ -114,7 +114,7 @@ def check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
             return
         # another --point task may be creating the same scan right now: only foreign files count
         ours = set(plan.files.values()) | set(plan.folders if plan.folders is not None
-                                               else [_safe_name(f) for f in plan.functionals])
+                                               else [safe_name(f) for f in plan.functionals])
         foreign = [n for n in names if not n.startswith(".") and n not in ours]
         if foreign and not overwrite:
             raise OutputExistsError(f"output directory {scan_dir} already holds files that are not "
@@ -329,14 +329,14 @@ def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, w
             log("interrupted: finished points are kept; run the same command again to continue")
             if point is None:
                 report = ScanReport(_ordered(plan, records), references)
-                _write_curves(plan, report, plot=False)
+                write_curves(plan, report, plot=False)
         # the scan's own way to continue, not that of the point it stopped in (a relaxed
         # point's 'dm21 opt --restart')
         what = str(exc).split(";")[0] if str(exc).startswith("interrupted") else "interrupted"
         raise KeyboardInterrupt(f"{what}; {RESUME_HINT} (in {plan.scan_dir})") from exc
     report = ScanReport(_ordered(plan, records), references)
     if point is None:
-        _write_curves(plan, report, plot=plot)
+        write_curves(plan, report, plot=plot)
     log(f"scan finished: {report.summary_line()}")
     return report
 
@@ -375,12 +375,12 @@ def _choose_guess(plan: ScanPlan, point: ScanPoint, neighbour: int | None,
     if plan.broken_symmetry and stretched and not (nb_stretched and nb_ok and nb_broken):
         chk = plan.points[point.functional][neighbour].directory / "scf.chk" if nb_ok else None
         if chk is not None and chk.is_file():  # mix the neighbour's converged orbitals
-            return chk, f"broken-symmetry from {_neighbour_text(plan.values[neighbour])}"
+            return chk, f"broken-symmetry from {neighbour_text(plan.values[neighbour])}"
         return None, "broken-symmetry"
     if nb_ok:
         chk = plan.points[point.functional][neighbour].directory / "scf.chk"
         if chk.is_file():
-            return chk, _neighbour_text(plan.values[neighbour], plan.coordinate)
+            return chk, neighbour_text(plan.values[neighbour], plan.coordinate)
     return None, "default"
 
 
@@ -488,5 +488,5 @@ def collect_scan(plan: ScanPlan, *, plot: bool = True) -> ScanReport:
         entry["converged"] = all(entry[r.role]["converged"] for r in refs)
         references[functional] = entry
     report = ScanReport(_ordered(plan, records), references, expected=len(plan.all_points()))
-    _write_curves(plan, report, plot=plot)
+    write_curves(plan, report, plot=plot)
     return report
