@@ -57,15 +57,33 @@ def test_stall_watch_ends_an_oscillating_attempt_with_its_best_state():
 
 
 def test_stall_watch_lets_a_converging_attempt_run():
+    """A slowly but steadily falling |g| is never ended: all 60 cycles run, each handed on,
+    and the running attempt's orbitals on `mf` are left alone (PySCF stores the last ones);
+    the same watch does end a run whose |g| then stays flat."""
     from types import SimpleNamespace
 
-    from dm21cli.scf.escalation import _stall_watch
+    from dm21cli.scf.escalation import STALL_WINDOW, _stall_watch, _Stalled
 
-    mf = SimpleNamespace()
-    watch = _stall_watch(mf)
+    def cycle(i, g):
+        return {"e_tot": -1.0 - 1e-3 * i, "mo_coeff": i, "mo_occ": 0, "mo_energy": 0, "norm_gorb": g}
+
+    mf, seen = SimpleNamespace(), []
+    watch = _stall_watch(mf, on_state=lambda e, eps, c, occ: seen.append(c))
+    ran = 0
     for i in range(60):  # slow but steady: |g| halves every 5 cycles
-        watch({"e_tot": -1.0 - 1e-3 * i, "mo_coeff": i, "mo_occ": 0, "mo_energy": 0,
-               "norm_gorb": 0.5 ** (i / 5)})
+        assert watch(cycle(i, 0.5 ** (i / 5))) is None, i
+        ran += 1
+    assert ran == 60 and seen == list(range(60))
+    assert vars(mf) == {}
+
+    flat = SimpleNamespace()
+    watch = _stall_watch(flat)
+    with pytest.raises(_Stalled) as stalled:
+        for i in range(60):  # the same decay for 20 cycles, then no progress at all
+            watch(cycle(i, 0.5 ** (min(i, 20) / 5)))
+    # cycle 25: the last STALL_WINDOW |g| are no longer below half the best before them
+    assert stalled.value.args[0] == 25 > 2 * STALL_WINDOW
+    assert flat.mo_coeff == 24 and flat.e_tot == -1.0 - 1e-3 * 24  # the lowest energy seen
 
 
 def _h2_stretched(tmp_path, name, warm_start):
