@@ -19,7 +19,8 @@ whole process and goes through ``run_optimizer``, which configures logging
 globally and writes its own log and files into the working directory.  The
 engine API asks us for an energy and a gradient and nothing else; the output
 directory stays ours (`dm21cli.jobs.run`'s rules: result.json is the commit
-point, ``.running``, overwrite, interruption).
+point, ``.running``, overwrite, interruption).  The engine and the optimiser that
+reports each step are `dm21cli.jobs.geometric_engine`'s.
 
 Files besides those of ``dm21 run``: ``trajectory.xyz`` (one frame per step,
 rewritten atomically after each), ``final.xyz`` (the last geometry), and in
@@ -376,43 +377,21 @@ class _Optimisation:
     def _optimise(self) -> np.ndarray:
         """geomeTRIC's optimisation from the start geometry; the final geometry (bohr)."""
         from geometric import nifty
-        from geometric.engine import Engine
         from geometric.internal import (
             CartesianCoordinates,
             DelocalizedInternalCoordinates,
             PrimitiveInternalCoordinates,
         )
         from geometric.molecule import Molecule
-        from geometric.optimize import Optimizer
         from geometric.params import OptParams
         from geometric.prepare import parse_constraints
-        from geometric.step import calc_drms_dmax
 
-        owner = self
+        from dm21cli.jobs.geometric_engine import ReportingOptimizer, StepEngine
+
         molecule = Molecule()
         molecule.elem = list(self.spec.molecule.symbols)
         molecule.xyzs = [self.start_bohr * nifty.bohr2ang]  # geomeTRIC's Molecule is in Angstrom
         molecule.build_topology()
-
-        class _Engine(Engine):
-            def calc_new(self, coords, dirname):
-                with owner.ours():
-                    energy, gradient = owner.energy_gradient(np.asarray(coords).reshape(-1, 3))
-                return {"energy": energy, "gradient": gradient.ravel()}
-
-        class _Optimizer(Optimizer):
-            def evaluateStep(self):
-                with owner.ours():
-                    owner.on_geometric_step(self, calc_drms_dmax)
-                accepted, leg = len(self.X_hist), self.IRC_info.get("direction")
-                out = super().evaluateStep()
-                with owner.ours():
-                    if len(self.X_hist) > accepted:  # (geomeTRIC keeps the steps it accepts)
-                        owner.history[-1]["accepted"] = True
-                        owner.on_accepted_step(self)
-                    if owner.settings.irc:
-                        owner.on_irc_step(self, leg)
-                return out
 
         systems = {"cart": (CartesianCoordinates, False, False),
                    "prim": (PrimitiveInternalCoordinates, True, False),
@@ -445,9 +424,9 @@ class _Optimisation:
                      "xyzout": str(self.scratch / "geometric_irc.xyz")}
         params = OptParams(maxiter=self.settings.maxiter,
                            **{k: v for k, v in self.settings.criteria().items()}, **extra)
-        engine = _Engine(molecule)
-        optimizer = _Optimizer(self.start_bohr.ravel().copy(), molecule, ic, engine,
-                               str(self.scratch), params)
+        engine = StepEngine(molecule, self)
+        optimizer = ReportingOptimizer(self.start_bohr.ravel().copy(), molecule, ic, engine,
+                                       str(self.scratch), params, owner=self)
         self.optimizer = optimizer
         optimizer.optimizeGeometry()
         if self.settings.irc:  # the backward leg ended the run: it converged
@@ -601,10 +580,12 @@ class _Optimisation:
                 f"{entry['scf_iterations']} SCF cycles, {entry['wall_s']:.1f} s")
         return float(entry["energy_hartree"]), g
 
-    def on_geometric_step(self, optimizer, calc_drms_dmax) -> None:
+    def on_geometric_step(self, optimizer) -> None:
         """geomeTRIC's own convergence numbers of a step (its per-atom gradient norms,
         projected on the constraints), logged and kept with the step they belong to."""
         grms, gmax = optimizer.calcGradNorm()
+        from geometric.step import calc_drms_dmax
+
         drms, dmax = calc_drms_dmax(optimizer.X, optimizer.Xprev)
         change = float(optimizer.E - optimizer.Eprev)
         criteria = self.settings.criteria()
