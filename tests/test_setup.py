@@ -230,7 +230,7 @@ def test_ci_runs_exactly_the_readme_test_commands():
     installs or tests (no other pip, pytest, or weights location)."""
     readme = section_commands("Tests")
     assert any(line.startswith("pip install -e ") for line in readme), readme
-    assert readme[-1] == "python -m pytest"
+    assert readme[-1] == "python -m pytest --durations=20"  # (the slowest tests listed: issue 25)
     script = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
     lines = [" ".join(shlex.split(line, comments=True)) for line in script.splitlines()]
     lines = [line for line in lines if line]
