@@ -105,240 +105,308 @@ def solvent_text(solvent: dict) -> str:
     return text
 
 
-def render_summary(result: dict) -> str:
-    """The text of ``summary.txt`` for a result.json document (missing keys are tolerated)."""
-    result = fields(result)
-    props = result.get("properties") or {}
-    mol = result.get("molecule") or {}
-    model = result.get("model") or {}
-    lines: list[str] = []
-    add = lines.append
+def _row(label: str, value: str) -> str:
+    """One ``label  value`` line of summary.txt, labels in a column of 28."""
+    return f"  {label:<28} {value}"
 
-    def row(label: str, value: str) -> None:
-        add(f"  {label:<28} {value}")
 
-    add("DM21 calculation summary")
-    add("=" * 24)
-    symbols = mol.get("symbols") or []
-    success = result.get("success")
-    converged = result.get("converged")
-    row("Status", "SUCCESS" if success else ("FAILED" if success is not None else "unknown"))
+def _props(result: dict) -> dict:
+    return result.get("properties") or {}
+
+
+def _molecule(result: dict) -> dict:
+    return result.get("molecule") or {}
+
+
+def _status_lines(result: dict) -> list[str]:
+    """The title, whether the job succeeded and converged, and a non-aufbau warning."""
+    success, converged = result.get("success"), result.get("converged")
     conv_text = _yes_no(converged)
     if converged is False:
         conv_text = "NO -- NOT CONVERGED (energies are from the last SCF iteration)"
-    row("Converged", conv_text)
-    if props.get("non_aufbau"):
-        row("WARNING", non_aufbau_text(props["non_aufbau"]))
-    method = model.get("method") or "?"
-    basis = model.get("basis") or "?"
-    row("Method / basis", f"{method} / {basis}")
+    out = ["DM21 calculation summary", "=" * 24,
+           _row("Status", "SUCCESS" if success else ("FAILED" if success is not None else "unknown")),
+           _row("Converged", conv_text)]
+    if _props(result).get("non_aufbau"):
+        out.append(_row("WARNING", non_aufbau_text(_props(result)["non_aufbau"])))
+    return out
+
+
+def _model_lines(result: dict) -> list[str]:
+    """Method and basis, effective core potentials, the solvent and the driver."""
+    model = result.get("model") or {}
+    out = [_row("Method / basis", f"{model.get('method') or '?'} / {model.get('basis') or '?'}")]
     if model.get("ecp"):
-        row("ECP", _ecp_text(model["ecp"]))
+        out.append(_row("ECP", _ecp_text(model["ecp"])))
         if model.get("ecp_note"):
-            row("Note", str(model["ecp_note"]))
+            out.append(_row("Note", str(model["ecp_note"])))
     if isinstance(model.get("solvent"), dict):
-        row("Solvent", solvent_text(model["solvent"]))
+        out.append(_row("Solvent", solvent_text(model["solvent"])))
     if result.get("driver"):
-        row("Driver", str(result["driver"]))
+        out.append(_row("Driver", str(result["driver"])))
+    return out
+
+
+def _occupations_text(fixed: dict) -> str:
+    """``alpha 1 0.5; beta - (1.5 electrons)`` from ``properties.fixed_occupations``."""
+    def occ(values) -> str:
+        return " ".join(format(v, "g") for v in values or []) or "-"
+
+    return (f"alpha {occ(fixed.get('alpha'))}; beta {occ(fixed.get('beta'))} "
+            f"({_fmt(_num(fixed.get('electrons')), 'g', '?')} electrons)")
+
+
+def _system_lines(result: dict) -> list[str]:
+    """The molecule, the reference (RKS or UKS), fixed occupations and the sizes."""
+    props, mol = _props(result), _molecule(result)
+    symbols = mol.get("symbols") or []
+    out = []
     if symbols:
-        charge = mol.get("molecular_charge")
-        mult = mol.get("molecular_multiplicity")
-        row("Molecule", f"{formula(symbols)} ({len(symbols)} atoms, charge "
-                        f"{charge if charge is not None else '?'}, multiplicity "
-                        f"{mult if mult is not None else '?'})")
+        charge, mult = mol.get("molecular_charge"), mol.get("molecular_multiplicity")
+        out.append(_row("Molecule", f"{formula(symbols)} ({len(symbols)} atoms, charge "
+                                    f"{charge if charge is not None else '?'}, multiplicity "
+                                    f"{mult if mult is not None else '?'})"))
     restricted = props.get("restricted")
     if restricted is not None:
-        row("Reference", "restricted (RKS)" if restricted else "unrestricted (UKS)")
-    fixed = props.get("fixed_occupations")
-    if isinstance(fixed, dict):
-        def occ(values) -> str:
-            return " ".join(format(v, "g") for v in values or []) or "-"
-
-        row("Fixed occupations", f"alpha {occ(fixed.get('alpha'))}; beta {occ(fixed.get('beta'))} "
-                                 f"({_fmt(_num(fixed.get('electrons')), 'g', '?')} electrons)")
+        out.append(_row("Reference", "restricted (RKS)" if restricted else "unrestricted (UKS)"))
+    if isinstance(props.get("fixed_occupations"), dict):
+        out.append(_row("Fixed occupations", _occupations_text(props["fixed_occupations"])))
     if props.get("nao") is not None:
-        row("Basis functions", str(props["nao"]))
+        out.append(_row("Basis functions", str(props["nao"])))
     if props.get("grid_points") is not None:
-        row("Grid points", str(props["grid_points"]))
+        out.append(_row("Grid points", str(props["grid_points"])))
+    return out
 
+
+def _error_lines(result: dict) -> list[str]:
+    """The ``Error`` section: its type and message."""
     error = result.get("error")
-    if error:
-        add("")
-        add("Error")
-        row("Type", str(error.get("error_type") or "?"))
-        row("Message", str(error.get("error_message") or ""))
+    if not error:
+        return []
+    return ["", "Error", _row("Type", str(error.get("error_type") or "?")),
+            _row("Message", str(error.get("error_message") or ""))]
 
-    # --- energies
-    energy = result.get("return_energy", props.get("return_energy"))
-    add("")
-    add(f"Energies{'':<23}{'hartree':>18}{'eV':>18}")
-    e_tot = _num(energy)
-    row("Total energy", f"{e_tot:18.10f}{e_tot * HARTREE_EV:18.6f}" if e_tot is not None
-        else f"{'n/a':>18}")
-    components = [
-        ("SCF total energy", "scf_total_energy"),
-        ("Nuclear repulsion", "nuclear_repulsion_energy"),
-        ("One-electron", "scf_one_electron_energy"),
-        ("Coulomb", "scf_coulomb_energy"),
-        ("Exchange-correlation", "scf_xc_energy"),
-        ("Dispersion", "dispersion_energy"),
-        ("Solvent polarisation", "solvent_polarization_energy"),
-        ("SMD cavity-disp.-structure", "solvent_cds_energy"),
-        ("Solute (without solvation)", "solute_energy"),
-    ]
-    for label, key in components:
+
+#: The energy components of the ``Energies`` section, in its order: (label, property).
+ENERGY_COMPONENTS = (
+    ("SCF total energy", "scf_total_energy"),
+    ("Nuclear repulsion", "nuclear_repulsion_energy"),
+    ("One-electron", "scf_one_electron_energy"),
+    ("Coulomb", "scf_coulomb_energy"),
+    ("Exchange-correlation", "scf_xc_energy"),
+    ("Dispersion", "dispersion_energy"),
+    ("Solvent polarisation", "solvent_polarization_energy"),
+    ("SMD cavity-disp.-structure", "solvent_cds_energy"),
+    ("Solute (without solvation)", "solute_energy"),
+)
+
+
+def _energy_lines(result: dict) -> list[str]:
+    """The ``Energies`` section: the total energy in Ha and eV, the components present."""
+    props = _props(result)
+    e_tot = _num(result.get("return_energy", props.get("return_energy")))
+    out = ["", f"Energies{'':<23}{'hartree':>18}{'eV':>18}",
+           _row("Total energy", f"{e_tot:18.10f}{e_tot * HARTREE_EV:18.6f}" if e_tot is not None
+                else f"{'n/a':>18}")]
+    for label, key in ENERGY_COMPONENTS:
         v = _num(props.get(key))
         if v is not None:
-            row(label, f"{v:18.10f}")
+            out.append(_row(label, f"{v:18.10f}"))
+    return out
 
-    # --- SCF
+
+def _scf_lines(result: dict) -> list[str]:
+    """The ``SCF`` section: iterations, and the table of attempts."""
+    props = _props(result)
     attempts = props.get("scf_attempts") or []
-    if props.get("scf_iterations") is not None or attempts:
-        add("")
-        add("SCF")
-        if props.get("scf_iterations") is not None:
-            row("Iterations", str(props["scf_iterations"]))
-        if attempts:
-            row("Attempts", str(len(attempts)))
-            add(f"    {'#':>2}  {'strategy':<20} {'converged':<10} {'cycles':>6}  {'energy / hartree':>18}")
-            for i, a in enumerate(attempts, 1):
-                a = a or {}
-                add(f"    {i:>2}  {str(a.get('strategy') or '?'):<20} "
-                    f"{_yes_no(a.get('converged')):<10} {str(a.get('cycles', '')):>6}  "
-                    f"{_fmt(a.get('energy_hartree', a.get('energy')), '18.10f'):>18}")
+    if props.get("scf_iterations") is None and not attempts:
+        return []
+    out = ["", "SCF"]
+    if props.get("scf_iterations") is not None:
+        out.append(_row("Iterations", str(props["scf_iterations"])))
+    if attempts:
+        out.append(_row("Attempts", str(len(attempts))))
+        out.append(f"    {'#':>2}  {'strategy':<20} {'converged':<10} {'cycles':>6}  {'energy / hartree':>18}")
+        for i, a in enumerate(attempts, 1):
+            a = a or {}
+            out.append(f"    {i:>2}  {a.get('strategy') or '?'!s:<20} "
+                       f"{_yes_no(a.get('converged')):<10} {a.get('cycles', '')!s:>6}  "
+                       f"{_fmt(a.get('energy_hartree', a.get('energy')), '18.10f'):>18}")
+    return out
 
-    # --- orbitals
+
+def _orbital_row(label: str, v: float) -> str:
+    return _row(label, f"{v:18.6f}{v * HARTREE_EV:18.4f}")
+
+
+def _frontier_lines(result: dict) -> list[str]:
+    """The ``Frontier orbitals`` section: HOMO, LUMO and gap, and per spin for UKS."""
+    props = _props(result)
     homo, lumo = _num(props.get("homo_energy_hartree")), _num(props.get("lumo_energy_hartree"))
     gap = _num(props.get("homo_lumo_gap_hartree"))
     if gap is None and homo is not None and lumo is not None:
         gap = lumo - homo
     spins = _frontier_by_spin(props)
-    if any(v is not None for v in (homo, lumo, gap)) or spins:
-        add("")
-        add(f"Frontier orbitals{'':<14}{'hartree':>18}{'eV':>18}")
-        for label, v in (("HOMO", homo), ("LUMO", lumo), ("HOMO-LUMO gap", gap)):
-            if v is not None:
-                row(label, f"{v:18.6f}{v * HARTREE_EV:18.4f}")
-        for spin, h, lu in spins:
-            if h is not None:
-                row(f"HOMO ({spin})", f"{h:18.6f}{h * HARTREE_EV:18.4f}")
-            if lu is not None:
-                row(f"LUMO ({spin})", f"{lu:18.6f}{lu * HARTREE_EV:18.4f}")
+    if all(v is None for v in (homo, lumo, gap)) and not spins:
+        return []
+    out = ["", f"Frontier orbitals{'':<14}{'hartree':>18}{'eV':>18}"]
+    out += [_orbital_row(label, v) for label, v in (("HOMO", homo), ("LUMO", lumo),
+                                                     ("HOMO-LUMO gap", gap)) if v is not None]
+    for spin, h, lu in spins:
+        if h is not None:
+            out.append(_orbital_row(f"HOMO ({spin})", h))
+        if lu is not None:
+            out.append(_orbital_row(f"LUMO ({spin})", lu))
+    return out
 
-    # --- spin
+
+def _spin_lines(result: dict) -> list[str]:
+    """The ``Spin`` section: <S^2>, its exact value for the multiplicity, the multiplicity
+    it implies."""
+    props = _props(result)
     s2 = _num(props.get("s_squared"))
-    if s2 is not None:
-        add("")
-        add("Spin")
-        row("<S^2>", f"{s2:.6f}")
-        mult = mol.get("molecular_multiplicity")
-        if isinstance(mult, int):
-            s = (mult - 1) / 2
-            row("<S^2> exact for multiplicity", f"{s * (s + 1):.6f}")
-        if _num(props.get("spin_multiplicity_computed")) is not None:
-            row("Multiplicity from <S^2>", f"{_num(props['spin_multiplicity_computed']):.4f}")
+    if s2 is None:
+        return []
+    out = ["", "Spin", _row("<S^2>", f"{s2:.6f}")]
+    mult = _molecule(result).get("molecular_multiplicity")
+    if isinstance(mult, int):
+        s = (mult - 1) / 2
+        out.append(_row("<S^2> exact for multiplicity", f"{s * (s + 1):.6f}"))
+    if _num(props.get("spin_multiplicity_computed")) is not None:
+        out.append(_row("Multiplicity from <S^2>", f"{_num(props['spin_multiplicity_computed']):.4f}"))
+    return out
 
-    # --- geometry (Angstrom) and charges
-    geom = mol.get("geometry_bohr")
-    charges = props.get("mulliken_charges")
-    if symbols:
-        add("")
-        have_geom = isinstance(geom, list) and len(geom) == len(symbols)
-        have_q = isinstance(charges, list) and len(charges) == len(symbols)
-        if have_geom or have_q:
-            head = f"    {'#':>3}  {'atom':<4}"
-            if have_geom:
-                head += f"{'x / Angstrom':>14}{'y / Angstrom':>14}{'z / Angstrom':>14}"
-            if have_q:
-                head += f"{'Mulliken charge':>17}"
-            add("Atoms" + (" and Mulliken charges" if have_q else ""))
-            add(head)
-            for i, s in enumerate(symbols):
-                line = f"    {i + 1:>3}  {s:<4}"
-                if have_geom:
-                    line += "".join(_fmt(_scale(c, BOHR_ANGSTROM), "14.6f") for c in geom[i])
-                if have_q:
-                    line += f"{_fmt(charges[i], '17.4f')}"
-                add(line)
-            if have_q:
-                total_q = sum(_num(q) or 0.0 for q in charges)
-                add(f"    {'':>3}  {'sum':<4}" + " " * (42 if have_geom else 0) + f"{total_q:17.4f}")
 
-    # --- nuclear gradient (task: gradient, and the final step of an optimisation)
+def _atom_lines(result: dict) -> list[str]:
+    """The ``Atoms and Mulliken charges`` section: the geometry in Angstrom, the charges and
+    their sum (either may be missing)."""
+    mol = _molecule(result)
+    symbols = mol.get("symbols") or []
+    if not symbols:
+        return []
+    geom, charges = mol.get("geometry_bohr"), _props(result).get("mulliken_charges")
+    have_geom = isinstance(geom, list) and len(geom) == len(symbols)
+    have_q = isinstance(charges, list) and len(charges) == len(symbols)
+    if not (have_geom or have_q):
+        return [""]
+    head = f"    {'#':>3}  {'atom':<4}"
+    if have_geom:
+        head += f"{'x / Angstrom':>14}{'y / Angstrom':>14}{'z / Angstrom':>14}"
+    if have_q:
+        head += f"{'Mulliken charge':>17}"
+    out = ["", "Atoms" + (" and Mulliken charges" if have_q else ""), head]
+    for i, s in enumerate(symbols):
+        line = f"    {i + 1:>3}  {s:<4}"
+        if have_geom:
+            line += "".join(_fmt(_scale(c, BOHR_ANGSTROM), "14.6f") for c in geom[i])
+        if have_q:
+            line += f"{_fmt(charges[i], '17.4f')}"
+        out.append(line)
+    if have_q:
+        total_q = sum(_num(q) or 0.0 for q in charges)
+        out.append(f"    {'':>3}  {'sum':<4}" + " " * (42 if have_geom else 0) + f"{total_q:17.4f}")
+    return out
+
+
+def _gradient_lines(result: dict) -> list[str]:
+    """The ``Nuclear gradient`` section (task gradient, and an optimisation's last step), or
+    why it is missing from a gradient job."""
+    props = _props(result)
     grad = props.get("gradient_hartree_per_bohr")
-    if isinstance(grad, list) and grad:
-        add("")
-        add("Nuclear gradient dE/dR (Hartree/bohr)")
-        add(f"    {'#':>3}  {'atom':<4}{'x':>14}{'y':>14}{'z':>14}")
-        for i, g in enumerate(grad):
-            label = symbols[i] if i < len(symbols) else "?"
-            add(f"    {i + 1:>3}  {label:<4}" + "".join(_fmt(c, "14.8f") for c in (g or [])))
-        row("Maximum component", _fmt(props.get("gradient_max_hartree_per_bohr"), ".3e"))
-        row("RMS", _fmt(props.get("gradient_rms_hartree_per_bohr"), ".3e"))
-    elif result.get("driver") == "gradient":
-        add("")
-        add("Nuclear gradient")
-        row("Not computed", "the SCF did not converge" if converged is False else "n/a")
+    if not (isinstance(grad, list) and grad):
+        if result.get("driver") != "gradient":
+            return []
+        return ["", "Nuclear gradient",
+                _row("Not computed",
+                     "the SCF did not converge" if result.get("converged") is False else "n/a")]
+    symbols = _molecule(result).get("symbols") or []
+    out = ["", "Nuclear gradient dE/dR (Hartree/bohr)",
+           f"    {'#':>3}  {'atom':<4}{'x':>14}{'y':>14}{'z':>14}"]
+    for i, g in enumerate(grad):
+        label = symbols[i] if i < len(symbols) else "?"
+        out.append(f"    {i + 1:>3}  {label:<4}" + "".join(_fmt(c, "14.8f") for c in (g or [])))
+    out.append(_row("Maximum component", _fmt(props.get("gradient_max_hartree_per_bohr"), ".3e")))
+    out.append(_row("RMS", _fmt(props.get("gradient_rms_hartree_per_bohr"), ".3e")))
+    return out
 
-    # --- geometry optimisation
-    lines.extend(_optimization_lines(result.get("optimization")))
-    lines.extend(_irc_lines(result.get("optimization")))
-    lines.extend(_vibration_lines(result))
 
-    # --- dipole
+def _dipole_lines(result: dict) -> list[str]:
+    """The ``Dipole moment (Debye)`` section: the components and the total (also in a.u.)."""
+    props = _props(result)
     dip = props.get("dipole_moment_debye")
     dip_total = _num(props.get("dipole_moment_total_debye"))
-    if isinstance(dip, list) and len(dip) == 3 or dip_total is not None:
-        add("")
-        add("Dipole moment (Debye)")
-        if isinstance(dip, list) and len(dip) == 3:
-            row("x, y, z", "  ".join(_fmt(c, "10.4f") for c in dip))
-            if dip_total is None and all(_num(c) is not None for c in dip):
-                dip_total = sum(_num(c) ** 2 for c in dip) ** 0.5
-        if dip_total is not None:
-            row("total", f"{dip_total:10.4f}  ({dip_total / AU_DEBYE:.4f} a.u.)")
+    have_vector = isinstance(dip, list) and len(dip) == 3
+    if not have_vector and dip_total is None:
+        return []
+    out = ["", "Dipole moment (Debye)"]
+    if have_vector:
+        out.append(_row("x, y, z", "  ".join(_fmt(c, "10.4f") for c in dip)))
+        if dip_total is None and all(_num(c) is not None for c in dip):
+            dip_total = sum(_num(c) ** 2 for c in dip) ** 0.5
+    if dip_total is not None:
+        out.append(_row("total", f"{dip_total:10.4f}  ({dip_total / AU_DEBYE:.4f} a.u.)"))
+    return out
 
-    # --- timings
+
+def _timing_lines(result: dict) -> list[str]:
+    """The ``Timings (s)`` section, the stages that have a number."""
     timings = result.get("timings_s") or {}
-    if any(_num(v) is not None for v in timings.values()):
-        add("")
-        add("Timings (s)")
-        for k, v in timings.items():
-            if _num(v) is not None:
-                row(k.replace("_", " "), f"{_num(v):10.2f}")
+    rows = [_row(k.replace("_", " "), f"{_num(v):10.2f}") for k, v in timings.items()
+            if _num(v) is not None]
+    return ["", "Timings (s)", *rows] if rows else []
 
-    # --- files
+
+def _file_lines(result: dict) -> list[str]:
+    """The ``Files`` section: each output file (cubes and the like one a line)."""
     files = result.get("files") or {}
-    if files:
-        add("")
-        add("Files")
-        for k, v in files.items():
-            if isinstance(v, dict):
-                for k2, v2 in v.items():
-                    if v2:
-                        row(f"{k}: {k2}", str(v2))
-            elif v:
-                row(k, str(v))
+    if not files:
+        return []
+    out = ["", "Files"]
+    for k, v in files.items():
+        if isinstance(v, dict):
+            out += [_row(f"{k}: {k2}", str(v2)) for k2, v2 in v.items() if v2]
+        elif v:
+            out.append(_row(k, str(v)))
+    return out
 
-    # --- provenance
+
+#: The rows of the ``Provenance`` section after the program, in its order: (key, label).
+PROVENANCE_ROWS = (("routine", "Routine"), ("date", "Date"), ("hostname", "Host"),
+                   ("python", "Python"), ("pyscf", "PySCF"), ("numpy", "numpy"),
+                   ("tensorflow", "TensorFlow"), ("threads", "Threads"),
+                   ("memory_mb", "Memory (MB)"), ("compiled_kernels", "Compiled kernels"))
+
+
+def _provenance_lines(result: dict) -> list[str]:
+    """The ``Provenance`` section: program, versions, host and resources, the DM21
+    checkpoint and its checksums."""
     prov = result.get("provenance") or {}
-    if prov:
-        add("")
-        add("Provenance")
-        creator = prov.get("creator")
-        if creator:
-            row("Program", f"{creator} {prov.get('version') or ''}".rstrip())
-        for key, label in (("routine", "Routine"), ("date", "Date"), ("hostname", "Host"),
-                           ("python", "Python"), ("pyscf", "PySCF"), ("numpy", "numpy"),
-                           ("tensorflow", "TensorFlow"), ("threads", "Threads"),
-                           ("memory_mb", "Memory (MB)"), ("compiled_kernels", "Compiled kernels")):
-            if prov.get(key) is not None:
-                row(label, str(prov[key]))
-        ckpt = prov.get("checkpoint")
-        if isinstance(ckpt, dict):
-            row("Checkpoint", f"{ckpt.get('variant') or '?'} at {ckpt.get('path') or '?'}")
-            for name, digest in (ckpt.get("sha256") or {}).items():
-                row("  sha256", f"{digest}  {name}")
+    if not prov:
+        return []
+    out = ["", "Provenance"]
+    if prov.get("creator"):
+        out.append(_row("Program", f"{prov['creator']} {prov.get('version') or ''}".rstrip()))
+    out += [_row(label, str(prov[key])) for key, label in PROVENANCE_ROWS
+            if prov.get(key) is not None]
+    ckpt = prov.get("checkpoint")
+    if isinstance(ckpt, dict):
+        out.append(_row("Checkpoint", f"{ckpt.get('variant') or '?'} at {ckpt.get('path') or '?'}"))
+        out += [_row("  sha256", f"{digest}  {name}")
+                for name, digest in (ckpt.get("sha256") or {}).items()]
+    return out
+
+
+def render_summary(result: dict) -> str:
+    """The text of ``summary.txt`` for a result.json document (missing keys are tolerated):
+    its sections in order, each from its own function."""
+    result = fields(result)
+    opt = result.get("optimization")
+    lines = (_status_lines(result) + _model_lines(result) + _system_lines(result)
+             + _error_lines(result) + _energy_lines(result) + _scf_lines(result)
+             + _frontier_lines(result) + _spin_lines(result) + _atom_lines(result)
+             + _gradient_lines(result) + _optimization_lines(opt) + _irc_lines(opt)
+             + _vibration_lines(result) + _dipole_lines(result) + _timing_lines(result)
+             + _file_lines(result) + _provenance_lines(result))
     return "\n".join(lines) + "\n"
 
 
@@ -522,7 +590,7 @@ def _optimization_lines(opt: Any) -> list[str]:
                        f"{_fmt(entry.get('gradient_max_hartree_per_bohr'), '10.2e'):>10}  "
                        f"{_fmt(entry.get('gradient_rms_hartree_per_bohr'), '10.2e'):>10}  "
                        f"{_fmt(entry.get('gradient_norm_hartree_per_bohr'), '10.2e'):>10}  "
-                       f"{str(entry.get('scf_iterations', '')):>4}")
+                       f"{entry.get('scf_iterations', '')!s:>4}")
             previous = energy if energy is not None else previous
         out.append("    (gradients in Hartree/bohr)")
     if opt.get("restarted_from"):

@@ -267,26 +267,38 @@ def run_scan(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False,
             running.release()
 
 
-def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, workers: int,
-                point: int | None, dask: str | None) -> ScanReport:
-    """`run_scan`'s work in the prepared scan directory."""
+def _targets(plan: ScanPlan, workers: int, point: int | None,
+             dask: str | None) -> list[tuple[str, int, int | None]]:
+    """(functional, point index, neighbour whose density starts it) of each point to run: one
+    point per functional with ``point``, no neighbours with workers or Dask (each point from
+    its own default guess), else the plan's order from the start value outwards."""
     if point is not None:
-        targets = [(f, point, None) for f in plan.functionals]
-    elif workers > 1 or dask:
-        targets = [(f, k, None) for f in plan.functionals for k, _ in plan.order]
-    else:
-        targets = [(f, k, nb) for f in plan.functionals for k, nb in plan.order]
-    what = {"distance": "distances", "angle": "angles", "dihedral": "dihedrals",
-            "electrons": "electron numbers", "fractional_spin": "fractional spins"}[plan.kind]
+        return [(f, point, None) for f in plan.functionals]
+    if workers > 1 or dask:
+        return [(f, k, None) for f in plan.functionals for k, _ in plan.order]
+    return [(f, k, nb) for f in plan.functionals for k, nb in plan.order]
+
+
+def _start_text(plan: ScanPlan) -> str:
+    """``; starting at ...`` of a serial scan's first log line: the first value, and where it
+    comes from (the covalent-radius estimate, or the job's geometry and the atoms moved)."""
     start = plan.values[plan.order[0][0]]
     if plan.kind == "distance":
-        first = f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
-    elif plan.start_degree is not None:
-        first = (f"; starting at {plan.coordinate.text(start)} (the job's geometry: "
-                 f"{plan.coordinate.text(plan.start_degree)}; atoms moved: "
-                 f"{', '.join(str(k + 1) for k in plan.moving)})")
-    else:
-        first = f"; starting at {plan.coordinate.text(start)}"
+        return f"; starting at {start:g} A (covalent-radius estimate {plan.equilibrium_angstrom:.3f} A)"
+    if plan.start_degree is not None:
+        return (f"; starting at {plan.coordinate.text(start)} (the job's geometry: "
+                f"{plan.coordinate.text(plan.start_degree)}; atoms moved: "
+                f"{', '.join(str(k + 1) for k in plan.moving)})")
+    return f"; starting at {plan.coordinate.text(start)}"
+
+
+def _log_opening(plan: ScanPlan, log: ScanLog, workers: int, point: int | None,
+                 dask: str | None) -> None:
+    """The scan log's first lines: what is scanned, where and how; the multiplicity note; the
+    multiplicities of integer electron numbers."""
+    what = {"distance": "distances", "angle": "angles", "dihedral": "dihedrals",
+            "electrons": "electron numbers", "fractional_spin": "fractional spins"}[plan.kind]
+    first = _start_text(plan)
     log(f"scan of {plan.spec.molecule.formula()}: {len(plan.values)} {what} x "
         f"{len(plan.functionals)} functional(s) in {plan.scan_dir}"
         + (f"; point {point} only" if point is not None else
@@ -300,40 +312,61 @@ def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, w
         log("integer electron numbers: " + "; ".join(
             f"N = {n}: multiplicity {m}" + (f" ({reasons[n]})" if n in reasons else "")
             for n, m in plan.states.items()))
+
+
+def _compute_points(plan: ScanPlan, targets: list, records: dict, progress: Progress,
+                    checkpoints, detail, workers: int, dask: str | None) -> None:
+    """Each target point into ``records``: empty (no electrons), reused from disk, or computed
+    in turn, in worker processes or on Dask."""
+    pending = []
+    for functional, index, neighbour in targets:
+        pt = plan.points[functional][index]
+        if pt.data is None:  # no electrons: nothing to compute
+            records[(pt.functional, pt.index)] = empty_record(pt)
+            progress(pt.label, "no electrons: the energy is the nuclear repulsion")
+            continue
+        if reuse_point(plan, pt, records, progress):
+            continue
+        pending.append((pt, neighbour))
+        if workers == 1 and not dask:
+            serial_point(plan, pt, neighbour, records, checkpoints, detail, progress)
+    if dask and pending:
+        dask_points(plan, [p for p, _ in pending], records, dask, checkpoints, progress)
+    elif workers > 1 and pending:
+        parallel_points(plan, [p for p, _ in pending], records, workers, checkpoints, progress)
+
+
+def _interrupted(plan: ScanPlan, log: ScanLog, records: dict, references: dict,
+                 point: int | None, exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """A scan stopped by a signal: the curve files of the finished points (not with
+    ``point``), and the exception to raise, with the scan's own way to continue."""
+    with interrupts.deferred():  # a second signal waits for the curve files
+        interrupts.acknowledge()
+        log("interrupted: finished points are kept; run the same command again to continue")
+        if point is None:
+            report = ScanReport(_ordered(plan, records), references)
+            write_curves(plan, report, plot=False)
+    # the scan's own way to continue, not that of the point it stopped in (a relaxed
+    # point's 'dm21 opt --restart')
+    what = str(exc).split(";")[0] if str(exc).startswith("interrupted") else "interrupted"
+    return KeyboardInterrupt(f"{what}; {RESUME_HINT} (in {plan.scan_dir})")
+
+
+def _run_points(plan: ScanPlan, log: ScanLog, checkpoints, detail, plot: bool, workers: int,
+                point: int | None, dask: str | None) -> ScanReport:
+    """`run_scan`'s work in the prepared scan directory."""
+    targets = _targets(plan, workers, point, dask)
+    _log_opening(plan, log, workers, point, dask)
     records: dict[tuple[str, int], dict] = {}
     references: dict[str, dict] = {}
     progress = Progress(len(targets), log)
     try:
-        pending = []
-        for functional, index, neighbour in targets:
-            pt = plan.points[functional][index]
-            if pt.data is None:  # no electrons: nothing to compute
-                records[(pt.functional, pt.index)] = empty_record(pt)
-                progress(pt.label, "no electrons: the energy is the nuclear repulsion")
-                continue
-            if reuse_point(plan, pt, records, progress):
-                continue
-            pending.append((pt, neighbour))
-            if workers == 1 and not dask:
-                serial_point(plan, pt, neighbour, records, checkpoints, detail, progress)
-        if dask and pending:
-            dask_points(plan, [p for p, _ in pending], records, dask, checkpoints, progress)
-        elif workers > 1 and pending:
-            parallel_points(plan, [p for p, _ in pending], records, workers, checkpoints, progress)
+        _compute_points(plan, targets, records, progress, checkpoints, detail, workers, dask)
         if point is None or point == 0:
             for functional in plan.functionals:
                 references[functional] = _run_references(plan, functional, checkpoints, detail, log)
     except KeyboardInterrupt as exc:
-        with interrupts.deferred():  # a second signal waits for the curve files
-            interrupts.acknowledge()
-            log("interrupted: finished points are kept; run the same command again to continue")
-            if point is None:
-                report = ScanReport(_ordered(plan, records), references)
-                write_curves(plan, report, plot=False)
-        # the scan's own way to continue, not that of the point it stopped in (a relaxed
-        # point's 'dm21 opt --restart')
-        what = str(exc).split(";")[0] if str(exc).startswith("interrupted") else "interrupted"
-        raise KeyboardInterrupt(f"{what}; {RESUME_HINT} (in {plan.scan_dir})") from exc
+        raise _interrupted(plan, log, records, references, point, exc) from exc
     report = ScanReport(_ordered(plan, records), references)
     if point is None:
         write_curves(plan, report, plot=plot)
