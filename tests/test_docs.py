@@ -92,3 +92,35 @@ def test_the_exit_codes_page_includes_readmes_table():
     table = readme[readme.index(start):readme.index(end)]
     assert "| 0 | success (converged) |" in table and "| 130 |" in table
     assert "| status |" not in page  # (not a second copy)
+
+
+# ---------------------------------------------------------------- the changelog
+def test_changelog_versions_are_keep_a_changelog_and_dm21_version_is_the_newest():
+    """CHANGELOG.md (issue 25): [Unreleased] first, then one "## [x.y.z] - YYYY-MM-DD" per
+    landed capability, newest first, every section under a version; `dm21 --version`, the
+    package and pyproject.toml name the newest."""
+    import tomllib
+
+    from click.testing import CliRunner
+
+    import dm21cli
+    from dm21cli.cli.main import cli
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[0] == "[Unreleased]", headings
+    versions = []
+    for heading in headings[1:]:
+        match = re.fullmatch(r"\[(\d+)\.(\d+)\.(\d+)\] - (\d{4}-\d{2}-\d{2})", heading)
+        assert match, f"not a version heading: {heading!r}"
+        versions.append((tuple(int(g) for g in match.groups()[:3]), match.group(4)))
+    assert versions and versions == sorted(versions, reverse=True), versions
+    first = text.index("## [Unreleased]")
+    assert "\n### " not in text[:first]  # (no section above the versions)
+    newest = ".".join(map(str, versions[0][0]))
+    assert dm21cli.__version__ == newest
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["version"] == newest
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"dm21, version {newest}"
