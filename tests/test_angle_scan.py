@@ -9,7 +9,6 @@ with dm21cli's.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -20,6 +19,7 @@ from dm21proc import show as _show
 from dm21proc import write as _write
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_scan import _rows
 
 from dm21cli.core.errors import ExitStatus, InputError
 from dm21cli.core.units import BOHR_ANGSTROM
@@ -77,11 +77,6 @@ RING = """\
 
 def _job(tmp_path, xyz: str, scan: str, functional: str = "b3lyp", name: str = "w.yaml"):
     return _write(tmp_path, name, JOB.format(xyz=xyz, functional=functional, scan=scan))
-
-
-def _rows(scan_dir) -> list[dict]:
-    with open(scan_dir / "scan.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _angle(x, i, j, k) -> float:

@@ -44,6 +44,16 @@ def modules() -> dict[str, Path]:
     return out
 
 
+def imported_from(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of ``from MODULE import ...`` (relative ones resolved against
+    `package`, the importing module's package)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[:len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imported(path: Path, name: str) -> set[str]:
     """The dm21cli modules (dotted) that `path` imports, at any depth of the code."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -53,12 +63,7 @@ def imported(path: Path, name: str) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("dm21cli")}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = imported_from(node, package)
             if module.startswith("dm21cli"):
                 found.add(module)
                 found |= {f"{module}.{a.name}" for a in node.names}
@@ -147,12 +152,7 @@ def private_imports() -> list[str]:
         aliases: dict[str, str] = {}  # local name -> dm21cli module
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[:len(base) - node.level + 1]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
+                module = imported_from(node, package)
                 if not module.startswith("dm21cli") or module == name:
                     continue
                 for a in node.names:

@@ -11,7 +11,6 @@ SIGTERM with both workers busy in their optimisations ending the scan within sec
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 from dm21proc import dm21
 from dm21proc import show as _show
 from dm21proc import write as _write
-from test_scan import _assert_interrupted, _signal_parallel_scan, _statuses
+from test_scan import _assert_interrupted, _rows, _signal_parallel_scan, _statuses
 
 from dm21cli.core.errors import ExitStatus
 from dm21cli.core.units import BOHR_ANGSTROM
@@ -40,11 +39,6 @@ outputs:
 scan:
   distances: {distances}
 """
-
-
-def _rows(scan_dir) -> list[dict]:
-    with open(scan_dir / "scan.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _geometry(scan_dir, functional: str, distance: float) -> np.ndarray:

@@ -563,18 +563,10 @@ def _validate_scan(spec: JobSpec) -> None:
         raise InputError(f"the two atoms of the pair must differ, got {first} twice",
                          **meta.locate(("scan", "atoms")))
     if scan.fragment is not None:
-        seen: set[int] = set()
-        for k, n in enumerate(scan.fragment):
-            where = meta.locate(("scan", "fragment", k))
-            if n > natm:
-                raise InputError(f"atom {n} does not exist (the molecule has {natm} atoms)", **where)
-            if n in seen:
-                raise InputError(f"atom {n} appears twice in the fragment", **where)
-            if n == first:
-                raise InputError(f"the moving fragment must not contain atom {first}, the fixed "
-                                 f"atom of the pair scan.atoms", **where)
-            seen.add(n)
-        if second not in seen:
+        _check_fragment(scan.fragment, natm, meta, lambda n: (
+            f"the moving fragment must not contain atom {first}, the fixed atom of the pair "
+            f"scan.atoms" if n == first else None))
+        if second not in scan.fragment:
             raise InputError(f"the moving fragment must contain atom {second}, the moving atom of "
                              f"the pair scan.atoms", **meta.locate(("scan", "fragment")))
     restricted = spec.scf.restricted
@@ -582,6 +574,23 @@ def _validate_scan(spec: JobSpec) -> None:
         raise InputError("broken_symmetry needs a singlet (multiplicity 1) that may be computed "
                          "unrestricted (scf.restricted not true)",
                          **meta.locate(("scan", "broken_symmetry")))
+
+
+def _check_fragment(fragment: list[int], natm: int, meta: SpecMeta, forbidden) -> None:
+    """A scan's moving fragment (1-based atoms): each atom exists and is listed once, and
+    forbidden(atom) (the reason it may not move, or None) has nothing against it; the error
+    names the entry of scan.fragment."""
+    seen: set[int] = set()
+    for k, atom in enumerate(fragment):
+        where = meta.locate(("scan", "fragment", k))
+        if atom > natm:
+            raise InputError(f"atom {atom} does not exist (the molecule has {natm} atoms)", **where)
+        if atom in seen:
+            raise InputError(f"atom {atom} appears twice in the fragment", **where)
+        reason = forbidden(atom)
+        if reason:
+            raise InputError(reason, **where)
+        seen.add(atom)
 
 
 def _validate_rotation_scan(spec: JobSpec) -> None:
@@ -621,20 +630,11 @@ def _validate_rotation_scan(spec: JobSpec) -> None:
     i, j = scan.atoms[:2]
     carried = scan.atoms[-1]  # K of an angle, L of a dihedral
     if scan.fragment is not None:
-        seen: set[int] = set()
-        for k, atom in enumerate(scan.fragment):
-            where = meta.locate(("scan", "fragment", k))
-            if atom > natm:
-                raise InputError(f"atom {atom} does not exist (the molecule has {natm} atoms)", **where)
-            if atom in seen:
-                raise InputError(f"atom {atom} appears twice in the fragment", **where)
-            if atom in (i, j):
-                raise InputError(f"the moving fragment must not contain atom {atom} ("
-                                 f"{'I' if atom == i else 'J'} of the {kind} {_dashed(scan.atoms)}): "
-                                 f"it is rotated about "
-                                 f"{'J' if kind == 'angle' else 'the J-K axis'}", **where)
-            seen.add(atom)
-        if carried not in seen:
+        _check_fragment(scan.fragment, natm, meta, lambda atom: (
+            f"the moving fragment must not contain atom {atom} ({'I' if atom == i else 'J'} of "
+            f"the {kind} {_dashed(scan.atoms)}): it is rotated about "
+            f"{'J' if kind == 'angle' else 'the J-K axis'}" if atom in (i, j) else None))
+        if carried not in scan.fragment:
             raise InputError(f"the moving fragment must contain atom {carried} "
                              f"({'K' if kind == 'angle' else 'L'} of the {kind} "
                              f"{_dashed(scan.atoms)})", **meta.locate(("scan", "fragment")))

@@ -67,6 +67,19 @@ def equilibrium_estimate_angstrom(symbol_a: str, symbol_b: str) -> float:
                   + radii.COVALENT[elements.atomic_number(symbol_b)]) * BOHR_ANGSTROM)
 
 
+def refuse_shared_directories(values: list[float], dirname, where: dict, *, what: str = "",
+                              advice: str = "") -> None:
+    """InputError (at `where`) if two of `values` would share a point directory
+    (`dirname(value)`: values at least 0.001 apart never do): "{what}A and B would share the
+    point directory D{advice}"."""
+    seen: dict[str, float] = {}
+    for value in values:
+        other = seen.setdefault(dirname(value), value)
+        if other != value:
+            raise InputError(f"{what}{other:g} and {value:g} would share the point directory "
+                             f"{dirname(value)}{advice}", **where)
+
+
 def walk_order(distances: list[float], start_near: float) -> list[tuple[int, int | None]]:
     """(index, neighbour index or None) in computing order: outward from the point nearest `start_near`."""
     if not distances:
@@ -448,12 +461,9 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     order = walk_order(distances, r_eq)
     scan_dir = Path(output_dir) if output_dir else spec.output_path()
     where = meta.locate(("scan", "distances"))
-    names_seen: dict[str, float] = {}
-    for dist in distances:  # cannot happen for distances parse_distances accepts; never share one
-        other = names_seen.setdefault(point_dirname(dist), dist)
-        if other != dist:
-            raise InputError(f"distances {other:g} and {dist:g} would share the point directory "
-                             f"{point_dirname(dist)} (keep them at least 0.001 Angstrom apart)", **where)
+    # (cannot happen for distances parse_distances accepts; never share one)
+    refuse_shared_directories(distances, point_dirname, where, what="distances ",
+                              advice=" (keep them at least 0.001 Angstrom apart)")
 
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
@@ -573,12 +583,7 @@ def _plan_rotation(spec, scan, names: list[str], dirnames: list[str], scan_dir: 
     else:
         nearest = min(values, key=lambda v: abs(v - start))
     order = walk_order(values, nearest)
-    names_seen: dict[str, float] = {}
-    for value in values:  # (values at least 0.001 apart never share one)
-        other = names_seen.setdefault(coordinate.dirname(value), value)
-        if other != value:
-            raise InputError(f"{other:g} and {value:g} would share the point directory "
-                             f"{coordinate.dirname(value)}", **where)
+    refuse_shared_directories(values, coordinate.dirname, where)
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
         row = []
@@ -664,12 +669,7 @@ def _plan_fractional(spec, scan, names: list[str], dirnames: list[str], scan_dir
                                  "used_occupations": occ or {"alpha": [1.0] * n_alpha,
                                                              "beta": [1.0] * n_beta}})
         start_near = 0.0
-    names_seen: dict[str, float] = {}
-    for v in values:  # (values at least 0.001 apart never share one)
-        other = names_seen.setdefault(coordinate.dirname(v), v)
-        if other != v:
-            raise InputError(f"{other:g} and {v:g} would share the point directory "
-                             f"{coordinate.dirname(v)}", **where)
+    refuse_shared_directories(values, coordinate.dirname, where)
     coords = mol.coords_angstrom()
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
