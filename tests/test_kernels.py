@@ -137,7 +137,7 @@ def _md_points(mol, n_grid: int) -> np.ndarray:
 
 def _packed_reference(mol, coords, dtype=np.float64) -> np.ndarray:
     """PySCF's int1e_grids (libcint) for both omegas, packed into the chunked layout."""
-    from dm21cli.functional.features import OMEGAS, compute_nu
+    from dm21cli.functional.backends import OMEGAS, compute_nu
 
     n = len(coords)
     reference = np.empty((len(OMEGAS), mol.nao * (mol.nao + 1) // 2 * n), dtype=dtype)
@@ -199,7 +199,7 @@ def test_md_kernel_contracted_in_cache_equals_int1e_grids_contracted():
     from pyscf import lib
 
     from dm21cli.functional import hermite
-    from dm21cli.functional.features import OMEGAS, compute_nu, contract
+    from dm21cli.functional.backends import OMEGAS, compute_nu, contract
 
     mol = gto.M(atom=WATER, basis="def2-tzvp", verbose=0)
     coords = _md_points(mol, 333)
@@ -228,8 +228,8 @@ def test_md_force_kernel_equals_libcint_int1e_grids_ip_contracted(basis):
     from pyscf import lib
 
     from dm21cli.functional import hermite
+    from dm21cli.functional.backends import derivative_contraction
     from dm21cli.functional.features import OMEGAS
-    from dm21cli.functional.xc_grad import derivative_contraction
 
     mol = gto.M(atom="O 0 0.05 0.1173; H 0.1 0.7572 -0.4692; H 0 -0.7 -0.45", basis=basis, verbose=0)
     coords = _md_points(mol, 200)
@@ -276,3 +276,233 @@ def test_md_kernel_refuses_angular_momentum_beyond_its_table():
     assert plan.lmax == 14
     with pytest.raises(ValueError, match="angular momentum 14"):
         kernels.fill_coulomb(plan, np.zeros((3, 3)), (0.0,), np.empty((1, 120 * 3)))
+
+
+# ----------------------------------------------------------------------
+# the backend seam and the library's ABI stamp
+# ----------------------------------------------------------------------
+#: sha256 of _kernels.c + _gridcoulomb.c at ABI stamp kernels.KERNELS_ABI
+KERNEL_SOURCES_SHA256 = "1d8d795b7d7b3457379cd50f94f757ba8defb7b1f1be2e35c21743f2b4db905a"
+
+
+def _sources_sha256() -> str:
+    import hashlib
+    from pathlib import Path
+
+    here = Path(kernels.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("_kernels.c", "_gridcoulomb.c"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def test_kernel_sources_are_those_of_the_abi_stamp():
+    """A change of the C sources raises the ABI stamp (DM21_KERNELS_ABI in _kernels.c and
+    kernels.KERNELS_ABI), so that a library built from the old sources is refused rather
+    than called with signatures it does not have.  When this fails after such a change:
+    raise both stamps and record the new hash here."""
+    import re
+    from pathlib import Path
+
+    source = (Path(kernels.__file__).resolve().parent / "_kernels.c").read_text()
+    assert int(re.search(r"#define DM21_KERNELS_ABI (\d+)", source).group(1)) == kernels.KERNELS_ABI
+    assert _sources_sha256() == KERNEL_SOURCES_SHA256, (
+        "the kernel sources changed: raise DM21_KERNELS_ABI (_kernels.c) and KERNELS_ABI "
+        f"(kernels.py) and record the sources' new hash {_sources_sha256()}")
+
+
+def _library_with(tmp_path, body: str):
+    """A shared library built from `body` (C) with this machine's compiler."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler {cc}")
+    src, lib = tmp_path / "k.c", tmp_path / "_kernels.so"
+    src.write_text(body)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+@pytest.mark.parametrize("body, says", [
+    ("int dm21_kernels_abi(void) { return 1; }\n", "ABI 1; this dm21cli calls ABI"),
+    ("void dm21_block_forward(void) {}\n", "has no ABI stamp: it was built from older sources"),
+])
+def test_a_library_of_other_sources_is_refused_and_the_run_warns(tmp_path, monkeypatch, body, says):
+    """A stale or foreign library is not loaded (no function of it is called), `status`
+    says why, and `warning` (the first lines of a DM21 run's log) gives the cost and the
+    command that rebuilds it."""
+    path = _library_with(tmp_path, body)
+    monkeypatch.delenv("DM21_NO_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_library_file", lambda: path)
+    monkeypatch.setattr(kernels, "_LIB", False)
+    monkeypatch.setattr(kernels, "_STATUS", None)
+    assert kernels.lib() is None and not kernels.available()
+    st = kernels.status()
+    assert st.state == "stale" and says in st.reason and st.path == str(path)
+    text = kernels.warning()
+    assert str(path) in text and "11.4x B3LYP" in text
+    assert f"Rebuild them with: {kernels.rebuild_command()}" in text
+
+
+def test_missing_and_switched_off_kernels_are_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("DM21_NO_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_library_file", lambda: None)
+    monkeypatch.setattr(kernels, "_LIB", False)
+    assert kernels.lib() is None
+    assert kernels.status().state == "missing"
+    assert "not built" in kernels.warning() and "pip install" in kernels.warning()
+    monkeypatch.setenv("DM21_NO_KERNELS", "1")
+    monkeypatch.setattr(kernels, "_LIB", False)
+    assert kernels.lib() is None and kernels.status().state == "off"
+    assert "DM21_NO_KERNELS" in kernels.warning() and "Rebuild" not in kernels.warning()
+
+
+def test_rebuild_command_of_a_checkout_is_its_editable_install():
+    from pathlib import Path
+
+    root = Path(kernels.__file__).resolve().parents[2]
+    assert kernels.rebuild_command() == f"pip install -e {root}"
+
+
+@needs_kernels
+def test_loaded_kernels_warn_of_nothing():
+    assert kernels.status().loaded and kernels.warning() is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("nspin", [1, 2])
+def test_the_two_backends_agree_on_features_and_the_integral_force(nspin):
+    """`backends.select`'s two answers, called through the interface the features and the
+    gradient use: the compiled kernel and libcint (PySCF's SGX drivers) give the same F,
+    hfx and integral force, with and without the points' own term (tolerance 1e-10 on
+    forces of order 1-90 and F of order 10; measured ~1e-12)."""
+    from dm21cli.functional import backends
+
+    mol = gto.M(atom="O 0 0.05 0.1173; H 0.1 0.7572 -0.4692; H 0 -0.7 -0.45", basis="def2-svp",
+                verbose=0)
+    compiled, libcint = backends.select(mol), backends.LibcintBackend(mol)
+    assert isinstance(compiled, backends.CompiledBackend)
+    coords = _md_points(mol, 300)
+    n = len(coords)
+    rng = np.random.default_rng(11)
+    e_mat = rng.standard_normal((nspin, mol.nao, n))
+    c = rng.standard_normal((len(backends.OMEGAS), nspin, n))
+    own = rng.integers(-1, mol.natm, n)
+    for a, b in zip(compiled.features(coords, e_mat), libcint.features(coords, e_mat)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    for points in (None, own):
+        fa = compiled.integral_force(coords, e_mat, c, mol.natm, points)
+        fb = libcint.integral_force(coords, e_mat, c, mol.natm, points)
+        np.testing.assert_allclose(fa, fb, rtol=0, atol=1e-10)
+        assert np.abs(fa).max() > 1.0
+
+
+def test_select_takes_libcint_for_a_cartesian_basis_or_without_kernels(without_kernels):
+    from dm21cli.functional import backends
+
+    cart = gto.M(atom=WATER, basis="6-31g*", cart=True, verbose=0)
+    assert isinstance(backends.select(cart), backends.LibcintBackend)
+    without_kernels()
+    sph = gto.M(atom=WATER, basis="def2-svp", verbose=0)
+    chosen = backends.select(sph)
+    assert isinstance(chosen, backends.LibcintBackend) and chosen.chunk is None
+
+
+@pytest.mark.parametrize("functional", ["DM21", "B3LYP"])
+def test_a_dm21_run_without_its_kernels_says_so_first_in_its_log(tmp_path, monkeypatch,
+                                                                 checkpoints_dir, functional):
+    """Missing kernels (an editable checkout whose build products were cleaned) cost DM21
+    2.5x; the log's first lines say so with the command that rebuilds them, and the run's
+    numbers are right (the libcint path).  A B3LYP run, which never uses them, is silent."""
+    from dm21cli.io.inputs.load import load_job
+    from dm21cli.io.outputs.qcschema import fields
+    from dm21cli.jobs.run import run_job
+
+    monkeypatch.delenv("DM21_NO_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_library_file", lambda: None)
+    monkeypatch.setattr(kernels, "_LIB", False)
+    monkeypatch.setattr(kernels, "_STATUS", None)
+    job = tmp_path / "h2.yaml"
+    job.write_text("molecule:\n  xyz: |\n    H 0 0 0\n    H 0 0 0.74\nbasis: sto-3g\n"
+                   f"functional: {functional}\nscf: {{grid_level: 0}}\n"
+                   f"job: {{output_dir: {tmp_path / 'out'}}}\nresources: {{threads: 1}}\n")
+    lines = []
+    result = fields(run_job(load_job(job), checkpoints=checkpoints_dir, reporter=lines.append))
+    assert result["success"]
+    head = (tmp_path / "out" / "dm21.log").read_text().splitlines()[:3]
+    warned = [line for line in head if "WARNING compiled kernels not in use, not built" in line]
+    if functional == "DM21":
+        assert warned and f"Rebuild them with: {kernels.rebuild_command()}" in warned[0]
+        assert any("WARNING compiled kernels" in line for line in lines)  # the terminal too
+        assert result["provenance"]["compiled_kernels"] is False
+    else:
+        assert not warned
+
+
+# ----------------------------------------------------------------------
+# density screening (backends.FEATURE_SCREEN, FORCE_SCREEN; hermite's bounds)
+# ----------------------------------------------------------------------
+def _dimer_density_at_points(n_points: int = 4096):
+    """A water dimer (def2-SVP), its B3LYP density's E = D chi at a contiguous run of
+    grid points (as the SCF's blocks are), both spins, and c like the network's."""
+    from pyscf import scf
+
+    mol = gto.M(atom="O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692; "
+                "O 0 0 3.1173; H 0 0.7572 2.5308; H 0 -0.7572 2.5308", basis="def2-svp", verbose=0)
+    dm = scf.RHF(mol).run(conv_tol=1e-8).make_rdm1() / 2
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 1
+    grids.build()
+    coords = np.ascontiguousarray(grids.coords[:n_points])
+    ao = dft.numint.eval_ao(mol, coords)
+    e_mat = np.ascontiguousarray(np.stack([ao @ dm, 0.9 * (ao @ dm)]).transpose(0, 2, 1))
+    c = np.random.default_rng(4).standard_normal((2, 2, len(coords))) * grids.weights[:n_points]
+    return mol, coords, e_mat, np.ascontiguousarray(c)
+
+
+def test_hermite_bounds_hold_at_every_point():
+    """|nu_bd(r)| <= plan.bound for every AO pair of each shell pair, both omegas, at grid
+    points, on the nuclei and far away (f functions: def2-TZVP)."""
+    from dm21cli.functional import hermite
+    from dm21cli.functional.backends import OMEGAS, compute_nu
+
+    mol = gto.M(atom="O 0 0.05 0.1173; H 0.1 0.7572 -0.4692; H 0 -0.7 -0.45", basis="def2-tzvp",
+                verbose=0)
+    plan = hermite.build_plan(mol)
+    coords = _md_points(mol, 2000)
+    nu = np.abs(compute_nu(mol, coords))
+    assert nu.shape[0] == len(OMEGAS)
+    ratio = [nu[:, i0:i0 + di, j0:j0 + dj].max() / plan.bound[q]
+             for q, (i0, j0, di, dj) in enumerate(plan.pairs[:, :4])]
+    assert max(ratio) <= 1.0
+    assert max(ratio) > 0.3  # and not loose by orders of magnitude
+
+
+@needs_kernels
+def test_screened_features_and_forces_stay_within_their_bounds():
+    """A loose threshold (1e-6) so that much is left out: F changes by at most nao
+    terms below the threshold each, the integral force by at most one threshold per
+    shell-pair block left out; with 0 nothing is left out and nothing changes."""
+    from dm21cli.functional import hermite
+    from dm21cli.functional.backends import OMEGAS
+
+    mol, coords, e_mat, c = _dimer_density_at_points()
+    plan, force_plan = hermite.build_plan(mol), hermite.build_plan(mol, derivative=True)
+    full = np.empty((len(OMEGAS),) + e_mat.shape)
+    screened = np.empty_like(full)
+    assert kernels.coulomb_features(plan, coords, OMEGAS, e_mat, full, 0.0)[1] == 0
+    blocks = kernels.coulomb_features(plan, coords, OMEGAS, e_mat, screened, 1e-6)
+    assert blocks[1] > 0.05 * blocks.sum()
+    assert np.abs(screened - full).max() <= mol.nao * 1e-6
+    own = np.sort(np.random.default_rng(1).integers(-1, mol.natm, len(coords)))
+    for points in (None, own):
+        counts = np.zeros(2, dtype=np.int64)
+        exact = kernels.coulomb_ip_force(force_plan, coords, OMEGAS, e_mat, c, mol.natm, points)
+        approx = kernels.coulomb_ip_force(force_plan, coords, OMEGAS, e_mat, c, mol.natm, points,
+                                          screen=1e-6, stats=counts)
+        assert counts[1] > 0.05 * counts.sum()
+        assert np.abs(approx - exact).max() <= counts[1] * 1e-6
+        assert np.abs(exact).max() > 1e-3

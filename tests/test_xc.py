@@ -249,14 +249,14 @@ def test_prefaulted_arrays_are_ordinary_writable_arrays():
 def test_direct_features_equal_stored_integrals_contracted():
     """The uncached path (PySCF's SGX driver, shell pairs screened at 1e-13) against
     nu computed, stored and contracted: same F and hfx to 1e-12 on water, both spins."""
-    from dm21cli.functional.features import _direct_driver, compute_nu, contract, direct_features
+    from dm21cli.functional.backends import compute_nu, contract, direct_driver, direct_features
 
     mol, grids, dm = _uks_density(WATER, spin=0)
     dm = dm * np.array([1.0, 0.9])[:, None, None]  # make the spins differ
     coords = grids.coords[::40]
     ao = dft.numint.eval_ao(mol, coords)
     e_mat = np.einsum("gb,sab->sag", ao, dm)
-    assert _direct_driver(mol) is not None, "this PySCF has no SGX driver: the fast path is off"
+    assert direct_driver(mol) is not None, "this PySCF has no SGX driver: the fast path is off"
     f_d, h_d = direct_features(mol, coords, e_mat)
     f_s, h_s = contract(compute_nu(mol, coords), e_mat)
     np.testing.assert_allclose(h_d, h_s, atol=1e-12)
@@ -264,7 +264,7 @@ def test_direct_features_equal_stored_integrals_contracted():
 
 
 def test_packed_lower_triangle_contracts_like_the_full_block():
-    from dm21cli.functional.features import compute_nu, contract, contract_packed, pack_lower
+    from dm21cli.functional.backends import compute_nu, contract, contract_packed, pack_lower
 
     mol, grids, dm = _uks_density(WATER)
     coords = grids.coords[::25]

@@ -81,8 +81,17 @@ def collect(checkpoints: str | os.PathLike | None = None) -> dict:
         "user_data_dir": str(weights.user_checkpoints_dir()),
         "resources": _resources(),
         "kernels": kernels.available(),
+        "kernels_status": _kernel_status(kernels),
         "environment": {var: os.environ[var] for var in ENVIRONMENT if var in os.environ},
     }
+
+
+def _kernel_status(kernels) -> dict:
+    """The compiled kernels' state (`kernels.status`), and the command that rebuilds them
+    when they are missing or stale."""
+    st = kernels.status()
+    return {"state": st.state, "reason": st.reason, "path": st.path, "abi": kernels.KERNELS_ABI,
+            "rebuild": None if st.state in ("loaded", "off") else kernels.rebuild_command()}
 
 
 def _sections(info: dict) -> list[tuple[str, list[tuple[str, str, bool | None]]]]:
@@ -110,8 +119,10 @@ def _sections(info: dict) -> list[tuple[str, list[tuple[str, str, bool | None]]]
         ("threads", f"{r['threads']} ({r['threads_source']})", None),
         ("memory", f"{r['memory_mb']} MB ({r['memory_source']}), the whole process's "
                    f"budget; 'dm21 validate FILE' shows what a job needs", None)]
+    st = info["kernels_status"]
     resource_rows += [("compiled kernels", "yes" if info["kernels"] else
-                      "no: NumPy does their work, slower (reinstall with a C compiler)", info["kernels"])]
+                      f"no, {st['reason']}: libcint and NumPy do their work, slower"
+                      + (f" (rebuild: {st['rebuild']})" if st["rebuild"] else ""), info["kernels"])]
     env_rows = [(var, value, None) for var, value in info["environment"].items()] or [("(none set)", "", None)]
     return [("versions", versions), ("weights", weights_rows),
             ("resources", resource_rows), ("environment", env_rows)]

@@ -426,29 +426,73 @@ static int contraction_begin(const gc_plan *plan, gc_scratch *w, double *out, pt
     return 0;
 }
 
+/* The density screening of the contracting kernels.  emax[b] = max over the spins and
+ * the n points from s0 of |e[s][b][g]| (e: (nspin, nao, ng)); a shell pair's largest
+ * over its AOs b in i0 .. i0 + di - 1 is then shell_max(emax, i0, di). */
+static void ao_emax(const double *e, ptrdiff_t nspin, ptrdiff_t nao, ptrdiff_t ng,
+                    ptrdiff_t s0, ptrdiff_t n, double *emax)
+{
+    for (ptrdiff_t b = 0; b < nao; b++) {
+        double m = 0.0;
+        for (ptrdiff_t s = 0; s < nspin; s++) {
+            const double *restrict eb = e + (s * nao + b) * ng + s0;
+            for (ptrdiff_t g = 0; g < n; g++)
+                m = fmax(m, fabs(eb[g]));
+        }
+        emax[b] = m;
+    }
+}
+
+static inline double shell_max(const double *emax, ptrdiff_t i0, ptrdiff_t di)
+{
+    double m = 0.0;
+    for (ptrdiff_t i = 0; i < di; i++)
+        m = fmax(m, emax[i0 + i]);
+    return m;
+}
+
 /*
  * F[om][s][b][g] = sum_d nu_bd(g) e[s][d][g] at the points g0 <= g < g1 of
  * coords ((ng, 3) bohr), for every omega, without storing nu: each shell
  * pair's integrals for GC_SUB points are contracted while in cache.
  * e: (nspin, nao, ng); f: (nomega, nspin, nao, ng), overwritten in g0:g1.
+ * screen > 0: a shell pair is left out of a block of GC_SUB points when bound[q]
+ * (hermite.py: |nu| <= bound[q] everywhere) times the largest |e| of its AOs there is
+ * below screen, so that no term it would add to F exceeds screen.  stats (or NULL):
+ * stats[0] and stats[1] receive the shell-pair blocks computed and left out.
  * Returns nonzero if the scratch could not be allocated.
  */
 GC_CLONES
 int dm21_gc_features(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                      const double *mmat, const double *omegas, int nomega,
                      const double *coords, ptrdiff_t ng, ptrdiff_t nao, ptrdiff_t nspin,
-                     const double *e, double *f, ptrdiff_t g0, ptrdiff_t g1)
+                     const double *e, double *f, ptrdiff_t g0, ptrdiff_t g1,
+                     const double *bound, double screen, int64_t *stats)
 {
     gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
     gc_scratch w;
     int status = contraction_begin(&plan, &w, f, nomega * nspin * nao, ng, g0, g1);
     if (status)
         return status;
+    double *emax = screen > 0.0 ? malloc(sizeof(double) * (size_t)nao) : NULL;
+    if (screen > 0.0 && emax == NULL) {
+        free(w.mem);
+        return 1;
+    }
+    int64_t computed = 0, skipped = 0;
     for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
         ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
+        if (emax)
+            ao_emax(e, nspin, nao, ng, s0, n, emax);
         for (ptrdiff_t q = 0; q < npairs; q++) {
             const int64_t *pq = pairs + GC_ROW * q;
             ptrdiff_t i0 = pq[0], j0 = pq[1], di = pq[2], dj = pq[3];
+            /* every term the pair adds to F at these points is below screen */
+            if (emax && bound[q] * fmax(shell_max(emax, i0, di), shell_max(emax, j0, dj)) < screen) {
+                skipped++;
+                continue;
+            }
+            computed++;
             pair_block(&plan, pq, coords + 3 * s0, n, &w);
             for (int om = 0; om < nomega; om++)
                 for (ptrdiff_t s = 0; s < nspin; s++) {
@@ -476,6 +520,11 @@ int dm21_gc_features(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                 }
         }
     }
+    if (stats) {
+        stats[0] += computed;
+        stats[1] += skipped;
+    }
+    free(emax);
     free(w.mem);
     return 0;
 }
@@ -545,6 +594,10 @@ dot_rows(const double *w, ptrdiff_t na, const double *r, int nhz, ptrdiff_t n, d
  * (the grid response: the point moves with its atom), from the runs of equal
  * own within each block of GC_SUB points (put the points in order of own).
  * e: (nspin, nao, ng); c: (nomega, nspin, ng); force: (natm, 3), added to.
+ * screen > 0: a shell pair is left out of a block of GC_SUB points when bound[q]
+ * (hermite.py's force-plan bound) times sum_g |W| there (at most the largest sum over
+ * the spins and points of |c| times the largest |e| of each of its two shells) is below
+ * screen: it would move no force component by more.  stats as in dm21_gc_features.
  * Returns nonzero if the scratch could not be allocated or an order is too high.
  */
 GC_CLONES
@@ -552,20 +605,44 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
                      const double *mmat, const double *ratio, const int64_t *atoms,
                      const double *omegas, int nomega, const double *coords, ptrdiff_t ng,
                      ptrdiff_t nao, ptrdiff_t nspin, const double *e, const double *c,
-                     const int64_t *own, double *force, ptrdiff_t g0, ptrdiff_t g1)
+                     const int64_t *own, double *force, ptrdiff_t g0, ptrdiff_t g1,
+                     const double *bound, double screen, int64_t *stats)
 {
     gc_plan plan = {pairs, npairs, prim, mmat, omegas, nomega};
     gc_scratch w;
     int status = scratch_alloc(&plan, &w, 1);
     if (status)
         return status;
+    double *emax = screen > 0.0 ? malloc(sizeof(double) * (size_t)nao) : NULL;
+    if (screen > 0.0 && emax == NULL) {
+        free(w.mem);
+        return 1;
+    }
+    int64_t computed = 0, skipped = 0;
     double *wm = w.acc, *z = w.z;  /* W: nomega x nab x GC_SUB; Z: nab x nh(L + 1) */
     for (ptrdiff_t s0 = g0; s0 < g1; s0 += GC_SUB) {
         ptrdiff_t n = s0 + GC_SUB < g1 ? GC_SUB : g1 - s0;
         const double *cg = coords + 3 * s0;
+        double csum = 0.0;  /* the largest over omega of sum_s sum_g |c| */
+        if (emax) {
+            ao_emax(e, nspin, nao, ng, s0, n, emax);
+            for (int om = 0; om < nomega; om++) {
+                double sum = 0.0;
+                for (ptrdiff_t s = 0; s < nspin; s++)
+                    for (ptrdiff_t g = 0; g < n; g++)
+                        sum += fabs(c[(om * nspin + s) * ng + s0 + g]);
+                csum = fmax(csum, sum);
+            }
+        }
         for (ptrdiff_t q = 0; q < npairs; q++) {
             const int64_t *pq = pairs + GC_ROW * q;
             ptrdiff_t i0 = pq[0], j0 = pq[1], di = pq[2], dj = pq[3];
+            /* sum_g |W_bd| <= csum emax_b emax_d: the pair moves no force by screen */
+            if (emax && bound[q] * csum * shell_max(emax, i0, di) * shell_max(emax, j0, dj) < screen) {
+                skipped++;
+                continue;
+            }
+            computed++;
             int L = (int)pq[4];
             ptrdiff_t nk = pq[5], k0 = pq[6], m0 = pq[7], nset = pq[8];
             ptrdiff_t nab = di * dj;
@@ -642,6 +719,11 @@ int dm21_gc_ip_force(const int64_t *pairs, ptrdiff_t npairs, const double *prim,
             }
         }
     }
+    if (stats) {
+        stats[0] += computed;
+        stats[1] += skipped;
+    }
+    free(emax);
     free(w.mem);
     return 0;
 }

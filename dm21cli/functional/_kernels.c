@@ -225,3 +225,17 @@ void NAME(const double *restrict full, TYPE *restrict packed, ptrdiff_t nao, ptr
 
 DM21_PACK(dm21_pack_lower_f32, float)
 DM21_PACK(dm21_pack_lower_f64, double)
+
+/*
+ * The ABI stamp of this library (both sources, _kernels.c and _gridcoulomb.c):
+ * kernels.py refuses a library whose stamp is not its own KERNELS_ABI (one built
+ * from older sources, or a foreign file), so that no function is ever called with
+ * a signature it does not have.  Raise it with every change of the sources:
+ * tests/test_kernels.py holds the sources' hash against the stamp.
+ */
+#define DM21_KERNELS_ABI 3
+
+int dm21_kernels_abi(void)
+{
+    return DM21_KERNELS_ABI;
+}

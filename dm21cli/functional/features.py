@@ -11,21 +11,14 @@ with v_0 = 1/r and v_0.4 = erf(0.4 r)/r.  Its derivative with respect to
 D^s_ab is -chi_a(r) F_b(r) with F_b(r) = sum_d nu_bd(r) E_d(r), which is the
 intermediate this module returns.
 
-The nu integrals do not depend on the density.  With the compiled kernels
-they come from dm21cli's own McMurchie-Davidson kernel (`_gridcoulomb.c`,
-planned by `dm21cli.functional.hermite`), both omegas in one pass: measured
-on benzene/def2-SVP, 3.1 to 3.3 times faster than libcint's int1e_grids on one
-thread.  `ExchangeIntegrals` keeps the lower triangle of each block (nu is
-symmetric in b, d: half the memory) for the next SCF cycle, in float32 when
+The nu integrals do not depend on the density.  They come from the backend
+`dm21cli.functional.backends.select` chooses (dm21cli's compiled McMurchie-Davidson
+kernel, or libcint).  `ExchangeIntegrals` keeps the lower triangle of each block
+(nu is symmetric in b, d: half the memory) for the next SCF cycle, in float32 when
 asked (half the memory again), within the memory budget and in two stages
-(FIRST_CACHE_BYTES, then the rest from pass LATE_CACHE_PASS on); with the
-kernels the cache is laid out chunk by chunk.  Blocks that are not cached
-are recomputed in every cycle, each shell pair's integrals contracted with E
-while they are in cache (`kernels.coulomb_features`), so nu is never stored.
-Without the kernels PySCF's int1e_grids computes a full block in its own
-layout (grid index fastest), which is packed, and PySCF's seminumerical-
-exchange driver (`pyscf.sgx`) does the uncached blocks.  Either way only the
-points the caller asks for are used.
+(FIRST_CACHE_BYTES, then the rest from pass LATE_CACHE_PASS on).  Blocks that are
+not cached are recomputed in every cycle by the backend's `features`, which never
+stores nu.  Either way only the points the caller asks for are used.
 """
 
 from __future__ import annotations
@@ -34,11 +27,10 @@ import time
 
 import numpy as np
 
-from dm21cli.functional import hermite, kernels
+from dm21cli.functional import backends, kernels
+from dm21cli.functional.backends import OMEGAS
 
-#: Range-separation parameters of the two exchange features (1/bohr).
-OMEGAS = (0.0, 0.4)
-#: Without the compiled kernels: grid points per int1e_grids call when filling
+#: The libcint backend: grid points per int1e_grids call when filling
 #: the cache (a reused scratch block of 2 x nao^2 x SCRATCH_POINTS doubles;
 #: int1e_grids is as fast at 1024 points as at 8192).  Fewer (down to one
 #: kernels.CHUNK) when that block would take more than SCRATCH_SHARE of the
@@ -57,119 +49,6 @@ SCRATCH_SHARE = 0.25
 #: LATE_CACHE_PASS in the usual three or four.
 FIRST_CACHE_BYTES = 1.5e9
 LATE_CACHE_PASS = 6
-#: Shell-pair screening threshold of the direct (uncached) path.  Measured on
-#: benzene/def2-SVP: hfx changes by at most 3e-14 Ha/bohr^3 at 1e-13.
-DIRECT_SCREEN = 1e-13
-
-
-def kernel_integrals(mol) -> bool:
-    """Whether `ExchangeIntegrals` computes the integrals for mol with the compiled
-    McMurchie-Davidson kernel (spherical basis functions): no scratch block, and
-    the uncached path contracts them in cache."""
-    return kernels.available() and not mol.cart
-
-
-def _direct_driver(mol):
-    """PySCF's SGX K-contraction driver for mol, or None if this PySCF lacks it.
-
-    It is a private function of `pyscf.sgx.sgx_jk` (PySCF 2.x); without it the
-    direct path falls back to computing nu and contracting it.
-    """
-    try:
-        from pyscf.sgx import sgx_jk
-
-        return sgx_jk._gen_jk_direct(mol, "s2", False, True, DIRECT_SCREEN)
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - older/newer PySCF
-        return None
-
-
-def direct_features(mol, coords: np.ndarray, e_mat: np.ndarray, driver=None):
-    """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) without storing nu.
-
-    coords: (n, 3) bohr; e_mat: (nspin, nao, n).  driver: from `_direct_driver`
-    (built here when None); if PySCF has none, nu is computed and contracted.
-    """
-    driver = _direct_driver(mol) if driver is None else driver
-    if driver is False or driver is None:
-        return contract(compute_nu(mol, coords), e_mat)
-    nspin, nao, n = e_mat.shape
-    f = np.empty((len(OMEGAS), nspin, nao, n))
-    ones = np.ones(n)
-    for i, omega in enumerate(OMEGAS):
-        with mol.with_range_coulomb(omega):
-            _, f[i] = driver(mol, np.ascontiguousarray(coords), None, np.array(e_mat, order="C"), ones)
-    hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-    return f, hfx
-
-
-def compute_nu(mol, coords: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """nu for both omegas at `coords` (n, 3) bohr: shape (n_omega, nao, nao, n).
-
-    PySCF's int1e_grids fills a Fortran-ordered (n, nao, nao) array; writing
-    it into a C-ordered (nao, nao, n) buffer is the same memory, so nothing
-    is copied.  hermi=1 computes one triangle of shell pairs.
-    """
-    nao = mol.nao_nr()
-    if out is None:
-        out = np.empty((len(OMEGAS), nao, nao, len(coords)))
-    for i, omega in enumerate(OMEGAS):
-        with mol.with_range_coulomb(omega):
-            mol.intor("int1e_grids", hermi=1, grids=coords, out=out[i])
-    return out
-
-
-def contract(nu: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F and hfx for one block of grid points.
-
-    nu: (n_omega, nao, nao, ng), symmetric in the AO pair; e_mat: (nspin, nao, ng)
-    with E_b(r) per spin.  Returns F (n_omega, nspin, nao, ng) and hfx
-    (n_omega, nspin, ng) in Ha/bohr^3.
-    """
-    n_omega, nao = nu.shape[0], nu.shape[1]
-    nspin, _, ng = e_mat.shape
-    f = np.empty((n_omega, nspin, nao, ng))
-    for w in range(n_omega):
-        for b in range(nao):  # nu[w, b] is one contiguous (nao, ng) slab
-            np.einsum("dg,sdg->sg", nu[w, b], e_mat, out=f[w, :, b])
-    hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-    return f, hfx
-
-
-def pack_lower(nu_full: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Lower triangle of a symmetric (nao, nao, n) block as (nao (nao + 1) / 2, n).
-
-    Row b of the result's b-th slab holds nu_b0 .. nu_bb; each slab is one
-    contiguous copy.
-    """
-    nao = nu_full.shape[0]
-    off = 0
-    for b in range(nao):
-        out[off:off + b + 1] = nu_full[b, :b + 1]
-        off += b + 1
-    return out
-
-
-def contract_packed(packed: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`contract` for lower-triangle storage: packed (n_omega, nao (nao + 1) / 2, ng).
-
-    F_b = sum_{d <= b} nu_bd E_d + sum_{d > b} nu_db E_d: each stored slab
-    nu_b0..nu_bb serves both sums, so every integral is read once.
-    """
-    nspin, nao, ng = e_mat.shape
-    n_omega = packed.shape[0]
-    f = np.zeros((n_omega, nspin, nao, ng))
-    tmp = np.empty((nspin, nao, ng))
-    for w in range(n_omega):
-        off = 0
-        for b in range(nao):
-            rows = packed[w, off:off + b + 1]  # (b + 1, ng): nu_b0 .. nu_bb
-            f[w, :, b] += np.einsum("dg,sdg->sg", rows, e_mat[:, :b + 1])
-            if b:
-                np.multiply(rows[None, :b], e_mat[:, b, None, :], out=tmp[:, :b])
-                f[w, :, :b] += tmp[:, :b]
-            off += b + 1
-    hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-    return f, hfx
 
 
 class ExchangeIntegrals:
@@ -194,17 +73,17 @@ class ExchangeIntegrals:
         self.dtype = np.dtype(dtype)
         #: cache bytes per grid point: the lower triangle of nu, both omegas
         self.bytes_per_point = self.dtype.itemsize * self.npair * len(OMEGAS)
-        #: grid points per chunk of the cached layout (None: NumPy's layout, no kernels)
-        self.chunk = kernels.CHUNK if kernels.available() else None
-        #: whether the compiled kernel computes the integrals (no scratch block)
-        self.direct_fill = kernel_integrals(mol)
+        #: what computes the integrals (`backends.select`: the one place that chooses)
+        self.backend = backends.select(mol)
+        #: grid points per chunk of the cached layout (None: NumPy's layout)
+        self.chunk = self.backend.chunk
         step = kernels.CHUNK
-        if self.direct_fill:
+        point_bytes = self.backend.fill_scratch_bytes_per_point
+        if not point_bytes:  # the backend fills the packed layout directly
             self.scratch_points = 0
             self.budget_bytes = float(budget_bytes) if budget_bytes >= self.bytes_per_point * step else 0.0
         else:
             # the scratch block used while filling the cache comes out of the same budget
-            point_bytes = 8 * len(OMEGAS) * nao * nao
             self.scratch_points = int(min(SCRATCH_POINTS, SCRATCH_SHARE * budget_bytes // point_bytes)
                                       // step * step)
             if self.scratch_points < step:  # not even one chunk: no cache
@@ -226,9 +105,6 @@ class ExchangeIntegrals:
         #: passes over the grid begun (`begin_pass`)
         self.passes = 0
         self._late_mapped = False
-        self._driver = None  # the direct path's driver, built on first use (False: none)
-        self._scratch: np.ndarray | None = None  # full nu of one block, reused
-        self._plan: hermite.Plan | None = None  # the compiled kernel's plan, built on first use
 
     @property
     def memory_mapped(self) -> bool:
@@ -275,7 +151,7 @@ class ExchangeIntegrals:
         nbytes = self.bytes_per_point * n_points
         arena = self._arenas[-1]
         if self._arena_used + nbytes > arena.nbytes:
-            self._scratch = None  # the cache is full: no more blocks to pack
+            self.backend.release_scratch()  # the cache is full: no more blocks to fill
             return None
         start = self._arena_used // self.dtype.itemsize
         self._arena_used += nbytes
@@ -284,38 +160,6 @@ class ExchangeIntegrals:
         if self.chunk:
             return arena[start:stop].reshape(len(OMEGAS), self.npair * n_points)
         return arena[start:stop].reshape(len(OMEGAS), self.npair, n_points)
-
-    def _hermite_plan(self) -> hermite.Plan:
-        """The McMurchie-Davidson plan of the molecule's shell pairs, built once."""
-        if self._plan is None:
-            self._plan = hermite.build_plan(self.mol)
-        return self._plan
-
-    def _compute_packed(self, coords: np.ndarray, slot: np.ndarray) -> np.ndarray:
-        """nu at coords packed into slot (n_omega, npair, n), scratch_points at a time.
-
-        With the compiled kernels, slot is (n_omega, npair * n) in their chunked
-        layout (see `dm21cli.functional.kernels`), filled by the McMurchie-Davidson
-        kernel when `direct_fill`.
-        """
-        if self.direct_fill:
-            kernels.fill_coulomb(self._hermite_plan(), coords, OMEGAS, slot, self.chunk)
-            return slot
-        nao = self.mol.nao_nr()
-        step = self.scratch_points
-        if self._scratch is None:
-            self._scratch = np.empty((len(OMEGAS), nao, nao, step))
-        for q0 in range(0, len(coords), step):
-            q1 = min(q0 + step, len(coords))
-            full = self._scratch if q1 - q0 == step else np.empty(
-                (len(OMEGAS), nao, nao, q1 - q0))
-            compute_nu(self.mol, coords[q0:q1], out=full)
-            for w in range(len(OMEGAS)):
-                if self.chunk:
-                    kernels.pack_lower(full[w], slot[w], len(coords), q0, self.chunk)
-                else:
-                    pack_lower(full[w], slot[w, :, q0:q1])
-        return slot
 
     def forget(self, *key) -> None:
         """Drop the cached integrals of the block `key` ((p0, p1), or a caller's own key): its
@@ -328,16 +172,7 @@ class ExchangeIntegrals:
         (bohr), nothing cached: the integrals are computed and contracted in one pass.
         e_mat: (nspin, nao, n) E_b(r) per spin at those points."""
         t0 = time.perf_counter()
-        if self.direct_fill:  # each shell pair's integrals contracted while in cache
-            e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-            f = np.empty((len(OMEGAS),) + e_mat.shape)
-            kernels.coulomb_features(self._hermite_plan(), np.ascontiguousarray(coords), OMEGAS,
-                                     e_mat, f)
-            hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-        else:
-            if self._driver is None:
-                self._driver = _direct_driver(self.mol) or False
-            f, hfx = direct_features(self.mol, coords, e_mat, self._driver)
+        f, hfx = self.backend.features(coords, e_mat)
         self.points_computed += len(coords)
         # computed and contracted together
         self.timings_s["exchange_integrals"] += time.perf_counter() - t0
@@ -366,20 +201,14 @@ class ExchangeIntegrals:
         if nu is None:
             slot = self._cache_slot(n)
             if slot is not None:
-                nu = self._cache[key] = self._compute_packed(coords, slot)
+                self.backend.fill(coords, slot, self.scratch_points)
+                nu = self._cache[key] = slot
                 self.points_computed += n
         if nu is None:
             # not cached: integrals and contraction in one pass
             return self.features_at(coords, e_mat)
         t1 = clock()
-        if self.chunk:
-            e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-            f = np.empty((len(OMEGAS),) + e_mat.shape)
-            for w in range(len(OMEGAS)):
-                kernels.contract_packed(nu[w], e_mat, f[w], self.chunk)
-            hfx = -0.5 * np.einsum("sbg,wsbg->wsg", e_mat, f)
-        else:
-            f, hfx = contract_packed(nu, e_mat)
+        f, hfx = self.backend.contract(nu, e_mat)
         self.timings_s["exchange_integrals"] += t1 - t0
         self.timings_s["exchange_features"] += clock() - t1
         return f, hfx

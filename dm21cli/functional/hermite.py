@@ -21,6 +21,21 @@ atoms per shell pair.
 Primitive pairs whose whole product is below PRIM_SCREEN (|c_b c_d| K_bd
 2 pi / p, the largest value its 1/r integral can take for s functions) are
 left out.
+
+Every shell pair also gets a bound that holds at every point and for every omega
+(`Plan.bound`), for the kernels' density screening.  The Hermite Coulomb integrals are
+R_tuv(X) = pref d^t/dX_x d^u/dX_y d^v/dX_z F_0(mu |X|^2) with F_0(mu X^2) = int_0^1
+exp(-mu X^2 s^2) ds; by Cramer's inequality for Hermite functions (|H_n(y)| e^(-y^2/2) <=
+CRAMER 2^(n/2) sqrt(n!)),
+
+    |R_tuv| <= pref CRAMER^3 (2 mu)^(n/2) sqrt(t! u! v!) / (n + 1),   n = t + u + v,
+
+largest for omega = 0 (mu = p, pref = 2 pi / p; an attenuated operator has a smaller mu
+and pref).  nu's plan: bound = max over the pair's AO pairs of sum_k sum_h |M_k,h| times
+that, so |nu_bd(r)| <= bound everywhere.  The force plan: bound = sum over the AO pairs
+and primitive pairs of 4 sum_h |M_h| max_x |R_(h+x)| + 2 max_x sum_h |dM/dQ_x,h| |R_h|, so
+that the pair changes no force component (summed over the atoms, the points' own term
+included) by more than bound sum_g |W_bd(g)| for the largest W of its AO pairs.
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ import numpy as np
 
 #: Primitive pairs below this bound on their integrals are dropped (see the module docstring).
 PRIM_SCREEN = 1e-17
+#: Cramer's constant: |H_n(y)| e^(-y^2/2) <= CRAMER 2^(n/2) sqrt(n!) for every n and y.
+CRAMER = 1.086435
 
 
 def cartesians(l: int) -> list[tuple[int, int, int]]:
@@ -77,6 +94,7 @@ class Plan:
     derivative: bool = False  # the force plan (`kernels.coulomb_ip_force`) instead of nu's
     ratio: np.ndarray | None = None  # force plan: (nprim_pairs,) a/p
     atoms: np.ndarray | None = None  # force plan: (npairs, 2) int64, the atoms of the two shells
+    bound: np.ndarray | None = None  # (npairs,) float64: see the module docstring
 
 
 def _shells(mol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int, int]]:
@@ -154,6 +172,32 @@ def _q_derivatives(la: int, lb: int, e3, m_plain: np.ndarray, a_exp: np.ndarray,
     return np.stack(out, axis=1)
 
 
+def r_bounds(p: np.ndarray, L: int) -> np.ndarray:
+    """(K, nh(L)) bounds on |R_tuv| at every point and omega for products of exponents p
+    (K,), in the kernel's order of (t, u, v) (see the module docstring)."""
+    from math import factorial
+
+    herm = hermite_indices(L)
+    n = np.array([sum(tuv) for tuv in herm], dtype=float)
+    fact = np.array([np.sqrt(float(factorial(t) * factorial(u) * factorial(v))) for t, u, v in herm])
+    return (2 * np.pi / p[:, None] * CRAMER ** 3 * (2 * p[:, None]) ** (n / 2) * fact / (n + 1))
+
+
+def _pair_bound(block: np.ndarray, rb: np.ndarray, up: np.ndarray | None) -> float:
+    """A shell pair's bound (see the module docstring) from its block (nk, nset, na, nb, nh)
+    of M and rb (nk, nh(L + 1 if up is given else L)); up (3, nh(L)): the index of each
+    Hermite index raised in x, y, z (the force plan), or None (nu's plan)."""
+    nh = block.shape[-1]
+    mabs = np.abs(block)
+    if up is None:
+        return float(np.einsum("kabh,kh->ab", mabs[:, 0], rb[:, :nh]).max(initial=0.0))
+    raised = rb[:, up].max(axis=1)  # (nk, nh): max over x of |R_(h+x)|
+    total = 4 * np.einsum("kabh,kh->", mabs[:, 0], raised)
+    if block.shape[1] == 4:
+        total += 2 * np.einsum("kxabh,kh->kabx", mabs[:, 1:], rb[:, :nh]).max(axis=-1).sum()
+    return float(total)
+
+
 def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Plan:
     """The plan of mol's shell pairs (spherical basis functions).
 
@@ -169,7 +213,7 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
     for i in range(len(shells)):
         for j in range(i + 1):
             by_class.setdefault((shells[i][0], shells[j][0]), []).append((i, j))
-    pair_rows, pair_atoms, prims, mats, ratios = [], [], [], [], []
+    pair_rows, pair_atoms, prims, mats, ratios, bounds = [], [], [], [], [], []
     k_total = m_total = 0
     for (la, lb), members in sorted(by_class.items()):
         L = la + lb
@@ -208,6 +252,12 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
         m = m * weight[:, None, None, None, None]  # (K, nset, nsph_a, nsph_b, nh)
         counts = np.bincount(owner, minlength=len(members))
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rb = r_bounds(p, L + extra)
+        up = None
+        if derivative:
+            index = {tuv: h for h, tuv in enumerate(hermite_indices(L + 1))}
+            up = np.array([[index[tuple(np.add(tuv, np.eye(3, dtype=int)[x]))] for tuv in herm]
+                           for x in range(3)])
         flat = []
         for q, (i, j) in enumerate(members):
             block = m[starts[q]:starts[q] + counts[q]]
@@ -219,6 +269,7 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
             pair_rows.append((shells[i][4], shells[j][4], 2 * la + 1, 2 * lb + 1, L, counts[q],
                               k_total + starts[q], m_total, block.shape[1]))
             pair_atoms.append(atoms)
+            bounds.append(_pair_bound(block, rb[starts[q]:starts[q] + counts[q]], up))
             flat.append(block.ravel())
             m_total += block.size
         prims.append(np.column_stack([centre, p]))
@@ -230,4 +281,5 @@ def build_plan(mol, screen: float = PRIM_SCREEN, derivative: bool = False) -> Pl
                 prim=np.ascontiguousarray(np.concatenate(prims)),
                 mmat=np.ascontiguousarray(np.concatenate(mats)), lmax=lmax, derivative=derivative,
                 ratio=np.ascontiguousarray(np.concatenate(ratios)) if derivative else None,
-                atoms=np.array(pair_atoms, dtype=np.int64).reshape(-1, 2) if derivative else None)
+                atoms=np.array(pair_atoms, dtype=np.int64).reshape(-1, 2) if derivative else None,
+                bound=np.array(bounds, dtype=np.float64))

@@ -13,54 +13,113 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+#: The ABI stamp this module calls the library with (``dm21_kernels_abi`` in _kernels.c): a
+#: library with another stamp, or none, was built from other sources and is refused.
+KERNELS_ABI = 3
+#: What running without the kernels costs, for the warning (measured with benchmarks/speed.py,
+#: whole processes on 2 cores; issue 24).
+COST_WITHOUT = ("DM21 runs its exchange features and network in libcint and NumPy instead, "
+                "measured 2.5 times slower (benzene/def2-SVP: 11.4x B3LYP's time instead of "
+                "about 4.5x)")
+
 _LIB: ctypes.CDLL | None | bool = False  # False: not looked for yet
+_STATUS: Status | None = None
 
 
-def _load() -> ctypes.CDLL | None:
+@dataclass(frozen=True)
+class Status:
+    """Whether the compiled kernels are in use, and if not why.
+
+    state: "loaded", "off" (DM21_NO_KERNELS), "missing" (no library next to this
+    module), "stale" (built from other sources: no or another ABI stamp) or
+    "broken" (the file does not load).  path: the library file, if one was found.
+    """
+
+    state: str
+    reason: str
+    path: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.state == "loaded"
+
+
+def _signatures(lib: ctypes.CDLL) -> None:
+    """Declare every function's argument and return types (AttributeError: one is missing)."""
+    p, n, i, d = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_double
+    signatures = {
+        "dm21_block_forward": ([p, p, p, p, ctypes.c_float, n, n, p, p, p], None),
+        "dm21_block_backward": ([p, p, p, p, n, n], None),
+        "dm21_contract_packed_f32": ([p, p, p, n, n, n, n, n, n], None),
+        "dm21_contract_packed_f64": ([p, p, p, n, n, n, n, n, n], None),
+        "dm21_pack_lower_f32": ([p, p, n, n, n, n, n], None),
+        "dm21_pack_lower_f64": ([p, p, n, n, n, n, n], None),
+        "dm21_gc_fill_f32": ([p, n, p, p, p, i, p, n, n, p, n, n, n], i),
+        "dm21_gc_fill_f64": ([p, n, p, p, p, i, p, n, n, p, n, n, n], i),
+        "dm21_gc_features": ([p, n, p, p, p, i, p, n, n, n, p, p, n, n, p, d, p], i),
+        "dm21_gc_ip_force": ([p, n, p, p, p, p, p, i, p, n, n, n, p, p, p, p, n, n, p, d, p], i),
+        "dm21_gc_init": ([], None),
+        "dm21_gc_herm_index": ([i, i, i], i),
+        "dm21_gc_lmax": ([], i),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
+
+
+def _library_file():
+    """The built library next to this module, or None."""
     import importlib.machinery
-    from pathlib import Path
 
-    if os.environ.get("DM21_NO_KERNELS", "") not in ("", "0"):
-        return None
     here = Path(__file__).resolve().parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_kernels{suffix}"
-        if not path.is_file():
-            continue
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError:  # pragma: no cover - a broken build
-            return None
-        p, n = ctypes.c_void_p, ctypes.c_ssize_t
-        signatures = {
-            "dm21_block_forward": [p, p, p, p, ctypes.c_float, n, n, p, p, p],
-            "dm21_block_backward": [p, p, p, p, n, n],
-            "dm21_contract_packed_f32": [p, p, p, n, n, n, n, n, n],
-            "dm21_contract_packed_f64": [p, p, p, n, n, n, n, n, n],
-            "dm21_pack_lower_f32": [p, p, n, n, n, n, n],
-            "dm21_pack_lower_f64": [p, p, n, n, n, n, n],
-        }
-        i = ctypes.c_int
-        for name, argtypes in signatures.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, None
-        coulomb = [p, n, p, p, p, i, p, n, n, p, n, n, n]
-        for name in ("dm21_gc_fill_f32", "dm21_gc_fill_f64"):
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = coulomb, ctypes.c_int
-        lib.dm21_gc_features.argtypes = [p, n, p, p, p, i, p, n, n, n, p, p, n, n]
-        lib.dm21_gc_features.restype = ctypes.c_int
-        lib.dm21_gc_ip_force.argtypes = [p, n, p, p, p, p, p, i, p, n, n, n, p, p, p, p, n, n]
-        lib.dm21_gc_ip_force.restype = ctypes.c_int
-        lib.dm21_gc_init.argtypes, lib.dm21_gc_init.restype = [], None
-        lib.dm21_gc_herm_index.argtypes, lib.dm21_gc_herm_index.restype = [i, i, i], i
-        lib.dm21_gc_lmax.argtypes, lib.dm21_gc_lmax.restype = [], i
-        lib.dm21_gc_init()  # the Boys-function table, once, before any thread uses it
-        return lib
+        if path.is_file():
+            return path
     return None
+
+
+def _load() -> ctypes.CDLL | None:
+    """The library if it is there, loads and carries this module's ABI stamp; else None.
+    Either way `status()` says what was found."""
+    global _STATUS
+    if os.environ.get("DM21_NO_KERNELS", "") not in ("", "0"):
+        _STATUS = Status("off", "turned off by DM21_NO_KERNELS")
+        return None
+    path = _library_file()
+    if path is None:
+        _STATUS = Status("missing", "not built: no _kernels library in "
+                         f"{Path(__file__).resolve().parent}")
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        _STATUS = Status("broken", f"{path.name} does not load: {exc}", str(path))
+        return None
+    stamp = getattr(lib, "dm21_kernels_abi", None)
+    if stamp is None:
+        _STATUS = Status("stale", f"{path} has no ABI stamp: it was built from older sources",
+                         str(path))
+        return None
+    stamp.argtypes, stamp.restype = [], ctypes.c_int
+    abi = stamp()
+    if abi != KERNELS_ABI:
+        _STATUS = Status("stale", f"{path} was built from other sources (ABI {abi}; this "
+                         f"dm21cli calls ABI {KERNELS_ABI})", str(path))
+        return None
+    try:
+        _signatures(lib)
+    except AttributeError as exc:  # pragma: no cover - a stamp without its functions
+        _STATUS = Status("broken", f"{path} lacks a function: {exc}", str(path))
+        return None
+    lib.dm21_gc_init()  # the Boys-function table, once, before any thread uses it
+    _STATUS = Status("loaded", "in use", str(path))
+    return lib
 
 
 def lib() -> ctypes.CDLL | None:
@@ -73,6 +132,34 @@ def lib() -> ctypes.CDLL | None:
 
 def available() -> bool:
     return lib() is not None
+
+
+def status() -> Status:
+    """What `lib()` found (looking for the library first if it has not)."""
+    if lib() is not None:
+        return _STATUS if _STATUS is not None and _STATUS.loaded else Status("loaded", "in use")
+    if _STATUS is None or _STATUS.loaded:  # turned off in process (the tests do)
+        return Status("off", "turned off in this process")
+    return _STATUS
+
+
+def rebuild_command() -> str:
+    """The command that builds the kernels for this installation."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "dm21cli" / "functional" / "_kernels.c").is_file():
+        return f"pip install -e {root}"  # a checkout: the editable install builds them in place
+    return "pip install --force-reinstall --no-deps dm21cli"
+
+
+def warning() -> str | None:
+    """The warning a DM21 run starts with when the kernels are not in use (None: they are)."""
+    st = status()
+    if st.loaded:
+        return None
+    if st.state == "off":
+        return f"WARNING compiled kernels {st.reason}: {COST_WITHOUT}"
+    return (f"WARNING compiled kernels not in use, {st.reason}: {COST_WITHOUT}. Rebuild them "
+            f"with: {rebuild_command()} (needs a C compiler)")
 
 
 def ptr(a: np.ndarray) -> int:
@@ -173,20 +260,41 @@ def fill_coulomb(plan, coords, omegas, packed: np.ndarray, chunk: int = CHUNK) -
         raise MemoryError("fill_coulomb: could not allocate the kernel's scratch")
 
 
-def coulomb_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray) -> None:
+def coulomb_features(plan, coords, omegas, e_mat: np.ndarray, out: np.ndarray,
+                     screen: float = 0.0) -> np.ndarray:
     """out[w, s, b, g] = sum_d nu_bd(g) E[s, d, g] for every omega (1/bohr; 0: 1/r)
     without storing nu: the McMurchie-Davidson kernel contracts each shell pair's
     integrals while they are in cache (_gridcoulomb.c).
 
     plan: `hermite.build_plan(mol)`; coords: (n, 3) bohr; e_mat: (nspin, nao, n)
-    float64; out: (n_omega, nspin, nao, n) float64, overwritten.  The points are
-    split among PySCF's threads.
+    float64; out: (n_omega, nspin, nao, n) float64, overwritten.  screen > 0: a shell
+    pair is left out of a block of 64 points where plan.bound times its largest |E|
+    there is below screen (no term of F it would add exceeds screen).  The points are
+    split among PySCF's threads.  Returns the shell-pair blocks (computed, left out).
     """
-    _contracted(lib().dm21_gc_features, plan, coords, omegas, e_mat, out)
+    nspin, nao, ng = e_mat.shape
+    if not (e_mat.flags.c_contiguous and out.flags.c_contiguous and e_mat.dtype == np.float64
+            and out.dtype == np.float64 and out.shape == (len(omegas), nspin, nao, ng)
+            and nao == plan.nao and len(coords) == ng):
+        raise ValueError("the grid Coulomb kernel: arrays do not match")
+    _check_plan(plan)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    omega_arr = np.asarray(omegas, dtype=np.float64)
+
+    def run(g0, g1):
+        stats = np.zeros(2, dtype=np.int64)
+        status = lib().dm21_gc_features(
+            ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(omega_arr),
+            len(omega_arr), ptr(coords), ng, nao, nspin, ptr(e_mat), ptr(out), g0, g1,
+            ptr(plan.bound), float(screen), ptr(stats))
+        return status, stats
+
+    return _finished(_over_chunks(ng, 64, run), "the grid Coulomb kernel could not allocate its scratch")
 
 
 def coulomb_ip_force(plan, coords, omegas, e_mat: np.ndarray, c: np.ndarray, natm: int,
-                     own: np.ndarray | None = None) -> np.ndarray:
+                     own: np.ndarray | None = None, screen: float = 0.0,
+                     stats: np.ndarray | None = None) -> np.ndarray:
     """The exchange features' integral term of the nuclear gradient (natm, 3) Ha/bohr:
     -sum_g sum_bd W_bd(g) d nu_bd(g)/dR_A, moving the AOs on atom A, with
     W_bd(g) = sum_s c[w, s, g] E[s, b, g] E[s, d, g] for each omega w (1/bohr; 0: 1/r).
@@ -196,8 +304,10 @@ def coulomb_ip_force(plan, coords, omegas, e_mat: np.ndarray, c: np.ndarray, nat
     (nspin, nao, n) float64; c: (n_omega, nspin, n) float64.  own: (n,) the atom each
     point belongs to (negative: none) or None; if given, the grid response's term of
     the point itself is included: its atom receives minus the sum over all atoms at
-    the point.  Points in order of own are fastest.  The points are split among
-    PySCF's threads.
+    the point.  Points in order of own are fastest.  screen > 0: a shell pair is left
+    out of a block of 64 points where it could move no force component by screen
+    (plan.bound times sum |W|).  stats: (2,) int64 or None, receives the shell-pair
+    blocks (computed, left out).  The points are split among PySCF's threads.
     """
     nspin, nao, ng = e_mat.shape
     if not (e_mat.flags.c_contiguous and c.flags.c_contiguous and e_mat.dtype == np.float64
@@ -213,30 +323,25 @@ def coulomb_ip_force(plan, coords, omegas, e_mat: np.ndarray, c: np.ndarray, nat
     omega_arr = np.asarray(omegas, dtype=np.float64)
 
     def run(g0, g1):
-        force = np.zeros((natm, 3))
+        force, counts = np.zeros((natm, 3)), np.zeros(2, dtype=np.int64)
         status = lib().dm21_gc_ip_force(
             ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(plan.ratio),
             ptr(plan.atoms), ptr(omega_arr), len(omega_arr), ptr(coords), ng, nao, nspin,
-            ptr(e_mat), ptr(c), None if own is None else ptr(own), ptr(force), g0, g1)
-        return status, force
+            ptr(e_mat), ptr(c), None if own is None else ptr(own), ptr(force), g0, g1,
+            ptr(plan.bound), float(screen), ptr(counts))
+        return status, (force, counts)
 
     results = _over_chunks(ng, 64, run)
+    _finished([(status, None) for status, _ in results],
+              "the grid Coulomb force kernel could not allocate its scratch")
+    if stats is not None:
+        stats += sum(counts for _, (_, counts) in results)
+    return sum(force for _, (force, _) in results)
+
+
+def _finished(results: list, message: str) -> np.ndarray:
+    """The summed (computed, left out) counts of the threads' (status, counts) results;
+    MemoryError(message) if a thread failed."""
     if any(status for status, _ in results):
-        raise MemoryError("the grid Coulomb force kernel could not allocate its scratch")
-    return sum(force for _, force in results)
-
-
-def _contracted(fn, plan, coords, omegas, e_mat, out) -> None:
-    nspin, nao, ng = e_mat.shape
-    if not (e_mat.flags.c_contiguous and out.flags.c_contiguous and e_mat.dtype == np.float64
-            and out.dtype == np.float64 and out.shape == (len(omegas), nspin, nao, ng)
-            and nao == plan.nao and len(coords) == ng):
-        raise ValueError("the grid Coulomb kernel: arrays do not match")
-    _check_plan(plan)
-    coords = np.ascontiguousarray(coords, dtype=np.float64)
-    omega_arr = np.asarray(omegas, dtype=np.float64)
-    status = _over_chunks(ng, 64, lambda g0, g1: fn(
-        ptr(plan.pairs), len(plan.pairs), ptr(plan.prim), ptr(plan.mmat), ptr(omega_arr),
-        len(omega_arr), ptr(coords), ng, nao, nspin, ptr(e_mat), ptr(out), g0, g1))
-    if any(status):
-        raise MemoryError("the grid Coulomb kernel could not allocate its scratch")
+        raise MemoryError(message)
+    return sum((counts for _, counts in results if counts is not None), np.zeros(2, dtype=np.int64))

@@ -341,11 +341,20 @@ class DM21XC:
         self.points_added += added
         return added
 
+    @property
+    def backend(self):
+        """What computes the exchange integrals on the current grid (`backends.select`), or
+        None before the first evaluation."""
+        return None if self._integrals is None else self._integrals.backend
+
     def integrals_summary(self) -> dict | None:
         """How the exchange integrals were held: {'storage', 'grid_points',
-        'points_evaluated', 'points_cached', 'cache_mb', 'points_computed'}
+        'points_evaluated', 'points_cached', 'cache_mb', 'points_computed', 'backend'}
         (points_computed counts every point whose integrals were computed, over
-        all evaluations), or None before the first evaluation."""
+        all evaluations) and, with the compiled kernel, 'screened_feature_blocks' and
+        'screened_force_blocks': the fractions of shell-pair blocks its density
+        screening left out of the uncached features and of the gradient; or None
+        before the first evaluation."""
         ints = self._integrals
         if ints is None:
             return None
@@ -355,7 +364,8 @@ class DM21XC:
                 "points_evaluated": int(evaluated),
                 "points_cached": int(ints.cached_bytes // ints.bytes_per_point),
                 "cache_mb": round(ints.cached_bytes / 1e6, 1),
-                "points_computed": int(ints.points_computed)}
+                "points_computed": int(ints.points_computed), "backend": ints.backend.name,
+                **ints.backend.screening()}
 
     def block_points(self, nao: int, ngrids: int) -> int:
         """Grid points per block on the current grid (chosen with the caches, see

@@ -20,11 +20,10 @@ c = w de/dx per grid point, the force on A is sum_{u on A} T_u, where per AO u
   the first term through E (A_u gains c_hfx (D F)_u), the second through the
   integrals (both AOs of nu_bd move; nu is symmetric, hence no 1/2).  Summed
   over the points, the second is -sum_g sum_bd W_bd d nu_bd / dR_A with
-  W_bd = c_hfx E_b E_d: dm21cli's McMurchie-Davidson kernel sums the
-  derivative integrals with W shell pair by shell pair as it computes them
-  (`kernels.coulomb_ip_force`), so neither they nor G are ever stored.
-  Without the compiled kernels G comes from libcint's int1e_grids_ip through
-  PySCF's seminumerical-exchange gradient driver, block by block.
+  W_bd = c_hfx E_b E_d: the exchange backend's `integral_force`
+  (`dm21cli.functional.backends`; the compiled kernel sums the derivative
+  integrals with W shell pair by shell pair as it computes them, libcint's
+  path forms G through PySCF's seminumerical-exchange gradient driver).
 
 Grid response (optional).  The grid points move with their atoms and the
 Becke weights change: dE/dR_A gains sum_g (dw_g/dR_A) e_g, and for the points
@@ -40,8 +39,8 @@ import time
 
 import numpy as np
 
-from dm21cli.functional import hermite, kernels
-from dm21cli.functional.features import DIRECT_SCREEN, OMEGAS, kernel_integrals
+from dm21cli.functional import backends
+from dm21cli.functional.backends import OMEGAS
 
 #: Grid points per piece of an energy block in the gradient (bounds the AO
 #: second derivatives, the derivative-integral contractions and temporaries).
@@ -51,57 +50,6 @@ MAX_PIECE_POINTS = 4096
 PIECE_MEMORY_FRACTION = 0.25
 #: Index of d_i d_j chi in PySCF's AO derivative layout (deriv=2).
 _D2 = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
-
-
-def _derivative_driver(mol):
-    """What the gradient's integral term is computed with: the compiled kernel's force
-    plan where it applies (`kernels.coulomb_ip_force`), else PySCF's SGX driver for
-    `derivative_contraction`, else False (its fallback)."""
-    if kernel_integrals(mol):
-        return hermite.build_plan(mol, derivative=True)
-    return _ip_driver(mol) or False
-
-
-def _ip_driver(mol):
-    """PySCF's SGX driver contracting int1e_grids_ip with E, or None without it.
-
-    It returns G[s, x, b, g] = sum_d <d_x chi_b | v | chi_d>(r_g) E[s, d, g]
-    (a private function of `pyscf.sgx.sgx_jk`, PySCF 2.x); the fallback
-    computes the integrals for a few points at a time and contracts them.
-    """
-    try:
-        from pyscf.sgx import sgx_jk
-
-        return sgx_jk._gen_jk_direct(mol, "s1", False, True, DIRECT_SCREEN, None, grad=True)
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - older/newer PySCF
-        return None
-
-
-def derivative_contraction(mol, coords: np.ndarray, e_mat: np.ndarray, driver=None,
-                           max_memory_mb: float = 1000.0) -> np.ndarray:
-    """G (n_omega, nspin, 3, nao, n): sum_d <nabla chi_b | v_w | chi_d>(r_g) E_d(r_g),
-    without the compiled kernels.
-
-    coords: (n, 3) bohr; e_mat: (nspin, nao, n).  nabla acts on the electron
-    coordinate of chi_b (libcint's int1e_grids_ip).  driver: PySCF's SGX driver
-    (`_ip_driver`), or False: int1e_grids_ip a few points at a time, contracted.
-    """
-    nspin, nao, n = e_mat.shape
-    out = np.empty((len(OMEGAS), nspin, 3, nao, n))
-    fg = np.ascontiguousarray(e_mat, dtype=np.float64)
-    coords = np.ascontiguousarray(coords, dtype=np.float64)
-    for i, omega in enumerate(OMEGAS):
-        with mol.with_range_coulomb(omega):
-            if driver:
-                out[i] = driver(mol, coords, None, fg, np.ones(n))[1]
-                continue
-            # fallback: the integrals of a few points at a time (3 nao^2 doubles each)
-            step = max(1, int(max_memory_mb * 1e6 * 0.1 // (8 * 3 * nao * nao)))
-            for q0 in range(0, n, step):
-                q1 = min(q0 + step, n)
-                ip = mol.intor("int1e_grids_ip", grids=coords[q0:q1])  # (3, m, nao, nao)
-                out[i, :, :, :, q0:q1] = np.einsum("xgbd,sdg->sxbg", ip, fg[:, :, q0:q1])
-    return out
 
 
 def weight_derivatives(mol, grids, points: np.ndarray) -> np.ndarray:
@@ -164,7 +112,7 @@ def piece_points(nao: int, natm: int, nspin: int, max_memory_mb: float, grid_res
                  held_mb: float = 0.0, with_g: bool = True) -> int:
     """Grid points per piece so that the gradient's per-point arrays fit
     PIECE_MEMORY_FRACTION of the memory budget and half of what the process,
-    holding held_mb, has left of it.  with_g: G is formed (no compiled kernels)."""
+    holding held_mb, has left of it.  with_g: G is formed (the backend's `forms_g`)."""
     per_point = 8 * ((13 + 16 * nspin + (6 * nspin * len(OMEGAS) if with_g else 0)) * nao + 64
                      + (3 * natm if grid_response else 0))
     room_mb = min(PIECE_MEMORY_FRACTION * max_memory_mb, 0.5 * max(max_memory_mb - held_mb, 0.0))
@@ -211,7 +159,7 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
     t_ao = np.zeros((3, nao))  # sum over points of every AO's contribution
     force = np.zeros((natm, 3))  # grid response terms
     exc = 0.0
-    driver = None
+    backend = None  # chosen at the first block that needs the integral term
     piece = None  # sized at the first block, when its arrays and the caches are held
     t_mark = clock()
     for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, dm_spin, restricted):
@@ -234,14 +182,14 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
             c_hfx = [sum(de[:, 7 + 2 * s + k] for s in ss) * w for k in range(len(OMEGAS))]
             coef.append((v_rho, v_grad, v_tau, c_hfx))
         with_hfx = any(np.any(c) for cf in coef for c in cf[3])
-        if with_hfx and driver is None:
-            driver = _derivative_driver(mol)
+        if with_hfx and backend is None:  # the energy's, with its plans and counts
+            backend = xc.backend or backends.select(mol)
         if piece is None:
             from dm21cli.core.resources import current_rss_mb
 
             piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response,
                                  held_mb=current_rss_mb(),
-                                 with_g=not isinstance(driver, hermite.Plan))
+                                 with_g=backend is None or backend.forms_g)
         n = len(points)
         for q0 in range(0, n, piece):
             q1 = min(q0 + piece, n)
@@ -277,33 +225,14 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
                         p_mat[xdir] += ao[_D2[xdir][i]] * b[i]
                 tb = clock()
                 timings["meta_gga"] += tb - td
-            if with_hfx and isinstance(driver, hermite.Plan):
-                # the compiled kernel sums the derivative integrals with W = c E E as it
-                # computes them; with the grid response, the points in order of their atom
+            if with_hfx:
                 tc = clock()
-                order = np.argsort(atm_idx[pts], kind="stable") if grid_response else slice(None)
-                c = np.array([[coef[t][3][k][q0:q1][order] for t in range(nspin)]
-                              for k in range(len(OMEGAS))])
-                force += kernels.coulomb_ip_force(
-                    driver, coords_all[pts][order], OMEGAS,
-                    np.ascontiguousarray(e_mat[:, :, q0:q1][:, :, order]), c, natm,
-                    atm_idx[pts][order] if grid_response else None)
+                c = np.array([[coef[t][3][k][q0:q1] for t in range(nspin)]
+                              for k in range(len(OMEGAS))])  # (n_omega, nspin, m)
+                force += backend.integral_force(
+                    coords_all[pts], e_mat[:, :, q0:q1], c, natm,
+                    atm_idx[pts] if grid_response else None, max_memory_mb)
                 timings["derivative_integrals"] += clock() - tc
-            elif with_hfx:
-                tc = clock()
-                e_piece = e_mat[:, :, q0:q1]
-                g = derivative_contraction(mol, coords_all[pts], e_piece, driver, max_memory_mb)
-                td = clock()
-                timings["derivative_integrals"] += td - tc
-                for t in range(nspin):
-                    for k in range(len(OMEGAS)):
-                        ec = e_piece[t] * coef[t][3][k][q0:q1]  # (nao, m): c E_u
-                        for xdir in range(3):
-                            prod = g[k, t, xdir] * ec
-                            t_ao[xdir] += prod.sum(axis=1)
-                            if grid_response:
-                                t_pt[xdir] += prod.sum(axis=0)
-                timings["exchange_terms"] += clock() - td
             tc = clock()
             t_ao += p_mat.sum(axis=1)
             if grid_response:

@@ -466,8 +466,9 @@ class DM21Calculator(Calculator):
         log = lines.append
         res = resources.resolve(spec.resources.threads, spec.memory_mb())
         resources.apply_threads(res["threads"])
-        note = spec.multiplicity_note()
-        if note:
+        from dm21cli.jobs.build import start_notes
+
+        for note in start_notes(spec):
             log(note)
         network = self._load_network(spec)
         if network is not None:

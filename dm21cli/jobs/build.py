@@ -23,6 +23,21 @@ WARM_START_CONV_TOL = 1e-6
 WARM_START_GRID_LEVEL = 1
 
 
+def start_notes(spec, functionals=None) -> list[str]:
+    """What a job's log says before its first computation: the multiplicity chosen for a lone
+    atom, and a warning when DM21 (the job's functional, or one of `functionals`) runs without
+    the compiled kernels (`dm21cli.functional.kernels.warning`: why, what it costs, how to
+    rebuild them)."""
+    from dm21cli.io.inputs.models import DM21_FUNCTIONALS
+
+    notes = [spec.multiplicity_note()]
+    if any(f in DM21_FUNCTIONALS for f in (functionals or [spec.functional])):
+        from dm21cli.functional import kernels
+
+        notes.append(kernels.warning())
+    return [note for note in notes if note]
+
+
 def build_molecule(spec, stream=None, max_memory_mb: float = 4000.0):
     """A built pyscf Mole for the spec (coordinates in bohr).
 

@@ -73,17 +73,16 @@ def estimate(spec, mol, threads: int = 1) -> dict:
     solvent = solvent_mb(spec, mol)
     held = process + RUN_GROWTH_MB + (matrices + grid_arrays) / 1e6 + SAFETY_MB + solvent
     if spec.is_dm21:
-        from dm21cli.functional import features, xc
+        from dm21cli.functional import backends, features, xc
         from dm21cli.jobs.build import integral_dtype
 
         minimum = held + xc.work_bytes(nao, xc.MIN_BLOCK_POINTS, ngrids, threads) / 1e6
         # every integral and AO value cached: the shares DM21XC gives its caches must hold
-        # them (and, unless the compiled kernel computes the integrals, the scratch block that
-        # fills it); blocks take BLOCK_WORK_SHARE
+        # them (and the scratch block that fills it, where the backend needs one); blocks
+        # take BLOCK_WORK_SHARE
         itemsize = np.dtype(integral_dtype(spec)).itemsize
         integrals = itemsize * len(features.OMEGAS) * nao * (nao + 1) / 2 * ngrids
-        scratch = 0.0 if features.kernel_integrals(mol) else (
-            8.0 * len(features.OMEGAS) * nao * nao * features.SCRATCH_POINTS)
+        scratch = backends.select(mol).fill_scratch_bytes_per_point * features.SCRATCH_POINTS
         ao_values = 8.0 * 4 * nao * ngrids
         caches = max((integrals + scratch) / xc.INTEGRAL_CACHE_SHARE,
                      ao_values / (1 - xc.INTEGRAL_CACHE_SHARE))

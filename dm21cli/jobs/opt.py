@@ -53,7 +53,7 @@ from dm21cli.io.outputs.checkpoint import ScfCheckpoint
 from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import write_molden
 from dm21cli.jobs import memory
-from dm21cli.jobs.build import build_molecule, load_network
+from dm21cli.jobs.build import build_molecule, load_network, start_notes
 from dm21cli.jobs.opt_restart import OPT_FILES, previous_optimisation, restart_command
 from dm21cli.jobs.point import Guess, compute_point
 from dm21cli.jobs.result import base_result, write_cube_files
@@ -279,6 +279,8 @@ class _Optimisation:
             f"{spec.functional}/{spec.basis_label()} (charge {spec.molecule.charge}, multiplicity "
             f"{spec.molecule.multiplicity}); {res['threads']} threads ({res['threads_source']}), "
             f"{res['memory_mb']} MB ({res['memory_source']}); each step {memory.describe(self.need)}")
+        for note in start_notes(spec):
+            log(note)
         opt = self.settings
         criteria = opt.criteria()
         log(f"geomeTRIC {geometric.__version__}, {opt.coordsys} coordinates; converged when every "

@@ -38,7 +38,7 @@ from dm21cli.io.outputs.jobdir import JobDirectory
 from dm21cli.io.outputs.orbitals import write_molden
 from dm21cli.io.outputs.summary import render_summary
 from dm21cli.jobs import memory
-from dm21cli.jobs.build import build_molecule, load_network
+from dm21cli.jobs.build import build_molecule, load_network, start_notes
 from dm21cli.jobs.point import Guess, compute_point
 from dm21cli.jobs.result import base_result, write_cube_files
 
@@ -355,8 +355,7 @@ def _compute(spec, run: Run, mol, need: dict, guess_chk=None) -> dict:
         f"multiplicity {spec.molecule.multiplicity}); {res['threads']} threads "
         f"({res['threads_source']}), {res['memory_mb']} MB ({res['memory_source']}); the job "
         f"{memory.describe(need)}")
-    note = spec.multiplicity_note()
-    if note:
+    for note in start_notes(spec):
         log(note)
     mol.stdout, mol.verbose = log.stream, 4  # PySCF's log from here on
     checkpoint = run.checkpoint = ScfCheckpoint(jobdir.file(FILES["chkfile"]), mol)

@@ -90,8 +90,9 @@ def _compute(plan: ScanPlan, points: list, log: ScanLog, checkpoints, detail, wo
         + (f"; point {point} only" if point is not None else
            f"; Dask scheduler {dask}" if dask else
            f"; {workers} workers" if workers > 1 else ""))
-    note = spec.multiplicity_note()
-    if note:
+    from dm21cli.jobs.build import start_notes
+
+    for note in start_notes(spec):
         log(note)
     targets = points if point is None else [points[point]]
     records: dict = {}

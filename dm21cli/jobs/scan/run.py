@@ -304,8 +304,9 @@ def _log_opening(plan: ScanPlan, log: ScanLog, workers: int, point: int | None,
         + (f"; point {point} only" if point is not None else
            f"; Dask scheduler {dask}" if dask else
            f"; {workers} workers" if workers > 1 else first))
-    note = plan.spec.multiplicity_note()
-    if note:
+    from dm21cli.jobs.build import start_notes
+
+    for note in start_notes(plan.spec, plan.functionals):
         log(note)
     if plan.states:
         reasons = plan.state_reasons or {}
