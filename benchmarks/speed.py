@@ -200,8 +200,16 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     net.workers = lib.num_threads()
     fast = DM21XC(net, integral_dtype=integral_dtype(spec)).evaluate(mol, grids, dm_spin, True)
     plain_net = load_network(spec, checkpoints)
-    # plain: integrals recomputed per block, one thread, no density screening
-    plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0, cache_bytes=0).evaluate(mol, grids, dm_spin, True)
+    # plain: integrals recomputed per block, one thread, no density screening of the grid
+    # points (rho_screen) or of the shell pairs (backends.FEATURE_SCREEN)
+    from dm21cli.functional import backends
+
+    screen, backends.FEATURE_SCREEN = backends.FEATURE_SCREEN, 0.0
+    try:
+        plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0,
+                       cache_bytes=0).evaluate(mol, grids, dm_spin, True)
+    finally:
+        backends.FEATURE_SCREEN = screen
     return {"exc_difference_hartree": float(fast[1] - plain[1]),
             "vxc_max_difference_hartree": float(np.abs(fast[2] - plain[2]).max())}
 
