@@ -163,6 +163,139 @@ def _direct_min(mf, dm, log):
     return cycles
 
 
+def _inner_scf(mf, restricted: bool):
+    """The frozen-XC iterations' inner SCF on mf's molecule: PySCF's RHF (`restricted`) or
+    UHF class, with mf's reproducible sums, fixed occupations and max_memory, silent,
+    conv_tol min(1e-9, 1e-3 mf.conv_tol) and at most 100 cycles; its get_veff and get_hcore
+    are the caller's to set."""
+    from pyscf import scf as pyscf_scf
+
+    from dm21cli.scf import occupations, reproducible
+
+    mol = mf.mol
+    # the classes, not PySCF's factories: those give a one-electron system an
+    # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
+    inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    reproducible.install(inner)  # as mf (see dm21cli.scf.reproducible)
+    if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
+        occupations.apply(inner, occupations.fixed(mf))
+    inner.verbose = 0
+    inner.max_memory = mf.max_memory
+    inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
+    inner.max_cycle = 100
+    return inner
+
+
+def _exchange_response(mf, inner, restricted: bool) -> float:
+    """c, the fraction of exact exchange in the inner SCF's model:
+    FROZEN_XC_EXCHANGE_RESPONSE for a restricted closed shell with in-core integrals, else 0."""
+    mol = mf.mol
+    # Coulomb only for open shells (the exchange model's response in their
+    # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
+    # instead of 4) and without in-core integrals (each inner cycle's K would cost
+    # a direct-SCF build)
+    in_core = (mf._eri is not None or mol.incore_anyway
+               or getattr(inner, "_is_mem_enough", lambda: False)())
+    return FROZEN_XC_EXCHANGE_RESPONSE if restricted and mol.spin == 0 and in_core else 0.0
+
+
+def _model_veff(inner, restricted: bool, model: dict):
+    """The inner SCF's get_veff(mol, dm): J(D) - c/2 K(D) with c = ``model["c"]`` as it is at
+    each call, for the restricted inner SCF; with c = 0, J(D) (of the total density, per
+    spin for the unrestricted one: shape (2, nao, nao))."""
+
+    def model_veff(mol=None, dm=None, *args, **kwargs):
+        """J(D) - c/2 K(D) for the restricted inner SCF (J(D) per spin otherwise)."""
+        dm = np.asarray(dm)
+        if model["c"]:
+            vj, vk = inner.get_jk(mol, dm)
+            return vj - 0.5 * model["c"] * vk
+        vj = inner.get_j(mol, dm if restricted else dm[0] + dm[1])
+        return vj if restricted else np.stack([vj, vj])
+
+    return model_veff
+
+
+def _dm21_evaluation(mf, inner, dm, h1e, restricted: bool):
+    """(vhf, E, V_xc) of one DM21 evaluation at density dm: mf's effective potential, the
+    total energy (Ha) and that potential without its Coulomb part; the potentials in Ha,
+    shape (nao, nao), or (2, nao, nao) when unrestricted.  The inner SCF shares the
+    two-electron integrals mf holds after it."""
+    vhf = mf.get_veff(mf.mol, dm)
+    if inner._eri is None:  # the integrals mf holds, or built in its first evaluation: shared
+        inner._eri = mf._eri
+    e_tot = mf.energy_tot(dm, h1e, vhf)
+    vxc = vhf - (vhf.vj if restricted else np.stack([vhf.vj, vhf.vj]))
+    return vhf, e_tot, vxc
+
+
+def _orbital_gradient(mf, orbitals, h1e, s1e, vhf, dm) -> float | None:
+    """|g|, the norm of the orbital gradient of `orbitals` (mo_coeff, mo_occ, mo_energy) in
+    DM21's Fock matrix at dm; None before there are orbitals (the first evaluation)."""
+    mo, occ, _ = orbitals
+    if mo is None:
+        return None
+    return float(np.linalg.norm(mf.get_grad(mo, occ, mf.get_fock(h1e, s1e, vhf, dm))))
+
+
+def _lowest(best: dict, e_tot: float, orbitals: tuple, g: float | None) -> dict:
+    """The lowest-energy state so far ({e_tot, mo_coeff, mo_occ, mo_energy}): `best`, or the
+    evaluation's energy e_tot with the orbitals it was evaluated at when there are orbitals
+    (g is not None) and it is lower."""
+    if g is not None and ("e_tot" not in best or e_tot < best["e_tot"]):
+        mo, occ, mo_energy = orbitals
+        return {"e_tot": e_tot, "mo_coeff": mo, "mo_occ": occ, "mo_energy": mo_energy}
+    return best
+
+
+def _log_evaluation(log, evaluations: int, e_tot: float, e_last: float | None,
+                    g: float | None) -> None:
+    """The log line of a frozen-XC evaluation: its energy, and the change and |g| once known."""
+    if log:
+        log(f"  frozen-XC evaluation {evaluations}: E = {e_tot:.10f} Ha"
+            + (f", dE = {e_tot - e_last:.2e}" if e_last is not None else "")
+            + (f", |g| = {g:.2e}" if g is not None else ""))
+
+
+def _evaluation_converged(mf, e_tot: float, e_last: float | None, g: float | None) -> bool:
+    """PySCF's convergence test: |E_k - E_k-1| < conv_tol and |g_k| < conv_tol_grad
+    (sqrt(conv_tol) when unset)."""
+    return (g is not None and e_last is not None and abs(e_tot - e_last) < mf.conv_tol
+            and g < (mf.conv_tol_grad or np.sqrt(mf.conv_tol)))
+
+
+def _inner_step(inner, mol, dm, h1e, vhf, vxc, c_model: float, model: dict,
+                in_solvent: bool) -> bool:
+    """Solve the inner SCF from dm with h + V_xc(D_k) (and in a solvent the reaction field of
+    D_k) fixed, with c = c_model and, should that not converge, with c = 0; returns whether
+    it converged (its orbitals and density are then inner's)."""
+    for c in dict.fromkeys((c_model, 0.0)):
+        model["c"] = c
+        # the model's constant term +c/2 K(D_k) goes with the fixed potential
+        fixed = h1e + vxc + (0.5 * c * inner.get_k(mol, dm) if c else 0.0)
+        if in_solvent:  # the reaction field of D_k, held fixed as V_xc is
+            fixed = fixed + vhf.v_solvent
+        inner.get_hcore = lambda *args, _v=fixed: _v
+        inner.kernel(dm0=dm)
+        if inner.converged:
+            break
+    return inner.converged
+
+
+def _leave_state(mf, e_tot: float, orbitals: tuple, best: dict, e_start: float) -> None:
+    """Set mf's e_tot, mo_coeff, mo_occ and mo_energy as PySCF's kernel would leave them: the
+    converged state (energy e_tot, `orbitals` (mo_coeff, mo_occ, mo_energy)), else the best
+    state if it is lower than e_start, else e_start and no orbitals."""
+    if mf.converged:
+        mo, occ, mo_energy = orbitals
+        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_tot, mo, occ, mo_energy
+    elif best and best["e_tot"] < e_start:
+        for key, value in best.items():
+            setattr(mf, key, value)
+    else:  # nothing better than the starting density (e.g. a non-aufbau state): start there
+        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_start, None, None, None
+
+
 def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     """Frozen-XC iterations from density dm; returns the DM21 evaluations used.
 
@@ -181,48 +314,21 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     orbitals and cannot keep a non-aufbau state).
     """
     from pyscf import lib
-    from pyscf import scf as pyscf_scf
 
-    from dm21cli.scf import occupations, reproducible
     from dm21cli.scf.solvent import solvent_of
 
     mol = mf.mol
     dm = np.asarray(dm)
     restricted = dm.ndim == 2
-    # the classes, not PySCF's factories: those give a one-electron system an
-    # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
-    inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
-    reproducible.install(inner)  # as mf (see dm21cli.scf.reproducible)
-    if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
-        occupations.apply(inner, occupations.fixed(mf))
-    inner.verbose = 0
-    inner.max_memory = mf.max_memory
-    inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
-    inner.max_cycle = 100
+    inner = _inner_scf(mf, restricted)
     h1e, s1e = mf.get_hcore(), mf.get_ovlp()
-    # Coulomb only for open shells (the exchange model's response in their
-    # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
-    # instead of 4) and without in-core integrals (each inner cycle's K would cost
-    # a direct-SCF build)
-    in_core = (mf._eri is not None or mol.incore_anyway
-               or getattr(inner, "_is_mem_enough", lambda: False)())
-    c_model = FROZEN_XC_EXCHANGE_RESPONSE if restricted and mol.spin == 0 and in_core else 0.0
+    c_model = _exchange_response(mf, inner, restricted)
     model = {"c": c_model}
     in_solvent = solvent_of(mf) is not None
-
-    def model_veff(mol=None, dm=None, *args, **kwargs):
-        """J(D) - c/2 K(D) for the restricted inner SCF (J(D) per spin otherwise)."""
-        dm = np.asarray(dm)
-        if model["c"]:
-            vj, vk = inner.get_jk(mol, dm)
-            return vj - 0.5 * model["c"] * vk
-        vj = inner.get_j(mol, dm if restricted else dm[0] + dm[1])
-        return vj if restricted else np.stack([vj, vj])
-
-    inner.get_veff = model_veff
+    inner.get_veff = _model_veff(inner, restricted, model)
     if log:
         log("  inner SCF: Coulomb" + (f" + {c_model:g} of exact exchange" if c_model else " only"))
-    mo = occ = mo_energy = None
+    orbitals = (None, None, None)  # mo_coeff, mo_occ, mo_energy
     e_last = None
     g_last = np.inf
     best: dict = {}
@@ -230,54 +336,26 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     mf.converged = False
     while evaluations < FROZEN_XC_MAX_EVALUATIONS:
         interrupts.check()
-        vhf = mf.get_veff(mol, dm)
+        vhf, e_tot, vxc = _dm21_evaluation(mf, inner, dm, h1e, restricted)
         evaluations += 1
-        if inner._eri is None:  # the integrals mf holds, or built in its first evaluation: shared
-            inner._eri = mf._eri
-        e_tot = mf.energy_tot(dm, h1e, vhf)
         if evaluations == 1:
             e_start = e_tot
-        vxc = vhf - (vhf.vj if restricted else np.stack([vhf.vj, vhf.vj]))
-        if mo is None:
-            g = None
-        else:
-            g = float(np.linalg.norm(mf.get_grad(mo, occ, mf.get_fock(h1e, s1e, vhf, dm))))
-            if "e_tot" not in best or e_tot < best["e_tot"]:
-                best = {"e_tot": e_tot, "mo_coeff": mo, "mo_occ": occ, "mo_energy": mo_energy}
-        if log:
-            log(f"  frozen-XC evaluation {evaluations}: E = {e_tot:.10f} Ha"
-                + (f", dE = {e_tot - e_last:.2e}" if e_last is not None else "")
-                + (f", |g| = {g:.2e}" if g is not None else ""))
-        if (g is not None and e_last is not None and abs(e_tot - e_last) < mf.conv_tol
-                and g < (mf.conv_tol_grad or np.sqrt(mf.conv_tol))):
+        g = _orbital_gradient(mf, orbitals, h1e, s1e, vhf, dm)
+        best = _lowest(best, e_tot, orbitals, g)
+        _log_evaluation(log, evaluations, e_tot, e_last, g)
+        if _evaluation_converged(mf, e_tot, e_last, g):
             mf.converged = True
             break
         if g is not None and g > g_last:
             break  # the outer iteration does not contract here: leave it to the ladder
         e_last, g_last = e_tot, (g if g is not None else np.inf)
-        for c in dict.fromkeys((c_model, 0.0)):
-            model["c"] = c
-            # the model's constant term +c/2 K(D_k) goes with the fixed potential
-            fixed = h1e + vxc + (0.5 * c * inner.get_k(mol, dm) if c else 0.0)
-            if in_solvent:  # the reaction field of D_k, held fixed as V_xc is
-                fixed = fixed + vhf.v_solvent
-            inner.get_hcore = lambda *args, _v=fixed: _v
-            inner.kernel(dm0=dm)
-            if inner.converged:
-                break
-        if not inner.converged:
+        if not _inner_step(inner, mol, dm, h1e, vhf, vxc, c_model, model, in_solvent):
             break
-        mo, occ, mo_energy = inner.mo_coeff, inner.mo_occ, inner.mo_energy
+        orbitals = (inner.mo_coeff, inner.mo_occ, inner.mo_energy)
         dm = inner.make_rdm1()
         if on_state is not None:
-            on_state(e_tot, mo_energy, mo, occ)
-    if mf.converged:
-        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_tot, mo, occ, mo_energy
-    elif best and best["e_tot"] < e_start:
-        for key, value in best.items():
-            setattr(mf, key, value)
-    else:  # nothing better than the starting density (e.g. a non-aufbau state): start there
-        mf.e_tot, mf.mo_coeff, mf.mo_occ, mf.mo_energy = e_start, None, None, None
+            on_state(e_tot, orbitals[2], orbitals[0], orbitals[1])
+    _leave_state(mf, e_tot, orbitals, best, e_start)
     mf.cycles = evaluations
     lib.logger.info(mf, "frozen-XC: %s after %d DM21 evaluations",
                     "converged" if mf.converged else "stopped", evaluations)

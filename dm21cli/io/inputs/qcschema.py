@@ -487,15 +487,10 @@ def _molecule(mol: dict, problems: _Problems, job: dict, renamed: dict, lines: d
     lines[("molecule",)] = problems.lines.get(("molecule",), where["line"])
 
 
-def atomic_input_job(document: Any, file: str | None = None,
-                     lines: dict[tuple, int] | None = None) -> tuple[dict, dict, dict, dict]:
-    """(job-file data, {job path: line}, {job path: AtomicInput field}, carried) of an AtomicInput.
-
-    `carried` holds ``id``, ``protocols`` and ``extras`` for the result.
-    Raises `InputError` (all problems of the document's structure at once);
-    the job data are validated afterwards like a job file's.
-    """
-    problems = _Problems(file, lines or {})
+def _check_top(document: Any, problems: _Problems, file: str | None) -> None:
+    """Add the problems of an AtomicInput's top level (unknown keys, ``schema_name``,
+    ``schema_version``); raise `InputError` at once when `document` is no mapping or is a
+    QCSchema version 2 AtomicInput (it has ``specification``)."""
     if not isinstance(document, dict):
         raise InputError(f"expected a QCSchema AtomicInput (a JSON object with molecule, driver, "
                          f"model, keywords), got {describe_value(document)}", file=file, line=1)
@@ -514,41 +509,46 @@ def atomic_input_job(document: Any, file: str | None = None,
         problems.add(f"dm21 reads QCSchema AtomicInput version 1, got "
                      f"{describe_value(document.get('schema_version'))}", ("schema_version",))
 
-    job: dict[str, Any] = {}
-    renamed: dict[tuple, str] = {}
-    job_lines: dict[tuple, int] = {}
-    for key in ("molecule", "driver", "model"):
-        if document.get(key) is None:
-            problems.add(f"required key {key!r} is missing", (key,) if key in document else ())
-    mol = _mapping(document.get("molecule"), ("molecule",), problems)
-    if mol is not None:
-        _molecule(mol, problems, job, renamed, job_lines)
-    if "driver" in document:
-        try:
-            job.update(job_settings_for_driver(document["driver"], problems.where(("driver",))))
-        except InputError as exc:
-            problems.found.append(exc)
-        renamed[("job", "task")] = "driver"
-        if ("driver",) in problems.lines:
-            job_lines[("job", "task")] = problems.lines[("driver",)]
-    model = _mapping(document.get("model"), ("model",), problems)
-    if model is not None:
-        for key in model:
-            if key not in ("method", "basis"):
-                problems.add(f"unknown key {key!r} (dm21 reads model.method and model.basis)",
-                             ("model", key))
-        for key, job_key in (("method", "functional"), ("basis", "basis")):
-            value = model.get(key)
-            if not isinstance(value, str):
-                problems.add(f"expected a {'functional' if key == 'method' else 'basis-set'} name"
-                             f"{' (a BasisSet object is not supported)' if isinstance(value, dict) else ''}"
-                             f", got {describe_value(value)}", ("model", key))
-                continue
-            job[job_key] = value
-            renamed[(job_key,)] = f"model.{key}"
-            if ("model", key) in problems.lines:
-                job_lines[(job_key,)] = problems.lines[("model", key)]
-    keywords = _mapping(document.get("keywords"), ("keywords",), problems) or {}
+
+def _driver(document: dict, problems: _Problems, job: dict, renamed: dict, lines: dict) -> None:
+    """``driver`` into `job` (`job_settings_for_driver`), its problem added; the job's
+    ``job.task`` named ``driver`` in `renamed`, with the driver's line in `lines`."""
+    if "driver" not in document:
+        return
+    try:
+        job.update(job_settings_for_driver(document["driver"], problems.where(("driver",))))
+    except InputError as exc:
+        problems.found.append(exc)
+    renamed[("job", "task")] = "driver"
+    if ("driver",) in problems.lines:
+        lines[("job", "task")] = problems.lines[("driver",)]
+
+
+def _model(model: dict, problems: _Problems, job: dict, renamed: dict, lines: dict) -> None:
+    """``model.method`` and ``model.basis`` into `job` as ``functional`` and ``basis`` (with
+    their names in `renamed` and lines in `lines`); any other key, or a value that is no
+    name, a problem."""
+    for key in model:
+        if key not in ("method", "basis"):
+            problems.add(f"unknown key {key!r} (dm21 reads model.method and model.basis)",
+                         ("model", key))
+    for key, job_key in (("method", "functional"), ("basis", "basis")):
+        value = model.get(key)
+        if not isinstance(value, str):
+            problems.add(f"expected a {'functional' if key == 'method' else 'basis-set'} name"
+                         f"{' (a BasisSet object is not supported)' if isinstance(value, dict) else ''}"
+                         f", got {describe_value(value)}", ("model", key))
+            continue
+        job[job_key] = value
+        renamed[(job_key,)] = f"model.{key}"
+        if ("model", key) in problems.lines:
+            lines[(job_key,)] = problems.lines[("model", key)]
+
+
+def _keywords(keywords: dict, problems: _Problems, job: dict, renamed: dict, lines: dict) -> None:
+    """Each keyword into its job-file section of `job` (`KEYWORDS`; ``solvent`` given as
+    ``--solvent`` takes it as the job file's section), with its name in `renamed` and line in
+    `lines`; a keyword set elsewhere in an AtomicInput (`_ELSEWHERE`), or unknown, a problem."""
     for key, value in keywords.items():
         if key in _ELSEWHERE:
             problems.add(f"set this in {_ELSEWHERE[key]}, not in keywords", ("keywords", key))
@@ -567,23 +567,62 @@ def atomic_input_job(document: Any, file: str | None = None,
             job.setdefault(section, {})[name] = value
         renamed[path] = f"keywords.{key}"
         if ("keywords", key) in problems.lines:
-            job_lines[path] = problems.lines[("keywords", key)]
-    protocols = _mapping(document.get("protocols"), ("protocols",), problems) or {}
+            lines[path] = problems.lines[("keywords", key)]
+
+
+def _check_protocols(protocols: dict, problems: _Problems) -> None:
+    """Add a problem for each protocol dm21 does not know (`_PROTOCOLS`) or a value of it
+    that dm21 does not support."""
     for key, value in protocols.items():
         if key not in _PROTOCOLS:
             problems.add(f"unknown protocol {key!r}{_suggest(key, _PROTOCOLS)}", ("protocols", key))
         elif _PROTOCOLS[key] is not None and value not in _PROTOCOLS[key]:
             problems.add(f"{describe_value(value)} is not supported (dm21: "
                          f"{', '.join(map(str, _PROTOCOLS[key]))})", ("protocols", key))
+
+
+def _carried(document: dict, problems: _Problems) -> dict:
+    """{``id``, ``protocols`` (None when empty), ``extras``} of an AtomicInput for its
+    result, after adding the problems of these fields and of ``provenance``."""
+    protocols = _mapping(document.get("protocols"), ("protocols",), problems) or {}
+    _check_protocols(protocols, problems)
     extras = _mapping(document.get("extras"), ("extras",), problems) or {}
     if "dm21cli" in extras:
         problems.add("the key 'dm21cli' is dm21's own in the result's extras", ("extras", "dm21cli"))
     _mapping(document.get("provenance"), ("provenance",), problems)
     if document.get("id") is not None and not isinstance(document["id"], str):
         problems.add(f"expected a string, got {describe_value(document['id'])}", ("id",))
+    return {"id": document.get("id"), "protocols": protocols or None, "extras": extras}
+
+
+def atomic_input_job(document: Any, file: str | None = None,
+                     lines: dict[tuple, int] | None = None) -> tuple[dict, dict, dict, dict]:
+    """(job-file data, {job path: line}, {job path: AtomicInput field}, carried) of an AtomicInput.
+
+    `carried` holds ``id``, ``protocols`` and ``extras`` for the result.
+    Raises `InputError` (all problems of the document's structure at once);
+    the job data are validated afterwards like a job file's.
+    """
+    problems = _Problems(file, lines or {})
+    _check_top(document, problems, file)
+    job: dict[str, Any] = {}
+    renamed: dict[tuple, str] = {}
+    job_lines: dict[tuple, int] = {}
+    for key in ("molecule", "driver", "model"):
+        if document.get(key) is None:
+            problems.add(f"required key {key!r} is missing", (key,) if key in document else ())
+    mol = _mapping(document.get("molecule"), ("molecule",), problems)
+    if mol is not None:
+        _molecule(mol, problems, job, renamed, job_lines)
+    _driver(document, problems, job, renamed, job_lines)
+    model = _mapping(document.get("model"), ("model",), problems)
+    if model is not None:
+        _model(model, problems, job, renamed, job_lines)
+    keywords = _mapping(document.get("keywords"), ("keywords",), problems) or {}
+    _keywords(keywords, problems, job, renamed, job_lines)
+    carried = _carried(document, problems)
     if problems.found:
         raise InputError.several(problems.found)
     if () in problems.lines:
         job_lines[()] = problems.lines[()]
-    carried = {"id": document.get("id"), "protocols": protocols or None, "extras": extras}
     return job, job_lines, renamed, carried

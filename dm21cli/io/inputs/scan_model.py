@@ -76,48 +76,61 @@ FRACTIONS = _Grammar("fractions", "fraction", "0,0.25,0.5", "",
                                                           f"alpha to beta must be from 0 to 1, got {x:g}")
 
 
-def parse_values(value: Any, grammar: _Grammar) -> list[float]:
-    """Scan values from ``'start:stop:step'`` (stop included), ``'2,2.5,3'``, a number or a list.
+def _range_values(value: str, g: _Grammar) -> list[float]:
+    """The values of a range ``'start:stop:step'`` (stop included, unsorted, unrounded).
+    Raises ValueError for anything but three numbers, a zero step, a step away from the
+    stop, or more than `MAX_POINTS` points."""
+    parts = value.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"expected a range 'start:stop:step' (three numbers), got {value.strip()!r}")
+    start, stop, step = (_number(p, n) for p, n in zip(parts, ("start", "stop", "step")))
+    if step == 0:
+        raise ValueError(f"the step of {value.strip()!r} must not be zero")
+    if (stop - start) * step < 0:
+        raise ValueError(f"the step {step:g} of {value.strip()!r} goes away from the stop value "
+                         f"(use a {'negative' if step > 0 else 'positive'} step)")
+    span = (stop - start) / step  # inf when the range overflows a float
+    if not math.isfinite(span) or span + 1 > MAX_POINTS + 1e-9:
+        count = (f"{int(span + 1e-9) + 1} points" if span < 1e15 else
+                 f"about {span:.3g} points" if math.isfinite(span) else "more points than a float counts")
+        raise ValueError(f"{value.strip()!r} gives {count}; at most "
+                         f"{MAX_POINTS} are allowed")
+    n = int(math.floor(span + 1e-9)) + 1
+    return [start + k * step for k in range(n)]
 
-    Returns them sorted ascending (dihedrals: normalised to [0, 360) first, values that
-    name the same dihedral kept once).  Raises ValueError (one line) for a zero
-    or wrong-sign step, values outside the grammar's range, no points, more
-    than `MAX_POINTS`, or two values closer than `MIN_SPACING` (0.001).
-    """
-    g = grammar
+
+def _comma_values(value: str, g: _Grammar) -> list[float]:
+    """The values of a comma-separated string ``'2,2.5,3'``, in its order.  Raises ValueError
+    for an empty string or item, or an item that is no number."""
+    tokens = [t for t in value.split(",")]
+    if not value.strip() or any(not t.strip() for t in tokens):
+        raise ValueError(f"expected a comma-separated list of {g.plural}, got {value.strip()!r}")
+    return [_number(t, f"{g.noun} {t.strip()!r}") for t in tokens]
+
+
+def _raw_values(value: Any, g: _Grammar) -> list[float]:
+    """The values as given (unsorted, unrounded): of a range (`_range_values`), a
+    comma-separated string (`_comma_values`), a number or a list.  Raises ValueError for any other value, an
+    empty item or list, or an item that is no number."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected {g.plural} as 'start:stop:step', '{g.example}' or a list of numbers")
     if isinstance(value, str) and ":" in value:
-        parts = value.split(":")
-        if len(parts) != 3:
-            raise ValueError(f"expected a range 'start:stop:step' (three numbers), got {value.strip()!r}")
-        start, stop, step = (_number(p, n) for p, n in zip(parts, ("start", "stop", "step")))
-        if step == 0:
-            raise ValueError(f"the step of {value.strip()!r} must not be zero")
-        if (stop - start) * step < 0:
-            raise ValueError(f"the step {step:g} of {value.strip()!r} goes away from the stop value "
-                             f"(use a {'negative' if step > 0 else 'positive'} step)")
-        span = (stop - start) / step  # inf when the range overflows a float
-        if not math.isfinite(span) or span + 1 > MAX_POINTS + 1e-9:
-            count = (f"{int(span + 1e-9) + 1} points" if span < 1e15 else
-                     f"about {span:.3g} points" if math.isfinite(span) else "more points than a float counts")
-            raise ValueError(f"{value.strip()!r} gives {count}; at most "
-                             f"{MAX_POINTS} are allowed")
-        n = int(math.floor(span + 1e-9)) + 1
-        raw = [start + k * step for k in range(n)]
-    elif isinstance(value, str):
-        tokens = [t for t in value.split(",")]
-        if not value.strip() or any(not t.strip() for t in tokens):
-            raise ValueError(f"expected a comma-separated list of {g.plural}, got {value.strip()!r}")
-        raw = [_number(t, f"{g.noun} {t.strip()!r}") for t in tokens]
-    elif isinstance(value, (int, float)):
-        raw = [_number(value, g.noun)]
-    elif isinstance(value, (list, tuple)):
+        return _range_values(value, g)
+    if isinstance(value, str):
+        return _comma_values(value, g)
+    if isinstance(value, (int, float)):
+        return [_number(value, g.noun)]
+    if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError(f"the list of {g.plural} is empty")
-        raw = [_number(v, f"{g.noun} {k + 1}") for k, v in enumerate(value)]
-    else:
-        raise ValueError(f"expected {g.plural} as 'start:stop:step', '{g.example}' or a list of numbers")
+        return [_number(v, f"{g.noun} {k + 1}") for k, v in enumerate(value)]
+    raise ValueError(f"expected {g.plural} as 'start:stop:step', '{g.example}' or a list of numbers")
+
+
+def _sorted_in_range(raw: list[float], g: _Grammar) -> list[float]:
+    """`raw` rounded to 1e-9 and sorted ascending (no -0.0).  Raises ValueError for no values,
+    more than `MAX_POINTS`, a value outside the grammar's range, or two values closer than
+    `MIN_SPACING`."""
     if not raw:
         raise ValueError(f"no {g.plural}")
     if len(raw) > MAX_POINTS:
@@ -130,17 +143,36 @@ def parse_values(value: Any, grammar: _Grammar) -> list[float]:
     for a, b in zip(out, out[1:]):
         if b - a < MIN_SPACING:
             raise ValueError(f"{g.plural} {a:g} and {b:g} are closer than {MIN_SPACING:g}{g.unit}")
-    if g.normalise is not None:
-        given = out
-        out = sorted({g.normalise(x) for x in out})
-        for a, b in itertools.pairwise(out):
-            if b - a < MIN_SPACING:
-                raise ValueError(f"{g.plural} {a:.10g} and {b:.10g} (in 0 to 360; given as "
-                                 f"{', '.join(f'{x:.10g}' for x in given if g.normalise(x) in (a, b))}) "
-                                 f"are closer than {MIN_SPACING:g}{g.unit}")
-        if len(out) > 1 and out[0] + 360 - out[-1] < MIN_SPACING:  # (around the circle)
-            raise ValueError(f"{g.plural} {out[-1]:.10g} and {out[0]:.10g} are closer than "
-                             f"{MIN_SPACING:g}{g.unit} (360 degrees on, the same dihedral)")
+    return out
+
+
+def _normalised(given: list[float], g: _Grammar) -> list[float]:
+    """The sorted values `given` in the grammar's canonical form (dihedrals in [0, 360)),
+    values that become equal kept once.  Raises ValueError for two canonical values closer
+    than `MIN_SPACING`, also around the circle (360 degrees on)."""
+    out = sorted({g.normalise(x) for x in given})
+    for a, b in itertools.pairwise(out):
+        if b - a < MIN_SPACING:
+            raise ValueError(f"{g.plural} {a:.10g} and {b:.10g} (in 0 to 360; given as "
+                             f"{', '.join(f'{x:.10g}' for x in given if g.normalise(x) in (a, b))}) "
+                             f"are closer than {MIN_SPACING:g}{g.unit}")
+    if len(out) > 1 and out[0] + 360 - out[-1] < MIN_SPACING:  # (around the circle)
+        raise ValueError(f"{g.plural} {out[-1]:.10g} and {out[0]:.10g} are closer than "
+                         f"{MIN_SPACING:g}{g.unit} (360 degrees on, the same dihedral)")
+    return out
+
+
+def parse_values(value: Any, grammar: _Grammar) -> list[float]:
+    """Scan values from ``'start:stop:step'`` (stop included), ``'2,2.5,3'``, a number or a list.
+
+    Returns them sorted ascending (dihedrals: normalised to [0, 360) first, values that
+    name the same dihedral kept once).  Raises ValueError (one line) for a zero
+    or wrong-sign step, values outside the grammar's range, no points, more
+    than `MAX_POINTS`, or two values closer than `MIN_SPACING` (0.001).
+    """
+    out = _sorted_in_range(_raw_values(value, grammar), grammar)
+    if grammar.normalise is not None:
+        out = _normalised(out, grammar)
     return out
 
 

@@ -85,15 +85,34 @@ def validate_job(spec: JobSpec) -> None:
     problem is reported: the InputError raised is the first one and carries
     all of them in ``.problems``.
     """
-    meta: SpecMeta = spec._meta
-    mol = spec.molecule
     problems = _Problems()
-
     problems.run(_check_geometry, spec, problems)
     electrons_ok = problems.run(_check_electrons, spec)
+    covered = _basis_mapping_problems(spec, problems)
+    basis_ok = len(covered) == len(set(spec.molecule.symbols))
+    _restriction_problems(spec, problems)
+    _section_problems(spec, problems)
+    _functional_problems(spec, problems)
+    names_ok = _basis_name_problems(spec, covered, problems)
+    if not (basis_ok and names_ok):
+        problems.raise_any()
+    if not problems.run(ecp_map, spec):
+        problems.raise_any()
+    nao = _orbital_count(spec, problems)
+    if nao is not None and electrons_ok:
+        problems.run(_check_capacity, spec, nao)
+        if spec.scf.occupations is not None:
+            problems.run(_check_occupations, spec, nao)
+    _orbital_index_problems(spec, nao, problems)
+    problems.raise_any()
 
-    # -- basis mapping keys ---------------------------------------------------
-    covered = list(dict.fromkeys(mol.symbols))
+
+def _basis_mapping_problems(spec: JobSpec, problems: _Problems) -> list[str]:
+    """The molecule's elements (each once, in order) that have a basis set; a basis mapping's
+    key that is no element symbol or 'default', and an element without a basis, are
+    problems."""
+    meta: SpecMeta = spec._meta
+    covered = list(dict.fromkeys(spec.molecule.symbols))
     if isinstance(spec.basis, dict):
         for key in spec.basis:
             if key != "default" and elements.normalise_symbol(key) != key:
@@ -105,9 +124,14 @@ def validate_job(spec: JobSpec) -> None:
                 covered.remove(symbol)
                 problems.add(InputError(f"no basis for element {symbol}: add '{symbol}: <basis>' or a "
                                         f"'default' entry", **meta.locate(("basis",))))
-    basis_ok = len(covered) == len(set(mol.symbols))
+    return covered
 
-    # -- restricted / cubes (no PySCF needed) ---------------------------------
+
+def _restriction_problems(spec: JobSpec, problems: _Problems) -> None:
+    """What a restricted calculation cannot do (no PySCF needed): DM21 for an open shell,
+    fixed occupations, and orbital cubes of one spin (``orbital:5a``)."""
+    meta: SpecMeta = spec._meta
+    mol = spec.molecule
     restricted = spec.resolved_restricted()
     if spec.is_dm21 and restricted and mol.multiplicity > 1:
         problems.add(InputError(f"restricted open-shell DM21 is not supported (multiplicity "
@@ -123,6 +147,10 @@ def validate_job(spec: JobSpec) -> None:
                                     f"(this one is restricted); use orbital:{cube[8:-1]}",
                                     **meta.locate(("outputs", "cubes", i))))
 
+
+def _section_problems(spec: JobSpec, problems: _Problems) -> None:
+    """The checks of the guess chkfile, of the sections given (solvent, scan; opt and freq
+    also when the task is theirs) and of the cube files' size."""
     problems.run(_check_guess_chkfile, spec)
     if spec.solvent is not None:
         problems.run(_check_solvent_model, spec)
@@ -134,30 +162,33 @@ def validate_job(spec: JobSpec) -> None:
         problems.run(validate_freq, spec)
     problems.run(_check_cube_size, spec)
 
-    # -- names PySCF must know ------------------------------------------------
-    _functional_problems(spec, problems)
+
+def _basis_name_problems(spec: JobSpec, covered: list[str], problems: _Problems) -> bool:
+    """Whether the basis set of each element in `covered` is one PySCF has for it (each
+    problem added)."""
+    ok = True
     for symbol in covered:
         problem = basis_problem(spec.basis_for(symbol), symbol)
         if problem:
-            basis_ok = False
+            ok = False
             problems.add(InputError(problem, **basis_location(spec, symbol)))
-    if not basis_ok:
-        problems.raise_any()
+    return ok
 
-    # -- effective core potentials, and what fits in the orbitals -------------
-    if not problems.run(ecp_map, spec):
-        problems.raise_any()
-    nao = None
+
+def _orbital_count(spec: JobSpec, problems: _Problems) -> int | None:
+    """The number of orbitals the basis gives the molecule (`count_orbitals`); None after
+    adding its problem."""
     try:
-        nao = count_orbitals(spec)
+        return count_orbitals(spec)
     except InputError as exc:
         problems.add(exc)
-    if nao is not None and electrons_ok:
-        problems.run(_check_capacity, spec, nao)
-        if spec.scf.occupations is not None:
-            problems.run(_check_occupations, spec, nao)
+    return None
 
-    # -- orbital indices (needs the basis size) ------------------------------
+
+def _orbital_index_problems(spec: JobSpec, nao: int | None, problems: _Problems) -> None:
+    """Orbitals asked for (``outputs.cubes`` ``orbital:N``, ``outputs.orbitals``) beyond the
+    `nao` the basis gives (not checked when nao is None)."""
+    meta: SpecMeta = spec._meta
     wanted = [(("outputs", "cubes", i), int(re.sub(r"[ab]$", "", c[8:])))
               for i, c in enumerate(spec.outputs.cubes) if c.startswith("orbital:")]
     wanted += [(("outputs", "orbitals", i), n) for i, n in enumerate(spec.outputs.orbitals)]
@@ -165,8 +196,7 @@ def validate_job(spec: JobSpec) -> None:
         for path, n in wanted:
             if n > nao:
                 problems.add(InputError(f"orbital {n} does not exist: {spec.basis_label()} gives {nao} "
-                                        f"orbitals for {mol.formula()}", **meta.locate(path)))
-    problems.raise_any()
+                                        f"orbitals for {spec.molecule.formula()}", **meta.locate(path)))
 
 
 def _functional_problems(spec, problems: _Problems) -> None:

@@ -410,94 +410,145 @@ def render_summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_table(result: dict):
-    """A `rich.table.Table` with the key numbers of a result.json document, for the terminal."""
-    from rich.table import Table
-    from rich.text import Text
-
-    result = fields(result)
-    props = result.get("properties") or {}
-    mol = result.get("molecule") or {}
+def _table_title(result: dict) -> str:
+    """The terminal table's title: ``DM21 result``, the formula and the basis when known."""
+    symbols = (result.get("molecule") or {}).get("symbols") or []
     model = result.get("model") or {}
     title = "DM21 result"
-    symbols = mol.get("symbols") or []
     if symbols:
         title += f": {formula(symbols)}"
     if model.get("basis"):
         title += f" / {model['basis']}"
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_column("unit")
+    return title
 
+
+def _state_rows(result: dict) -> list[tuple]:
+    """The table's (quantity, value, unit) rows of the ECP, whether the SCF converged and
+    whether its state is non-aufbau."""
+    from rich.text import Text
+
+    props = result.get("properties") or {}
+    model = result.get("model") or {}
+    rows = []
     if model.get("ecp"):
-        table.add_row("ECP", _ecp_text(model["ecp"]), "")
+        rows.append(("ECP", _ecp_text(model["ecp"]), ""))
         if model.get("ecp_note"):
-            table.add_row("note", Text(str(model["ecp_note"]), style="yellow"), "")
+            rows.append(("note", Text(str(model["ecp_note"]), style="yellow"), ""))
     converged = result.get("converged")
     if converged is False:
-        table.add_row("converged", Text("NO", style="bold red"), "")
+        rows.append(("converged", Text("NO", style="bold red"), ""))
     else:
-        table.add_row("converged", _yes_no(converged), "")
+        rows.append(("converged", _yes_no(converged), ""))
     if props.get("non_aufbau"):
-        table.add_row("aufbau", Text("NO: an occupied orbital lies above an empty one "
-                                     "(summary.txt says what to try)", style="bold yellow"), "")
+        rows.append(("aufbau", Text("NO: an occupied orbital lies above an empty one "
+                                    "(summary.txt says what to try)", style="bold yellow"), ""))
+    return rows
+
+
+def _energy_rows(result: dict) -> list[tuple]:
+    """The table's rows of the total energy (Ha), its dispersion and solvent polarisation
+    parts, and the SCF iterations."""
+    props = result.get("properties") or {}
     energy = _num(result.get("return_energy", props.get("return_energy")))
-    table.add_row("total energy", _fmt(energy, ".10f"), "Ha")
+    rows = [("total energy", _fmt(energy, ".10f"), "Ha")]
     if _num(props.get("dispersion_energy")):
-        table.add_row("  of which dispersion", _fmt(props["dispersion_energy"], ".10f"), "Ha")
+        rows.append(("  of which dispersion", _fmt(props["dispersion_energy"], ".10f"), "Ha"))
     if _num(props.get("solvent_polarization_energy")) is not None:
-        table.add_row("  of which solvent polarisation",
-                      _fmt(props["solvent_polarization_energy"], ".10f"), "Ha")
+        rows.append(("  of which solvent polarisation",
+                     _fmt(props["solvent_polarization_energy"], ".10f"), "Ha"))
     if props.get("scf_iterations") is not None:
         attempts = props.get("scf_attempts") or []
         extra = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
-        table.add_row("SCF iterations", f"{props['scf_iterations']}{extra}", "")
+        rows.append(("SCF iterations", f"{props['scf_iterations']}{extra}", ""))
+    return rows
+
+
+def _property_rows(props: dict) -> list[tuple]:
+    """The table's rows of the frontier orbitals (eV), the dipole moment (D), <S^2> and the
+    gradient (Ha/bohr) in ``properties``, those given."""
+    rows = []
     for label, key in (("HOMO", "homo_energy_hartree"), ("LUMO", "lumo_energy_hartree"),
                        ("HOMO-LUMO gap", "homo_lumo_gap_hartree")):
         v = _num(props.get(key))
         if v is not None:
-            table.add_row(label, f"{v * HARTREE_EV:.4f}", "eV")
+            rows.append((label, f"{v * HARTREE_EV:.4f}", "eV"))
     dip = _num(props.get("dipole_moment_total_debye"))
     if dip is not None:
-        table.add_row("dipole moment", f"{dip:.4f}", "D")
+        rows.append(("dipole moment", f"{dip:.4f}", "D"))
     s2 = _num(props.get("s_squared"))
     if s2 is not None:
-        table.add_row("<S^2>", f"{s2:.4f}", "")
+        rows.append(("<S^2>", f"{s2:.4f}", ""))
     gmax = _num(props.get("gradient_max_hartree_per_bohr"))
     if gmax is not None:
-        table.add_row("gradient max / RMS", f"{gmax:.2e} / "
-                      f"{_fmt(props.get('gradient_rms_hartree_per_bohr'), '.2e')}", "Ha/bohr")
-    vib = result.get("vibrations")
-    if isinstance(vib, dict):
-        waves = vib.get("wavenumbers_cm1") or []
-        if waves:
-            shown = ", ".join(f"{abs(w):.1f}{'i' if w < 0 else ''}" for w in waves[:3])
-            table.add_row("wavenumbers", shown + (" ..." if len(waves) > 3 else ""), "cm^-1")
-        verdict = vib.get("classification") or {}
-        if verdict.get("message"):
-            style = None if verdict.get("ok") else "bold red"
-            table.add_row("stationary point", Text(str(verdict["message"]), style=style), "")
-        if not (vib.get("stationarity") or {}).get("ok", True):
-            table.add_row("gradient", Text("NOT stationary: optimise first", style="bold red"), "")
+        rms = _fmt(props.get("gradient_rms_hartree_per_bohr"), ".2e")
+        rows.append(("gradient max / RMS", f"{gmax:.2e} / {rms}", "Ha/bohr"))
+    return rows
+
+
+def _vibration_rows(vib: Any) -> list[tuple]:
+    """The table's rows of ``vibrations``: the first three wavenumbers (cm^-1, imaginary
+    ones with ``i``), the stationary point's classification and a gradient that is not
+    stationary."""
+    from rich.text import Text
+
+    if not isinstance(vib, dict):
+        return []
+    rows = []
+    waves = vib.get("wavenumbers_cm1") or []
+    if waves:
+        shown = ", ".join(f"{abs(w):.1f}{'i' if w < 0 else ''}" for w in waves[:3])
+        rows.append(("wavenumbers", shown + (" ..." if len(waves) > 3 else ""), "cm^-1"))
+    verdict = vib.get("classification") or {}
+    if verdict.get("message"):
+        style = None if verdict.get("ok") else "bold red"
+        rows.append(("stationary point", Text(str(verdict["message"]), style=style), ""))
+    if not (vib.get("stationarity") or {}).get("ok", True):
+        rows.append(("gradient", Text("NOT stationary: optimise first", style="bold red"), ""))
+    return rows
+
+
+def _closing_rows(result: dict) -> list[tuple]:
+    """The table's last rows: the first temperature's ZPVE and Gibbs free energy (Ha), the
+    optimisation's convergence and steps, the wall time (s) and the error."""
+    from rich.text import Text
+
+    rows = []
     thermo = result.get("thermochemistry")
     if isinstance(thermo, list) and thermo:
         first = thermo[0]
-        table.add_row("ZPVE", _fmt(first.get("zpve_hartree"), ".6f"), "Ha")
-        table.add_row(f"G ({_fmt(first.get('temperature_K'), 'g')} K)",
-                      _fmt(first.get("gibbs_free_energy_hartree"), ".8f"), "Ha")
+        rows.append(("ZPVE", _fmt(first.get("zpve_hartree"), ".6f"), "Ha"))
+        rows.append((f"G ({_fmt(first.get('temperature_K'), 'g')} K)",
+                     _fmt(first.get("gibbs_free_energy_hartree"), ".8f"), "Ha"))
     opt = result.get("optimization")
     if isinstance(opt, dict):
         state = "yes" if opt.get("converged") else Text("NO", style="bold red")
-        table.add_row("geometry converged", state, "")
-        table.add_row("optimisation steps", str(len(opt.get("history") or [])), "")
+        rows.append(("geometry converged", state, ""))
+        rows.append(("optimisation steps", str(len(opt.get("history") or [])), ""))
     total = _num(_get(result, "timings_s", "total"))
     if total is not None:
-        table.add_row("wall time", f"{total:.1f}", "s")
+        rows.append(("wall time", f"{total:.1f}", "s"))
     error = result.get("error")
     if error:
-        table.add_row("error", Text(f"{error.get('error_type') or '?'}: "
-                                    f"{error.get('error_message') or ''}", style="red"), "")
+        rows.append(("error", Text(f"{error.get('error_type') or '?'}: "
+                                   f"{error.get('error_message') or ''}", style="red"), ""))
+    return rows
+
+
+def render_table(result: dict):
+    """A `rich.table.Table` with the key numbers of a result.json document, for the terminal:
+    columns quantity, value and unit, its rows from one function per group."""
+    from rich.table import Table
+
+    result = fields(result)
+    table = Table(title=_table_title(result), show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    rows = (_state_rows(result) + _energy_rows(result)
+            + _property_rows(result.get("properties") or {})
+            + _vibration_rows(result.get("vibrations")) + _closing_rows(result))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

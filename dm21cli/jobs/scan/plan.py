@@ -415,21 +415,30 @@ def _functional_names(spec, scan, functionals: list[str] | None) -> tuple[list[s
 def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | None = None) -> ScanPlan:
     """Validate the scan of `spec` (a JobSpec with a ``scan`` section) and build its plan.
 
-    A distance scan, an angle or dihedral scan (``scan.angles``, ``scan.dihedrals``:
-    `_plan_rotation`), an electron-number scan (``scan.electrons``) or a
-    fractional-spin scan (``scan.fractional_spin``).  functionals: overrides
+    A distance scan (`_plan_distance`), an angle or dihedral scan (``scan.angles``,
+    ``scan.dihedrals``: `_plan_rotation`), an electron-number scan (``scan.electrons``) or a
+    fractional-spin scan (``scan.fractional_spin``: `_plan_fractional`).  functionals: overrides
     ``scan.functionals`` / ``functional``; output_dir: the scan directory
     (default: the job's output path).  Raises InputError (naming file, line
     and field) for every problem.
     """
     from dm21cli.io.inputs.scan_model import ScanSettings
 
-    meta = spec._meta
     scan = spec.scan if spec.scan is not None else ScanSettings()
     names, dirnames = _functional_names(spec, scan, functionals)
     scan_dir = Path(output_dir) if output_dir else spec.output_path()
     if scan.kind in ("electrons", "fractional_spin"):
         return _plan_fractional(spec, scan, names, dirnames, scan_dir)
+    _check_geometric_scan(spec, scan)
+    if scan.kind in ("angle", "dihedral"):
+        return _plan_rotation(spec, scan, names, dirnames, scan_dir)
+    return _plan_distance(spec, scan, names, dirnames, scan_dir)
+
+
+def _check_geometric_scan(spec, scan) -> None:
+    """Raise InputError if the molecule has a single atom (no distance, angle or dihedral to
+    scan), or if a relaxed scan's job sets ``opt.transition`` or ``opt.irc``."""
+    meta = spec._meta
     if spec.molecule.natm < 2:
         raise InputError(f"a scan needs at least two atoms; the molecule has {spec.molecule.natm} "
                          f"(or scan electron numbers or fractional spins: --electrons, "
@@ -444,8 +453,17 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                          f"of a relaxed scan",
                          **meta.locate(("opt", key) if ("opt", key) in meta.lines
                                        else ("job", "task")))
-    if scan.kind in ("angle", "dihedral"):
-        return _plan_rotation(spec, scan, names, dirnames, scan_dir)
+
+
+def _plan_distance(spec, scan, names: list[str], dirnames: list[str], scan_dir: Path) -> ScanPlan:
+    """The plan of a distance scan (``scan.distances``, Angstrom).
+
+    The moving fragment (``scan.fragment``, else the second atom of ``scan.atoms``) is
+    shifted along the pair's axis so that the pair is each distance apart; the walk starts at
+    the distance nearest the covalent-radius estimate; with ``scan.reference_atoms``, the two
+    fragments apart are the references (`_references`).
+    """
+    meta = spec._meta
     if scan.distances is None:
         raise InputError("no distances to scan: give --distance START:STOP:STEP or a list, or "
                          "scan.distances in the job file (or --angle, --dihedral, --electrons, "
@@ -459,7 +477,6 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
     r_eq = equilibrium_estimate_angstrom(symbols[pair[0]], symbols[pair[1]])
     distances = list(scan.distances)
     order = walk_order(distances, r_eq)
-    scan_dir = Path(output_dir) if output_dir else spec.output_path()
     where = meta.locate(("scan", "distances"))
     # (cannot happen for distances parse_distances accepts; never share one)
     refuse_shared_directories(distances, point_dirname, where, what="distances ",
@@ -467,51 +484,11 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
 
     points: dict[str, list[ScanPoint]] = {}
     for name, dirname in zip(names, dirnames):
-        row = []
-        for index, dist in enumerate(distances):
-            directory = scan_dir / dirname / point_dirname(dist)
-            new = displaced_coords(coords, pair, moving, dist)
-            data = point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
-                               scan.broken_symmetry, relax=pair if scan.relax else None)
-            pspec = build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
-            row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec),
-                                 COORDINATES["distance"]))
-        points[name] = row
-
+        points[name] = _distance_points(spec, scan, name, dirname, scan_dir, coords, distances,
+                                        pair, moving, where)
     references: dict[str, list[Reference]] = {}
     if scan.reference_atoms:
-        fixed = [k for k in range(len(symbols)) if k not in moving]
-        for name, dirname in zip(names, dirnames):
-            refs = []
-            for slot, (role, atoms) in enumerate((("fixed", fixed), ("moving", moving))):
-                protons = sum(elements.atomic_number(symbols[k]) for k in atoms)
-                if scan.reference_charges is not None:
-                    charge = scan.reference_charges[slot]
-                else:
-                    charge = spec.molecule.charge if role == "fixed" else 0
-                nelec = protons - charge
-                if scan.reference_multiplicities is not None:
-                    mult = scan.reference_multiplicities[slot]
-                else:
-                    mult = default_multiplicity([symbols[k] for k in atoms], nelec)
-                field = ("scan", "reference_charges" if scan.reference_charges is not None
-                         else "reference_atoms")
-                if nelec < 0:
-                    raise InputError(f"the {role} fragment ({elements.hill_formula([symbols[k] for k in atoms])}) "
-                                     f"with charge {charge} has {nelec} electrons", **meta.locate(field))
-                if scan.reference_multiplicities is not None:
-                    field = ("scan", "reference_multiplicities")
-                directory = scan_dir / dirname / f"reference-{role}"
-                if nelec == 0:
-                    refs.append(Reference(name, role, atoms, charge, mult, 0, directory, None, None))
-                    continue
-                data = point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}", directory,
-                                   False, atoms=atoms, charge=charge, multiplicity=mult,
-                                   relax=scan.relax and len(atoms) >= 2)
-                rspec = build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
-                refs.append(Reference(name, role, atoms, charge, mult, nelec, directory, data,
-                                      point_hash(rspec)))
-            references[name] = refs
+        references = _references(spec, scan, names, dirnames, scan_dir, coords, moving)
 
     definition = {
         "input": physics_of({k: v for k, v in spec.to_resolved_dict().items() if k != "scan"}),
@@ -528,6 +505,75 @@ def plan_scan(spec, *, functionals: list[str] | None = None, output_dir: str | N
                     references=references, broken_symmetry=scan.broken_symmetry,
                     definition=definition, definition_hash=input_digest(definition),
                     coordinate=COORDINATES["distance"], relax=scan.relax)
+
+
+def _distance_points(spec, scan, name: str, dirname: str, scan_dir: Path, coords: np.ndarray,
+                     distances: list[float], pair: tuple[int, int], moving: list[int],
+                     where: dict) -> list[ScanPoint]:
+    """The points of functional `name` (its folder `dirname` in `scan_dir`) in a distance
+    scan, one per distance (Angstrom, in the order given), each with the `moving` atoms
+    displaced (`displaced_coords`; coords in Angstrom, shape (natm, 3)) and its input
+    validated (`build_spec`, problems located at `where`)."""
+    row = []
+    for index, dist in enumerate(distances):
+        directory = scan_dir / dirname / point_dirname(dist)
+        new = displaced_coords(coords, pair, moving, dist)
+        data = point_data(spec, name, new, f"{spec.job.name}-{dirname}-{dist:.3f}A", directory,
+                          scan.broken_symmetry, relax=pair if scan.relax else None)
+        pspec = build_spec(data, spec, where, f"{name} at {dist:g} Angstrom")
+        row.append(ScanPoint(name, index, dist, directory, data, point_hash(pspec),
+                             COORDINATES["distance"]))
+    return row
+
+
+def _references(spec, scan, names: list[str], dirnames: list[str], scan_dir: Path,
+                coords: np.ndarray, moving: list[int]) -> dict[str, list[Reference]]:
+    """{functional: [fixed fragment's, moving fragment's `Reference`]} of a distance scan with
+    ``scan.reference_atoms``: each fragment alone at the job's geometry (coords in Angstrom,
+    shape (natm, 3))."""
+    fixed = [k for k in range(len(spec.molecule.symbols)) if k not in moving]
+    references: dict[str, list[Reference]] = {}
+    for name, dirname in zip(names, dirnames):
+        references[name] = [
+            _reference(spec, scan, name, dirname, scan_dir, coords, slot, role, atoms)
+            for slot, (role, atoms) in enumerate((("fixed", fixed), ("moving", moving)))]
+    return references
+
+
+def _reference(spec, scan, name: str, dirname: str, scan_dir: Path, coords: np.ndarray,
+               slot: int, role: str, atoms: list[int]) -> Reference:
+    """The `Reference` of one fragment (`role` ``fixed`` or ``moving``, `slot` 0 or 1 in
+    ``scan.reference_charges`` / ``reference_multiplicities``; `atoms` 0-based) for
+    functional `name`: its charge (default: the molecule's for the fixed fragment, 0 for the
+    moving one), multiplicity (`default_multiplicity`) and, when it has electrons, its
+    validated input.  Raises InputError for a negative electron count."""
+    meta = spec._meta
+    symbols = spec.molecule.symbols
+    protons = sum(elements.atomic_number(symbols[k]) for k in atoms)
+    if scan.reference_charges is not None:
+        charge = scan.reference_charges[slot]
+    else:
+        charge = spec.molecule.charge if role == "fixed" else 0
+    nelec = protons - charge
+    if scan.reference_multiplicities is not None:
+        mult = scan.reference_multiplicities[slot]
+    else:
+        mult = default_multiplicity([symbols[k] for k in atoms], nelec)
+    field = ("scan", "reference_charges" if scan.reference_charges is not None
+             else "reference_atoms")
+    if nelec < 0:
+        raise InputError(f"the {role} fragment ({elements.hill_formula([symbols[k] for k in atoms])}) "
+                         f"with charge {charge} has {nelec} electrons", **meta.locate(field))
+    if scan.reference_multiplicities is not None:
+        field = ("scan", "reference_multiplicities")
+    directory = scan_dir / dirname / f"reference-{role}"
+    if nelec == 0:
+        return Reference(name, role, atoms, charge, mult, 0, directory, None, None)
+    data = point_data(spec, name, coords, f"{spec.job.name}-{dirname}-{role}",
+                      directory, False, atoms=atoms, charge=charge, multiplicity=mult,
+                      relax=scan.relax and len(atoms) >= 2)
+    rspec = build_spec(data, spec, meta.locate(field), f"{name}, {role} fragment")
+    return Reference(name, role, atoms, charge, mult, nelec, directory, data, point_hash(rspec))
 
 
 def _plan_rotation(spec, scan, names: list[str], dirnames: list[str], scan_dir: Path) -> ScanPlan:
