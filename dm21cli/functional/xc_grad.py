@@ -134,125 +134,153 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
     timings_s: a dict that receives wall seconds per phase.
     Returns (E_xc with that kernel, gradient).
     """
-    from pyscf.dft import numint
-
     if kernel is None:
-        net = xc.network
-        if np.dtype(net.dtype) != np.float64:
-            net = net.astype(np.float64)
-        kernel = net
-    dm_spin = np.asarray(dm_spin, dtype=np.float64)
-    if max_memory_mb is None:
-        max_memory_mb = xc.max_memory_mb
-    timings = {"features": 0.0, "network": 0.0, "ao_second_derivatives": 0.0, "meta_gga": 0.0,
-               "derivative_integrals": 0.0, "exchange_terms": 0.0, "grid_weights": 0.0}
-    clock = time.perf_counter
-    nao = dm_spin.shape[-1]
-    natm = mol.natm
-    nspin = 1 if restricted else 2
-    weights = grids.weights
-    coords_all = grids.coords
-    atm_idx = grids.atm_idx if grid_response else None
-    if grid_response and atm_idx is None:
+        kernel = xc.network
+        if np.dtype(kernel.dtype) != np.float64:
+            kernel = kernel.astype(np.float64)
+    if grid_response and grids.atm_idx is None:
         raise NotImplementedError("grid response needs grids.atm_idx (PySCF >= 2.5 grids)")
-
-    t_ao = np.zeros((3, nao))  # sum over points of every AO's contribution
-    force = np.zeros((natm, 3))  # grid response terms
-    exc = 0.0
-    backend = None  # chosen at the first block that needs the integral term
-    piece = None  # sized at the first block, when its arrays and the caches are held
+    run = _GradientRun(xc, mol, grids, np.asarray(dm_spin, dtype=np.float64), restricted,
+                       grid_response, xc.max_memory_mb if max_memory_mb is None else max_memory_mb)
+    clock = time.perf_counter
     t_mark = clock()
-    for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, dm_spin, restricted):
+    for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, run.dm_spin, restricted):
         t0 = clock()
-        timings["features"] += t0 - t_mark
+        run.timings["features"] += t0 - t_mark
         e, de = kernel(x)
-        t1 = clock()
-        timings["network"] += t1 - t0
-        w = weights[at]
-        exc += float(np.dot(w, e))
+        run.timings["network"] += clock() - t0
+        run.block(at, rho, e, de, f_mat, e_mat)
+        t_mark = clock()
+    force = run.finish()
+    if timings_s is not None:
+        for key, val in run.timings.items():
+            timings_s[key] = timings_s.get(key, 0.0) + val
+    return run.exc, force
+
+
+def _weighted_derivatives(de: np.ndarray, w: np.ndarray, rho: np.ndarray, restricted: bool) -> list:
+    """Per effective spin t (one if restricted: both spins add), (v_rho (n,), v_grad (3, n),
+    v_tau (n,), c_hfx [(n,) per omega]): the network's derivatives de (n, 11) by its inputs
+    times the weights w (n,), as the terms of the module's docstring use them; rho (2, 5, n)."""
+    grad_tot = rho[0, 1:4] + rho[1, 1:4]
+    coef = []
+    for t in range(1 if restricted else 2):
+        ss = [0, 1] if restricted else [t]
+        v_rho = sum(de[:, s] for s in ss) * w
+        v_grad = sum(2.0 * (de[:, 2] * grad_tot + de[:, 3 + s] * rho[s, 1:4]) for s in ss) * w
+        v_tau = sum(de[:, 5 + s] for s in ss) * w
+        c_hfx = [sum(de[:, 7 + 2 * s + k] for s in ss) * w for k in range(len(OMEGAS))]
+        coef.append((v_rho, v_grad, v_tau, c_hfx))
+    return coef
+
+
+def _meta_gga_ab(ao: np.ndarray, dm: np.ndarray, v_rho, v_grad, v_tau):
+    """A (m, nao) and B [(m, nao) per direction] of the module's docstring for one spin:
+    ao (10, m, nao) with second derivatives, dm (nao, nao), the weighted derivatives at
+    the m points."""
+    d_chi = ao[0] @ dm  # (m, nao): (D chi)_u
+    d_dchi = [ao[i] @ dm for i in (1, 2, 3)]
+    a = d_chi * (-2.0 * v_rho)[:, None]
+    b = []
+    for i in range(3):
+        a -= d_dchi[i] * (2.0 * v_grad[i])[:, None]
+        b.append(d_chi * (-2.0 * v_grad[i])[:, None] - d_dchi[i] * v_tau[:, None])
+    return a, b
+
+
+def _add_ao_terms(p_mat: np.ndarray, ao: np.ndarray, a: np.ndarray, b: list) -> None:
+    """p_mat[x] (m, nao) += nabla_x chi A + sum_i nabla_x nabla_i chi B_i."""
+    for xdir in range(3):
+        p_mat[xdir] += ao[1 + xdir] * a
+        for i in range(3):
+            p_mat[xdir] += ao[_D2[xdir][i]] * b[i]
+
+
+class _GradientRun:
+    """The sums of one `xc_nuc_grad` call, block by block of the energy's grid points."""
+
+    def __init__(self, xc, mol, grids, dm_spin, restricted, grid_response, max_memory_mb):
+        self.xc, self.mol, self.grids, self.dm_spin = xc, mol, grids, dm_spin
+        self.nspin = 1 if restricted else 2
+        self.restricted, self.grid_response = restricted, grid_response
+        self.max_memory_mb = max_memory_mb
+        self.atm_idx = grids.atm_idx if grid_response else None
+        self.timings = {"features": 0.0, "network": 0.0, "ao_second_derivatives": 0.0,
+                        "meta_gga": 0.0, "derivative_integrals": 0.0, "exchange_terms": 0.0,
+                        "grid_weights": 0.0}
+        self.t_ao = np.zeros((3, dm_spin.shape[-1]))  # sum over points of every AO's contribution
+        self.force = np.zeros((mol.natm, 3))  # the integral term and the grid response
+        self.exc = 0.0
+        self.backend = None  # chosen at the first block that needs the integral term
+        self.piece = None  # sized at the first block, when its arrays and the caches are held
+
+    def block(self, at, rho, e, de, f_mat, e_mat) -> None:
+        """One block of `DM21XC.blocks`: its energy density e (n,) and derivatives de (n, 11)."""
+        w = self.grids.weights[at]
+        self.exc += float(np.dot(w, e))
         points = np.arange(at.start, at.stop) if isinstance(at, slice) else at
-        grad_tot = rho[0, 1:4] + rho[1, 1:4]
-        # weighted derivatives per effective spin (restricted: both spins add)
-        coef = []
-        for t in range(nspin):
-            ss = [0, 1] if restricted else [t]
-            v_rho = sum(de[:, s] for s in ss) * w
-            v_grad = sum(2.0 * (de[:, 2] * grad_tot + de[:, 3 + s] * rho[s, 1:4]) for s in ss) * w
-            v_tau = sum(de[:, 5 + s] for s in ss) * w
-            c_hfx = [sum(de[:, 7 + 2 * s + k] for s in ss) * w for k in range(len(OMEGAS))]
-            coef.append((v_rho, v_grad, v_tau, c_hfx))
+        coef = _weighted_derivatives(de, w, rho, self.restricted)
         with_hfx = any(np.any(c) for cf in coef for c in cf[3])
-        if with_hfx and backend is None:  # the energy's, with its plans and counts
-            backend = xc.backend or backends.select(mol)
-        if piece is None:
+        if with_hfx and self.backend is None:  # the energy's, with its plans and counts
+            self.backend = self.xc.backend or backends.select(self.mol)
+        if self.piece is None:
             from dm21cli.core.resources import current_rss_mb
 
-            piece = piece_points(nao, natm, nspin, max_memory_mb, grid_response,
-                                 held_mb=current_rss_mb(),
-                                 with_g=backend is None or backend.forms_g)
-        n = len(points)
-        for q0 in range(0, n, piece):
-            q1 = min(q0 + piece, n)
-            ta = clock()
-            pts = points[q0:q1]
-            ao = numint.eval_ao(mol, coords_all[pts], deriv=2)  # (10, m, nao)
-            tb = clock()
-            timings["ao_second_derivatives"] += tb - ta
-            p_mat = np.zeros((3, q1 - q0, nao))  # per point and AO, summed over spins
-            t_pt = np.zeros((3, q1 - q0))  # per point, from the integral term
-            for t in range(nspin):
-                v_rho, v_grad, v_tau, c_hfx = coef[t]
-                v_rho, v_grad, v_tau = v_rho[q0:q1], v_grad[:, q0:q1], v_tau[q0:q1]
-                c_hfx = [c[q0:q1] for c in c_hfx]
-                d_chi = ao[0] @ dm_spin[t]  # (m, nao): (D chi)_u
-                d_dchi = [ao[i] @ dm_spin[t] for i in (1, 2, 3)]
-                a = d_chi * (-2.0 * v_rho)[:, None]
-                b = []
-                for i in range(3):
-                    a -= d_dchi[i] * (2.0 * v_grad[i])[:, None]
-                    b.append(d_chi * (-2.0 * v_grad[i])[:, None] - d_dchi[i] * v_tau[:, None])
-                tc = clock()
-                timings["meta_gga"] += tc - tb
-                if with_hfx:
-                    for k in range(len(OMEGAS)):
-                        # A_u += c_hfx (D F)_u: F^T D, D symmetric
-                        a += (f_mat[k, t][:, q0:q1].T @ dm_spin[t]) * c_hfx[k][:, None]
-                td = clock()
-                timings["exchange_terms"] += td - tc
-                for xdir in range(3):
-                    p_mat[xdir] += ao[1 + xdir] * a
-                    for i in range(3):
-                        p_mat[xdir] += ao[_D2[xdir][i]] * b[i]
-                tb = clock()
-                timings["meta_gga"] += tb - td
-            if with_hfx:
-                tc = clock()
-                c = np.array([[coef[t][3][k][q0:q1] for t in range(nspin)]
-                              for k in range(len(OMEGAS))])  # (n_omega, nspin, m)
-                force += backend.integral_force(
-                    coords_all[pts], e_mat[:, :, q0:q1], c, natm,
-                    atm_idx[pts] if grid_response else None, max_memory_mb)
-                timings["derivative_integrals"] += clock() - tc
+            nao = self.dm_spin.shape[-1]
+            self.piece = piece_points(nao, self.mol.natm, self.nspin, self.max_memory_mb,
+                                      self.grid_response, held_mb=current_rss_mb(),
+                                      with_g=self.backend is None or self.backend.forms_g)
+        for q0 in range(0, len(points), self.piece):
+            q1 = min(q0 + self.piece, len(points))
+            self._piece(points[q0:q1], slice(q0, q1), coef, with_hfx, e, f_mat, e_mat)
+
+    def _piece(self, pts, sel: slice, coef, with_hfx: bool, e, f_mat, e_mat) -> None:
+        """The points pts (indices into the grid; sel: their places in the block)."""
+        from pyscf.dft import numint
+
+        clock, timings = time.perf_counter, self.timings
+        ta = clock()
+        ao = numint.eval_ao(self.mol, self.grids.coords[pts], deriv=2)  # (10, m, nao)
+        tb = clock()
+        timings["ao_second_derivatives"] += tb - ta
+        p_mat = np.zeros((3, len(pts), ao.shape[-1]))  # per point and AO, summed over spins
+        for t in range(self.nspin):
+            v_rho, v_grad, v_tau, c_hfx = coef[t]
+            a, b = _meta_gga_ab(ao, self.dm_spin[t], v_rho[sel], v_grad[:, sel], v_tau[sel])
             tc = clock()
-            t_ao += p_mat.sum(axis=1)
-            if grid_response:
-                t_pt += p_mat.sum(axis=2)
-                own = atm_idx[pts]
-                for xdir in range(3):
-                    np.subtract.at(force[:, xdir], own[own >= 0], t_pt[xdir][own >= 0])
-                timings["meta_gga"] += clock() - tc
-                tc = clock()
-                dw = weight_derivatives(mol, grids, pts)  # (natm, 3, m)
-                force += dw @ e[q0:q1]
-                timings["grid_weights"] += clock() - tc
-            else:
-                timings["meta_gga"] += clock() - tc
-        t_mark = clock()
-    aoslices = mol.aoslice_by_atom()
-    for ia in range(natm):
-        p0, p1 = aoslices[ia, 2:]
-        force[ia] += t_ao[:, p0:p1].sum(axis=1)
-    if timings_s is not None:
-        for key, val in timings.items():
-            timings_s[key] = timings_s.get(key, 0.0) + val
-    return exc, force
+            timings["meta_gga"] += tc - tb
+            if with_hfx:
+                for k in range(len(OMEGAS)):
+                    # A_u += c_hfx (D F)_u: F^T D, D symmetric
+                    a += (f_mat[k, t][:, sel].T @ self.dm_spin[t]) * c_hfx[k][sel][:, None]
+            td = clock()
+            timings["exchange_terms"] += td - tc
+            _add_ao_terms(p_mat, ao, a, b)
+            tb = clock()
+            timings["meta_gga"] += tb - td
+        own = self.atm_idx[pts] if self.grid_response else None
+        if with_hfx:
+            tc = clock()
+            c = np.array([[coef[t][3][k][sel] for t in range(self.nspin)]
+                          for k in range(len(OMEGAS))])  # (n_omega, nspin, m)
+            self.force += self.backend.integral_force(self.grids.coords[pts], e_mat[:, :, sel], c,
+                                                      self.mol.natm, own, self.max_memory_mb)
+            timings["derivative_integrals"] += clock() - tc
+        tc = clock()
+        self.t_ao += p_mat.sum(axis=1)
+        if self.grid_response:
+            t_pt = p_mat.sum(axis=2)  # (3, m): each point's own term
+            for xdir in range(3):
+                np.subtract.at(self.force[:, xdir], own[own >= 0], t_pt[xdir][own >= 0])
+            timings["meta_gga"] += clock() - tc
+            tc = clock()
+            self.force += weight_derivatives(self.mol, self.grids, pts) @ e[sel]  # (natm, 3)
+            timings["grid_weights"] += clock() - tc
+        else:
+            timings["meta_gga"] += clock() - tc
+
+    def finish(self) -> np.ndarray:
+        """The gradient (natm, 3): the AOs' sums moved onto their atoms."""
+        for ia, (p0, p1) in enumerate(self.mol.aoslice_by_atom()[:, 2:]):
+            self.force[ia] += self.t_ao[:, p0:p1].sum(axis=1)
+        return self.force
