@@ -13,6 +13,11 @@ every test.
 A session refuses to start when the imported dm21cli has no compiled kernels
 although a C compiler exists: the tests would run the slower NumPy path
 without saying so (README, "Tests": install with ``pip install -e '.[test]'``).
+
+Jobs that tests run in this process (``tests/dm21lib.py``) run as in a ``dm21``
+process: OpenBLAS's idle threads sleep at once (``OPENBLAS_THREAD_TIMEOUT``, which
+``dm21``'s entry point sets before NumPy loads, and so does this file; on 2 cores
+their spinning slowed a relaxed scan by a fifth).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
+from dm21cli.core.resources import settle_blas_threads
+
+settle_blas_threads()  # before anything imports NumPy, as the dm21 command does
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the last place looked at, for this repository's CI (README, "Tests")

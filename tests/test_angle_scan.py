@@ -2,7 +2,9 @@
 
 The geometry (rigid rotation, the moving fragment, the grammar of the values, point names)
 is checked without computing; the scans run B3LYP or HF with STO-3G (grid level 1) on
-water's angle and on HOOH's dihedral in a subprocess, as a user runs them.  Angles and
+water's angle and on HOOH's dihedral, in this process through the library calls of
+``dm21 scan`` (`dm21lib`), and as a user runs them, in a subprocess, for what is the command
+line's (exit statuses, the job array, worker processes, Dask).  Angles and
 dihedrals are measured here with formulas of the test's own (`_angle`, `_dihedral`), not
 with dm21cli's.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 
+import dm21lib
 import numpy as np
 import pytest
 from dm21proc import dm21
@@ -312,14 +315,14 @@ def test_ring_scan_runs_with_its_own_fragment(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# scans through the command line
+# scans
 # ----------------------------------------------------------------------------
 def test_rigid_water_angle_scan_outputs_resume_points_and_workers(tmp_path):
     _job(tmp_path, WATER, "  distances: 1")  # the option's kind replaces the file's
-    proc = dm21(["scan", "w.yaml", "--angle", "2", "1", "3", "90,104.5,120", "-o", "sc"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    assert "3 points: 3 converged" in proc.stderr
-    assert proc.stdout.splitlines()[0].split()[:3] == ["functional", "angle/deg", "E/Ha"]
+    done = dm21lib.scan("w.yaml", tmp_path, angle=("2", "1", "3", "90,104.5,120"), output_dir="sc")
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    assert "3 points: 3 converged" in done.summary
+    assert done.table.splitlines()[0].split()[:3] == ["functional", "angle/deg", "E/Ha"]
     scan_dir = tmp_path / "sc"
     rows = _rows(scan_dir)
     assert "angle_degree" in rows[0] and "distance_angstrom" not in rows[0]
@@ -345,9 +348,10 @@ def test_rigid_water_angle_scan_outputs_resume_points_and_workers(tmp_path):
     assert doc["start_degree"] == pytest.approx(104.48, abs=0.01)
     assert (scan_dir / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    again = dm21(["scan", "w.yaml", "--angle", "2", "1", "3", "90,104.5,120", "-o", "sc"], tmp_path)
-    assert again.returncode == 0 and "(3 read from disk)" in again.stderr, _show(again)
-    # a job array: one point per task, then the curve from disk
+    again = dm21lib.scan("w.yaml", tmp_path, angle=("2", "1", "3", "90,104.5,120"), output_dir="sc")
+    assert again.exit_status == ExitStatus.SUCCESS and "(3 read from disk)" in again.summary, \
+        again.progress.text
+    # the command line: a job array (one point per task, then the curve from disk), workers
     for k in (0, 1):
         proc = dm21(["scan", "w.yaml", "--angle", "2", "1", "3", "90,120", "-o", "arr",
                      "--point", str(k)], tmp_path)
@@ -368,9 +372,9 @@ def test_rigid_hooh_dihedral_scan_is_symmetric(tmp_path):
     """HOOH turned about O-O (HF: no grid): -120 is kept as 240, the mirror image of 120,
     with the same energy; only the dihedral changes."""
     _job(tmp_path, HOOH, "  atoms: [1, 2, 3, 4]\n  dihedrals: 0,90", functional="hf")
-    proc = dm21(["scan", "w.yaml", "--dihedral", "1", "2", "3", "4", "-120,0,120,180", "-o", "sc"],
-                tmp_path)
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.scan("w.yaml", tmp_path, dihedral=("1", "2", "3", "4", "-120,0,120,180"),
+                        output_dir="sc")
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
     scan_dir = tmp_path / "sc"
     rows = _rows(scan_dir)
     assert [float(r["dihedral_degree"]) for r in rows] == [0, 120, 180, 240]
@@ -397,10 +401,10 @@ def test_relaxed_hooh_dihedral_scan_holds_the_dihedral(tmp_path):
     the rigidly turned geometry: the dihedral stays to 1e-3 degrees, the rest relaxes, and
     the energy lies below the rigid point's."""
     _job(tmp_path, HOOH, "  atoms: [1, 2, 3, 4]\n  dihedrals: 60,180")
-    rigid = dm21(["scan", "w.yaml", "-o", "rigid"], tmp_path)
-    assert rigid.returncode == 0, _show(rigid)
-    proc = dm21(["scan", "w.yaml", "-o", "relaxed", "--relax"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
+    rigid = dm21lib.scan("w.yaml", tmp_path, output_dir="rigid")
+    assert rigid.exit_status == ExitStatus.SUCCESS, rigid.progress.text
+    relaxed = dm21lib.scan("w.yaml", tmp_path, output_dir="relaxed", relax=True)
+    assert relaxed.exit_status == ExitStatus.SUCCESS, relaxed.progress.text
     rows = _rows(tmp_path / "relaxed")
     assert [float(r["dihedral_degree"]) for r in rows] == pytest.approx([60, 180], abs=1e-3)
     oo = []
@@ -421,8 +425,8 @@ def test_angle_scan_on_dask_matches_serial(tmp_path):
     distributed = pytest.importorskip("distributed")
 
     _job(tmp_path, WATER, "  atoms: [2, 1, 3]\n  angles: 95,115", functional="hf")
-    serial = dm21(["scan", "w.yaml", "-o", "serial"], tmp_path)
-    assert serial.returncode == 0, _show(serial)
+    serial = dm21lib.scan("w.yaml", tmp_path, output_dir="serial")
+    assert serial.exit_status == ExitStatus.SUCCESS, serial.progress.text
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         proc = dm21(["scan", "w.yaml", "-o", "dask", "--dask", cluster.scheduler_address], tmp_path)

@@ -1,10 +1,13 @@
-"""End-to-end tests of ``dm21 run``, run as a user runs it: in a subprocess.
+"""End-to-end tests of ``dm21 run``.
 
-Every test writes its inputs into a temporary folder and runs
-``python -m dm21cli run ...`` there.  DM21 single points are slow (about a
-second per SCF cycle per 20k grid points), so the systems are tiny (H2, H2+)
-on coarse grids, and one module-scoped DM21 job (`h2_job`) serves all the
-tests that only inspect a successful run's output directory.
+Every test writes its inputs into a temporary folder and runs the job there: what the
+command line itself does (exit statuses, the one-line errors, stdout and stderr, --help,
+signals, the peak memory of the process) as a user runs it, ``python -m dm21cli run ...``
+in a subprocess; what the job computes and writes (energies, result.json, the files) in
+this process, through the library calls of the command (`dm21lib`).  DM21 single points are
+slow (about a second per SCF cycle per 20k grid points), so the systems are tiny (H2, H2+)
+on coarse grids, and one module-scoped DM21 job (`h2_job`) serves all the tests that only
+inspect a successful run's output directory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import dm21lib
 import numpy as np
 import pytest
 from cubefile import read_cube
@@ -320,13 +324,13 @@ def test_refuses_to_overwrite_then_overwrites(tmp_path, checkpoints_dir):
     write_job(tmp_path, "ow", basis="sto-3g", functional="b3lyp",
               extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
     env = _env(checkpoints_dir)
-    first = dm21(["run", "ow.yaml"], tmp_path, env)
-    assert first.returncode == 0, _show(first)
+    first = dm21lib.run("ow.yaml", tmp_path, checkpoints=checkpoints_dir)  # (in this process)
+    assert first.converged, first.progress.text
     out = tmp_path / "outputs" / "ow"
     old_bytes = (out / "result.json").read_bytes()
     (out / "user-note.txt").write_text("from before\n")
 
-    again = dm21(["run", "ow.yaml"], tmp_path, env)
+    again = dm21(["run", "ow.yaml"], tmp_path, env)  # the command: exit 5, one line
     assert again.returncode == 5, _show(again)
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one stderr line:\n{again.stderr}"
@@ -335,8 +339,8 @@ def test_refuses_to_overwrite_then_overwrites(tmp_path, checkpoints_dir):
     assert (out / "user-note.txt").is_file()
     assert leftovers(out) == [] and leftovers(out.parent) == []
 
-    forced = dm21(["run", "ow.yaml", "--overwrite"], tmp_path, env)
-    assert forced.returncode == 0, _show(forced)
+    forced = dm21lib.run("ow.yaml", tmp_path, checkpoints=checkpoints_dir, overwrite=True)
+    assert forced.converged, forced.progress.text
     assert not (out / "user-note.txt").exists(), "old directory was not replaced"
     assert (out / "result.json").read_bytes() != old_bytes
     assert json.loads((out / "result.json").read_text())["success"] is True
@@ -348,16 +352,15 @@ def test_overwrite_with_own_chkfile_as_guess(tmp_path, checkpoints_dir):
     """Re-running a job from its own previous scf.chk, replacing its output directory."""
     extra = "scf: {grid_level: 1}\noutputs: {molden: false}\n"
     write_job(tmp_path, "again", functional="b3lyp", extra=extra)
-    env = _env(checkpoints_dir)
-    first = dm21(["run", "again.yaml"], tmp_path, env)
-    assert first.returncode == 0, _show(first)
+    first = dm21lib.run("again.yaml", tmp_path, checkpoints=checkpoints_dir)
+    assert first.converged, first.progress.text
     out = tmp_path / "outputs" / "again"
     e_first = json.loads((out / "result.json").read_text())["return_result"]
     write_job(tmp_path, "again", functional="b3lyp",
               extra="scf: {grid_level: 1, guess: outputs/again/scf.chk}\n"
                     "outputs: {molden: false}\n")
-    second = dm21(["run", "again.yaml", "--overwrite"], tmp_path, env)
-    assert second.returncode == 0, _show(second)
+    second = dm21lib.run("again.yaml", tmp_path, checkpoints=checkpoints_dir, overwrite=True)
+    assert second.converged, second.progress.text
     r = json.loads((out / "result.json").read_text())
     attempts = r["extras"]["dm21cli"]["properties"]["scf_attempts"]
     assert attempts[0]["cycles"] <= 3, attempts
@@ -475,9 +478,9 @@ def test_missing_weights_exit_3(tmp_path):
 def test_b3lyp_through_the_same_command(h2_job, tmp_path):
     # Same molecule, basis and grid as h2_job; no weights needed at all.
     write_job(tmp_path, "h2", extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
-    proc = dm21(["run", "h2.yaml", "--functional", "b3lyp"], tmp_path,
-                _env(tmp_path / "no-such-checkpoints"))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.run("h2.yaml", tmp_path, functional="b3lyp",
+                       checkpoints=tmp_path / "no-such-checkpoints")
+    assert done.converged, done.progress.text
     r = json.loads((tmp_path / "outputs" / "h2" / "result.json").read_text())
     assert r["success"] is True
     assert r["model"]["method"].lower() == "b3lyp"
@@ -490,9 +493,9 @@ def test_b3lyp_through_the_same_command(h2_job, tmp_path):
 def test_dm21_with_d3bj(tmp_path, checkpoints_dir):
     write_job(tmp_path, "d3", basis="sto-3g",
               extra="dispersion: d3bj\nscf: {grid_level: 1}\noutputs: {molden: false}\n")
-    proc = dm21(["run", "d3.yaml", "--json"], tmp_path, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
-    r = json.loads(proc.stdout)
+    done = dm21lib.run("d3.yaml", tmp_path, checkpoints=checkpoints_dir)
+    assert done.converged, done.progress.text
+    r = done.result
     p = r["properties"]
     disp = p.get("scf_dispersion_correction_energy")
     assert r["extras"]["dm21cli"]["model"]["dispersion"] == "d3bj"
@@ -508,9 +511,9 @@ def test_dm21_with_d3bj(tmp_path, checkpoints_dir):
 # ----------------------------------------------------------------------------
 def test_bare_xyz_cation_is_unrestricted(tmp_path, checkpoints_dir):
     (tmp_path / "h2p.xyz").write_text("2\nH2+ cation\nH 0.0 0.0 0.0\nH 0.0 0.0 1.06\n")
-    proc = dm21(["run", "h2p.xyz", "--basis", "sto-3g", "--functional", "DM21", "--charge", "1",
-                 "--multiplicity", "2", "--grid-level", "1"], tmp_path, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.run("h2p.xyz", tmp_path, basis="sto-3g", functional="DM21", charge=1,
+                       multiplicity=2, grid_level=1, checkpoints=checkpoints_dir)
+    assert done.converged, done.progress.text
     out = tmp_path / "outputs" / "h2p"
     r = json.loads((out / "result.json").read_text())
     p = r["extras"]["dm21cli"]["properties"]
@@ -546,8 +549,8 @@ def test_ecp_b3lyp_matches_pyscf_with_the_ecp(tmp_path, case):
     atoms, basis, pyscf_basis, ecp, nelec = ECP_CASES[case]
     write_job(tmp_path, case, atoms=atoms, basis=basis, functional="b3lyp",
               extra="outputs: {molden: false}\n")
-    proc = dm21(["run", f"{case}.yaml"], tmp_path, _env(tmp_path / "no-such-checkpoints"))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.run(f"{case}.yaml", tmp_path, checkpoints=tmp_path / "no-such-checkpoints")
+    assert done.converged, done.progress.text
     out = tmp_path / "outputs" / case
     r = json.loads((out / "result.json").read_text())
 
@@ -572,8 +575,8 @@ def test_dm21_hi_lanl2dz_runs_with_the_ecp_and_says_so(tmp_path, checkpoints_dir
     """HI/LANL2DZ failed inside PySCF (exit 7) without the iodine ECP: 54 electrons, 10 orbitals."""
     write_job(tmp_path, "hi", atoms=("H 0 0 0", "I 0 0 1.61"), basis="lanl2dz",
               extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
-    proc = dm21(["run", "hi.yaml"], tmp_path, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.run("hi.yaml", tmp_path, checkpoints=checkpoints_dir)
+    assert done.converged, done.progress.text
     out = tmp_path / "outputs" / "hi"
     r = json.loads((out / "result.json").read_text())
     model = r["extras"]["dm21cli"]["model"]

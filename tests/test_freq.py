@@ -14,6 +14,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import dm21lib
 import numpy as np
 import pytest
 from dm21proc import dm21, dm21_env, show, write
@@ -283,9 +284,9 @@ def test_opt_ts_finds_the_ammonia_inversion_saddle_point(tmp_path):
     optimised = json.loads((tmp_path / "ts" / "result.json").read_text())
     assert optimised["extras"]["dm21cli"]["optimization"]["transition"] is True
     assert (tmp_path / "ts" / "start-hessian" / "result.json").is_file()
-    proc = dm21(["opt", "nh3.yaml", "-o", "min", "--json"], tmp_path, env=dm21_env())
-    assert proc.returncode == 0, show(proc)
-    barrier = document["properties"]["return_energy"] - json.loads(proc.stdout)["properties"]["return_energy"]
+    minimum = dm21lib.opt("nh3.yaml", tmp_path, output_dir="min")  # (in this process)
+    assert minimum.converged, minimum.progress.text
+    barrier = document["properties"]["return_energy"] - minimum.result["properties"]["return_energy"]
     assert 0.001 < barrier < 0.05
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import dm21lib
 import numpy as np
 import pytest
 from dm21proc import dm21, dm21_env, show, write
@@ -82,9 +83,9 @@ def test_ts_then_irc_walks_down_both_sides_to_the_two_minima(tmp_path):
         sides.append(float((xyz[0] - xyz[1:].mean(axis=0)) @ normal / np.linalg.norm(normal)))
     assert sides[0] * sides[1] < 0 and abs(abs(sides[0]) - abs(sides[1])) < 1e-2
 
-    proc = dm21(["opt", "nh3.yaml", "-o", "min", "--json"], tmp_path, env=env)
-    assert proc.returncode == 0, show(proc)
-    e_min = json.loads(proc.stdout)["properties"]["return_energy"]
+    minimum = dm21lib.opt("nh3.yaml", tmp_path, output_dir="min")  # (in this process)
+    assert minimum.converged, minimum.progress.text
+    e_min = minimum.result["properties"]["return_energy"]
     assert abs(e_forward - e_min) < 1e-4 and abs(e_backward - e_min) < 1e-4
     summary = (folder / "summary.txt").read_text()
     assert "Reaction path (IRC, geomeTRIC)" in summary and "Forward leg" in summary
@@ -184,8 +185,8 @@ def test_a_path_out_of_steps_is_no_success_and_restart_walks_it_again_keeping_th
     assert "--irc --restart -o p' (the Hessian at the transition state is kept)" in proc.stderr
     first = json.loads((tmp_path / "p" / "result.json").read_text())
     assert first["success"] is False and not first["extras"]["dm21cli"]["optimization"]["irc"]["legs"]["forward"]["converged"]
-    proc = dm21(["opt", "ts.yaml", "--irc", "-o", "p", "--restart"], tmp_path, env=env)
-    assert proc.returncode == 0, show(proc)
+    again = dm21lib.opt("ts.yaml", tmp_path, irc=True, output_dir="p", restart=True)  # (in this process)
+    assert again.converged, again.progress.text
     assert (tmp_path / "p" / "dm21.log").read_text().count("read from disk") == 25
     legs = json.loads((tmp_path / "p" / "result.json").read_text())["extras"]["dm21cli"]["optimization"]["irc"]["legs"]
     assert legs["forward"]["converged"] and legs["backward"]["converged"]

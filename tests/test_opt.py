@@ -1,4 +1,8 @@
-"""``dm21 opt``: geometry optimisation with geomeTRIC, run as a user runs it (subprocesses).
+"""``dm21 opt``: geometry optimisation with geomeTRIC.
+
+What an optimisation computes and writes is checked in this process, through the library
+calls of the command (`dm21lib`); its exit statuses, messages and signals through the
+command line, in subprocesses, as a user runs it.
 
 * DM21 water (STO-3G, grid level 1) from near its minimum: converges with the
   criteria shown; every step's energy and gradient norm on stderr; trajectory.xyz
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import time
 
+import dm21lib
 import numpy as np
 import pytest
 from test_cli_run import _env, _show, dm21, leftovers, write_job
@@ -64,16 +69,15 @@ def test_dm21_steps_use_fresh_integrals_and_the_previous_density(tmp_path, check
           grid_level: 1
         outputs: {molden: false}
         """)
-    env = _env(checkpoints_dir)
-    proc = dm21(["opt", "w.yaml", "--maxiter", "1"], tmp_path, env)
-    assert proc.returncode == 4, _show(proc)
+    done = dm21lib.opt("w.yaml", tmp_path, maxiter=1, checkpoints=checkpoints_dir)
+    assert not done.converged, done.progress.text  # (the command's exit status 4)
     out = tmp_path / "outputs" / "w"
     result = fields(json.loads((out / "result.json").read_text()))
     history = result["optimization"]["history"]
     assert len(history) == 2 and result["success"] is False
-    for h in history:  # every step's energy and gradient norm on stderr
-        assert f"step {h['step']}: E = {h['energy_hartree']:.10f} Ha" in proc.stderr
-        assert f"gradient norm {h['gradient_norm_hartree_per_bohr']:.2e}" in proc.stderr
+    for h in history:  # every step's energy and gradient norm in the progress lines (stderr)
+        assert f"step {h['step']}: E = {h['energy_hartree']:.10f} Ha" in done.progress.text
+        assert f"gradient norm {h['gradient_norm_hartree_per_bohr']:.2e}" in done.progress.text
     # each step from the previous step's density: one warm start, in the first step
     log = (out / "dm21.log").read_text()
     assert log.count("warm start: b3lyp SCF") == 1
@@ -86,9 +90,9 @@ def test_dm21_steps_use_fresh_integrals_and_the_previous_density(tmp_path, check
              in zip(result["molecule"]["symbols"], np.array(step["geometry_bohr"]) * BOHR_ANGSTROM)]
     write_job(tmp_path, "sp", atoms=atoms, basis="sto-3g",
               extra="scf:\n  grid_level: 1\noutputs: {molden: false}\n")
-    single = dm21(["run", "sp.yaml", "--gradient", "--json"], tmp_path, env)
-    assert single.returncode == 0, _show(single)
-    sp = fields(json.loads(single.stdout))
+    single = dm21lib.run("sp.yaml", tmp_path, gradient=True, checkpoints=checkpoints_dir)
+    assert single.converged, single.progress.text
+    sp = fields(single.result)
     assert sp["return_energy"] == pytest.approx(step["energy_hartree"], abs=2e-7)
     g = np.array(sp["properties"]["gradient_hartree_per_bohr"])
     assert np.abs(g).max() == pytest.approx(step["gradient_max_hartree_per_bohr"], abs=5e-6)
@@ -103,10 +107,10 @@ def test_dm21_water_converges(tmp_path, checkpoints_dir):
           grid_level: 1
         outputs: {molden: true}
         """)
-    proc = dm21(["opt", "w.yaml", "--json"], tmp_path, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.opt("w.yaml", tmp_path, checkpoints=checkpoints_dir)
+    assert done.converged, done.progress.text
     out = tmp_path / "outputs" / "w"
-    result = fields(json.loads(proc.stdout))
+    result = fields(done.result)
     assert result == fields(json.loads((out / "result.json").read_text()))
     opt = result["optimization"]
     assert result["success"] and result["converged"] and opt["converged"]
@@ -114,7 +118,7 @@ def test_dm21_water_converges(tmp_path, checkpoints_dir):
     assert opt["criteria"] == {"convergence_set": "GAU", "convergence_energy": 1e-6,
                                "convergence_grms": 3e-4, "convergence_gmax": 4.5e-4,
                                "convergence_drms": 1.2e-3, "convergence_dmax": 1.8e-3}
-    assert "converged when every criterion holds (convergence_set GAU)" in proc.stderr
+    assert "converged when every criterion holds (convergence_set GAU)" in done.progress.text
     history = opt["history"]
     assert 2 <= len(history) == opt["steps"] <= 8, len(history)
     assert [h["step"] for h in history] == list(range(1, len(history) + 1))
@@ -196,10 +200,10 @@ def test_maxiter_is_not_a_success_and_restart_continues(tmp_path):
         "geometry not converged in 2 steps (opt.maxiter); raise maxiter, or continue with "
         "'dm21 opt m.yaml --maxiter 2 --restart -o outputs/m'")
 
-    again = dm21(["opt", "m.yaml", "--restart"], tmp_path, env)
-    assert again.returncode == 0, _show(again)
+    again = dm21lib.opt("m.yaml", tmp_path, restart=True)  # (in this process)
+    assert again.converged, again.progress.text
     assert (f"restart from the last geometry of outputs/m (step {len(done)}), density from its "
-            f"scf.chk") in again.stderr
+            f"scf.chk") in again.progress.text
     result = fields(json.loads((out / "result.json").read_text()))
     history = result["optimization"]["history"]
     assert history[:len(done)] == done  # the first run's steps, kept
@@ -209,7 +213,7 @@ def test_maxiter_is_not_a_success_and_restart_continues(tmp_path):
     assert result["converged"] and len(_xyz_frames(out / "trajectory.xyz")) == len(history)
     assert leftovers(out) == [] and leftovers(tmp_path / "outputs") == []
 
-    refused = dm21(["opt", "m.yaml", "--restart"], tmp_path, env)  # nothing left to do
+    refused = dm21(["opt", "m.yaml", "--restart"], tmp_path, env)  # nothing left to do: exit 5
     assert refused.returncode == 5, _show(refused)
     assert "converged optimisation" in refused.stderr
     both = dm21(["opt", "m.yaml", "--restart", "--overwrite"], tmp_path, env)
@@ -262,8 +266,8 @@ def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
     assert len(_xyz_frames(out / "trajectory.xyz")) == len(steps)
     assert not (out / ".running").exists() and leftovers(out) == []
 
-    again = dm21(["opt", "s.yaml", "--restart"], tmp_path, _env(None))
-    assert again.returncode == 0, _show(again)
+    again = dm21lib.opt("s.yaml", tmp_path, restart=True)  # (in this process)
+    assert again.converged, again.progress.text
     result = fields(json.loads((out / "result.json").read_text()))
     assert result["converged"] and result["optimization"]["history"][:len(steps)] == steps
     first = result["optimization"]["history"][len(steps)]

@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dm21lib
 import numpy as np
 import pytest
 from conftest import invalid_result_json
@@ -43,16 +44,17 @@ def atomic_input(**changes) -> dict:
 
 @pytest.fixture(scope="module")
 def h2_runs(tmp_path_factory, checkpoints_dir):
-    """The same DM21 job through `dm21 run` from a YAML job file and from an AtomicInput."""
+    """The same DM21 job through `dm21 run` (its library calls, in this process) from a YAML
+    job file and from an AtomicInput."""
     cwd = tmp_path_factory.mktemp("qcschema")
     write_job(cwd, "h2yaml", basis="sto-3g", extra="scf: {grid_level: 1}\noutputs: {molden: false}\n")
     document = atomic_input(id="h2-run-1", extras={"campaign": "issue-13"})
     (cwd / "h2json.json").write_text(json.dumps(document, indent=2))
-    env = _env(checkpoints_dir)
+    xdg = tmp_path_factory.mktemp("xdg")
     runs = {}
     for name in ("h2yaml.yaml", "h2json.json"):
-        proc = dm21(["run", name], cwd, env)
-        assert proc.returncode == 0, _show(proc)
+        done = dm21lib.run(name, cwd, checkpoints=checkpoints_dir, xdg_root=xdg)
+        assert done.converged, done.progress.text
         stem = name.split(".")[0]
         runs[stem] = json.loads((cwd / "outputs" / stem / "result.json").read_text())
     return runs
@@ -64,13 +66,15 @@ GRADIENT_KEYWORDS = {"grid_level": 1, "molden": False, "precision": "float64", "
 
 @pytest.fixture(scope="module")
 def h2_gradient(tmp_path_factory, checkpoints_dir):
-    """`dm21 run h2grad.json` with driver gradient: the result.json and the input's path."""
+    """`dm21 run h2grad.json` (its library calls, in this process) with driver gradient: the
+    result.json and the input's path."""
     cwd = tmp_path_factory.mktemp("qcschema-gradient")
     path = cwd / "h2grad.json"
     path.write_text(json.dumps(atomic_input(driver="gradient", keywords=GRADIENT_KEYWORDS),
                                indent=2))
-    proc = dm21(["run", path.name], cwd, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.run(path.name, cwd, checkpoints=checkpoints_dir,
+                       xdg_root=tmp_path_factory.mktemp("xdg"))
+    assert done.converged, done.progress.text
     out = cwd / "outputs" / "h2grad"
     return {"dm21 run": json.loads((out / "result.json").read_text()), "path": path,
             "summary": (out / "summary.txt").read_text()}
@@ -167,9 +171,9 @@ def test_yaml_job_task_gradient_with_dispersion(tmp_path):
         scf: {grid_level: 1}
         outputs: {molden: false}
         """))
-    proc = dm21(["run", "w.yaml", "--json"], tmp_path, _env(None))
-    assert proc.returncode == 0, _show(proc)
-    document = json.loads(proc.stdout)
+    done = dm21lib.run("w.yaml", tmp_path)
+    assert done.converged, done.progress.text
+    document = done.result
     assert document["driver"] == "gradient"
     assert document == json.loads((tmp_path / "outputs" / "w" / "result.json").read_text())
     gradient = np.asarray(document["return_result"])

@@ -7,12 +7,15 @@ point to point, and the relaxed energy lies below the rigid scan's at every dist
 rigid scans (finished points read from disk), --workers giving the serial energies (to
 geomeTRIC's energy criterion 1e-6 Ha: the points start from other densities), and
 SIGTERM with both workers busy in their optimisations ending the scan within seconds.
+The serial scans run in this process (`dm21lib`: the library calls of ``dm21 scan``), the
+refusal, the workers and the signal through the command line, in subprocesses.
 """
 
 from __future__ import annotations
 
 import json
 
+import dm21lib
 import numpy as np
 import pytest
 from dm21proc import dm21
@@ -48,11 +51,11 @@ def _geometry(scan_dir, functional: str, distance: float) -> np.ndarray:
 
 def test_relaxed_scan_holds_the_distance_relaxes_the_rest_and_resumes(tmp_path):
     _write(tmp_path, "w.yaml", WATER.format(functional="b3lyp", distances="0.9,1.0,1.2"))
-    rigid = dm21(["scan", "w.yaml", "-o", "rigid"], tmp_path)
-    assert rigid.returncode == 0, _show(rigid)
-    proc = dm21(["scan", "w.yaml", "-o", "relaxed", "--relax"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    assert "3 points: 3 converged" in proc.stderr
+    rigid = dm21lib.scan("w.yaml", tmp_path, output_dir="rigid")
+    assert rigid.exit_status == ExitStatus.SUCCESS, rigid.progress.text
+    relaxed = dm21lib.scan("w.yaml", tmp_path, output_dir="relaxed", relax=True)
+    assert relaxed.exit_status == ExitStatus.SUCCESS, relaxed.progress.text
+    assert "3 points: 3 converged" in relaxed.summary
     scan_dir = tmp_path / "relaxed"
     rows = _rows(scan_dir)
     assert all(r["status"] == "success" and int(r["opt_steps"]) >= 2 for r in rows)
@@ -75,9 +78,9 @@ def test_relaxed_scan_holds_the_distance_relaxes_the_rest_and_resumes(tmp_path):
     assert np.ptp(others) > 1e-3 and np.ptp(angles) > 0.5  # the rest relaxed, differently
     assert all(abs(o - 0.9578) > 1e-3 for o in others)
 
-    again = dm21(["scan", "w.yaml", "-o", "relaxed", "--relax"], tmp_path)
-    assert again.returncode == 0, _show(again)
-    assert "(3 read from disk)" in again.stderr
+    again = dm21lib.scan("w.yaml", tmp_path, output_dir="relaxed", relax=True)
+    assert again.exit_status == ExitStatus.SUCCESS, again.progress.text
+    assert "(3 read from disk)" in again.summary
     # the rigid scan's directory holds another definition: refused without --overwrite
     refused = dm21(["scan", "w.yaml", "-o", "rigid", "--relax"], tmp_path)
     assert refused.returncode == ExitStatus.OUTPUT_EXISTS, _show(refused)

@@ -1,7 +1,9 @@
 """``dm21 scan``: distance parsing, geometry, the scan section, serial scans, resume, physics.
 
-The mechanics run B3LYP or HF on H2 with STO-3G/6-31G and grid level 1 in a
-subprocess, as a user runs them; the physics test runs DM21 on stretched H2+.
+The mechanics run B3LYP or HF on H2 with STO-3G/6-31G and grid level 1; the physics test
+runs DM21 on stretched H2+.  What the scan computes and writes is checked in this process
+(`dm21lib`: the library calls of the command); the command's own part (exit statuses, its
+output, signals, worker processes, the job array, Dask) in subprocesses, as a user runs it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dm21lib
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -313,11 +316,11 @@ def test_scan_help_imports_no_heavy_modules():
 
 
 # ----------------------------------------------------------------------------
-# serial scans through the command line
+# serial scans
 # ----------------------------------------------------------------------------
 def test_scan_serial_outputs_and_resume(tmp_path):
     _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.5:2.0:0.5"))
-    proc = dm21(["scan", "h2.yaml"], tmp_path)
+    proc = dm21(["scan", "h2.yaml"], tmp_path)  # the command: exit 0, the table, the counts
     assert proc.returncode == 0, _show(proc)
     scan_dir = tmp_path / "outputs" / "h2"
     assert "4 points: 4 converged" in proc.stderr
@@ -344,13 +347,13 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert json.loads((point / "result.json").read_text())["molecule"]["geometry"][5] == \
         pytest.approx(1.5 / 0.529177210903, rel=1e-9)
 
-    # resume: nothing recomputed
+    # resume: nothing recomputed (in this process from here, but for the refusal's exit status)
     before = _result_mtimes(scan_dir)
-    proc = dm21(["scan", "h2.yaml", "--json"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    assert json.loads(proc.stdout)["counts"]["read_from_disk"] == 4
+    done = dm21lib.scan("h2.yaml", tmp_path)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    assert done.document["counts"]["read_from_disk"] == 4
     assert _result_mtimes(scan_dir) == before
-    assert "(4 read from disk)" in proc.stderr
+    assert "(4 read from disk)" in done.summary
 
     # an unfinished point (as a killed run leaves it) is recomputed, alone
     result = point / "result.json"
@@ -358,12 +361,12 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     data["extras"]["dm21cli"]["status"] = "interrupted"
     result.write_text(json.dumps(data))
     before = _result_mtimes(scan_dir)
-    proc = dm21(["scan", "h2.yaml"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.scan("h2.yaml", tmp_path)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
     after = _result_mtimes(scan_dir)
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"b3lyp/point-01.500A/result.json"}
-    assert "(3 read from disk)" in proc.stderr
+    assert "(3 read from disk)" in done.summary
 
     # a changed definition is refused (exit 5) ...
     _write(tmp_path, "h2.yaml", H2_FAST.format(distances="0.5:2.5:0.5"))
@@ -372,9 +375,9 @@ def test_scan_serial_outputs_and_resume(tmp_path):
     assert proc.returncode == ExitStatus.OUTPUT_EXISTS, _show(proc)
     assert "holds a scan of a different input" in proc.stderr and len(proc.stderr.splitlines()) == 1
     # ... unless --overwrite: points with unchanged inputs are still reused
-    proc = dm21(["scan", "h2.yaml", "--overwrite"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    assert "5 points: 5 converged (4 read from disk)" in proc.stderr
+    done = dm21lib.scan("h2.yaml", tmp_path, overwrite=True)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    assert "5 points: 5 converged (4 read from disk)" in done.summary
     assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in before} == before
 
 
@@ -387,17 +390,17 @@ def test_scan_points_named_by_distance_are_reused_whatever_the_other_distances(t
     _write(tmp_path, "h2.yaml", H2_FAST.format(distances="1"))
     scan_dir, folder = tmp_path / "sc", tmp_path / "sc" / "b3lyp"
 
-    def scan(distances, *args):
-        proc = dm21(["scan", "h2.yaml", "--distance", distances, "-o", "sc", *args], tmp_path)
-        assert proc.returncode == 0, _show(proc)
-        return proc
+    def scan(distances, **options):
+        done = dm21lib.scan("h2.yaml", tmp_path, distance=distances, output_dir="sc", **options)
+        assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+        return done
 
     scan("0.6,0.8")
     assert _point_names(folder) == ["point-00.600A", "point-00.800A"]
     computed = _result_mtimes(scan_dir)
     # a new shortest distance shifts every index; the two points are still read from disk
-    proc = scan("0.5,0.6,0.8", "--overwrite")
-    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    done = scan("0.5,0.6,0.8", overwrite=True)
+    assert "3 points: 3 converged (2 read from disk)" in done.summary
     assert {k: v for k, v in _result_mtimes(scan_dir).items() if k in computed} == computed
     assert _point_names(folder) == ["point-00.500A", "point-00.600A", "point-00.800A"]  # no orphans
     rows = _rows(scan_dir)
@@ -408,26 +411,26 @@ def test_scan_points_named_by_distance_are_reused_whatever_the_other_distances(t
     computed = _result_mtimes(scan_dir)
 
     # a distance left out: its directory stays on disk, but not in the curve
-    proc = scan("0.5,0.8", "--overwrite")
-    assert "2 points: 2 converged (2 read from disk)" in proc.stderr
+    done = scan("0.5,0.8", overwrite=True)
+    assert "2 points: 2 converged (2 read from disk)" in done.summary
     assert [r["distance_angstrom"] for r in _rows(scan_dir)] == ["0.5", "0.8"]
     doc = json.loads((scan_dir / "scan.json").read_text())
     assert [p["distance_angstrom"] for p in doc["points"]] == [0.5, 0.8]
     assert doc["counts"]["points"] == 2 and doc["distances_angstrom"] == [0.5, 0.8]
     assert (folder / "point-00.600A" / "result.json").is_file()
     # ... and when it comes back it is read from disk; --point I is still the sorted index
-    proc = scan("0.5,0.6,0.8", "--overwrite", "--point", "1")
-    row = proc.stdout.splitlines()[1]
+    done = scan("0.5,0.6,0.8", overwrite=True, point=1)
+    row = done.table.splitlines()[1]
     assert row.split()[1] == "0.600" and "(disk)" in row
-    proc = scan("0.5,0.6,0.8", "--collect")
-    assert "3 points: 3 converged (3 read from disk)" in proc.stderr
+    done = scan("0.5,0.6,0.8", collect=True)
+    assert "3 points: 3 converged (3 read from disk)" in done.summary
     assert _result_mtimes(scan_dir) == computed
 
     # a point directory of the index-named layout (dm21cli before issue 10) is not read: the
     # point is computed again under its new name and the old directory is left where it is
     (folder / "point-00.500A").rename(folder / "point-000_0.500A")
-    proc = scan("0.5,0.6,0.8")
-    assert "3 points: 3 converged (2 read from disk)" in proc.stderr
+    done = scan("0.5,0.6,0.8")
+    assert "3 points: 3 converged (2 read from disk)" in done.summary
     assert _point_names(folder) == sorted(["point-000_0.500A", "point-00.500A", "point-00.600A",
                                            "point-00.800A"])
     assert [r["directory"] for r in _rows(scan_dir)] == [
@@ -446,11 +449,10 @@ def test_scan_bad_range_is_exit_2_and_creates_nothing(tmp_path):
 
 def test_scan_xyz_two_functionals_reference_atoms(tmp_path):
     _write(tmp_path, "h2.xyz", "2\nhydrogen\nH 0 0 0\nH 0 0 0.74\n")
-    proc = dm21(["scan", "h2.xyz", "--distance", "0.74,3", "--basis", "6-31g", "--grid-level", "1",
-                 "--functional", "b3lyp,hf", "--reference-atoms", "--multiplicity", "1", "--json"],
-                tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    doc = json.loads(proc.stdout)
+    done = dm21lib.scan("h2.xyz", tmp_path, distance="0.74,3", basis="6-31g", grid_level=1,
+                        functional="b3lyp,hf", reference_atoms=True, multiplicity=1)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    doc = done.document
     assert doc["functionals"] == ["b3lyp", "hf"] and len(doc["points"]) == 4
     for name in ("b3lyp", "hf"):
         ref = doc["references"][name]
@@ -466,9 +468,9 @@ def test_scan_broken_symmetry(tmp_path):
     text = H2_FAST.format(distances="0.74,1.5,4").replace("sto-3g", "6-31g") + \
         "  broken_symmetry: true\n  reference_atoms: true\n"
     _write(tmp_path, "h2.yaml", text)
-    proc = dm21(["scan", "h2.yaml", "--json"], tmp_path)
-    assert proc.returncode == 0, _show(proc)
-    doc = json.loads(proc.stdout)
+    done = dm21lib.scan("h2.yaml", tmp_path)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    doc = done.document
     near, mid, far = doc["points"]
     assert near["guess"] == "default" and near["s_squared"] == pytest.approx(0, abs=1e-6)
     # 1.5 A is beyond 1.5 x (0.31 + 0.31) A: the mixed guess starts there; 4 A continues from
@@ -515,9 +517,9 @@ def test_h2plus_dm21_stays_near_exact_b3lyp_does_not(tmp_path, checkpoints_dir):
           distances: 4,6
           functionals: [DM21, b3lyp]
         """)
-    proc = dm21(["scan", "h2plus.yaml", "--json"], tmp_path, env=_env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
-    points = json.loads(proc.stdout)["points"]
+    done = dm21lib.scan("h2plus.yaml", tmp_path, checkpoints=checkpoints_dir)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
+    points = done.document["points"]
     for p in points:
         mol = gto.M(atom=f"H 0 0 0; H 0 0 {p['distance_angstrom']}", charge=1, spin=1,
                     basis="6-31g", verbose=0)
@@ -555,8 +557,8 @@ def _energies(scan_dir: Path) -> dict[tuple[str, str], float]:
 
 def test_scan_workers_and_job_array_match_serial(tmp_path):
     _write(tmp_path, "h2.yaml", H2_WORK.format(distances="0.5,1,2,3"))
-    serial = dm21(["scan", "h2.yaml", "-o", "serial"], tmp_path)
-    assert serial.returncode == 0, _show(serial)
+    serial = dm21lib.scan("h2.yaml", tmp_path, output_dir="serial")
+    assert serial.exit_status == ExitStatus.SUCCESS, serial.progress.text
     parallel = dm21(["scan", "h2.yaml", "-o", "parallel", "--workers", "2"], tmp_path)
     assert parallel.returncode == 0, _show(parallel)
     assert "on 2 worker processes, 1 thread(s)" in parallel.stderr
@@ -648,13 +650,13 @@ def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_di
     assert [r["index"] for r in _rows(scan_dir)] == ["0"]  # the curve so far
     finished = (first / "result.json").stat().st_mtime_ns
 
-    proc = dm21(["scan", "h2.yaml"], tmp_path, env=_env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
+    done = dm21lib.scan("h2.yaml", tmp_path, checkpoints=checkpoints_dir)  # (in this process)
+    assert done.exit_status == ExitStatus.SUCCESS, done.progress.text
     assert (first / "result.json").stat().st_mtime_ns == finished
     log = (scan_dir / "scan.log").read_text()
     assert log.count("DM21 0.740 A: computing") == 1 and "DM21 0.740 A: read from disk" in log
     assert log.count("DM21 1.500 A: computing") == 2
-    assert "3 points: 3 converged (1 read from disk)" in proc.stderr
+    assert "3 points: 3 converged (1 read from disk)" in done.summary
 
 
 def _worker_ends(proc, timeout: float = 60) -> list:
@@ -885,8 +887,8 @@ def test_scan_dask_local_cluster_matches_serial(tmp_path):
     distributed = pytest.importorskip("distributed")
 
     _write(tmp_path, "h2.yaml", H2_WORK.format(distances="0.5,1,3"))
-    serial = dm21(["scan", "h2.yaml", "-o", "serial"], tmp_path)
-    assert serial.returncode == 0, _show(serial)
+    serial = dm21lib.scan("h2.yaml", tmp_path, output_dir="serial")
+    assert serial.exit_status == ExitStatus.SUCCESS, serial.progress.text
     # in-process workers (processes=False) need tcp named explicitly to listen on loopback
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:

@@ -1,4 +1,6 @@
-"""``dm21 run --gradient`` and ``job: {task: gradient}``: real runs through the command line.
+"""``dm21 run --gradient`` and ``job: {task: gradient}``: real runs, the gradient's numbers
+through the command's library calls in this process (`dm21lib`), its exit statuses through
+the command line.
 
 * DM21 water (STO-3G, grid level 1, D3(BJ)): result.json's gradient is the library's
   (`dm21cli.jobs.gradient.nuclear_gradient` on the same job, converged again from the
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+import dm21lib
 import numpy as np
 import pytest
 from test_cli_run import _env, _show, dm21, write_job
@@ -29,9 +32,9 @@ def test_run_gradient_equals_the_library_gradient(tmp_path, checkpoints_dir):
           grid_level: 1
         outputs: {molden: false}
         """)
-    proc = dm21(["run", "wg.yaml", "--gradient", "--json"], tmp_path, _env(checkpoints_dir))
-    assert proc.returncode == 0, _show(proc)
-    result = fields(json.loads(proc.stdout))
+    done = dm21lib.run("wg.yaml", tmp_path, gradient=True, checkpoints=checkpoints_dir)
+    assert done.converged, done.progress.text
+    result = fields(done.result)
     out = tmp_path / "outputs" / "wg"
     assert result == fields(json.loads((out / "result.json").read_text()))
     assert result["success"] and result["converged"] and result["driver"] == "gradient"
@@ -68,7 +71,7 @@ def test_run_gradient_equals_the_library_gradient(tmp_path, checkpoints_dir):
     summary = (out / "summary.txt").read_text()
     assert "Nuclear gradient dE/dR (Hartree/bohr)" in summary
     assert f"{props['gradient_max_hartree_per_bohr']:.3e}" in summary
-    assert "nuclear gradient: max" in proc.stderr
+    assert "nuclear gradient: max" in done.progress.text
 
 
 def test_unconverged_scf_reports_no_gradient(tmp_path, checkpoints_dir):

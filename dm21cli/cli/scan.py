@@ -84,10 +84,8 @@ def scan(file: str, distance: str | None, angle: tuple[str, ...] | None,
     """
 
     from dm21cli.core.errors import ComputeError, ConvergenceError, DM21Error, ExitStatus, InputError
-    from dm21cli.io.inputs.load import load_job
     from dm21cli.jobs.scan.records import FILES
-    from dm21cli.jobs.scan.run import collect_scan, run_scan
-    from dm21cli.jobs.scan.plan import plan_scan
+    from dm21cli.jobs.scan.run import collect_scan, load_scan, run_scan
 
     if collect and (point is not None or workers != 1 or dask_address):
         raise InputError("--collect computes nothing; it cannot be combined with --point, --workers "
@@ -101,16 +99,10 @@ def scan(file: str, distance: str | None, angle: tuple[str, ...] | None,
     if workers < 1:
         raise InputError(f"must be at least 1, got {workers}", field="--workers")
 
-    functional = options.get("functional")
-    functionals = None
-    if functional and "," in functional:
-        functionals = [f.strip() for f in functional.split(",")]
-        options["functional"] = functionals[0] or None
-    spec = load_job(file, common.overrides(options, output_dir=output_dir, distance=distance,
-                                           angle=angle, dihedral=dihedral,
-                                           electrons=electrons, fractional_spin=fractional_spin,
-                                           reference_atoms=reference_atoms, relax=relax))
-    plan = plan_scan(spec, functionals=functionals)
+    plan = load_scan(file, common.overrides(options, output_dir=output_dir, distance=distance,
+                                            angle=angle, dihedral=dihedral,
+                                            electrons=electrons, fractional_spin=fractional_spin,
+                                            reference_atoms=reference_atoms, relax=relax))
     if point is not None and not 0 <= point < len(plan.values):
         raise InputError(f"point {point} does not exist: the scan has {len(plan.values)} "
                          f"{plan.coordinate.key.replace('_', ' ')} values (indices 0 to "

@@ -85,8 +85,8 @@ rigidly rotated geometry.  Each record's ``angle_degree`` / ``dihedral_degree`` 
 measured in the geometry the point was computed at (relaxed: the optimised one).
 
 Modules: `plan` (`plan_scan`), `fractional` (the states and errors of
-fractional charge and spin), `run` (`run_scan`, `collect_scan`, the serial
-walk), `workers` (worker processes and Dask), `records` (what is recorded,
+fractional charge and spin), `run` (`load_scan`: a job file and the command line's
+overrides to a plan; `run_scan`, `collect_scan`, the serial walk), `workers` (worker processes and Dask), `records` (what is recorded,
 `ScanReport`), `curves` (``scan.csv``, ``scan.json``, ``scan.png``, the table).
 The grammar of the values lives with the ``scan:`` section's model
 (`dm21cli.io.inputs.scan_model`).
@@ -111,11 +111,12 @@ from dm21cli.jobs.scan.plan import (
     walk_order,
 )
 from dm21cli.jobs.scan.records import FILES, POINT_FILE, ScanReport
-from dm21cli.jobs.scan.run import collect_scan, run_scan
+from dm21cli.jobs.scan.run import collect_scan, load_scan, run_scan
 
 __all__ = [
     "BROKEN_SYMMETRY_STRETCH", "FILES", "POINT_FILE", "displaced_coords",
-    "equilibrium_estimate_angstrom", "walk_order", "plan_scan", "run_scan", "collect_scan",
+    "equilibrium_estimate_angstrom", "walk_order", "plan_scan", "load_scan", "run_scan",
+    "collect_scan",
     "ScanPlan", "ScanPoint", "ScanReport", "render_table_text", "write_plot", "point_hash",
     "point_dirname", "Coordinate", "COORDINATES",
 ]

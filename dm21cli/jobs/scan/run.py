@@ -36,6 +36,7 @@ from dm21cli.jobs.scan.plan import (
     ScanPoint,
     build_spec,
     neighbour_text,
+    plan_scan,
     safe_name,
 )
 from dm21cli.jobs.scan.records import (
@@ -85,6 +86,25 @@ class ScanLog:
             with contextlib.suppress(OSError):
                 self.stream.close()
             self.stream = None
+
+
+def load_scan(file, overrides: dict | None = None) -> ScanPlan:
+    """The plan of ``dm21 scan FILE``: the job (`dm21cli.io.inputs.load.load_job` with the
+    command line's `overrides`, ``output_dir`` among them), then `plan_scan`.
+
+    A comma list in ``overrides["functional"]`` (``--functional DM21,B3LYP``) scans each of
+    those functionals, in that order, instead of the job's (the first becomes the job's
+    ``functional``); a single name replaces the job's functional as in every command.
+    """
+    from dm21cli.io.inputs.load import load_job
+
+    overrides = dict(overrides or {})
+    functional = overrides.get("functional")
+    functionals = None
+    if functional and "," in functional:
+        functionals = [f.strip() for f in functional.split(",")]
+        overrides["functional"] = functionals[0] or None
+    return plan_scan(load_job(file, overrides), functionals=functionals)
 
 
 def check_scan_dir(plan: ScanPlan, overwrite: bool) -> None:
