@@ -37,11 +37,13 @@ OMEGAS = (0.0, 0.4)
 #: it would add to F exceeds FEATURE_SCREEN, or it could move no force component by more
 #: than FORCE_SCREEN Ha/bohr (the bounds: `hermite`'s module docstring; 0 turns it off).
 #: Measured on whole DM21/def2-SVP SCFs and gradients, grid level 1, every integral
-#: recomputed (no cache), against no screening: at 1e-10, (H2O)4 leaves out 12% of the
-#: feature blocks and moves E by 1e-13 Ha and the gradient by 1e-11 Ha/bohr, (H2O)8 24%
-#: and 2e-12 Ha, 2e-10 Ha/bohr; at 1e-8 (H2O)4 moves by 8e-12 Ha, 9e-9 Ha/bohr, at 1e-6
-#: by 7e-8 Ha, 1.5e-6 Ha/bohr.  A 5,000-fold margin on the 1e-6 Ha/bohr that gradients
-#: must keep, for clusters of 16 and more waters, where more is left out.
+#: recomputed (no cache), both thresholds equal, against no screening: (H2O)8 at 1e-10
+#: leaves out 24% of the feature blocks and moves E by 2e-12 Ha and the gradient by
+#: 2e-10 Ha/bohr (at 1e-9: 29%, 3e-11 Ha, 2e-9 Ha/bohr); (H2O)4 at 1e-11 leaves out 11%
+#: (1e-13 Ha, 4e-12 Ha/bohr), at 1e-9 16% (1e-13 Ha, 8e-10 Ha/bohr), at 1e-8 20% (8e-12 Ha,
+#: 9e-9 Ha/bohr), at 1e-6 34% (7e-8 Ha, 1.5e-6 Ha/bohr: too much).  1e-10 keeps a margin
+#: of over 6,000 on the 1e-6 Ha/bohr that gradients must keep, for larger clusters, where
+#: more is left out (53% of a stretch of (H2O)16's grid).
 FEATURE_SCREEN = 1e-10
 FORCE_SCREEN = 1e-10
 #: Shell-pair screening threshold of PySCF's direct (uncached) drivers.  Measured on
