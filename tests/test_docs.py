@@ -3,7 +3,7 @@ its hand-written details name keys that exist, and its exit codes are README's t
 
 The build itself (``sphinx-build -W``, README "Tests") fails on the same gaps; these
 checks need no Sphinx and say which key or section is missing.  The command sequences of
-the tutorials are checked in tests/test_setup.py.
+the tutorials are checked in tests/test_setup.py and run by tests/test_tutorials.py (slow).
 """
 
 from __future__ import annotations

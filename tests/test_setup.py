@@ -2,6 +2,9 @@
 order of its table of contents), CI running exactly README's test commands, and the checks
 a test session makes (compiled kernels, where the weights are).
 
+The manual's pages, code blocks and commands are read by tests/manual_commands.py, which
+tests/test_tutorials.py shares to run the tutorials' commands.
+
 Some tests run pytest itself in a subprocess, on a copy of this repository in a
 temporary folder: there ``../shared/dm21-checkpoints`` does not exist, as on a
 newcomer's machine.
@@ -21,130 +24,11 @@ import pytest
 
 import conftest
 from dm21cli.functional import weights
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-DOCS = REPO_ROOT / "docs"
-TOCTREE = re.compile(r"^```\{toctree\}\n(.*?)^```", re.S | re.M)
+from manual_commands import (DOCS, REPO_ROOT, command_lines, commands, dm21_target,
+                             documented_blocks, manual_pages, section_commands, shell_blocks)
 
 
 # ---------------------------------------------------------------- README and the manual
-def manual_pages(page: Path = DOCS / "index.md") -> list[Path]:
-    """The manual's pages in reading order: `page`, then the pages of its toctrees, each
-    followed by its own (depth first, as Sphinx numbers them)."""
-    pages = [page]
-    for toctree in TOCTREE.findall(page.read_text(encoding="utf-8")):
-        for line in toctree.splitlines():
-            entry = line.strip()
-            if entry and not entry.startswith(":"):
-                pages += manual_pages(page.parent / f"{entry}.md")
-    return pages
-
-
-def shell_blocks(text: str, level: int = 2) -> list[tuple[str, str]]:
-    """(section heading, body) of every shell code block under a heading of `level` or
-    deeper, in order: fences at the start of a line without a language or marked bash/sh,
-    except batch-job templates (#SBATCH).  Headings are read outside fences only.
-    (README is read with level 2: the block under its title shows the Quick start's first
-    command; a page of the manual with level 1, its title.)"""
-    blocks, heading, fence, body = [], None, None, []
-    for line in text.splitlines(keepends=True):
-        if fence is None:
-            if line.startswith("```"):
-                fence, body = line[3:].strip(), []
-            elif re.match(rf"^#{{{level},}} ", line):
-                heading = line.lstrip("#").strip()
-        elif line.startswith("```"):
-            if fence in ("", "bash", "sh") and heading is not None and "#SBATCH" not in "".join(body):
-                blocks.append((heading, "".join(body)))
-            fence = None
-        else:
-            body.append(line)
-    return blocks
-
-
-def readme_blocks(text: str = README) -> list[tuple[str, str]]:
-    """(section heading, body) of every shell code block of README from "Install" on."""
-    return shell_blocks(text, level=2)
-
-
-def documented_blocks() -> list[tuple[str, str, str]]:
-    """(file, section heading, body) of README's shell code blocks, then the manual's, in
-    reading order: what a newcomer runs in one clone."""
-    out = [("README.md", heading, body) for heading, body in readme_blocks()]
-    for page in manual_pages():
-        text = page.read_text(encoding="utf-8")
-        name = page.relative_to(REPO_ROOT).as_posix()
-        out += [(name, heading, body) for heading, body in shell_blocks(text, level=1)]
-    return out
-
-
-def commands(body: str) -> list[list[str]]:
-    """The commands of a code block as word lists: comments dropped, `&&` and `;`
-    chains split, pipes and redirections cut off."""
-    out = []
-    for line in body.splitlines():
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError:  # not a shell line
-            continue
-        segment: list[str] = []
-        for word in [*words, "&&"]:
-            if word not in ("&&", ";"):
-                segment.append(word)
-                continue
-            cut = [i for i, w in enumerate(segment) if w in ("|", ">", ">>")]
-            if segment:
-                out.append(segment[:cut[0]] if cut else segment)
-            segment = []
-    return out
-
-
-def section_commands(heading: str) -> list[str]:
-    """The command lines (comments removed) of the first code block under `heading`."""
-    for section, body in readme_blocks():
-        if section == heading:
-            return [" ".join(shlex.split(line, comments=True)) for line in body.splitlines()
-                    if shlex.split(line, comments=True)]
-    raise AssertionError(f"README.md has no code block under '{heading}'")
-
-
-def dm21_target(words: list[str]) -> tuple[str, Path | None, bool]:
-    """For a `dm21 run/opt/scan/freq/validate ...` command: (subcommand, the directory it
-    writes or None, whether it may replace existing results), parsed by dm21's
-    own options and resolved as dm21 resolves it."""
-    from dm21cli.cli import common
-    from dm21cli.cli.freq import freq
-    from dm21cli.cli.opt import opt
-    from dm21cli.cli.run import run
-    from dm21cli.cli.scan import scan
-    from dm21cli.io.inputs.load import load_job
-    from dm21cli.jobs.scan.plan import plan_scan
-
-    sub, args = words[1], words[2:]
-    if sub not in ("run", "scan", "opt", "freq"):
-        return sub, None, False
-    command = {"run": run, "scan": scan, "opt": opt, "freq": freq}[sub]
-    params = command.make_context(sub, list(args)).params
-    path = REPO_ROOT / params["file"]
-    assert path.is_file(), f"{' '.join(words)}: {params['file']} does not exist in a clone"
-    if sub in ("run", "opt", "freq"):
-        spec = load_job(path, common.overrides(params, output_dir=params["output_dir"]))
-        return sub, spec.output_path(), params["overwrite"] or params.get("restart", False)
-    functional, functionals = params.get("functional"), None
-    if functional and "," in functional:
-        functionals = [f.strip() for f in functional.split(",")]
-        params["functional"] = functionals[0]
-    spec = load_job(path, common.overrides(params, output_dir=params["output_dir"],
-                                           distance=params["distance"],
-                                           angle=params["angle"], dihedral=params["dihedral"],
-                                           electrons=params["electrons"],
-                                           fractional_spin=params["fractional_spin"],
-                                           reference_atoms=params["reference_atoms"],
-                                           relax=params["relax"]))
-    return sub, plan_scan(spec, functionals=functionals).scan_dir, params["overwrite"]
-
-
 def test_readme_and_manual_command_sequences_run_in_order_on_a_fresh_clone(monkeypatch):
     """Every dm21 command in the code blocks of README and then of the manual's pages, in
     the order a newcomer runs them in one clone: the files it names exist, and no run or
@@ -194,6 +78,23 @@ def test_the_shell_block_reader_skips_directives_and_reads_indented_headings_nev
             "dm21 run a.yaml\n```\n\n## Next\n\n```\ndm21 run b.yaml\n```\n")
     assert shell_blocks(text, level=1) == [("Page", "# a comment\ndm21 run a.yaml\n"),
                                            ("Next", "dm21 run b.yaml\n")]
+    batch = "# Job\n\n```bash\n#!/bin/bash\n#SBATCH --array=0-2\ndm21 run a.yaml\n```\n"
+    assert shell_blocks(batch, level=1) == []
+    assert shell_blocks(batch, level=1, batch=True) == [("Job", "#!/bin/bash\n#SBATCH --array=0-2\n"
+                                                                "dm21 run a.yaml\n")]
+
+
+def test_commands_keep_the_comment_of_their_line():
+    """The comment next to a command (where the manual names what it writes) comes with it;
+    a `#` inside quotes or a word is not a comment."""
+    body = ("dm21 run a.yaml -o 'out#1'   # writes out#1/\n"
+            "cd x && dm21 scan b.yaml > log  # two: outputs/b/\n"
+            "dm21 info\n# dm21 run c.yaml\n")
+    assert command_lines(body) == [(["dm21", "run", "a.yaml", "-o", "out#1"], "writes out#1/"),
+                                   (["cd", "x"], "two: outputs/b/"),
+                                   (["dm21", "scan", "b.yaml"], "two: outputs/b/"),
+                                   (["dm21", "info"], "")]
+    assert commands(body) == [words for words, _ in command_lines(body)]
 
 
 def test_quick_start_commands_name_files_of_the_repository():
