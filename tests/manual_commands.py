@@ -119,14 +119,15 @@ def section_commands(heading: str) -> list[str]:
 
 def _job(words: list[str], root: Path):
     """(subcommand, parsed options, job, scan plan or None) of a `dm21 run/opt/scan/freq`
-    command run in `root`, as dm21 reads them; (subcommand, None, None, None) for others."""
+    command run in `root`, as dm21 reads them (a scan through `load_scan`, as `dm21 scan`);
+    (subcommand, None, None, None) for others."""
     from dm21cli.cli import common
     from dm21cli.cli.freq import freq
     from dm21cli.cli.opt import opt
     from dm21cli.cli.run import run
     from dm21cli.cli.scan import scan
     from dm21cli.io.inputs.load import load_job
-    from dm21cli.jobs.scan.plan import plan_scan
+    from dm21cli.jobs.scan import load_scan
 
     sub, args = words[1], words[2:]
     if sub not in ("run", "scan", "opt", "freq"):
@@ -139,18 +140,13 @@ def _job(words: list[str], root: Path):
         extra = {"task": "freq"} if sub == "freq" else {}
         return sub, params, load_job(path, common.overrides(params, output_dir=params["output_dir"],
                                                             **extra)), None
-    functional, functionals = params.get("functional"), None
-    if functional and "," in functional:
-        functionals = [f.strip() for f in functional.split(",")]
-        params["functional"] = functionals[0]
-    spec = load_job(path, common.overrides(params, output_dir=params["output_dir"],
-                                           distance=params["distance"],
-                                           angle=params["angle"], dihedral=params["dihedral"],
-                                           electrons=params["electrons"],
-                                           fractional_spin=params["fractional_spin"],
-                                           reference_atoms=params["reference_atoms"],
-                                           relax=params["relax"]))
-    return sub, params, spec, plan_scan(spec, functionals=functionals)
+    plan = load_scan(path, common.overrides(params, output_dir=params["output_dir"],
+                                            distance=params["distance"], angle=params["angle"],
+                                            dihedral=params["dihedral"], electrons=params["electrons"],
+                                            fractional_spin=params["fractional_spin"],
+                                            reference_atoms=params["reference_atoms"],
+                                            relax=params["relax"]))
+    return sub, params, plan.spec, plan
 
 
 def dm21_target(words: list[str], root: Path = REPO_ROOT) -> tuple[str, Path | None, bool]:

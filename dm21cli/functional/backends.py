@@ -157,11 +157,7 @@ class CompiledBackend(ExchangeBackend):
         kernels.fill_coulomb(self._nu_plan(), coords, OMEGAS, slot, self.chunk)
 
     def contract(self, packed, e_mat):
-        e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-        f = np.empty((len(OMEGAS),) + e_mat.shape)
-        for w in range(len(OMEGAS)):
-            kernels.contract_packed(packed[w], e_mat, f[w], self.chunk)
-        return f, hfx_from(e_mat, f)
+        return contract_chunked(packed, e_mat, self.chunk)
 
     def features(self, coords, e_mat):
         e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
@@ -220,11 +216,7 @@ class LibcintBackend(ExchangeBackend):
     def contract(self, packed, e_mat):
         if not self.chunk:
             return contract_packed(packed, e_mat)
-        e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
-        f = np.empty((len(OMEGAS),) + e_mat.shape)
-        for w in range(len(OMEGAS)):
-            kernels.contract_packed(packed[w], e_mat, f[w], self.chunk)
-        return f, hfx_from(e_mat, f)
+        return contract_chunked(packed, e_mat, self.chunk)
 
     def features(self, coords, e_mat):
         if self._driver is None:
@@ -302,6 +294,17 @@ def pack_lower(nu_full: np.ndarray, out: np.ndarray) -> np.ndarray:
         out[off:off + b + 1] = nu_full[b, :b + 1]
         off += b + 1
     return out
+
+
+def contract_chunked(packed: np.ndarray, e_mat: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) from cached integrals in the
+    compiled kernels' chunked layout (`packed[w]` flat per omega, `chunk` points per chunk),
+    contracted by the kernel; e_mat (nspin, nao, n)."""
+    e_mat = np.ascontiguousarray(e_mat, dtype=np.float64)
+    f = np.empty((len(OMEGAS),) + e_mat.shape)
+    for w in range(len(OMEGAS)):
+        kernels.contract_packed(packed[w], e_mat, f[w], chunk)
+    return f, hfx_from(e_mat, f)
 
 
 def contract_packed(packed: np.ndarray, e_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
