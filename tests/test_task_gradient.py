@@ -53,7 +53,7 @@ def test_run_gradient_equals_the_library_gradient(tmp_path, checkpoints_dir):
     from dm21cli.jobs.build import build_grids, build_molecule, build_scf, load_network
     from dm21cli.jobs.gradient import nuclear_gradient
     from dm21cli.scf.escalation import run_with_escalation
-    from dm21cli.scf.occupations import guess_from_chkfile
+    from dm21cli.scf.guess import guess_from_chkfile
 
     spec = load_job(job, {"task": "gradient"})
     spec.scf.precision = "float64"

@@ -32,6 +32,7 @@ from dm21cli.jobs.build import (
     warm_start,
 )
 from dm21cli.jobs.result import final_dm21_energy, properties
+from dm21cli.scf.guess import carried_density, guess_from_chkfile, orbitals_of
 
 Log = Callable[[str], None]
 
@@ -62,41 +63,12 @@ def dm21_progress(log: Log):
     return progress
 
 
-def carried_density(mf, mo_coeff, mo_occ) -> np.ndarray:
-    """The density matrix, for the SCF `mf` at a new geometry, of the orbitals
-    `mo_coeff` (with occupations `mo_occ`) converged at another geometry of the same atoms.
-
-    The coefficients belong to basis functions that have moved with the atoms:
-    used as they are, the old density matrix holds the wrong number of
-    electrons in the new overlap metric (water/STO-3G, H moved by 0.01 A: its
-    first DM21 energy was 2 mHa above the warm start's).  The occupied orbitals
-    of each spin are orthonormalised in the new overlap S symmetrically
-    (Loewdin: C (C^T S C)^(-1/2)), the smallest change that makes them
-    orthonormal again, and occupied as before.
-    """
-    s = mf.get_ovlp()
-    coeff = np.array(mo_coeff, dtype=float, copy=True)
-    occ = np.asarray(mo_occ)
-    for c, n in ([(coeff, occ)] if occ.ndim == 1 else zip(coeff, occ)):
-        idx = np.flatnonzero(n > 0)
-        if idx.size:
-            w, v = np.linalg.eigh(c[:, idx].T @ s @ c[:, idx])
-            c[:, idx] = c[:, idx] @ (v * w**-0.5) @ v.T
-    return mf.make_rdm1(coeff, occ)
-
-
-def orbitals_of(dm) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mo_coeff, mo_occ) a PySCF density matrix is tagged with, or None."""
-    coeff, occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
-    return None if coeff is None or occ is None else (np.asarray(coeff), np.asarray(occ))
-
-
 @dataclass
 class Guess:
     """Where the SCF at a geometry starts.
 
-    chkfile: a PySCF chkfile (`dm21cli.scf.occupations.guess_from_chkfile`: its
-    orbitals, occupied again for fixed occupations); orbitals: (mo_coeff, mo_occ) of
+    chkfile: a PySCF chkfile (`dm21cli.scf.guess.guess_from_chkfile`: its
+    orbitals, orthonormalised at another geometry, occupied again for fixed occupations); orbitals: (mo_coeff, mo_occ) of
     the same atoms converged at another geometry (`carried_density`); warm_orbitals:
     the warm start's orbitals there.  With orbitals and warm_orbitals, a DM21 point
     runs its warm start from the carried warm orbitals (a few cycles) and starts DM21
@@ -276,8 +248,6 @@ def compute_point(spec, mol, *, network, memory_mb: float, log: Log, checkpoint=
 
 def _starting_density(spec, mol, mf, grids, network, memory_mb, log, checkpoint, guess: Guess):
     """(dm0 or None, warm-start record or None, warm-start orbitals or None, what it is)."""
-    from dm21cli.scf.occupations import guess_from_chkfile
-
     dm21_warm = network is not None and spec.scf.warm_start
     if guess.chkfile is not None:
         return guess_from_chkfile(mf, str(guess.chkfile)), None, None, "chkfile"

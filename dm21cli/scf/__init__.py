@@ -5,6 +5,7 @@
   SCF strategies (`run_with_escalation`);
 - `directmin`: direct minimisation over orbital rotations (non-aufbau states);
 - `occupations`: fixed (fractional) occupation numbers;
+- `guess`: starting densities from a chkfile or another geometry's orbitals;
 - `aufbau`: whether a solution has an occupied orbital above an empty one;
 - `reproducible`: the same numbers in every run (deterministic J/K, degenerate orbitals).
 
