@@ -14,8 +14,10 @@ evaluations per point and how many points needed the escalation ladder after the
 frozen-XC iterations.
 
 benzene: the reference and the displaced points `--points` of benzene/def2-SVP's Hessian
-(`run_freq(point=k)`), once as in dm21cli 0.5 (mixed precision, 1e-8 and 1e-5) and once with
-the defaults (float64, 1e-10 and 1e-6): per point its DM21 evaluations, whether the frozen-XC iterations converged, wall seconds, and the gradient.
+(`run_freq(point=k)`), once with dm21cli 0.5's SCF settings (mixed precision, 1e-8 and 1e-5;
+the start from the reference's orbitals is this version's) and once with the defaults
+(float64, 1e-10 and 1e-6): per point its DM21 evaluations, whether the frozen-XC
+iterations converged, wall seconds, and the gradient.
 
 Writes JSON (default benchmarks/results/<date>-freq-step.json).  The wall seconds are
 single runs: compare them only within one quiet run.

@@ -67,9 +67,10 @@ def dm21_progress(log: Log):
 class Guess:
     """Where the SCF at a geometry starts.
 
-    chkfile: a PySCF chkfile (`dm21cli.scf.guess.guess_from_chkfile`: its
-    orbitals, orthonormalised at another geometry, occupied again for fixed occupations); orbitals: (mo_coeff, mo_occ) of
-    the same atoms converged at another geometry (`carried_density`); warm_orbitals:
+    chkfile: a PySCF chkfile (`dm21cli.scf.guess.guess_from_chkfile`: its orbitals,
+    orthonormalised when written at another geometry, occupied again for fixed
+    occupations); orbitals: (mo_coeff, mo_occ) of the same atoms converged at another
+    geometry (`carried_density`); warm_orbitals:
     the warm start's orbitals there.  With orbitals and warm_orbitals, a DM21 point
     runs its warm start from the carried warm orbitals (a few cycles) and starts DM21
     from that density plus the carried difference between DM21's and the warm start's
