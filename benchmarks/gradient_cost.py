@@ -1,6 +1,7 @@
 """Cost of one DM21 nuclear gradient against the single point it follows.
 
-    python benchmarks/gradient_cost.py water-tzvp [benzene-svp] [--threads N] [--memory 8GB] [--json FILE]
+    python benchmarks/gradient_cost.py water-tzvp [benzene-svp] [water16-svp] [--threads N]
+                                       [--memory 8GB] [--json FILE]
 
 For each system, in one process: the DM21 single point as `dm21 run` computes
 it (runner's build_* functions, B3LYP warm start, SCF with escalation, final
@@ -31,6 +32,7 @@ SYSTEMS = {
     "water-tzvp": ("water", "def2-tzvp"),
     "water-svp": ("water", "def2-svp"),
     "benzene-svp": ("benzene", "def2-svp"),
+    "water16-svp": ("water16", "def2-svp"),
 }
 
 
@@ -38,9 +40,10 @@ def _xyz(name: str) -> str:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from speed import WATER, benzene
+    from speed import WATER, benzene, water_cluster
 
-    atoms = WATER if name == "water" else benzene()
+    atoms = {"water": lambda: WATER, "benzene": benzene,
+             "water16": lambda: water_cluster(16)}[name]()
     return "\n".join(f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, x, y, z in atoms)
 
 

@@ -567,7 +567,9 @@ def _vibration_lines(result: dict) -> list[str]:
         out.append(f"  Hessian by {points.get('method', '?')}: {points.get('points', '?')} "
                    f"geometries, step {_fmt(points.get('step_bohr'), 'g')} bohr, SCF conv_tol "
                    f"{_fmt(points.get('scf_conv_tol'), 'g')} and conv_tol_grad "
-                   f"{_fmt(points.get('scf_conv_tol_grad'), 'g')}; Hessian asymmetry "
+                   f"{_fmt(points.get('scf_conv_tol_grad'), 'g')}"
+                   + (f" ({points['scf_precision']})" if points.get("scf_precision") else "")
+                   + "; Hessian asymmetry "
                    f"{_fmt(vib.get('hessian_asymmetry_hartree_bohr2'), '.1e')} Eh/bohr^2")
     for key in ("classification", "stationarity"):
         entry = vib.get(key) or {}

@@ -122,7 +122,7 @@ def plan_freq(spec, *, output_dir: str | None = None) -> ScanPlan:
         "input": freq_hash(resolved),
         "step_bohr": step_bohr, "conv_tol": DISPLACED_CONV_TOL,
         "conv_tol_grad": DISPLACED_CONV_TOL_GRAD,
-        "precision": points[0].data["scf"].get("precision"),
+        "precision": points[0].data["scf"].get("precision") if spec.is_dm21 else None,
     }
     return ScanPlan(spec=spec, scan_dir=freq_dir, values=[float(p.index) for p in points],
                     pair=None, moving=[], functionals=[functional], equilibrium_angstrom=None,

@@ -20,7 +20,7 @@ from dm21cli.core.errors import ConvergenceError
 from dm21cli.io.outputs.atomic import write_text_files_atomic
 from dm21cli.io.outputs.qcschema import fields, to_qcschema
 from dm21cli.jobs.freq.hessian import central_differences, dipole_derivatives
-from dm21cli.jobs.freq.plan import DISPLACED_CONV_TOL, DISPLACED_CONV_TOL_GRAD, FILES
+from dm21cli.jobs.freq.plan import FILES
 from dm21cli.jobs.scan.records import finished_result, result_fields
 
 
@@ -136,15 +136,18 @@ def analyse(plan, results: list[dict], *, kind: str = "minimum", log=None) -> tu
 
 
 def _points_record(plan, results: list[dict], step: float) -> dict:
-    """How the Hessian was computed: the step, the points' SCF thresholds and folders, and
-    their cost (wall seconds, SCF cycles, read from disk or computed)."""
+    """How the Hessian was computed: the step, the points' SCF thresholds and precision
+    (DM21's network; None for other functionals) and folders, and their cost (wall
+    seconds, SCF cycles, read from disk or computed)."""
     points = plan.points[plan.functionals[0]]
     walls = [(r.get("timings_s") or {}).get("total") for r in results]
     cycles = [(r.get("properties") or {}).get("scf_iterations") for r in results]
     return {
         "method": "central differences of analytic gradients",
         "step_bohr": step, "points": len(points),
-        "scf_conv_tol": DISPLACED_CONV_TOL, "scf_conv_tol_grad": DISPLACED_CONV_TOL_GRAD,
+        "scf_conv_tol": plan.definition["conv_tol"],
+        "scf_conv_tol_grad": plan.definition["conv_tol_grad"],
+        "scf_precision": plan.definition["precision"],
         "reference": str(points[0].directory),
         "wall_s_sum": float(sum(w for w in walls if w is not None)),
         "scf_cycles": [c for c in cycles],
