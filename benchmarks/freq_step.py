@@ -9,9 +9,9 @@ step with the points' default SCF (DISPLACED_CONV_TOL 1e-10 Ha, DISPLACED_CONV_T
 1e-6, DISPLACED_PRECISION float64); at the default step also with the points' orbital
 gradient converged ten times looser (1e-8, 1e-5) and tighter (1e-10, 1e-7), and at the
 looser thresholds in a single point's mixed precision (the float32 network in the SCF
-cycles): the defaults of dm21cli 0.5.  Wavenumbers, the Hessian's asymmetry (its noise), the DM21
-evaluations per point and how many points needed the escalation ladder after the
-frozen-XC iterations.
+cycles): the defaults of dm21cli 0.5.  Wavenumbers, the Hessian's asymmetry (its noise),
+the DM21 evaluations per point and how many points needed the escalation ladder after
+the frozen-XC iterations.
 
 benzene: the reference and the displaced points `--points` of benzene/def2-SVP's Hessian
 (`run_freq(point=k)`), once with dm21cli 0.5's SCF settings (mixed precision, 1e-8 and 1e-5;

@@ -142,7 +142,8 @@ def _job(words: list[str], root: Path):
                                                             **extra)), None
     plan = load_scan(path, common.overrides(params, output_dir=params["output_dir"],
                                             distance=params["distance"], angle=params["angle"],
-                                            dihedral=params["dihedral"], electrons=params["electrons"],
+                                            dihedral=params["dihedral"],
+                                            electrons=params["electrons"],
                                             fractional_spin=params["fractional_spin"],
                                             reference_atoms=params["reference_atoms"],
                                             relax=params["relax"]))

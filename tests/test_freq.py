@@ -4,8 +4,8 @@ points run as a resumable campaign, the analysis and the files.
 Reference values: PySCF 2.14's analytic RKS Hessian (``mf.Hessian()``) of B3LYP/def2-SVP water
 at the same geometry and grid level 3, put through the same harmonic analysis
 (`dm21cli.vib`).  Measured with the points converged to conv_tol_grad 1e-6: the
-central-difference wavenumbers agree to 0.1 cm^-1 and the Hessian to 3.6e-4 Eh/bohr^2 (the analytic Hessian leaves out
-the grid's response, which dm21cli's gradients include).
+central-difference wavenumbers agree to 0.1 cm^-1 and the Hessian to 3.6e-4 Eh/bohr^2 (the
+analytic Hessian leaves out the grid's response, which dm21cli's gradients include).
 """
 
 from __future__ import annotations
@@ -259,7 +259,8 @@ def test_dm21_diatomic_wavenumber_agrees_with_a_fit_of_single_points(molecule, c
     """Issue 23: DM21/def2-SVP ``dm21 opt --freq`` (through the library) against a polynomial
     fit of nine single points along the bond (benchmarks/freq_diatomics.py), within the fit's
     own uncertainty (DM21's energy noise, ~3e-7 Ha, and the spread over fits), or 0.5 cm^-1 when
-    that is smaller (measured: LiH 1409.7 against 1410.1 +- 0.3, HF 4126.2 against 4132.1 +- 6.5)."""
+    that is smaller (measured: LiH 1409.7 against 1410.1 +- 0.3, HF 4126.2 against
+    4132.1 +- 6.5)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

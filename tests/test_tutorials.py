@@ -24,7 +24,8 @@ What cannot run as written is handled here, each case with its reason:
 
 The slow test (README, "Tests") took 48 and 55 minutes on this project's 2-core machine, with
 the default suite running beside it; with ``-s`` it prints each command's wall time as it
-finishes, and the slowest at the end.  A fast test checks without computing that every command is accounted for.
+finishes, and the slowest at the end.  A fast test checks without computing that every
+command is accounted for.
 """
 
 from __future__ import annotations

@@ -296,7 +296,8 @@ def pack_lower(nu_full: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def contract_chunked(packed: np.ndarray, e_mat: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def contract_chunked(packed: np.ndarray, e_mat: np.ndarray,
+                     chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """F (n_omega, nspin, nao, n) and hfx (n_omega, nspin, n) from cached integrals in the
     compiled kernels' chunked layout (`packed[w]` flat per omega, `chunk` points per chunk),
     contracted by the kernel; e_mat (nspin, nao, n)."""

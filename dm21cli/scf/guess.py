@@ -80,7 +80,8 @@ def guess_from_chkfile(mf, path: str):
         return carried_density(mf, *orbitals)
     if np.asarray(dm).ndim != 3:
         return dm
-    mo_occ, mo_coeff, mo_energy = (np.asarray(rec.get(k)) for k in ("mo_occ", "mo_coeff", "mo_energy"))
+    mo_occ, mo_coeff, mo_energy = (np.asarray(rec.get(k))
+                                   for k in ("mo_occ", "mo_coeff", "mo_energy"))
     if not (mo_occ.ndim == 2 and mo_coeff.ndim == 3 and mo_coeff.shape[1] == mol.nao_nr()):
         return dm
     occupations = fixed(mf)
