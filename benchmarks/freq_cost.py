@@ -54,24 +54,37 @@ def _run(args: list[str], cwd: Path) -> dict:
     return {"wall_s": wall, "cpu_s": cpu}
 
 
-def measure(case: str, workers: list[int]) -> dict:
+def measure(case: str, workers: list[int], report=lambda row: None) -> dict:
+    """One case's gradient job and freq runs; ``report(row)`` after each run (partial rows)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         job = _job(folder, case)
         natm = len(SYSTEMS[case][0] or benzene())
         gradient = _run(["run", job.name, "--gradient", "-o", "gradient"], folder)
         runs = []
+        row = _row(case, natm, gradient, runs)
         for n in workers:
             run = _run(["freq", job.name, "-o", f"freq-{n}", "--workers", str(n)], folder)
             result = json.loads((folder / f"freq-{n}" / "result.json").read_text())
             run.update(workers=n, wavenumbers_cm1=result["extras"]["dm21cli"]["vibrations"]
                        ["wavenumbers_cm1"])
             runs.append(run)
+            row = _row(case, natm, gradient, runs)
+            report(row)
+    return row
+
+
+def _row(case: str, natm: int, gradient: dict, runs: list[dict]) -> dict:
     points = 6 * natm + 1
     return {"case": case, "atoms": natm, "points": points, "gradient": gradient,
-            "freq": runs,
+            "freq": list(runs),
             "cpu_ratio_to_points_x_gradient": [r["cpu_s"] / (points * gradient["cpu_s"])
                                                for r in runs]}
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    out.write_text(json.dumps({"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                               "cpu_count": os.cpu_count(), "rows": rows}, indent=2) + "\n")
 
 
 def main(argv=None) -> None:
@@ -81,9 +94,12 @@ def main(argv=None) -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
+    out = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / (
+        f"{datetime.date.today():%Y%m%d}-freq-cost.json")
     rows = []
     for case in args.cases:
-        row = measure(case, workers)
+        # Written after every freq run, so an interrupted benchmark keeps what it measured.
+        row = measure(case, workers, report=lambda partial: _write(out, rows + [partial]))
         rows.append(row)
         g = row["gradient"]
         print(f"{case}: one gradient job {g['wall_s']:.1f} s wall, {g['cpu_s']:.1f} s CPU; "
@@ -93,10 +109,7 @@ def main(argv=None) -> None:
                   f"{run['cpu_s']:.1f} s CPU = {ratio:.2f} x ({row['points']} x one gradient's "
                   f"CPU); wall {run['wall_s'] / row['freq'][0]['wall_s']:.2f} x the serial run's",
                   flush=True)
-    out = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / (
-        f"{datetime.date.today():%Y%m%d}-freq-cost.json")
-    out.write_text(json.dumps({"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                               "cpu_count": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    _write(out, rows)
     print(f"written {out}")
 
 
