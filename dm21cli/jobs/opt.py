@@ -127,6 +127,10 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     irc_again = previous is not None and spec.opt_settings().irc
     if irc_again:
         previous = None
+    # a transition-state search stopped in its first Hessian (no step finished) continues that
+    # Hessian: the same starting geometry, its finished points read from start-hessian/
+    first_hessian_again = (previous is not None and spec.opt_settings().transition
+                           and previous["geometry_bohr"] is None)
     if interrupted_hint is None:
         resume_command = resume_command or restart_command(spec)
     else:  # (a scan's point: no dm21 opt command continues it)
@@ -143,7 +147,8 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
                               overwrite=overwrite or previous is not None or irc_again,
                               inputs=input_files(spec))
         jobdir.prepare()
-        kept = jobdir.old_path / TS_HESSIAN_DIR if irc_again and jobdir.old_path else None
+        kept = (jobdir.old_path / TS_HESSIAN_DIR
+                if (irc_again or first_hessian_again) and jobdir.old_path else None)
         if kept is not None and kept.is_dir():
             shutil.copytree(kept, jobdir.path / TS_HESSIAN_DIR,
                             ignore=shutil.ignore_patterns(".running*"))
