@@ -348,8 +348,9 @@ def becke_weight_derivatives(coords: np.ndarray, qw: np.ndarray, own: np.ndarray
 
     coords: (n, 3) bohr; qw: (n,) quadrature weights; own: (n,) the atom each point
     belongs to (negative: a padding point, derivative 0); atom_coords: (natm, 3) bohr;
-    adjust: (natm, natm) the atomic-size adjustment a_BC (zeros without one).  The own
-    atom's derivative is minus the sum of the others'.  Split among PySCF's threads.
+    adjust: (natm, natm) the atomic-size adjustment a_BC (zeros without one; a_BB = 0, as
+    PySCF's adjustments have it, see _beckegrid.c).  The own atom's derivative is minus the
+    sum of the others'.  Split among PySCF's threads.
     """
     n, natm = len(coords), len(atom_coords)
     coords = np.ascontiguousarray(coords, dtype=np.float64)
@@ -359,8 +360,8 @@ def becke_weight_derivatives(coords: np.ndarray, qw: np.ndarray, own: np.ndarray
     adjust = np.ascontiguousarray(adjust, dtype=np.float64)
     if (coords.shape != (n, 3) or qw.shape != (n,) or own.shape != (n,)
             or atom_coords.shape != (natm, 3) or adjust.shape != (natm, natm)
-            or own.max(initial=-1) >= natm):
-        raise ValueError("becke_weight_derivatives: arrays do not match")
+            or own.max(initial=-1) >= natm or np.any(np.diag(adjust))):
+        raise ValueError("becke_weight_derivatives: arrays do not match (or a_BB is not 0)")
     dw = np.empty((natm, 3, n))
     results = _over_chunks(n, 64, lambda g0, g1: (lib().dm21_becke_dw(
         ptr(dw), ptr(coords), ptr(qw), ptr(own), n, g0, g1, ptr(atom_coords), ptr(adjust),
