@@ -92,6 +92,9 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
         raise InputError("a reaction path ends at two minima, not at one geometry: optimise "
                          "each end (the first and last frames of irc.xyz) with dm21 opt --freq",
                          field="--freq")
+    if overwrite and restart:
+        raise InputError("--overwrite starts again, --restart continues: give one of them",
+                         field="--restart")
     then_irc = ts and irc
     if then_irc:  # the search first; the path (checked now) from its end
         from dm21cli.jobs.freq.ts import irc_spec_at
@@ -109,6 +112,13 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
         from dm21cli.jobs.opt_restart import converged_optimisation
 
         done = converged_optimisation(spec)
+    if done is not None and then_irc and _converged_path(spec.output_path() / IRC_DIR):
+        from dm21cli.core.errors import OutputExistsError
+
+        raise OutputExistsError(f"output directory {spec.output_path()} holds a converged "
+                                f"search and its reaction path ({IRC_DIR}/): nothing to "
+                                f"restart; use --overwrite to start again or -o for another "
+                                f"directory")
     if done is not None:
         click.echo(f"dm21 opt: the {'search' if ts else 'optimisation'} in "
                    f"{spec.output_path()} has converged: continuing with its frequencies "
@@ -147,6 +157,19 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
                  hessian_at=(freq_spec.output_path(), final), resume_spec=spec)
 
 
+def _converged_path(folder) -> bool:
+    """Whether `folder` holds a reaction path that reached both its minima."""
+    import json
+
+    from dm21cli.io.outputs.qcschema import fields
+
+    try:
+        document = fields(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return False
+    return isinstance(document, dict) and document.get("status") == "success"
+
+
 def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,
              as_json: bool, show: bool = True, hessian_at=None, resume_spec=None) -> dict:
     """Run the optimisation of `spec` (task opt) as ``dm21 opt`` does: progress on stderr,
@@ -157,14 +180,10 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
     search's, in the folder above), default `spec`."""
     import functools
 
-    from dm21cli.core.errors import InputError
     from dm21cli.core.resources import tune_allocator
     from dm21cli.jobs.freq.ts import run_ts
     from dm21cli.jobs.opt import run_opt
 
-    if overwrite and restart:
-        raise InputError("--overwrite starts again, --restart continues: give one of them",
-                         field="--restart")
     tune_allocator()
     reporter = common.Reporter(quiet=False)
     settings = spec.opt_settings()

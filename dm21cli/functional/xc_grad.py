@@ -82,7 +82,6 @@ def weight_derivatives(mol, grids, points: np.ndarray,
         raise NotImplementedError("grid response needs grids.atm_idx (PySCF >= 2.5 grids)")
     atm_idx = np.ascontiguousarray(grids.atm_idx[points], dtype=np.int32)
     coords = np.ascontiguousarray(grids.coords[points], dtype=np.float64)
-    n = len(atm_idx)
     if grids.becke_scheme is gen_grid.becke_lko:
         from pyscf.grad.rks import get_dw_partition_sorted
 
@@ -95,7 +94,7 @@ def weight_derivatives(mol, grids, points: np.ndarray,
         table = becke_adjust_table(mol, grids) if adjust is None else adjust
         qw = np.ascontiguousarray(grids.quadrature_weights[points], dtype=np.float64)
         atm_coords = np.asarray(mol.atom_coords(), order="C")
-        if kernels.available():
+        if kernels.available() and not np.diag(table).any():  # (PySCF's adjustments: a_BB = 0)
             return kernels.becke_weight_derivatives(coords, qw, atm_idx, atm_coords, table)
         dw = _pyscf_becke_derivatives(coords, qw, atm_idx, atm_coords, table)
     else:

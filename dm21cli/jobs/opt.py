@@ -130,7 +130,9 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     # a transition-state search stopped in its first Hessian (no step finished) continues that
     # Hessian: the same starting geometry, its finished points read from start-hessian/
     first_hessian_again = (previous is not None and spec.opt_settings().transition
-                           and previous["geometry_bohr"] is None)
+                           and previous["geometry_bohr"] is None
+                           and _same_geometry(previous["initial_geometry_bohr"],
+                                              mol0.atom_coords(unit="Bohr")))
     if interrupted_hint is None:
         resume_command = resume_command or restart_command(spec)
     else:  # (a scan's point: no dm21 opt command continues it)
@@ -167,6 +169,16 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
                 return opt.execute()
 
         return run.execute(compute)
+
+
+def _same_geometry(recorded, coords_bohr: np.ndarray) -> bool:
+    """Whether `recorded` (a geometry from result.json, bohr, or None) is `coords_bohr`
+    (N, 3) to 1e-8 bohr (the round trip through Angstrom text)."""
+    if recorded is None:
+        return False
+    recorded = np.asarray(recorded, dtype=float).reshape(-1, 3)
+    return recorded.shape == coords_bohr.shape and bool(
+        np.allclose(recorded, coords_bohr, rtol=0, atol=1e-8))
 
 
 class _Optimisation:

@@ -35,8 +35,9 @@ def restart_command(spec, file: str | None = None, options: list[str] | None = N
 def _restart_key(resolved: dict) -> dict:
     """What must not change for a restart: the resolved input without names, folders,
     resources, output files, the geometry, the starting guess and the limits on cycles,
-    attempts and iterations (none of which changes a converged result)."""
-    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs")}
+    attempts and iterations (none of which changes a converged result), and the ``freq``
+    section (the frequencies after it check their own inputs)."""
+    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs", "freq")}
     key["molecule"] = {k: v for k, v in (key.get("molecule") or {}).items() if k != "xyz"}
     key["scf"] = {k: v for k, v in (key.get("scf") or {}).items()
                   if k not in ("guess", "max_cycle", "max_attempts")}

@@ -2,9 +2,9 @@
 
 The reference geometry is computed first, in this process; every displaced geometry
 then starts from its density (its ``scf.chk``, whose orbitals `dm21cli.scf.guess`
-orthonormalises again at the moved atoms).  The displaced points run serially, in worker processes, on a Dask
-cluster or one per job-array task, through the machinery of ``dm21 scan``
-(`dm21cli.jobs.scan`).  A point is read from disk instead of computed when its folder
+orthonormalises again at the moved atoms).  The displaced points run serially, in worker
+processes, on a Dask cluster or one per job-array task, through the machinery of ``dm21
+scan`` (`dm21cli.jobs.scan`).  A point is read from disk instead of computed when its folder
 holds a successful result of the same input (`plan.freq_hash`); a point that did not
 converge is computed again (with, say, a larger ``scf.max_cycle``, which does not change
 the hash).  When every point has succeeded, `collect_freq` assembles the Hessian and the
