@@ -312,6 +312,85 @@ def test_opt_ts_finds_the_ammonia_inversion_saddle_point(tmp_path):
     assert 0.001 < barrier < 0.05
 
 
+def _stopped_when(args: list[str], tmp_path: Path, folder: Path, count: int) -> tuple[int, str]:
+    """Run ``dm21 ARGS`` and send it SIGTERM once `count` points have finished in the Hessian
+    folder `folder`: (its exit status, its stderr)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    points = folder / DISPLACEMENTS_DIR
+    with open(tmp_path / "stderr.txt", "w") as se:
+        proc = subprocess.Popen([sys.executable, "-m", "dm21cli", *args], cwd=tmp_path,
+                                env=dm21_env(), stdout=subprocess.DEVNULL, stderr=se)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                if len(list(points.glob("*/result.json"))) >= count:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return rc, (tmp_path / "stderr.txt").read_text()
+
+
+def _finished_points(folder: Path) -> list[str]:
+    return [p.parent.name for p in (folder / DISPLACEMENTS_DIR).glob("*/result.json")
+            if json.loads(p.read_text())["success"]]
+
+
+def test_opt_freq_stopped_in_its_frequencies_restarts_them_without_optimising_again(tmp_path):
+    """SIGTERM while ``dm21 opt --freq`` computes the frequencies of its converged optimisation:
+    exit 130, the message names ``dm21 opt ... --freq --restart`` (it said to run the dm21 freq
+    command again, which there was none of); that command reads the finished points and does
+    not optimise again (it refused before: a converged optimisation, nothing to restart)."""
+    write(tmp_path, "w.yaml", textwrap.dedent(WATER.format(basis="sto-3g", grid=1)))
+    rc, stderr = _stopped_when(["opt", "w.yaml", "--freq", "-o", "o"], tmp_path,
+                               tmp_path / "o" / "freq", 3)
+    assert rc == 130, stderr
+    assert "continue with 'dm21 opt w.yaml --freq --restart -o o'" in stderr, stderr
+    optimised = (tmp_path / "o" / "result.json").read_text()
+    assert json.loads(optimised)["success"]
+    finished = _finished_points(tmp_path / "o" / "freq")
+    assert len(finished) >= 3, finished
+    again = dm21(["opt", "w.yaml", "--freq", "--restart", "-o", "o"], tmp_path, env=dm21_env())
+    assert again.returncode == 0, show(again)
+    assert "has converged: continuing with its frequencies" in again.stderr
+    assert (tmp_path / "o" / "result.json").read_text() == optimised
+    log = (tmp_path / "o" / "freq" / "freq.log").read_text()
+    assert log.count("read from disk") >= len(finished) + 1, log  # (+ the reference)
+    vib = json.loads((tmp_path / "o" / "freq" / "result.json").read_text())
+    vib = vib["extras"]["dm21cli"]["vibrations"]
+    assert vib["classification"]["ok"]
+
+
+def test_ts_search_stopped_in_its_first_hessian_restarts_reading_its_points(tmp_path):
+    """SIGTERM while ``dm21 opt --ts`` computes its first Hessian (no step finished): exit 130,
+    the message names the command that continues; ``--restart`` reads the points finished in
+    start-hessian/ instead of computing them again (they were computed again before), then
+    the search converges (B3LYP/STO-3G ammonia)."""
+    write(tmp_path, "nh3.yaml", textwrap.dedent(PLANAR_NH3))
+    start = tmp_path / "ts" / "start-hessian"
+    rc, stderr = _stopped_when(["opt", "nh3.yaml", "--ts", "-o", "ts"], tmp_path, start, 4)
+    assert rc == 130, stderr
+    assert "'dm21 opt nh3.yaml --ts --restart -o ts'" in stderr, stderr
+    finished = _finished_points(start)
+    assert len(finished) >= 4, finished
+    again = dm21(["opt", "nh3.yaml", "--ts", "--restart", "-o", "ts"], tmp_path, env=dm21_env())
+    assert again.returncode == 0, show(again)
+    log = (start / "freq.log").read_text()
+    assert log.count("read from disk") >= len(finished) + 1, log  # (+ the reference)
+    vib = json.loads((tmp_path / "ts" / "freq" / "result.json").read_text())
+    vib = vib["extras"]["dm21cli"]["vibrations"]
+    assert vib["classification"]["ok"] and vib["n_imaginary"] == 1
+
+
 def test_ts_hessian_every_n_steps_is_dm21s_and_geometric_uses_it(tmp_path):
     """``--hessian-every 2``: after every second accepted step the Hessian is computed again
     (dm21 freq's, in hessians/step-NNN/) and geomeTRIC takes it in place of its updated one
@@ -334,7 +413,8 @@ def test_ts_hessian_every_n_steps_is_dm21s_and_geometric_uses_it(tmp_path):
     assert log.count("Recomputed the Hessian from scratch") == len(again)
     assert log.count("Using Hessian matrix read from file") == len(again)
     assert "Valid Hessian data not found" not in log  # (geomeTRIC computed none of its own)
-    vib = json.loads((tmp_path / "ts" / "freq" / "result.json").read_text())["extras"]["dm21cli"]["vibrations"]
+    vib = json.loads((tmp_path / "ts" / "freq" / "result.json").read_text())
+    vib = vib["extras"]["dm21cli"]["vibrations"]
     assert vib["classification"]["ok"] and vib["n_imaginary"] == 1
 
 

@@ -36,6 +36,9 @@ What is checked, and the tolerance of each:
   why grid response is on by default.
 * Translational invariance: with grid response the forces sum to zero over
   the atoms (1e-8 Ha/bohr).
+* The Becke weights' derivatives of the compiled kernel (natm^2 switching
+  functions per point) are PySCF's VXCbecke_weight_derivative's (natm^3): 1e-12
+  relative to the largest, measured 3e-15.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import pytest
 from pyscf import dft, gto, lib
 
 from dm21cli.scf import grad as dgrad
-from dm21cli.functional import backends
+from dm21cli.functional import backends, kernels
 from dm21cli.functional import xc_grad as grad_xc
 from dm21cli.functional.features import OMEGAS
 from dm21cli.scf.ks import DM21RKS, DM21UKS
@@ -143,6 +146,32 @@ def test_derivative_integrals_are_libcint_int1e_grids_ip():
         dnu[:, p0:p1, :] -= ip[2][:, p0:p1, :]
         dnu[:, :, p0:p1] -= ip[2][:, p0:p1, :].transpose(0, 2, 1)
         assert np.abs((nu_h - nu) / h - dnu).max() < 1e-4 * np.abs(dnu).max()
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the compiled kernels are off or not built")
+@pytest.mark.parametrize("adjust", ["treutler", "becke", None])
+def test_becke_weight_derivatives_of_the_kernel_are_pyscfs(adjust):
+    """Six atoms of four elements (the size adjustment differs per pair), every third
+    point of a level-1 grid, some marked as padding (atom -1: derivative 0)."""
+    mol = _mol("O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692; C 3 0.2 0.1; "
+               "H 3.5 1.0 0.3; N 2.0 -1.5 0.4")
+    grids = dft.gen_grid.Grids(mol)
+    grids.level = 1
+    grids.radii_adjust = {"treutler": dft.radi.treutler_atomic_radii_adjust,
+                          "becke": dft.radi.becke_atomic_radii_adjust, None: None}[adjust]
+    grids.build()
+    points = np.arange(0, len(grids.coords), 3)
+    own = grids.atm_idx[points].astype(np.int32)
+    own[::50] = -1
+    table = grad_xc.becke_adjust_table(mol, grids)
+    assert (np.abs(table).max() > 0.05) == (adjust is not None)
+    args = (grids.coords[points], grids.quadrature_weights[points], own,
+            mol.atom_coords())
+    got = kernels.becke_weight_derivatives(*args, table)
+    ref = grad_xc._pyscf_becke_derivatives(*(np.ascontiguousarray(a) for a in args), table)
+    ref[:, :, own < 0] = 0.0
+    assert np.abs(got - ref).max() < 1e-12 * np.abs(ref).max()
+    assert np.all(got[:, :, own < 0] == 0.0) and np.abs(got).max() > 1.0
 
 
 @pytest.mark.parametrize("response", [False, True], ids=["fixed-grid", "grid-response"])

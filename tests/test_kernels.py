@@ -281,8 +281,8 @@ def test_md_kernel_refuses_angular_momentum_beyond_its_table():
 # ----------------------------------------------------------------------
 # the backend seam and the library's ABI stamp
 # ----------------------------------------------------------------------
-#: sha256 of _kernels.c + _gridcoulomb.c at ABI stamp kernels.KERNELS_ABI
-KERNEL_SOURCES_SHA256 = "1d8d795b7d7b3457379cd50f94f757ba8defb7b1f1be2e35c21743f2b4db905a"
+#: sha256 of _kernels.c + _gridcoulomb.c + _beckegrid.c at ABI stamp kernels.KERNELS_ABI
+KERNEL_SOURCES_SHA256 = "789b2e7e67c3bf74e9b4d818541df36f1e8205e22080daf86899234192e10e3b"
 
 
 def _sources_sha256() -> str:
@@ -291,7 +291,7 @@ def _sources_sha256() -> str:
 
     here = Path(kernels.__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("_kernels.c", "_gridcoulomb.c"):
+    for name in ("_kernels.c", "_gridcoulomb.c", "_beckegrid.c"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 

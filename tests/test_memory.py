@@ -164,3 +164,30 @@ def test_the_estimate_is_the_jobs_and_the_check_counts_what_a_process_holds(monk
                                             r"150 MB of a fresh dm21 process"):
         memory.check(need["minimum_mb"] + 4000, need)
     memory.check(need["minimum_mb"] + 4850, need)
+
+
+def test_memory_a_job_freed_is_given_back_before_the_next_counts_what_it_holds():
+    """With `tune_allocator`'s settings glibc keeps what a job frees (for speed within the
+    job); `release_freed_memory`, which `memory.check` calls at every job's start, gives it
+    back, so a process that runs point after point (a scan's, a Hessian's worker) counts what
+    it uses, not what it once used (a benzene Hessian's worker was refused at 5.5 GB).  In a
+    fresh process: its allocator settings are process-wide."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    code = textwrap.dedent("""
+        import numpy as np
+        from dm21cli.core.resources import current_rss_mb, release_freed_memory, tune_allocator
+        assert tune_allocator()
+        base = current_rss_mb()
+        blocks = [np.ones(25_000_000) for _ in range(3)]  # 3 x 200 MB from the heap
+        del blocks
+        kept = current_rss_mb() - base
+        assert release_freed_memory()
+        print(round(kept), round(current_rss_mb() - base))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    kept, left = map(int, proc.stdout.split())
+    assert kept > 500 and left < 50, (kept, left)

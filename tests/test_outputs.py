@@ -531,6 +531,22 @@ def test_orbital_cube_is_normalised_and_named(tmp_path, water_rhf):
     assert float((values ** 2).sum() * voxel) == pytest.approx(1.0, rel=0.02)
 
 
+def test_unrestricted_orbital_cubes_name_their_spin_once(oh_uhf):
+    """Line 1 of an ``orbital:Na``/``Nb`` cube of an open shell: the functional, the orbital,
+    its label and spin (once: it said "(HOMO, alpha, alpha)"), energy and occupation."""
+    import types
+
+    from dm21cli.jobs.result import _cube_jobs
+
+    spec = types.SimpleNamespace(functional="DM21", outputs=types.SimpleNamespace(
+        cube_requests=lambda: ["orbital:5a", "orbital:4b", "homo"]))
+    comments = {name: comment for name, _, _, comment in _cube_jobs(spec, oh_uhf)}
+    assert comments["orbital_5_alpha.cube"].startswith("DM21 orbital 5 (HOMO, alpha), energy ")
+    assert comments["orbital_5_alpha.cube"].endswith(" Ha, occupation 1")
+    assert comments["orbital_4_beta.cube"].startswith("DM21 orbital 4 (HOMO, beta), energy ")
+    assert comments["homo_alpha.cube"].startswith("DM21 orbital 5 (HOMO, alpha), energy ")
+
+
 def test_cube_argument_errors(tmp_path, water_rhf):
     mol = water_rhf.mol
     with pytest.raises(ValueError):

@@ -90,10 +90,11 @@ def freq(file: str, output_dir: str | None, step: float | None, temperatures: st
 def frequencies(spec, file: str, *, checkpoints: str | None, overwrite: bool, as_json: bool,
                 workers: int = 1, point: int | None = None, dask: str | None = None,
                 collect: bool = False, verbose: bool = False, kind: str = "minimum",
-                show: bool = True) -> None:
+                show: bool = True, resume_hint: str | None = None) -> None:
     """Run (or collect) the Hessian of `spec` as ``dm21 freq`` does: progress on stderr, the
     result on stdout (unless not `show`: a step of a command that prints another result),
-    exit status 4 when a point did not converge."""
+    exit status 4 when a point did not converge.  resume_hint: what an interruption's
+    message says continues the run (default: the same dm21 freq command again)."""
     from dm21cli.core.resources import tune_allocator
     from dm21cli.jobs.freq import collect_freq, plan_freq, run_freq
 
@@ -107,7 +108,8 @@ def frequencies(spec, file: str, *, checkpoints: str | None, overwrite: bool, as
         with reporter.live(f"dm21 freq {file}"):
             result = run_freq(plan, checkpoints=checkpoints, overwrite=overwrite,
                               reporter=reporter, detail=reporter if verbose else None,
-                              workers=workers, point=point, dask=dask, kind=kind)
+                              workers=workers, point=point, dask=dask, kind=kind,
+                              resume_hint=resume_hint)
     if result is None:  # one point of a job array
         click.echo(f"dm21 freq: point {point} done in {plan.scan_dir}; when every point is, "
                    f"run the same command with --collect", err=True)

@@ -19,7 +19,8 @@ from dm21cli import __version__
 #: subcommand name -> "module:attribute", loaded on first use.
 SUBCOMMANDS = {
     "run": ("dm21cli.cli.run:run", "Run a single-point calculation (YAML, XYZ or QCSchema JSON input)."),
-    "scan": ("dm21cli.cli.scan:scan", "Scan a bond distance, the electron number or a fractional spin."),
+    "scan": ("dm21cli.cli.scan:scan",
+             "Scan a distance, an angle, a dihedral, the electron number or a fractional spin."),
     "opt": ("dm21cli.cli.opt:opt", "Optimise a geometry (geomeTRIC)."),
     "freq": ("dm21cli.cli.freq:freq", "Harmonic frequencies, IR intensities and thermochemistry."),
     "validate": ("dm21cli.cli.validate:validate", "Check an input file without computing."),

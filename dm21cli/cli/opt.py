@@ -92,6 +92,9 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
         raise InputError("a reaction path ends at two minima, not at one geometry: optimise "
                          "each end (the first and last frames of irc.xyz) with dm21 opt --freq",
                          field="--freq")
+    if overwrite and restart:
+        raise InputError("--overwrite starts again, --restart continues: give one of them",
+                         field="--restart")
     then_irc = ts and irc
     if then_irc:  # the search first; the path (checked now) from its end
         from dm21cli.jobs.freq.ts import irc_spec_at
@@ -104,8 +107,26 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
         from dm21cli.io.inputs.validate import validate_freq
 
         validate_freq(spec)
-    result = optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
-                      as_json=as_json, show=not (as_json and with_freq))
+    done = None
+    if restart and with_freq:  # an optimisation that converged: its frequencies continue
+        from dm21cli.jobs.opt_restart import converged_optimisation
+
+        done = converged_optimisation(spec)
+    if done is not None and then_irc and _converged_path(spec.output_path() / IRC_DIR):
+        from dm21cli.core.errors import OutputExistsError
+
+        raise OutputExistsError(f"output directory {spec.output_path()} holds a converged "
+                                f"search and its reaction path ({IRC_DIR}/): nothing to "
+                                f"restart; use --overwrite to start again or -o for another "
+                                f"directory")
+    if done is not None:
+        click.echo(f"dm21 opt: the {'search' if ts else 'optimisation'} in "
+                   f"{spec.output_path()} has converged: continuing with its frequencies "
+                   f"(finished points are read)", err=True)
+        result = done
+    else:
+        result = optimise(spec, file, checkpoints=checkpoints, overwrite=overwrite,
+                          restart=restart, as_json=as_json, show=not (as_json and with_freq))
     if not with_freq:
         return
     from dm21cli.cli.freq import frequencies
@@ -116,8 +137,12 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
     freq_spec = freq_spec_at(spec, final, spec.output_path() / FREQ_DIR)
     click.echo(f"dm21 opt: the frequencies at the {'transition state' if ts else 'optimised geometry'}"
                f", in {freq_spec.output_path()}", err=True)
+    # (the command that continues: this one with --restart, which skips a converged search)
+    resume = (f"finished points are kept: continue with "
+              f"'{_resume_command(spec, file, with_freq=not ts)}'")
     frequencies(freq_spec, file, checkpoints=checkpoints, overwrite=overwrite,
-                as_json=as_json, kind="ts" if ts else "minimum", show=not then_irc)
+                as_json=as_json, kind="ts" if ts else "minimum", show=not then_irc,
+                resume_hint=resume)
     if then_irc:
         from dm21cli.jobs.freq.ts import irc_spec_at
 
@@ -129,25 +154,36 @@ def optimise_then(spec, file: str, *, checkpoints: str | None, overwrite: bool, 
         # when the search is restarted; its Hessian, in freq/, is kept)
         optimise(path_spec, file, checkpoints=checkpoints, overwrite=overwrite or restart,
                  restart=False, as_json=as_json,
-                 hessian_at=(freq_spec.output_path(), final))
+                 hessian_at=(freq_spec.output_path(), final), resume_spec=spec)
+
+
+def _converged_path(folder) -> bool:
+    """Whether `folder` holds a reaction path that reached both its minima."""
+    import json
+
+    from dm21cli.io.outputs.qcschema import fields
+
+    try:
+        document = fields(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return False
+    return isinstance(document, dict) and document.get("status") == "success"
 
 
 def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, restart: bool,
-             as_json: bool, show: bool = True, hessian_at=None) -> dict:
+             as_json: bool, show: bool = True, hessian_at=None, resume_spec=None) -> dict:
     """Run the optimisation of `spec` (task opt) as ``dm21 opt`` does: progress on stderr,
     the result on stdout, exit status 4 when it did not converge.  A transition-state
     search or a reaction path starts from dm21's Hessian (hessian_at: (its folder, the
-    geometry there in bohr) of one computed before: `dm21cli.jobs.freq.ts.run_ts`)."""
+    geometry there in bohr) of one computed before: `dm21cli.jobs.freq.ts.run_ts`).
+    resume_spec: the job whose --restart continues this one (``--ts --irc``'s path: the
+    search's, in the folder above), default `spec`."""
     import functools
 
-    from dm21cli.core.errors import InputError
     from dm21cli.core.resources import tune_allocator
     from dm21cli.jobs.freq.ts import run_ts
     from dm21cli.jobs.opt import run_opt
 
-    if overwrite and restart:
-        raise InputError("--overwrite starts again, --restart continues: give one of them",
-                         field="--restart")
     tune_allocator()
     reporter = common.Reporter(quiet=False)
     settings = spec.opt_settings()
@@ -158,7 +194,8 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
         runner = functools.partial(run_ts, hessian_folder=folder, hessian_coords_bohr=coords) \
             if settings.transition or settings.irc else run_opt
         result = runner(spec, checkpoints=checkpoints, overwrite=overwrite, restart=restart,
-                        reporter=reporter, resume_command=_resume_command(spec, file))
+                        reporter=reporter,
+                        resume_command=_resume_command(resume_spec or spec, file))
     common.report_result(reporter, result, as_json=as_json, what=what,
                          result_path=spec.output_path() / "result.json", show=show)
     return result
@@ -168,11 +205,12 @@ def optimise(spec, file: str, *, checkpoints: str | None, overwrite: bool, resta
 _NOT_REPEATED = ("output_dir", "overwrite", "restart", "as_json", "name", "gradient")
 
 
-def _resume_command(spec, file: str) -> str:
+def _resume_command(spec, file: str, with_freq: bool = False) -> str:
     """``dm21 opt FILE [the options given] --restart -o DIR``: what continues this
     optimisation (`dm21cli.jobs.opt_restart.restart_command`), with the options of the command
     line that ran it (``dm21 opt`` or ``dm21 run`` of a job with ``task: opt``) that
-    ``dm21 opt`` has."""
+    ``dm21 opt`` has; with_freq: with ``--freq`` (a job file's ``task: freq`` after ``opt``
+    has no such option to repeat)."""
     from dm21cli.jobs.opt_restart import restart_command
 
     options: list[str] = []
@@ -186,4 +224,6 @@ def _resume_command(spec, file: str) -> str:
                 continue
             flag = max(param.opts, key=len)
             options += [flag] if param.is_flag else [flag, str(value)]
+    if with_freq and "--freq" not in options:
+        options.append("--freq")
     return restart_command(spec, file, options)

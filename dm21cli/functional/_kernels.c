@@ -227,13 +227,14 @@ DM21_PACK(dm21_pack_lower_f32, float)
 DM21_PACK(dm21_pack_lower_f64, double)
 
 /*
- * The ABI stamp of this library (both sources, _kernels.c and _gridcoulomb.c):
+ * The ABI stamp of this library (its sources, _kernels.c, _gridcoulomb.c and
+ * _beckegrid.c):
  * kernels.py refuses a library whose stamp is not its own KERNELS_ABI (one built
  * from older sources, or a foreign file), so that no function is ever called with
  * a signature it does not have.  Raise it with every change of the sources:
  * tests/test_kernels.py holds the sources' hash against the stamp.
  */
-#define DM21_KERNELS_ABI 3
+#define DM21_KERNELS_ABI 4
 
 int dm21_kernels_abi(void)
 {

@@ -1,5 +1,5 @@
-"""The compiled kernels of dm21cli/functional/_kernels.c and _gridcoulomb.c (one
-library), called through ctypes.
+"""The compiled kernels of dm21cli/functional/_kernels.c, _gridcoulomb.c and _beckegrid.c
+(one library), called through ctypes.
 
 They are built when the package is installed (an optional extension: without
 a C compiler the install still succeeds and NumPy does the same work).
@@ -20,7 +20,7 @@ import numpy as np
 
 #: The ABI stamp this module calls the library with (``dm21_kernels_abi`` in _kernels.c): a
 #: library with another stamp, or none, was built from other sources and is refused.
-KERNELS_ABI = 3
+KERNELS_ABI = 4
 #: What running without the kernels costs, for the warning (measured with benchmarks/speed.py,
 #: whole processes on 2 cores; issue 24).
 COST_WITHOUT = ("DM21 runs its exchange features and network in libcint and NumPy instead, "
@@ -66,6 +66,7 @@ def _signatures(lib: ctypes.CDLL) -> None:
         "dm21_gc_init": ([], None),
         "dm21_gc_herm_index": ([i, i, i], i),
         "dm21_gc_lmax": ([], i),
+        "dm21_becke_dw": ([p, p, p, p, n, n, n, p, p, i], i),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -337,6 +338,36 @@ def coulomb_ip_force(plan, coords, omegas, e_mat: np.ndarray, c: np.ndarray, nat
     if stats is not None:
         stats += sum(counts for _, (_, counts) in results)
     return sum(force for _, (force, _) in results)
+
+
+def becke_weight_derivatives(coords: np.ndarray, qw: np.ndarray, own: np.ndarray,
+                             atom_coords: np.ndarray, adjust: np.ndarray) -> np.ndarray:
+    """dw_g/dR_A (natm, 3, n) of Becke's partition weights w_g = qw_g P_own(r_g) / Z(r_g)
+    (_beckegrid.c; the same numbers as PySCF's VXCbecke_weight_derivative, natm times
+    fewer switching functions).
+
+    coords: (n, 3) bohr; qw: (n,) quadrature weights; own: (n,) the atom each point
+    belongs to (negative: a padding point, derivative 0); atom_coords: (natm, 3) bohr;
+    adjust: (natm, natm) the atomic-size adjustment a_BC (zeros without one; a_BB = 0, as
+    PySCF's adjustments have it, see _beckegrid.c).  The own atom's derivative is minus the
+    sum of the others'.  Split among PySCF's threads.
+    """
+    n, natm = len(coords), len(atom_coords)
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    qw = np.ascontiguousarray(qw, dtype=np.float64)
+    own = np.ascontiguousarray(own, dtype=np.int32)
+    atom_coords = np.ascontiguousarray(atom_coords, dtype=np.float64)
+    adjust = np.ascontiguousarray(adjust, dtype=np.float64)
+    if (coords.shape != (n, 3) or qw.shape != (n,) or own.shape != (n,)
+            or atom_coords.shape != (natm, 3) or adjust.shape != (natm, natm)
+            or own.max(initial=-1) >= natm or np.any(np.diag(adjust))):
+        raise ValueError("becke_weight_derivatives: arrays do not match (or a_BB is not 0)")
+    dw = np.empty((natm, 3, n))
+    results = _over_chunks(n, 64, lambda g0, g1: (lib().dm21_becke_dw(
+        ptr(dw), ptr(coords), ptr(qw), ptr(own), n, g0, g1, ptr(atom_coords), ptr(adjust),
+        natm), None))
+    _finished(results, "the Becke weight kernel could not allocate its work space")
+    return dw
 
 
 def _finished(results: list, message: str) -> np.ndarray:

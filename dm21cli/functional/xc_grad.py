@@ -52,21 +52,36 @@ PIECE_MEMORY_FRACTION = 0.25
 _D2 = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
 
 
-def weight_derivatives(mol, grids, points: np.ndarray) -> np.ndarray:
+def becke_adjust_table(mol, grids) -> np.ndarray:
+    """(natm, natm) the atomic-size adjustment a_BC of the grid's Becke partitioning
+    (nu_BC = mu_BC + a_BC (1 - mu_BC^2)), zeros without one."""
+    natm = mol.natm
+    if callable(grids.radii_adjust) and grids.atomic_radii is not None:
+        f_adjust = grids.radii_adjust(mol, grids.atomic_radii)
+        return np.asarray([[float(np.squeeze(f_adjust(i, j, 0))) for j in range(natm)]
+                           for i in range(natm)])
+    return np.zeros((natm, natm))
+
+
+def weight_derivatives(mol, grids, points: np.ndarray,
+                       adjust: np.ndarray | None = None) -> np.ndarray:
     """dw_g/dR_A (natm, 3, n) of the Becke weights at grid points `points` (indices).
 
     Uses the atom each point belongs to and its quadrature weight
     (`grids.atm_idx`, `grids.quadrature_weights`, kept through PySCF's
     sorting and density pruning).  Original Becke partitioning (PySCF's
-    default) and Laqua-Kussmann-Ochsenfeld are supported.
+    default: the compiled kernel, else PySCF's own routine, which forms natm
+    times more switching functions) and Laqua-Kussmann-Ochsenfeld are supported.
+    adjust: `becke_adjust_table(mol, grids)`, if the caller holds it already.
     """
     from pyscf.dft import gen_grid
+
+    from dm21cli.functional import kernels
 
     if grids.atm_idx is None or grids.quadrature_weights is None:
         raise NotImplementedError("grid response needs grids.atm_idx (PySCF >= 2.5 grids)")
     atm_idx = np.ascontiguousarray(grids.atm_idx[points], dtype=np.int32)
     coords = np.ascontiguousarray(grids.coords[points], dtype=np.float64)
-    n = len(atm_idx)
     if grids.becke_scheme is gen_grid.becke_lko:
         from pyscf.grad.rks import get_dw_partition_sorted
 
@@ -76,35 +91,41 @@ def weight_derivatives(mol, grids, points: np.ndarray) -> np.ndarray:
                                      grids.atomic_radii).transpose(1, 0, 2)
         dw = np.ascontiguousarray(dw)
     elif grids.becke_scheme is gen_grid.original_becke:
-        import ctypes
-
-        from pyscf.dft.numint import libdft
-
-        if not hasattr(libdft, "VXCbecke_weight_derivative"):  # pragma: no cover - old PySCF
-            raise NotImplementedError("grid response needs PySCF's VXCbecke_weight_derivative")
-        natm = mol.natm
-        if callable(grids.radii_adjust) and grids.atomic_radii is not None:
-            f_adjust = grids.radii_adjust(mol, grids.atomic_radii)
-            table = np.asarray([f_adjust(i, j, 0) for i in range(natm) for j in range(natm)])
-        else:
-            table = np.zeros(natm * natm)
-        own = np.where(atm_idx < 0, 0, atm_idx).astype(np.int32)
+        table = becke_adjust_table(mol, grids) if adjust is None else adjust
         qw = np.ascontiguousarray(grids.quadrature_weights[points], dtype=np.float64)
-        qw[atm_idx < 0] = 0.0
         atm_coords = np.asarray(mol.atom_coords(), order="C")
-        dw = np.zeros((natm, 3, n))
-        libdft.VXCbecke_weight_derivative(
-            dw.ctypes.data_as(ctypes.c_void_p), coords.ctypes.data_as(ctypes.c_void_p),
-            qw.ctypes.data_as(ctypes.c_void_p), atm_coords.ctypes.data_as(ctypes.c_void_p),
-            np.ascontiguousarray(table).ctypes.data_as(ctypes.c_void_p),
-            own.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n), ctypes.c_int(natm))
-        # the weights do not change when everything moves together: the own
-        # atom's derivative is minus the sum of the others'
-        dw[own, :, np.arange(n)] = -dw.sum(axis=0).T
+        if kernels.available() and not np.diag(table).any():  # (PySCF's adjustments: a_BB = 0)
+            return kernels.becke_weight_derivatives(coords, qw, atm_idx, atm_coords, table)
+        dw = _pyscf_becke_derivatives(coords, qw, atm_idx, atm_coords, table)
     else:
         raise NotImplementedError(
             f"grid response for the Becke scheme {grids.becke_scheme.__name__} is not implemented")
     dw[:, :, atm_idx < 0] = 0.0
+    return dw
+
+
+def _pyscf_becke_derivatives(coords, qw, atm_idx, atm_coords, table) -> np.ndarray:
+    """`weight_derivatives` of the original Becke scheme by PySCF's C routine (natm^3
+    switching functions per point; the compiled kernels' is natm^2)."""
+    import ctypes
+
+    from pyscf.dft.numint import libdft
+
+    if not hasattr(libdft, "VXCbecke_weight_derivative"):  # pragma: no cover - old PySCF
+        raise NotImplementedError("grid response needs PySCF's VXCbecke_weight_derivative")
+    n, natm = len(atm_idx), len(atm_coords)
+    own = np.where(atm_idx < 0, 0, atm_idx).astype(np.int32)
+    qw = qw.copy()
+    qw[atm_idx < 0] = 0.0
+    dw = np.zeros((natm, 3, n))
+    libdft.VXCbecke_weight_derivative(
+        dw.ctypes.data_as(ctypes.c_void_p), coords.ctypes.data_as(ctypes.c_void_p),
+        qw.ctypes.data_as(ctypes.c_void_p), atm_coords.ctypes.data_as(ctypes.c_void_p),
+        np.ascontiguousarray(table).ctypes.data_as(ctypes.c_void_p),
+        own.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n), ctypes.c_int(natm))
+    # the weights do not change when everything moves together: the own
+    # atom's derivative is minus the sum of the others'
+    dw[own, :, np.arange(n)] = -dw.sum(axis=0).T
     return dw
 
 
@@ -213,6 +234,7 @@ class _GradientRun:
         self.exc = 0.0
         self.backend = None  # chosen at the first block that needs the integral term
         self.piece = None  # sized at the first block, when its arrays and the caches are held
+        self.becke_adjust = None  # the grid's a_BC, at the first block with the grid response
 
     def block(self, at, rho, e, de, f_mat, e_mat) -> None:
         """One block of `DM21XC.blocks`: its energy density e (n,) and derivatives de (n, 11)."""
@@ -274,7 +296,10 @@ class _GradientRun:
                 np.subtract.at(self.force[:, xdir], own[own >= 0], t_pt[xdir][own >= 0])
             timings["meta_gga"] += clock() - tc
             tc = clock()
-            self.force += weight_derivatives(self.mol, self.grids, pts) @ e[sel]  # (natm, 3)
+            if self.becke_adjust is None:
+                self.becke_adjust = becke_adjust_table(self.mol, self.grids)
+            dw = weight_derivatives(self.mol, self.grids, pts, self.becke_adjust)
+            self.force += dw @ e[sel]  # (natm, 3)
             timings["grid_weights"] += clock() - tc
         else:
             timings["meta_gga"] += clock() - tc

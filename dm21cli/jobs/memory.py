@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from dm21cli.core.errors import ResourceError
-from dm21cli.core.resources import current_rss_mb, physical_memory_mb
+from dm21cli.core.resources import current_rss_mb, physical_memory_mb, release_freed_memory
 
 #: The resident memory of a ``dm21`` process when its job starts (MB): Python, NumPy,
 #: SciPy, PySCF, dm21cli, click and, for DM21, the network.  Measured on this
@@ -136,6 +136,7 @@ def check(budget_mb: float, need: dict, source: str = "input") -> None:
     if physical is not None and budget_mb > physical:
         raise ResourceError(f"the memory budget of {budget_mb:,.0f} MB ({source}) is more than this "
                             f"machine's {physical:,} MB of memory; the job {describe(need)}")
+    release_freed_memory()  # (a process that ran jobs before keeps what they freed)
     held = current_rss_mb()
     extra = max(0.0, held - need["process_mb"])
     if budget_mb < need["minimum_mb"] + extra:

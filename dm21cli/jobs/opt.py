@@ -127,6 +127,12 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
     irc_again = previous is not None and spec.opt_settings().irc
     if irc_again:
         previous = None
+    # a transition-state search stopped in its first Hessian (no step finished) continues that
+    # Hessian: the same starting geometry, its finished points read from start-hessian/
+    first_hessian_again = (previous is not None and spec.opt_settings().transition
+                           and previous["geometry_bohr"] is None
+                           and _same_geometry(previous["initial_geometry_bohr"],
+                                              mol0.atom_coords(unit="Bohr")))
     if interrupted_hint is None:
         resume_command = resume_command or restart_command(spec)
     else:  # (a scan's point: no dm21 opt command continues it)
@@ -143,7 +149,8 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
                               overwrite=overwrite or previous is not None or irc_again,
                               inputs=input_files(spec))
         jobdir.prepare()
-        kept = jobdir.old_path / TS_HESSIAN_DIR if irc_again and jobdir.old_path else None
+        kept = (jobdir.old_path / TS_HESSIAN_DIR
+                if (irc_again or first_hessian_again) and jobdir.old_path else None)
         if kept is not None and kept.is_dir():
             shutil.copytree(kept, jobdir.path / TS_HESSIAN_DIR,
                             ignore=shutil.ignore_patterns(".running*"))
@@ -162,6 +169,16 @@ def run_opt(spec, *, checkpoints=None, overwrite: bool = False, restart: bool = 
                 return opt.execute()
 
         return run.execute(compute)
+
+
+def _same_geometry(recorded, coords_bohr: np.ndarray) -> bool:
+    """Whether `recorded` (a geometry from result.json, bohr, or None) is `coords_bohr`
+    (N, 3) to 1e-8 bohr (the round trip through Angstrom text)."""
+    if recorded is None:
+        return False
+    recorded = np.asarray(recorded, dtype=float).reshape(-1, 3)
+    return recorded.shape == coords_bohr.shape and bool(
+        np.allclose(recorded, coords_bohr, rtol=0, atol=1e-8))
 
 
 class _Optimisation:

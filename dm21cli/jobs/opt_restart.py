@@ -1,6 +1,7 @@
 """What an optimisation continues from (``dm21 opt --restart``): the output folder's
 result.json, or, after SIGKILL or a full disk, its trajectory.xyz; and the command that
-continues it.  `dm21cli.jobs.opt.run_opt` calls `previous_optimisation`.
+continues it.  `dm21cli.jobs.opt.run_opt` calls `previous_optimisation`; ``dm21 opt --freq
+--restart`` asks `converged_optimisation` whether only the frequencies are left.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def restart_command(spec, file: str | None = None, options: list[str] | None = N
 def _restart_key(resolved: dict) -> dict:
     """What must not change for a restart: the resolved input without names, folders,
     resources, output files, the geometry, the starting guess and the limits on cycles,
-    attempts and iterations (none of which changes a converged result)."""
-    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs")}
+    attempts and iterations (none of which changes a converged result), and the ``freq``
+    section (the frequencies after it check their own inputs)."""
+    key = {k: v for k, v in resolved.items() if k not in ("job", "resources", "outputs", "freq")}
     key["molecule"] = {k: v for k, v in (key.get("molecule") or {}).items() if k != "xyz"}
     key["scf"] = {k: v for k, v in (key.get("scf") or {}).items()
                   if k not in ("guess", "max_cycle", "max_attempts")}
@@ -88,6 +90,24 @@ def _check_same_input(path: Path, resolved: dict, symbols, spec) -> None:
         raise OutputExistsError(f"output directory {path} holds an optimisation of another input "
                                 f"(molecule, basis, functional, SCF or opt settings differ); use "
                                 f"--overwrite to replace it or -o to choose another")
+
+
+def converged_optimisation(spec) -> dict | None:
+    """result.json of the converged optimisation of `spec` in its output folder, or None
+    (no folder, no result.json, not converged, or another input's: `previous_optimisation`
+    says which).  ``dm21 opt --freq --restart`` (and ``--ts``) continues its frequencies."""
+    path = spec.output_path()
+    try:
+        document = json.loads((path / FILES["result"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    result = fields(document) if isinstance(document, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("optimization"), dict) \
+            or result.get("status") != "success":
+        return None
+    _check_same_input(path, result.get("input") or {},
+                      (result.get("molecule") or {}).get("symbols"), spec)
+    return document
 
 
 def _from_result(spec, path: Path, result: dict) -> dict:

@@ -229,7 +229,7 @@ def _cube_jobs(spec, mf) -> list[tuple[str, str, dict, str]]:
                 orbital(0, idx, orbital_label(idx, mf.mo_occ), f"orbital_{idx + 1}.cube")
                 continue
             spin = channels[spin_index][0]
-            orbital(spin_index, idx, orbital_label(idx, mf.mo_occ[spin_index], spin),
+            orbital(spin_index, idx, orbital_label(idx, mf.mo_occ[spin_index]),
                     f"orbital_{idx + 1}_{spin}.cube")
     return jobs
 

@@ -510,9 +510,10 @@ class OptSettings(SectionModel):
         "GAU", description=f"geomeTRIC's named set of criteria: {', '.join(CONVERGENCE_SETS)}.")
     convergence_energy: _Criterion = Field(
         None, description="Energy change between steps [Ha]; null = the set's.")
-    convergence_grms: _Criterion = Field(None, description="RMS gradient [Ha/bohr]; null = the set's.")
+    convergence_grms: _Criterion = Field(
+        None, description="RMS of the per-atom gradient norms [Ha/bohr]; null = the set's.")
     convergence_gmax: _Criterion = Field(
-        None, description="Largest gradient component [Ha/bohr]; null = the set's.")
+        None, description="Largest per-atom gradient norm [Ha/bohr]; null = the set's.")
     convergence_drms: _Criterion = Field(
         None, description="RMS displacement [Angstrom]; null = the set's.")
     convergence_dmax: _Criterion = Field(

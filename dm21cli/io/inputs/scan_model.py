@@ -313,8 +313,9 @@ class ScanSettings(SectionModel):
                            BeforeValidator(or_none(_check_functional_list))] = Field(
         None, description="Functionals computing the same curve; null = the job's functional.")
     broken_symmetry: YamlBool = Field(
-        False, description="Distance scans: unrestricted singlet with a spin-flipped atomic guess "
-                           "beyond 1.5x the equilibrium estimate.")
+        False, description="Distance scans: unrestricted singlet from a broken-symmetry guess "
+                           "(HOMO and LUMO mixed by +45 degrees for alpha, -45 for beta) beyond "
+                           "1.5x the equilibrium estimate.")
     reference_atoms: YamlBool = Field(
         False, description="Distance scans: also compute the separated fragments (the "
                            "dissociation limit).")
@@ -339,8 +340,9 @@ class ScanSettings(SectionModel):
                           "(fractional spin); f = 0 is added.")
     multiplicities: Annotated[dict[int, int] | None, BeforeValidator(_check_multiplicities)] = Field(
         None, description="Electron-number scans: multiplicity of integer electron numbers "
-                          "{N: multiplicity}; null = the job's at its own N, else the isoelectronic "
-                          "neutral atom's (one atom) or the lowest (molecules).")
+                          "{N: multiplicity}; null = the job's at its own N, else the ground state "
+                          "of the atom or ion with N electrons (Hund's rule; one atom) or the "
+                          "lowest (molecules).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScanSettings:

@@ -1,10 +1,10 @@
 """`run_freq`: compute a Hessian's points (`dm21cli.jobs.freq.plan`) and `collect_freq` them.
 
 The reference geometry is computed first, in this process; every displaced geometry
-then starts from its density (its ``scf.chk``: PySCF projects the orbitals onto the
-moved basis).  The displaced points run serially, in worker processes, on a Dask
-cluster or one per job-array task, through the machinery of ``dm21 scan``
-(`dm21cli.jobs.scan`).  A point is read from disk instead of computed when its folder
+then starts from its density (its ``scf.chk``, whose orbitals `dm21cli.scf.guess`
+orthonormalises again at the moved atoms).  The displaced points run serially, in worker
+processes, on a Dask cluster or one per job-array task, through the machinery of ``dm21
+scan`` (`dm21cli.jobs.scan`).  A point is read from disk instead of computed when its folder
 holds a successful result of the same input (`plan.freq_hash`); a point that did not
 converge is computed again (with, say, a larger ``scf.max_cycle``, which does not change
 the hash).  When every point has succeeded, `collect_freq` assembles the Hessian and the
@@ -37,7 +37,7 @@ RESUME_HINT = "finished points are kept: run the same dm21 freq command again to
 
 def run_freq(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False, reporter=None,
              detail=None, workers: int = 1, point: int | None = None, dask: str | None = None,
-             kind: str = "minimum") -> dict | None:
+             kind: str = "minimum", resume_hint: str | None = None) -> dict | None:
     """Compute the plan's points (reusing finished ones) and, unless `point` is given,
     collect them (`collect_freq`): returns the result document (result.json), or None
     for one point of a job array.
@@ -48,7 +48,9 @@ def run_freq(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False, repor
     geometry; 1 .. 6N: the displaced ones, which start from the reference's density when
     it is on disk); dask: the address of a Dask scheduler that computes the displaced
     points; kind: "minimum" or "ts", what the analysis expects.  KeyboardInterrupt
-    (SIGINT/SIGTERM) stops the run: finished points stay and the exception propagates.
+    (SIGINT/SIGTERM) stops the run: finished points stay and the exception propagates,
+    saying how to continue: resume_hint, default RESUME_HINT (the caller's command if it is
+    not ``dm21 freq``: ``dm21 opt --freq``'s, say).
     """
     points = plan.points[plan.functionals[0]]
     if point is not None and not 0 <= point < len(points):
@@ -69,9 +71,10 @@ def run_freq(plan: ScanPlan, *, checkpoints=None, overwrite: bool = False, repor
     except KeyboardInterrupt as exc:
         with interrupts.deferred():
             interrupts.acknowledge()
-            log(f"interrupted: {RESUME_HINT}")
+            log(f"interrupted: {resume_hint or RESUME_HINT}")
         what = str(exc).split(";")[0] if str(exc).startswith("interrupted") else "interrupted"
-        raise KeyboardInterrupt(f"{what}; {RESUME_HINT} (in {plan.scan_dir})") from exc
+        raise KeyboardInterrupt(f"{what}; {resume_hint or RESUME_HINT} (in {plan.scan_dir})") \
+            from exc
     finally:
         log.close()
         if running is not None:

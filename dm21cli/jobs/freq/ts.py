@@ -22,12 +22,18 @@ from dm21cli.jobs.opt import run_opt
 from dm21cli.jobs.scan.plan import build_spec, point_data
 
 
+#: how a Hessian of `dm21 opt` stopped by a signal continues (its own log says it)
+RESUME_HINT = ("finished points are kept: dm21 opt --restart continues (a search with no step "
+               "finished, from this Hessian's points)")
+
+
 def start_hessian(spec, coords_bohr, folder: Path, log, *, checkpoints=None):
     """(the Hessian (3N, 3N) in Eh/bohr^2 at `coords_bohr`, its classification as a
     transition state's: dm21 freq's ``vibrations.classification``, with ``message`` in
     words and ``ok``), computed in `folder` (resumed from it)."""
     document = run_freq(plan_freq(freq_spec_at(spec, coords_bohr, folder)),
-                        checkpoints=checkpoints, reporter=log, kind="ts")
+                        checkpoints=checkpoints, reporter=log, kind="ts",
+                        resume_hint=RESUME_HINT)
     verdict = {**document["extras"]["dm21cli"]["vibrations"]["classification"],
                "folder": str(folder)}
     return np.asarray(document["return_result"], dtype=float), verdict

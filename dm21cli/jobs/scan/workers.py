@@ -50,6 +50,7 @@ def parallel_points(plan, pending, records, workers, checkpoints, progress) -> N
     workers = min(workers, len(pending))
     threads = max(1, res["threads"] // workers)
     # the budget is the whole scan's: this process keeps what it holds, the workers share the rest
+    resources.release_freed_memory()  # (the reference point ran in this process)
     memory = int((res["memory_mb"] - resources.current_rss_mb()) // workers)
     _check_share(plan, pending[0], memory, workers, res, threads)
     progress.log(f"{len(pending)} points on {workers} worker processes, {threads} thread(s) and "
