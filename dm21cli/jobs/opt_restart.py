@@ -94,8 +94,9 @@ def _check_same_input(path: Path, resolved: dict, symbols, spec) -> None:
 
 def converged_optimisation(spec) -> dict | None:
     """result.json of the converged optimisation of `spec` in its output folder, or None
-    (no folder, no result.json, not converged, or another input's: `previous_optimisation`
-    says which).  ``dm21 opt --freq --restart`` (and ``--ts``) continues its frequencies."""
+    (no folder, no result.json, not an optimisation, not converged: `previous_optimisation`
+    says which); OutputExistsError if it is another input's.  ``dm21 opt --freq --restart``
+    (and ``--ts``) continues its frequencies."""
     path = spec.output_path()
     try:
         document = json.loads((path / FILES["result"]).read_text(encoding="utf-8"))
