@@ -10,6 +10,7 @@ PySCF (which reads PYSCF_MAX_MEMORY when it is imported) or OpenMP reads it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -178,15 +179,8 @@ def tune_allocator() -> bool:
     gives it back, at the start of the next job.  Called by the command line,
     not by the library.
     """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:  # pragma: no cover
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
     ok = libc.mallopt(m_mmap_threshold, 1 << 30)
@@ -210,19 +204,30 @@ def release_freed_memory() -> bool:
     measuring what the process holds, at the start of every job.
     """
     import ctypes
-    import ctypes.util
     import gc
-    import platform
 
     gc.collect()
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:  # pragma: no cover
+    libc = _glibc()
+    if libc is None:
         return False
     libc.malloc_trim(ctypes.c_size_t(0))
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """The C library if it is glibc on Linux (whose allocator `tune_allocator` and
+    `release_freed_memory` talk to), loaded once; else None."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # pragma: no cover
+        return None
 
 
 def apply_threads(threads: int) -> None:
