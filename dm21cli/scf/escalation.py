@@ -29,6 +29,8 @@ exchange.  That handles most of the response without evaluating DM21, so
 fewer DM21 evaluations are needed (water/def2-TZVP: 3 instead of DIIS's 4;
 methane/def2-TZVP and (H2O)2: 3 instead of 4 with Coulomb alone).  If they
 stall, the ladder above takes over from the lowest-energy state they reached.
+Where the two-electron integrals do not fit in memory, the inner SCF's model is
+density-fitted (see FROZEN_XC_DENSITY_FITTING).
 """
 
 from __future__ import annotations
@@ -70,6 +72,22 @@ FROZEN_XC_MAX_EVALUATIONS = 8
 #: not help (H2O)2.  Open shells keep c = 0: on the OH radical c = 0.4 / 0.5
 #: took 11 / 5 evaluations instead of 4.
 FROZEN_XC_EXCHANGE_RESPONSE = 0.5
+#: Where the two-electron integrals are not held in memory (PySCF's direct SCF: every
+#: J or K build recomputes them), the inner SCF's Coulomb and exchange model is
+#: density-fitted (PySCF's `density_fit`, its default auxiliary basis for the orbital
+#: basis), and its fixed part carries J(D_k) - J_fit(D_k), the exact Coulomb matrix of
+#: D_k (DM21's evaluation has it) less the fitted one: at D = D_k the inner Fock matrix
+#: is DM21's own, so the fixed point is unchanged and only the model is fitted.  Each
+#: inner cycle then costs a fitted J and K instead of a direct-SCF J, and closed shells
+#: get the exchange model there too.  Measured on (H2O)16/def2-SVP
+#: (benchmarks/frozen_xc_fit.py): Coulomb alone by direct SCF 5 DM21 evaluations, 52 to
+#: 72 s per inner SCF, 1,021 s; fitted 4 evaluations, 12 to 41 s, 752 s, energies 9e-9 Ha
+#: apart, the fitted integrals 1.1 GB more at the peak.
+FROZEN_XC_DENSITY_FITTING = True
+#: MB of each of the two scratch buffers with which the fitted integrals are built:
+#: PySCF's own build sizes them to the free memory, up to the tensor's size each
+#: ((H2O)16/def2-SVP: 1.07 GB tensor, 3.2 GB at its build).
+FIT_BUILD_BUFFER_MB = 64
 # In an implicit solvent the inner SCF holds the reaction field of D_k fixed, as it
 # holds V_xc (the fixed point is unchanged).  Its exact linear response in the inner
 # SCF (the solvent's ``_get_vind`` at every inner cycle) saved one DM21 evaluation
@@ -163,11 +181,19 @@ def _direct_min(mf, dm, log):
     return cycles
 
 
+def _integrals_in_core(mf, inner) -> bool:
+    """Whether mf holds its two-electron integrals in memory, or PySCF would put them
+    there (the inner SCF `inner`, before density fitting, judges by mf's max_memory)."""
+    return (mf._eri is not None or mf.mol.incore_anyway
+            or getattr(inner, "_is_mem_enough", lambda: False)())
+
+
 def _inner_scf(mf, restricted: bool):
     """The frozen-XC iterations' inner SCF on mf's molecule: PySCF's RHF (`restricted`) or
-    UHF class, with mf's reproducible sums, fixed occupations and max_memory, silent,
-    conv_tol min(1e-9, 1e-3 mf.conv_tol) and at most 100 cycles; its get_veff and get_hcore
-    are the caller's to set."""
+    UHF class, density-fitted where mf's two-electron integrals are not in memory (see
+    FROZEN_XC_DENSITY_FITTING), with mf's reproducible sums, fixed occupations and
+    max_memory, silent, conv_tol min(1e-9, 1e-3 mf.conv_tol) and at most 100 cycles; its
+    get_veff and get_hcore are the caller's to set."""
     from pyscf import scf as pyscf_scf
 
     from dm21cli.scf import occupations, reproducible
@@ -176,27 +202,53 @@ def _inner_scf(mf, restricted: bool):
     # the classes, not PySCF's factories: those give a one-electron system an
     # SCF object that only diagonalises the core Hamiltonian (no J, no occupations)
     inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
+    inner.verbose = 0
+    inner.max_memory = mf.max_memory
+    if FROZEN_XC_DENSITY_FITTING and not _integrals_in_core(mf, inner):
+        inner = inner.density_fit()
+        _build_fit(inner.with_df, inner.max_memory)
     reproducible.install(inner)  # as mf (see dm21cli.scf.reproducible)
     if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
         occupations.apply(inner, occupations.fixed(mf))
-    inner.verbose = 0
-    inner.max_memory = mf.max_memory
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
     inner.max_cycle = 100
     return inner
 
 
+def _build_fit(with_df, max_memory_mb: float) -> None:
+    """The fitted three-index integrals of a density-fitted inner SCF, held in memory and
+    built with scratch buffers of FIT_BUILD_BUFFER_MB; left to PySCF (which then keeps
+    them on disk) when they take more than 0.9 of what max_memory_mb leaves free."""
+    from pyscf import df, lib
+
+    mol = with_df.mol
+    auxmol = df.addons.make_auxmol(mol, with_df.auxbasis)  # (None: PySCF's default for the basis)
+    nao, naux = mol.nao_nr(), auxmol.nao_nr()
+    tensor_mb = 8.0 * naux * nao * (nao + 1) / 2 / 1e6
+    metric_mb = 8.0 * naux * naux / 1e6
+    free_mb = max_memory_mb - lib.current_memory()[0]
+    if tensor_mb + metric_mb + 3 * FIT_BUILD_BUFFER_MB > 0.9 * free_mb:
+        return
+    # (cholesky_eri's two buffers share what max_memory leaves beside the tensor and metric)
+    with_df._cderi = df.incore.cholesky_eri(
+        mol, auxmol=auxmol, max_memory=(tensor_mb + metric_mb) / 0.98 + 3 * FIT_BUILD_BUFFER_MB)
+
+
+def _density_fitted(inner) -> bool:
+    """Whether the inner SCF's J and K are density-fitted (`_inner_scf`)."""
+    return getattr(inner, "with_df", None) is not None
+
+
 def _exchange_response(mf, inner, restricted: bool) -> float:
     """c, the fraction of exact exchange in the inner SCF's model:
-    FROZEN_XC_EXCHANGE_RESPONSE for a restricted closed shell with in-core integrals, else 0."""
-    mol = mf.mol
+    FROZEN_XC_EXCHANGE_RESPONSE for a restricted closed shell whose integrals are in
+    memory or fitted, else 0."""
     # Coulomb only for open shells (the exchange model's response in their
     # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
-    # instead of 4) and without in-core integrals (each inner cycle's K would cost
-    # a direct-SCF build)
-    in_core = (mf._eri is not None or mol.incore_anyway
-               or getattr(inner, "_is_mem_enough", lambda: False)())
-    return FROZEN_XC_EXCHANGE_RESPONSE if restricted and mol.spin == 0 and in_core else 0.0
+    # instead of 4) and for a direct SCF without fitting (each inner cycle's K would
+    # cost a direct-SCF build)
+    cheap_k = _density_fitted(inner) or _integrals_in_core(mf, inner)
+    return FROZEN_XC_EXCHANGE_RESPONSE if restricted and mf.mol.spin == 0 and cheap_k else 0.0
 
 
 def _model_veff(inner, restricted: bool, model: dict):
@@ -206,7 +258,9 @@ def _model_veff(inner, restricted: bool, model: dict):
 
     def model_veff(mol=None, dm=None, *args, **kwargs):
         """J(D) - c/2 K(D) for the restricted inner SCF (J(D) per spin otherwise)."""
-        dm = np.asarray(dm)
+        # (PySCF's tagged density keeps its orbitals: a fitted K from the occupied ones,
+        # measured 2.6 s instead of 10.2 s on (H2O)16/def2-SVP)
+        dm = dm if isinstance(dm, np.ndarray) else np.asarray(dm)
         if model["c"]:
             vj, vk = inner.get_jk(mol, dm)
             return vj - 0.5 * model["c"] * vk
@@ -269,10 +323,13 @@ def _inner_step(inner, mol, dm, h1e, vhf, vxc, c_model: float, model: dict,
     """Solve the inner SCF from dm with h + V_xc(D_k) (and in a solvent the reaction field of
     D_k) fixed, with c = c_model and, should that not converge, with c = 0; returns whether
     it converged (its orbitals and density are then inner's)."""
+    base = h1e + vxc
+    if _density_fitted(inner):  # at D_k the exact J (vhf.vj), not the fitted one
+        base = base + (vhf.vj - inner.get_j(mol, dm if dm.ndim == 2 else dm[0] + dm[1]))
     for c in dict.fromkeys((c_model, 0.0)):
         model["c"] = c
         # the model's constant term +c/2 K(D_k) goes with the fixed potential
-        fixed = h1e + vxc + (0.5 * c * inner.get_k(mol, dm) if c else 0.0)
+        fixed = base + (0.5 * c * inner.get_k(mol, dm) if c else 0.0)
         if in_solvent:  # the reaction field of D_k, held fixed as V_xc is
             fixed = fixed + vhf.v_solvent
         inner.get_hcore = lambda *args, _v=fixed: _v
@@ -327,7 +384,8 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     in_solvent = solvent_of(mf) is not None
     inner.get_veff = _model_veff(inner, restricted, model)
     if log:
-        log("  inner SCF: Coulomb" + (f" + {c_model:g} of exact exchange" if c_model else " only"))
+        log("  inner SCF: Coulomb" + (f" + {c_model:g} of exact exchange" if c_model else " only")
+            + (", density-fitted" if _density_fitted(inner) else ""))
     orbitals = (None, None, None)  # mo_coeff, mo_occ, mo_energy
     e_last = None
     g_last = np.inf

@@ -115,7 +115,8 @@ def install(mf) -> None:
         return canonicalize(mo_energy, mo_coeff, probe)
 
     mf.eig = canonical_eig
-    if hasattr(mf, "_is_mem_enough"):
+    # (density-fitted J/K sum in a fixed order, and never use four-index integrals)
+    if hasattr(mf, "_is_mem_enough") and getattr(mf, "with_df", None) is None:
         mf.get_jk = reproducible_get_jk
     mf._reproducible = True
     mf._keys = set(getattr(mf, "_keys", ())) | {"eig", "get_jk", "_reproducible"}
