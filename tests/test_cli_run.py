@@ -22,13 +22,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import dm21lib
 import numpy as np
 import pytest
 from cubefile import read_cube
+from dm21proc import signal_when
 
 H2_ATOMS = ("H 0.0 0.0 0.0", "H 0.0 0.0 0.74")
 WEIGHTS_DATA = Path("DM21") / "variables" / "variables.data-00000-of-00001"
@@ -658,34 +658,15 @@ def test_signal_during_scf(tmp_path, checkpoints_dir, signum, after_cycle):
         (out / "result.json").write_text('{"previous": true}')
         (out / ".dm21-output").write_text("{}")  # a folder of dm21's (else --overwrite refuses it)
         args.append("--overwrite")
-    with open(tmp_path / "stdout.txt", "w") as so, open(tmp_path / "stderr.txt", "w") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "dm21cli", *args],
-                                cwd=tmp_path, env=_env(checkpoints_dir), stdout=so, stderr=se)
-        try:
-            # wait for the SCF to start (and, if asked, finish its first cycle)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                text = log.read_text() if log.is_file() else ""
-                if "SCF attempt" in text and (
-                        not after_cycle or "cycle= 1 " in text.split("SCF attempt", 1)[1]):
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, \
-                f"job ended (exit {proc.returncode}) before it could be interrupted: " \
-                f"{(tmp_path / 'stderr.txt').read_text()}"
-            text = log.read_text()
-            assert "SCF attempt" in text, "no 'SCF attempt' in dm21.log within 60 s"
-            if after_cycle:
-                assert "cycle= 1 " in text, "no SCF cycle finished within 60 s"
-            else:
-                time.sleep(0.3)  # inside the first cycle (its network set-up takes seconds)
-            proc.send_signal(signum)
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    stderr = (tmp_path / "stderr.txt").read_text()
+
+    def ready() -> bool:  # the SCF started (and, if asked, finished its first cycle)
+        text = log.read_text() if log.is_file() else ""
+        return "SCF attempt" in text and (not after_cycle
+                                          or "cycle= 1 " in text.split("SCF attempt", 1)[1])
+
+    # in the first cycle, 0.3 s after it began: its network set-up takes seconds
+    rc, stderr = signal_when(args, tmp_path, ready, env=_env(checkpoints_dir), signum=signum,
+                             timeout_s=60, then_wait_s=0.0 if after_cycle else 0.3)
     assert rc == 130, f"exit {rc}\n{stderr}"
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("dm21:") and "interrupted" in last, stderr

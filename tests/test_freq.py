@@ -17,7 +17,7 @@ from pathlib import Path
 import dm21lib
 import numpy as np
 import pytest
-from dm21proc import dm21, dm21_env, show, write
+from dm21proc import dm21, dm21_env, show, signal_when, write
 
 from dm21cli.core.errors import ConvergenceError, InputError
 from dm21cli.io.inputs.load import load_job
@@ -315,29 +315,8 @@ def test_opt_ts_finds_the_ammonia_inversion_saddle_point(tmp_path):
 def _stopped_when(args: list[str], tmp_path: Path, folder: Path, count: int) -> tuple[int, str]:
     """Run ``dm21 ARGS`` and send it SIGTERM once `count` points have finished in the Hessian
     folder `folder`: (its exit status, its stderr)."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     points = folder / DISPLACEMENTS_DIR
-    with open(tmp_path / "stderr.txt", "w") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "dm21cli", *args], cwd=tmp_path,
-                                env=dm21_env(), stdout=subprocess.DEVNULL, stderr=se)
-        try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and proc.poll() is None:
-                if len(list(points.glob("*/result.json"))) >= count:
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return rc, (tmp_path / "stderr.txt").read_text()
+    return signal_when(args, tmp_path, lambda: len(list(points.glob("*/result.json"))) >= count)
 
 
 def _finished_points(folder: Path) -> list[str]:

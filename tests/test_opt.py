@@ -26,14 +26,13 @@ command line, in subprocesses, as a user runs it.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import dm21lib
 import numpy as np
 import pytest
+from dm21proc import file_says, signal_when
 from test_cli_run import _env, _show, dm21, leftovers, write_job
 
 from dm21cli.core.units import BOHR_ANGSTROM
@@ -236,24 +235,9 @@ def test_sigterm_keeps_the_steps_and_restart_finishes(tmp_path):
     write_job(tmp_path, "s", atoms=DISTORTED, basis="def2-svp", functional="b3lyp",
               extra="scf:\n  grid_level: 3\n")
     out = tmp_path / "outputs" / "s"
-    with open(tmp_path / "stderr.txt", "w") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "opt", "s.yaml"], cwd=tmp_path,
-                                env=_env(None), stdout=subprocess.DEVNULL, stderr=se)
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                log = out / "dm21.log"
-                if log.is_file() and "step 2: E =" in log.read_text():
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    stderr = (tmp_path / "stderr.txt").read_text()
+    second_step = file_says(out / "dm21.log", "step 2: E =")
+    rc, stderr = signal_when(["opt", "s.yaml"], tmp_path, second_step, env=_env(None),
+                             timeout_s=120)
     assert rc == 130, stderr
     assert stderr.strip().splitlines()[-1].endswith(
         "the steps so far are in outputs/s/result.json and outputs/s/trajectory.xyz; continue with "

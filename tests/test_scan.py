@@ -33,7 +33,7 @@ from dm21cli.jobs.scan.plan import (
     plan_scan,
     walk_order,
 )
-from dm21proc import dm21
+from dm21proc import dm21, file_says, signal_when
 from dm21proc import dm21_env as _env
 from dm21proc import show as _show
 from dm21proc import write as _write
@@ -612,35 +612,27 @@ def _wait_for(path: Path, text: str, proc, timeout: float = 120) -> None:
 def _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, extra_args, waits):
     """Start a 3-point DM21 H2 scan, wait for each (path, text) in turn, send SIGTERM.
 
-    Returns (process, stderr, scan directory)."""
-    import signal
-
+    Returns (exit status, stderr, scan directory)."""
     # time to interrupt a point after its log says "grid points": DM21/def2-TZVP on a level-3
     # grid takes 1 to 2 s there (measured; STO-3G on a level-1 grid took 0.25 s, so a point
     # could finish before the signal arrived)
     text = (H2_FAST.format(distances="0.74,1.5,2.5").replace("functional: b3lyp", "functional: DM21")
             .replace("basis: sto-3g", "basis: def2-tzvp").replace("grid_level: 1", "grid_level: 3"))
     _write(tmp_path, "h2.yaml", text)
-    proc = subprocess.Popen([sys.executable, "-m", "dm21cli", "scan", "h2.yaml", *extra_args],
-                            cwd=tmp_path, env=_env(checkpoints_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     scan_dir = tmp_path / "outputs" / "h2"
-    try:
-        for rel, expected in waits:
-            _wait_for(scan_dir / rel, expected, proc)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc, stderr, scan_dir
+    # (each text stays once written: all present = each seen in turn)
+    conditions = [file_says(scan_dir / rel, expected) for rel, expected in waits]
+    status, stderr = signal_when(["scan", "h2.yaml", *extra_args], tmp_path,
+                                 lambda: all(holds() for holds in conditions),
+                                 env=_env(checkpoints_dir), timeout_s=120)
+    return status, stderr, scan_dir
 
 
 def test_scan_sigterm_keeps_finished_points_and_resumes(tmp_path, checkpoints_dir):
-    proc, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, [], [
+    status, stderr, scan_dir = _terminate_dm21_h2_scan(tmp_path, checkpoints_dir, [], [
         ("scan.log", "[2/3] DM21 1.500 A: computing"),
         ("DM21/point-01.500A/dm21.log", "grid points")])
-    assert proc.returncode == ExitStatus.INTERRUPTED, stderr
+    assert status == ExitStatus.INTERRUPTED, stderr
     assert stderr.splitlines()[-1].startswith("dm21: error: interrupted by SIGTERM")
     first = scan_dir / "DM21" / "point-00.740A"
     second = scan_dir / "DM21" / "point-01.500A"
