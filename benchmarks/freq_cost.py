@@ -104,11 +104,13 @@ def main(argv=None) -> None:
         g = row["gradient"]
         print(f"{case}: one gradient job {g['wall_s']:.1f} s wall, {g['cpu_s']:.1f} s CPU; "
               f"{row['points']} points", flush=True)
+        first = row["freq"][0]
         for run, ratio in zip(row["freq"], row["cpu_ratio_to_points_x_gradient"]):
+            # (the first run of this process is the reference: serial with the default --workers)
             print(f"  freq --workers {run['workers']}: {run['wall_s']:.1f} s wall, "
                   f"{run['cpu_s']:.1f} s CPU = {ratio:.2f} x ({row['points']} x one gradient's "
-                  f"CPU); wall {run['wall_s'] / row['freq'][0]['wall_s']:.2f} x the serial run's",
-                  flush=True)
+                  f"CPU); wall {run['wall_s'] / first['wall_s']:.2f} x the --workers "
+                  f"{first['workers']} run's", flush=True)
     _write(out, rows)
     print(f"written {out}")
 

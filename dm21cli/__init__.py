@@ -23,7 +23,7 @@ They are loaded on first use, so ``import dm21cli`` stays cheap: TensorFlow is
 never imported at run time and PySCF only where a calculation needs it.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 #: name -> module it comes from (imported on first access, PEP 562)
 _API = {
