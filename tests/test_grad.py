@@ -115,7 +115,7 @@ def _xc_energy(network, mol, grids, dm_spin, restricted, kernel=None):
     if kernel is None:
         return float(np.dot(grids.weights, xc.energy_density(mol, grids, dm_spin, restricted)))
     return sum(float(np.dot(grids.weights[at], kernel(x)[0]))
-               for at, _, _, x, _, _ in xc.blocks(mol, grids, dm_spin, restricted))
+               for at, _, _, _, x, _, _ in xc.blocks(mol, grids, dm_spin, restricted))
 
 
 # ----------------------------------------------------------------------

@@ -165,7 +165,7 @@ def xc_nuc_grad(xc, mol, grids, dm_spin: np.ndarray, restricted: bool, *,
                        grid_response, xc.max_memory_mb if max_memory_mb is None else max_memory_mb)
     clock = time.perf_counter
     t_mark = clock()
-    for at, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, run.dm_spin, restricted):
+    for at, _, _, rho, x, f_mat, e_mat in xc.blocks(mol, grids, run.dm_spin, restricted):
         t0 = clock()
         run.timings["features"] += t0 - t_mark
         e, de = kernel(x)
