@@ -191,12 +191,17 @@ def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None,
     start's own initial density (default: PySCF's guess).
 
     main: the SCF that follows; it is handed the in-core two-electron
-    integrals the warm start computed, so they are computed once.
+    integrals the warm start computed, so they are computed once.  Where those
+    integrals do not fit in memory (`dm21cli.scf.fitting`), the warm start is
+    density-fitted (its density is a start: DM21's SCF converges to its own) and
+    main is handed the fitted integrals for its frozen-XC inner SCF.
     checkpoint: a `dm21cli.io.outputs.checkpoint.ScfCheckpoint` that receives every cycle's state, and the
     converged one for writing, so an interruption before the first DM21
     evaluation leaves a restart file.
     """
     from pyscf import dft
+
+    from dm21cli.scf import fitting
 
     t0 = time.perf_counter()
     restricted = spec.resolved_restricted()
@@ -204,6 +209,13 @@ def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None,
         mf0 = dft.RKS(mol, xc=spec.scf.warm_start)
     else:
         mf0 = dft.UKS(mol, xc=spec.scf.warm_start)
+    mf0.max_memory = max_memory_mb
+    fitted = not fitting.integrals_in_core(main if main is not None else mf0, mf0)
+    if fitted:
+        mf0 = mf0.density_fit()
+        fitting.build(mf0.with_df, max_memory_mb)
+        if main is not None:
+            fitting.hand_over(mf0.with_df, main)
     mf0 = in_solvent(mf0, spec)  # the starting density polarised as DM21's will be
     _share_settings(mf0, spec, grids, max_memory_mb)
     level = min(WARM_START_GRID_LEVEL, spec.scf.grid_level)
@@ -220,7 +232,8 @@ def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None,
             checkpoint.update(envs["e_tot"], envs["mo_energy"], envs["mo_coeff"], envs["mo_occ"])
 
     mf0.callback = each_cycle
-    log(f"warm start: {spec.scf.warm_start} SCF (grid level {level})")
+    log(f"warm start: {spec.scf.warm_start} SCF (grid level {level}"
+        + (", density-fitted)" if fitted else ")"))
     mf0.kernel(dm0=dm0)
     if checkpoint is not None:
         checkpoint.update(mf0.e_tot, mf0.mo_energy, mf0.mo_coeff, mf0.mo_occ, final=True)
@@ -229,7 +242,8 @@ def warm_start(mol, spec, grids, max_memory_mb, log, main=None, checkpoint=None,
     dm = mf0.make_rdm1()
     if restricted and mol.spin != 0:  # ROKS-like start for a restricted open shell
         dm = dm[0] + dm[1]
-    info = {"functional": spec.scf.warm_start, "grid_level": level, "converged": bool(mf0.converged),
+    info = {"functional": spec.scf.warm_start, "grid_level": level, "density_fitted": fitted,
+            "converged": bool(mf0.converged),
             "energy_hartree": float(mf0.e_tot), "cycles": int(getattr(mf0, "cycles", 0) or 0),
             "wall_s": time.perf_counter() - t0}
     log(f"warm start {'converged' if mf0.converged else 'NOT converged'}: "

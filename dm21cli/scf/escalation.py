@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dm21cli.core import interrupts
+from dm21cli.scf import fitting
 
 #: Escalation ladder: (name, settings applied to the SCF object).  Attempt k
 #: uses entry min(k, len - 1).
@@ -84,10 +85,6 @@ FROZEN_XC_EXCHANGE_RESPONSE = 0.5
 #: 72 s per inner SCF, 1,021 s; fitted 4 evaluations, 12 to 41 s, 752 s, energies 9e-9 Ha
 #: apart, the fitted integrals 1.1 GB more at the peak.
 FROZEN_XC_DENSITY_FITTING = True
-#: MB of each of the two scratch buffers with which the fitted integrals are built:
-#: PySCF's own build sizes them to the free memory, up to the tensor's size each
-#: ((H2O)16/def2-SVP: 1.07 GB tensor, 3.2 GB at its build).
-FIT_BUILD_BUFFER_MB = 64
 # In an implicit solvent the inner SCF holds the reaction field of D_k fixed, as it
 # holds V_xc (the fixed point is unchanged).  Its exact linear response in the inner
 # SCF (the solvent's ``_get_vind`` at every inner cycle) saved one DM21 evaluation
@@ -184,8 +181,7 @@ def _direct_min(mf, dm, log):
 def _integrals_in_core(mf, inner) -> bool:
     """Whether mf holds its two-electron integrals in memory, or PySCF would put them
     there (the inner SCF `inner`, before density fitting, judges by mf's max_memory)."""
-    return (mf._eri is not None or mf.mol.incore_anyway
-            or getattr(inner, "_is_mem_enough", lambda: False)())
+    return fitting.integrals_in_core(mf, inner)
 
 
 def _inner_scf(mf, restricted: bool):
@@ -206,32 +202,17 @@ def _inner_scf(mf, restricted: bool):
     inner.max_memory = mf.max_memory
     if FROZEN_XC_DENSITY_FITTING and not _integrals_in_core(mf, inner):
         inner = inner.density_fit()
-        _build_fit(inner.with_df, inner.max_memory)
+        cderi = fitting.handed_over(mf, inner.with_df)  # built by the warm start
+        if cderi is not None:
+            inner.with_df._cderi = cderi
+        else:
+            fitting.build(inner.with_df, inner.max_memory)
     reproducible.install(inner)  # as mf (see dm21cli.scf.reproducible)
     if occupations.fixed(mf) is not None:  # the inner SCF keeps the same occupations
         occupations.apply(inner, occupations.fixed(mf))
     inner.conv_tol = min(1e-9, 1e-3 * mf.conv_tol)
     inner.max_cycle = 100
     return inner
-
-
-def _build_fit(with_df, max_memory_mb: float) -> None:
-    """The fitted three-index integrals of a density-fitted inner SCF, held in memory and
-    built with scratch buffers of FIT_BUILD_BUFFER_MB; left to PySCF (which then keeps
-    them on disk) when they take more than 0.9 of what max_memory_mb leaves free."""
-    from pyscf import df, lib
-
-    mol = with_df.mol
-    auxmol = df.addons.make_auxmol(mol, with_df.auxbasis)  # (None: PySCF's default for the basis)
-    nao, naux = mol.nao_nr(), auxmol.nao_nr()
-    tensor_mb = 8.0 * naux * nao * (nao + 1) / 2 / 1e6
-    metric_mb = 8.0 * naux * naux / 1e6
-    free_mb = max_memory_mb - lib.current_memory()[0]
-    if tensor_mb + metric_mb + 3 * FIT_BUILD_BUFFER_MB > 0.9 * free_mb:
-        return
-    # (cholesky_eri's two buffers share what max_memory leaves beside the tensor and metric)
-    with_df._cderi = df.incore.cholesky_eri(
-        mol, auxmol=auxmol, max_memory=(tensor_mb + metric_mb) / 0.98 + 3 * FIT_BUILD_BUFFER_MB)
 
 
 def _density_fitted(inner) -> bool:
