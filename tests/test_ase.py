@@ -104,19 +104,28 @@ def test_a_moved_geometry_gets_its_own_integrals_and_the_fresh_energy(walk):
     assert abs(walk["moved_energy"] - walk["fresh_moved_energy"]) / units.Hartree < 1e-8
 
 
-def test_the_previous_density_saves_dm21_evaluations_and_warm_start_cycles(checkpoints_dir):
-    """Default thresholds (what optimisers and dynamics run with); a small step."""
-    calc = _calc(checkpoints_dir)
+@pytest.mark.parametrize("scf, fewer_evaluations", [({}, False), ({"conv_tol_grad": 1e-4}, True)])
+def test_the_previous_density_saves_warm_start_cycles_and_dm21_evaluations(checkpoints_dir, scf,
+                                                                          fewer_evaluations):
+    """A small step.  At the default thresholds (what optimisers and dynamics run with) the
+    warm start takes fewer cycles (measured 1 instead of 5), and DM21 its fewest evaluations
+    from either start (2: the frozen-XC iterations end at the second, see
+    FROZEN_XC_PREDICTED_CONVERGENCE); with a tighter orbital gradient one fewer too
+    (measured 2 instead of 3)."""
+    calc = _calc(checkpoints_dir, scf=scf)
     atoms = _water()
     calc.get_potential_energy(atoms)
     assert calc.info["guess"] == "warm start"
     moved = _moved(atoms, 1, 1, 0.0005)
     calc.get_potential_energy(moved)
     reused = dict(calc.info)
-    cold = _calc(checkpoints_dir)
+    cold = _calc(checkpoints_dir, scf=scf)
     cold.get_potential_energy(moved)
     assert reused["guess"] == "warm start + previous difference" and cold.info["guess"] == "warm start"
-    assert reused["dm21_evaluations"] < cold.info["dm21_evaluations"]
+    if fewer_evaluations:
+        assert reused["dm21_evaluations"] < cold.info["dm21_evaluations"]
+    else:
+        assert reused["dm21_evaluations"] == cold.info["dm21_evaluations"] == 2
     assert reused["warm_start"]["cycles"] < cold.info["warm_start"]["cycles"]
     assert calc.counts == {"scf": 2, "gradient": 0}
 
