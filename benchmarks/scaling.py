@@ -3,6 +3,7 @@
     python benchmarks/scaling.py                        # n = 1, 2, 4, 8, 16, 32: hours
     python benchmarks/scaling.py --sizes 1,2,4          # minutes
     python benchmarks/scaling.py --memory 32=16GB       # a budget for some sizes
+    python benchmarks/scaling.py --json F.json --resume # F.json's sizes kept, the others run
 
 For every n, B3LYP and then DM21 run as one whole `dm21 run` process each (start-up and
 imports included, as a user runs them), on n waters 3.0 A apart on a cubic lattice
@@ -14,7 +15,9 @@ from result.json.  Then log(wall) is fitted against log(basis functions) for eac
 functional (least squares over the sizes given): the slopes are printed with their
 difference (issue 24 asks for them within 0.3 of each other), and a log-log plot of both
 (matplotlib) is written next to the JSON (default benchmarks/results/<date>-scaling.json
-and .png).  Run it on a machine with nothing else computing.
+and .png), both again after every size, so a run stopped at a large size keeps the sizes it
+finished; with --resume the sizes an earlier run wrote there are kept, not run again.
+Run it on a machine with nothing else computing.
 """
 
 from __future__ import annotations
@@ -112,36 +115,50 @@ def main(argv=None) -> None:
     parser.add_argument("--memory", action="append", default=[], metavar="N=BUDGET",
                         help="a memory budget for size N (both functionals), e.g. 32=16GB")
     parser.add_argument("--json", default=None, help="output (default benchmarks/results/<date>-scaling.json)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the sizes the output file already holds and run the others")
     args = parser.parse_args(argv)
     sizes = [int(v) for v in args.sizes.split(",")]
     budgets = {int(k): v for k, v in (item.split("=", 1) for item in args.memory)}
-    rows = []
+    stamp = time.strftime("%Y%m%d")
+    out = Path(args.json) if args.json else Path(__file__).parent / "results" / f"{stamp}-scaling.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = json.loads(out.read_text())["rows"] if args.resume and out.exists() else []
+    rows = [row for row in rows if row["n"] in sizes]
+    fit = slopes(rows)
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
+            if any(row["n"] == n for row in rows):
+                continue
             row = {"n": n}
             for key, functional in (("b3lyp", "B3LYP"), ("dm21", "DM21")):
                 row[key] = run(n, functional, budgets.get(n), Path(tmp))
             row["nao"], row["grid_points"] = row["dm21"]["nao"], row["dm21"]["grid_points"]
             row["ratio_wall"] = row["dm21"]["wall_s"] / row["b3lyp"]["wall_s"]
             rows.append(row)
+            rows.sort(key=lambda r: r["n"])
             ints = row["dm21"]["dm21_exchange_integrals"] or {}
             print(f"(H2O){n:<3} nao {row['nao']:5d}  B3LYP {row['b3lyp']['wall_s']:8.1f} s  "
                   f"DM21 {row['dm21']['wall_s']:8.1f} s  ratio {row['ratio_wall']:5.2f}  "
                   f"peak {row['dm21']['peak_memory_mb']:7.0f} MB  screened "
                   f"{ints.get('screened_feature_blocks')}", flush=True)
-    fit = slopes(rows)
+            fit = _write(out, rows)
     if fit["difference"] is not None:
         print(f"slope of log(wall) on log(basis functions): B3LYP {fit['b3lyp']:.2f}, DM21 "
               f"{fit['dm21']:.2f}, difference {fit['difference']:+.2f}")
-    stamp = time.strftime("%Y%m%d")
-    out = Path(args.json) if args.json else Path(__file__).parent / "results" / f"{stamp}-scaling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               "cpu_count": len(os.sched_getaffinity(0)), "rows": rows,
-                               "slopes": fit}, indent=2))
-    plot(rows, fit, out.with_suffix(".png"))
     print(f"written {out} and {out.with_suffix('.png')}")
 
+
+def _write(out: Path, rows: list[dict]) -> dict:
+    """The JSON (written to a temporary file, then renamed) and the plot of `rows`; the fit."""
+    fit = slopes(rows)
+    part = out.with_name(out.name + ".part")
+    part.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                "cpu_count": len(os.sched_getaffinity(0)), "rows": rows,
+                                "slopes": fit}, indent=2))
+    part.replace(out)
+    plot(rows, fit, out.with_suffix(".png"))
+    return fit
 
 if __name__ == "__main__":
     main()

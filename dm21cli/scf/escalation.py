@@ -378,8 +378,9 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     exchange follow the density (in an implicit solvent, the reaction field
     of D_k is held fixed with V_xc: see above FROZEN_XC_EXCHANGE_RESPONSE's
     note); D_k is the result when that step would change the energy by less
-    than conv_tol (FROZEN_XC_PREDICTED_CONVERGENCE).  Should that inner SCF not converge, the step is retried with c = 0.  On return mf holds the converged state, or
-    the lowest-energy one reached, as PySCF's kernel would leave it; if that
+    than conv_tol (FROZEN_XC_PREDICTED_CONVERGENCE).  Should that inner SCF not
+    converge, the step is retried with c = 0.  On return mf holds the converged
+    state, or the lowest-energy one reached, as PySCF's kernel would leave it; if that
     is no lower than the starting density's energy, mf.mo_coeff is None so
     the next attempt starts from dm again (the inner SCF fills the lowest
     orbitals and cannot keep a non-aufbau state).

@@ -60,10 +60,12 @@ def hand_over(with_df, mf) -> None:
 
 def handed_over(mf, with_df):
     """The fitted integrals handed to mf (`hand_over`) when they belong to its molecule at
-    its geometry and to with_df's auxiliary basis, else None."""
+    its geometry and to with_df's auxiliary basis, else None.  mf lets go of them: they
+    live as long as the SCF that takes them (the inner SCF), not as long as mf."""
     handed = getattr(mf, "fitted_integrals", None)
     if handed is None:
         return None
+    mf.fitted_integrals = None
     geometry, auxbasis, cderi = handed
     if geometry != _geometry(mf.mol) or auxbasis != with_df.auxbasis:
         return None
