@@ -121,7 +121,8 @@ def main(argv=None) -> None:
     sizes = [int(v) for v in args.sizes.split(",")]
     budgets = {int(k): v for k, v in (item.split("=", 1) for item in args.memory)}
     stamp = time.strftime("%Y%m%d")
-    out = Path(args.json) if args.json else Path(__file__).parent / "results" / f"{stamp}-scaling.json"
+    results = Path(__file__).parent / "results"
+    out = Path(args.json) if args.json else results / f"{stamp}-scaling.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out.read_text())["rows"] if args.resume and out.exists() else []
     rows = [row for row in rows if row["n"] in sizes]

@@ -264,8 +264,8 @@ def test_frozen_xc_fits_its_model_when_the_integrals_are_not_in_memory(checkpoin
     """Without the two-electron integrals in memory (a direct SCF: forced here), the inner
     SCF's Coulomb and exchange model is density-fitted: the same 2 DM21 evaluations as the
     in-memory model on (H2O)2/STO-3G (Coulomb alone, the old route there, takes 3; with
-    PySCF's convergence test alone 3 and 4), the same solution.  The fitted model's fixed point is DM21's own: one inner step from the
-    converged density lands where the in-memory model's step does (without the exact
+    PySCF's convergence test alone 3 and 4), the same solution.  The fitted model's fixed
+    point is DM21's own: one inner step from the converged density lands where the in-memory model's step does (without the exact
     J(D_k) in the fitted model's fixed part it lands elsewhere, by J's fitting error)."""
     from dm21cli.scf import escalation as dm21_scf
 
@@ -320,8 +320,8 @@ def test_frozen_xc_ends_when_its_next_step_would_change_the_energy_by_less_than_
     lines = []
     predicted = _frozen_xc_scf(checkpoints_dir, mol, start, log=lines.append)
     assert predicted.converged
-    assert any(line.startswith(f"  frozen-XC: converged at evaluation {predicted.dm21.n_evaluations}:"
-                               " the next step would change E by") for line in lines)
+    said = f"  frozen-XC: converged at evaluation {predicted.dm21.n_evaluations}: the next step"
+    assert any(line.startswith(said + " would change E by") for line in lines)
     monkeypatch.setattr(escalation, "FROZEN_XC_PREDICTED_CONVERGENCE", False)
     pyscf_test = _frozen_xc_scf(checkpoints_dir, mol, start)
     assert pyscf_test.converged
@@ -470,7 +470,8 @@ def test_warm_start_is_fitted_and_hands_its_integrals_on_when_they_are_not_in_me
     built = []
     build = fitting.build
     monkeypatch.setattr(fitting, "integrals_in_core", lambda mf, probe: False)
-    monkeypatch.setattr(fitting, "build", lambda with_df, mb: (built.append(mb), build(with_df, mb)))
+    monkeypatch.setattr(fitting, "build",
+                        lambda with_df, mb: (built.append(mb), build(with_df, mb)))
     fitted = fields(run_job(job("fitted"), checkpoints=checkpoints_dir))
     assert in_memory["converged"] and fitted["converged"]
     warm, warm_fitted = (r["properties"]["warm_start"] for r in (in_memory, fitted))

@@ -476,7 +476,8 @@ class DM21XC:
             if store is not None:
                 store[(p0, p1)] = (f_mat, hfx)
             x = _network_inputs_of(rho, hfx, restricted)
-            yield (slice(p0, p1) if points is None else p0 + points), ao_t, cols, rho, x, f_mat, e_mat
+            at = slice(p0, p1) if points is None else p0 + points
+            yield at, ao_t, cols, rho, x, f_mat, e_mat
             if (p0, p1) in self._added:  # the points a later density reached (see _regrow)
                 yield self._added_chunk(mol, coords, p0, p1, dm_spin, restricted, kept, store)
 
