@@ -268,13 +268,14 @@ def test_frozen_xc_fits_its_model_when_the_integrals_are_not_in_memory(checkpoin
     point is DM21's own: one inner step from the converged density lands where the in-memory model's step does (without the exact
     J(D_k) in the fitted model's fixed part it lands elsewhere, by J's fitting error)."""
     from dm21cli.scf import escalation as dm21_scf
+    from dm21cli.scf import fitting
 
     mol = gto.M(atom=WATER + "; " + WATER.replace("O 0", "O 3").replace("H 0", "H 3"),
                 basis="sto-3g", verbose=0)
     start = _b3lyp_start(mol)
     converged, n_core, e_core = _frozen_xc_run(checkpoints_dir, mol, start)
     assert converged
-    not_in_memory = (dm21_scf, "_integrals_in_core", lambda mf, inner: False)
+    not_in_memory = (fitting, "integrals_in_core", lambda mf, probe: False)
     monkeypatch.setattr(*not_in_memory)
     lines = []
     mf = _frozen_xc_scf(checkpoints_dir, mol, start, log=lines.append)
@@ -407,6 +408,24 @@ def test_frozen_xc_converges_for_one_electron(checkpoints_dir):
     assert mf.dm21.n_evaluations <= 5
 
 
+def _water_job(tmp_path, name: str, grid_level: int):
+    """A DM21 water/def2-SVP job at `grid_level`, conv_tol 1e-8, written to tmp_path/name.yaml
+    with its outputs in tmp_path/name."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        molecule:
+          xyz: |
+            O 0 0 0.1173
+            H 0 0.7572 -0.4692
+            H 0 -0.7572 -0.4692
+        basis: def2-svp
+        functional: DM21
+        scf: {{grid_level: {grid_level}, conv_tol: 1.0e-8}}
+        outputs: {{molden: false}}
+        """))
+    return load_job(path, {"output_dir": str(tmp_path / name)})
+
+
 def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, checkpoints_dir,
                                                                   monkeypatch):
     """The B3LYP warm start runs on grid level 1 (`WARM_START_GRID_LEVEL`), the DM21 SCF on
@@ -416,24 +435,9 @@ def test_warm_start_on_the_coarse_grid_gives_the_same_dm21_energy(tmp_path, chec
     evaluations, and result.json says which grid the warm start used."""
     from dm21cli.jobs import build
 
-    def job(name):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(textwrap.dedent("""\
-            molecule:
-              xyz: |
-                O 0 0 0.1173
-                H 0 0.7572 -0.4692
-                H 0 -0.7572 -0.4692
-            basis: def2-svp
-            functional: DM21
-            scf: {grid_level: 3, conv_tol: 1.0e-8}
-            outputs: {molden: false}
-            """))
-        return load_job(path, {"output_dir": str(tmp_path / name)})
-
-    coarse = fields(run_job(job("coarse"), checkpoints=checkpoints_dir))
+    coarse = fields(run_job(_water_job(tmp_path, "coarse", 3), checkpoints=checkpoints_dir))
     monkeypatch.setattr(build, "WARM_START_GRID_LEVEL", 3)
-    fine = fields(run_job(job("fine"), checkpoints=checkpoints_dir))
+    fine = fields(run_job(_water_job(tmp_path, "fine", 3), checkpoints=checkpoints_dir))
     assert coarse["converged"] and fine["converged"]
     assert coarse["properties"]["warm_start"]["grid_level"] == 1
     assert fine["properties"]["warm_start"]["grid_level"] == 3
@@ -451,28 +455,13 @@ def test_warm_start_is_fitted_and_hands_its_integrals_on_when_they_are_not_in_me
     The start differs from the in-memory one (by the fitting error), DM21's answer does not."""
     from dm21cli.scf import fitting
 
-    def job(name):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(textwrap.dedent("""\
-            molecule:
-              xyz: |
-                O 0 0 0.1173
-                H 0 0.7572 -0.4692
-                H 0 -0.7572 -0.4692
-            basis: def2-svp
-            functional: DM21
-            scf: {grid_level: 1, conv_tol: 1.0e-8}
-            outputs: {molden: false}
-            """))
-        return load_job(path, {"output_dir": str(tmp_path / name)})
-
-    in_memory = fields(run_job(job("in-memory"), checkpoints=checkpoints_dir))
+    in_memory = fields(run_job(_water_job(tmp_path, "in-memory", 1), checkpoints=checkpoints_dir))
     built = []
     build = fitting.build
     monkeypatch.setattr(fitting, "integrals_in_core", lambda mf, probe: False)
     monkeypatch.setattr(fitting, "build",
                         lambda with_df, mb: (built.append(mb), build(with_df, mb)))
-    fitted = fields(run_job(job("fitted"), checkpoints=checkpoints_dir))
+    fitted = fields(run_job(_water_job(tmp_path, "fitted", 1), checkpoints=checkpoints_dir))
     assert in_memory["converged"] and fitted["converged"]
     warm, warm_fitted = (r["properties"]["warm_start"] for r in (in_memory, fitted))
     assert not warm["density_fitted"] and warm_fitted["density_fitted"]

@@ -190,12 +190,6 @@ def _direct_min(mf, dm, log):
     return cycles
 
 
-def _integrals_in_core(mf, inner) -> bool:
-    """Whether mf holds its two-electron integrals in memory, or PySCF would put them
-    there (the inner SCF `inner`, before density fitting, judges by mf's max_memory)."""
-    return fitting.integrals_in_core(mf, inner)
-
-
 def _inner_scf(mf, restricted: bool):
     """The frozen-XC iterations' inner SCF on mf's molecule: PySCF's RHF (`restricted`) or
     UHF class, density-fitted where mf's two-electron integrals are not in memory (see
@@ -212,7 +206,7 @@ def _inner_scf(mf, restricted: bool):
     inner = pyscf_scf.hf.RHF(mol) if restricted else pyscf_scf.uhf.UHF(mol)
     inner.verbose = 0
     inner.max_memory = mf.max_memory
-    if FROZEN_XC_DENSITY_FITTING and not _integrals_in_core(mf, inner):
+    if FROZEN_XC_DENSITY_FITTING and not fitting.integrals_in_core(mf, inner):
         inner = inner.density_fit()
         cderi = fitting.handed_over(mf, inner.with_df)  # built by the warm start
         if cderi is not None:
@@ -240,7 +234,7 @@ def _exchange_response(mf, inner, restricted: bool) -> float:
     # near-degenerate orbital pairs is too strong: OH radical 5 to 11 evaluations
     # instead of 4) and for a direct SCF without fitting (each inner cycle's K would
     # cost a direct-SCF build)
-    cheap_k = _density_fitted(inner) or _integrals_in_core(mf, inner)
+    cheap_k = _density_fitted(inner) or fitting.integrals_in_core(mf, inner)
     return FROZEN_XC_EXCHANGE_RESPONSE if restricted and mf.mol.spin == 0 and cheap_k else 0.0
 
 
