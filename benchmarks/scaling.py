@@ -2,7 +2,7 @@
 
     python benchmarks/scaling.py                        # n = 1, 2, 4, 8, 16, 32: hours
     python benchmarks/scaling.py --sizes 1,2,4          # minutes
-    python benchmarks/scaling.py --memory 32=16GB       # a budget for some sizes
+    python benchmarks/scaling.py --memory 32=18GB       # a budget for some sizes
     python benchmarks/scaling.py --json F.json --resume # F.json's sizes kept, the others run
 
 For every n, B3LYP and then DM21 run as one whole `dm21 run` process each (start-up and
@@ -16,7 +16,8 @@ functional (least squares over the sizes given): the slopes are printed with the
 difference (issue 24 asks for them within 0.3 of each other), and a log-log plot of both
 (matplotlib) is written next to the JSON (default benchmarks/results/<date>-scaling.json
 and .png), both again after every size, so a run stopped at a large size keeps the sizes it
-finished; with --resume the sizes an earlier run wrote there are kept, not run again.
+finished; with --resume the sizes an earlier run wrote there are kept, not run again (and
+the plot is drawn again from them).  Each size's row records when it finished ("date").
 Run it on a machine with nothing else computing.
 """
 
@@ -90,6 +91,7 @@ def plot(rows: list[dict], fit: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     nao = [r["nao"] for r in rows]
@@ -98,7 +100,10 @@ def plot(rows: list[dict], fit: dict, path: Path) -> None:
         ax.loglog(nao, [r[key]["wall_s"] for r in rows], "o-", label=f"{label}{slope}")
     for r in rows:
         ax.annotate(f"n={r['n']}", (r["nao"], r["dm21"]["wall_s"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+                    xytext=(-4, 6), ha="right", fontsize=8)
+    ax.set_xticks(nao)  # the clusters' basis sizes, in plain numbers
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("basis functions (def2-SVP)")
     ax.set_ylabel("wall time of dm21 run (s)")
     ax.set_title("(H2O)n: DM21 and B3LYP cost against size")
@@ -113,7 +118,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,2,4,8,16,32", help="waters per cluster, comma-separated")
     parser.add_argument("--memory", action="append", default=[], metavar="N=BUDGET",
-                        help="a memory budget for size N (both functionals), e.g. 32=16GB")
+                        help="a memory budget for size N (both functionals), e.g. 32=18GB")
     parser.add_argument("--json", default=None, help="output (default benchmarks/results/<date>-scaling.json)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the sizes the output file already holds and run the others")
@@ -136,6 +141,7 @@ def main(argv=None) -> None:
                 row[key] = run(n, functional, budgets.get(n), Path(tmp))
             row["nao"], row["grid_points"] = row["dm21"]["nao"], row["dm21"]["grid_points"]
             row["ratio_wall"] = row["dm21"]["wall_s"] / row["b3lyp"]["wall_s"]
+            row["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")  # when this size finished
             rows.append(row)
             rows.sort(key=lambda r: r["n"])
             ints = row["dm21"]["dm21_exchange_integrals"] or {}
@@ -144,6 +150,8 @@ def main(argv=None) -> None:
                   f"peak {row['dm21']['peak_memory_mb']:7.0f} MB  screened "
                   f"{ints.get('screened_feature_blocks')}", flush=True)
             fit = _write(out, rows)
+    if rows:  # (the plot again, also when every size was kept: --resume redraws it)
+        plot(rows, fit, out.with_suffix(".png"))
     if fit["difference"] is not None:
         print(f"slope of log(wall) on log(basis functions): B3LYP {fit['b3lyp']:.2f}, DM21 "
               f"{fit['dm21']:.2f}, difference {fit['difference']:+.2f}")

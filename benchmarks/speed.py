@@ -204,13 +204,15 @@ def _fast_vs_plain(spec, outdir: Path, checkpoints, np) -> dict:
     fast = DM21XC(net, integral_dtype=integral_dtype(spec)).evaluate(mol, grids, dm_spin, True)
     plain_net = load_network(spec, checkpoints)
     # plain: integrals recomputed per block, one thread, no density screening of the grid
-    # points (rho_screen) or of the shell pairs (backends.FEATURE_SCREEN)
+    # points (rho_screen), of the shell pairs (backends.FEATURE_SCREEN) or of the orbitals
+    # in the density and potential products (ao_screen)
     from dm21cli.functional import backends
 
     screen, backends.FEATURE_SCREEN = backends.FEATURE_SCREEN, 0.0
     try:
-        plain = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0,
-                       cache_bytes=0).evaluate(mol, grids, dm_spin, True)
+        plain_xc = DM21XC(plain_net, max_memory_mb=1, rho_screen=0.0, cache_bytes=0)
+        plain_xc.ao_screen = 0.0
+        plain = plain_xc.evaluate(mol, grids, dm_spin, True)
     finally:
         backends.FEATURE_SCREEN = screen
     return {"exc_difference_hartree": float(fast[1] - plain[1]),

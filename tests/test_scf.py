@@ -392,7 +392,8 @@ def test_frozen_xc_converges_for_one_electron(checkpoints_dir):
     PySCF's UHF factory gives a one-electron molecule an object that only diagonalises the
     core Hamiltonian (no Coulomb matrix, no occupations of ours), so frozen-XC rose by
     18 mHa per step and the ladder's DIIS had to take over (measured before the fix);
-    now frozen-XC converges by itself (4 DM21 evaluations, measured)."""
+    now frozen-XC converges by itself (3 DM21 evaluations, measured on 2026-12-05; 4 before
+    the step test of FROZEN_XC_PREDICTED_CONVERGENCE)."""
     from dm21cli.functional.network import DM21Network
     from dm21cli.functional.xc import DM21XC
     from dm21cli.scf.escalation import run_with_escalation

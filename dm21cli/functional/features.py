@@ -46,7 +46,7 @@ SCRATCH_SHARE = 0.25
 #: benzene/def2-SVP (three evaluations), the whole float32 cache (7 GB) made the run
 #: no faster than recomputing 80% of the points (50.4 against 52.4 s), at 8.2
 #: against 3.1 GB.  An SCF's evaluations plus one gradient pass stay below
-#: LATE_CACHE_PASS in the usual three or four.
+#: LATE_CACHE_PASS in the usual two to four.
 FIRST_CACHE_BYTES = 1.5e9
 LATE_CACHE_PASS = 6
 

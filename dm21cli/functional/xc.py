@@ -57,7 +57,8 @@ MAX_BLOCK_POINTS = 8192
 #: blocks are compact in space, so in a molecule of real size most orbitals vanish on
 #: most blocks: (H2O)16/def2-SVP keeps 48% of them per block of 8,192 points, benzene 86%
 #: (measured at this threshold).  What an orbital below it adds to a density product is
-#: below AO_SCREEN times an orbital value; tested: the SCF energy moves by less than 1e-9 Ha.
+#: below AO_SCREEN times an orbital value; tested: E_xc and the potential at a density move by
+#: less than 1e-9 Ha.
 AO_SCREEN = 1e-10
 #: The budget (``--memory``) is the whole process's.  An evaluation first sets
 #: aside its working arrays (`work_bytes`) next to what the process already

@@ -26,8 +26,9 @@ frozen-XC iterations (`_frozen_xc`): each DM21 evaluation is followed by a
 cheap inner SCF in which DM21's potential is held fixed and the density's
 response is modelled by the Coulomb potential and a fraction of exact
 exchange.  That handles most of the response without evaluating DM21, so
-fewer DM21 evaluations are needed (water/def2-TZVP: 3 instead of DIIS's 4;
-methane/def2-TZVP and (H2O)2: 3 instead of 4 with Coulomb alone).  If they
+fewer DM21 evaluations are needed (with PySCF's convergence test, water/def2-TZVP:
+3 instead of DIIS's 4; methane/def2-TZVP and (H2O)2: 3 instead of 4 with Coulomb
+alone; with the step test of FROZEN_XC_PREDICTED_CONVERGENCE, 2).  If they
 stall, the ladder above takes over from the lowest-energy state they reached.
 Where the two-electron integrals do not fit in memory, the inner SCF's model is
 density-fitted (see FROZEN_XC_DENSITY_FITTING).
@@ -372,9 +373,10 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     exchange follow the density (in an implicit solvent, the reaction field
     of D_k is held fixed with V_xc: see above FROZEN_XC_EXCHANGE_RESPONSE's
     note); D_k is the result when that step would change the energy by less
-    than conv_tol (FROZEN_XC_PREDICTED_CONVERGENCE).  Should that inner SCF not
-    converge, the step is retried with c = 0.  On return mf holds the converged
-    state, or the lowest-energy one reached, as PySCF's kernel would leave it; if that
+    than half of conv_tol to first order (FROZEN_XC_PREDICTED_CONVERGENCE).
+    Should that inner SCF not converge, the step is retried with c = 0.  On
+    return mf holds the converged state, or the lowest-energy one reached, as
+    PySCF's kernel would leave it; if that
     is no lower than the starting density's energy, mf.mo_coeff is None so
     the next attempt starts from dm again (the inner SCF fills the lowest
     orbitals and cannot keep a non-aufbau state).
