@@ -28,7 +28,7 @@ response is modelled by the Coulomb potential and a fraction of exact
 exchange.  That handles most of the response without evaluating DM21, so
 fewer DM21 evaluations are needed (with PySCF's convergence test, water/def2-TZVP:
 3 instead of DIIS's 4; methane/def2-TZVP and (H2O)2: 3 instead of 4 with Coulomb
-alone; with the step test of FROZEN_XC_PREDICTED_CONVERGENCE, 2).  If they
+alone; water/def2-TZVP 2 with the step test of FROZEN_XC_PREDICTED_CONVERGENCE).  If they
 stall, the ladder above takes over from the lowest-energy state they reached.
 Where the two-electron integrals do not fit in memory, the inner SCF's model is
 density-fitted (see FROZEN_XC_DENSITY_FITTING).
@@ -376,8 +376,8 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     than half of conv_tol to first order (FROZEN_XC_PREDICTED_CONVERGENCE).
     Should that inner SCF not converge, the step is retried with c = 0.  On
     return mf holds the converged state, or the lowest-energy one reached, as
-    PySCF's kernel would leave it; if that
-    is no lower than the starting density's energy, mf.mo_coeff is None so
+    PySCF's kernel would leave it; if that is no lower than the starting
+    density's energy, mf.mo_coeff is None so
     the next attempt starts from dm again (the inner SCF fills the lowest
     orbitals and cannot keep a non-aufbau state).
     """
