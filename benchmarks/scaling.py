@@ -132,6 +132,7 @@ def main(argv=None) -> None:
     rows = json.loads(out.read_text())["rows"] if args.resume and out.exists() else []
     rows = [row for row in rows if row["n"] in sizes]
     fit = slopes(rows)
+    ran = False
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             if any(row["n"] == n for row in rows):
@@ -149,8 +150,9 @@ def main(argv=None) -> None:
                   f"DM21 {row['dm21']['wall_s']:8.1f} s  ratio {row['ratio_wall']:5.2f}  "
                   f"peak {row['dm21']['peak_memory_mb']:7.0f} MB  screened "
                   f"{ints.get('screened_feature_blocks')}", flush=True)
-            fit = _write(out, rows)
-    if rows:  # (the plot again, also when every size was kept: --resume redraws it)
+            fit = _write(out, rows)  # (the JSON and the plot, after every size)
+            ran = True
+    if rows and not ran:  # every size was kept (--resume): the plot is drawn again
         plot(rows, fit, out.with_suffix(".png"))
     if fit["difference"] is not None:
         print(f"slope of log(wall) on log(basis functions): B3LYP {fit['b3lyp']:.2f}, DM21 "

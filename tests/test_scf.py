@@ -265,8 +265,9 @@ def test_frozen_xc_fits_its_model_when_the_integrals_are_not_in_memory(checkpoin
     SCF's Coulomb and exchange model is density-fitted: the same 2 DM21 evaluations as the
     in-memory model on (H2O)2/STO-3G (Coulomb alone, the old route there, takes 3; with
     PySCF's convergence test alone 3 and 4), the same solution.  The fitted model's fixed
-    point is DM21's own: one inner step from the converged density lands where the in-memory model's step does (without the exact
-    J(D_k) in the fitted model's fixed part it lands elsewhere, by J's fitting error)."""
+    point is DM21's own: one inner step from the converged density lands where the
+    in-memory model's step does (without the exact J(D_k) in the fitted model's fixed part
+    it lands elsewhere, by J's fitting error)."""
     from dm21cli.scf import escalation as dm21_scf
     from dm21cli.scf import fitting
 

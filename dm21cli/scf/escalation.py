@@ -377,9 +377,9 @@ def _frozen_xc(mf, dm, log=None, on_state=None) -> int:
     Should that inner SCF not converge, the step is retried with c = 0.  On
     return mf holds the converged state, or the lowest-energy one reached, as
     PySCF's kernel would leave it; if that is no lower than the starting
-    density's energy, mf.mo_coeff is None so
-    the next attempt starts from dm again (the inner SCF fills the lowest
-    orbitals and cannot keep a non-aufbau state).
+    density's energy, mf.mo_coeff is None so the next attempt starts from dm
+    again (the inner SCF fills the lowest orbitals and cannot keep a non-aufbau
+    state).
     """
     from pyscf import lib
 
